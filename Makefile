@@ -1,0 +1,34 @@
+# The whole set-up is `make demo` or `make test`: each creates .venv if missing and installs igax (editable) with pip.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+OUT ?= demo-output
+
+.PHONY: demo test test-slow lint bench docs clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e '.[test,docs]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	MPLBACKEND=Agg $(VENV)/bin/igax demo --out $(OUT)
+
+test: $(STAMP)
+	MPLBACKEND=Agg $(PY) -m pytest -q
+
+test-slow: $(STAMP)
+	MPLBACKEND=Agg $(PY) -m pytest -q -m slow
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check igax tests examples benchmarks
+
+bench: $(STAMP)
+	$(VENV)/bin/igax bench --quick
+
+clean:
+	rm -rf $(VENV) $(OUT) .pytest_cache

@@ -1,0 +1,1 @@
+"""igax.fem: geometry and meshes, quadrature, spaces, forms and assembly, boundary conditions, fields, I/O."""

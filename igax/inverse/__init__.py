@@ -1,0 +1,1 @@
+"""igax.inverse: objectives, regularisers, observation operators, optimiser drivers."""

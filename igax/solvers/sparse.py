@@ -1,0 +1,290 @@
+"""The sparse matrix type: a static CSR pattern (NumPy, hashed once) and a JAX array of values.
+
+Everything integer about a matrix (row pointers, column indices, the row of every stored entry, the transpose
+permutation, the diagonal slots) is computed once in NumPy and kept in a :class:`CSRPattern`. A
+:class:`SparseMatrix` is a pytree whose only leaf is ``values``; jit caches on the pattern, grad and vmap act on
+the values. This is what makes assembled systems cheap to re-use with new coefficients.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from functools import cached_property
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import scipy.sparse as sp
+
+__all__ = ["CSRPattern", "SparseMatrix"]
+
+
+class CSRPattern:
+    """An immutable compressed-sparse-row sparsity pattern.
+
+    Arguments:
+        indptr: row pointers, shape ``(nrows + 1,)``.
+        indices: column index of each stored entry, shape ``(nnz,)``, sorted within each row, no duplicates.
+        shape: ``(nrows, ncols)``.
+
+    Patterns compare equal when their content is equal (a digest is computed once), so two spaces built the same
+    way share jit caches.
+
+    Example:
+        >>> p = CSRPattern(np.array([0, 1, 2]), np.array([0, 1]), (2, 2))
+        >>> p.nnz
+        2
+    """
+
+    def __init__(self, indptr, indices, shape):
+        indptr = np.ascontiguousarray(indptr, dtype=np.int64)
+        indices = np.ascontiguousarray(indices, dtype=np.int32)
+        shape = (int(shape[0]), int(shape[1]))
+        if indptr.ndim != 1 or indptr.shape[0] != shape[0] + 1:
+            raise ValueError(f"indptr must have shape (nrows + 1,) = ({shape[0] + 1},), got {indptr.shape}.")
+        if indptr[0] != 0 or np.any(np.diff(indptr) < 0) or indptr[-1] != indices.shape[0]:
+            raise ValueError("indptr must start at 0, be non-decreasing and end at len(indices).")
+        if indices.size and (indices.min() < 0 or indices.max() >= shape[1]):
+            raise ValueError(f"indices must lie in [0, ncols={shape[1]}).")
+        self.indptr = indptr
+        self.indices = indices
+        self.shape = shape
+        self.indptr.setflags(write=False)
+        self.indices.setflags(write=False)
+        h = hashlib.blake2b(digest_size=16)
+        h.update(np.asarray(shape, np.int64).tobytes())
+        h.update(indptr.tobytes())
+        h.update(indices.tobytes())
+        self._digest = h.digest()
+
+    @classmethod
+    def from_coo(cls, rows, cols, shape) -> tuple[CSRPattern, np.ndarray]:
+        """Build the pattern of a set of (row, col) entries, duplicates allowed.
+
+        Returns:
+            ``(pattern, slot)`` where ``slot[k]`` is the CSR position of entry ``(rows[k], cols[k])``: the scatter
+            map that assembly uses (``values = segment_sum(entries, slot, nnz)``).
+        """
+        rows = np.asarray(rows, dtype=np.int64).ravel()
+        cols = np.asarray(cols, dtype=np.int64).ravel()
+        nrows, ncols = int(shape[0]), int(shape[1])
+        # One key per entry; sorting keys (not np.unique on pairs) is the cheap way to a CSR pattern.
+        key = rows * ncols + cols
+        order = np.argsort(key, kind="stable")
+        skey = key[order]
+        first = np.ones(skey.shape[0], dtype=bool)
+        first[1:] = skey[1:] != skey[:-1]
+        ukey = skey[first]
+        slot_sorted = np.cumsum(first) - 1
+        slot = np.empty_like(slot_sorted)
+        slot[order] = slot_sorted
+        urows = ukey // ncols
+        ucols = ukey % ncols
+        indptr = np.zeros(nrows + 1, dtype=np.int64)
+        np.cumsum(np.bincount(urows, minlength=nrows), out=indptr[1:])
+        return cls(indptr, ucols, (nrows, ncols)), slot.astype(np.int32)
+
+    @property
+    def nnz(self) -> int:
+        return int(self.indices.shape[0])
+
+    @cached_property
+    def rows(self) -> np.ndarray:
+        """Row index of every stored entry, shape ``(nnz,)``."""
+        return np.repeat(np.arange(self.shape[0], dtype=np.int32), np.diff(self.indptr))
+
+    @cached_property
+    def diagonal_slots(self) -> np.ndarray:
+        """CSR slot of each diagonal entry, or -1 where the diagonal is not stored."""
+        n = min(self.shape)
+        out = -np.ones(n, dtype=np.int64)
+        mask = self.rows == self.indices
+        out[self.rows[mask]] = np.nonzero(mask)[0]
+        return out
+
+    @cached_property
+    def _transpose(self) -> tuple[CSRPattern, np.ndarray]:
+        t = sp.csr_matrix(
+            (np.arange(self.nnz, dtype=np.float64) + 1.0, self.indices, self.indptr), shape=self.shape
+        ).T.tocsr()
+        t.sort_indices()
+        perm = (t.data - 1.0).astype(np.int64)
+        return CSRPattern(t.indptr, t.indices, t.shape), perm
+
+    def transpose(self) -> tuple[CSRPattern, np.ndarray]:
+        """The transposed pattern and the permutation ``perm`` with ``values_T = values[perm]``."""
+        return self._transpose
+
+    @cached_property
+    def is_structurally_symmetric(self) -> bool:
+        pt, _ = self._transpose
+        return pt == self
+
+    def __eq__(self, other):
+        return isinstance(other, CSRPattern) and (self is other or self._digest == other._digest)
+
+    def __hash__(self):
+        return hash(self._digest)
+
+    def __repr__(self):
+        return f"CSRPattern(shape={self.shape}, nnz={self.nnz})"
+
+
+class SparseMatrix(eqx.Module):
+    """A sparse matrix with a static CSR pattern and JAX values: a pytree whose only leaf is ``values``.
+
+    Arguments:
+        values: stored entries in CSR order, shape ``(nnz,)``.
+        pattern: the :class:`CSRPattern`.
+        symmetric: the caller asserts ``A == A.T`` (lets solvers pick Cholesky-type methods and skip transposes).
+        positive_definite: the caller asserts ``A`` is symmetric positive definite.
+
+    Example:
+        >>> A = SparseMatrix.from_scipy(scipy.sparse.eye(3, format="csr"))
+        >>> A @ jnp.ones(3)
+        Array([1., 1., 1.], dtype=float64)
+    """
+
+    values: jax.Array
+    pattern: CSRPattern = eqx.field(static=True)
+    symmetric: bool = eqx.field(static=True, default=False)
+    positive_definite: bool = eqx.field(static=True, default=False)
+
+    def __check_init__(self):
+        if hasattr(self.values, "shape") and self.values.shape[-1:] != (self.pattern.nnz,):
+            raise ValueError(
+                f"values must have shape (nnz,) = ({self.pattern.nnz},) to match the pattern, "
+                f"got {self.values.shape}."
+            )
+
+    # -- construction and conversion -------------------------------------------------------------------------
+    @classmethod
+    def from_scipy(cls, A, *, symmetric: bool | None = None, positive_definite: bool = False, dtype=None):
+        """Wrap a scipy sparse matrix (any format; converted to canonical CSR).
+
+        Arguments:
+            A: scipy sparse matrix or array.
+            symmetric: flag; ``None`` checks ``A`` numerically.
+            positive_definite: flag the caller asserts (not checked).
+            dtype: values dtype (default: jnp's default float dtype).
+        """
+        A = sp.csr_matrix(A)
+        A.sum_duplicates()
+        A.sort_indices()
+        if symmetric is None:
+            symmetric = A.shape[0] == A.shape[1] and abs(A - A.T).max() <= 1e-14 * max(abs(A).max(), 1e-300)
+        pattern = CSRPattern(A.indptr, A.indices, A.shape)
+        return cls(
+            jnp.asarray(A.data, dtype=dtype),
+            pattern,
+            symmetric=bool(symmetric) or positive_definite,
+            positive_definite=positive_definite,
+        )
+
+    def to_scipy(self) -> sp.csr_matrix:
+        """A scipy CSR copy (host). Not traceable."""
+        p = self.pattern
+        return sp.csr_matrix((np.asarray(self.values), p.indices, p.indptr), shape=p.shape)
+
+    def todense(self) -> jax.Array:
+        p = self.pattern
+        out = jnp.zeros(p.shape, self.values.dtype)
+        return out.at[p.rows, p.indices].add(self.values)
+
+    # -- properties ------------------------------------------------------------------------------------------
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.pattern.shape
+
+    @property
+    def nnz(self) -> int:
+        return self.pattern.nnz
+
+    @property
+    def dtype(self):
+        return self.values.dtype
+
+    def diagonal(self) -> jax.Array:
+        slots = self.pattern.diagonal_slots
+        d = self.values[np.maximum(slots, 0)]
+        return jnp.where(jnp.asarray(slots >= 0), d, 0.0)
+
+    # -- algebra ---------------------------------------------------------------------------------------------
+    def matvec(self, x: jax.Array) -> jax.Array:
+        """``A @ x`` for ``x`` of shape ``(ncols,)`` or ``(ncols, k)``: gather + one segment_sum."""
+        p = self.pattern
+        if x.shape[0] != p.shape[1]:
+            raise ValueError(f"x must have leading dimension ncols={p.shape[1]}, got shape {x.shape}.")
+        v = self.values.reshape(self.values.shape + (1,) * (x.ndim - 1))
+        prod = v * x[p.indices]
+        return jax.ops.segment_sum(prod, p.rows, num_segments=p.shape[0], indices_are_sorted=True)
+
+    def __matmul__(self, x):
+        return self.matvec(x)
+
+    @property
+    def T(self) -> SparseMatrix:
+        """The transpose (values permuted; for a symmetric matrix, itself)."""
+        if self.symmetric:
+            return self
+        pt, perm = self.pattern.transpose()
+        return SparseMatrix(self.values[perm], pt, symmetric=False, positive_definite=False)
+
+    def _same_pattern(self, other, op):
+        if not isinstance(other, SparseMatrix):
+            return NotImplemented
+        if other.pattern != self.pattern:
+            raise ValueError(
+                f"cannot {op} matrices with different sparsity patterns ({self.pattern} vs {other.pattern}); "
+                "assemble both on the same space so they share one pattern."
+            )
+        return None
+
+    def __add__(self, other):
+        bad = self._same_pattern(other, "add")
+        if bad is NotImplemented:
+            return bad
+        return SparseMatrix(
+            self.values + other.values,
+            self.pattern,
+            symmetric=self.symmetric and other.symmetric,
+            positive_definite=self.positive_definite and other.positive_definite,
+        )
+
+    def __sub__(self, other):
+        bad = self._same_pattern(other, "subtract")
+        if bad is NotImplemented:
+            return bad
+        return SparseMatrix(
+            self.values - other.values, self.pattern, symmetric=self.symmetric and other.symmetric
+        )
+
+    def __mul__(self, scalar):
+        if isinstance(scalar, SparseMatrix):
+            return NotImplemented
+        scalar = jnp.asarray(scalar)
+        if scalar.ndim != 0:
+            raise ValueError("a SparseMatrix can only be scaled by a scalar; use A @ x for products.")
+        # Positive definiteness survives only a positive scale, which is unknown under tracing.
+        return SparseMatrix(self.values * scalar, self.pattern, symmetric=self.symmetric)
+
+    __rmul__ = __mul__
+
+    def __neg__(self):
+        return SparseMatrix(-self.values, self.pattern, symmetric=self.symmetric)
+
+    def with_values(self, values, *, symmetric=None, positive_definite=None) -> SparseMatrix:
+        """The same pattern with new values (flags kept unless given)."""
+        return SparseMatrix(
+            values,
+            self.pattern,
+            symmetric=self.symmetric if symmetric is None else symmetric,
+            positive_definite=self.positive_definite if positive_definite is None else positive_definite,
+        )
+
+    def __repr__(self):
+        return (
+            f"SparseMatrix(shape={self.shape}, nnz={self.nnz}, dtype={getattr(self.values, 'dtype', '?')}, "
+            f"symmetric={self.symmetric}, positive_definite={self.positive_definite})"
+        )
