@@ -1,0 +1,7 @@
+"""``python -m igax`` is the ``igax`` command."""
+
+import sys
+
+from igax.cli import main
+
+sys.exit(main())

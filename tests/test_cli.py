@@ -1,0 +1,58 @@
+"""Every CLI command and every demo, at a tiny size."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from igax import cli
+
+DEMOS = sorted(cli.find_demos())
+
+
+def test_info_json_reports_versions_and_precision(capsys):
+    assert cli.main(["info", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["igax"]
+    assert data["float64"] is True  # tests run in float64 (conftest)
+    assert any(d.startswith(("cpu", "Cpu", "TFRT_CPU")) or "cpu" in d.lower() for d in data["devices"])
+
+
+def test_demo_list_names_every_demo(capsys):
+    assert cli.main(["demo", "--list"]) == 0
+    out = capsys.readouterr().out
+    assert DEMOS, "examples/ declares no demo"
+    for name in DEMOS:
+        assert name in out
+
+
+@pytest.mark.parametrize("name", DEMOS)
+def test_every_demo_runs_tiny(name, tmp_path, capsys):
+    assert cli.main(["demo", name, "--size", "tiny", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "finished" in out
+    assert any(p.is_file() and p.stat().st_size > 0 for p in tmp_path.rglob("*")), "the demo wrote no file"
+
+
+def test_unknown_names_and_sizes_fail_clearly():
+    with pytest.raises(SystemExit, match="unknown demo 'nosuch'. Available"):
+        cli.main(["demo", "nosuch"])
+    with pytest.raises(SystemExit, match="unknown benchmark 'nosuch'"):
+        cli.main(["bench", "nosuch"])
+    if DEMOS:
+        with pytest.raises(SystemExit, match="has no size 'nosize'. Available sizes"):
+            cli.run_demo(DEMOS[0], size="nosize")
+
+
+def test_bench_list(capsys):
+    assert cli.main(["bench", "--list"]) == 0
+    assert set(capsys.readouterr().out.split()) == set(cli.find_benchmarks())
+
+
+def test_help_everywhere():
+    for args in (["--help"], ["demo", "--help"], ["info", "--help"], ["bench", "--help"]):
+        r = subprocess.run([sys.executable, "-m", "igax", *args], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0 and "usage: igax" in r.stdout
+    r = subprocess.run([sys.executable, "-m", "igax", "demo", "--size", "huge"], capture_output=True, text=True)
+    assert r.returncode == 2 and "invalid choice: 'huge'" in r.stderr
