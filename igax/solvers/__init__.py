@@ -3,3 +3,29 @@
 from igax.solvers.sparse import CSRPattern, SparseMatrix
 
 __all__ = ["CSRPattern", "SparseMatrix"]
+from igax.solvers._backends import clear_cache, set_cache_size  # noqa: E402
+from igax.solvers._backends import stats as solver_stats  # noqa: E402
+from igax.solvers.linear import (  # noqa: E402
+    Factorization,
+    SolverError,
+    SolveResult,
+    available_methods,
+    default_method,
+    factorize,
+    linear_solve,
+    solve,
+)
+
+__all__ += [
+    "Factorization",
+    "SolveResult",
+    "SolverError",
+    "available_methods",
+    "clear_cache",
+    "default_method",
+    "factorize",
+    "linear_solve",
+    "set_cache_size",
+    "solve",
+    "solver_stats",
+]
