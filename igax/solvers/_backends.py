@@ -90,8 +90,8 @@ class _Pardiso(_Factor):
     def __init__(self, A: sp.csr_matrix, symmetric: bool, options: dict):
         import pypardiso
 
-        # mtype 11 (real non-symmetric) with MKL's default scaling and matching: robust for any matrix, and the
-        # transposed solve reuses the same factors through iparm(12) = 2.
+        # mtype 11 (real non-symmetric) with MKL's default scaling and matching: robust for any matrix, and
+        # the transposed solve reuses the same factors through iparm(12) = 2.
         self.A = A
         self.solver = pypardiso.PyPardisoSolver(mtype=11)
         self.solver.set_phase(12)

@@ -4,9 +4,9 @@ These run entirely on the device (the GPU path) and report iterations and a stat
 ``jax.scipy.sparse.linalg`` does not. They are not differentiated through: :func:`igax.solvers.solve` wraps
 them in ``custom_linear_solve``, so gradients are one more (transposed) Krylov solve.
 
-This differs from a textbook loop in two places: the loop stops on the *preconditioned-independent* residual
-``|b - A x| <= max(rtol |b|, atol)``, and every ``recompute`` iterations CG recomputes the residual directly so
-round-off in the recurrence cannot fake convergence.
+This differs from a textbook loop in two places: the loop stops on the unpreconditioned residual
+``|b - A x| <= max(rtol |b|, atol)``, and every ``recompute`` iterations CG recomputes the residual directly
+so round-off in the recurrence cannot fake convergence.
 """
 
 from __future__ import annotations

@@ -1,13 +1,14 @@
 """Differentiable sparse linear solves: ``solve(A, b)`` and ``linear_solve(A, b) -> SolveResult``.
 
 Every solve goes through ``jax.lax.custom_linear_solve``, so ``jit``, ``grad``, ``jvp``/``jacfwd``,
-Hessian-vector products and ``vmap`` all work, and derivatives are computed implicitly: the gradient of a loss of
-``x = A^{-1} b`` is one transposed solve, ``lambda = A^{-T} dL/dx``, and ``dL/dA = -lambda x^T`` on the pattern.
+Hessian-vector products and ``vmap`` all work, and derivatives are computed implicitly: the gradient of a
+loss of ``x = A^{-1} b`` is one transposed solve, ``lambda = A^{-T} dL/dx``, and ``dL/dA = -lambda x^T`` on
+the pattern.
 
 Direct backends run on the host through ``jax.pure_callback``. A factorisation is requested once per matrix
-(:func:`factorize`) and named by an integer token; the forward, tangent and transpose solves all reuse it (see
-:mod:`igax.solvers._backends`). Iterative backends (``"cg"``, ``"bicgstab"``, ``"gmres"``) are pure JAX and run
-on the device.
+(:func:`factorize`) and named by an integer token; the forward, tangent and transpose solves all reuse it
+(see :mod:`igax.solvers._backends`). Iterative backends (``"cg"``, ``"bicgstab"``, ``"gmres"``) are pure JAX
+and run on the device.
 """
 
 from __future__ import annotations
@@ -63,7 +64,8 @@ class SolveResult(eqx.Module):
 
     Attributes:
         value: the solution ``x``.
-        status: 0 success, 1 singular / failed factorisation, 2 not converged, 3 NaN or inf input, 4 breakdown.
+        status: 0 success, 1 singular / failed factorisation, 2 not converged, 3 NaN or inf input,
+            4 breakdown.
         iterations: iterations used (0 for direct methods).
         residual: relative residual ``|b - A x| / |b|`` (``|b - A x|`` when ``b = 0``).
     """
@@ -177,7 +179,8 @@ def factorize(A: SparseMatrix, *, method: str | None = None, **options) -> Facto
     Arguments:
         A: square :class:`SparseMatrix`.
         method: backend (see :func:`solve`).
-        **options: backend options (``rtol``, ``atol``, ``maxiter``, ``restart`` for iterative methods, ``throw``).
+        **options: backend options (``rtol``, ``atol``, ``maxiter``, ``restart`` for iterative methods;
+            ``throw``).
 
     Returns:
         A :class:`Factorization` with ``.solve(b)``.
@@ -316,13 +319,15 @@ def linear_solve(A: SparseMatrix, b: jax.Array, *, method: str | None = None, **
 
     Arguments:
         A: square :class:`SparseMatrix` (``values`` of shape ``(nnz,)``).
-        b: right-hand side ``(n,)``; use ``jax.vmap`` for several (one multi-RHS host solve for direct methods).
+        b: right-hand side ``(n,)``; use ``jax.vmap`` for several (one multi-RHS host solve for direct
+            methods).
         method: ``"pardiso"`` (default on CPU where installed), ``"superlu"`` (always available),
-            ``"cholmod"`` (scikit-sparse, SPD), ``"amg-cg"`` (pyamg, SPD), or the pure-JAX Jacobi-preconditioned
-            ``"cg"`` (SPD), ``"bicgstab"``, ``"gmres"`` (default on GPU).
+            ``"cholmod"`` (scikit-sparse, SPD), ``"amg-cg"`` (pyamg, SPD), or the pure-JAX
+            Jacobi-preconditioned ``"cg"`` (SPD), ``"bicgstab"``, ``"gmres"`` (default on GPU).
         **options: ``rtol`` (default 1e-10 in float64, 1e-5 in float32), ``atol``, ``maxiter``, ``restart``
-            (GMRES); ``throw`` (default True): raise :class:`SolverError` (or equinox's runtime error inside jit)
-            when the solve fails; ``direct_rtol``: the residual above which a direct solve counts as singular.
+            (GMRES); ``throw`` (default True): raise :class:`SolverError` (or equinox's runtime error inside
+            jit) when the solve fails; ``direct_rtol``: the residual above which a direct solve counts as
+            singular.
 
     Returns:
         :class:`SolveResult` ``(value, status, iterations, residual)``.

@@ -2,8 +2,8 @@
 
 Everything integer about a matrix (row pointers, column indices, the row of every stored entry, the transpose
 permutation, the diagonal slots) is computed once in NumPy and kept in a :class:`CSRPattern`. A
-:class:`SparseMatrix` is a pytree whose only leaf is ``values``; jit caches on the pattern, grad and vmap act on
-the values. This is what makes assembled systems cheap to re-use with new coefficients.
+:class:`SparseMatrix` is a pytree whose only leaf is ``values``; jit caches on the pattern, grad and vmap act
+on the values. This is what makes assembled systems cheap to re-use with new coefficients.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ class CSRPattern:
         indices: column index of each stored entry, shape ``(nnz,)``, sorted within each row, no duplicates.
         shape: ``(nrows, ncols)``.
 
-    Patterns compare equal when their content is equal (a digest is computed once), so two spaces built the same
-    way share jit caches.
+    Patterns compare equal when their content is equal (a digest is computed once), so two spaces built the
+    same way share jit caches.
 
     Example:
         >>> p = CSRPattern(np.array([0, 1, 2]), np.array([0, 1]), (2, 2))
@@ -63,8 +63,8 @@ class CSRPattern:
         """Build the pattern of a set of (row, col) entries, duplicates allowed.
 
         Returns:
-            ``(pattern, slot)`` where ``slot[k]`` is the CSR position of entry ``(rows[k], cols[k])``: the scatter
-            map that assembly uses (``values = segment_sum(entries, slot, nnz)``).
+            ``(pattern, slot)`` where ``slot[k]`` is the CSR position of entry ``(rows[k], cols[k])``: the
+            scatter map that assembly uses (``values = segment_sum(entries, slot, nnz)``).
         """
         rows = np.asarray(rows, dtype=np.int64).ravel()
         cols = np.asarray(cols, dtype=np.int64).ravel()
@@ -137,7 +137,8 @@ class SparseMatrix(eqx.Module):
     Arguments:
         values: stored entries in CSR order, shape ``(nnz,)``.
         pattern: the :class:`CSRPattern`.
-        symmetric: the caller asserts ``A == A.T`` (lets solvers pick Cholesky-type methods and skip transposes).
+        symmetric: the caller asserts ``A == A.T`` (lets solvers pick Cholesky-type methods and skip
+            transposes).
         positive_definite: the caller asserts ``A`` is symmetric positive definite.
 
     Example:
