@@ -1,0 +1,179 @@
+"""Vectorised assembly of forms into sparse matrices, load vectors and scalars.
+
+Assembly never loops over elements. For a bilinear kernel ``k(u, v, w)`` the kernel is evaluated, at every
+quadrature point at once (vmap), on the unit "jets" of the trial and test functions (a jet is the vector of a
+function's value and gradient entries, ``m = ncomp * (1 + dim)`` numbers), giving a small ``(m, m)`` matrix per point.
+Because ``k`` is bilinear, the element matrix is this matrix contracted with the basis tables,
+``K[e, a, b] = sum_q S[e, q, a, :] @ M[e, q] @ S[e, q, b, :] dx[e, q]`` (one einsum), and the CSR values are one
+``segment_sum`` of all element entries through the scatter map computed when the space was built. Everything
+here is traceable: ``jit`` it once and call it again with new field values, ``vmap`` it over a batch, ``grad``
+through it (also with respect to the geometry).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from igax._config import check_float64
+from igax.fem.forms import Form, FormInputs, Jet, QuadValue, kernel_output
+from igax.fem.space import FunctionSpace, Rule, Tables
+from igax.solvers.sparse import SparseMatrix
+
+__all__ = ["assemble"]
+
+
+def _field_type():
+    from igax.fem.field import Field
+
+    return Field
+
+
+def _inputs_at(fields: dict, space: FunctionSpace, rule: Rule, tables: Tables) -> dict:
+    """Each named input as (value (ne, nq, ...), grad or None) at the rule's quadrature points."""
+    Field = _field_type()
+    ne, nq = tables.dx.shape
+    out = {}
+    for name, f in fields.items():
+        if isinstance(f, Field):
+            fs = f.space
+            if fs is space or fs.plan is space.plan:
+                t = tables if fs is space else fs._tables(rule)
+            elif space._compatible(fs):
+                t = fs._tables(rule)
+            else:
+                raise ValueError(
+                    f"form input {name!r} is a Field on a space whose elements differ from the space being "
+                    "assembled on; a Field input must live on the same mesh / the same knot spans (any degree). "
+                    "Project or interpolate it onto this space first."
+                )
+            out[name] = fs._eval_coeffs(f.coeffs, t, rule)
+        elif callable(f):
+            val = jnp.asarray(f(jnp.moveaxis(tables.x, -1, 0)))  # x: (dim, ne, nq), first axis = coordinate
+            if val.ndim >= 2 and val.shape[-2:] == (ne, nq):
+                val = jnp.moveaxis(val.reshape(val.shape[:-2] + (ne * nq,)), -1, 0).reshape(
+                    (ne, nq) + val.shape[:-2]
+                )
+            elif val.ndim == 0:
+                val = jnp.broadcast_to(val, (ne, nq))
+            else:
+                raise ValueError(
+                    f"form input {name!r} is a callable of x that returned shape {val.shape}; with x of shape "
+                    f"(dim, {ne}, {nq}) (first axis = coordinate) it must return shape ({ne}, {nq}) (or "
+                    f"value_shape + ({ne}, {nq}), or a scalar). Write it with x[0], x[1], ... and jnp functions."
+                )
+            out[name] = (val, None)
+        else:
+            val = jnp.asarray(f)
+            if val.ndim == 0:
+                val = jnp.broadcast_to(val, (ne, nq))
+            elif val.shape[:2] != (ne, nq):
+                raise ValueError(
+                    f"form input {name!r} has shape {val.shape}; an array input holds values at the quadrature "
+                    f"points, shape ({ne}, {nq}) (+ value shape). For dof coefficients pass "
+                    f"fem.Field(space, coeffs); for a constant pass a number."
+                )
+            out[name] = (val, None)
+    return out
+
+
+def _unit_jets(space: FunctionSpace, dtype):
+    """Unit jets of the (vector) space: (m, *vs) values and (m, *vs, dim) gradients, m = ncomp * (1 + dim)."""
+    p = space.plan
+    d = p.dim
+    eye = jnp.eye(p.ncomp * (1 + d), dtype=dtype).reshape(-1, p.ncomp, 1 + d)
+    val, grad = eye[..., 0], eye[..., 1:]
+    if not p.value_shape:
+        val, grad = val[:, 0], grad[:, 0]
+    return val, grad
+
+
+def assemble(form: Form, space: FunctionSpace, *, boundary=None, **fields):
+    """Integrate a form over a space's domain (or over named boundaries).
+
+    Arguments:
+        form: a :func:`bilinear_form`, :func:`linear_form` or :func:`functional`.
+        space: the function space (trial = test space for bilinear forms; the integration domain for all).
+        boundary: None for the volume; a boundary name (or list of names) to integrate over those boundaries,
+            where ``w.n`` is the outward unit normal (Neumann and Robin terms).
+        **fields: named inputs of the kernel: numbers, callables of ``x`` (shape ``(dim, ...)``), arrays of
+            values at the quadrature points (shape ``(nel, nq)``) or :class:`~igax.fem.Field` objects (also
+            giving ``.grad``) on the same mesh / knot spans.
+
+    Returns:
+        A :class:`igax.solvers.SparseMatrix` (bilinear; flagged symmetric when the form is declared so), a
+        vector of length ``space.ndofs`` (linear) or a scalar (functional).
+
+    Example:
+        >>> A = assemble(diffusion, V, kappa=lambda x: 1 + x[0])
+        >>> b = assemble(load, V, f=1.0)
+        >>> g = assemble(neumann, V, boundary="outer", g=2.0)
+    """
+    if not isinstance(form, Form):
+        raise TypeError(
+            f"form must be declared with fem.bilinear_form, fem.linear_form or fem.functional, got "
+            f"{type(form).__name__}. Decorate the kernel, e.g. @fem.bilinear_form."
+        )
+    if not isinstance(space, FunctionSpace):
+        raise TypeError(f"space must be a SplineSpace or LagrangeSpace, got {type(space).__name__}.")
+    rule = space._rule(boundary)
+    tables = space._tables(rule)
+    dtype = tables.dx.dtype
+    if dtype != jnp.float64:
+        check_float64("assemble")
+    inputs = _inputs_at(fields, space, rule, tables)
+    ne, nq = tables.dx.shape
+    P = ne * nq
+    x = tables.x.reshape(P, -1)
+    n = None if tables.n is None else tables.n.reshape(P, -1)
+    flat = {k: (v.reshape((P,) + v.shape[2:]), None if g is None else g.reshape((P,) + g.shape[2:])) for k, (v, g) in inputs.items()}  # fmt: skip
+
+    def w_at(xp, np_, fl):
+        return FormInputs(xp, np_, {k: QuadValue(v, g, k) for k, (v, g) in fl.items()})
+
+    in_axes = (0, None if n is None else 0, jax.tree_util.tree_map(lambda _: 0, flat))
+    p = space.plan
+    S = jnp.concatenate([tables.phi[..., None], tables.dphi], axis=-1)  # (ne, nq, nloc, 1 + dim)
+
+    if form.kind == "functional":
+
+        def point(xp, np_, fl):
+            return kernel_output(form.kernel(w_at(xp, np_, fl)), form)
+
+        vals = jax.vmap(point, in_axes)(x, n, flat).reshape(ne, nq)
+        return jnp.sum(vals * tables.dx)
+
+    uval, ugrad = _unit_jets(space, dtype)
+    C, d1 = p.ncomp, p.dim + 1
+    edofs = p.element_dofs[rule.elements]  # (ne, nloc)
+
+    if form.kind == "linear":
+
+        def point(xp, np_, fl):
+            w = w_at(xp, np_, fl)
+            return jax.vmap(lambda a, b: kernel_output(form.kernel(Jet(a, b), w), form))(uval, ugrad)
+
+        L = jax.vmap(point, in_axes)(x, n, flat).reshape(ne, nq, C, d1) * tables.dx[..., None, None]
+        be = jnp.einsum("eqik,eqck->eci", S, L).reshape(ne, p.nloc)  # (ne, nloc)
+        return jax.ops.segment_sum(be.ravel(), edofs.ravel(), num_segments=p.ndofs)
+
+    if form.kind != "bilinear":
+        raise ValueError(f"unknown form kind {form.kind!r}.")
+
+    def point(xp, np_, fl):
+        w = w_at(xp, np_, fl)
+
+        def k(ua, ug, va, vg):
+            return kernel_output(form.kernel(Jet(ua, ug), Jet(va, vg), w), form)
+
+        inner = jax.vmap(k, (None, None, 0, 0))  # over test jets
+        return jax.vmap(inner, (0, 0, None, None))(uval, ugrad, uval, ugrad)  # (m, m)
+
+    M = (
+        jax.vmap(point, in_axes)(x, n, flat).reshape(ne, nq, C, d1, C, d1)
+        * tables.dx[..., None, None, None, None]
+    )
+    K = jnp.einsum("eqik,eqckdl,eqjl->ecidj", S, M, S).reshape(ne, p.nloc, p.nloc)
+    slots = p.slot[rule.elements]  # (ne, nloc, nloc)
+    values = jax.ops.segment_sum(K.ravel(), slots.ravel(), num_segments=p.pattern.nnz)
+    return SparseMatrix(values, p.pattern, symmetric=form.symmetric)

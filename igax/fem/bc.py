@@ -1,0 +1,247 @@
+"""Strong (Dirichlet) boundary conditions by symmetric elimination.
+
+``condense`` keeps the sparsity pattern and the size of the system: constrained rows and columns are zeroed, the
+diagonal entry of a constrained dof keeps its original value ``A_dd`` (so the scale of the matrix, and of its
+eigenvalues, is unchanged) and the right-hand side becomes ``b - A g`` with ``b_d = A_dd g_d`` on constrained dofs.
+A symmetric positive definite (semi-definite with enough constraints) matrix stays symmetric positive definite,
+and everything is a JAX function of ``A.values``, ``b`` and the prescribed values, so gradients flow to all three.
+
+Prescribed values are numbers, arrays, or callables ``g(x)``. Lagrange dofs are nodal, so ``g`` is interpolated
+at the nodes. Spline dofs are not interpolatory: ``g`` is L2-projected onto the spline trace on the named
+boundaries (a small sparse SPD solve with the boundary mass matrix).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from igax.fem.space import FunctionSpace
+from igax.solvers.sparse import CSRPattern, SparseMatrix
+
+__all__ = ["DirichletBC", "merge_bcs"]
+
+
+class DirichletBC:
+    """Prescribe dof values strongly.
+
+    Arguments:
+        space: the space the system is assembled on.
+        where: a boundary name, a list of names, None (whole boundary), or an int array of dof indices.
+        value: a number, an array with one value per constrained dof, or a callable ``g(x)`` with ``x`` of shape
+            ``(dim, npts)`` returning ``(npts,)`` (scalar spaces or one component) or ``(ncomp, npts)`` (all
+            components of a vector space). Differentiable (JAX arrays, or closures over them).
+        component: for vector spaces, constrain only this component (with boundary names).
+
+    Example:
+        >>> bc = DirichletBC(V, "left", 0.0)                       # u = 0 on the left
+        >>> bc = DirichletBC(V, ["inner", "outer"], lambda x: x[0] * x[1])
+        >>> fix_x = DirichletBC(V2, "left", 0.0, component=0)      # u_x = 0 on the left
+    """
+
+    def __init__(
+        self,
+        space: FunctionSpace,
+        where: str | Sequence[str] | np.ndarray | None = None,
+        value: float | jax.Array | Callable = 0.0,
+        *,
+        component: int | None = None,
+    ):
+        if not isinstance(space, FunctionSpace):
+            raise TypeError(f"space must be a SplineSpace or LagrangeSpace, got {type(space).__name__}.")
+        self.space = space
+        names = None
+        if (
+            where is None
+            or isinstance(where, str)
+            or (isinstance(where, (list, tuple)) and all(isinstance(w, str) for w in where))
+        ):
+            names = space._check_names(where)
+            dofs = space.boundary(names, component=component)
+        else:
+            dofs = np.asarray(where)
+            if dofs.dtype.kind not in "iu" or dofs.ndim != 1:
+                raise TypeError(
+                    "where must be a boundary name, a list of names, None, or a 1D integer array of dofs; got "
+                    f"an array of dtype {dofs.dtype} and shape {dofs.shape}."
+                )
+            if dofs.size and (dofs.min() < 0 or dofs.max() >= space.ndofs):
+                raise ValueError(f"dof indices must lie in [0, {space.ndofs}).")
+            if component is not None:
+                raise ValueError(
+                    "component= applies to boundary names; with explicit dofs, select them yourself."
+                )
+            dofs = np.unique(dofs.astype(np.int64))
+        self.dofs = dofs
+        self.names = names
+        self.component = component
+        self.values = self._values(value)
+
+    # -- prescribed values ---------------------------------------------------------------------------------------
+    def _values(self, value):
+        n = self.dofs.shape[0]
+        if not callable(value):
+            v = jnp.asarray(value, dtype=float if not hasattr(value, "dtype") else None)
+            if v.ndim == 0:
+                return jnp.broadcast_to(v, (n,))
+            if v.shape != (n,):
+                raise ValueError(
+                    f"value must be a number, a callable g(x), or an array of shape ({n},) (one per constrained "
+                    f"dof), got shape {v.shape}."
+                )
+            return v
+        V = self.space
+        if V.plan.kind == "lagrange":
+            return self._interpolate(value)
+        if self.names is None:
+            raise ValueError(
+                "a callable value on a spline space needs boundary names (it is L2-projected on those "
+                "boundaries); pass where='name' or a list of names, or give an array of dof values."
+            )
+        return self._project(value)
+
+    def _components_of(self, g, x):
+        """Evaluate g at points x (dim, npts) -> (ncomp_used, npts)."""
+        V = self.space
+        out = jnp.asarray(g(x))
+        npts = x.shape[1]
+        comps = (
+            [self.component]
+            if (self.component is not None or not V.value_shape)
+            else list(range(V.plan.ncomp))
+        )
+        if out.ndim == 0:
+            out = jnp.broadcast_to(out, (npts,))
+        if out.shape == (npts,) and len(comps) == 1:
+            return comps, out[None]
+        if out.shape == (V.plan.ncomp, npts) and self.component is None:
+            return comps, out
+        if out.shape == (V.plan.ncomp, npts):
+            return comps, out[self.component][None]
+        raise ValueError(
+            f"the boundary value callable returned shape {out.shape} for x of shape {x.shape}; expected "
+            f"({npts},)" + (f" or ({V.plan.ncomp}, {npts})" if V.value_shape else "") + "."
+        )
+
+    def _interpolate(self, g):
+        V = self.space
+        ns = V.nscalar
+        comp, scal = self.dofs // ns, self.dofs % ns
+        xs = V.dof_coordinates()[scal].T  # (dim, n)
+        comps, vals = self._components_of(g, xs)
+        row = np.searchsorted(np.asarray(comps), comp)
+        if not np.all(np.asarray(comps)[row] == comp):
+            raise ValueError("internal: dofs of an unexpected component.")
+        return vals[row, np.arange(self.dofs.shape[0])]
+
+    def _project(self, g):
+        """L2 projection of g onto the trace space of the named boundaries, per component."""
+        from igax.solvers import solve
+
+        V = self.space
+        p = V.plan
+        rule = V._rule(self.names)
+        t = V._tables(rule)
+        bsc = np.unique(np.concatenate([p.boundary_dofs[n] for n in self.names]))
+        pos = -np.ones(p.nscalar, dtype=np.int64)
+        pos[bsc] = np.arange(bsc.shape[0])
+        loc = pos[p.cell_dofs[rule.elements]]  # (ne, nloc): position in the boundary set or -1
+        key = ("trace-mass", self.names)
+        if key not in p.rules:
+            ne, nl = loc.shape
+            r = np.broadcast_to(loc[:, :, None], (ne, nl, nl))
+            c = np.broadcast_to(loc[:, None, :], (ne, nl, nl))
+            ok = (r >= 0) & (c >= 0)
+            pat, slot = CSRPattern.from_coo(r[ok], c[ok], (bsc.shape[0],) * 2)
+            full = np.full(ok.shape, pat.nnz, dtype=np.int64)
+            full[ok] = slot
+            p.rules[key] = (pat, full)
+        pat, slot = p.rules[key]
+        Me = jnp.einsum("eqa,eqb,eq->eab", t.phi, t.phi, t.dx)
+        vals = jax.ops.segment_sum(Me.ravel(), slot.ravel(), num_segments=pat.nnz + 1)[:-1]
+        M = SparseMatrix(vals, pat, symmetric=True, positive_definite=True)
+        xq = jnp.moveaxis(t.x, -1, 0)  # (dim, ne, nq)
+        ne, nq = t.dx.shape
+        comps, gv = self._components_of(g, xq.reshape(p.dim, ne * nq))
+        gv = gv.reshape(len(comps), ne, nq)
+        locs = np.where(loc >= 0, loc, bsc.shape[0])
+        out = {}
+        for k, c in enumerate(comps):
+            fe = jnp.einsum("eqa,eq->ea", t.phi, gv[k] * t.dx)
+            rhs = jax.ops.segment_sum(fe.ravel(), locs.ravel(), num_segments=bsc.shape[0] + 1)[:-1]
+            out[c] = solve(M, rhs)
+        comp, scal = self.dofs // p.nscalar, self.dofs % p.nscalar
+        allv = jnp.stack([out[c] for c in comps])  # (ncomp_used, nb)
+        row = np.searchsorted(np.asarray(comps), comp)
+        return allv[row, pos[scal]]
+
+    # -- elimination ---------------------------------------------------------------------------------------------
+    def _masks(self, pattern: CSRPattern):
+        key = ("bc-masks", pattern, self.dofs.tobytes())
+        cache = self.space.plan.rules
+        if key not in cache:
+            isd = np.zeros(pattern.shape[0], dtype=bool)
+            isd[self.dofs] = True
+            constrained = isd[pattern.rows] | isd[pattern.indices]
+            diag = pattern.diagonal_slots[self.dofs]
+            if np.any(diag < 0):
+                raise ValueError("the matrix pattern lacks diagonal entries for constrained dofs.")
+            cache[key] = (constrained, diag)
+        return cache[key]
+
+    def condense(self, A: SparseMatrix, b: jax.Array) -> tuple[SparseMatrix, jax.Array]:
+        """Symmetric elimination: ``(A_c, b_c)`` of the same size and pattern with ``x_d = g_d`` built in."""
+        if A.shape[0] != self.space.ndofs:
+            raise ValueError(
+                f"A has shape {A.shape} but the space of this DirichletBC has {self.space.ndofs} dofs; assemble "
+                "A on the same space."
+            )
+        b = jnp.asarray(b)
+        if b.shape != (self.space.ndofs,):
+            raise ValueError(f"b must have shape ({self.space.ndofs},), got {b.shape}.")
+        constrained, diag = self._masks(A.pattern)
+        g_full = jnp.zeros(A.shape[0], jnp.result_type(A.values, self.values)).at[self.dofs].set(self.values)
+        add = A.values[diag]
+        vals = jnp.where(jnp.asarray(constrained), 0.0, A.values).at[diag].set(add)
+        bc = (b - A @ g_full).at[self.dofs].set(add * self.values)
+        return A.with_values(vals), bc
+
+    def expand(self, x: jax.Array) -> jax.Array:
+        """Set the constrained entries of a solution exactly to their prescribed values."""
+        return jnp.asarray(x).at[self.dofs].set(self.values)
+
+    def __repr__(self):
+        where = self.names if self.names is not None else f"{self.dofs.shape[0]} dofs"
+        return f"DirichletBC({where}, ndofs={self.dofs.shape[0]})"
+
+
+def merge_bcs(bcs) -> DirichletBC | None:
+    """One DirichletBC from several on the same space (later ones win where dofs coincide)."""
+    if bcs is None:
+        return None
+    if isinstance(bcs, DirichletBC):
+        return bcs
+    bcs = list(bcs)
+    if not bcs:
+        return None
+    if len(bcs) == 1:
+        return bcs[0]
+    space = bcs[0].space
+    for b in bcs:
+        if not isinstance(b, DirichletBC):
+            raise TypeError(f"bc must be a DirichletBC or a list of them, got {type(b).__name__}.")
+        if b.space.plan is not space.plan:
+            raise ValueError("all DirichletBC objects passed together must be on the same space.")
+    dofs = np.concatenate([b.dofs for b in bcs])
+    vals = jnp.concatenate([jnp.asarray(b.values) for b in bcs])
+    # Keep the last occurrence of each dof: unique over the reversed list.
+    _, idx = np.unique(dofs[::-1], return_index=True)
+    keep = dofs.shape[0] - 1 - idx
+    out = DirichletBC.__new__(DirichletBC)
+    out.space, out.names, out.component = space, None, None
+    out.dofs = dofs[keep]
+    out.values = vals[keep]
+    return out

@@ -1,0 +1,102 @@
+"""Fields: a space plus a coefficient vector; evaluation at physical points, gradients, integrals."""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from igax.fem.space import FunctionSpace
+
+__all__ = ["Field"]
+
+
+class Field(eqx.Module):
+    """A finite-element / spline function ``u(x) = sum_i coeffs[i] phi_i(x)``.
+
+    A pytree with two children: the space (whose leaves are its geometry) and ``coeffs``. Differentiating a loss
+    of a Field therefore gives gradients with respect to the coefficients and, where the space was built from
+    traced geometry, the geometry. Pass a Field as a named input of a form to use its value and ``.grad`` there.
+
+    Arguments:
+        space: the :class:`SplineSpace` or :class:`LagrangeSpace`.
+        coeffs: shape ``(space.ndofs,)`` (component-major for vector spaces).
+
+    Example:
+        >>> u = Field(V, jnp.zeros(V.ndofs))
+        >>> u(np.array([[1.5, 0.2]]))          # values at physical points
+    """
+
+    space: FunctionSpace
+    coeffs: jax.Array
+
+    def __init__(self, space: FunctionSpace, coeffs):
+        if not isinstance(space, FunctionSpace):
+            raise TypeError(f"space must be a SplineSpace or LagrangeSpace, got {type(space).__name__}.")
+        coeffs = jnp.asarray(coeffs)
+        space.check_coeffs(coeffs, "coeffs")
+        self.space = space
+        self.coeffs = coeffs
+
+    @property
+    def value_shape(self) -> tuple[int, ...]:
+        return self.space.value_shape
+
+    def component(self, c: int) -> jax.Array:
+        """Coefficients of component ``c`` (vector spaces), shape ``(nscalar,)``."""
+        return self.coeffs.reshape(-1, self.space.nscalar)[c]
+
+    # -- evaluation at physical points -------------------------------------------------------------------------
+    def _at(self, points):
+        from igax.fem.locate import locate
+
+        points = jnp.asarray(points)
+        if points.ndim != 2 or points.shape[1] != self.space.dim:
+            raise ValueError(
+                f"points must have shape (npts, {self.space.dim}), got {points.shape}; for one point write "
+                "points[None, :]."
+            )
+        dofs, tables = locate(self.space, points)
+        p = self.space.plan
+        c = self.coeffs.reshape(p.ncomp, p.nscalar)[:, dofs]  # (ncomp, npts, nloc)
+        val = jnp.einsum("cea,eqa->ec", c, tables.phi)
+        grad = jnp.einsum("cea,eqak->eck", c, tables.dphi)
+        if not p.value_shape:
+            val, grad = val[:, 0], grad[:, 0]
+        return val, grad
+
+    def __call__(self, points) -> jax.Array:
+        """Values at physical points ``(npts, dim)`` -> ``(npts,) + value_shape``."""
+        return self._at(points)[0]
+
+    def evaluate(self, points) -> jax.Array:
+        """Values at physical points ``(npts, dim)`` -> ``(npts,) + value_shape``."""
+        return self._at(points)[0]
+
+    def grad(self, points) -> jax.Array:
+        """Gradients at physical points ``(npts, dim)`` -> ``(npts,) + value_shape + (dim,)``."""
+        return self._at(points)[1]
+
+    # -- integrals ---------------------------------------------------------------------------------------------
+    def integrate(self, boundary=None) -> jax.Array:
+        """Integral of the field over the domain (or a named boundary); vector fields give one per component."""
+        V = self.space
+        rule = V._rule(boundary)
+        t = V._tables(rule)
+        val, _ = V._eval_coeffs(self.coeffs, t, rule)
+        dx = t.dx.reshape(t.dx.shape + (1,) * (val.ndim - 2))
+        return jnp.sum(val * dx, axis=(0, 1))
+
+    def at_quadrature(self):
+        """Value and gradient at the space's volume quadrature points, ``(nel, nq, ...)`` each."""
+        V = self.space
+        rule = V._rule()
+        return V._eval_coeffs(self.coeffs, V._tables(rule), rule)
+
+    def __repr__(self):
+        return f"Field({type(self.space).__name__}, ndofs={self.space.ndofs}, shape={self.value_shape})"
+
+
+def _np(x):
+    return np.asarray(jax.device_get(x))

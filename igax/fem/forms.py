@@ -1,0 +1,256 @@
+"""Weak forms as decorated pointwise kernels.
+
+A form is written for one quadrature point, the way it reads on paper::
+
+    @fem.bilinear_form(symmetric=True)
+    def diffusion(u, v, w):
+        return w.kappa * jnp.dot(u.grad, v.grad)
+
+``u`` (trial) and ``v`` (test) carry ``.value`` (shape = the space's value shape) and ``.grad`` (value shape +
+``(dim,)``); ``w`` carries the physical point ``w.x`` (shape ``(dim,)``, first axis = coordinate), the unit outward
+normal ``w.n`` on boundary integrals and every named input given to :func:`igax.fem.assemble`.
+
+Named inputs reach the kernel as :class:`QuadValue` objects that act as their value under Python arithmetic
+(``w.kappa * ...``, ``(w.u - w.g) ** 2``) and expose ``.value`` and, for :class:`~igax.fem.Field` inputs, ``.grad``.
+JAX 0.10 no longer converts objects through ``__jax_array__`` while tracing, so inside ``jnp`` functions write
+``jnp.exp(w.kappa.value)`` (plain arithmetic needs no ``.value``).
+
+Kernels must be bilinear (resp. linear) in ``u`` and ``v``: assembly evaluates a bilinear kernel once per pair of
+basis "jet" components (value and gradient entries) and contracts the resulting small matrix with the basis
+tables, which is much cheaper than evaluating it for every pair of local basis functions.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+
+__all__ = ["Form", "bilinear_form", "linear_form", "functional", "QuadValue", "Jet", "FormInputs"]
+
+
+@dataclass(frozen=True, eq=False)
+class Form:
+    """A weak form: a pointwise kernel plus its kind (``"bilinear"``, ``"linear"`` or ``"functional"``).
+
+    Forms compare by identity (they are static in jit caches). Call :func:`igax.fem.assemble` to integrate one.
+    """
+
+    kernel: Callable
+    kind: str
+    symmetric: bool = False
+    name: str = "form"
+
+    def __call__(self, *args):
+        return self.kernel(*args)
+
+    def __repr__(self):
+        return f"{self.kind}_form({self.name})"
+
+
+def _decorator(kind: str, fn, symmetric: bool = False):
+    def wrap(f):
+        if not callable(f):
+            raise TypeError(f"{kind}_form expects a function, got {type(f).__name__}.")
+        return Form(f, kind, bool(symmetric), getattr(f, "__name__", "form"))
+
+    return wrap if fn is None else wrap(fn)
+
+
+def bilinear_form(fn: Callable | None = None, *, symmetric: bool = False):
+    """Declare a bilinear form ``a(u, v)`` from a pointwise kernel ``kernel(u, v, w) -> scalar``.
+
+    Arguments:
+        fn: the kernel (when used as ``@bilinear_form`` without parentheses).
+        symmetric: declare ``a(u, v) == a(v, u)``; the assembled matrix is then flagged symmetric so solvers can
+            use Cholesky-type methods. Not checked numerically beyond tests.
+
+    Returns:
+        A :class:`Form`.
+
+    Example:
+        >>> @bilinear_form(symmetric=True)
+        ... def mass(u, v, w):
+        ...     return u.value * v.value
+    """
+    return _decorator("bilinear", fn, symmetric)
+
+
+def linear_form(fn: Callable | None = None):
+    """Declare a linear form ``l(v)`` from a pointwise kernel ``kernel(v, w) -> scalar``.
+
+    Example:
+        >>> @linear_form
+        ... def load(v, w):
+        ...     return w.f * v.value
+    """
+    return _decorator("linear", fn)
+
+
+def functional(fn: Callable | None = None):
+    """Declare a functional ``J = integral of kernel(w)`` from a pointwise kernel ``kernel(w) -> scalar``.
+
+    Example:
+        >>> @functional
+        ... def misfit(w):
+        ...     return (w.u - w.target) ** 2
+    """
+    return _decorator("functional", fn)
+
+
+# --- values seen by kernels -------------------------------------------------------------------------------------
+
+
+def _val(x):
+    return x.value if isinstance(x, QuadValue) else x
+
+
+def _binop(op, reflected=False):
+    def f(self, other):
+        a, b = self.value, _val(other)
+        return op(b, a) if reflected else op(a, b)
+
+    return f
+
+
+class QuadValue:
+    """A named form input at one quadrature point: acts as its value in arithmetic; ``.value`` and ``.grad``.
+
+    ``.grad`` exists for :class:`~igax.fem.Field` inputs (shape = value shape + ``(dim,)``); for other inputs
+    accessing it raises an error that says so.
+    """
+
+    __slots__ = ("value", "_grad", "name")
+    __array_priority__ = 100
+
+    def __init__(self, value, grad=None, name: str = "input"):
+        self.value = value
+        self._grad = grad
+        self.name = name
+
+    @property
+    def grad(self):
+        if self._grad is None:
+            raise AttributeError(
+                f"form input {self.name!r} has no gradient: only fem.Field inputs carry .grad. Pass "
+                f"{self.name}=fem.Field(space, coeffs) to use its gradient."
+            )
+        return self._grad
+
+    def __jax_array__(self):
+        return self.value
+
+    @property
+    def shape(self):
+        return jnp.shape(self.value)
+
+    @property
+    def ndim(self):
+        return jnp.ndim(self.value)
+
+    @property
+    def T(self):
+        return jnp.transpose(self.value)
+
+    def __getitem__(self, idx):
+        return self.value[idx]
+
+    def __len__(self):
+        return len(self.value)
+
+    __add__ = _binop(operator.add)
+    __radd__ = _binop(operator.add, True)
+    __sub__ = _binop(operator.sub)
+    __rsub__ = _binop(operator.sub, True)
+    __mul__ = _binop(operator.mul)
+    __rmul__ = _binop(operator.mul, True)
+    __truediv__ = _binop(operator.truediv)
+    __rtruediv__ = _binop(operator.truediv, True)
+    __pow__ = _binop(operator.pow)
+    __rpow__ = _binop(operator.pow, True)
+    __matmul__ = _binop(operator.matmul)
+    __rmatmul__ = _binop(operator.matmul, True)
+    __lt__ = _binop(operator.lt)
+    __le__ = _binop(operator.le)
+    __gt__ = _binop(operator.gt)
+    __ge__ = _binop(operator.ge)
+
+    def __neg__(self):
+        return -self.value
+
+    def __pos__(self):
+        return self.value
+
+    def __abs__(self):
+        return jnp.abs(self.value)
+
+    def __repr__(self):
+        return f"QuadValue({self.name}, shape={self.shape})"
+
+
+class Jet:
+    """A trial or test function at one quadrature point: ``.value`` and ``.grad`` (value shape + ``(dim,)``)."""
+
+    __slots__ = ("value", "grad")
+
+    def __init__(self, value, grad):
+        self.value = value
+        self.grad = grad
+
+    def __repr__(self):
+        return f"Jet(value shape={jnp.shape(self.value)}, grad shape={jnp.shape(self.grad)})"
+
+
+class FormInputs:
+    """The ``w`` argument of a kernel: ``w.x`` (point), ``w.n`` (normal on boundaries) and the named inputs."""
+
+    def __init__(self, x, n, fields: dict):
+        self.x = x
+        self._n = n
+        self._fields = fields
+
+    @property
+    def n(self):
+        if self._n is None:
+            raise AttributeError(
+                "w.n (the outward unit normal) exists only on boundary integrals: "
+                "assemble(form, V, boundary='name', ...)."
+            )
+        return self._n
+
+    def __getattr__(self, name):
+        fields = self.__dict__.get("_fields", {})
+        if name in fields:
+            return fields[name]
+        raise AttributeError(
+            f"the form asked for w.{name}, but no input of that name was given to assemble; given: "
+            f"{sorted(fields) or 'none'}. Pass it as assemble(form, V, {name}=...)."
+        )
+
+    def __getitem__(self, name):
+        return self.__getattr__(name)
+
+
+def check_scalar_output(out, form: Form):
+    """Kernels return one scalar per point; say what was returned otherwise."""
+    shape = jnp.shape(out)
+    if shape != ():
+        raise ValueError(
+            f"the kernel of {form!r} returned an array of shape {shape} at a quadrature point; a form kernel must "
+            "return a scalar. Contract vectors and tensors, e.g. jnp.dot(u.grad, v.grad) or "
+            "jnp.sum(sigma * eps), instead of returning them."
+        )
+    return out
+
+
+def kernel_output(out, form: Form):
+    out = _val(out)
+    check_scalar_output(out, form)
+    return jnp.asarray(out)
+
+
+def tree_shapes(tree):
+    return jax.tree_util.tree_map(jnp.shape, tree)

@@ -1,0 +1,250 @@
+"""Lagrange spaces on meshes: P1/P2 on triangles and tetrahedra, Q1/Q2 on quadrilaterals and hexahedra."""
+
+from __future__ import annotations
+
+import hashlib
+import weakref
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from igax.bases.lagrange import reference_element
+from igax.fem.quadrature import facet_quadrature, quadrature
+from igax.fem.space import FunctionSpace, Rule, SpacePlan, Tables, check_jacobian, det_inv, finish_tables
+
+__all__ = ["LagrangeSpace"]
+
+
+def _unique_rows(a: np.ndarray):
+    """Ids of equal (sorted) rows: (ids per row, number of distinct rows)."""
+    a = np.sort(a, axis=1)
+    _, inv = np.unique(a, axis=0, return_inverse=True)
+    inv = inv.ravel()
+    return inv, int(inv.max()) + 1 if inv.size else 0
+
+
+class _LagrangePlan(SpacePlan):
+    """Dof numbering (vertices, then edges, faces, cell interiors) and facet lookup of a mesh."""
+
+    def __init__(self, cells: np.ndarray, cell_type: str, named: dict, degree: int, value_shape, qdeg, dim):
+        ref = reference_element(cell_type, degree)
+        geo = reference_element(cell_type, 1)
+        nv = geo.nbasis
+        cells = np.asarray(cells, dtype=np.int64)[:, :nv]
+        nel = cells.shape[0]
+        # Vertex dofs: only vertices that cells use, numbered in increasing point order.
+        used, vdof = np.unique(cells, return_inverse=True)
+        vdof = vdof.reshape(cells.shape)
+        parts, offset = [vdof], used.shape[0]
+        counts = ref.dofs_per_entity
+        if counts[1]:
+            eid, ne = _unique_rows(cells[:, np.array(ref.edges)].reshape(-1, 2))
+            parts.append(offset + eid.reshape(nel, len(ref.edges)))
+            offset += ne
+        if counts[2]:
+            fid, nf = _unique_rows(cells[:, np.array(ref.faces)].reshape(-1, len(ref.faces[0])))
+            parts.append(offset + fid.reshape(nel, len(ref.faces)))
+            offset += nf
+        if counts[3]:
+            parts.append(offset + np.arange(nel)[:, None])
+            offset += nel
+        cell_dofs = np.concatenate(parts, axis=1)
+        if cell_dofs.shape[1] != ref.nbasis:
+            raise ValueError(f"degree {degree} on {cell_type} is not supported by LagrangeSpace.")
+
+        # Facets: all cell facets, the boundary ones (seen once) and the named ones.
+        lf = np.array(ref.facets)  # (nfac, nvf)
+        nfac = lf.shape[0]
+        allf = cells[:, lf].reshape(nel * nfac, -1)
+        named_rows = {k: np.asarray(v, dtype=np.int64) for k, v in named.items()}
+        stacked = np.concatenate([allf] + [r.reshape(-1, allf.shape[1]) for r in named_rows.values()])
+        fid, _ = _unique_rows(stacked)
+        cell_fid = fid[: allf.shape[0]]
+        count = np.bincount(cell_fid)
+        first = np.full(count.shape[0], -1, dtype=np.int64)
+        first[cell_fid[::-1]] = np.arange(allf.shape[0])[::-1]  # first cell facet with each id
+        facet_sets = {"boundary": np.nonzero(count[cell_fid] == 1)[0]} if not named_rows else {}
+        pos = allf.shape[0]
+        for k, r in named_rows.items():
+            ids = fid[pos : pos + r.shape[0]]
+            pos += r.shape[0]
+            idx = first[ids] if ids.size else np.zeros(0, np.int64)
+            if ids.size and (idx.min() < 0 or (count[ids] != 1).any()):
+                raise ValueError(
+                    f"boundary {k!r} of the mesh lists facets that are not boundary facets of its cells."
+                )
+            facet_sets[k] = idx
+        if named_rows:
+            facet_sets["boundary"] = np.nonzero(count[cell_fid] == 1)[0]
+        # Local nodes on each local facet (nodes whose reference coordinates lie on the facet's plane).
+        fq = facet_quadrature(ref.cell, max(2 * degree, 1))
+        origin = geo.nodes[lf[:, 0]]
+        on = np.abs(np.einsum("fd,afd->af", fq.normals, ref.nodes[:, None, :] - origin[None])) < 1e-12
+        self.facet_nodes = [np.nonzero(on[:, f])[0] for f in range(nfac)]
+        self.facets = {k: (v // nfac, v % nfac) for k, v in facet_sets.items()}  # (cell ids, local facet ids)
+        bdofs = {
+            k: np.unique(
+                np.concatenate([cell_dofs[c[f == j]][:, self.facet_nodes[j]].ravel() for j in range(nfac)])
+            )
+            for k, (c, f) in self.facets.items()
+        }
+        super().__init__(
+            kind="lagrange",
+            partition_key=("lagrange", cell_type, _digest(cells)),
+            dim=dim,
+            pdim=ref.dim,
+            value_shape=value_shape,
+            cell_dofs=cell_dofs,
+            nscalar=offset,
+            boundary_dofs=bdofs,
+        )
+        self.ref, self.geo, self.cells, self.degree = ref, geo, cells, degree
+        self.quad = quadrature(ref.cell, qdeg)
+        self.facet_quad = facet_quadrature(ref.cell, qdeg)
+        self.mesh_points_used = used
+
+
+_PLANS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+class LagrangeSpace(FunctionSpace):
+    """Continuous Lagrange elements of degree 1 or 2 on a mesh (P on simplices, Q on quads and hexahedra).
+
+    The JAX leaf is ``points`` (the mesh node coordinates, shape ``(npts, dim)``); the geometry map of each cell is
+    its degree-1 (affine / multilinear) map through the vertices, so gradients of assembled quantities with
+    respect to ``points`` are shape derivatives. Dofs: vertices (in increasing mesh-point order, unused points
+    skipped), then edge midpoints, face centres and cell centres (degree 2); vector spaces number them
+    component-major, ``dof = c * nscalar + i``.
+
+    Arguments:
+        mesh: an :class:`igax.fem.Mesh` (``points``, ``cells``, ``cell_type``, ``boundaries``).
+        degree: 1 or 2.
+        shape: ``()`` scalar, ``(dim,)`` vector-valued (e.g. displacements).
+        quad_degree: polynomial degree integrated exactly (default ``2 * degree``).
+        points: node coordinates to use instead of ``mesh.points`` (a JAX array for shape derivatives).
+
+    Example:
+        >>> V = LagrangeSpace(fem.mesh.unit_square(8), degree=2)
+        >>> V.ndofs
+        289
+    """
+
+    points: jax.Array
+
+    def __init__(
+        self,
+        mesh,
+        degree: int = 1,
+        *,
+        shape: Sequence[int] = (),
+        quad_degree: int | None = None,
+        points=None,
+    ):
+        qdeg = 2 * int(degree) if quad_degree is None else int(quad_degree)
+        shape = tuple(shape)
+        key = (int(degree), shape, qdeg)
+        cache = _PLANS.setdefault(mesh, {}) if _weakrefable(mesh) else {}
+        if key not in cache:
+            pts = np.asarray(mesh.points)
+            cache[key] = _LagrangePlan(
+                mesh.cells, mesh.cell_type, dict(getattr(mesh, "boundaries", {}) or {}), int(degree), shape, qdeg,
+                pts.shape[1],
+            )  # fmt: skip
+        self.plan = cache[key]
+        pts = mesh.points if points is None else points
+        if jnp.shape(pts)[0] != np.shape(mesh.points)[0]:
+            raise ValueError(f"points must have shape {np.shape(mesh.points)}, got {jnp.shape(pts)}.")
+        self.points = jnp.asarray(pts, dtype=float if not isinstance(pts, jax.Array) else pts.dtype)
+        if self.plan.dim != self.plan.pdim:
+            raise ValueError(
+                f"LagrangeSpace needs cells of the mesh's dimension; got {mesh.cell_type} cells in {self.plan.dim}D."
+            )
+        check_jacobian(
+            self.jacobian_determinant(),
+            "LagrangeSpace",
+            "Fix the mesh (check the node order of the cells and remove zero-area cells).",
+        )
+
+    @property
+    def degree(self) -> int:
+        return self.plan.degree
+
+    @property
+    def element(self):
+        """The reference element."""
+        return self.plan.ref
+
+    def with_points(self, points) -> LagrangeSpace:
+        """The same space on moved nodes (reuses the plan; differentiable in ``points``)."""
+        import equinox as eqx
+
+        return eqx.tree_at(lambda s: s.points, self, jnp.asarray(points))
+
+    def _make_rule(self, names) -> Rule:
+        p = self.plan
+        if names is None:
+            return Rule(np.arange(p.nel), ((p.nel, p.quad[0], p.quad[1], None),), None)
+        cells, lfs = [], []
+        for nm in names:
+            c, f = p.facets[nm]
+            cells.append(c)
+            lfs.append(f)
+        cells, lfs = np.concatenate(cells), np.concatenate(lfs)
+        order = np.argsort(lfs, kind="stable")
+        cells, lfs = cells[order], lfs[order]
+        fq = p.facet_quad
+        groups = tuple(
+            (int(np.sum(lfs == f)), fq.points[f], fq.weights[f], fq.normals[f]) for f in np.unique(lfs)
+        )
+        return Rule(cells, groups, tuple(names))
+
+    def _tables(self, rule: Rule) -> Tables:
+        p = self.plan
+        X = self.points[p.cells]  # (nel, nv, dim)
+        out, start = [], 0
+        for count, xi, w, nref in rule.groups:
+            elems = rule.elements[start : start + count]
+            Xe = X if (start == 0 and count == p.nel and nref is None) else X[elems]
+            start += count
+            gv, gg = p.geo.values(xi), p.geo.gradients(xi)  # (nq, nv), (nq, nv, pdim)
+            x = jnp.einsum("qv,evi->eqi", gv, Xe)
+            J = jnp.einsum("qvk,evi->eqik", gg, Xe)
+            ne, nq = Xe.shape[0], xi.shape[0]
+            phi = jnp.broadcast_to(jnp.asarray(p.ref.values(xi)), (ne, nq, p.ref.nbasis))
+            dref = jnp.broadcast_to(jnp.asarray(p.ref.gradients(xi)), (ne, nq, p.ref.nbasis, p.pdim))
+            wq = jnp.broadcast_to(jnp.asarray(w), (ne, nq))
+            out.append(finish_tables(phi, dref, x, J, wq, nref))
+        if len(out) == 1:
+            return out[0]
+        return Tables(
+            *[None if out[0][i] is None else jnp.concatenate([o[i] for o in out]) for i in range(5)]
+        )
+
+    def jacobian_determinant(self) -> jax.Array:
+        """Signed determinant of the cell maps at the volume quadrature points, shape (nel, nq)."""
+        p = self.plan
+        xp = jnp if isinstance(self.points, jax.core.Tracer) else np  # construction-time check: NumPy
+        J = xp.einsum("qvk,evi->eqik", p.geo.gradients(p.quad[0]), xp.asarray(self.points)[p.cells])
+        with np.errstate(all="ignore"):
+            return det_inv(J, xp)[0]
+
+    def dof_coordinates(self) -> jax.Array:
+        """Physical coordinates of the scalar dofs (nodes), shape ``(nscalar, dim)``."""
+        p = self.plan
+        gv = p.geo.values(p.ref.nodes)  # (nloc, nv)
+        xn = jnp.einsum("av,evi->eai", gv, self.points[p.cells])  # (nel, nloc, dim)
+        return jnp.zeros((p.nscalar, p.dim), xn.dtype).at[p.cell_dofs].set(xn)
+
+
+def _digest(a: np.ndarray) -> bytes:
+    return hashlib.blake2b(np.ascontiguousarray(a).tobytes(), digest_size=16).digest()
+
+
+def _weakrefable(obj) -> bool:
+    try:
+        weakref.ref(obj)
+        return True
+    except TypeError:
+        return False

@@ -1,0 +1,146 @@
+"""Point location: which element (and where in it) holds a physical point.
+
+Location is integer work done on the host (NumPy/SciPy k-d tree for the first guess, Newton iterations of the
+geometry map). The last Newton step is repeated in JAX from the converged point, with the point itself held
+constant (``stop_gradient``): at a converged point this step gives exactly the implicit derivative of the
+reference coordinates with respect to the geometry, so evaluations stay differentiable in the coefficients and the
+geometry without differentiating through the iterations.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from scipy.spatial import cKDTree
+
+from igax.fem.space import FunctionSpace, Tables, det_inv, finish_tables
+
+__all__ = ["locate"]
+
+_TOL = 1e-9
+
+
+def locate(space: FunctionSpace, points) -> tuple[jax.Array, Tables]:
+    """Dofs (npts, nloc) and basis tables (npts, 1, nloc[, dim]) of ``space`` at physical points (npts, dim)."""
+    if space.plan.kind == "spline":
+        return _locate_spline(space, points)
+    return _locate_lagrange(space, points)
+
+
+def _outside_error(npts, bad, pts):
+    i = int(np.nonzero(bad)[0][0])
+    return ValueError(
+        f"{int(bad.sum())} of {npts} points lie outside the domain (first: {pts[i].tolist()}); evaluate fields "
+        "only at points of the domain."
+    )
+
+
+# --- splines ------------------------------------------------------------------------------------------------------
+
+
+def _locate_spline(V, points):
+    p = V.plan
+    pts = np.asarray(jax.device_get(points), dtype=np.float64)
+    lo = np.array([k[0] for k in p.knots])
+    hi = np.array([k[-1] for k in p.knots])
+    # Initial guesses: the images of a few parameter points per element, nearest neighbour.
+    per = [np.concatenate([b[:-1] + f * np.diff(b) for f in (0.1, 0.5, 0.9)] + [b[-1:]]) for b in p.breaks]
+    grid = np.stack([g.ravel() for g in np.meshgrid(*per, indexing="ij")], axis=1)
+    V_host = jax.device_get(V)
+    xs = np.asarray(_map_jit(V_host, jnp.asarray(grid))[0])
+    _, near = cKDTree(xs).query(pts)
+    u = grid[near]
+    for _ in range(50):
+        x, J = (np.asarray(a) for a in _map_jit(V_host, jnp.asarray(u)))
+        r = x - pts
+        du = np.linalg.solve(J, -r[..., None])[..., 0]
+        u = np.clip(u + du, lo, hi)
+        if np.max(np.abs(du)) < 1e-14 * max(1.0, float(np.max(hi - lo))):
+            break
+    x, _ = (np.asarray(a) for a in _map_jit(V_host, jnp.asarray(u)))
+    scale = max(1.0, float(np.max(np.abs(xs))))
+    bad = np.linalg.norm(x - pts, axis=1) > 1e-8 * scale
+    if bad.any():
+        raise _outside_error(len(pts), bad, pts)
+    # One differentiable Newton step from the converged parameters.
+    u0 = jnp.asarray(u)
+    _, t0, J0 = V._param_tables(u0, return_jacobian=True)
+    _, Jinv = det_inv(J0[:, 0])
+    uj = jnp.clip(u0 - jnp.einsum("pki,pi->pk", Jinv, t0.x[:, 0] - jnp.asarray(points)), lo, hi)
+    return V._param_tables(uj)
+
+
+@jax.jit
+def _map_jit(V, u):
+    _, t, J = V._param_tables(u, return_jacobian=True)
+    return t.x[:, 0], J[:, 0]
+
+
+# --- Lagrange meshes ----------------------------------------------------------------------------------------------
+
+
+def _inside(xi, simplex):
+    if simplex:
+        return np.all(xi >= -_TOL, axis=-1) & (np.sum(xi, axis=-1) <= 1 + _TOL)
+    return np.all((xi >= -_TOL) & (xi <= 1 + _TOL), axis=-1)
+
+
+def _ref_coords(p, X, pts, iters=20):
+    """Newton for the reference coordinates of pts in cells with vertex coordinates X (n, nv, dim)."""
+    xi = np.tile(p.geo.nodes.mean(axis=0), (pts.shape[0], 1))
+    for _ in range(iters):
+        gv = p.geo.values(xi)  # (n, nv)
+        gg = p.geo.gradients(xi)  # (n, nv, dim)
+        x = np.einsum("nv,nvi->ni", gv, X)
+        J = np.einsum("nvk,nvi->nik", gg, X)
+        dxi = np.linalg.solve(J, (pts - x)[..., None])[..., 0]
+        xi = xi + dxi
+        if np.max(np.abs(dxi), initial=0.0) < 1e-14:
+            break
+    return xi
+
+
+def _locate_lagrange(V, points):
+    p = V.plan
+    pts = np.asarray(jax.device_get(points), dtype=np.float64)
+    X = np.asarray(jax.device_get(V.points))[p.cells]  # (nel, nv, dim)
+    tree = cKDTree(X.mean(axis=1))
+    simplex = p.geo.reference.is_simplex
+    cell = -np.ones(len(pts), dtype=np.int64)
+    xi = np.zeros((len(pts), p.pdim))
+    todo = np.arange(len(pts))
+    for k in (8, 64):
+        if not todo.size:
+            break
+        kk = min(k, p.nel)
+        _, cand = tree.query(pts[todo], k=kk)
+        cand = cand.reshape(len(todo), kk)
+        for j in range(kk):
+            if not todo.size:
+                break
+            c = cand[:, j]
+            xij = _ref_coords(p, X[c], pts[todo])
+            ok = _inside(xij, simplex)
+            cell[todo[ok]] = c[ok]
+            xi[todo[ok]] = xij[ok]
+            todo, cand = todo[~ok], cand[~ok]
+    if todo.size:
+        bad = np.zeros(len(pts), bool)
+        bad[todo] = True
+        raise _outside_error(len(pts), bad, pts)
+    # Differentiable Newton step from the converged reference coordinates.
+    xi0 = jnp.asarray(xi)
+    Xc = V.points[p.cells[cell]]  # (npts, nv, dim)
+    gv, gg = p.geo.values(xi0), p.geo.gradients(xi0)
+    x = jnp.einsum("nv,nvi->ni", gv, Xc)
+    J = jnp.einsum("nvk,nvi->nik", gg, Xc)
+    _, Jinv = det_inv(J)
+    xi1 = xi0 - jnp.einsum("nki,ni->nk", Jinv, x - jnp.asarray(points))
+    gv, gg = p.geo.values(xi1), p.geo.gradients(xi1)
+    x = jnp.einsum("nv,nvi->ni", gv, Xc)[:, None]
+    J = jnp.einsum("nvk,nvi->nik", gg, Xc)[:, None]
+    phi = p.ref.values(xi1)[:, None]
+    dref = p.ref.gradients(xi1)[:, None]
+    t = finish_tables(phi, dref, x, J, jnp.ones((len(pts), 1)), None)
+    return jnp.asarray(p.cell_dofs[cell]), t

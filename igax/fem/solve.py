@@ -1,0 +1,59 @@
+"""``fem.solve``: boundary conditions around :func:`igax.solvers.solve`, returning a Field."""
+
+from __future__ import annotations
+
+import jax
+
+from igax.fem.bc import DirichletBC, merge_bcs
+from igax.fem.field import Field
+from igax.fem.space import FunctionSpace
+from igax.solvers import solve as linear_solve
+from igax.solvers.sparse import SparseMatrix
+
+__all__ = ["solve"]
+
+
+def solve(
+    A: SparseMatrix,
+    b: jax.Array,
+    *,
+    bc: DirichletBC | list[DirichletBC] | None = None,
+    space: FunctionSpace | None = None,
+    method: str | None = None,
+    **options,
+) -> Field:
+    """Solve ``A u = b`` with Dirichlet conditions and return the solution as a Field.
+
+    Differentiable (adjoint) in ``A.values``, ``b`` and the prescribed boundary values; ``jit``- and ``vmap``-able.
+
+    Arguments:
+        A: the assembled matrix (same space as ``b``).
+        b: the load vector, shape ``(ndofs,)``.
+        bc: a :class:`DirichletBC`, a list of them (later ones win on shared dofs), or None.
+        space: the space of the solution; defaults to the space of ``bc`` (required when ``bc`` is None).
+        method: linear solver (see :func:`igax.solvers.linear_solve`); None picks automatically.
+        **options: passed on to :func:`igax.solvers.solve` (``rtol``, ``maxiter``, ...).
+
+    Returns:
+        A :class:`Field` on the space.
+
+    Example:
+        >>> u = fem.solve(A, b, bc=fem.DirichletBC(V, None, 0.0))
+    """
+    bc = merge_bcs(bc)
+    if space is None:
+        if bc is None:
+            raise ValueError("fem.solve needs space= when no boundary condition is given.")
+        space = bc.space
+    elif bc is not None and bc.space.plan is not space.plan:
+        raise ValueError("the DirichletBC was built on a different space than space=.")
+    if A.shape != (space.ndofs, space.ndofs):
+        raise ValueError(
+            f"A has shape {A.shape}, but the space has {space.ndofs} dofs; assemble A on that space."
+        )
+    if bc is not None:
+        A, b = bc.condense(A, b)
+    x = linear_solve(A, b, method=method, **options)
+    if bc is not None:
+        x = bc.expand(x)
+    return Field(space, x)

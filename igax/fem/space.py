@@ -1,0 +1,305 @@
+"""Function spaces: the shared machinery of :class:`~igax.fem.SplineSpace` and :class:`~igax.fem.LagrangeSpace`.
+
+A space is an ``equinox.Module`` whose JAX leaves are its geometry (control points and weights, or mesh node
+coordinates) and whose static part is a :class:`SpacePlan`: everything integer, computed once in NumPy when the
+space is built (element dof map, CSR sparsity pattern and the scatter map from element-matrix entries to CSR
+slots, boundary dof sets by name, quadrature rules). Basis values and physical gradients at quadrature points are
+computed in JAX from the geometry (:meth:`FunctionSpace._tables`), so assembled quantities are differentiable in
+the geometry (shape derivatives).
+
+Vector-valued spaces (``shape=(2,)`` or ``(3,)``) number their dofs component-major:
+``dof = component * nscalar + i`` where ``i`` is the scalar dof; locally, element dof ``a = component * nloc + i``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from igax.solvers.sparse import CSRPattern
+
+__all__ = ["FunctionSpace", "SpacePlan", "Rule", "Tables"]
+
+
+class Tables(NamedTuple):
+    """Scalar basis data at the quadrature points of a :class:`Rule` (JAX arrays).
+
+    Attributes:
+        phi: (ne, nq, nloc) basis values.
+        dphi: (ne, nq, nloc, dim) physical gradients.
+        x: (ne, nq, dim) physical points.
+        dx: (ne, nq) quadrature weight times the volume (or surface) measure.
+        n: (ne, nq, dim) outward unit normals on boundary rules, else None.
+    """
+
+    phi: jax.Array
+    dphi: jax.Array
+    x: jax.Array
+    dx: jax.Array
+    n: jax.Array | None
+
+
+@dataclass(frozen=True, eq=False)
+class Rule:
+    """A quadrature rule over a set of elements (the volume, or the element facets on a boundary).
+
+    Attributes:
+        elements: (ne,) element ids (with repetition allowed on boundaries: one entry per facet).
+        groups: space-specific descriptors, one per group of elements that share reference points; the tables
+            of the groups are concatenated along the element axis in this order.
+        boundary: boundary name(s) or None for the volume.
+    """
+
+    elements: np.ndarray
+    groups: tuple
+    boundary: tuple[str, ...] | None
+
+    def __hash__(self):
+        return id(self)
+
+
+class SpacePlan:
+    """The static, integer part of a space (NumPy), compared and hashed by identity.
+
+    Arguments:
+        kind: "spline" or "lagrange".
+        partition_key: hashable description of the element partition; spaces with equal keys (and kind) share
+            quadrature rules, so a Field of one can be an input of a form assembled on the other.
+        dim: physical dimension; pdim: reference dimension.
+        value_shape: () scalar, (c,) vector-valued.
+        cell_dofs: (nel, nloc) scalar dofs of each element.
+        nscalar: number of scalar dofs.
+        boundary_dofs: name -> sorted scalar dofs on that boundary.
+    """
+
+    def __init__(self, *, kind, partition_key, dim, pdim, value_shape, cell_dofs, nscalar, boundary_dofs):
+        self.kind = kind
+        self.partition_key = partition_key
+        self.dim = int(dim)
+        self.pdim = int(pdim)
+        self.value_shape = tuple(int(s) for s in value_shape)
+        if len(self.value_shape) > 1:
+            raise ValueError(f"shape must be () or (ncomponents,), got {value_shape}.")
+        self.ncomp = int(np.prod(self.value_shape)) if self.value_shape else 1
+        self.cell_dofs = np.ascontiguousarray(cell_dofs, dtype=np.int32)
+        self.nscalar = int(nscalar)
+        self.ndofs = self.ncomp * self.nscalar
+        self.nel, self.nloc_scalar = self.cell_dofs.shape
+        self.nloc = self.ncomp * self.nloc_scalar
+        self.boundary_dofs = {k: np.unique(np.asarray(v, dtype=np.int64)) for k, v in boundary_dofs.items()}
+        # Component-major element dofs: local a = c * nloc_scalar + i  <->  global c * nscalar + cell_dofs[e, i].
+        offs = (np.arange(self.ncomp, dtype=np.int64) * self.nscalar)[None, :, None]
+        self.element_dofs = (offs + self.cell_dofs[:, None, :]).reshape(self.nel, self.nloc).astype(np.int32)
+        rows = np.broadcast_to(self.element_dofs[:, :, None], (self.nel, self.nloc, self.nloc))
+        cols = np.broadcast_to(self.element_dofs[:, None, :], (self.nel, self.nloc, self.nloc))
+        self.pattern, slot = CSRPattern.from_coo(rows, cols, (self.ndofs, self.ndofs))
+        self.slot = slot.reshape(self.nel, self.nloc, self.nloc)
+        self.rules: dict = {}
+
+    def __hash__(self):
+        return id(self)
+
+    def __eq__(self, other):
+        return self is other
+
+    def __repr__(self):
+        return f"SpacePlan({self.kind}, ndofs={self.ndofs}, nel={self.nel})"
+
+
+class FunctionSpace(eqx.Module):
+    """Base class of finite-element and spline spaces (see the module docstring for the dof ordering)."""
+
+    plan: SpacePlan = eqx.field(static=True)
+
+    # -- sizes -------------------------------------------------------------------------------------------
+    @property
+    def ndofs(self) -> int:
+        """Number of degrees of freedom (all components)."""
+        return self.plan.ndofs
+
+    @property
+    def nscalar(self) -> int:
+        """Number of scalar dofs per component."""
+        return self.plan.nscalar
+
+    @property
+    def value_shape(self) -> tuple[int, ...]:
+        """``()`` for scalar spaces, ``(c,)`` for vector-valued ones."""
+        return self.plan.value_shape
+
+    @property
+    def dim(self) -> int:
+        """Physical dimension."""
+        return self.plan.dim
+
+    @property
+    def nel(self) -> int:
+        """Number of elements."""
+        return self.plan.nel
+
+    @property
+    def pattern(self) -> CSRPattern:
+        """Sparsity pattern of matrices assembled on this space."""
+        return self.plan.pattern
+
+    @property
+    def boundary_names(self) -> tuple[str, ...]:
+        """Names of the boundaries (use them in :meth:`boundary`, DirichletBC and boundary integrals)."""
+        return tuple(self.plan.boundary_dofs)
+
+    # -- boundaries ----------------------------------------------------------------------------------------
+    def _check_names(self, name) -> tuple[str, ...]:
+        if name is None:
+            return self.boundary_names
+        names = (name,) if isinstance(name, str) else tuple(name)
+        for nm in names:
+            if not isinstance(nm, str) or nm not in self.plan.boundary_dofs:
+                raise ValueError(
+                    f"unknown boundary {nm!r}; this space has boundaries {list(self.boundary_names)}. "
+                    "Pass one of these names (or a list of them, or None for the whole boundary)."
+                )
+        return names
+
+    def boundary(
+        self, name: str | Sequence[str] | None = None, *, component: int | None = None
+    ) -> np.ndarray:
+        """Dofs on a named boundary (sorted NumPy int array).
+
+        Arguments:
+            name: a boundary name, a list of names, or None for the whole boundary.
+            component: for vector-valued spaces, only this component's dofs (default: all components).
+
+        Returns:
+            Sorted global dof indices.
+
+        Example:
+            >>> V.boundary("left", component=0)    # x-displacement dofs on the left edge
+        """
+        names = self._check_names(name)
+        scal = np.unique(
+            np.concatenate([self.plan.boundary_dofs[n] for n in names] + [np.zeros(0, np.int64)])
+        )
+        if component is None:
+            comps = range(self.plan.ncomp)
+        else:
+            if not (isinstance(component, (int, np.integer)) and 0 <= component < self.plan.ncomp):
+                raise ValueError(
+                    f"component must be an int in [0, {self.plan.ncomp}) for a space of shape "
+                    f"{self.value_shape}, got {component!r}."
+                )
+            comps = [int(component)]
+        return np.concatenate([c * self.nscalar + scal for c in comps]).astype(np.int64)
+
+    # -- quadrature ----------------------------------------------------------------------------------------
+    def _rule(self, boundary=None) -> Rule:
+        """The (cached) quadrature rule of the volume (``boundary=None``) or of named boundaries."""
+        key = None if boundary is None else self._check_names(boundary)
+        if key not in self.plan.rules:
+            self.plan.rules[key] = self._make_rule(key)
+        return self.plan.rules[key]
+
+    def _make_rule(self, names) -> Rule:
+        raise NotImplementedError
+
+    def _tables(self, rule: Rule) -> Tables:
+        """Basis values, physical gradients, points, measures (and normals) at the rule's points (JAX)."""
+        raise NotImplementedError
+
+    def _compatible(self, other: FunctionSpace) -> bool:
+        return type(other) is type(self) and other.plan.partition_key == self.plan.partition_key
+
+    # -- interpolation of coefficients ---------------------------------------------------------------------
+    def _eval_coeffs(self, coeffs, tables: Tables, rule: Rule):
+        """Value (ne, nq, *vs) and gradient (ne, nq, *vs, dim) of a coefficient vector at the rule's points."""
+        p = self.plan
+        c = coeffs.reshape(p.ncomp, p.nscalar)[:, p.cell_dofs[rule.elements]]  # (ncomp, ne, nloc)
+        val = jnp.einsum("cea,eqa->eqc", c, tables.phi)
+        grad = jnp.einsum("cea,eqak->eqck", c, tables.dphi)
+        if not p.value_shape:
+            val, grad = val[..., 0], grad[..., 0, :]
+        return val, grad
+
+    def check_coeffs(self, coeffs, name: str = "coeffs"):
+        """Check a coefficient vector's length against ``ndofs`` (a clear error instead of a broadcast)."""
+        shape = jnp.shape(coeffs)
+        if len(shape) < 1 or shape[-1] != self.ndofs:
+            raise ValueError(
+                f"{name} must have shape (ndofs,) = ({self.ndofs},) for this space, got {shape}. "
+                "Use one coefficient per dof, e.g. jnp.zeros(V.ndofs)."
+            )
+
+
+# --- geometry helpers shared by the spaces -----------------------------------------------------------------------
+
+
+def det_inv(J, xp=jnp):
+    """Determinant and inverse of small square Jacobians (..., d, d), with closed forms for d <= 3."""
+    d = J.shape[-1]
+    if d == 1:
+        det = J[..., 0, 0]
+        return det, (1.0 / det)[..., None, None]
+    if d == 2:
+        a, b, c, e = J[..., 0, 0], J[..., 0, 1], J[..., 1, 0], J[..., 1, 1]
+        det = a * e - b * c
+        inv = xp.stack([xp.stack([e, -b], -1), xp.stack([-c, a], -1)], -2) / det[..., None, None]
+        return det, inv
+    if d == 3:
+        cof0 = xp.cross(J[..., 1, :], J[..., 2, :])
+        cof1 = xp.cross(J[..., 2, :], J[..., 0, :])
+        cof2 = xp.cross(J[..., 0, :], J[..., 1, :])
+        det = xp.sum(J[..., 0, :] * cof0, axis=-1)
+        inv = xp.stack([cof0, cof1, cof2], axis=-1) / det[..., None, None]
+        return det, inv
+    return xp.linalg.det(J), xp.linalg.inv(J)
+
+
+def finish_tables(phi, dphi_ref, x, J, w, n_ref=None) -> Tables:
+    """Physical gradients, measures and normals from reference data.
+
+    Arguments:
+        phi: (ne, nq, nloc); dphi_ref: (ne, nq, nloc, pdim); x: (ne, nq, dim); J: (ne, nq, dim, pdim);
+        w: (ne, nq) reference weights (on facets: the reference facet measure);
+        n_ref: None (volume) or (ne, nq, pdim) / (pdim,) reference outward unit normals.
+    """
+    det, Jinv = det_inv(J)  # (ne, nq), (ne, nq, pdim, dim)
+    dphi = jnp.einsum("eqak,eqki->eqai", dphi_ref, Jinv)  # (ne, nq, nloc, dim)
+    # |det J|: a patch may be parametrised with negative orientation (e.g. angle first, radius second); the
+    # guard at space construction demands one sign everywhere, so |det J| is the volume element.
+    adet = jnp.abs(det)
+    if n_ref is None:
+        return Tables(phi, dphi, x, w * adet, None)
+    # Nanson: n ds = |det J| J^{-T} n_ref dS; the covector J^{-T} n_ref is outward for either orientation.
+    m = jnp.einsum("eqki,...k->eqi", Jinv, jnp.asarray(n_ref, J.dtype))  # (ne, nq, dim)
+    norm = jnp.linalg.norm(m, axis=-1)
+    return Tables(phi, dphi, x, w * adet * norm, m / norm[..., None])
+
+
+def check_jacobian(det, what: str, hint: str, *, orientation_free: bool = False):
+    """Raise when a concrete Jacobian determinant vanishes or changes sign (skipped under tracing).
+
+    Arguments:
+        det: (ne, nq) signed determinants.
+        orientation_free: accept a negative orientation if it holds everywhere (spline patches); otherwise
+            demand det > 0 (meshes).
+    """
+    if isinstance(det, jax.core.Tracer):
+        return
+    det = np.asarray(det)
+    sign = 1.0
+    if orientation_free and det.size:
+        sign = -1.0 if np.median(det) < 0 else 1.0
+    scale = np.max(np.abs(det)) if det.size else 1.0
+    bad = ~(sign * det > 1e-12 * scale)
+    if bad.any():
+        e, q = np.argwhere(bad)[0]
+        raise ValueError(
+            f"{what}: the geometry Jacobian is {'zero or of the wrong sign' if orientation_free else 'not positive'} "
+            f"at {int(bad.sum())} quadrature point(s) (first: element {int(e)}, point {int(q)}, det J = "
+            f"{float(det[e, q]):.3e}); elements are degenerate or inverted. {hint}"
+        )

@@ -1,0 +1,293 @@
+"""Isogeometric spaces: the NURBS basis of a patch as the finite-element space (isoparametric)."""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Sequence
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from igax.bases.bspline import basis_functions
+from igax.fem.quadrature import gauss_legendre
+from igax.fem.space import FunctionSpace, Rule, SpacePlan, Tables, check_jacobian, det_inv, finish_tables
+
+__all__ = ["SplineSpace"]
+
+
+class _SplinePlan(SpacePlan):
+    """Knot spans, element dofs, and the univariate basis tables of a tensor-product patch (NumPy)."""
+
+    def __init__(self, knots, degrees, shape, boundaries, value_shape, quad_points, ndim):
+        self.knots = tuple(np.asarray(k, dtype=np.float64) for k in knots)
+        self.degrees = tuple(int(p) for p in degrees)
+        self.shape = tuple(int(n) for n in shape)
+        pdim = len(self.degrees)
+        self.breaks = [np.unique(k) for k in self.knots]
+        self.ne = tuple(len(b) - 1 for b in self.breaks)
+        # First basis function of each element along each direction: span index - degree.
+        self.first = [
+            np.searchsorted(k, b[:-1], side="right") - 1 - p
+            for k, b, p in zip(self.knots, self.breaks, self.degrees)
+        ]
+        self.nq = tuple(quad_points) if quad_points is not None else tuple(p + 1 for p in self.degrees)
+        # Element dofs: C-order product over directions of first[e_d] + a_d, raveled with the patch shape.
+        grids_e = np.meshgrid(*[np.arange(n) for n in self.ne], indexing="ij")
+        grids_a = np.meshgrid(*[np.arange(p + 1) for p in self.degrees], indexing="ij")
+        multi = [
+            (self.first[d][grids_e[d].ravel()][:, None] + grids_a[d].ravel()[None, :]) for d in range(pdim)
+        ]  # each (nel, nloc)
+        cell_dofs = np.ravel_multi_index(tuple(multi), self.shape)
+        self.sides = {name: (int(axis), int(side)) for name, axis, side in boundaries}
+        bdofs = {}
+        idx = np.arange(int(np.prod(self.shape))).reshape(self.shape)
+        for name, (axis, side) in self.sides.items():
+            bdofs[name] = np.take(idx, 0 if side == 0 else self.shape[axis] - 1, axis=axis).ravel()
+        super().__init__(
+            kind="spline",
+            partition_key=("spline", tuple(tuple(b.tolist()) for b in self.breaks)),
+            dim=ndim,
+            pdim=pdim,
+            value_shape=value_shape,
+            cell_dofs=cell_dofs,
+            nscalar=int(np.prod(self.shape)),
+            boundary_dofs=bdofs,
+        )
+
+    def univariate(self, d: int, elems: np.ndarray, t: np.ndarray, w: np.ndarray):
+        """Basis values, derivatives (ne', nq', p+1) and scaled weights (ne', nq') at local points t in [0, 1]."""
+        a, b = self.breaks[d][elems], self.breaks[d][elems + 1]
+        h = b - a
+        u = a[:, None] + t[None, :] * h[:, None]  # (ne', nq')
+        # Evaluate inside the element: nudge the end points inwards so each point sees its own element's span.
+        eps = 1e-13 * (self.breaks[d][-1] - self.breaks[d][0])
+        u_eval = np.clip(u, a[:, None] + eps, b[:, None] - eps)
+        first, ders = basis_functions(self.knots[d], self.degrees[d], u_eval.ravel(), nderiv=1)
+        first = np.asarray(first).reshape(u.shape)
+        if not np.all(first == self.first[d][elems][:, None]):  # pragma: no cover - guarded by the nudge
+            raise RuntimeError("internal error: quadrature point outside its knot span.")
+        ders = np.asarray(ders).reshape(2, *u.shape, -1)
+        return ders[0], ders[1], w[None, :] * h[:, None], u
+
+
+_PLANS: dict = {}
+
+
+def _plan(key, make):
+    if key not in _PLANS:
+        if len(_PLANS) >= 16:  # bounded: plans of large spaces hold sizeable integer arrays
+            _PLANS.pop(next(iter(_PLANS)))
+        _PLANS[key] = make()
+    return _PLANS[key]
+
+
+class SplineSpace(FunctionSpace):
+    """The NURBS space of a patch, used isoparametrically (geometry and solution share the basis).
+
+    JAX leaves are the patch's ``control_points`` (``(n_1, ..., n_d, dim)``) and ``weights`` (``(n_1, ..., n_d)``),
+    so everything assembled on the space is differentiable with respect to the geometry. Scalar dof ``i`` is the
+    C-order ravel of the control-point multi-index; vector spaces number dofs component-major,
+    ``dof = c * nscalar + i``. Boundaries are the patch's named sides.
+
+    Arguments:
+        patch: an :class:`igax.bases.NURBSPatch` (refine it first: ``geo.refine(degree=3, elements=16)``).
+        shape: ``()`` scalar, ``(dim,)`` vector-valued.
+        quad_points: Gauss points per element and direction (default ``degree + 1``).
+
+    Example:
+        >>> geo = fem.geometry.quarter_annulus().refine(degree=3, elements=8)
+        >>> V = SplineSpace(geo)
+        >>> V.ndofs
+        121
+    """
+
+    control_points: jax.Array
+    weights: jax.Array
+
+    def __init__(self, patch, *, shape: Sequence[int] = (), quad_points: int | Sequence[int] | None = None):
+        pdim = len(patch.degrees)
+        if quad_points is not None:
+            quad_points = (int(quad_points),) * pdim if np.ndim(quad_points) == 0 else tuple(quad_points)
+        cp = jnp.asarray(patch.control_points)
+        ndim = cp.shape[-1]
+        if ndim != pdim:
+            raise ValueError(
+                f"SplineSpace needs a patch whose parametric dimension equals its physical dimension; got a "
+                f"{pdim}D patch in {ndim}D (surfaces and curves are not supported as analysis domains)."
+            )
+        key = (
+            tuple(tuple(map(float, k)) for k in patch.knots),
+            tuple(patch.degrees),
+            tuple(patch.boundaries),
+            tuple(shape),
+            quad_points,
+        )
+        self.plan = _plan(
+            key,
+            lambda: _SplinePlan(
+                patch.knots, patch.degrees, cp.shape[:-1], patch.boundaries, tuple(shape), quad_points, ndim
+            ),
+        )
+        self.control_points = cp
+        self.weights = jnp.asarray(patch.weights, dtype=cp.dtype)
+        check_jacobian(
+            self.jacobian_determinant(),
+            "SplineSpace",
+            "Check the control points (a folded or collapsed control net) and their order.",
+            orientation_free=True,
+        )
+
+    @property
+    def degrees(self) -> tuple[int, ...]:
+        return self.plan.degrees
+
+    @property
+    def knots(self) -> tuple[np.ndarray, ...]:
+        return self.plan.knots
+
+    def with_geometry(self, control_points=None, weights=None) -> SplineSpace:
+        """The same space with new control points and/or weights (reuses the plan; differentiable)."""
+        out = self
+        if control_points is not None:
+            out = eqx.tree_at(lambda s: s.control_points, out, jnp.asarray(control_points))
+        if weights is not None:
+            out = eqx.tree_at(lambda s: s.weights, out, jnp.asarray(weights))
+        return out
+
+    # -- quadrature ----------------------------------------------------------------------------------------
+    def _make_rule(self, names) -> Rule:
+        p = self.plan
+        gauss = [gauss_legendre(n) for n in p.nq]
+        full = [(np.arange(p.ne[d]), np.asarray(gauss[d][0]), np.asarray(gauss[d][1])) for d in range(p.pdim)]
+        if names is None:
+            groups = [(tuple(full), None)]
+        else:
+            groups = []
+            for nm in names:
+                axis, side = p.sides[nm]
+                dirs = list(full)
+                dirs[axis] = (
+                    np.array([0 if side == 0 else p.ne[axis] - 1]),
+                    np.array([float(side)]),
+                    np.ones(1),
+                )
+                nref = np.zeros(p.pdim)
+                nref[axis] = -1.0 if side == 0 else 1.0
+                groups.append((tuple(dirs), nref))
+        elements = []
+        for dirs, _ in groups:
+            grids = np.meshgrid(*[e for e, _, _ in dirs], indexing="ij")
+            elements.append(np.ravel_multi_index(tuple(g.ravel() for g in grids), p.ne))
+        return Rule(np.concatenate(elements), tuple(groups), None if names is None else tuple(names))
+
+    def jacobian_determinant(self) -> jax.Array:
+        """Signed determinant of the geometry Jacobian at the volume quadrature points, shape (nel, nq)."""
+        ((dirs, nref),) = self._rule().groups
+        concrete = not any(isinstance(a, jax.core.Tracer) for a in (self.control_points, self.weights))
+        xp = np if concrete else jnp  # the construction-time check runs in NumPy: no compilation
+        J = self._group_tables(self._rule(), dirs, nref, return_jacobian=True, xp=xp)
+        with np.errstate(all="ignore"):
+            return det_inv(J, xp)[0]
+
+    def _tables(self, rule: Rule) -> Tables:
+        out = [self._group_tables(rule, dirs, nref) for dirs, nref in rule.groups]
+        if len(out) == 1:
+            return out[0]
+        return Tables(
+            *[None if out[0][i] is None else jnp.concatenate([o[i] for o in out]) for i in range(5)]
+        )
+
+    def _group_tables(self, rule: Rule, dirs, nref, return_jacobian=False, xp=jnp):
+        p = self.plan
+        d = p.pdim
+        uni = [p.univariate(k, e, t, w) for k, (e, t, w) in enumerate(dirs)]
+        ne = int(np.prod([len(e) for e, _, _ in dirs]))
+        nq = int(np.prod([len(t) for _, t, _ in dirs]))
+        L = string.ascii_lowercase
+        # einsum "Aqa,Brb->ABqrab": tensor product of per-direction tables, elements then points then functions.
+        ins = [f"{L[k]}{L[d + k]}{L[2 * d + k]}" for k in range(d)]
+        out = (
+            "".join(L[k] for k in range(d))
+            + "".join(L[d + k] for k in range(d))
+            + "".join(L[2 * d + k] for k in range(d))
+        )
+        spec = ",".join(ins) + "->" + out
+        grids = np.meshgrid(*[e for e, _, _ in dirs], indexing="ij")
+        elems = np.ravel_multi_index(tuple(g.ravel() for g in grids), p.ne)
+        B = [xp.asarray(u[0]) for u in uni]
+        D = [xp.asarray(u[1]) for u in uni]
+        nloc = p.nloc_scalar
+        phi = xp.einsum(spec, *B).reshape(ne, nq, nloc)
+        dref = xp.stack(
+            [
+                xp.einsum(spec, *[D[k] if k == j else B[k] for k in range(d)]).reshape(ne, nq, nloc)
+                for j in range(d)
+            ],
+            axis=-1,
+        )  # (ne, nq, nloc, pdim)
+        if xp is np:  # geometry Jacobian only (construction-time check)
+            cp = np.asarray(self.control_points).reshape(-1, p.dim)
+            return self._rational_J(phi, dref, p.cell_dofs[elems], cp, np.asarray(self.weights).reshape(-1))
+        wspec = ",".join(f"{L[k]}{L[d + k]}" for k in range(d)) + "->" + out[: 2 * d]
+        wq = jnp.einsum(wspec, *[jnp.asarray(u[2]) for u in uni]).reshape(ne, nq)
+        return self._rational(phi, dref, p.cell_dofs[elems], wq, nref, return_jacobian)
+
+    @staticmethod
+    def _rational_J(B, dB, dofs, cp, weights):
+        """Geometry Jacobian (ne, nq, dim, pdim) in NumPy (same algebra as ``_rational``)."""
+        wl = weights[dofs]
+        Bw, dBw = B * wl[:, None, :], dB * wl[:, None, :, None]
+        W, dW = Bw.sum(-1), dBw.sum(-2)
+        R = Bw / W[..., None]
+        dR = (dBw - R[..., None] * dW[:, :, None, :]) / W[..., None, None]
+        return np.einsum("eqak,eai->eqik", dR, cp[dofs])
+
+    def _rational(self, B, dB, dofs, wq, nref, return_jacobian=False):
+        """NURBS basis, geometry map and physical gradients from B-spline tables (the JAX part)."""
+        P = self.control_points.reshape(-1, self.plan.dim)[dofs]  # (ne, nloc, dim)
+        wl = self.weights.reshape(-1)[dofs]  # (ne, nloc)
+        Bw = B * wl[:, None, :]
+        dBw = dB * wl[:, None, :, None]
+        W = jnp.sum(Bw, axis=-1)  # (ne, nq)
+        dW = jnp.sum(dBw, axis=-2)  # (ne, nq, pdim)
+        R = Bw / W[..., None]
+        dR = (dBw - R[..., None] * dW[:, :, None, :]) / W[..., None, None]
+        x = jnp.einsum("eqa,eai->eqi", R, P)
+        J = jnp.einsum("eqak,eai->eqik", dR, P)  # (ne, nq, dim, pdim)
+        t = finish_tables(R, dR, x, J, wq, nref)
+        return (t, J) if return_jacobian else t
+
+    # -- evaluation at parameter points ------------------------------------------------------------------------
+    def _param_tables(self, u, return_jacobian=False):
+        """Dofs (npts, nloc) and tables (NURBS values (npts, 1, nloc), gradients, points) at parameters u."""
+        p = self.plan
+        d = p.pdim
+        firsts, B, D = [], [], []
+        for k in range(d):
+            f, ders = basis_functions(p.knots[k], p.degrees[k], u[:, k], nderiv=1)
+            firsts.append(f)
+            B.append(ders[0])
+            D.append(ders[1])
+        L = string.ascii_lowercase
+        spec = ",".join(f"z{L[k]}" for k in range(d)) + "->z" + "".join(L[:d])
+        npts = u.shape[0]
+        phi = jnp.einsum(spec, *B).reshape(npts, 1, -1)
+        dref = jnp.stack(
+            [
+                jnp.einsum(spec, *[D[k] if k == j else B[k] for k in range(d)]).reshape(npts, 1, -1)
+                for j in range(d)
+            ],
+            axis=-1,
+        )
+        grids = np.meshgrid(*[np.arange(q + 1) for q in p.degrees], indexing="ij")
+        multi = tuple(jnp.asarray(firsts[k])[:, None] + grids[k].ravel()[None, :] for k in range(d))
+        dofs = jnp.ravel_multi_index(multi, p.shape, mode="clip")
+        out = self._rational(phi, dref, dofs, jnp.ones((npts, 1)), None, return_jacobian)
+        return (dofs, *out) if return_jacobian else (dofs, out)
+
+    def map_points(self, u) -> jax.Array:
+        """Physical points of parameter points ``u`` (npts, pdim) -> (npts, dim)."""
+        _, t = self._param_tables(jnp.asarray(u))
+        return t.x[:, 0]
