@@ -2,3 +2,11 @@
 
 from igax.fem import quadrature
 from igax.fem.quadrature import facet_quadrature, gauss_legendre, simplex_quadrature, tensor_gauss
+from igax.fem.forms import bilinear_form, linear_form, functional, Form  # noqa: E402
+from igax.fem.space import FunctionSpace  # noqa: E402
+from igax.fem.spline_space import SplineSpace  # noqa: E402
+from igax.fem.lagrange_space import LagrangeSpace  # noqa: E402
+from igax.fem.field import Field  # noqa: E402
+from igax.fem.assemble import assemble  # noqa: E402
+from igax.fem.bc import DirichletBC  # noqa: E402
+from igax.fem.solve import solve  # noqa: E402
