@@ -1,0 +1,471 @@
+"""Reading and writing meshes and fields through meshio (gmsh, VTU, XDMF, ...), and time series (.pvd, .xdmf).
+
+Gmsh physical groups become names: physical groups of facets (lines in 2D, surfaces in 3D) become
+``Mesh.boundaries``, physical groups of cells become ``Mesh.subdomains``. A group without a name in the file
+is
+called by its tag number (``"3"``). Only ``.msh`` files keep boundary names when written; VTU and XDMF carry
+the
+mesh and its point / cell data.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any
+from xml.etree import ElementTree as ET
+from xml.sax.saxutils import quoteattr
+
+import meshio
+import numpy as np
+
+from igax.bases.lagrange import reference_cell
+from igax.fem.mesh import MESH_CELLS, Mesh
+
+__all__ = ["read_mesh", "write_mesh", "write_time_series"]
+
+logger = logging.getLogger(__name__)
+
+# meshio cell type -> (base cell type, topological dimension); higher-order cells keep their corner vertices
+_BASE = {
+    "vertex": ("vertex", 0),
+    "line": ("line", 1),
+    "line3": ("line", 1),
+    "triangle": ("triangle", 2),
+    "triangle6": ("triangle", 2),
+    "quad": ("quad", 2),
+    "quad8": ("quad", 2),
+    "quad9": ("quad", 2),
+    "tetra": ("tetra", 3),
+    "tetra10": ("tetra", 3),
+    "hexahedron": ("hexahedron", 3),
+    "hexahedron20": ("hexahedron", 3),
+    "hexahedron27": ("hexahedron", 3),
+    "wedge": ("wedge", 3),
+    "pyramid": ("pyramid", 3),
+}
+_NVERTS = {"vertex": 1, "line": 2, "triangle": 3, "quad": 4, "tetra": 4, "hexahedron": 8}
+
+
+def _block_dim(cell_type: str) -> int:
+    if cell_type not in _BASE:
+        return -1  # unknown types (polygons, ...) never win the "highest dimension" vote silently
+    return _BASE[cell_type][1]
+
+
+def _group_names(field_data: Mapping[str, Any], dim: int) -> dict[int, str]:
+    """gmsh physical tag -> name for groups of dimension ``dim`` (field_data: name -> [tag, dim])."""
+    names = {}
+    for name, value in field_data.items():
+        value = np.asarray(value).reshape(-1)
+        if len(value) >= 2 and int(value[1]) == dim:
+            names[int(value[0])] = name
+    return names
+
+
+def read_mesh(
+    path: str | os.PathLike, *, reorient: bool = True, check: bool = True, with_data: bool = False
+) -> Mesh | tuple[Mesh, dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Read a mesh with meshio, keeping the cells of the highest dimension.
+
+    Arguments:
+        path: file name; the format follows the extension (gmsh ``.msh`` v2 and v4, ``.vtu``, ``.xdmf``, ...).
+        reorient: flip mirrored cells (negative Jacobian at every vertex, e.g. clockwise triangles) to
+        positive
+            orientation instead of rejecting them.
+        check: run ``Mesh.check_quality``.
+        with_data: also return the point data and the cell data of the mesh's cells.
+
+    Returns:
+        A :class:`~igax.fem.Mesh` whose points are the vertices used by its cells (renumbered in file order),
+        or ``(mesh, point_data, cell_data)`` with ``with_data=True``. Second-order cells (``triangle6``,
+        ``tetra10``, ...) are read as straight-sided cells through their corner vertices, with a warning.
+
+    Example:
+        >>> mesh = read_mesh("part.msh")          # doctest: +SKIP
+        >>> mesh.boundaries["inlet"].shape        # doctest: +SKIP
+        (24, 2)
+    """
+    raw = _read_raw(os.fspath(path))
+    blocks = list(raw.cells)
+    known = [b for b in blocks if b.type in _BASE]
+    if not known:
+        raise ValueError(
+            f"{os.fspath(path)!r} holds no cells igax understands (found {[b.type for b in blocks]})"
+        )
+    top = max(_block_dim(b.type) for b in known)
+    if top < 2:
+        raise ValueError(
+            f"{os.fspath(path)!r} holds no 2D or 3D cells (highest cell types: {[b.type for b in known]})"
+        )
+    bases = sorted({_BASE[b.type][0] for b in known if _block_dim(b.type) == top})
+    if len(bases) > 1 or bases[0] not in MESH_CELLS:
+        raise ValueError(
+            f"{os.fspath(path)!r} has {top}D cells of types {bases}; igax meshes hold one cell type of "
+            f"{MESH_CELLS}. Mesh with a single element type (in gmsh: Mesh.RecombineAll / "
+            "Mesh.SubdivisionAlgorithm)."
+        )
+    cell_type = bases[0]
+    ref = reference_cell(cell_type)
+    facet_type = ref.facet_cell
+    physical = raw.cell_data.get("gmsh:physical")
+
+    cell_parts, cell_tags, facet_parts, facet_tags, higher = [], [], [], [], set()
+    for i, block in enumerate(blocks):
+        if block.type not in _BASE:
+            continue
+        base, dim = _BASE[block.type]
+        tags = None if physical is None else np.asarray(physical[i]).reshape(-1)
+        data = np.asarray(block.data)
+        if dim == top:
+            if block.type != base:
+                higher.add(block.type)
+            cell_parts.append(data[:, : _NVERTS[base]])
+            cell_tags.append(tags)
+        elif dim == top - 1 and base == facet_type and tags is not None:
+            facet_parts.append(data[:, : _NVERTS[base]])
+            facet_tags.append(tags)
+    if higher:
+        warnings.warn(
+            f"{os.fspath(path)!r}: second-order cells {sorted(higher)} are read as straight-sided "
+            f"{cell_type} cells "
+            "(corner vertices only); use a LagrangeSpace of degree 2 on them for a quadratic field.",
+            stacklevel=2,
+        )
+    cells = np.concatenate(cell_parts).astype(np.int64)
+
+    # boundaries and subdomains from gmsh physical groups
+    boundaries: dict[str, np.ndarray] = {}
+    if facet_parts:
+        names = _group_names(raw.field_data, top - 1)
+        facets, tags = np.concatenate(facet_parts).astype(np.int64), np.concatenate(facet_tags)
+        for tag in np.unique(tags[tags != 0]):  # tag 0: in no physical group
+            boundaries[names.get(int(tag), str(int(tag)))] = facets[tags == tag]
+    subdomains: dict[str, np.ndarray] = {}
+    if all(t is not None for t in cell_tags):
+        names = _group_names(raw.field_data, top)
+        tags = np.concatenate(cell_tags)
+        for tag in np.unique(tags[tags != 0]):
+            subdomains[names.get(int(tag), str(int(tag)))] = np.flatnonzero(tags == tag)
+
+    # keep only the vertices the cells use (gmsh files also list mid-side and geometry points)
+    points = np.asarray(raw.points, dtype=np.float64)
+    used = np.unique(cells)
+    renumber = np.full(len(points), -1, dtype=np.int64)
+    renumber[used] = np.arange(len(used))
+    points, cells = points[used], renumber[cells]
+    for name, f in boundaries.items():
+        boundaries[name] = renumber[f]
+        if np.any(boundaries[name] < 0):
+            raise ValueError(f"boundary {name!r} in {os.fspath(path)!r} uses points that belong to no cell")
+    points = _planar(points, ref.dim, path)
+
+    mesh = Mesh(points, cells, cell_type, boundaries, subdomains, check=False)
+    if reorient:
+        mesh = mesh.reoriented()
+    if check:
+        mesh.check_quality()
+    if not with_data:
+        return mesh
+    point_data = {k: np.asarray(v)[used] for k, v in raw.point_data.items() if not k.startswith("gmsh:")}
+    cell_data = {}
+    top_blocks = [i for i, b in enumerate(blocks) if b.type in _BASE and _block_dim(b.type) == top]
+    for name, arrays in raw.cell_data.items():
+        if not name.startswith("gmsh:"):
+            cell_data[name] = np.concatenate([np.asarray(arrays[i]) for i in top_blocks])
+    return mesh, point_data, cell_data
+
+
+def _planar(points: np.ndarray, dim: int, path: Any) -> np.ndarray:
+    """Drop the constant z coordinate of a 2D mesh stored with 3D points."""
+    if points.shape[1] == dim:
+        return points
+    if points.shape[1] > dim:
+        extra = points[:, dim:]
+        scale = max(float(np.ptp(points[:, :dim], axis=0).max()), 1.0)
+        if np.ptp(extra, axis=0).max() > 1e-12 * scale:
+            raise ValueError(
+                f"{os.fspath(path)!r}: a {dim}D mesh whose points do not lie in a plane z = const (a surface "
+                "mesh in 3D) is not supported; igax meshes are flat in 2D"
+            )
+        return np.ascontiguousarray(points[:, :dim])
+    raise ValueError(
+        f"{os.fspath(path)!r}: points have {points.shape[1]} coordinates but the cells are {dim}D"
+    )
+
+
+def _check_data(data: Mapping[str, Any] | None, n: int, what: str) -> dict[str, np.ndarray]:
+    out = {}
+    for name, value in dict(data or {}).items():
+        arr = np.asarray(value)
+        if arr.ndim == 0 or arr.shape[0] != n:
+            raise ValueError(
+                f"{what}[{name!r}] must have {n} rows (one per {what.split('_')[0]}), got shape {arr.shape}"
+            )
+        if not np.issubdtype(arr.dtype, np.number) and arr.dtype != bool:
+            raise TypeError(f"{what}[{name!r}] must be numeric, got dtype {arr.dtype}")
+        out[name] = arr
+    return out
+
+
+def _pad3(points: np.ndarray) -> np.ndarray:
+    """VTK stores 3D points: pad 2D coordinates (and 2-vectors) with a zero third component."""
+    if points.ndim == 2 and points.shape[1] == 2:
+        return np.concatenate([points, np.zeros((len(points), 1), dtype=points.dtype)], axis=1)
+    return points
+
+
+def _is_gmsh(path: str) -> bool:
+    return path.lower().endswith((".msh",))
+
+
+def write_mesh(
+    mesh: Mesh,
+    path: str | os.PathLike,
+    point_data: Mapping[str, Any] | None = None,
+    cell_data: Mapping[str, Any] | None = None,
+    *,
+    file_format: str | None = None,
+) -> None:
+    """Write a mesh and fields with meshio.
+
+    Arguments:
+        mesh: the mesh.
+        path: file name; the format follows the extension (``.vtu``, ``.xdmf``, ``.msh``, ...) or
+        ``file_format``.
+        point_data: name -> array of shape (npoints, ...) (NumPy or JAX), e.g. the coefficients of a P1 field.
+        cell_data: name -> array of shape (ncells, ...).
+        file_format: a meshio format name overriding the extension, e.g. "vtu" or "gmsh22". ``.msh`` files are
+            written in gmsh format 2.2 (read by gmsh, meshio and most tools): ASCII, or binary when they carry
+            point data; cell data goes to VTU or XDMF.
+
+    Gmsh files also store the named boundaries and subdomains as physical groups, so ``read_mesh`` gets them
+    back.
+    In VTU/XDMF, 2D points and 2-vectors are padded with a zero z component (VTK's convention).
+
+    Example:
+        >>> mesh = unit_square(4)                                      # doctest: +SKIP
+        >>> write_mesh(mesh, "u.vtu", point_data={"u": u_coeffs})      # doctest: +SKIP
+    """
+    path = os.fspath(path)
+    point_data = _check_data(point_data, mesh.npoints, "point_data")
+    cell_data = _check_data(cell_data, mesh.ncells, "cell_data")
+    if mesh.dim == 2:  # VTK and gmsh know 3-vectors only
+        point_data = {k: _pad3(v) for k, v in point_data.items()}
+        cell_data = {k: _pad3(v) for k, v in cell_data.items()}
+    if _is_gmsh(path) or (file_format or "").startswith("gmsh"):
+        _write_gmsh(mesh, path, point_data, cell_data, file_format)
+        return
+    points = _pad3(mesh.points)
+    out = meshio.Mesh(points, [(mesh.cell_type, mesh.cells)], point_data=point_data,
+                      cell_data={k: [v] for k, v in cell_data.items()})  # fmt: skip
+    if path.lower().endswith((".xdmf", ".xmf")) and file_format is None:
+        _write_xdmf(path, out)
+    else:
+        meshio.write(path, out, file_format=file_format)
+
+
+def _write_gmsh(mesh: Mesh, path: str, point_data: dict, cell_data: dict, file_format: str | None) -> None:
+    dim = mesh.dim
+    blocks = [(mesh.cell_type, mesh.cells)]
+    physical = [np.zeros(mesh.ncells, dtype=np.int64)]
+    field_data = {}
+    tag = 1
+    for name, ids in mesh.subdomains.items():
+        physical[0][ids] = tag  # gmsh stores one tag per cell: a cell in two subdomains keeps the last one
+        field_data[name] = np.array([tag, dim])
+        tag += 1
+    for name, facets in mesh.boundaries.items():
+        blocks.append((mesh.facet_type, facets))
+        physical.append(np.full(len(facets), tag, dtype=np.int64))
+        field_data[name] = np.array([tag, dim - 1])
+        tag += 1
+    cdata = {"gmsh:physical": physical, "gmsh:geometrical": [p.copy() for p in physical]}
+    if cell_data:  # meshio cannot read back gmsh element data of files with several blocks (the boundaries)
+        raise ValueError(
+            f"cell_data {sorted(cell_data)} cannot be stored in a gmsh file with named boundaries; "
+            "write cell data "
+            "to a .vtu or .xdmf file instead"
+        )
+    if file_format not in (None, "gmsh22"):
+        raise ValueError(
+            f"file_format={file_format!r}: igax writes gmsh files in format 2.2 "
+            "(file_format='gmsh22' or None), "
+            "which gmsh and meshio read; reading handles gmsh 2 and 4"
+        )
+    out = meshio.Mesh(mesh.points, blocks, point_data=point_data, cell_data=cdata, field_data=field_data)
+    # ASCII unless there are fields: meshio 5.3 writes ASCII gmsh data as "np.float64(...)" with NumPy 2
+    meshio.gmsh.write(path, out, fmt_version="2.2", binary=bool(point_data))
+
+
+# ---------------------------------------------------------------------------------------------- XDMF (XML)
+# meshio's XDMF reader and writer import h5py even for inline XML data; these few lines read and write
+# XDMF 3 files with inline XML data items without it (HDF5-backed files still go through meshio).
+_XDMF_TOPOLOGY = {"triangle": "Triangle", "quad": "Quadrilateral", "tetra": "Tetrahedron",
+                  "hexahedron": "Hexahedron", "line": "Polyline", "triangle6": "Triangle_6",
+                  "tetra10": "Tetrahedron_10"}  # fmt: skip
+_XDMF_CELL = {v: k for k, v in _XDMF_TOPOLOGY.items()}
+
+
+def _data_item(parent: ET.Element, array: np.ndarray) -> None:
+    array = np.asarray(array)
+    number = "Float" if np.issubdtype(array.dtype, np.floating) else "Int"
+    item = ET.SubElement(parent, "DataItem", Dimensions=" ".join(map(str, array.shape)), NumberType=number,
+                         Precision=str(array.dtype.itemsize), Format="XML")  # fmt: skip
+    fmt = "%.17g" if number == "Float" else "%d"
+    rows = array.reshape(len(array), -1)
+    item.text = "\n" + "\n".join(" ".join(fmt % v for v in row) for row in rows) + "\n"
+
+
+def _attribute(grid: ET.Element, name: str, value: np.ndarray, center: str) -> None:
+    kind = {1: "Scalar", 2: "Vector"}.get(value.ndim, "Tensor")
+    if value.ndim == 2 and value.shape[1] not in (2, 3):
+        kind = "Matrix"
+    _data_item(ET.SubElement(grid, "Attribute", Name=name, AttributeType=kind, Center=center), value)
+
+
+def _write_xdmf(path: str, mesh: meshio.Mesh) -> None:
+    (block,) = mesh.cells
+    root = ET.Element("Xdmf", Version="3.0")
+    grid = ET.SubElement(ET.SubElement(root, "Domain"), "Grid", Name="mesh", GridType="Uniform")
+    topo = ET.SubElement(
+        grid,
+        "Topology",
+        TopologyType=_XDMF_TOPOLOGY[block.type],
+        # fmt: skip
+        NumberOfElements=str(len(block.data)),
+        NodesPerElement=str(block.data.shape[1]),
+    )
+    _data_item(topo, block.data)
+    _data_item(ET.SubElement(grid, "Geometry", GeometryType="XYZ"), mesh.points)
+    for name, value in mesh.point_data.items():
+        _attribute(grid, name, np.asarray(value), "Node")
+    for name, value in mesh.cell_data.items():
+        _attribute(grid, name, np.asarray(value[0]), "Cell")
+    ET.ElementTree(root).write(path, xml_declaration=True, encoding="utf-8")
+
+
+def _parse_item(item: ET.Element) -> np.ndarray:
+    dims = tuple(int(d) for d in item.get("Dimensions", "").split())
+    dtype = np.float64 if item.get("NumberType", "Float") == "Float" else np.int64
+    return np.array((item.text or "").split(), dtype=dtype).reshape(dims)
+
+
+def _read_xdmf_xml(path: str) -> meshio.Mesh | None:
+    """Read the first uniform grid of an XDMF file with inline XML data, or None if the data is elsewhere."""
+    root = ET.parse(path).getroot()
+    if any(item.get("Format", "XML") != "XML" for item in root.iter("DataItem")):
+        return None
+    for grid in root.iter("Grid"):
+        topo, geo = grid.find("Topology"), grid.find("Geometry")
+        if topo is None or geo is None:
+            continue
+        kind = topo.get("TopologyType") or topo.get("Type")
+        if kind not in _XDMF_CELL:
+            raise ValueError(
+                f"{path!r}: XDMF topology {kind!r} is not supported; use one of {sorted(_XDMF_CELL)}"
+            )
+        cells = _parse_item(topo.find("DataItem"))
+        points = _parse_item(geo.find("DataItem"))
+        point_data, cell_data = {}, {}
+        for att in grid.findall("Attribute"):
+            target = point_data if att.get("Center", "Node") == "Node" else cell_data
+            target[att.get("Name")] = _parse_item(att.find("DataItem"))
+        return meshio.Mesh(points, [(_XDMF_CELL[kind], cells)], point_data=point_data,
+                           cell_data={k: [v] for k, v in cell_data.items()})  # fmt: skip
+    raise ValueError(f"{path!r}: no grid with a Topology and a Geometry in this XDMF file")
+
+
+def _read_raw(path: str) -> meshio.Mesh:
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"mesh file {path!r} does not exist")
+    if path.lower().endswith((".xdmf", ".xmf")):
+        raw = _read_xdmf_xml(path)
+        if raw is not None:
+            return raw
+    try:
+        return meshio.read(path)
+    except ModuleNotFoundError as err:  # XDMF with HDF5 data
+        raise ValueError(f"reading {path!r} needs the {err.name!r} package: pip install {err.name}") from err
+    except (meshio.ReadError, SystemExit) as err:  # meshio exits the interpreter on some unreadable files
+        raise ValueError(f"could not read mesh file {path!r}: {err or 'not a valid mesh file'}") from err
+    except ValueError as err:
+        if "Incompatible cell data" in str(err):  # meshio and gmsh 4 entities without physical groups
+            raise ValueError(
+                f"could not read {path!r}: some gmsh entities of this file have a physical group and "
+                "others have none, which meshio cannot read; put every boundary curve/surface in a "
+                "physical group, or save "
+                "the mesh in gmsh format 2.2 (gmsh option Mesh.MshFileVersion = 2.2)"
+            ) from err
+        raise
+
+
+def write_time_series(
+    path: str | os.PathLike,
+    mesh: Mesh,
+    times: Sequence[float],
+    point_data: Sequence[Mapping[str, Any]] | Mapping[str, Any],
+) -> list[str]:
+    """Write fields at several times, for ParaView: a ``.pvd`` collection of VTU files, or one ``.xdmf`` file.
+
+    Arguments:
+        path: ``*.pvd`` (one ``<stem>_<k>.vtu`` per time next to it) or ``*.xdmf`` (inline XML data).
+        mesh: the mesh.
+        times: the times, one per step.
+        point_data: one dict name -> (npoints, ...) per time, or one dict name -> (ntimes, npoints, ...).
+
+    Returns:
+        The files written.
+
+    Example:
+        >>> write_time_series("heat.pvd", mesh, ts, {"u": us})     # doctest: +SKIP
+    """
+    path = os.fspath(path)
+    times = [float(t) for t in np.asarray(times, dtype=float).reshape(-1)]
+    if isinstance(point_data, Mapping):
+        stacked = {k: np.asarray(v) for k, v in point_data.items()}
+        for k, v in stacked.items():
+            if v.ndim == 0 or v.shape[0] != len(times):
+                raise ValueError(
+                    f"point_data[{k!r}] must have a leading time axis of length {len(times)}, got {v.shape}"
+                )
+        steps = [{k: v[i] for k, v in stacked.items()} for i in range(len(times))]
+    else:
+        steps = list(point_data)
+        if len(steps) != len(times):
+            raise ValueError(
+                f"point_data has {len(steps)} steps but times has {len(times)}; give one dict per time"
+            )
+    steps = [_check_data(s, mesh.npoints, "point_data") for s in steps]
+    if mesh.dim == 2:
+        steps = [{k: _pad3(v) for k, v in s.items()} for s in steps]
+    points = _pad3(mesh.points)
+    lower = path.lower()
+    if lower.endswith((".xdmf", ".xmf")):
+        with meshio.xdmf.TimeSeriesWriter(path, data_format="XML") as writer:
+            writer.write_points_cells(points, [(mesh.cell_type, mesh.cells)])
+            for t, data in zip(times, steps, strict=True):
+                writer.write_data(t, point_data=data)
+        return [path]
+    if not lower.endswith(".pvd"):
+        raise ValueError(f"path must end in .pvd or .xdmf for a time series, got {path!r}")
+    folder, name = os.path.split(path)
+    stem = name[: -len(".pvd")]
+    written, entries = [], []
+    for k, (t, data) in enumerate(zip(times, steps, strict=True)):
+        vtu = f"{stem}_{k:06d}.vtu"
+        meshio.write(
+            os.path.join(folder, vtu), meshio.Mesh(points, [(mesh.cell_type, mesh.cells)], point_data=data)
+        )
+        written.append(os.path.join(folder, vtu))
+        entries.append(f'    <DataSet timestep="{t!r}" group="" part="0" file={quoteattr(vtu)}/>')
+    xml = (
+        '<?xml version="1.0"?>\n<VTKFile type="Collection" version="0.1" byte_order="LittleEndian">\n'
+        "  <Collection>\n" + "\n".join(entries) + "\n  </Collection>\n</VTKFile>\n"
+    )
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write(xml)
+    logger.debug("wrote %d steps to %s", len(times), path)
+    return [path, *written]
