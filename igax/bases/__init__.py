@@ -3,3 +3,21 @@ Lagrange reference elements, and differentiable spline layers."""
 
 from igax.bases import lagrange
 from igax.bases.lagrange import ReferenceCell, ReferenceElement, reference_cell, reference_element
+from igax.bases import bezier, bspline, knots, nurbs, patch, refine
+from igax.bases.bezier import bernstein, bezier_extraction
+from igax.bases.bspline import basis_functions, design_matrix, evaluate, find_span
+from igax.bases.knots import (
+    continuity,
+    elements,
+    greville,
+    multiplicities,
+    n_elements,
+    num_basis,
+    open_knots,
+    open_uniform,
+    unique_knots,
+    validate_knots,
+)
+from igax.bases.nurbs import rational_basis_1d, rational_tensor_basis, tensor_basis
+from igax.bases.patch import NURBSPatch
+from igax.bases.refine import degree_elevation_matrix, knot_insertion_matrix, uniform_refinement_knots

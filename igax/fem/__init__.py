@@ -2,6 +2,7 @@
 
 from igax.fem import quadrature
 from igax.fem.quadrature import facet_quadrature, gauss_legendre, simplex_quadrature, tensor_gauss
+from igax.fem import geometry
 from igax.fem.forms import bilinear_form, linear_form, functional, Form  # noqa: E402
 from igax.fem.space import FunctionSpace  # noqa: E402
 from igax.fem.spline_space import SplineSpace  # noqa: E402
