@@ -375,3 +375,38 @@ def test_time_series_pvd_and_xdmf(tmp_path):
         write_time_series(tmp_path / "bad.pvd", mesh, times, {"u": np.stack(values[:2])})
     with pytest.raises(ValueError, match="must end in .pvd or .xdmf"):
         write_time_series(tmp_path / "bad.vtu", mesh, times, {"u": np.stack(values)})
+
+
+def test_read_edge_cases(tmp_path):
+    import meshio
+
+    pts = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [0.5, 0, 0], [0.5, 0.5, 0], [0, 0.5, 0]], dtype=float)
+    meshio.write(tmp_path / "p2.vtu", meshio.Mesh(pts, [("triangle6", [[0, 1, 2, 3, 4, 5]])]))
+    with pytest.warns(UserWarning, match="second-order cells"):
+        mesh = Mesh.read(tmp_path / "p2.vtu")
+    assert mesh.npoints == 3 and mesh.cells.tolist() == [[0, 1, 2]]  # mid-side nodes dropped
+
+    sq = np.array([[0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0], [2, 0, 0]], dtype=float)
+    mixed = meshio.Mesh(sq, [("quad", [[0, 1, 2, 3]]), ("triangle", [[1, 4, 2]])])
+    meshio.write(tmp_path / "mixed.vtu", mixed)
+    with pytest.raises(ValueError, match=r"cells of types \['quad', 'triangle'\]"):
+        Mesh.read(tmp_path / "mixed.vtu")
+
+    bent = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0.3]], dtype=float)
+    meshio.write(tmp_path / "bent.vtu", meshio.Mesh(bent, [("triangle", [[0, 1, 2]])]))
+    with pytest.raises(ValueError, match="surface mesh in 3D"):
+        Mesh.read(tmp_path / "bent.vtu")
+
+    lines = meshio.Mesh(sq[:2], [("line", [[0, 1]])])
+    meshio.write(tmp_path / "lines.vtu", lines)
+    with pytest.raises(ValueError, match="no 2D or 3D cells"):
+        Mesh.read(tmp_path / "lines.vtu")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        Mesh.read(tmp_path / "missing.msh")
+
+    # a clockwise mesh is reoriented by default and rejected with reorient=False
+    cw = np.array([[0, 0, 0], [0, 1, 0], [1, 0, 0]], dtype=float)
+    meshio.write(tmp_path / "cw.vtu", meshio.Mesh(cw, [("triangle", [[0, 1, 2]])]))
+    assert Mesh.read(tmp_path / "cw.vtu").cells.tolist() == [[0, 2, 1]]
+    with pytest.raises(ValueError, match="non-positive Jacobian"):
+        Mesh.read(tmp_path / "cw.vtu", reorient=False)

@@ -367,14 +367,14 @@ class Mesh:
         both = np.concatenate([t.sorted_vertices, _sort_rows(facets)])
         first, inverse, _ = _unique_rows(both)
         ids = inverse[len(t.sorted_vertices) :]
-        # unique groups are numbered in sorted order; a query group is a facet iff its first member is a facet
+        # a query is a facet iff the first (smallest-index) row of its group is a row of the facet table
         found = first[ids] < len(t.sorted_vertices)
         if not np.all(found):
             bad = int(np.flatnonzero(~found)[0])
             raise ValueError(
                 f"{what}: row {bad} (vertices {facets[bad].tolist()}) is not a facet of any cell of this mesh"
             )
-        return inverse[first[ids]]
+        return first[ids]  # the first member of a query's group is its row in the facet table
 
     def _orient_facets(self, facets: np.ndarray, name: str) -> np.ndarray:
         """Replace facets by their stored (outward) orientation."""
