@@ -1,1 +1,44 @@
 """igax.inverse: objectives, regularisers, observation operators, optimiser drivers."""
+
+from igax.inverse.constraints import ConstrainedResult, augmented_lagrangian, quadratic_penalty
+from igax.inverse.gradcheck import GradCheckResult, TaylorResult, check_grad, taylor_test
+from igax.inverse.objectives import least_squares, relative_error
+from igax.inverse.optimize import History, Iterate, OptimizeResult, minimize, projected_gradient_norm
+from igax.inverse.parameterizations import Exp, Identity, Sigmoid, Softplus
+from igax.inverse.regularizers import (
+    field_h1_seminorm,
+    field_l2,
+    field_total_variation,
+    grid_tikhonov,
+    grid_total_variation,
+    quadratic_form,
+    tikhonov,
+)
+
+__all__ = [
+    "minimize",
+    "OptimizeResult",
+    "History",
+    "Iterate",
+    "projected_gradient_norm",
+    "taylor_test",
+    "TaylorResult",
+    "check_grad",
+    "GradCheckResult",
+    "augmented_lagrangian",
+    "quadratic_penalty",
+    "ConstrainedResult",
+    "least_squares",
+    "relative_error",
+    "Sigmoid",
+    "Softplus",
+    "Exp",
+    "Identity",
+    "tikhonov",
+    "quadratic_form",
+    "grid_tikhonov",
+    "grid_total_variation",
+    "field_l2",
+    "field_h1_seminorm",
+    "field_total_variation",
+]

@@ -1,0 +1,31 @@
+"""The inverse-problem examples run at a tiny size and check the numbers they print."""
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def load(name):
+    spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_brachistochrone(tmp_path):
+    mod = load("brachistochrone")
+    out = mod.main(out=str(tmp_path), **mod.DEMO["sizes"]["tiny"])
+    # the fitted end point gives the target descent time
+    assert out["descent_time"] == pytest.approx(out["target_time"], rel=1e-8)
+    # custom_root's implicit derivative equals the hand-written implicit function theorem
+    assert out["dT_dpx_autodiff"] == pytest.approx(out["dT_dpx_closed_form"], rel=1e-10)
+    assert out["taylor_rate1"] == pytest.approx(2.0, abs=0.1)
+    assert out["ode_residual"] < 1e-10
+    # the cycloid beats the straight ramp
+    assert out["descent_time"] < out["straight_ramp_time"]
+    assert np.isfinite(out["time_per_iteration_s"])
+    assert (tmp_path / "brachistochrone.png").stat().st_size > 1000
