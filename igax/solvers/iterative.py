@@ -139,8 +139,8 @@ def gmres(matvec, b, precond=None, *, rtol=None, atol=0.0, maxiter=None, restart
     """Restarted, right-preconditioned GMRES(``restart``) for general square ``A`` (arguments as :func:`cg`).
 
     Each cycle builds ``restart`` Arnoldi vectors with two passes of classical Gram-Schmidt (vectorised, as
-    stable as modified Gram-Schmidt) and solves the small least-squares problem; ``iterations`` counts Arnoldi
-    steps.
+    stable as modified Gram-Schmidt) and reduces the small least-squares problem with Givens rotations;
+    ``iterations`` counts Arnoldi steps.
     """
     M = precond or (lambda r: r)
     tol, maxiter = _defaults(b, rtol, atol, maxiter)
@@ -151,10 +151,13 @@ def gmres(matvec, b, precond=None, *, rtol=None, atol=0.0, maxiter=None, restart
         r = b - matvec(x)
         beta = jnp.linalg.norm(r)
         V = jnp.zeros((m + 1, n), b.dtype).at[0].set(r / jnp.where(beta == 0, 1.0, beta))
-        H = jnp.zeros((m + 1, m), b.dtype)
+        R = jnp.zeros((m + 1, m), b.dtype)
+        cs = jnp.zeros(m, b.dtype)
+        sn = jnp.zeros(m, b.dtype)
+        g = jnp.zeros(m + 1, b.dtype).at[0].set(beta)
 
-        def arnoldi(j, VH):
-            V, H = VH
+        def arnoldi(j, state):
+            V, R, cs, sn, g = state
             w = matvec(M(V[j]))
             mask = (jnp.arange(m + 1) <= j).astype(b.dtype)
             h = (V @ w) * mask
@@ -165,11 +168,27 @@ def gmres(matvec, b, precond=None, *, rtol=None, atol=0.0, maxiter=None, restart
             hn = jnp.linalg.norm(w)
             h = h.at[j + 1].set(hn)
             V = V.at[j + 1].set(w / jnp.where(hn == 0, 1.0, hn))
-            return V, H.at[:, j].set(h)
 
-        V, H = jax.lax.fori_loop(0, m, arnoldi, (V, H))
-        e1 = jnp.zeros(m + 1, b.dtype).at[0].set(beta)
-        y = jnp.linalg.lstsq(H, e1)[0]
+            # Apply the previous Givens rotations to the new column, then one more to zero h[j + 1]: the
+            # least-squares problem stays triangular and |g[j + 1]| is its residual.
+            def rotate(i, h):
+                hi, hi1 = h[i], h[i + 1]
+                return h.at[i].set(cs[i] * hi + sn[i] * hi1).at[i + 1].set(-sn[i] * hi + cs[i] * hi1)
+
+            h = jax.lax.fori_loop(0, j, rotate, h)
+            rho = jnp.hypot(h[j], h[j + 1])
+            safe = jnp.where(rho == 0, 1.0, rho)
+            c, s_ = jnp.where(rho == 0, 1.0, h[j] / safe), jnp.where(rho == 0, 0.0, h[j + 1] / safe)
+            h = h.at[j].set(rho).at[j + 1].set(0.0)
+            gj = g[j]
+            g = g.at[j].set(c * gj).at[j + 1].set(-s_ * gj)
+            return V, R.at[:, j].set(h), cs.at[j].set(c), sn.at[j].set(s_), g
+
+        V, R, cs, sn, g = jax.lax.fori_loop(0, m, arnoldi, (V, R, cs, sn, g))
+        U = R[:m]
+        d = jnp.diagonal(U)
+        U = U + jnp.diag(jnp.where(d == 0, 1.0, 0.0))  # an exactly zero pivot means A is singular
+        y = jax.scipy.linalg.solve_triangular(U, g[:m], lower=False)
         return x + M(V[:m].T @ y)
 
     def cond(s):

@@ -190,12 +190,15 @@ def factorize(A: SparseMatrix, *, method: str | None = None, **options) -> Facto
         >>> x1, x2 = F.solve(b1), F.solve(b2)   # one factorisation
     """
     if not isinstance(A, SparseMatrix):
-        raise TypeError(f"A must be an igax.solvers.SparseMatrix, got {type(A).__name__}.")
+        raise TypeError(
+            f"A must be an igax.solvers.SparseMatrix, got {type(A).__name__}; wrap scipy matrices with "
+            "SparseMatrix.from_scipy(A)."
+        )
     method = _check_method(method, A)
     opts = tuple(sorted(options.items()))
     if method in ITERATIVE_METHODS:
         return Factorization(A, None, method, opts)
-    host_opts = {k: v for k, v in options.items() if k in ("rtol", "maxiter", "superlu_options")}
+    host_opts = {k: v for k, v in options.items() if k in _HOST_OPTIONS}
     values = jax.lax.stop_gradient(A.values)
     cb = functools.partial(
         _backends.factor_callback,
@@ -210,82 +213,100 @@ def factorize(A: SparseMatrix, *, method: str | None = None, **options) -> Facto
     return Factorization(A, token, method, opts)
 
 
-def _host_solve(F: Factorization, b, transpose: bool):
-    A = F.A
-    host_opts = {k: v for k, v in F.options if k in ("rtol", "maxiter", "superlu_options")}
+_HOST_OPTIONS = ("rtol", "maxiter", "superlu_options")
+
+
+def _host_solve(values, token, b, transpose, *, pattern, symmetric, method, options):
     cb = functools.partial(
         _backends.solve_callback,
-        method=F.method,
-        pattern=A.pattern,
-        symmetric=A.symmetric,
-        options=host_opts,
+        method=method,
+        pattern=pattern,
+        symmetric=symmetric,
+        options={k: v for k, v in options if k in _HOST_OPTIONS},
         transpose=transpose,
     )
-    values = jax.lax.stop_gradient(A.values)
     return jax.pure_callback(
-        cb, jax.ShapeDtypeStruct(b.shape, b.dtype), F.token, values, b, vmap_method="expand_dims"
+        cb, jax.ShapeDtypeStruct(b.shape, b.dtype), token, values, b, vmap_method="expand_dims"
     )
 
 
-def _solve_fns(F: Factorization, opts: dict):
-    """``(solve, transpose_solve)`` for custom_linear_solve; each returns ``(x, (iterations, status))``."""
-    A = F.A
+def _solve_fns(values, token, *, pattern, symmetric, method, options):
+    """``(solve, transpose_solve)`` for custom_linear_solve; each returns ``(x, (iterations, status))``.
+
+    ``values`` are already cut from the gradient: derivatives with respect to the matrix flow through
+    ``matvec`` (custom_linear_solve's implicit rule), never through the solver.
+    """
     zero = jnp.zeros((), jnp.int32)
-    if F.method not in ITERATIVE_METHODS:
-        sym = A.symmetric
+    if method not in ITERATIVE_METHODS:
+        host = functools.partial(
+            _host_solve, values, token, pattern=pattern, symmetric=symmetric, method=method, options=options
+        )
+        return (lambda _mv, b: (host(b, False), (zero, zero))), (
+            lambda _vm, b: (host(b, not symmetric), (zero, zero))
+        )
 
-        def solve(_matvec, b):
-            return _host_solve(F, b, False), (zero, zero)
-
-        def tsolve(_vecmat, b):
-            return _host_solve(F, b, not sym), (zero, zero)
-
-        return solve, tsolve
-
-    Asg = A.with_values(jax.lax.stop_gradient(A.values))
+    A = SparseMatrix(values, pattern, symmetric=symmetric)
+    opts = dict(options)
     kw = {k: opts[k] for k in ("rtol", "atol", "maxiter", "restart") if k in opts}
-    if F.method == "gmres":
-        kw.setdefault("restart", 30)
-    elif "restart" in kw:
-        raise ValueError(f'the option restart= applies only to method="gmres", not "{F.method}".')
-    algo = {"cg": _it.cg, "bicgstab": _it.bicgstab, "gmres": _it.gmres}[F.method]
+    algo = {"cg": _it.cg, "bicgstab": _it.bicgstab, "gmres": _it.gmres}[method]
 
     def run(M, b):
         r = algo(M.matvec, b, _it.jacobi(M), **kw)
         return r.x, (r.iterations, r.status)
 
-    return (lambda _mv, b: run(Asg, b)), (lambda _vm, b: run(Asg.T, b))
+    return (lambda _mv, b: run(A, b)), (lambda _vm, b: run(A.T, b))
+
+
+@functools.partial(jax.jit, static_argnames=("pattern", "symmetric", "method", "options"))
+def _solve_core(values, token, b, *, pattern, symmetric, method, options) -> SolveResult:
+    # Jitted on the static pattern and options so that eager calls (and their grads) compile once.
+    A = SparseMatrix(values, pattern, symmetric=symmetric)
+    vs = jax.lax.stop_gradient(values)
+    solve_fn, tsolve_fn = _solve_fns(
+        vs, token, pattern=pattern, symmetric=symmetric, method=method, options=options
+    )
+    x, (iters, status) = jax.lax.custom_linear_solve(
+        A.matvec, b, solve_fn, tsolve_fn, symmetric=symmetric, has_aux=True
+    )
+    # Diagnostics, outside the differentiated path.
+    xs, bs = jax.lax.stop_gradient((x, b))
+    rnorm = jnp.linalg.norm(bs - A.with_values(vs) @ xs)
+    bnorm = jnp.linalg.norm(bs)
+    residual = jnp.where(bnorm > 0, rnorm / jnp.where(bnorm > 0, bnorm, 1.0), rnorm)
+    finite = jnp.all(jnp.isfinite(vs)) & jnp.all(jnp.isfinite(bs))
+    if token is not None:
+        status = jnp.where(token < 0, SINGULAR, status)
+        direct_rtol = dict(options).get("direct_rtol")
+        tol = direct_rtol if direct_rtol is not None else 10.0 * np.sqrt(float(np.finfo(b.dtype).eps))
+        # A backward-stable direct solve leaves |r| ~ eps |A| |x|; a singular system leaves O(|b|).
+        status = jnp.where((status == SUCCESS) & ~(residual <= tol), SINGULAR, status)
+    else:
+        status = jnp.where((status == SUCCESS) & ~jnp.isfinite(residual), BREAKDOWN, status)
+    status = jnp.where(finite, status, NONFINITE).astype(jnp.int32)
+    return SolveResult(x, status, iters, residual)
+
+
+_KNOWN_OPTIONS = {"rtol", "atol", "maxiter", "restart", "throw", "direct_rtol", "superlu_options"}
+
+
+def _freeze(v):
+    return tuple(sorted(v.items())) if isinstance(v, dict) else v
 
 
 def _finish(F: Factorization, b, **overrides) -> SolveResult:
     opts = dict(F.options)
     opts.update(overrides)
+    unknown = set(opts) - _KNOWN_OPTIONS
+    if unknown:
+        raise TypeError(f"unknown solver option(s) {sorted(unknown)}; known: {sorted(_KNOWN_OPTIONS)}.")
+    if "restart" in opts and F.method != "gmres":
+        raise ValueError(f'the option restart= applies only to method="gmres", not "{F.method}".')
     throw = opts.pop("throw", True)
-    direct_rtol = opts.pop("direct_rtol", None)
     A, b = _check_operands(F.A, b)
-    F = Factorization(A, F.token, F.method, F.options)
-    solve_fn, tsolve_fn = _solve_fns(F, opts)
-    x, (iters, status) = jax.lax.custom_linear_solve(
-        A.matvec, b, solve_fn, tsolve_fn, symmetric=A.symmetric, has_aux=True
+    options = tuple(sorted((k, _freeze(v)) for k, v in opts.items()))
+    result = _solve_core(
+        A.values, F.token, b, pattern=A.pattern, symmetric=A.symmetric, method=F.method, options=options
     )
-    # Diagnostics, outside the differentiated path.
-    xs, bs, vs = jax.lax.stop_gradient((x, b, A.values))
-    Asg = A.with_values(vs)
-    rnorm = jnp.linalg.norm(bs - Asg @ xs)
-    bnorm = jnp.linalg.norm(bs)
-    residual = jnp.where(bnorm > 0, rnorm / jnp.where(bnorm > 0, bnorm, 1.0), rnorm)
-    finite = jnp.all(jnp.isfinite(vs)) & jnp.all(jnp.isfinite(bs))
-    if F.token is not None:
-        status = jnp.where(F.token < 0, SINGULAR, status)
-        eps = float(np.finfo(b.dtype).eps)
-        tol = direct_rtol if direct_rtol is not None else 10.0 * np.sqrt(eps)
-        # A backward-stable direct solve leaves |r| ~ eps |A||x|; a singular system leaves O(|b|).
-        bad = ~(residual <= tol)
-        status = jnp.where((status == SUCCESS) & bad, SINGULAR, status)
-    else:
-        status = jnp.where((status == SUCCESS) & ~jnp.isfinite(residual), BREAKDOWN, status)
-    status = jnp.where(finite, status, NONFINITE).astype(jnp.int32)
-    result = SolveResult(x, status, iters, residual)
     if throw:
         result = _raise_on_failure(result, F.method)
     return result
