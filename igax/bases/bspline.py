@@ -38,6 +38,13 @@ def _namespace(*arrays):
     return np
 
 
+def _asarray(xp, a):
+    """``xp.asarray``, but NumPy data goes to JAX by ``device_put`` (jnp.asarray compiles once per shape)."""
+    if xp is np or isinstance(a, jax.Array) or _is_tracer(a):
+        return xp.asarray(a)
+    return jax.device_put(np.asarray(a))
+
+
 def _check_knots(knots, degree, name="knots"):
     """Validate concrete knots (full rules); traced knots only get a shape check."""
     if isinstance(knots, jax.Array) and not _is_tracer(knots):
@@ -60,7 +67,7 @@ def _check_points(x, t, xp, name="x"):
         except (TypeError, ValueError) as err:
             raise TypeError(f"{name} must be a number or an array of numbers, got {x!r}.") from err
     else:
-        x = jnp.asarray(x)
+        x = _asarray(jnp, x)
         if not jnp.issubdtype(x.dtype, jnp.floating):
             x = x.astype(jnp.result_type(float))
     if not _is_tracer(x) and not _is_tracer(t):
@@ -97,9 +104,9 @@ def find_span(knots, degree: int, x):
     """
     p = validate_degree(degree)
     xp = _namespace(knots, x)
-    t = xp.asarray(knots)
+    t = _asarray(xp, knots)
     n = t.shape[0] - p - 1
-    s = xp.searchsorted(t, xp.asarray(x), side="right") - 1
+    s = xp.searchsorted(t, _asarray(xp, x), side="right") - 1
     return xp.clip(s, p, n - 1)
 
 
@@ -129,7 +136,7 @@ def basis_functions(knots, degree: int, x, nderiv: int = 0):
     nd = validate_degree(nderiv, name="nderiv")
     xp = _namespace(knots, x)
     t = _check_knots(knots, p)
-    t = xp.asarray(t)
+    t = _asarray(xp, t)
     if xp is jnp and not jnp.issubdtype(t.dtype, jnp.floating):
         t = t.astype(jnp.result_type(float))
     x = _check_points(x, t, xp)
@@ -210,7 +217,7 @@ def evaluate(knots, degree: int, coeffs, x, nderiv: int = 0):
     """
     p = validate_degree(degree)
     xp = _namespace(knots, x, coeffs)
-    c = xp.asarray(coeffs)
+    c = _asarray(xp, coeffs)
     n = int(np.shape(knots)[0]) - p - 1
     if c.ndim < 1 or c.shape[0] != n:
         raise ValueError(

@@ -16,7 +16,7 @@ from math import comb
 
 import numpy as np
 
-from igax.bases.bspline import _namespace, basis_functions
+from igax.bases.bspline import _asarray, _namespace, basis_functions
 from igax.bases.knots import validate_degree
 
 __all__ = ["rational_basis_1d", "tensor_basis", "rational_tensor_basis"]
@@ -44,7 +44,7 @@ def rational_basis_1d(knots, degree: int, weights, x, nderiv: int = 0):
     p = validate_degree(degree)
     nd = validate_degree(nderiv, name="nderiv")
     xp = _namespace(knots, x, weights)
-    w = xp.asarray(weights)
+    w = _asarray(xp, weights)
     n = int(np.shape(knots)[0]) - p - 1
     if w.shape != (n,):
         raise ValueError(f"weights must have shape (n,) = ({n},), one per basis function, got {w.shape}.")
@@ -90,7 +90,7 @@ def tensor_basis(knots, degrees, u, nderiv: int = 0):
     if nd > 2:
         raise ValueError(f"nderiv must be 0, 1 or 2 for tensor-product bases, got {nd}.")
     xp = _namespace(u)
-    u = xp.asarray(u)
+    u = _asarray(xp, u)
     if u.ndim != 2 or u.shape[1] != pdim:
         raise ValueError(f"u must have shape (npts, pdim) = (npts, {pdim}), got {u.shape}.")
     npts = u.shape[0]
@@ -148,7 +148,7 @@ def rational_tensor_basis(knots, degrees, weights, u, nderiv: int = 0):
     """
     index, N, dN, hN = tensor_basis(knots, degrees, u, nderiv)
     xp = _namespace(u, weights)
-    w = xp.asarray(weights)
+    w = _asarray(xp, weights)
     nbasis = tuple(len(t) - p - 1 for t, p in zip(knots, degrees, strict=False))
     if w.shape != nbasis:
         raise ValueError(f"weights must have shape {nbasis} (one per basis function), got {w.shape}.")

@@ -83,19 +83,28 @@ class NURBSPatch(eqx.Module):
             for d, (k, p) in enumerate(zip(knots, degrees, strict=False))
         )
         shape = tuple(len(k) - p - 1 for k, p in zip(knots, degrees, strict=False))
-        cp = jnp.asarray(control_points)
-        if not jnp.issubdtype(cp.dtype, jnp.floating):
-            cp = cp.astype(jnp.result_type(float))
+        # Concrete input is checked (and later computed with) in NumPy: eager jnp ops compile per shape.
+        traced = _is_tracer(control_points) or _is_tracer(weights)
+        xp = jnp if traced else np
+        cp = xp.asarray(control_points)
+        if not xp.issubdtype(cp.dtype, xp.floating):
+            cp = cp.astype(np.float64)
         if cp.ndim != pdim + 1 or cp.shape[:pdim] != shape:
             raise ValueError(
                 f"control_points must have shape (*{shape}, ndim): one Cartesian point per basis function "
                 f"for these knots and degrees, got {cp.shape}."
             )
-        w = jnp.ones(shape, cp.dtype) if weights is None else jnp.asarray(weights, dtype=cp.dtype)
+        w = xp.ones(shape, cp.dtype) if weights is None else xp.asarray(weights, dtype=cp.dtype)
         if w.shape != shape:
             raise ValueError(f"weights must have shape {shape} (one per control point), got {w.shape}.")
-        if not _is_tracer(w) and not bool(jnp.all(w > 0)):
-            raise ValueError("weights must be positive (a zero or negative weight makes the map singular).")
+        if not traced:
+            if not np.all(np.isfinite(cp)):
+                raise ValueError("control_points must be finite; got NaN or inf.")
+            if not np.all(w > 0):
+                raise ValueError(
+                    "weights must be positive (a zero or negative weight makes the map singular)."
+                )
+            cp, w = jax.device_put(cp), jax.device_put(w)  # no per-shape compile, unlike jnp.asarray
         if boundaries is None:
             boundaries = _default_boundaries(pdim)
         boundaries = tuple((str(n), int(a), int(s)) for n, a, s in boundaries)
@@ -193,13 +202,27 @@ class NURBSPatch(eqx.Module):
         """
         return rational_tensor_basis(self.knots, self.degrees, self.weights, self._points(u), nderiv)
 
+    def _concrete_leaves(self):
+        """NumPy copies of control points and weights, or None when they are traced."""
+        if _is_tracer(self.control_points) or _is_tracer(self.weights):
+            return None
+        return np.asarray(self.control_points), np.asarray(self.weights)
+
     def derivatives(self, u, nderiv: int = 2):
-        """Map, Jacobian and Hessian at once: ``(x (npts, ndim), J (npts, ndim, pdim) | None, H | None)``."""
-        index, R, dR, hR = self.basis(u, nderiv)
-        xl = self.control_points.reshape(-1, self.ndim)[index]  # (npts, nloc, ndim)
-        x = jnp.einsum("pa,pai->pi", R, xl)
-        J = None if dR is None else jnp.einsum("pad,pai->pid", dR, xl)
-        H = None if hR is None else jnp.einsum("pade,pai->pide", hR, xl)
+        """Map, Jacobian and Hessian at once: ``(x (npts, ndim), J (npts, ndim, pdim) | None, H | None)``.
+
+        NumPy points on a concrete patch (outside jit/grad) are evaluated in NumPy and give NumPy arrays;
+        JAX points, or a traced patch, give JAX arrays.
+        """
+        u = self._points(u)
+        leaves = self._concrete_leaves() if isinstance(u, np.ndarray) else None
+        xp = jnp if leaves is None else np
+        cp, w = (self.control_points, self.weights) if leaves is None else leaves
+        index, R, dR, hR = rational_tensor_basis(self.knots, self.degrees, w, u, nderiv)
+        xl = cp.reshape(-1, self.ndim)[index]  # (npts, nloc, ndim)
+        x = xp.einsum("pa,pai->pi", R, xl)
+        J = None if dR is None else xp.einsum("pad,pai->pid", dR, xl)
+        H = None if hR is None else xp.einsum("pade,pai->pide", hR, xl)
         return x, J, H
 
     def evaluate(self, u) -> jax.Array:
@@ -219,9 +242,14 @@ class NURBSPatch(eqx.Module):
 
     # ---------------------------------------------------------------- refinement
     def _apply(self, axis: int, T: np.ndarray, knots: np.ndarray, degree: int) -> NURBSPatch:
-        Pw = self.homogeneous_control_points  # (*shape, ndim+1)
-        Tj = jnp.asarray(T, dtype=Pw.dtype)
-        new = jnp.moveaxis(jnp.tensordot(Tj, jnp.moveaxis(Pw, axis, 0), axes=1), 0, axis)
+        leaves = self._concrete_leaves()
+        if leaves is None:  # traced: stay differentiable
+            xp, Pw = jnp, self.homogeneous_control_points  # (*shape, ndim+1)
+        else:
+            xp, (cp0, w0) = np, leaves
+            Pw = np.concatenate([cp0 * w0[..., None], w0[..., None]], axis=-1)
+        Tx = xp.asarray(T, dtype=Pw.dtype)  # (n_new, n_old)
+        new = xp.moveaxis(xp.tensordot(Tx, xp.moveaxis(Pw, axis, 0), axes=1), 0, axis)
         w = new[..., -1]
         cp = new[..., :-1] / w[..., None]
         ks = list(self.knots)
