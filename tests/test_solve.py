@@ -75,6 +75,30 @@ def test_backends_agree_nonsymmetric(nonsym, rhs, method):
     assert rel(g, spla.spsolve(C.T.tocsc(), rhs)) < 1e-9
 
 
+@pytest.mark.parametrize("method", DIRECT + ["gmres"])
+def test_symmetric_indefinite(spd, rhs, method):
+    K, _ = spd
+    Ks = (K - 1.3 * sp.eye(K.shape[0])).tocsr()  # symmetric, indefinite (Laplacian eigenvalues span (0, 8))
+    A = SparseMatrix.from_scipy(Ks)
+    assert A.symmetric and not A.positive_definite
+    x = solve(A, jnp.asarray(rhs), method=method, rtol=1e-13, maxiter=20000)
+    assert rel(x, spla.spsolve(Ks.tocsc(), rhs)) < 1e-9
+
+
+def test_pardiso_reuses_the_analysis_of_a_pattern(nonsym, rhs):
+    if "pardiso" not in DIRECT:
+        pytest.skip("pypardiso is not installed")
+    _, A = nonsym
+    b = jnp.asarray(rhs)
+    S.solver_stats.reset()
+    solve_v = jax.jit(lambda v: solve(A.with_values(v), b, method="pardiso"))
+    xs = [solve_v(A.values * (1.0 + 0.1 * k)) for k in range(3)]
+    assert S.solver_stats.factorizations == 3
+    assert S.solver_stats.analyses <= 1  # 0 when an earlier test already analysed this pattern
+    for k, x in enumerate(xs):
+        assert rel(x, spla.spsolve((1.0 + 0.1 * k) * A.to_scipy().tocsc(), rhs)) < 1e-12
+
+
 def test_default_method_is_pardiso_on_cpu(spd):
     expected = "pardiso" if "pardiso" in available_methods() else "superlu"
     assert S.default_method(spd[1]) == expected

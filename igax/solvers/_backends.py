@@ -40,6 +40,7 @@ class SolverStats:
 
     Attributes:
         factorizations: numeric factorisations (or AMG setups) computed.
+        analyses: symbolic analyses (PARDISO orderings; one per pattern and matrix type while cached).
         cache_hits: factor requests answered from the cache.
         solves: host solve calls (one call may carry many right-hand sides).
         transpose_solves: host solve calls with the transposed matrix.
@@ -47,6 +48,7 @@ class SolverStats:
     """
 
     factorizations: int = 0
+    analyses: int = 0
     cache_hits: int = 0
     solves: int = 0
     transpose_solves: int = 0
@@ -71,53 +73,51 @@ class _Factor:
         pass
 
 
+def _csr(pattern, values) -> sp.csr_matrix:
+    data = np.asarray(values, dtype=np.float64)
+    return sp.csr_matrix((data, pattern.indices, pattern.indptr), shape=pattern.shape)
+
+
 class _SuperLU(_Factor):
-    def __init__(self, A: sp.csr_matrix, symmetric: bool, options: dict):
+    def __init__(self, pattern, values, kind: str, options: dict):
         # For symmetric matrices a symmetric fill-reducing ordering with diagonal pivoting preferred is much
         # sparser and faster than COLAMD; the threshold still allows off-diagonal pivots where needed.
-        if symmetric:
+        if kind != "gen":
             kw = {"permc_spec": "MMD_AT_PLUS_A", "diag_pivot_thresh": 0.01}
         else:
             kw = {"permc_spec": "COLAMD"}
-        kw.update(options.get("superlu_options", {}))
-        self.lu = spla.splu(A.tocsc(), **kw)
+        kw.update(dict(options.get("superlu_options", ())))
+        self.lu = spla.splu(_csr(pattern, values).tocsc(), **kw)
 
     def solve(self, B, transpose):
         return self.lu.solve(B, trans="T" if transpose else "N")
 
 
-class _Pardiso(_Factor):
-    def __init__(self, A: sp.csr_matrix, symmetric: bool, options: dict):
-        import pypardiso
+_plans: OrderedDict[tuple, object] = OrderedDict()
+_MAX_PLANS = 4
 
-        # mtype 11 (real non-symmetric) with MKL's default scaling and matching: robust for any matrix, and
-        # the transposed solve reuses the same factors through iparm(12) = 2.
-        self.A = A
-        self.solver = pypardiso.PyPardisoSolver(mtype=11)
-        self.solver.set_phase(12)
-        self.solver._call_pardiso(A, np.zeros((A.shape[0], 1)))
 
-    def solve(self, B, transpose):
-        s = self.solver
-        s.iparm[11] = 2 if transpose else 0
-        s.set_phase(33)
-        try:
-            return s._call_pardiso(self.A, np.asfortranarray(B))
-        finally:
-            s.iparm[11] = 0
+def _pardiso(pattern, values, kind: str, options: dict):
+    # One symbolic analysis per (pattern, matrix type): new values of a known pattern only refactorise.
+    from igax.solvers import _pardiso as P
 
-    def free(self):
-        try:
-            self.solver.free_memory(everything=True)
-        except Exception:  # pragma: no cover - best effort at teardown
-            pass
+    key = (pattern._digest, kind)
+    plan = _plans.get(key)
+    if plan is None or not plan.free_slots:
+        plan = P.PardisoPlan(pattern, kind, values)
+        _plans[key] = plan
+        stats.analyses += 1
+        while len(_plans) > _MAX_PLANS:
+            _plans.popitem(last=False)  # destroyed once its last factor is evicted
+    _plans.move_to_end(key)
+    return plan.factor(values)
 
 
 class _Cholmod(_Factor):
-    def __init__(self, A: sp.csr_matrix, symmetric: bool, options: dict):
+    def __init__(self, pattern, values, kind: str, options: dict):
         from sksparse.cholmod import cholesky
 
-        self.factor = cholesky(A.tocsc())
+        self.factor = cholesky(_csr(pattern, values).tocsc())
 
     def solve(self, B, transpose):
         return self.factor(B)
@@ -126,33 +126,25 @@ class _Cholmod(_Factor):
 class _AMG(_Factor):
     """Smoothed-aggregation AMG as a preconditioner of CG (pyamg); for large SPD systems."""
 
-    def __init__(self, A: sp.csr_matrix, symmetric: bool, options: dict):
+    def __init__(self, pattern, values, kind: str, options: dict):
         import pyamg
 
-        self.A = A
-        self.ml = pyamg.smoothed_aggregation_solver(A, symmetry="symmetric")
+        self.ml = pyamg.smoothed_aggregation_solver(_csr(pattern, values), symmetry="symmetric")
         self.rtol = float(options.get("rtol", 1e-10))
         self.maxiter = int(options.get("maxiter", 500))
-        self.last_iterations = 0
 
     def solve(self, B, transpose):
         # A is SPD (checked on the traced side), so the transpose solve is the same solve.
         X = np.empty_like(B)
         for j in range(B.shape[1]):
-            res: list[float] = []
-            X[:, j] = self.ml.solve(B[:, j], tol=self.rtol, accel="cg", maxiter=self.maxiter, residuals=res)
-            self.last_iterations = max(self.last_iterations, len(res) - 1)
+            X[:, j] = self.ml.solve(B[:, j], tol=self.rtol, accel="cg", maxiter=self.maxiter)
         return X
 
 
 def pardiso_available() -> bool:
-    try:
-        import pypardiso  # noqa: F401
+    from igax.solvers import _pardiso
 
-        pypardiso.PyPardisoSolver()
-    except Exception:
-        return False
-    return True
+    return _pardiso.available()
 
 
 def cholmod_available() -> bool:
@@ -171,7 +163,7 @@ def pyamg_available() -> bool:
     return True
 
 
-_BACKENDS = {"superlu": _SuperLU, "pardiso": _Pardiso, "cholmod": _Cholmod, "amg-cg": _AMG}
+_BACKENDS = {"superlu": _SuperLU, "pardiso": _pardiso, "cholmod": _Cholmod, "amg-cg": _AMG}
 
 
 def check_available(method: str) -> None:
@@ -265,42 +257,43 @@ class FactorCache:
 cache = FactorCache()
 
 
-def _content_key(method, pattern, values: np.ndarray, symmetric: bool, options: dict) -> tuple:
+def _content_key(method, pattern, values: np.ndarray, kind: str, options: dict) -> tuple:
     h = hashlib.blake2b(digest_size=16)
     h.update(np.ascontiguousarray(values).view(np.uint8))
     opts = tuple(sorted((k, repr(v)) for k, v in options.items()))
-    return (method, pattern._digest, values.dtype.str, h.digest(), symmetric, opts)
+    return (method, pattern._digest, values.dtype.str, h.digest(), kind, opts)
 
 
-def _build(method, pattern, values, symmetric, options):
-    A = sp.csr_matrix(
-        (values.astype(np.float64, copy=False), pattern.indices, pattern.indptr), shape=pattern.shape
-    )
-    return _BACKENDS[method](A, symmetric, options)
+def _build(method, pattern, values, kind, options):
+    return _BACKENDS[method](pattern, values, kind, options)
 
 
-def _factor_one(method, pattern, values, symmetric, options) -> int:
+# What a backend raises for a singular or failed factorisation; anything else is a bug and propagates.
+_NUMERICAL_ERRORS = (RuntimeError, ArithmeticError, np.linalg.LinAlgError)
+
+
+def _factor_one(method, pattern, values, kind, options) -> int:
     if not np.all(np.isfinite(values)):
         return TOKEN_NONFINITE
-    key = _content_key(method, pattern, values, symmetric, options)
+    key = _content_key(method, pattern, values, kind, options)
     try:
-        token, _ = cache.factor(key, lambda: _build(method, pattern, values, symmetric, options))
-    except Exception as err:  # singular or failed factorisation: reported through the status, not raised here
+        token, _ = cache.factor(key, lambda: _build(method, pattern, values, kind, options))
+    except _NUMERICAL_ERRORS as err:  # singular / failed: reported through the status, not raised here
         logger.debug("factorisation with %s failed: %s", method, err)
         return TOKEN_SINGULAR
     return token
 
 
-def factor_callback(values, *, method, pattern, symmetric, options) -> np.ndarray:
+def factor_callback(values, *, method, pattern, kind, options) -> np.ndarray:
     """Host side of ``factorize``: ``values`` of shape ``(..., nnz)`` -> tokens ``(...)`` (int32)."""
     values = np.asarray(values)
     batch = values.shape[:-1]
     flat = values.reshape(-1, values.shape[-1])
-    out = np.array([_factor_one(method, pattern, v, symmetric, options) for v in flat], dtype=np.int32)
+    out = np.array([_factor_one(method, pattern, v, kind, options) for v in flat], dtype=np.int32)
     return out.reshape(batch)
 
 
-def solve_callback(token, values, b, *, method, pattern, symmetric, options, transpose) -> np.ndarray:
+def solve_callback(token, values, b, *, method, pattern, kind, options, transpose) -> np.ndarray:
     """Host side of a solve: ``token (...)``, ``values (..., nnz)``, ``b (..., n)`` -> ``x (..., n)``.
 
     Leading (vmap) dimensions broadcast against each other. Right-hand sides that share a token are solved
@@ -325,15 +318,15 @@ def solve_callback(token, values, b, *, method, pattern, symmetric, options, tra
         v = V[idx[0]] if val_batched else V[0]
 
         def key_and_build(v=v):
-            key = _content_key(method, pattern, v, symmetric, options)
-            return key, lambda: _build(method, pattern, v, symmetric, options)
+            key = _content_key(method, pattern, v, kind, options)
+            return key, lambda: _build(method, pattern, v, kind, options)
 
         try:
             f = cache.get(int(t), key_and_build)
             rhs = np.ascontiguousarray(B[idx].T, dtype=np.float64)  # (n, k)
             X[idx] = np.asarray(f.solve(rhs, transpose)).reshape(n, -1).T
             stats.rhs += idx.size
-        except Exception as err:
+        except _NUMERICAL_ERRORS as err:
             logger.debug("solve with %s failed: %s", method, err)
     return X.astype(b.dtype, copy=False).reshape(batch + (n,))
 

@@ -45,7 +45,8 @@ SUCCESS, SINGULAR, NOT_CONVERGED, NONFINITE, BREAKDOWN = 0, 1, 2, 3, 4
 _MESSAGES = (
     "success",
     "the matrix is singular or too ill-conditioned for the direct solver (the factorisation failed or the "
-    "relative residual |b - A x| / |b| of the result is large). A stiffness matrix is singular when no "
+    "relative residual |b - A x| / |b| of the result is large; a matrix flagged positive_definite must be "
+    "so). A stiffness matrix is singular when no "
     "Dirichlet condition fixes the rigid-body / constant modes: add one (or a constraint).",
     "the iterative solver did not converge within maxiter iterations; raise maxiter, loosen rtol, or use a "
     'direct method (method="pardiso" / "superlu") or a better preconditioner (method="amg-cg" for SPD).',
@@ -204,7 +205,7 @@ def factorize(A: SparseMatrix, *, method: str | None = None, **options) -> Facto
         _backends.factor_callback,
         method=method,
         pattern=A.pattern,
-        symmetric=A.symmetric,
+        kind=_kind(A),
         options=host_opts,
     )
     token = jax.pure_callback(
@@ -216,12 +217,16 @@ def factorize(A: SparseMatrix, *, method: str | None = None, **options) -> Facto
 _HOST_OPTIONS = ("rtol", "maxiter", "superlu_options")
 
 
-def _host_solve(values, token, b, transpose, *, pattern, symmetric, method, options):
+def _kind(A: SparseMatrix) -> str:
+    return "spd" if A.positive_definite else ("sym" if A.symmetric else "gen")
+
+
+def _host_solve(values, token, b, transpose, *, pattern, kind, method, options):
     cb = functools.partial(
         _backends.solve_callback,
         method=method,
         pattern=pattern,
-        symmetric=symmetric,
+        kind=kind,
         options={k: v for k, v in options if k in _HOST_OPTIONS},
         transpose=transpose,
     )
@@ -230,16 +235,17 @@ def _host_solve(values, token, b, transpose, *, pattern, symmetric, method, opti
     )
 
 
-def _solve_fns(values, token, *, pattern, symmetric, method, options):
+def _solve_fns(values, token, *, pattern, kind, method, options):
     """``(solve, transpose_solve)`` for custom_linear_solve; each returns ``(x, (iterations, status))``.
 
     ``values`` are already cut from the gradient: derivatives with respect to the matrix flow through
     ``matvec`` (custom_linear_solve's implicit rule), never through the solver.
     """
     zero = jnp.zeros((), jnp.int32)
+    symmetric = kind != "gen"
     if method not in ITERATIVE_METHODS:
         host = functools.partial(
-            _host_solve, values, token, pattern=pattern, symmetric=symmetric, method=method, options=options
+            _host_solve, values, token, pattern=pattern, kind=kind, method=method, options=options
         )
         return (lambda _mv, b: (host(b, False), (zero, zero))), (
             lambda _vm, b: (host(b, not symmetric), (zero, zero))
@@ -257,14 +263,13 @@ def _solve_fns(values, token, *, pattern, symmetric, method, options):
     return (lambda _mv, b: run(A, b)), (lambda _vm, b: run(A.T, b))
 
 
-@functools.partial(jax.jit, static_argnames=("pattern", "symmetric", "method", "options"))
-def _solve_core(values, token, b, *, pattern, symmetric, method, options) -> SolveResult:
+@functools.partial(jax.jit, static_argnames=("pattern", "kind", "method", "options"))
+def _solve_core(values, token, b, *, pattern, kind, method, options) -> SolveResult:
     # Jitted on the static pattern and options so that eager calls (and their grads) compile once.
+    symmetric = kind != "gen"
     A = SparseMatrix(values, pattern, symmetric=symmetric)
     vs = jax.lax.stop_gradient(values)
-    solve_fn, tsolve_fn = _solve_fns(
-        vs, token, pattern=pattern, symmetric=symmetric, method=method, options=options
-    )
+    solve_fn, tsolve_fn = _solve_fns(vs, token, pattern=pattern, kind=kind, method=method, options=options)
     x, (iters, status) = jax.lax.custom_linear_solve(
         A.matvec, b, solve_fn, tsolve_fn, symmetric=symmetric, has_aux=True
     )
@@ -305,7 +310,7 @@ def _finish(F: Factorization, b, **overrides) -> SolveResult:
     A, b = _check_operands(F.A, b)
     options = tuple(sorted((k, _freeze(v)) for k, v in opts.items()))
     result = _solve_core(
-        A.values, F.token, b, pattern=A.pattern, symmetric=A.symmetric, method=F.method, options=options
+        A.values, F.token, b, pattern=A.pattern, kind=_kind(A), method=F.method, options=options
     )
     if throw:
         result = _raise_on_failure(result, F.method)

@@ -1,0 +1,182 @@
+"""Intel MKL PARDISO through ctypes, with the symbolic analysis shared by all matrices of one pattern.
+
+pypardiso locates ``mkl_rt`` and declares the ``pardiso`` C signature; we use its function handle but drive
+the phases ourselves, because its solver object keeps one factorisation and redoes the analysis (fill-reducing
+ordering, the most expensive phase for 2D problems) for every new matrix. Here a :class:`PardisoPlan` runs
+phase 11 once per ``(pattern, matrix type)`` and numeric factorisations of matrices with that pattern (Newton
+tangents, optimisation iterates, a ``vmap`` over values) each take one of PARDISO's ``maxfct`` factor slots
+(``mnum``).
+
+Matrix types: SPD matrices use Cholesky (``mtype=2``) on the upper triangle; other symmetric matrices use
+Bunch-Kaufman (``mtype=-2``); everything else real unsymmetric LU (``mtype=11``) with scaling and weighted
+matching, whose transposed solve uses the same factors (``iparm[11] = 2``).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import threading
+
+import numpy as np
+
+MAXFCT = 16
+
+_ERRORS = {
+    -1: "input inconsistent",
+    -2: "not enough memory",
+    -3: "reordering problem",
+    -4: "zero pivot (singular matrix, or not positive definite although flagged so)",
+    -5: "unclassified internal error",
+    -6: "reordering failed",
+    -7: "diagonal matrix is singular",
+    -8: "32-bit integer overflow",
+    -9: "not enough memory for out-of-core",
+    -10: "error opening out-of-core files",
+    -11: "read/write error with out-of-core files",
+}
+
+
+class PardisoError(RuntimeError):
+    pass
+
+
+@functools.cache
+def _mkl_pardiso():
+    import pypardiso
+
+    return pypardiso.PyPardisoSolver()._mkl_pardiso  # the C function with argtypes declared
+
+
+def available() -> bool:
+    try:
+        _mkl_pardiso()
+    except Exception:
+        return False
+    return True
+
+
+class PardisoPlan:
+    """Symbolic analysis of one sparsity pattern; numeric factors live in slots ``1..MAXFCT``.
+
+    Arguments:
+        pattern: the full :class:`~igax.solvers.sparse.CSRPattern`.
+        kind: ``"spd"``, ``"sym"`` or ``"gen"``.
+        values: values of a first matrix (phase 11 uses them for scaling and matching when unsymmetric).
+    """
+
+    def __init__(self, pattern, kind: str, values: np.ndarray):
+        self.kind = kind
+        self.mtype = {"spd": 2, "sym": -2, "gen": 11}[kind]
+        self.n = pattern.shape[0]
+        if kind == "gen":
+            self.slots = None
+            indptr, indices = pattern.indptr, pattern.indices
+        else:
+            # PARDISO's symmetric types read the upper triangle only (diagonal included and stored).
+            upper = pattern.indices >= pattern.rows
+            self.slots = np.nonzero(upper)[0]
+            indptr = np.zeros(self.n + 1, np.int64)
+            np.cumsum(np.bincount(pattern.rows[upper], minlength=self.n), out=indptr[1:])
+            indices = pattern.indices[upper]
+            if np.any(pattern.diagonal_slots < 0):
+                raise PardisoError("the diagonal of a symmetric matrix must be stored for PARDISO")
+        self.ia = np.ascontiguousarray(indptr, dtype=np.int32)
+        self.ja = np.ascontiguousarray(indices, dtype=np.int32)
+        self.pt = np.zeros(64, dtype=np.int64)
+        self.iparm = np.zeros(64, dtype=np.int32)
+        ip = self.iparm
+        ip[0] = 1  # we set the parameters below (otherwise MKL ignores them all)
+        ip[1] = 2  # METIS nested dissection
+        ip[34] = 1  # zero-based ia/ja: no index copies per call
+        if kind == "gen":
+            ip[9], ip[10], ip[12] = 13, 1, 1  # pivot perturbation 1e-13, scaling, weighted matching
+        else:
+            ip[9] = 8
+        self.free_slots = list(range(MAXFCT, 0, -1))
+        self.lock = threading.Lock()
+        self._call(11, 1, self._data(values), np.zeros((self.n, 1)))
+
+    def _data(self, values):
+        v = np.ascontiguousarray(values, dtype=np.float64)
+        return v if self.slots is None else np.ascontiguousarray(v[self.slots])
+
+    def _call(self, phase, mnum, data, B):
+        B = np.asfortranarray(B, dtype=np.float64)
+        X = np.zeros_like(B)
+        err = ctypes.c_int32(0)
+        i32 = ctypes.POINTER(ctypes.c_int32)
+        f64 = ctypes.POINTER(ctypes.c_double)
+        perm = np.zeros(1, np.int32)
+        _mkl_pardiso()(
+            self.pt.ctypes.data_as(ctypes.POINTER(ctypes.c_int64)),
+            ctypes.byref(ctypes.c_int32(MAXFCT)),
+            ctypes.byref(ctypes.c_int32(mnum)),
+            ctypes.byref(ctypes.c_int32(self.mtype)),
+            ctypes.byref(ctypes.c_int32(phase)),
+            ctypes.byref(ctypes.c_int32(self.n)),
+            data.ctypes.data_as(f64),
+            self.ia.ctypes.data_as(i32),
+            self.ja.ctypes.data_as(i32),
+            perm.ctypes.data_as(i32),
+            ctypes.byref(ctypes.c_int32(B.shape[1])),
+            self.iparm.ctypes.data_as(i32),
+            ctypes.byref(ctypes.c_int32(0)),
+            B.ctypes.data_as(f64),
+            X.ctypes.data_as(f64),
+            ctypes.byref(err),
+        )
+        if err.value != 0:
+            raise PardisoError(f"PARDISO phase {phase} failed: {_ERRORS.get(err.value, err.value)}")
+        return X
+
+    def factor(self, values) -> PardisoFactor:
+        with self.lock:
+            if not self.free_slots:
+                raise PardisoError("no free PARDISO factor slot")
+            mnum = self.free_slots.pop()
+            data = self._data(values)
+            try:
+                self._call(22, mnum, data, np.zeros((self.n, 1)))
+            except Exception:
+                self.free_slots.append(mnum)
+                raise
+            return PardisoFactor(self, mnum, data)
+
+    def release(self, mnum: int) -> None:
+        with self.lock:
+            try:
+                self._call(0, mnum, np.zeros(1), np.zeros((self.n, 1)))
+            finally:
+                self.free_slots.append(mnum)
+
+    def destroy(self) -> None:
+        with self.lock:
+            self._call(-1, 1, np.zeros(1), np.zeros((self.n, 1)))
+
+    def __del__(self):  # pragma: no cover - interpreter teardown
+        try:
+            self.destroy()
+        except Exception:
+            pass
+
+
+class PardisoFactor:
+    """One numeric factorisation: slot ``mnum`` of a :class:`PardisoPlan`."""
+
+    def __init__(self, plan: PardisoPlan, mnum: int, data: np.ndarray):
+        self.plan = plan
+        self.mnum = mnum
+        self.data = data  # phase 33 reads the values again for iterative refinement
+
+    def solve(self, B, transpose):
+        p = self.plan
+        with p.lock:
+            p.iparm[11] = 2 if (transpose and p.kind == "gen") else 0
+            try:
+                return p._call(33, self.mnum, self.data, B)
+            finally:
+                p.iparm[11] = 0
+
+    def free(self):
+        self.plan.release(self.mnum)
