@@ -113,18 +113,19 @@ def test_jax_input_jit_and_autodiff(cell, degree):
     np.testing.assert_allclose(vals, el.values(x), atol=1e-14)
     np.testing.assert_allclose(jax.jit(el.gradients)(xj), el.gradients(x), atol=1e-13)
     # autodiff of values agrees with the analytic gradients, also at a vertex (no 0 ** -1 NaN)
-    jac = jax.vmap(jax.jacfwd(lambda p: el.values(p[None])[0]))(xj)  # (npts, nbasis, dim)
+    # (transformations under jit: op-by-op dispatch of eager transforms costs seconds)
+    jac = jax.jit(jax.vmap(jax.jacfwd(lambda p: el.values(p[None])[0])))(xj)  # (npts, nbasis, dim)
     np.testing.assert_allclose(jac, el.gradients(x), atol=1e-13)
-    at_vertex = jax.jacrev(lambda p: el.gradients(p[None])[0].sum())(jnp.zeros(el.dim))
+    at_vertex = jax.jit(jax.jacrev(lambda p: el.gradients(p[None])[0].sum()))(jnp.zeros(el.dim))
     assert np.all(np.isfinite(at_vertex))
     # vmap over batches of points and arbitrary leading axes
-    batched = jax.vmap(el.values)(jnp.stack([xj, xj]))
+    batched = jax.jit(jax.vmap(el.values))(jnp.stack([xj, xj]))
     np.testing.assert_allclose(batched[1], vals, atol=0)
 
 
 def test_float32_input_stays_float32():
     el = reference_element("quad", 2)
-    out = el.values(jnp.full((3, 2), 0.25, dtype=jnp.float32))
+    out = jax.jit(el.values)(jnp.full((3, 2), 0.25, dtype=jnp.float32))
     assert out.dtype == jnp.float32
     assert el.values(np.full((3, 2), 0.25)).dtype == np.float64
 
@@ -192,3 +193,27 @@ def test_bad_input_messages():
         reference_element("quad", 1.0)
     with pytest.raises(ValueError, match=r"xi must have shape \(npts, 3\)"):
         reference_element("tetra", 1).values(np.zeros((4, 2)))
+
+
+@pytest.mark.parametrize("cell, degree", ELEMENTS)
+def test_facet_nodes_carry_the_trace(cell, degree):
+    """Basis functions of nodes off a facet vanish on it; the facet's nodes form the facet's own element."""
+    from igax.fem.quadrature import facet_quadrature
+
+    el = reference_element(cell, degree)
+    fq = facet_quadrature(cell, 4)
+    facet_cell = el.reference.facet_cell
+    for f, ids in enumerate(el.facet_nodes):
+        assert (
+            len(ids) == reference_element(facet_cell, degree).nbasis if facet_cell != "line" else degree + 1
+        )
+        off = np.setdiff1d(np.arange(el.nbasis), ids)
+        vals = el.values(fq.points[f])  # (nq, nbasis)
+        np.testing.assert_allclose(vals[:, off], 0.0, atol=1e-14)
+        np.testing.assert_allclose(vals[:, ids].sum(axis=1), 1.0, atol=1e-14)
+
+
+def test_integer_jax_points_are_promoted_to_float():
+    out = jax.jit(reference_element("quad", 2).values)(jnp.array([[0, 1]]))
+    assert jnp.issubdtype(out.dtype, jnp.floating)
+    np.testing.assert_allclose(out[0], np.eye(9)[3])

@@ -190,6 +190,29 @@ class ReferenceElement:
     def nverts(self) -> int:
         return self.reference.nverts
 
+    @functools.cached_property
+    def facet_nodes(self) -> tuple[np.ndarray, ...]:
+        """Local ids of the nodes on each facet (``facets`` order): the nodes whose basis functions do not
+        vanish on that facet, e.g. the boundary dofs of a cell touching a Dirichlet boundary.
+
+        Example:
+            >>> reference_element("triangle", 2).facet_nodes[1].tolist()   # facet (1, 2)
+            [1, 2, 4]
+        """
+        v = self.reference.vertices
+        out = []
+        for facet in self.facets:
+            fv = v[list(facet)]
+            # nodes in the affine hull of the facet: zero residual of a least-squares fit by its vertices
+            basis = (fv[1:] - fv[0]).T  # (dim, nvf - 1)
+            rel = self.nodes - fv[0]  # (nbasis, dim)
+            coef, *_ = np.linalg.lstsq(basis, rel.T, rcond=None)
+            on = np.linalg.norm(basis @ coef - rel.T, axis=0) < 1e-12
+            ids = np.flatnonzero(on)
+            ids.setflags(write=False)
+            out.append(ids)
+        return tuple(out)
+
     def __hash__(self) -> int:
         return hash(("ReferenceElement", self.cell, self.degree))
 
@@ -205,6 +228,8 @@ class ReferenceElement:
     def _check_points(self, xi: Any) -> Any:
         if not _is_jax(xi):
             xi = np.asarray(xi, dtype=np.float64)
+        elif not jnp.issubdtype(xi.dtype, jnp.floating):  # integer points: compute in JAX's default float
+            xi = xi.astype(jnp.result_type(float))
         if xi.ndim < 1 or xi.shape[-1] != self.dim:
             raise ValueError(
                 f"xi must have shape (npts, {self.dim}) for a {self.cell} element, got shape "
