@@ -168,10 +168,13 @@ class SplineSpace(FunctionSpace):
             for nm in names:
                 axis, side = p.sides[nm]
                 dirs = list(full)
+                e = 0 if side == 0 else p.ne[axis] - 1
+                h = p.breaks[axis][e + 1] - p.breaks[axis][e]
+                # Weight 1 / h: univariate() scales weights by the element length, the facet direction has none.
                 dirs[axis] = (
-                    np.array([0 if side == 0 else p.ne[axis] - 1]),
+                    np.array([e]),
                     np.array([float(side)]),
-                    np.ones(1),
+                    np.array([1.0 / h]),
                 )
                 nref = np.zeros(p.pdim)
                 nref[axis] = -1.0 if side == 0 else 1.0
