@@ -196,3 +196,18 @@ INVALID = [
 def test_invalid_patch_inputs(make, exc, match):
     with pytest.raises(exc, match=match):
         make()
+
+
+def test_spline_basis_example_tiny(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "examples" / "spline_basis.py"
+    spec = importlib.util.spec_from_file_location("spline_basis_example", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    result = module.main(out=str(tmp_path), **module.DEMO["sizes"]["tiny"])
+    assert (tmp_path / "basis.png").stat().st_size > 10_000
+    assert result["radius_error"] < 1e-14 and result["radius_error_refined"] < 1e-14
+    assert result["partition_of_unity_error"] < 1e-14 and result["scipy_difference"] < 1e-12
+    assert result["n_basis"] == 7  # degree 2, C0 knot kept, 4 elements: 4 + 2 + 1
