@@ -1,5 +1,5 @@
-"""B-spline basis evaluation: igax (jit, steady state) against scipy's ``BSpline.design_matrix`` in the
-same run.
+"""B-spline basis evaluation: igax (jit, steady state) against scipy's ``BSpline.design_matrix`` in the same
+run.
 
 Case: degree 3, an open uniform knot vector with 100 elements, ``npts`` random points (1e6 by default).
 
@@ -9,11 +9,9 @@ Case: degree 3, an open uniform knot vector with 100 elements, ``npts`` random p
   ``N_i' = p (N_(i,p-1) / (t_(i+p) - t_i) - N_(i+1,p-1) / (t_(i+p+1) - t_(i+1)))``, i.e. the degree-(p-1)
   design matrix on the inner knots ``t[1:-1]`` times a sparse difference matrix.
 
-Both sides produce the non-zero entries at every point (igax as dense ``(npts, p+1)`` blocks, scipy as
-CSR). The
-igax timings exclude compilation (reported separately); medians over ``--repeat`` runs; ratio = baseline
-time /
-igax time (bigger is better). The two results are compared to make sure the same thing is computed.
+Both sides produce the non-zero entries at every point (igax as dense ``(npts, p+1)`` blocks, scipy as CSR).
+The igax timings exclude compilation (reported separately); medians over ``--repeat`` runs; ratio = baseline
+time / igax time (bigger is better). The two results are compared to make sure the same thing is computed.
 
 Usage: ``python benchmarks/bench_basis.py [--quick] [--npts 1000000] [--repeat 7]``
 """

@@ -1,13 +1,10 @@
-"""Spline bases at a glance: B-splines of a refined knot vector, and an exact NURBS circle with its control
-net.
+"""Spline bases at a glance: B-splines of a refined knot vector, an exact NURBS circle and its control net.
 
 1. Start from a coarse quadratic knot vector with a C0 knot, elevate the degree and insert knots
-(k-refinement),
-   and plot the basis functions and their first derivatives. Checked: partition of unity, and agreement with
-   ``scipy.interpolate.BSpline``.
+   (k-refinement), and plot the basis functions and their first derivatives. Checked: partition of unity,
+   and agreement with ``scipy.interpolate.BSpline``.
 2. Build the unit circle from four rational quadratic arcs, refine it exactly, and plot the curve with the
-coarse
-   and refined control nets. Checked: the radius error at 1000 points, before and after refinement.
+   coarse and refined control nets. Checked: the radius error at 1000 points, before and after refinement.
 
 Run: ``python examples/spline_basis.py`` or ``igax demo basis``.
 """

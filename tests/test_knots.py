@@ -20,8 +20,7 @@ def test_multiplicities_continuity_greville():
     np.testing.assert_array_equal(K.unique_knots(t), [0, 0.25, 0.5, 1])
     np.testing.assert_array_equal(K.multiplicities(t), [3, 1, 2, 3])
     np.testing.assert_array_equal(K.continuity(t, 2), [1, 0])
-    # Greville abscissae reproduce the identity: sum_i g_i N_i(x) = x (checked in test_bspline); here the
-    # values
+    # Greville abscissae (their linear precision, sum_i g_i N_i(x) = x, is checked in test_bspline)
     np.testing.assert_allclose(K.greville(t, 2), [0, 0.125, 0.375, 0.5, 0.75, 1])
     np.testing.assert_array_equal(K.open_knots([0, 0.5, 1], 3, multiplicity=2), [0] * 4 + [0.5] * 2 + [1] * 4)
 

@@ -37,8 +37,7 @@ def bernstein(degree: int, t, nderiv: int = 0):
 
 
 def bezier_extraction(knots, degree: int) -> np.ndarray:
-    """Bezier extraction operators, one per element: ``C[e, a, b]`` with ``N_(first_e + a) = sum_b C[e, a,
-    b] B_b``.
+    """Bezier extraction operators, one per element: ``N_(first_e + a) = sum_b C[e, a, b] B_b``.
 
     ``first_e`` is the index of the first non-zero B-spline on element ``e`` (its span index minus ``p``), and
     ``B_b`` the Bernstein polynomials of the element mapped to ``[0, 1]``.
@@ -63,8 +62,8 @@ def bezier_extraction(knots, degree: int) -> np.ndarray:
         return np.ones((nel, 1, 1))
     insert = np.repeat(u[1:-1], p - m[1:-1])
     T, _ = knot_insertion_matrix(t, p, insert)  # (nel * p + 1, n): old basis = T^T @ Bezier basis
-    # element e of the decomposed space owns Bernstein functions e*p .. e*p + p; old function i = sum_j
-    # T[j, i] Bj
+    # Element e of the decomposed space owns Bernstein functions e*p .. e*p + p, and old function i is
+    # sum_j T[j, i] B_j, so C[e, a, b] = T[e*p + b, first_e + a].
     first, _ = basis_functions(t, p, 0.5 * (u[:-1] + u[1:]))  # (nel,)
     rows = np.arange(nel)[:, None] * p + np.arange(p + 1)  # (nel, p+1) Bezier functions
     cols = first[:, None] + np.arange(p + 1)  # (nel, p+1) B-splines

@@ -1,23 +1,18 @@
 """B-spline basis functions of any degree, values and derivatives, on NumPy or JAX input.
 
 The evaluation follows the classic triangular recurrence (Cox-de Boor in the form of Piegl & Tiller, "The
-NURBS
-Book", algorithms A2.2/A2.3): for a point in the non-empty span ``[t_s, t_(s+1))`` only ``degree + 1``
-functions,
-``N_(s-p), ..., N_s``, are non-zero. Every denominator of that recurrence is a knot difference that
-contains the
-span itself, hence strictly positive, so there is no 0/0 anywhere -- neither in the values nor in reverse-mode
-gradients -- at repeated knots or at the domain ends.
+NURBS Book", algorithms A2.2/A2.3): for a point in the non-empty span ``[t_s, t_(s+1))`` only ``degree + 1``
+functions, ``N_(s-p), ..., N_s``, are non-zero. Every denominator of that recurrence is a knot difference that
+contains the span itself, hence strictly positive, so there is no 0/0 anywhere -- neither in the values nor in
+reverse-mode gradients -- at repeated knots or at the domain ends.
 
 The span search is ``searchsorted(knots, x, side="right") - 1`` clipped to ``[degree, n - 1]``: jit- and
-vmap-safe, it puts a point on a repeated knot into the next non-empty span and the right end ``x ==
-knots[-1]``
-into the last non-empty span, so the basis is right-continuous inside the domain and left-continuous at its
-end.
+vmap-safe, it puts a point on a repeated knot into the next non-empty span and the right end
+``x == knots[-1]`` into the last non-empty span, so the basis is right-continuous inside the domain and
+left-continuous at its end.
 
 With NumPy (or list) input everything runs in NumPy float64 (exact tables when a space is built, whatever
-JAX's
-precision setting); with JAX input it is traced and differentiable in ``x``, ``knots`` and coefficients.
+JAX's precision setting); with JAX input it is traced and differentiable in ``x``, ``knots`` and coefficients.
 """
 
 from __future__ import annotations
@@ -115,17 +110,15 @@ def basis_functions(knots, degree: int, x, nderiv: int = 0):
 
     Arguments:
         knots: open knot vector, shape ``(nknots,)`` (NumPy, list, or JAX array; a JAX array may be traced,
-        then
-            gradients w.r.t. knots are available).
+            then gradients w.r.t. knots are available).
         degree: polynomial degree ``p`` (static int).
         x: evaluation points in ``[knots[0], knots[-1]]``, any shape ``S`` (usually ``(npts,)``).
         nderiv: highest derivative order (static int, >= 0). Orders above ``p`` are zero.
 
     Returns:
-        ``(first, ders)``: ``first`` int array of shape ``S``, the index of the first non-zero basis
-        function at
-        each point; ``ders`` of shape ``(nderiv + 1, *S, p + 1)`` with
-        ``ders[k, j, a] = d^k N_(first[j] + a) / dx^k (x[j])``.
+        ``(first, ders)``: ``first`` int array of shape ``S``, the index of the first non-zero basis function
+        at each point; ``ders`` of shape ``(nderiv + 1, *S, p + 1)`` with ``ders[k, j, a] = d^k N_(first[j] +
+        a) / dx^k (x[j])``.
 
     Example:
         >>> first, ders = basis_functions([0, 0, 0, 1, 1, 1], 2, [0.5], nderiv=1)

@@ -1,11 +1,9 @@
 """Knot vectors: validation with teaching errors, open uniform constructors, elements and continuity.
 
 igax uses *open* knot vectors: the first and the last knot are repeated ``degree + 1`` times, so the basis
-interpolates the end control points and the parametric domain is ``[knots[0], knots[-1]]``. Interior knots
-may be
-repeated at most ``degree`` times (at most once for degree 0), which keeps every basis at least C0 inside a
-patch:
-a knot of multiplicity ``m`` lowers the continuity there to ``C^(degree - m)``.
+interpolates the end control points and the parametric domain is ``[knots[0], knots[-1]]``. Interior knots may
+be repeated at most ``degree`` times (at most once for degree 0), which keeps every basis at least C0 inside a
+patch: a knot of multiplicity ``m`` lowers the continuity there to ``C^(degree - m)``.
 
 Everything in this module is NumPy: knot vectors are static data, computed once when a space is built.
 """
@@ -59,9 +57,8 @@ def validate_knots(knots, degree: int, *, name: str = "knots") -> np.ndarray:
     """Check that ``knots`` is a valid open knot vector for ``degree`` and return it as a float64 array.
 
     Rules: one-dimensional, finite, non-decreasing; at least ``2 * (degree + 1)`` entries; first and last knot
-    repeated exactly ``degree + 1`` times (open knot vector); a non-empty domain; interior knots repeated
-    at most
-    ``max(degree, 1)`` times (the basis stays C0 inside a patch).
+    repeated exactly ``degree + 1`` times (open knot vector); a non-empty domain; interior knots repeated at
+    most ``max(degree, 1)`` times (the basis stays C0 inside a patch).
 
     Arguments:
         knots: sequence of floats.

@@ -3,8 +3,7 @@
 The rational basis is the B-spline basis weighted and normalised by the weight field,
 ``R_a = w_a N_a / W`` with ``W = sum_a w_a N_a``; its derivatives follow from the quotient rule. Nothing here
 stores state: knots and degrees are static data, points and weights are arrays (NumPy or JAX), and the JAX
-path is
-differentiable in points and weights.
+path is differentiable in points and weights.
 
 Naming: *Cartesian* control points ``x_a`` live in physical space; *homogeneous* control points are
 ``(w_a x_a, w_a)``. Functions here only deal with weights; see :class:`igax.bases.NURBSPatch` for geometry.
@@ -74,9 +73,8 @@ def tensor_basis(knots, degrees, u, nderiv: int = 0):
     Returns:
         ``(index, values, grads, hessians)``: ``index`` ``(npts, nloc)`` int, the flat (C-order) index of each
         local function in the array of basis functions of shape ``tuple(len(t) - p - 1)``; ``values``
-        ``(npts, nloc)``; ``grads`` ``(npts, nloc, pdim)`` or None; ``hessians`` ``(npts, nloc, pdim,
-        pdim)`` or
-        None. ``nloc = prod(p_d + 1)``, local functions ordered C-order over ``(a_1, ..., a_pdim)``.
+        ``(npts, nloc)``; ``grads`` ``(npts, nloc, pdim)`` or None; ``hessians`` ``(npts, nloc, pdim, pdim)``
+        or None. ``nloc = prod(p_d + 1)``, local functions ordered C-order over ``(a_1, ..., a_pdim)``.
 
     Example:
         >>> idx, N, dN, _ = tensor_basis(([0, 0, 1, 1], [0, 0, 1, 1]), (1, 1), np.array([[0.5, 0.5]]), 1)

@@ -1,9 +1,9 @@
 """Tensor-product NURBS patches in 1, 2 and 3 parametric dimensions: geometry map, derivatives, refinement.
 
 A :class:`NURBSPatch` is an ``equinox.Module``: its array leaves are the Cartesian ``control_points`` and the
-``weights``; knots, degrees and named boundaries are static. Everything is a pure function of those leaves,
-so the
-geometry map, its Jacobian and Hessian, and refined patches are differentiable in control points and weights.
+``weights``; knots, degrees and named boundaries are static. Everything is a pure function of those leaves, so
+the geometry map, its Jacobian and Hessian, and refined patches are differentiable in control points and
+weights.
 
 Refinement (knot insertion, degree elevation) acts on *homogeneous* control points ``(w x, w)``: matrices are
 computed in NumPy from the knots and applied with ``jnp``, then the result is split back into Cartesian points
@@ -44,8 +44,7 @@ class NURBSPatch(eqx.Module):
             ``n_d = len(knots[d]) - degrees[d] - 1``.
         weights: positive weights of shape ``(n_1, ..., n_pdim)``; default all ones (a B-spline patch).
         boundaries: ``(name, axis, side)`` triples, ``side`` 0 for the lower end of ``axis`` and 1 for the
-        upper
-            end; default ``xi_min, xi_max, eta_min, ...``.
+            upper end; default ``xi_min, xi_max, eta_min, ...``.
 
     Example:
         >>> patch = NURBSPatch(([0, 0, 1, 1], [0, 0, 1, 1]), (1, 1),
@@ -280,10 +279,9 @@ class NURBSPatch(eqx.Module):
 
         Arguments:
             degree: target degree, an int for all directions or a tuple (>= the current degrees); None
-            keeps them.
+                keeps them.
             elements: target number of elements, an int or a tuple; None keeps the knots. Each existing
-            element
-                is split uniformly (see :func:`igax.bases.refine.uniform_refinement_knots`).
+                element is split uniformly (see :func:`igax.bases.refine.uniform_refinement_knots`).
 
         Returns:
             A new patch describing the same geometry. New knots have multiplicity one (maximal continuity).

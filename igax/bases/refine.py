@@ -1,12 +1,9 @@
 """Exact refinement of spline spaces: knot insertion (h), degree elevation (p) and their composition (k).
 
 Each function returns a refinement matrix ``T`` of shape ``(n_new, n_old)`` computed once in NumPy from the
-knots,
-and the refined knot vector. The old basis is a combination of the new one, ``N_old_i = sum_j T[j, i]
-N_new_j``, so
-new (homogeneous) coefficients are ``c_new = T @ c_old`` and the spline is unchanged. Applying ``T`` to JAX
-arrays
-keeps refinement differentiable in the coarse coefficients.
+knots, and the refined knot vector. The old basis is a combination of the new one, ``N_old_i = sum_j T[j, i]
+N_new_j``, so new (homogeneous) coefficients are ``c_new = T @ c_old`` and the spline is unchanged. Applying
+``T`` to JAX arrays keeps refinement differentiable in the coarse coefficients.
 
 Methods: knot insertion uses Boehm's algorithm one knot at a time (each step is an exact convex combination);
 degree elevation solves the exact interpolation problem on the elevated space at its Greville abscissae
@@ -129,10 +126,8 @@ def uniform_refinement_knots(knots, n_elements: int) -> np.ndarray:
     """Knots to insert so that the knot vector has ``n_elements`` elements, as uniform as possible.
 
     Each existing element is split into equal parts; the number of parts is proportional to its length
-    (largest
-    remainder), at least one. When ``n_elements`` is a multiple of the current count on a uniform knot
-    vector the
-    result is the uniform refinement.
+    (largest remainder), at least one. When ``n_elements`` is a multiple of the current count on a uniform
+    knot vector the result is the uniform refinement.
 
     Arguments:
         knots: a knot vector.

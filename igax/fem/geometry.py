@@ -2,26 +2,21 @@
 
 Every function returns an :class:`igax.bases.NURBSPatch` in its coarsest exact form; refine it with
 ``.refine(degree=..., elements=...)``. Circles and arcs are exact (rational quadratics): an arc of opening
-angle
-``2a`` has its middle control point at distance ``r / cos(a)`` from the centre, with weight ``cos(a)``.
+angle ``2a`` has its middle control point at distance ``r / cos(a)`` from the centre, with weight ``cos(a)``.
 
 Boundary names (``patch.boundary_names``):
 
-=========================  ==================================================================================
-``rectangle``              ``left`` (x = x0), ``right`` (x = x1), ``bottom`` (y = y0), ``top`` (y = y1)
-``box``                    as ``rectangle`` plus ``front`` (z = z0) and ``back`` (z = z1)
-``quarter_annulus``        ``inner`` (r = r_inner), ``outer`` (r = r_outer), ``bottom`` (y = 0), ``left``
-(x = 0)
-``annulus``                ``inner``, ``outer``; ``seam_start`` / ``seam_end`` are the same segment on y = 0,
-                           x > 0 (an interface, not a physical boundary: a space on this patch must tie them)
-``disk``                   ``south``, ``east``, ``north``, ``west``: four quarter arcs of the circle
-``plate_with_hole``        ``hole`` (r = R), ``outer`` (both x = -L and y = L: the corner lies inside this
-side),
-                           ``bottom`` (y = 0, symmetry), ``right`` (x = 0, symmetry)
-``l_shape``                ``inner`` (the two edges at the re-entrant corner), ``outer`` (x = -1 and y = 1),
-                           ``bottom`` (y = -1), ``right`` (x = 1)
-``thick_quarter_cylinder`` as ``quarter_annulus`` plus ``front`` (z = 0) and ``back`` (z = length)
-=========================  ==================================================================================
+- ``rectangle``: ``left`` (x = x0), ``right`` (x = x1), ``bottom`` (y = y0), ``top`` (y = y1).
+- ``box``: as ``rectangle``, plus ``front`` (z = z0) and ``back`` (z = z1).
+- ``quarter_annulus``: ``inner`` (r = r_inner), ``outer`` (r = r_outer), ``bottom`` (y = 0), ``left`` (x = 0).
+- ``annulus``: ``inner``, ``outer``; ``seam_start`` and ``seam_end`` are the same segment on y = 0, x > 0 (an
+  interface, not a physical boundary: a space on this patch must tie them).
+- ``disk``: ``south``, ``east``, ``north``, ``west``, four quarter arcs of the circle.
+- ``plate_with_hole``: ``hole`` (r = R), ``outer`` (both x = -L and y = L: the corner (-L, L) lies inside this
+  side, so tractions are given as stress . normal), ``bottom`` (y = 0, symmetry), ``right`` (x = 0, symmetry).
+- ``l_shape``: ``inner`` (the two edges at the re-entrant corner), ``outer`` (x = -1 and y = 1), ``bottom``
+  (y = -1), ``right`` (x = 1).
+- ``thick_quarter_cylinder``: as ``quarter_annulus``, plus ``front`` (z = 0) and ``back`` (z = length).
 """
 
 from __future__ import annotations
@@ -113,11 +108,10 @@ def quarter_annulus(r_inner: float = 1.0, r_outer: float = 2.0) -> NURBSPatch:
     """Quarter annulus ``r_inner <= r <= r_outer`` in the first quadrant.
 
     Direction 0 is radial (degree 1, knots ``[0,0,1,1]``), direction 1 angular (degree 2, knots
-    ``[0,0,0,1,1,1]``,
-    counter-clockwise from the x-axis to the y-axis); this order makes the Jacobian determinant positive. With
-    the defaults the control points are those of the classic benchmark: ``control_points[0]`` is the inner arc
-    (1,0), (1,1), (0,1), ``control_points[1]`` the outer arc (2,0), (2,2), (0,2), weights 1, 1/sqrt(2), 1
-    on each.
+    ``[0,0,0,1,1,1]``, counter-clockwise from the x-axis to the y-axis); this order makes the Jacobian
+    determinant positive. With the defaults the control points are those of the classic benchmark:
+    ``control_points[0]`` is the inner arc (1,0), (1,1), (0,1), ``control_points[1]`` the outer arc (2,0),
+    (2,2), (0,2), weights 1, 1/sqrt(2), 1 on each arc.
 
     Example:
         >>> x = quarter_annulus().evaluate(np.array([[0.0, 0.3]]))
@@ -167,9 +161,8 @@ def thick_quarter_cylinder(r_inner: float = 1.0, r_outer: float = 2.0, length: f
 def annulus(r_inner: float = 1.0, r_outer: float = 2.0) -> NURBSPatch:
     """Full annulus as one patch: four exact quarter arcs (angular degree 2, C0 at the quarter angles).
 
-    Direction 0 is radial (degree 1), direction 1 angular, counter-clockwise from the positive x-axis back
-    to it;
-    the two seam sides coincide.
+    Direction 0 is radial (degree 1), direction 1 angular, counter-clockwise from the positive x-axis back to
+    it; the two seam sides coincide.
 
     Example:
         >>> annulus().shape
@@ -259,8 +252,7 @@ def l_shape() -> NURBSPatch:
     """The L-shaped domain ``[-1, 1]^2`` minus ``(0, 1] x [-1, 0)`` as one bilinear patch (two elements).
 
     Direction 0 runs around the re-entrant corner (knots ``[0, 0, 0.5, 1, 1]``, the corner at ``0.5``),
-    direction
-    1 from the inner edges to the outer ones.
+    direction 1 from the inner edges to the outer ones.
 
     Example:
         >>> l_shape().n_elements
