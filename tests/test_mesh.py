@@ -410,3 +410,74 @@ def test_read_edge_cases(tmp_path):
     assert Mesh.read(tmp_path / "cw.vtu").cells.tolist() == [[0, 2, 1]]
     with pytest.raises(ValueError, match="non-positive Jacobian"):
         Mesh.read(tmp_path / "cw.vtu", reorient=False)
+
+
+def cell_set(mesh):
+    """Cells as sets of vertex coordinates: compares meshes independently of numbering."""
+    return {frozenset(map(tuple, np.round(mesh.points[c], 12))) for c in mesh.cells}
+
+
+@pytest.mark.parametrize("cell", list(CASES))
+def test_refine_counts_conformity_and_boundaries(cell):
+    mesh = CASES[cell][0]().tag_subdomain("low", lambda x: x[0] < 0.4)
+    fine = mesh.refine()
+    nchild = 4 if mesh.dim == 2 else 8
+    nedges = len(mesh.edges()[0])
+    extra = (
+        {"triangle": 0, "quad": mesh.ncells, "tetra": 0}.get(cell)
+        if mesh.dim == 2 or cell == "tetra"
+        else None
+    )
+    if extra is None:  # hexahedra: face centres and cell centres
+        extra = len(mesh.faces()[0]) + mesh.ncells
+    assert fine.ncells == nchild * mesh.ncells
+    assert fine.npoints == mesh.npoints + nedges + extra
+    np.testing.assert_array_equal(fine.points[: mesh.npoints], mesh.points)  # old vertices keep their ids
+    assert euler(fine) == 1  # conforming: no hanging nodes, no duplicated faces
+    assert fine.cell_volumes().sum() == pytest.approx(1.0, abs=1e-13)
+    assert np.all(fine.jacobian_determinants() > 0)
+    nsub = 2 if mesh.dim == 2 else 4
+    assert len(fine.boundary_facets()) == nsub * len(mesh.boundary_facets())
+    for name, facets in mesh.boundaries.items():
+        refined = fine.boundaries[name]
+        assert len(refined) == nsub * len(facets)
+        d = {"left": 0, "right": 0, "bottom": 1, "top": 1, "front": 2, "back": 2}[name]
+        np.testing.assert_allclose(fine.points[refined][..., d], mesh.points[facets][0, 0, d])
+        # already outward: the constructor's re-orientation leaves them unchanged
+        again = Mesh(fine.points, fine.cells, cell, {name: refined})
+        np.testing.assert_array_equal(again.boundaries[name], refined)
+    coarse_vol = mesh.cell_volumes()[mesh.subdomains["low"]].sum()
+    assert fine.cell_volumes()[fine.subdomains["low"]].sum() == pytest.approx(coarse_vol, rel=1e-13)
+
+
+@pytest.mark.parametrize("cell, make", [
+    ("triangle", lambda n: unit_square(n)),
+    ("quad", lambda n: unit_square(n, cell="quad")),
+    ("hexahedron", lambda n: unit_cube(n, cell="hexahedron")),
+])  # fmt: skip
+def test_refining_a_structured_mesh_gives_the_finer_structured_mesh(cell, make):
+    assert cell_set(make(1).refine(2)) == cell_set(make(4))
+
+
+def test_refined_tetrahedra_keep_their_shape():
+    """Splitting along the shortest diagonal: the worst shape measure vol / L^3 stays constant over levels."""
+    mesh = unit_cube(1)
+    worst = []
+    for _ in range(3):
+        x = mesh.points[mesh.cells]
+        e = np.array(mesh.reference.edges)
+        longest = np.linalg.norm(x[:, e[:, 0]] - x[:, e[:, 1]], axis=-1).max(axis=1)
+        worst.append((mesh.cell_volumes() / longest**3).min())
+        mesh = mesh.refine()
+    np.testing.assert_allclose(worst, worst[0], rtol=1e-12)
+
+
+def test_refine_distorted_quads_and_bad_input():
+    mesh = unit_square(3, cell="quad")
+    pts = mesh.points + 0.08 * np.sin(3 * mesh.points[:, ::-1])  # a smooth distortion of the interior
+    distorted = Mesh(pts, mesh.cells, "quad", mesh.boundaries)
+    fine = distorted.refine(2)
+    assert fine.cell_volumes().sum() == pytest.approx(distorted.cell_volumes().sum(), rel=1e-12)
+    with pytest.raises(ValueError, match="times must be an int >= 0"):
+        mesh.refine(-1)
+    assert mesh.refine(0) is mesh

@@ -1,19 +1,16 @@
 """Unstructured meshes of triangles, quadrilaterals, tetrahedra or hexahedra, with named boundaries.
 
 A :class:`Mesh` is plain NumPy data: vertex coordinates, cell connectivity in meshio's vertex order, named
-sets of
-boundary facets and named sets of cells. Everything a Lagrange space needs from the topology (unique edges and
-faces with cell-to-entity maps, boundary facets, the cell and local facet that own a facet) is computed on
-demand,
-vectorised with sorting and ``cumsum`` (no Python loop over cells), and cached on the mesh.
+sets of boundary facets and named sets of cells. Everything a Lagrange space needs from the topology (unique
+edges and faces with cell-to-entity maps, boundary facets, the cell and local facet that own a facet) is
+computed on demand, vectorised with sorting and ``cumsum`` (no Python loop over cells), and cached on the
+mesh.
 
 Conventions: cells are positively oriented (counter-clockwise in 2D, right-handed in 3D); the Jacobian of each
-cell's map from its reference cell (``igax.bases.lagrange``) has a positive determinant at every vertex,
-which the
-constructor checks. Facets are stored oriented outwards (the order of ``ReferenceCell.facets``). Generated
-meshes
-name the sides of their box "left"/"right" (x min/max), "bottom"/"top" (y) and "front"/"back" (z), like the
-spline geometries in ``igax.fem.geometry``.
+cell's map from its reference cell (``igax.bases.lagrange``) has a positive determinant at every vertex, which
+the constructor checks. Facets are stored oriented outwards (the order of ``ReferenceCell.facets``). Generated
+meshes name the sides of their box "left"/"right" (x min/max), "bottom"/"top" (y) and "front"/"back" (z), like
+the spline geometries in ``igax.fem.geometry``.
 """
 
 from __future__ import annotations
@@ -301,10 +298,8 @@ class Mesh:
 
         Returns:
             ``faces (nfaces, nverts_per_face)`` vertex ids in the (cyclic) order of the first cell that has
-            the
-            face (that cell's outward orientation), and ``cell_to_face (ncells, nfaces_per_cell)`` where
-            column
-            ``f`` is the cell's local face ``reference.faces[f]``.
+            the face (that cell's outward orientation), and ``cell_to_face (ncells, nfaces_per_cell)`` where
+            column ``f`` is the cell's local face ``reference.faces[f]``.
         """
         if self.dim != 3:
             raise ValueError(
@@ -503,9 +498,8 @@ class Mesh:
         """A copy in which cells with negative Jacobian at every vertex are flipped to positive orientation.
 
         Mirrored cells (e.g. clockwise triangles from a generator that orients its surface towards -z) are
-        fixed
-        by reversing their vertex order; tangled cells, with Jacobians of both signs, are left alone and still
-        fail :meth:`check_quality`.
+        fixed by reversing their vertex order; tangled cells, with Jacobians of both signs, are left alone and
+        still fail :meth:`check_quality`.
         """
         det = self.jacobian_determinants()
         flip = np.all(det < 0, axis=1)
@@ -514,6 +508,12 @@ class Mesh:
         cells = np.array(self.cells)
         cells[flip] = cells[flip][:, _FLIP[self.cell_type]]
         return Mesh(self.points, cells, self.cell_type, self.boundaries, self.subdomains, check=self.check)
+
+    def refine(self, times: int = 1) -> Mesh:
+        """Uniformly refined copy (4 or 8 children per cell, boundaries kept); see ``mesh_refine.refine``."""
+        from igax.fem.mesh_refine import refine
+
+        return refine(self, times)
 
     # ------------------------------------------------------------------------------------------ I/O
     @classmethod
@@ -576,8 +576,8 @@ def _structured(
     """Structured mesh of a box, each grid cube split like ``template``: (ntemplate, nverts, dim) offsets.
 
     Cell ``cube * ntemplate + t`` is template ``t`` placed in cube ``cube`` (x fastest). The sides of the box
-    are
-    named from the template's local facets that lie on a side of the unit cube: O(boundary) work, no search.
+    are named from the template's local facets that lie on a side of the unit cube: O(boundary) work, no
+    search.
     """
     dim = len(counts)
     axes = [np.linspace(lo[d], hi[d], counts[d] + 1) for d in range(dim)]

@@ -2,10 +2,8 @@
 
 Gmsh physical groups become names: physical groups of facets (lines in 2D, surfaces in 3D) become
 ``Mesh.boundaries``, physical groups of cells become ``Mesh.subdomains``. A group without a name in the file
-is
-called by its tag number (``"3"``). Only ``.msh`` files keep boundary names when written; VTU and XDMF carry
-the
-mesh and its point / cell data.
+is called by its tag number (``"3"``). Only ``.msh`` files keep boundary names when written; VTU and XDMF
+carry the mesh and its point / cell data.
 """
 
 from __future__ import annotations
@@ -73,8 +71,7 @@ def read_mesh(
     Arguments:
         path: file name; the format follows the extension (gmsh ``.msh`` v2 and v4, ``.vtu``, ``.xdmf``, ...).
         reorient: flip mirrored cells (negative Jacobian at every vertex, e.g. clockwise triangles) to
-        positive
-            orientation instead of rejecting them.
+            positive orientation instead of rejecting them.
         check: run ``Mesh.check_quality``.
         with_data: also return the point data and the cell data of the mesh's cells.
 
@@ -234,7 +231,7 @@ def write_mesh(
     Arguments:
         mesh: the mesh.
         path: file name; the format follows the extension (``.vtu``, ``.xdmf``, ``.msh``, ...) or
-        ``file_format``.
+            ``file_format``.
         point_data: name -> array of shape (npoints, ...) (NumPy or JAX), e.g. the coefficients of a P1 field.
         cell_data: name -> array of shape (ncells, ...).
         file_format: a meshio format name overriding the extension, e.g. "vtu" or "gmsh22". ``.msh`` files are
@@ -242,8 +239,7 @@ def write_mesh(
             point data; cell data goes to VTU or XDMF.
 
     Gmsh files also store the named boundaries and subdomains as physical groups, so ``read_mesh`` gets them
-    back.
-    In VTU/XDMF, 2D points and 2-vectors are padded with a zero z component (VTK's convention).
+    back. In VTU/XDMF, 2D points and 2-vectors are padded with a zero z component (VTK's convention).
 
     Example:
         >>> mesh = unit_square(4)                                      # doctest: +SKIP
