@@ -188,8 +188,9 @@ def test_constructor_validates_input():
         Mesh(pts, [[0, 1]], "line")
     with pytest.raises(ValueError, match="not a facet of any cell"):
         Mesh(np.r_[pts, [[1.0, 1.0]]], [[0, 1, 2]], "triangle", boundaries={"x": [[1, 3]]})
-    with pytest.raises(ValueError, match="n must be a positive int"):
-        unit_square(0)
+    for bad in (0, 2.0, (2,), (2, 0), True):
+        with pytest.raises(ValueError, match="n must be a positive int"):
+            unit_square(bad)
     with pytest.raises(ValueError, match="upper must exceed lower"):
         rectangle((0, 0), (1, -1))
     with pytest.raises(ValueError, match="cell must be 'tetra' or 'hexahedron'"):
@@ -325,7 +326,12 @@ def test_vtu_xdmf_round_trip_with_data(tmp_path, suffix, cell):
     u = mesh.points[:, 0] ** 2 - mesh.points[:, 1]
     grad = np.c_[2 * mesh.points[:, 0], -np.ones(mesh.npoints)]
     path = tmp_path / f"field{suffix}"
-    write_mesh(mesh, path, point_data={"u": u, "grad": grad}, cell_data={"id": np.arange(mesh.ncells)})
+    import jax.numpy as jnp
+
+    # JAX arrays are accepted as data (a Field's coefficients)
+    write_mesh(
+        mesh, path, point_data={"u": jnp.asarray(u), "grad": grad}, cell_data={"id": np.arange(mesh.ncells)}
+    )
     back, point_data, cell_data = read_mesh(path, with_data=True)
     np.testing.assert_allclose(back.points, mesh.points, rtol=0, atol=1e-15)
     np.testing.assert_array_equal(back.cells, mesh.cells)

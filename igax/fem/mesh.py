@@ -546,7 +546,12 @@ _FLIP = {
 
 # ---------------------------------------------------------------------------------------------- generators
 def _counts(n: int | Sequence[int], dim: int) -> tuple[int, ...]:
-    counts = (n,) * dim if isinstance(n, (int, np.integer)) and not isinstance(n, bool) else tuple(n)
+    if isinstance(n, (int, np.integer)) and not isinstance(n, bool):
+        counts = (n,) * dim
+    elif isinstance(n, (tuple, list, np.ndarray)):
+        counts = tuple(n)
+    else:
+        counts = ()  # e.g. a float: rejected below
     if len(counts) != dim or any(
         isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1 for k in counts
     ):
