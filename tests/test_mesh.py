@@ -487,3 +487,25 @@ def test_refine_distorted_quads_and_bad_input():
     with pytest.raises(ValueError, match="times must be an int >= 0"):
         mesh.refine(-1)
     assert mesh.refine(0) is mesh
+
+
+def test_from_meshio_in_memory_with_physical_groups():
+    import meshio
+
+    from igax.fem.mesh_io import from_meshio
+
+    pts = np.array([[0, 0, 0], [2, 0, 0], [2, 1, 0], [0, 1, 0]], dtype=float)
+    raw = meshio.Mesh(
+        pts,
+        [("line", [[1, 2]]), ("quad", [[0, 1, 2, 3]])],
+        cell_data={"gmsh:physical": [np.array([7]), np.array([3])]},
+        field_data={"outlet": np.array([7, 1]), "fluid": np.array([3, 2])},
+    )
+    mesh = from_meshio(raw)
+    assert mesh.cell_type == "quad" and mesh.dim == 2
+    assert mesh.boundaries["outlet"].tolist() == [[1, 2]]
+    assert mesh.subdomains["fluid"].tolist() == [0]
+    assert mesh.cell_volumes().sum() == pytest.approx(2.0)
+    with pytest.raises(ValueError, match="in-memory: a 2D mesh whose points do not lie in a plane"):
+        bent = pts + np.array([[0, 0, 0], [0, 0, 0], [0, 0, 1.0], [0, 0, 0]])
+        from_meshio(meshio.Mesh(bent, [("quad", [[0, 1, 2, 3]])]), source="in-memory")

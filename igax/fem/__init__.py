@@ -13,4 +13,4 @@ from igax.fem.bc import DirichletBC  # noqa: E402
 from igax.fem.solve import solve  # noqa: E402
 from igax.fem import mesh, mesh_io  # noqa: E402
 from igax.fem.mesh import Mesh, box, rectangle, unit_cube, unit_square  # noqa: E402
-from igax.fem.mesh_io import read_mesh, write_mesh, write_time_series  # noqa: E402
+from igax.fem.mesh_io import from_meshio, read_mesh, write_mesh, write_time_series  # noqa: E402

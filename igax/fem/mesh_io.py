@@ -22,7 +22,7 @@ import numpy as np
 from igax.bases.lagrange import reference_cell
 from igax.fem.mesh import MESH_CELLS, Mesh
 
-__all__ = ["read_mesh", "write_mesh", "write_time_series"]
+__all__ = ["read_mesh", "from_meshio", "write_mesh", "write_time_series"]
 
 logger = logging.getLogger(__name__)
 
@@ -85,22 +85,47 @@ def read_mesh(
         >>> mesh.boundaries["inlet"].shape        # doctest: +SKIP
         (24, 2)
     """
-    raw = _read_raw(os.fspath(path))
+    return from_meshio(_read_raw(os.fspath(path)), reorient=reorient, check=check, with_data=with_data,
+                       source=repr(os.fspath(path)))  # fmt: skip
+
+
+def from_meshio(
+    raw: meshio.Mesh,
+    *,
+    reorient: bool = True,
+    check: bool = True,
+    with_data: bool = False,
+    source: str = "mesh",
+) -> Mesh | tuple[Mesh, dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Convert an in-memory ``meshio.Mesh`` (e.g. from pygmsh or the gmsh Python API) like :func:`read_mesh`.
+
+    Arguments:
+        raw: the meshio mesh; gmsh physical groups in ``cell_data["gmsh:physical"]`` and ``field_data`` become
+            named boundaries and subdomains.
+        reorient, check, with_data: as in :func:`read_mesh`.
+        source: how error messages name the mesh.
+
+    Returns:
+        As :func:`read_mesh`.
+
+    Example:
+        >>> import meshio
+        >>> raw = meshio.Mesh([[0, 0], [1, 0], [0, 1]], [("triangle", [[0, 1, 2]])])
+        >>> from_meshio(raw).ncells
+        1
+    """
+    path = source  # only used in messages below
     blocks = list(raw.cells)
     known = [b for b in blocks if b.type in _BASE]
     if not known:
-        raise ValueError(
-            f"{os.fspath(path)!r} holds no cells igax understands (found {[b.type for b in blocks]})"
-        )
+        raise ValueError(f"{path} holds no cells igax understands (found {[b.type for b in blocks]})")
     top = max(_block_dim(b.type) for b in known)
     if top < 2:
-        raise ValueError(
-            f"{os.fspath(path)!r} holds no 2D or 3D cells (highest cell types: {[b.type for b in known]})"
-        )
+        raise ValueError(f"{path} holds no 2D or 3D cells (highest cell types: {[b.type for b in known]})")
     bases = sorted({_BASE[b.type][0] for b in known if _block_dim(b.type) == top})
     if len(bases) > 1 or bases[0] not in MESH_CELLS:
         raise ValueError(
-            f"{os.fspath(path)!r} has {top}D cells of types {bases}; igax meshes hold one cell type of "
+            f"{path} has {top}D cells of types {bases}; igax meshes hold one cell type of "
             f"{MESH_CELLS}. Mesh with a single element type (in gmsh: Mesh.RecombineAll / "
             "Mesh.SubdivisionAlgorithm)."
         )
@@ -126,7 +151,7 @@ def read_mesh(
             facet_tags.append(tags)
     if higher:
         warnings.warn(
-            f"{os.fspath(path)!r}: second-order cells {sorted(higher)} are read as straight-sided "
+            f"{path}: second-order cells {sorted(higher)} are read as straight-sided "
             f"{cell_type} cells "
             "(corner vertices only); use a LagrangeSpace of degree 2 on them for a quadratic field.",
             stacklevel=2,
@@ -156,7 +181,7 @@ def read_mesh(
     for name, f in boundaries.items():
         boundaries[name] = renumber[f]
         if np.any(boundaries[name] < 0):
-            raise ValueError(f"boundary {name!r} in {os.fspath(path)!r} uses points that belong to no cell")
+            raise ValueError(f"boundary {name!r} in {path} uses points that belong to no cell")
     points = _planar(points, ref.dim, path)
 
     mesh = Mesh(points, cells, cell_type, boundaries, subdomains, check=False)
@@ -184,13 +209,11 @@ def _planar(points: np.ndarray, dim: int, path: Any) -> np.ndarray:
         scale = max(float(np.ptp(points[:, :dim], axis=0).max()), 1.0)
         if np.ptp(extra, axis=0).max() > 1e-12 * scale:
             raise ValueError(
-                f"{os.fspath(path)!r}: a {dim}D mesh whose points do not lie in a plane z = const (a surface "
+                f"{path}: a {dim}D mesh whose points do not lie in a plane z = const (a surface "
                 "mesh in 3D) is not supported; igax meshes are flat in 2D"
             )
         return np.ascontiguousarray(points[:, :dim])
-    raise ValueError(
-        f"{os.fspath(path)!r}: points have {points.shape[1]} coordinates but the cells are {dim}D"
-    )
+    raise ValueError(f"{path}: points have {points.shape[1]} coordinates but the cells are {dim}D")
 
 
 def _check_data(data: Mapping[str, Any] | None, n: int, what: str) -> dict[str, np.ndarray]:
