@@ -509,3 +509,14 @@ def test_from_meshio_in_memory_with_physical_groups():
     with pytest.raises(ValueError, match="in-memory: a 2D mesh whose points do not lie in a plane"):
         bent = pts + np.array([[0, 0, 0], [0, 0, 0], [0, 0, 1.0], [0, 0, 0]])
         from_meshio(meshio.Mesh(bent, [("quad", [[0, 1, 2, 3]])]), source="in-memory")
+
+
+@pytest.mark.slow
+def test_million_vertex_triangle_mesh():
+    n = 999  # (n + 1)^2 = 1e6 vertices, 2e6 triangles
+    mesh = unit_square(n)
+    edges, c2e = mesh.edges()
+    assert mesh.npoints == 10**6 and len(edges) == 3 * n * n + 2 * n
+    assert len(mesh.boundary_facets()) == 4 * n
+    mesh.check_quality()
+    assert mesh.cell_volumes().sum() == pytest.approx(1.0, rel=1e-12)
