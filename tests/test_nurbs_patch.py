@@ -159,6 +159,24 @@ def test_vmap_over_weights_and_boundary_patch():
     np.testing.assert_allclose(np.hypot(xs[:, 0], xs[:, 1]), 1.0, atol=1e-15)
 
 
+def test_no_nan_gradients_at_corners_and_c0_knots():
+    patch = geometry.plate_with_hole().refine(degree=3, elements=4)
+    u = jnp.array([[0.0, 0.0], [1.0, 1.0], [0.5, 0.0], [0.5, 1.0], [0.5, 0.5], [0.25, 0.75]])  # 0.5: C0 knot
+
+    def loss(cp, w):
+        x, J, H = NURBSPatch(patch.knots, patch.degrees, cp, w).derivatives(u, 2)
+        return jnp.sum(x**2) + jnp.sum(jnp.linalg.det(J)) + jnp.sum(H**2)
+
+    grads = jax.jit(jax.grad(loss, argnums=(0, 1)))(patch.control_points, patch.weights)
+    assert all(np.all(np.isfinite(np.asarray(g))) for g in grads)
+    assert np.abs(np.asarray(grads[1])).max() > 0
+    np.testing.assert_allclose(patch.breakpoints[0], [0, 0.25, 0.5, 0.75, 1])
+    g = patch.greville()
+    assert (
+        g.shape == (*patch.shape, 2) and g[0, 0].tolist() == [0.0, 0.0] and g[-1, -1].tolist() == [1.0, 1.0]
+    )
+
+
 INVALID = [
     (lambda: NURBSPatch([0, 0, 1, 1], 1, np.zeros((2, 1))), TypeError, "one knot vector per parametric"),
     (lambda: NURBSPatch(([0, 0, 1, 1],), 1, np.zeros((3, 2))), ValueError, "control_points must have shape"),

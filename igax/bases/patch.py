@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from igax.bases.knots import _is_tracer, n_elements, validate_degree, validate_knots
+from igax.bases.knots import _is_tracer, greville, n_elements, unique_knots, validate_degree, validate_knots
 from igax.bases.nurbs import rational_tensor_basis
 from igax.bases.refine import degree_elevation_matrix, knot_insertion_matrix, uniform_refinement_knots
 
@@ -141,6 +141,16 @@ class NURBSPatch(eqx.Module):
     def n_elements(self) -> tuple:
         """Number of non-empty knot spans per direction."""
         return tuple(n_elements(k) for k in self.knots)
+
+    @property
+    def breakpoints(self) -> tuple:
+        """Distinct knot values (element boundaries) per direction, a tuple of float64 arrays."""
+        return tuple(unique_knots(k) for k in self.knots)
+
+    def greville(self) -> np.ndarray:
+        """Greville abscissae of the tensor-product basis, shape ``(*shape, pdim)`` (C order of the basis)."""
+        g = [greville(k, p) for k, p in zip(self.knots, self.degrees, strict=True)]
+        return np.stack(np.meshgrid(*g, indexing="ij"), axis=-1)
 
     @property
     def is_rational(self) -> bool:
