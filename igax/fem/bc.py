@@ -108,11 +108,12 @@ class DirichletBC:
         V = self.space
         out = jnp.asarray(g(x))
         npts = x.shape[1]
-        comps = (
-            [self.component]
-            if (self.component is not None or not V.value_shape)
-            else list(range(V.plan.ncomp))
-        )
+        if not V.value_shape:
+            comps = [0]
+        elif self.component is not None:
+            comps = [self.component]
+        else:
+            comps = list(range(V.plan.ncomp))
         if out.ndim == 0:
             out = jnp.broadcast_to(out, (npts,))
         if out.shape == (npts,) and len(comps) == 1:
