@@ -5,6 +5,7 @@ from igax.solvers.sparse import CSRPattern, SparseMatrix
 __all__ = ["CSRPattern", "SparseMatrix"]
 from igax.solvers._backends import clear_cache, set_cache_size  # noqa: E402
 from igax.solvers._backends import stats as solver_stats  # noqa: E402
+from igax.solvers.elements import ElementSystem  # noqa: E402
 from igax.solvers.linear import (  # noqa: E402
     Factorization,
     SolverError,
@@ -15,6 +16,8 @@ from igax.solvers.linear import (  # noqa: E402
     linear_solve,
     solve,
 )
+from igax.solvers.newton import NewtonError, NewtonResult, newton_solve  # noqa: E402
+from igax.solvers.timestep import theta_method  # noqa: E402
 
 __all__ += [
     "Factorization",
@@ -28,4 +31,9 @@ __all__ += [
     "set_cache_size",
     "solve",
     "solver_stats",
+    "ElementSystem",
+    "NewtonError",
+    "NewtonResult",
+    "newton_solve",
+    "theta_method",
 ]

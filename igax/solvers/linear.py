@@ -278,14 +278,19 @@ def _solve_core(values, token, b, *, pattern, kind, method, options) -> SolveRes
     rnorm = jnp.linalg.norm(bs - A.with_values(vs) @ xs)
     bnorm = jnp.linalg.norm(bs)
     residual = jnp.where(bnorm > 0, rnorm / jnp.where(bnorm > 0, bnorm, 1.0), rnorm)
-    finite = jnp.all(jnp.isfinite(vs)) & jnp.all(jnp.isfinite(bs))
+    finite = jnp.all(jnp.isfinite(bs))
     if token is not None:
+        # The host checked the values (token -3) before factorising: no device reduction over them here, which
+        # XLA would constant-fold (slowly) when the matrix is closed over in a jitted function.
+        finite = finite & (token != _backends.TOKEN_NONFINITE)
         status = jnp.where(token < 0, SINGULAR, status)
         direct_rtol = dict(options).get("direct_rtol")
         tol = direct_rtol if direct_rtol is not None else 10.0 * np.sqrt(float(np.finfo(b.dtype).eps))
         # A backward-stable direct solve leaves |r| ~ eps |A| |x|; a singular system leaves O(|b|).
         status = jnp.where((status == SUCCESS) & ~(residual <= tol), SINGULAR, status)
     else:
+        # optimization_barrier: keep XLA from constant-folding this reduction over closed-over values.
+        finite = finite & jnp.all(jnp.isfinite(jax.lax.optimization_barrier(vs)))
         status = jnp.where((status == SUCCESS) & ~jnp.isfinite(residual), BREAKDOWN, status)
     status = jnp.where(finite, status, NONFINITE).astype(jnp.int32)
     return SolveResult(x, status, iters, residual)
