@@ -1,7 +1,7 @@
 """Bernstein polynomials and Bezier extraction operators.
 
 On each element ``e`` the ``p + 1`` non-zero B-splines are combinations of the Bernstein polynomials of the
-element mapped to ``[0, 1]``: ``N_e(t) = C_e @ B(t)``. The operators ``C_e`` come from Boehm knot insertion of
+element mapped to ``[0, 1]``: ``N_e(t) = C_e @ B(t)``. The operators ``C_e`` come from exact knot insertion of
 every interior knot up to multiplicity ``p`` (the Bezier decomposition), so they are exact.
 """
 

@@ -5,7 +5,7 @@ knots, and the refined knot vector. The old basis is a combination of the new on
 N_new_j``, so new (homogeneous) coefficients are ``c_new = T @ c_old`` and the spline is unchanged. Applying
 ``T`` to JAX arrays keeps refinement differentiable in the coarse coefficients.
 
-Methods: knot insertion uses Boehm's algorithm one knot at a time (each step is an exact convex combination);
+Methods: knot insertion uses the Oslo algorithm (discrete B-splines: every row is a convex combination);
 degree elevation solves the exact interpolation problem on the elevated space at its Greville abscissae
 (unisolvent by Schoenberg-Whitney), with one step of iterative refinement; since the old space is a
 subspace of
@@ -21,11 +21,17 @@ import numpy as np
 from igax.bases.bspline import design_matrix
 from igax.bases.knots import greville, unique_knots, validate_degree, validate_knots
 
-__all__ = ["knot_insertion_matrix", "degree_elevation_matrix", "elevate_knots", "uniform_refinement_knots"]
+__all__ = [
+    "knot_insertion_matrix",
+    "oslo_matrix",
+    "degree_elevation_matrix",
+    "elevate_knots",
+    "uniform_refinement_knots",
+]
 
 
 def knot_insertion_matrix(knots, degree: int, new_knots) -> tuple[np.ndarray, np.ndarray]:
-    """Refinement matrix for inserting ``new_knots`` (Boehm's algorithm).
+    """Refinement matrix for inserting ``new_knots`` (all at once, by the Oslo algorithm).
 
     Arguments:
         knots: open knot vector ``(nknots,)``.
@@ -53,22 +59,40 @@ def knot_insertion_matrix(knots, degree: int, new_knots) -> tuple[np.ndarray, np
     refined = np.sort(np.concatenate([t, new]))
     # Check the result first, so the error names what the user wrote.
     validate_knots(refined, p, name="knots with new_knots inserted")
-    n0 = t.size - p - 1
-    T = np.eye(n0)
-    cur = t
-    for u in new:
-        k = int(np.searchsorted(cur, u, side="right") - 1)  # cur[k] <= u < cur[k+1]
-        n = cur.size - p - 1
-        Tn = np.empty((n + 1, n0))
-        Tn[: k - p + 1] = T[: k - p + 1]
-        Tn[k + 1 :] = T[k:]
-        i = np.arange(k - p + 1, k + 1)
-        # denominators cur[i+p] - cur[i] >= cur[k+1] - cur[k] > 0
-        a = (u - cur[i]) / (cur[i + p] - cur[i])
-        Tn[i] = a[:, None] * T[i] + (1.0 - a[:, None]) * T[i - 1]
-        T = Tn
-        cur = np.insert(cur, k + 1, u)
-    return T, cur
+    return oslo_matrix(t, p, refined), refined
+
+
+def oslo_matrix(knots: np.ndarray, degree: int, refined: np.ndarray) -> np.ndarray:
+    """Knot-insertion matrix from ``knots`` to a refined knot vector ``refined`` (Oslo algorithm).
+
+    Row ``i`` holds the discrete B-splines ``alpha_j(i)``, computed as the product
+    ``R_1(tau_(i+1)) ... R_p(tau_(i+p))`` of the matrices of the B-spline recurrence, evaluated at the refined
+    knots ``tau`` instead of at a point; all rows at once, ``O(n_new p^2)``. Every denominator
+    ``t_(m+k) - t_m`` spans the non-empty interval ``[t_mu, t_(mu+1))`` that contains ``tau_i``, so it is
+    positive. The inputs must already be valid (``refined`` contains ``knots``).
+
+    Example:
+        >>> oslo_matrix(np.array([0., 0, 1, 1]), 1, np.array([0., 0, 0.5, 1, 1])).tolist()
+        [[1.0, 0.0], [0.5, 0.5], [0.0, 1.0]]
+    """
+    t, tau, p = np.asarray(knots, float), np.asarray(refined, float), int(degree)
+    n_old, n_new = t.size - p - 1, tau.size - p - 1
+    i = np.arange(n_new)
+    mu = np.searchsorted(t, tau[:n_new], side="right") - 1  # t[mu] <= tau_i < t[mu+1]
+    b = [np.ones(n_new)]  # b[r]: coefficient of B_(mu-k+r), degree k, after step k
+    for k in range(1, p + 1):
+        x = tau[i + k]
+        new = [np.zeros(n_new) for _ in range(k + 1)]
+        for r in range(k):
+            m = mu - k + 1 + r
+            w = (x - t[m]) / (t[m + k] - t[m])
+            new[r] += (1.0 - w) * b[r]
+            new[r + 1] += w * b[r]
+        b = new
+    T = np.zeros((n_new, n_old))
+    cols = mu[:, None] - p + np.arange(p + 1)  # (n_new, p+1)
+    T[i[:, None], cols] = np.stack(b, axis=1)
+    return T
 
 
 def elevate_knots(knots, degree: int, times: int = 1) -> np.ndarray:
