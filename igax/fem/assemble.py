@@ -12,8 +12,10 @@ through it (also with respect to the geometry).
 
 from __future__ import annotations
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from igax._config import check_float64
 from igax.fem.forms import Form, FormInputs, Jet, QuadValue, kernel_output
@@ -27,6 +29,26 @@ def _field_type():
     from igax.fem.field import Field
 
     return Field
+
+
+def _callable_values(f, x, name: str):
+    """Values of a callable input at points x (ne, nq, dim) -> (ne, nq) + value shape."""
+    ne, nq = x.shape[:2]
+    val = jnp.asarray(f(jnp.moveaxis(x, -1, 0)))  # x: (dim, ne, nq), first axis = coordinate
+    if val.ndim >= 2 and val.shape[-2:] == (ne, nq):
+        return jnp.moveaxis(val.reshape(val.shape[:-2] + (ne * nq,)), -1, 0).reshape((ne, nq) + val.shape[:-2])
+    if val.ndim == 0:
+        return jnp.broadcast_to(val, (ne, nq))
+    raise ValueError(
+        f"form input {name!r} is a callable of x that returned shape {val.shape}; with x of shape "
+        f"(dim, {ne}, {nq}) (first axis = coordinate) it must return shape ({ne}, {nq}) (or "
+        f"value_shape + ({ne}, {nq}), or a scalar). Write it with x[0], x[1], ... and jnp functions."
+    )
+
+
+@eqx.filter_jit
+def _points(space: FunctionSpace, boundary):
+    return space._tables(space._rule(boundary)).x
 
 
 def _inputs_at(fields: dict, space: FunctionSpace, rule: Rule, tables: Tables) -> dict:
@@ -49,19 +71,7 @@ def _inputs_at(fields: dict, space: FunctionSpace, rule: Rule, tables: Tables) -
                 )
             out[name] = fs._eval_coeffs(f.coeffs, t, rule)
         elif callable(f):
-            val = jnp.asarray(f(jnp.moveaxis(tables.x, -1, 0)))  # x: (dim, ne, nq), first axis = coordinate
-            if val.ndim >= 2 and val.shape[-2:] == (ne, nq):
-                val = jnp.moveaxis(val.reshape(val.shape[:-2] + (ne * nq,)), -1, 0).reshape(
-                    (ne, nq) + val.shape[:-2]
-                )
-            elif val.ndim == 0:
-                val = jnp.broadcast_to(val, (ne, nq))
-            else:
-                raise ValueError(
-                    f"form input {name!r} is a callable of x that returned shape {val.shape}; with x of shape "
-                    f"(dim, {ne}, {nq}) (first axis = coordinate) it must return shape ({ne}, {nq}) (or "
-                    f"value_shape + ({ne}, {nq}), or a scalar). Write it with x[0], x[1], ... and jnp functions."
-                )
+            val = _callable_values(f, tables.x, name)
             out[name] = (val, None)
         else:
             val = jnp.asarray(f)
@@ -116,6 +126,25 @@ def assemble(form: Form, space: FunctionSpace, *, boundary=None, **fields):
         )
     if not isinstance(space, FunctionSpace):
         raise TypeError(f"space must be a SplineSpace or LagrangeSpace, got {type(space).__name__}.")
+    if boundary is not None:
+        boundary = space._check_names(boundary)
+    # Callables are evaluated here, outside the compiled kernel, so a new lambda does not trigger a new
+    # compilation (their few jnp ops are cached by JAX); numbers become arrays for the same reason.
+    Field = _field_type()
+    fields = dict(fields)
+    x = None
+    for name, f in fields.items():
+        if isinstance(f, Field):
+            continue
+        if callable(f):
+            x = _points(space, boundary) if x is None else x
+            fields[name] = _callable_values(f, x, name)
+        elif isinstance(f, (int, float, complex, np.number)):
+            fields[name] = jnp.asarray(f, dtype=float)
+    return _assemble_jit(form, space, boundary, fields)
+
+
+def _assemble(form: Form, space: FunctionSpace, boundary, fields: dict):
     rule = space._rule(boundary)
     tables = space._tables(rule)
     dtype = tables.dx.dtype
@@ -177,3 +206,8 @@ def assemble(form: Form, space: FunctionSpace, *, boundary=None, **fields):
     slots = p.slot[rule.elements]  # (ne, nloc, nloc)
     values = jax.ops.segment_sum(K.ravel(), slots.ravel(), num_segments=p.pattern.nnz)
     return SparseMatrix(values, p.pattern, symmetric=form.symmetric)
+
+
+# One compilation per (form, space plan, boundary, input structure): array inputs are traced, callables and
+# numbers are static. Inside a user's jit this is inlined; called eagerly it avoids op-by-op dispatch.
+_assemble_jit = eqx.filter_jit(_assemble)
