@@ -17,6 +17,8 @@ from __future__ import annotations
 import numbers
 
 import numpy as np
+import scipy.sparse as sp
+from scipy.linalg import solve_banded
 
 from igax.bases.bspline import design_matrix
 from igax.bases.knots import greville, unique_knots, validate_degree, validate_knots
@@ -118,7 +120,9 @@ def degree_elevation_matrix(knots, degree: int, times: int = 1) -> tuple[np.ndar
         times: how much to raise the degree (non-negative int).
 
     Returns:
-        ``(E, elevated_knots)`` with ``E`` of shape ``(n_new, n_old)``.
+        ``(E, elevated_knots)`` with ``E`` of shape ``(n_new, n_old)`` (dense; meant for the coarse knot
+        vectors of a geometry -- :meth:`NURBSPatch.refine` elevates before it inserts knots, which keeps this
+        cheap).
 
     Example:
         >>> E, t = degree_elevation_matrix([0, 0, 1, 1], 1)
@@ -140,8 +144,14 @@ def degree_elevation_matrix(knots, degree: int, times: int = 1) -> tuple[np.ndar
     g = greville(tn, q)
     B_new = design_matrix(tn, q, g)[0]  # (n_new, n_new)
     B_old = design_matrix(t, p, g)[0]  # (n_new, n_old)
-    E = np.linalg.solve(B_new, B_old)
-    E += np.linalg.solve(B_new, B_old - B_new @ E)  # one step of iterative refinement
+    # B_new is banded (bandwidth <= q at the Greville points): a banded LU keeps this O(n q^2) per column.
+    ab = np.zeros((2 * q + 1, B_new.shape[0]))
+    rows, cols = np.nonzero(B_new)
+    if np.any(np.abs(rows - cols) > q):  # pragma: no cover - Greville collocation matrices are banded
+        raise RuntimeError("internal error: collocation matrix is not banded.")
+    ab[q + rows - cols, cols] = B_new[rows, cols]
+    E = solve_banded((q, q), ab, B_old)
+    E += solve_banded((q, q), ab, B_old - sp.csr_matrix(B_new) @ E)  # one step of iterative refinement
     E[np.abs(E) < 1e-15] = 0.0  # exact zeros outside the band
     return E, tn
 
