@@ -5,6 +5,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy.interpolate import BSpline
 
 from igax.bases import basis_functions, design_matrix, evaluate, find_span, greville, open_uniform
@@ -164,3 +166,33 @@ def test_invalid_basis_inputs(kwargs, exc, match):
 def test_invalid_coefficient_shape():
     with pytest.raises(ValueError, match="coeffs must have shape \\(n, ...\\) with n = .* = 2"):
         evaluate([0, 0, 1, 1], 1, np.ones(3), [0.5])
+
+
+@st.composite
+def knot_vectors(draw):
+    p = draw(st.integers(0, 5))
+    n_breaks = draw(st.integers(1, 6))
+    gaps = draw(st.lists(st.floats(0.05, 3.0), min_size=n_breaks, max_size=n_breaks))
+    start = draw(st.floats(-5.0, 5.0))
+    breaks = start + np.concatenate([[0.0], np.cumsum(gaps)])
+    mults = draw(st.lists(st.integers(1, max(p, 1)), min_size=n_breaks - 1, max_size=n_breaks - 1))
+    t = np.concatenate(
+        [np.full(p + 1, breaks[0])]
+        + [np.full(m, b) for m, b in zip(mults, breaks[1:-1], strict=True)]
+        + [np.full(p + 1, breaks[-1])]
+    )
+    return p, t
+
+
+@settings(max_examples=40, deadline=None)
+@given(knot_vectors(), st.integers(0, 2**31 - 1))
+def test_random_knot_vectors_match_scipy(case, seed):
+    p, t = case
+    x = np.r_[np.unique(t), np.random.default_rng(seed).uniform(t[0], t[-1], 20)]
+    D = design_matrix(t, p, x, nderiv=1)
+    np.testing.assert_allclose(D[0], BSpline.design_matrix(x, t, p).toarray(), atol=1e-12)
+    np.testing.assert_allclose(D[0].sum(1), 1.0, atol=1e-13)
+    if p >= 1:
+        n = t.size - p - 1
+        ref = np.stack([BSpline(t, np.eye(n)[i], p)(x, nu=1) for i in range(n)], axis=1)
+        np.testing.assert_allclose(D[1], ref, atol=1e-12 * max(1.0, np.abs(ref).max()))
