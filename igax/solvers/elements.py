@@ -13,6 +13,7 @@ and columns are dropped (the unknowns are the free dofs only). Non-zero boundary
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 
 import jax
@@ -96,12 +97,27 @@ class ElementSystem:
 
     def residual(self, u: jax.Array, *args) -> jax.Array:
         """``R(u) = sum_e P_e^T kernel(u_e, *args_e)``, shape ``(ndofs,)``."""
+        return self._residual_jit(u, *args)
+
+    def tangent(self, u: jax.Array, *args) -> SparseMatrix:
+        """``dR/du`` as a :class:`SparseMatrix` (element Jacobians by ``jax.jacfwd``)."""
+        return self._tangent_jit(u, *args)
+
+    # jitted once per system (inlined when called inside another jit), so eager calls compile once
+    @functools.cached_property
+    def _residual_jit(self):
+        return jax.jit(self._residual)
+
+    @functools.cached_property
+    def _tangent_jit(self):
+        return jax.jit(self._tangent)
+
+    def _residual(self, u, *args):
         r_e = jax.vmap(self.kernel, in_axes=self._axes(args))(self._element_values(u), *args)  # (nel, nloc)
         r = jax.ops.segment_sum(r_e.ravel(), jnp.asarray(self.rows_scatter), num_segments=self.ndofs + 1)
         return r[: self.ndofs]
 
-    def tangent(self, u: jax.Array, *args) -> SparseMatrix:
-        """``dR/du`` as a :class:`SparseMatrix` (element Jacobians by ``jax.jacfwd``)."""
+    def _tangent(self, u, *args):
         k_e = jax.vmap(jax.jacfwd(self.kernel), in_axes=self._axes(args))(self._element_values(u), *args)
         values = jax.ops.segment_sum(k_e.ravel(), jnp.asarray(self.slot), num_segments=self.pattern.nnz + 1)
         return SparseMatrix(
