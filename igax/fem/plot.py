@@ -1,0 +1,457 @@
+"""Pictures of fields, patches and meshes (pyvista); line plots of convergence and optimisation (matplotlib).
+
+:func:`plot` draws a field sampled finely on its patch or mesh (:mod:`igax.fem.export`), with optional element
+edges, the NURBS control net, a deformed shape, arrows of a vector field and, in 3D, a clipping plane. It
+returns the ``pyvista.Plotter`` for further use and saves a PNG with ``screenshot=``.
+
+Rendering is headless where there is no display: inside :func:`plot` only (never on import), and only when
+neither ``DISPLAY`` nor ``WAYLAND_DISPLAY`` is set on Linux, ``pyvista.OFF_SCREEN`` and ``PYVISTA_OFF_SCREEN``
+are switched on; both are restored when the call returns. The matplotlib helpers build a
+``matplotlib.figure.Figure`` directly (no pyplot state, no GUI backend needed).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from igax.fem.export import Sampled, _pad3, sample, to_pyvista
+from igax.fem.field import Field
+
+__all__ = ["plot", "plot_convergence", "plot_history", "has_display"]
+
+
+def has_display() -> bool:
+    """Whether windows can open: Windows and macOS always; Linux when DISPLAY or WAYLAND_DISPLAY is set."""
+    if sys.platform.startswith(("win", "darwin")):
+        return True
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+@contextlib.contextmanager
+def _headless_if_needed():
+    """Switch pyvista to off-screen rendering for the duration of a call when there is no display."""
+    import pyvista as pv
+
+    if has_display():
+        yield False
+        return
+    old_flag, old_env = pv.OFF_SCREEN, os.environ.get("PYVISTA_OFF_SCREEN")
+    pv.OFF_SCREEN = True
+    os.environ["PYVISTA_OFF_SCREEN"] = "true"
+    try:
+        yield True
+    finally:
+        pv.OFF_SCREEN = old_flag
+        if old_env is None:
+            os.environ.pop("PYVISTA_OFF_SCREEN", None)
+        else:
+            os.environ["PYVISTA_OFF_SCREEN"] = old_env
+
+
+# --- what to draw ----------------------------------------------------------------------------------------
+
+
+def _to_sampled(obj, resolution) -> tuple[Sampled, Any]:
+    """A Sampled of fields, of a patch or space (its geometry), or of a mesh; and the spline space if any."""
+    from igax.bases.patch import NURBSPatch
+    from igax.fem.lagrange_space import LagrangeSpace
+    from igax.fem.mesh import Mesh
+    from igax.fem.spline_space import SplineSpace
+
+    if isinstance(obj, Sampled):
+        return obj, None
+    if isinstance(obj, NURBSPatch):
+        obj = SplineSpace(obj)
+    if isinstance(obj, Mesh):
+        obj = LagrangeSpace(obj, 1)
+    if isinstance(obj, (SplineSpace, LagrangeSpace)):
+        import jax.numpy as jnp
+
+        s = sample(Field(obj, jnp.zeros(obj.ndofs)), resolution)
+        s.point_data = {}
+        return s, obj if isinstance(obj, SplineSpace) else None
+    if isinstance(obj, Field):
+        space = obj.space
+    elif isinstance(obj, Mapping) and obj:
+        space = next(iter(obj.values())).space
+    elif isinstance(obj, Sequence) and obj and isinstance(obj[0], Field):
+        space = obj[0].space
+    else:
+        raise TypeError(
+            "plot needs a Field, a list or dict of Fields, a NURBSPatch, a SplineSpace, a LagrangeSpace or a "
+            "Mesh; "
+            f"got {type(obj).__name__}."
+        )
+    return sample(obj, resolution), space if isinstance(space, SplineSpace) else None
+
+
+def _vector_names(s: Sampled) -> list[str]:
+    return [k for k, v in s.point_data.items() if not k.startswith("grad_") and v.ndim == 2]
+
+
+def _pick_vector(s: Sampled, name: str | None, what: str) -> np.ndarray:
+    names = _vector_names(s)
+    if name is None:
+        if not names:
+            raise ValueError(
+                f"{what} needs a vector field (e.g. a displacement); the plotted fields are scalar."
+            )
+        name = names[0]
+    if name not in names:
+        raise ValueError(f"{what}: {name!r} is not a vector field here; choose one of {names}.")
+    return _pad3(s.point_data[name])
+
+
+def _scalars(s: Sampled, scalars: str | None, component: int | None):
+    """(title, values) of the scalar shown in colour, or (None, None) for plain geometry."""
+    names = [k for k in s.point_data if not k.startswith("grad_")]
+    if scalars is None:
+        if not names:
+            return None, None
+        scalars = names[0]
+    if scalars not in s.point_data:
+        raise ValueError(f"scalars={scalars!r} is not a sampled array; choose one of {list(s.point_data)}.")
+    v = s.point_data[scalars]
+    if v.ndim == 1:
+        return scalars, v
+    if component is None:
+        return f"|{scalars}|", np.linalg.norm(v, axis=1)
+    if not (0 <= component < v.shape[1]):
+        raise ValueError(f"component must be in [0, {v.shape[1]}) for {scalars!r}, got {component!r}.")
+    return f"{scalars}[{component}]", v[:, component]
+
+
+def _clip_args(clip, dim: int, center) -> dict | None:
+    if clip is None or clip is False:
+        return None
+    if dim != 3:
+        raise ValueError("clip= cuts 3D fields with a plane; a 2D field is shown whole (leave clip=None).")
+    if clip is True:
+        return {"normal": "x", "origin": center}
+    if isinstance(clip, str):
+        return {"normal": clip, "origin": center}
+    if isinstance(clip, Mapping):
+        out = {"normal": "x", "origin": center}
+        out.update(clip)
+        return out
+    normal = np.asarray(clip, dtype=float).reshape(-1)
+    if normal.shape != (3,):
+        raise ValueError(
+            f"clip must be True, an axis name like 'x' or '-y', a normal (nx, ny, nz) or a dict(normal=..., "
+            f"origin=...), got {clip!r}."
+        )
+    return {"normal": normal, "origin": center}
+
+
+def _control_net(space):
+    """PolyData of the control points and the lines of the control grid (Cartesian control points)."""
+    import pyvista as pv
+
+    cp = np.asarray(space.control_points, dtype=float)  # (n_1, ..., n_d, dim)
+    shape = cp.shape[:-1]
+    pts = _pad3(cp.reshape(-1, cp.shape[-1]))
+    idx = np.arange(pts.shape[0]).reshape(shape)
+    lines = []
+    for d in range(len(shape)):
+        rows = np.moveaxis(idx, d, -1).reshape(-1, shape[d])
+        lines += [np.concatenate([[len(r)], r]) for r in rows]
+    net = pv.PolyData(pts, lines=np.concatenate(lines))
+    return net, pv.PolyData(pts)
+
+
+def plot(
+    obj,
+    *,
+    scalars: str | None = None,
+    component: int | None = None,
+    resolution: int | None = None,
+    screenshot: str | os.PathLike | None = None,
+    show: bool | None = None,
+    show_edges: bool = False,
+    control_net: bool = False,
+    warp: float | None = None,
+    warp_by: str | None = None,
+    glyphs: bool | float = False,
+    clip=None,
+    cmap: str = "viridis",
+    clim: Sequence[float] | None = None,
+    window_size: tuple[int, int] = (400, 300),
+    title: str | None = None,
+    plotter=None,
+):
+    """Draw fields on their patch or mesh (or a bare patch, space or mesh) with pyvista.
+
+    Arguments:
+        obj: a :class:`~igax.fem.Field`, a dict name -> Field (or list) on one geometry, a NURBSPatch,
+            SplineSpace, LagrangeSpace or Mesh (geometry only), or an :class:`~igax.fem.export.Sampled`.
+        scalars: the field coloured (default: the first one); vector fields show their magnitude.
+        component: colour this component of a vector field instead of its magnitude.
+        resolution: sampling of spline fields: sub-intervals per knot span (:func:`igax.fem.export.sample`).
+        screenshot: save a PNG there.
+        show: open a window (default: only when there is a display and no screenshot is asked for).
+        show_edges: draw element edges (knot lines of a patch, cell edges of a mesh).
+        control_net: draw the NURBS control points and control polygon lines (spline fields and patches).
+        warp: draw the deformed shape ``x + warp * v`` of the vector field ``warp_by`` (default: the first
+            vector field), e.g. ``warp=100.0`` for small elastic displacements.
+        glyphs: draw arrows of that vector field; ``True`` scales the longest arrow to 1/10 of the domain
+            size, a number multiplies that length.
+        clip: 3D only: cut away half the domain by a plane through its centre, ``True`` (normal x), an axis
+            name (``"y"``, ``"-z"``), a normal ``(nx, ny, nz)``, or ``dict(normal=..., origin=...)``.
+        cmap, clim: colour map and colour range.
+        window_size: picture size in pixels.
+        title: text in the upper left corner.
+        plotter: draw into this ``pyvista.Plotter`` instead of a new one.
+
+    Returns:
+        The ``pyvista.Plotter`` (call ``.show()`` or ``.screenshot(path)`` on it, or add more to it).
+
+    Example:
+        >>> pl = plot(u, show_edges=True, control_net=True, screenshot="u.png")       # doctest: +SKIP
+        >>> pl = plot({"u": disp}, warp=50.0, glyphs=True, screenshot="disp.png")   # doctest: +SKIP
+    """
+    import pyvista as pv
+
+    with _headless_if_needed() as headless:
+        s, spline_space = _to_sampled(obj, resolution)
+        dim = s.dim
+        if show is None:
+            show = not headless and screenshot is None
+        grid = to_pyvista(s, gradients=True)
+        points3 = _pad3(s.points)
+        if warp is not None:
+            if not isinstance(warp, (int, float)) or isinstance(warp, bool):
+                raise TypeError(f"warp must be a number (the displacement scale), got {warp!r}.")
+            points3 = points3 + float(warp) * _pick_vector(s, warp_by, "warp")
+            grid.points = points3
+        title_s, values = _scalars(s, scalars, component)
+        if values is not None:
+            grid.point_data["_shown"] = values
+        lo, hi = points3.min(axis=0), points3.max(axis=0)
+        center, size = (lo + hi) / 2, float(np.linalg.norm(hi - lo)) or 1.0
+        cut = _clip_args(clip, dim, center)
+
+        pl = (
+            plotter if plotter is not None else pv.Plotter(off_screen=not show, window_size=list(window_size))
+        )
+        shown = grid.clip(**cut) if cut else grid
+        if values is not None:
+            pl.add_mesh(
+                shown,
+                scalars="_shown",
+                cmap=cmap,
+                clim=clim,
+                scalar_bar_args={
+                    "title": "",
+                    "vertical": False,
+                    "position_x": 0.25,
+                    "position_y": 0.03,
+                    "width": 0.5,
+                    "height": 0.07,
+                    "fmt": "%.3g",
+                    "label_font_size": 11,
+                    "title_font_size": 11,
+                    "color": "black",
+                },
+            )
+        else:
+            pl.add_mesh(shown, color="lightsteelblue")
+        if show_edges and s.edges is not None and len(s.edges):
+            lines = np.concatenate([np.full((len(s.edges), 1), 2), s.edges], axis=1).ravel()
+            edges = pv.PolyData(points3, lines=lines)
+            if cut:
+                edges = edges.clip(**cut)
+            pl.add_mesh(edges, color="black", line_width=1)
+        if control_net:
+            if spline_space is None:
+                raise ValueError("control_net=True needs a spline field or patch; this one lives on a mesh.")
+            net, cps = _control_net(spline_space)
+            pl.add_mesh(net, color="red", line_width=1.5)
+            pl.add_mesh(cps, color="red", point_size=7, render_points_as_spheres=True)
+        if glyphs:
+            vec = _pick_vector(s, warp_by, "glyphs")
+            keep = _arrow_points(s)
+            cloud = pv.PolyData(points3[keep])
+            vmax = float(np.max(np.linalg.norm(vec, axis=1))) or 1.0
+            scale = (0.1 if glyphs is True else 0.1 * float(glyphs)) * size / vmax
+            cloud.point_data["v"] = vec[keep]
+            arrows = cloud.glyph(orient="v", scale="v", factor=scale)
+            if cut:
+                arrows = arrows.clip(**cut)
+            pl.add_mesh(arrows, color="black")
+        if values is not None:  # the colour bar's name, left of the bar (a bar title would cover its labels)
+            pl.add_text(
+                title_s, font_size=9, position=(0.05 * window_size[0], 0.035 * window_size[1]), color="black"
+            )
+        if title:
+            pl.add_text(title, font_size=9, position="upper_left", color="black")
+        pl.set_background("white")
+        if dim == 2:
+            pl.view_xy()
+        else:
+            pl.view_isometric()
+        pl.reset_camera()
+        # Leave the bottom strip to the colour bar: zoom out a little and move the picture up.
+        if values is not None:
+            pl.camera.zoom(0.9)
+            up = np.asarray(pl.camera.up)
+            shift = 0.04 * size * up
+            pl.camera.position = tuple(np.asarray(pl.camera.position) - shift)
+            pl.camera.focal_point = tuple(np.asarray(pl.camera.focal_point) - shift)
+        if screenshot is not None:
+            pl.screenshot(os.fspath(screenshot))
+        if show:
+            pl.show(auto_close=False)
+        return pl
+
+
+def _arrow_points(s: Sampled, target: int = 300) -> np.ndarray:
+    """About ``target`` sample point indices for arrows: a regular sub-grid on patches, a stride on meshes."""
+    n = len(s.points)
+    if s.grid_shape is None:
+        return np.arange(0, n, max(1, n // target))
+    shape = s.grid_shape
+    per = max(2, int(round(target ** (1.0 / len(shape)))))
+    axes = [np.unique(np.linspace(0, m - 1, min(m, per)).round().astype(int)) for m in shape]
+    grids = np.meshgrid(*axes, indexing="ij")
+    return np.ravel_multi_index(tuple(g.ravel() for g in grids), shape)
+
+
+# --- line plots (matplotlib) -----------------------------------------------------------------------------
+
+
+def _figure(ax, figsize):
+    if ax is not None:
+        return ax.figure, ax
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize, layout="constrained")
+    return fig, fig.add_subplot()
+
+
+def plot_convergence(
+    h,
+    errors,
+    rates=None,
+    *,
+    path: str | os.PathLike | None = None,
+    xlabel: str = "h",
+    ylabel: str = "error",
+    title: str | None = None,
+    ax=None,
+):
+    """Log-log plot of errors against mesh size, with fitted and expected rates.
+
+    Arguments:
+        h: mesh sizes, shape (n,).
+        errors: shape (n,), or a dict label -> (n,) (e.g. ``{"L2": e0, "H1": e1}``).
+        rates: expected rates drawn as dashed reference lines through the finest point: a number, or a dict
+            label -> rate matching ``errors``.
+        path: save the figure there (PNG, PDF, SVG by extension).
+        xlabel, ylabel, title: labels.
+        ax: draw into this matplotlib Axes instead of a new figure.
+
+    Returns:
+        The ``matplotlib.figure.Figure``; the legend shows each fitted slope (``np.polyfit``, log e on log h).
+
+    Example:
+        >>> fig = plot_convergence(h, {"L2": e_l2, "H1": e_h1}, rates={"L2": 4, "H1": 3}, path="rates.png")
+    """
+    h = np.asarray(h, dtype=float).reshape(-1)
+    series = dict(errors) if isinstance(errors, Mapping) else {"error": errors}
+    if isinstance(rates, Mapping):
+        expected = dict(rates)
+    elif rates is None:
+        expected = {}
+    else:
+        expected = dict.fromkeys(series, float(rates))
+    fig, ax = _figure(ax, (4.5, 3.4))
+    for k, (label, e) in enumerate(series.items()):
+        e = np.asarray(e, dtype=float).reshape(-1)
+        if e.shape != h.shape:
+            raise ValueError(
+                f"errors[{label!r}] has {e.shape[0]} values but h has {h.shape[0]}; give one per h."
+            )
+        if np.any(h <= 0) or np.any(e <= 0):
+            raise ValueError("h and errors must be positive for a log-log plot.")
+        slope = np.polyfit(np.log(h), np.log(e), 1)[0] if len(h) > 1 else float("nan")
+        color = f"C{k}"
+        ax.loglog(h, e, "o-", color=color, label=f"{label} (rate {slope:.2f})")
+        if label in expected:
+            r = float(expected[label])
+            i = int(np.argmin(h))
+            ax.loglog(h, e[i] * (h / h[i]) ** r, "--", color=color, alpha=0.6, label=f"$h^{{{r:g}}}$")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    if path is not None:
+        fig.savefig(os.fspath(path), dpi=100)
+    return fig
+
+
+def plot_history(history, *, path: str | os.PathLike | None = None, title: str | None = None):
+    """Objective and gradient norm per iteration of an optimisation run.
+
+    Arguments:
+        history: an ``igax.inverse`` result (anything with ``.history``), its ``History`` (``fun``,
+            ``grad_norm``), a dict of arrays, or one array of objective values.
+        path: save the figure there.
+        title: figure title.
+
+    Returns:
+        The ``matplotlib.figure.Figure``: one panel per recorded series (log scale where all values are
+        positive), the iteration on the x axis.
+
+    Example:
+        >>> res = inverse.minimize(loss, x0)                         # doctest: +SKIP
+        >>> fig = plot_history(res, path="history.png")              # doctest: +SKIP
+    """
+    from matplotlib.figure import Figure
+
+    h = getattr(history, "history", history)
+    if isinstance(h, Mapping):
+        series = {k: np.asarray(v, dtype=float).reshape(-1) for k, v in h.items()}
+    elif hasattr(h, "fun"):
+        series = {"objective": np.asarray(h.fun, dtype=float).reshape(-1)}
+        if getattr(h, "grad_norm", None) is not None:
+            series["gradient norm"] = np.asarray(h.grad_norm, dtype=float).reshape(-1)
+        for k, v in (getattr(h, "aux", None) or {}).items():
+            series[k] = np.asarray(v, dtype=float).reshape(-1)
+    elif hasattr(h, "fun_history"):
+        series = {"objective": np.asarray(h.fun_history, dtype=float).reshape(-1)}
+    else:
+        arr = np.asarray(h, dtype=float)
+        if arr.ndim != 1:
+            raise TypeError(
+                "history must be an optimisation result, a History, a dict of arrays or a 1D array, got "
+                f"{h!r}."
+            )
+        series = {"objective": arr}
+    series = {k: v for k, v in series.items() if v.size}
+    if not series:
+        raise ValueError("history holds no recorded values.")
+    fig = Figure(figsize=(4.5, 2.6 * len(series)), layout="constrained")
+    axes = fig.subplots(len(series), 1, sharex=True, squeeze=False)[:, 0]
+    for ax, (name, v) in zip(axes, series.items(), strict=True):
+        it = np.arange(len(v))
+        finite = np.isfinite(v)
+        if np.all(v[finite] > 0):
+            ax.semilogy(it, v, ".-")
+        else:
+            ax.plot(it, v, ".-")
+        ax.set_ylabel(name)
+        ax.grid(True, which="both", alpha=0.3)
+    axes[-1].set_xlabel("iteration")
+    if title:
+        axes[0].set_title(title)
+    if path is not None:
+        fig.savefig(os.fspath(path), dpi=100)
+    return fig
