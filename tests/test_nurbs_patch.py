@@ -137,6 +137,15 @@ def test_grad_wrt_control_points_and_weights_matches_fd():
         fd = (loss(cp + h * dcp, w + h * dw) - loss(cp - h * dcp, w - h * dw)) / (2 * h)
         an = jnp.sum(gcp * dcp) + jnp.sum(gw * dw)
         assert abs(an - fd) <= 1e-7 * max(1.0, abs(an))
+    # Taylor remainder |f(x + h d) - f(x) - h g.d| falls as h^2
+    hs = np.array([1e-1, 5e-2, 2.5e-2, 1.25e-2])
+    f0 = loss(cp, w)
+    rem = [
+        abs(loss(cp + h * dcp, w + 0.1 * h * dw) - f0 - h * (jnp.sum(gcp * dcp) + 0.1 * jnp.sum(gw * dw)))
+        for h in hs
+    ]
+    rate = np.polyfit(np.log(hs), np.log(np.asarray(rem, float)), 1)[0]
+    assert 1.9 < rate < 2.2, rate
     # the same via equinox: the patch itself is the pytree being differentiated
     gp = jax.jit(jax.grad(lambda pt: loss(pt.control_points, pt.weights)))(patch)
     np.testing.assert_allclose(gp.control_points, gcp, atol=1e-13)
