@@ -39,7 +39,9 @@ def project_root() -> Path:
 def _read_demo_spec(path: Path) -> dict | None:
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
     for node in tree.body:
-        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "DEMO" for t in node.targets):
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == "DEMO" for t in node.targets
+        ):
             spec = ast.literal_eval(node.value)
             spec["path"] = path
             return spec
@@ -98,7 +100,9 @@ def run_demo(name: str, out: str | os.PathLike = "demo-output", size: str = "sma
         raise SystemExit(f"igax: demo {name!r} has no size {size!r}. Available sizes: {', '.join(sizes)}.")
     import jax
 
-    jax.config.update("jax_enable_x64", True)  # the command is an application: it may choose float64 for itself
+    jax.config.update(
+        "jax_enable_x64", True
+    )  # the command is an application: it may choose float64 for itself
     module = _load_module(spec["path"], f"igax_demo_{name}")
     Path(out).mkdir(parents=True, exist_ok=True)
     return module.main(out=str(out), **sizes[size])
@@ -148,7 +152,17 @@ def info() -> dict:
     out["solver_backends"] = list(backends()) if callable(backends) else []
     from importlib.metadata import PackageNotFoundError, version
 
-    for dist in ("pyvista", "vtk", "meshio", "pypardiso", "pyamg", "scikit-sparse", "equinox", "optax", "jaxopt"):
+    for dist in (
+        "pyvista",
+        "vtk",
+        "meshio",
+        "pypardiso",
+        "pyamg",
+        "scikit-sparse",
+        "equinox",
+        "optax",
+        "jaxopt",
+    ):
         try:
             out[dist] = version(dist)
         except PackageNotFoundError:
@@ -164,8 +178,10 @@ def _cmd_info(args) -> int:
         for key, value in data.items():
             print(f"{key:16s} {value}")
         if not data["float64"]:
-            print("\nfloat64 is off in this process; scripts enable it with "
-                  "jax.config.update('jax_enable_x64', True).")
+            print(
+                "\nfloat64 is off in this process; scripts enable it with "
+                "jax.config.update('jax_enable_x64', True)."
+            )
     return 0
 
 
@@ -187,13 +203,17 @@ def _cmd_bench(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="igax", description="Differentiable isogeometric and finite-element "
-                                     "analysis in JAX.")
+    parser = argparse.ArgumentParser(
+        prog="igax", description="Differentiable isogeometric and finite-element analysis in JAX."
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress (INFO level)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="{demo,info,bench}")
 
-    p = sub.add_parser("demo", help="run a demo and write its pictures", description="Run a named demo "
-                       "(default: the flagship) and write its pictures and files.")
+    p = sub.add_parser(
+        "demo",
+        help="run a demo and write its pictures",
+        description="Run a named demo (default: the flagship) and write its pictures and files.",
+    )
     p.add_argument("name", nargs="?", help="demo name (see --list); default: the flagship demo")
     p.add_argument("--out", default="demo-output", help="output folder (default: demo-output)")
     p.add_argument("--size", default="small", choices=SIZES, help="problem size (default: small)")

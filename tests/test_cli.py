@@ -60,6 +60,7 @@ def test_help_everywhere(args, capsys):
 
 def test_module_entry_point_and_bad_option():
     # One real subprocess: `python -m igax` is wired, and argparse rejects a bad choice with exit code 2.
-    r = subprocess.run([sys.executable, "-m", "igax", "demo", "--size", "huge"], capture_output=True, text=True,
-                       timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "igax", "demo", "--size", "huge"], capture_output=True, text=True, timeout=120
+    )
     assert r.returncode == 2 and "invalid choice: 'huge'" in r.stderr
