@@ -1,7 +1,8 @@
 """igax: differentiable isogeometric and finite-element analysis in JAX.
 
-igax never changes JAX's global configuration. Analysis is meant to run in float64: enable it once at the top of
-your script with ``jax.config.update("jax_enable_x64", True)``; igax warns once where an analysis runs in float32.
+igax never changes JAX's global configuration. Analysis is meant to run in float64: enable it once at the top
+of your script with ``jax.config.update("jax_enable_x64", True)``; igax warns once where an analysis runs in
+float32.
 """
 
 from igax import bases, fem, inverse, solvers

@@ -22,7 +22,8 @@ def check_float64(where: str) -> None:
     """Warn once per ``where`` if float64 is disabled.
 
     Arguments:
-        where: short name of the analysis step, e.g. ``"assemble"``, used in the message and to warn only once.
+        where: short name of the analysis step, e.g. ``"assemble"``, used in the message and to warn
+            only once.
 
     Example:
         >>> check_float64("solve")   # silent when x64 is on

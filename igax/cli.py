@@ -1,7 +1,8 @@
 """The ``igax`` command: ``igax demo``, ``igax info``, ``igax bench``.
 
 Demos are the scripts in ``examples/``: each declares a literal ``DEMO = {"name": ..., "description": ...,
-"sizes": {"tiny": {...}, "small": {...}, ...}}`` and a ``main(**params)`` returning a dict of numbers. The command
+"sizes": {"tiny": {...}, "small": {...}, ...}}`` and a ``main(**params)`` returning a dict of numbers. The
+command
 reads ``DEMO`` with :mod:`ast` (so listing demos imports nothing) and runs ``main`` with the chosen size's
 parameters. Benchmarks are ``benchmarks/bench_NAME.py`` with ``main(argv)``.
 
