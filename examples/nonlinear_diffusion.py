@@ -57,8 +57,8 @@ def element_residual(u_e, f_e, G_e, area_e, c):
     return area_e * (k * (G_e.T @ grad_u) - f_e / 3.0)
 
 
-def main(n: int = 32, c: float = 4.0, amplitude: float = 60.0) -> dict:
-    """Solve, check the convergence rate and the adjoint gradient; returns numbers."""
+def main(n: int = 32, c: float = 4.0, amplitude: float = 60.0, out: str | None = None) -> dict:
+    """Solve, check convergence and the adjoint gradient; returns numbers (a picture goes to ``out``)."""
     jax.config.update("jax_enable_x64", True)
     nodes, tris, fixed = triangle_mesh(n)
     free = np.nonzero(~fixed)[0]
@@ -93,6 +93,10 @@ def main(n: int = 32, c: float = 4.0, amplitude: float = 60.0) -> dict:
     fd = float((lj(f + eps * d) - lj(f - eps * d)) / (2 * eps))
     dg = float(jnp.vdot(g, d))
     print(f"directional derivative: adjoint {dg:.10e}, finite difference {fd:.10e}")
+    if out is not None:
+        u_nodes = np.zeros(len(nodes))
+        u_nodes[free] = np.asarray(res.value)
+        _plot(out, nodes, tris, u_nodes, np.asarray(g))
     return {
         "unknowns": int(free.size),
         "iterations": int(res.iterations),
@@ -104,5 +108,25 @@ def main(n: int = 32, c: float = 4.0, amplitude: float = 60.0) -> dict:
     }
 
 
+def _plot(out, nodes, tris, u, grad_f):
+    import os
+
+    import matplotlib.pyplot as plt
+
+    os.makedirs(out, exist_ok=True)
+    fig, axes = plt.subplots(1, 2, figsize=(9, 4))
+    im = axes[0].tripcolor(nodes[:, 0], nodes[:, 1], tris, u, shading="gouraud")
+    axes[0].set_title("u")
+    fig.colorbar(im, ax=axes[0])
+    im = axes[1].tripcolor(nodes[:, 0], nodes[:, 1], tris, facecolors=grad_f)
+    axes[1].set_title("d misfit / d f (per element)")
+    fig.colorbar(im, ax=axes[1])
+    for ax in axes:
+        ax.set_aspect("equal")
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, "nonlinear_diffusion.png"), dpi=110)
+    plt.close(fig)
+
+
 if __name__ == "__main__":
-    main()
+    main(out="pictures")
