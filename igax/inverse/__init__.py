@@ -5,6 +5,7 @@ from igax.inverse.gradcheck import GradCheckResult, TaylorResult, check_grad, ta
 from igax.inverse.objectives import least_squares, relative_error
 from igax.inverse.optimize import History, Iterate, OptimizeResult, minimize, projected_gradient_norm
 from igax.inverse.parameterizations import Exp, Identity, Sigmoid, Softplus
+from igax.inverse.random_fields import KLExpansion, kl_expansion
 from igax.inverse.regularizers import (
     field_h1_seminorm,
     field_l2,
@@ -13,6 +14,18 @@ from igax.inverse.regularizers import (
     grid_total_variation,
     quadratic_form,
     tikhonov,
+)
+from igax.inverse.training import (
+    DirichletLift,
+    TrainResult,
+    batched,
+    discrete_energy,
+    fit,
+    galerkin_residual,
+    load_checkpoint,
+    make_dataset,
+    relative_l2_errors,
+    save_checkpoint,
 )
 
 __all__ = [
@@ -41,4 +54,16 @@ __all__ = [
     "field_l2",
     "field_h1_seminorm",
     "field_total_variation",
+    "KLExpansion",
+    "kl_expansion",
+    "DirichletLift",
+    "TrainResult",
+    "batched",
+    "discrete_energy",
+    "fit",
+    "galerkin_residual",
+    "load_checkpoint",
+    "make_dataset",
+    "relative_l2_errors",
+    "save_checkpoint",
 ]

@@ -1,0 +1,522 @@
+"""Training neural networks with igax in the loop: solver-in-the-loop and discrete physics-informed losses.
+
+Two ways of putting a PDE into a training loss, both differentiable end to end:
+
+* **Solver in the loop**: the network produces PDE data (a coefficient field, a closure term, a load); the
+  loss assembles and solves the system (``fem.assemble`` + ``fem.solve``) and compares the solution with
+  data. Batches are ``jax.vmap``-ed: all systems of a batch share one sparsity pattern, so a direct solver
+  receives the batch in one host call, and the gradient is one adjoint solve per sample.
+* **Discrete physics-informed loss, no solve**: the network outputs the coefficients of ``u`` itself and the
+  loss is the discrete energy ``1/2 u^T K u - f^T u`` (:func:`discrete_energy`) or the Galerkin residual
+  (:func:`galerkin_residual`), with ``K`` assembled by igax; Dirichlet data are imposed exactly by
+  :class:`DirichletLift` (``u = base + mask * output``).
+
+Around them: :func:`fit` (optax over minibatches under ``jit``, a wall-clock or step budget, checkpoints
+written with ``equinox.tree_serialise_leaves`` and resumed from, a tqdm progress bar with the loss),
+:func:`batched` (a chunked, jitted ``vmap`` of a per-sample map), :func:`make_dataset` (reference solutions by
+igax) and :func:`relative_l2_errors` (errors in the L2 norm of a space, through its mass matrix).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from igax.fem.assemble import assemble
+from igax.fem.bc import DirichletBC, merge_bcs
+from igax.fem.library import mass
+from igax.fem.space import FunctionSpace
+from igax.solvers.sparse import SparseMatrix
+
+__all__ = [
+    "DirichletLift",
+    "discrete_energy",
+    "galerkin_residual",
+    "batched",
+    "make_dataset",
+    "relative_l2_errors",
+    "TrainResult",
+    "fit",
+    "save_checkpoint",
+    "load_checkpoint",
+]
+
+logger = logging.getLogger(__name__)
+
+
+# -- exact Dirichlet data for coefficient-predicting networks ------------------------------------------------
+class DirichletLift(eqx.Module):
+    """Coefficients that satisfy Dirichlet conditions exactly: ``u = base + mask * values`` on the free dofs.
+
+    A network that predicts only the free (unconstrained) coefficients can never violate the boundary data.
+
+    Arguments:
+        bc: a :class:`igax.fem.DirichletBC` or a list of them (on one space).
+        base: optional coefficients ``(ndofs,)`` of a function that the free values correct (e.g. the
+            interpolant of a smooth guess); its constrained entries are replaced by the prescribed values.
+            Default: the prescribed values on constrained dofs, zero elsewhere.
+
+    Attributes:
+        base: ``(ndofs,)`` coefficients with the boundary data built in.
+        free: ``(n_free,)`` indices of the unconstrained dofs (NumPy; stored as a static tuple).
+
+    Example:
+        >>> lift = DirichletLift([fem.DirichletBC(V, "left", 1.0), fem.DirichletBC(V, "right", 0.0)])
+        >>> net = eqx.nn.MLP(6, lift.n_free, 64, 2, key=key)
+        >>> u = lift(net(xi))                      # (ndofs,), exact on the Dirichlet boundary
+    """
+
+    base: jax.Array
+    free_: tuple[int, ...] = eqx.field(static=True)
+
+    def __init__(self, bc: DirichletBC | list[DirichletBC], base: jax.Array | None = None):
+        bc = merge_bcs(bc)
+        if not isinstance(bc, DirichletBC):
+            raise TypeError("bc must be a fem.DirichletBC or a non-empty list of them.")
+        n = bc.space.ndofs
+        if base is None:
+            base = jnp.zeros(n, jnp.result_type(bc.values))
+        base = jnp.asarray(base)
+        if base.shape != (n,):
+            raise ValueError(f"base must have shape (ndofs,) = ({n},), got {base.shape}.")
+        self.base = bc.expand(base)
+        free = np.ones(n, dtype=bool)
+        free[bc.dofs] = False
+        self.free_ = tuple(int(i) for i in np.flatnonzero(free))
+
+    @property
+    def free(self) -> np.ndarray:
+        """Indices of the unconstrained dofs, shape ``(n_free,)``."""
+        return np.asarray(self.free_, dtype=np.int64)
+
+    @property
+    def n_free(self) -> int:
+        """Number of free coefficients (the output size a network needs)."""
+        return len(self.free_)
+
+    def __call__(self, values: jax.Array) -> jax.Array:
+        """Full coefficients ``(..., ndofs)`` from free values ``(..., n_free)`` (batches broadcast)."""
+        values = jnp.asarray(values)
+        if values.shape[-1:] != (self.n_free,):
+            raise ValueError(
+                f"values must have shape (..., n_free) = (..., {self.n_free}), got {values.shape}; size the "
+                "network output with lift.n_free."
+            )
+        base = jnp.broadcast_to(self.base, values.shape[:-1] + self.base.shape)
+        return base.at[..., self.free].add(values.astype(base.dtype))
+
+
+# -- discrete physics-informed losses ------------------------------------------------------------------------
+def discrete_energy(K: SparseMatrix, u: jax.Array, f: jax.Array | None = None) -> jax.Array:
+    """The discrete energy ``1/2 u^T K u - f^T u`` (minimal at the Galerkin solution for SPD ``K``).
+
+    With ``u`` restricted to the affine set of the Dirichlet data (:class:`DirichletLift`), the energy minus
+    its minimum is ``1/2 |u - u_h|_K^2``, so minimising it drives ``u`` to the discrete solution ``u_h`` in
+    the energy norm, without any solve.
+
+    Arguments:
+        K: the stiffness matrix assembled *without* boundary conditions.
+        u: coefficients ``(ndofs,)``.
+        f: load vector ``(ndofs,)`` or None for zero.
+
+    Returns:
+        A scalar.
+
+    Example:
+        >>> K = fem.assemble(library.diffusion, V, kappa=nu)
+        >>> loss = discrete_energy(K, lift(net(xi)))
+    """
+    u = jnp.asarray(u)
+    e = 0.5 * jnp.dot(u, K @ u)
+    return e if f is None else e - jnp.dot(jnp.asarray(f), u)
+
+
+def galerkin_residual(
+    K: SparseMatrix,
+    u: jax.Array,
+    f: jax.Array | None = None,
+    *,
+    free: np.ndarray | None = None,
+    scale: str = "jacobi",
+) -> jax.Array:
+    """The squared norm of the Galerkin residual ``r = f - K u`` on the free dofs.
+
+    Arguments:
+        K: the stiffness matrix assembled without boundary conditions.
+        u: coefficients ``(ndofs,)`` satisfying the Dirichlet data.
+        f: load vector or None (zero).
+        free: indices of the unconstrained dofs (e.g. ``lift.free``); default all dofs.
+        scale: ``"jacobi"`` weighs each residual entry by ``1 / K_ii`` (the residual of the Jacobi-scaled
+            system, much better conditioned as a loss: the plain residual squares the condition number of
+            ``K``), or ``"none"``.
+
+    Returns:
+        ``sum_i (w_i r_i)^2`` over the free dofs.
+    """
+    if scale not in ("jacobi", "none"):
+        raise ValueError(f'scale must be "jacobi" or "none", got {scale!r}.')
+    r = -(K @ jnp.asarray(u))
+    if f is not None:
+        r = r + jnp.asarray(f)
+    if scale == "jacobi":
+        r = r / K.diagonal()
+    if free is not None:
+        r = r[np.asarray(free)]
+    return jnp.sum(r**2)
+
+
+# -- batching, reference data, errors ------------------------------------------------------------------------
+def _rows(tree, lo: int, hi: int):
+    return jax.tree_util.tree_map(lambda a: a[lo:hi], tree)
+
+
+def _pad(tree, k: int):
+    return jax.tree_util.tree_map(lambda a: jnp.concatenate([a, jnp.repeat(a[-1:], k, axis=0)]), tree)
+
+
+def batched(fn: Callable, batch_size: int | None = None) -> Callable:
+    """A batched, jitted version of a per-sample map: ``inputs (n, ...) -> outputs (n, ...)``.
+
+    ``fn`` maps one sample (a pytree of arrays) to a pytree of arrays. The result applies ``jax.vmap(fn)``
+    under ``jax.jit`` in chunks of ``batch_size`` samples (all chunks padded to one size, so it compiles
+    once).
+
+    Arguments:
+        fn: per-sample function.
+        batch_size: chunk size (default: the whole input at once).
+
+    Returns:
+        A function of the stacked inputs.
+
+    Example:
+        >>> solve_all = batched(lambda xi: forward(xi).coeffs, batch_size=64)
+        >>> U = solve_all(Xi)                      # (n, ndofs)
+    """
+    vfn = jax.jit(jax.vmap(fn))
+    if batch_size is not None and int(batch_size) < 1:
+        raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}.")
+
+    def run(inputs):
+        leaves = jax.tree_util.tree_leaves(inputs)
+        if not leaves:
+            raise ValueError("inputs must hold at least one array with a leading batch axis.")
+        n = int(np.shape(leaves[0])[0])
+        bs = n if batch_size is None else min(int(batch_size), n)
+        outs = []
+        for start in range(0, n, bs):
+            chunk = _rows(inputs, start, start + bs)
+            m = int(np.shape(jax.tree_util.tree_leaves(chunk)[0])[0])
+            if m < bs:  # pad the last chunk by repeating its last sample: same shape, no recompilation
+                chunk = _pad(chunk, bs - m)
+            outs.append(_rows(vfn(chunk), 0, m))
+        return jax.tree_util.tree_map(lambda *a: jnp.concatenate(a), *outs)
+
+    return run
+
+
+def make_dataset(
+    solve_fn: Callable, inputs: Any, *, batch_size: int = 64, progress: bool = False
+) -> tuple[Any, float]:
+    """Reference outputs for a set of inputs, computed by a (batched) igax solve.
+
+    Arguments:
+        solve_fn: per-sample map, e.g. ``lambda xi: fem.solve(A(xi), b, bc=bcs).coeffs``.
+        inputs: stacked inputs (a pytree of arrays with a leading sample axis).
+        batch_size: samples per vmapped call (one host call of a direct solver per chunk).
+        progress: show a tqdm bar over the chunks.
+
+    Returns:
+        ``(outputs, seconds)``: the stacked outputs as JAX arrays, and the wall-clock time spent after
+        compilation (per-sample cost = seconds / n).
+
+    Example:
+        >>> U, t = make_dataset(reference, kl.sample(key, 256))
+    """
+    leaves = jax.tree_util.tree_leaves(inputs)
+    n = int(np.shape(leaves[0])[0])
+    bs = min(int(batch_size), n)
+    run = batched(solve_fn, bs)
+    # Compile on the first chunk outside the timing.
+    jax.block_until_ready(run(_rows(inputs, 0, bs)))
+    chunks = range(0, n, bs)
+    if progress:
+        from tqdm.auto import tqdm
+
+        chunks = tqdm(chunks, desc="make_dataset", leave=False)
+    t0 = time.perf_counter()
+    outs = [jax.block_until_ready(run(_rows(inputs, s, s + bs))) for s in chunks]
+    seconds = time.perf_counter() - t0
+    return jax.tree_util.tree_map(lambda *a: jnp.concatenate(a), *outs), seconds
+
+
+def relative_l2_errors(space: FunctionSpace, predicted: jax.Array, reference: jax.Array) -> jax.Array:
+    """Relative L2 errors ``|u_pred - u_ref|_L2 / |u_ref|_L2`` of coefficient vectors on a space.
+
+    The norms are exact integrals of the spline / finite-element functions (``e^T M e`` with the mass matrix
+    ``M`` of the space), not nodal or point-sampled norms.
+
+    Arguments:
+        space: the space of both coefficient vectors.
+        predicted, reference: ``(ndofs,)`` or a batch ``(n, ndofs)``.
+
+    Returns:
+        A scalar, or ``(n,)`` errors for batches.
+
+    Example:
+        >>> err = relative_l2_errors(V, model_coeffs, reference_coeffs)
+        >>> float(err.mean())
+    """
+    predicted, reference = jnp.asarray(predicted), jnp.asarray(reference)
+    if predicted.shape != reference.shape or predicted.shape[-1:] != (space.ndofs,):
+        raise ValueError(
+            f"predicted and reference must both have shape (..., ndofs) = (..., {space.ndofs}); got "
+            f"{predicted.shape} and {reference.shape}."
+        )
+    M = assemble(mass, space)
+
+    def one(p, r):
+        e = p - r
+        return jnp.sqrt(jnp.dot(e, M @ e) / jnp.dot(r, M @ r))
+
+    if predicted.ndim == 1:
+        return one(predicted, reference)
+    flat_p = predicted.reshape(-1, space.ndofs)
+    flat_r = reference.reshape(-1, space.ndofs)
+    return jax.vmap(one)(flat_p, flat_r).reshape(predicted.shape[:-1])
+
+
+# -- checkpoints ---------------------------------------------------------------------------------------------
+def save_checkpoint(path: str | os.PathLike, state: Any, history: dict | None = None) -> None:
+    """Write a training state (any pytree: model, optimiser state, step) with ``eqx.tree_serialise_leaves``.
+
+    The history (lists of numbers) goes to ``path + ".json"``. The write is atomic (a temporary file then a
+    rename), so an interrupted run never leaves a truncated checkpoint.
+    """
+    path = os.fspath(path)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp"
+    eqx.tree_serialise_leaves(tmp, state)
+    os.replace(tmp, path)
+    if history is not None:
+        with open(path + ".json.tmp", "w") as fh:
+            json.dump(history, fh)
+        os.replace(path + ".json.tmp", path + ".json")
+
+
+def load_checkpoint(path: str | os.PathLike, like: Any) -> tuple[Any, dict | None]:
+    """Read a state written by :func:`save_checkpoint` into the structure of ``like``; also its history."""
+    path = os.fspath(path)
+    state = eqx.tree_deserialise_leaves(path, like)
+    history = None
+    if os.path.exists(path + ".json"):
+        with open(path + ".json") as fh:
+            history = json.load(fh)
+    return state, history
+
+
+# -- the training loop ---------------------------------------------------------------------------------------
+@dataclass
+class TrainResult:
+    """Outcome of :func:`fit`.
+
+    Attributes:
+        model: the trained model.
+        opt_state: the optimiser state (to continue training).
+        steps: total optimiser steps taken (including those of a resumed checkpoint).
+        history: ``{"step": [...], "loss": [...], "time": [...]}`` (minibatch losses); ``time`` is the
+            training wall-clock time (after compilation) at which the loss of that step was evaluated,
+            cumulated over resumed runs; with an ``eval_batch`` also ``"eval_step"`` and ``"eval_loss"``.
+        train_seconds: wall-clock time of the optimiser steps of this call (compilation excluded).
+        compile_seconds: time spent compiling the step function in this call.
+        resumed_from: the step a checkpoint was resumed from, or None.
+    """
+
+    model: Any
+    opt_state: Any
+    steps: int
+    history: dict = field(default_factory=dict)
+    train_seconds: float = 0.0
+    compile_seconds: float = 0.0
+    resumed_from: int | None = None
+
+
+def _batch_of(data, key, batch_size):
+    if callable(data):
+        return data(key)
+    leaves = jax.tree_util.tree_leaves(data)
+    n = int(np.shape(leaves[0])[0])
+    if batch_size is None or batch_size >= n:
+        return data
+    idx = jax.random.choice(key, n, (int(batch_size),), replace=False)
+    return jax.tree_util.tree_map(lambda a: a[idx], data)
+
+
+def fit(
+    loss_fn: Callable[[Any, Any], jax.Array],
+    model: Any,
+    optimizer: optax.GradientTransformation,
+    data: Any,
+    *,
+    key: jax.Array,
+    batch_size: int | None = None,
+    steps: int | None = None,
+    budget_s: float | None = None,
+    checkpoint: str | os.PathLike | None = None,
+    checkpoint_every: int = 100,
+    resume: bool = True,
+    progress: bool = True,
+    log_every: int = 1,
+    eval_batch: Any = None,
+    eval_every: int | None = None,
+) -> TrainResult:
+    """Train a model with optax: minibatches, ``jit``-compiled steps, a step and/or time budget, checkpoints.
+
+    Arguments:
+        loss_fn: ``loss_fn(model, batch) -> scalar``; typically the mean over ``jax.vmap`` of a per-sample
+        loss
+            that assembles (and maybe solves) with igax.
+        model: an equinox module (or any pytree); its inexact arrays are trained, the rest is held fixed.
+        optimizer: an optax transformation, e.g. ``optax.adam(1e-3)``.
+        data: a pytree of arrays with a leading sample axis (minibatches of ``batch_size`` drawn without
+            replacement at each step), or a callable ``key -> batch`` that samples a fresh batch (collocation
+            points, random parameters of a physics-informed loss).
+        key: PRNG key; the batch of step ``s`` is drawn with ``jax.random.fold_in(key, s)``, so a resumed run
+            sees exactly the batches an uninterrupted run would.
+        batch_size: minibatch size for array data (default: full batch).
+        steps: total number of steps (including resumed ones); None for no limit (then give ``budget_s``).
+        budget_s: wall-clock budget of this call's optimiser steps in seconds (compilation is not counted; it
+        is
+            reported in ``compile_seconds``).
+        checkpoint: file path; the state is saved every ``checkpoint_every`` steps and at the end, and, when
+            ``resume`` is true and the file exists, training continues from it.
+        progress: show a tqdm bar with the current loss.
+        log_every: record the loss every this many steps (reading it back costs a device sync).
+        eval_batch: a fixed batch (e.g. held-out samples) on which the loss is also evaluated, before the
+        first
+            step, every ``eval_every`` steps and after the last one, into ``history["eval_step"]`` and
+            ``history["eval_loss"]``: unlike the minibatch losses it is comparable from step to step.
+        eval_every: steps between evaluations on ``eval_batch`` (default: only at the start and the end).
+
+    Returns:
+        A :class:`TrainResult`.
+
+    Example:
+        >>> res = fit(loss, net, optax.adam(1e-3), data, key=jax.random.key(0), batch_size=32, budget_s=60)
+        >>> res.history["loss"][-1]
+    """
+    if steps is None and budget_s is None:
+        raise ValueError("give steps= (number of optimiser steps) or budget_s= (seconds), or both.")
+    if steps is not None and int(steps) < 0:
+        raise ValueError(f"steps must be >= 0, got {steps}.")
+    if checkpoint_every < 1 or log_every < 1:
+        raise ValueError("checkpoint_every and log_every must be >= 1.")
+    params, static = eqx.partition(model, eqx.is_inexact_array)
+    opt_state = optimizer.init(params)
+    step0 = 0
+    history = {"step": [], "loss": [], "time": []}
+    resumed_from = None
+    t_offset = 0.0
+    if checkpoint is not None and resume and os.path.exists(os.fspath(checkpoint)):
+        like = (params, opt_state, jnp.zeros((), jnp.int32))
+        (params, opt_state, s), hist = load_checkpoint(checkpoint, like)
+        step0 = resumed_from = int(s)
+        if hist is not None:
+            history = {k: list(v) for k, v in hist.items()}
+            t_offset = history["time"][-1] if history["time"] else 0.0
+        logger.info("resumed from %s at step %d", checkpoint, step0)
+
+    def step_fn(params, opt_state, batch):
+        def loss_of(p):
+            return loss_fn(eqx.combine(p, static), batch)
+
+        loss, grads = jax.value_and_grad(loss_of)(params)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    t0 = time.perf_counter()
+    batch = _batch_of(data, jax.random.fold_in(key, step0), batch_size)
+    compiled = jax.jit(step_fn).lower(params, opt_state, batch).compile()
+    evaluate = None
+    if eval_batch is not None:
+        evaluate = (
+            jax.jit(lambda p, b: loss_fn(eqx.combine(p, static), b)).lower(params, eval_batch).compile()
+        )
+        history.setdefault("eval_step", [])
+        history.setdefault("eval_loss", [])
+    compile_seconds = time.perf_counter() - t0
+
+    def record_eval():
+        if evaluate is not None and (not history["eval_step"] or history["eval_step"][-1] != step):
+            history["eval_step"].append(step)
+            history["eval_loss"].append(float(evaluate(params, eval_batch)))
+
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=None if steps is None else int(steps), initial=step0, desc="fit", leave=False)
+    step = step0
+    train_seconds = 0.0
+
+    def save():
+        if checkpoint is not None:
+            save_checkpoint(checkpoint, (params, opt_state, jnp.asarray(step, jnp.int32)), history)
+
+    record_eval()  # outside the timed training
+    start = time.perf_counter()
+    try:
+        while (steps is None or step < int(steps)) and (budget_s is None or train_seconds < budget_s):
+            if step != step0:
+                batch = _batch_of(data, jax.random.fold_in(key, step), batch_size)
+            params, opt_state, loss = compiled(params, opt_state, batch)
+            step += 1
+            if step % log_every == 0 or step == steps:
+                lv = float(loss)  # syncs
+                train_seconds = time.perf_counter() - start
+                history["step"].append(step)
+                history["loss"].append(lv)
+                history["time"].append(t_offset + train_seconds)
+                if not np.isfinite(lv):
+                    raise FloatingPointError(
+                        f"the training loss became {lv} at step {step}; lower the learning rate or check the "
+                        "loss for divisions by zero / log of non-positive numbers."
+                    )
+                if bar is not None:
+                    bar.set_postfix(loss=f"{lv:.4e}", refresh=False)
+            else:
+                train_seconds = time.perf_counter() - start
+            if bar is not None:
+                bar.update(1)
+            if eval_every is not None and step % eval_every == 0:
+                paused = time.perf_counter()
+                record_eval()
+                start += time.perf_counter() - paused  # evaluations are not training time
+            if checkpoint is not None and step % checkpoint_every == 0:
+                save()
+        jax.block_until_ready(params)
+        train_seconds = time.perf_counter() - start
+    finally:
+        if bar is not None:
+            bar.close()
+    record_eval()
+    save()
+    return TrainResult(
+        model=eqx.combine(params, static),
+        opt_state=opt_state,
+        steps=step,
+        history=history,
+        train_seconds=train_seconds,
+        compile_seconds=compile_seconds,
+        resumed_from=resumed_from,
+    )
