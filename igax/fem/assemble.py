@@ -77,11 +77,14 @@ def _inputs_at(fields: dict, space: FunctionSpace, rule: Rule, tables: Tables) -
             val = jnp.asarray(f)
             if val.ndim == 0:
                 val = jnp.broadcast_to(val, (ne, nq))
+            elif val.shape[:2] != (ne, nq) and val.ndim <= 2 and max(val.shape) <= 3:
+                val = jnp.broadcast_to(val, (ne, nq) + val.shape)  # a constant vector or tensor
             elif val.shape[:2] != (ne, nq):
                 raise ValueError(
                     f"form input {name!r} has shape {val.shape}; an array input holds values at the quadrature "
-                    f"points, shape ({ne}, {nq}) (+ value shape). For dof coefficients pass "
-                    f"fem.Field(space, coeffs); for a constant pass a number."
+                    f"points, shape ({ne}, {nq}) (+ value shape), or is a constant vector/tensor of shape (dim,) "
+                    "or (dim, dim). For dof coefficients pass fem.Field(space, coeffs); for a constant pass a "
+                    "number."
                 )
             out[name] = (val, None)
     return out
