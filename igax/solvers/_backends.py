@@ -311,6 +311,13 @@ def solve_callback(token, values, b, *, method, pattern, kind, options, transpos
     X = np.full(B.shape, np.nan, dtype=np.float64)
     stats.solves += 1
     stats.transpose_solves += int(transpose)
+    with cache._lock:  # a concurrent callback must not evict a factor while it is in use
+        _solve_groups(tok, V, B, X, val_batched, method, pattern, kind, options, transpose)
+    return X.astype(b.dtype, copy=False).reshape(batch + (n,))
+
+
+def _solve_groups(tok, V, B, X, val_batched, method, pattern, kind, options, transpose):
+    n = B.shape[1]
     for t in np.unique(tok):
         idx = np.nonzero(tok == t)[0]
         if t <= 0:
@@ -328,7 +335,6 @@ def solve_callback(token, values, b, *, method, pattern, kind, options, transpos
             stats.rhs += idx.size
         except _NUMERICAL_ERRORS as err:
             logger.debug("solve with %s failed: %s", method, err)
-    return X.astype(b.dtype, copy=False).reshape(batch + (n,))
 
 
 def clear_cache() -> None:
