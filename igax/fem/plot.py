@@ -121,7 +121,7 @@ def _scalars(s: Sampled, scalars: str | None, component: int | None):
     if v.ndim == 1:
         return scalars, v
     if component is None:
-        return f"|{scalars}|", np.linalg.norm(v, axis=1)
+        return f"{scalars} (magnitude)", np.linalg.norm(v, axis=1)
     if not (0 <= component < v.shape[1]):
         raise ValueError(f"component must be in [0, {v.shape[1]}) for {scalars!r}, got {component!r}.")
     return f"{scalars}[{component}]", v[:, component]
@@ -205,7 +205,7 @@ def plot(
             name (``"y"``, ``"-z"``), a normal ``(nx, ny, nz)``, or ``dict(normal=..., origin=...)``.
         cmap, clim: colour map and colour range.
         window_size: picture size in pixels.
-        title: text in the upper left corner.
+        title: text in the upper left corner (before the name of the coloured quantity).
         plotter: draw into this ``pyvista.Plotter`` instead of a new one.
 
     Returns:
@@ -249,9 +249,10 @@ def plot(
                 scalar_bar_args={
                     "title": "",
                     "vertical": False,
-                    "position_x": 0.25,
+                    "position_x": 0.2,
                     "position_y": 0.03,
-                    "width": 0.5,
+                    "width": 0.6,
+                    "n_labels": 3,
                     "height": 0.07,
                     "fmt": "%.3g",
                     "label_font_size": 11,
@@ -284,12 +285,10 @@ def plot(
             if cut:
                 arrows = arrows.clip(**cut)
             pl.add_mesh(arrows, color="black")
-        if values is not None:  # the colour bar's name, left of the bar (a bar title would cover its labels)
-            pl.add_text(
-                title_s, font_size=9, position=(0.05 * window_size[0], 0.035 * window_size[1]), color="black"
-            )
-        if title:
-            pl.add_text(title, font_size=9, position="upper_left", color="black")
+        # The colour bar's name goes in the upper left corner with the title (a bar title covers its labels).
+        text = title_s if not title else (f"{title}: {title_s}" if title_s else title)
+        if text:
+            pl.add_text(text, font_size=8, position="upper_left", color="black")
         pl.set_background("white")
         if dim == 2:
             pl.view_xy()
