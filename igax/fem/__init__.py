@@ -16,3 +16,5 @@ from igax.fem.mesh import Mesh, box, rectangle, unit_cube, unit_square  # noqa: 
 from igax.fem.mesh_io import from_meshio, read_mesh, write_mesh, write_time_series  # noqa: E402
 from igax.fem.export import sample, to_pyvista, write_vtu, write_vtu_series  # noqa: E402
 from igax.fem.plot import plot, plot_convergence, plot_history  # noqa: E402
+from igax.fem import library, norms  # noqa: E402
+from igax.fem.norms import h1_error, h1_seminorm, l2_error, l2_norm  # noqa: E402
