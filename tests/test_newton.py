@@ -146,17 +146,29 @@ def test_failures_raise_clear_errors():
         ElementSystem(lambda u: u, ELEM + 5, NE - 1)
 
 
-def test_nonlinear_diffusion_example():
+def _example(name):
     import importlib.util
     from pathlib import Path
 
-    path = Path(__file__).resolve().parent.parent / "examples" / "nonlinear_diffusion.py"
-    spec = importlib.util.spec_from_file_location("nonlinear_diffusion", path)
+    path = Path(__file__).resolve().parent.parent / "examples" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    out = mod.main(**mod.DEMO["sizes"]["tiny"])
+    return mod.main(**mod.DEMO["sizes"]["tiny"])
+
+
+def test_nonlinear_diffusion_example():
+    out = _example("nonlinear_diffusion")
     h = np.asarray(out["residual_norms"])
     assert h[-1] < 1e-12 * h[0] and out["iterations"] <= 8
     k = int(np.argmax(h < 1e-3 * h[0]))  # first iterate in the asymptotic range
     assert h[k + 1] < 10.0 * h[k] ** 2 / h[0]  # quadratic (relative to the initial residual)
     assert abs(out["grad_directional"] - out["grad_directional_fd"]) < 1e-6 * abs(out["grad_directional_fd"])
+
+
+def test_hyperelasticity_example_matches_the_homogeneous_closed_form():
+    out = _example("hyperelasticity")
+    assert out["max_error"] < 1e-12  # P1 reproduces the homogeneous deformation exactly
+    h = np.asarray(out["residual_norms"])
+    assert h[-1] < 1e-12 * h[0] and out["iterations"] <= 8
+    assert abs(out["dl2_dmu"] - out["dl2_dmu_reference"]) < 1e-7 * abs(out["dl2_dmu_reference"])
