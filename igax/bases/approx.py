@@ -307,13 +307,14 @@ def free_knot_fit(
         >>> g = jax.grad(lambda y: jnp.sum(free_knot_fit(y, 2, 1) ** 2))(y)
     """
     _validate(y, n_segments, degree, candidates)
+    out, breaks = _free_knot_fit(y, n_segments=int(n_segments), degree=int(degree), candidates=candidates)
+    return (out, breaks) if return_breaks else out
 
+
+@partial(jax.jit, static_argnames=("n_segments", "degree", "candidates"))
+def _free_knot_fit(y, *, n_segments, degree, candidates):
     def one(y1):
         breaks = segment(y1, n_segments, degree, candidates=candidates)
         return segment_projection(y1, breaks, degree), breaks
 
-    if jnp.ndim(y) == 2:
-        out, breaks = jax.vmap(one)(y)
-    else:
-        out, breaks = one(y)
-    return (out, breaks) if return_breaks else out
+    return jax.vmap(one)(y) if y.ndim == 2 else one(y)

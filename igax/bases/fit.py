@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -105,7 +106,7 @@ def _schoenberg_whitney(t, p, x, name):
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def _check_common(y, weights, smoothing, penalty_order, degrees, m):
+def _check_common(y, weights, smoothing, penalty_order, degrees, m, penalised):
     if jnp.ndim(y) < 1 or jnp.shape(y)[0] != m:
         raise ValueError(
             f"y must have the data points along its first axis: shape ({m}, ...), got {jnp.shape(y)}."
@@ -125,7 +126,9 @@ def _check_common(y, weights, smoothing, penalty_order, degrees, m):
         s = float(np.asarray(smoothing))
         if not np.isfinite(s) or s < 0:
             raise ValueError(f"smoothing must be a finite number >= 0, got {smoothing!r}.")
-    if not isinstance(penalty_order, (int, np.integer)) or penalty_order < 1 or penalty_order > min(degrees):
+    if penalised and (
+        not isinstance(penalty_order, (int, np.integer)) or penalty_order < 1 or penalty_order > min(degrees)
+    ):
         raise ValueError(
             f"penalty_order must be an integer in [1, degree] = [1, {min(degrees)}] (the penalised derivative "
             f"must not vanish on the space), got {penalty_order!r}."
@@ -159,7 +162,7 @@ def _normalise_space(knots, degree):
 
 def _fit_1d(t, p, x, y2, w, smoothing, q):
     n = num_basis(t, p)
-    first, ders = basis_functions(t, p, x)
+    first, ders = basis_functions(jnp.asarray(t, x.dtype), p, x)
     N = ders[0]  # (m, p+1)
     wN = N * w[:, None]
     # lower band of B^T W B: entry (first + a, first + b), a >= b, goes to band[first + a, a - b]
@@ -213,7 +216,7 @@ def _fit_tensor(ts, ps, x, y2, w, smoothing, q):
     nw = int(np.prod(pat.widths))
     firsts, vals = [], []
     for d in range(dim):
-        f, ders = basis_functions(ts[d], ps[d], x[:, d])
+        f, ders = basis_functions(jnp.asarray(ts[d], x.dtype), ps[d], x[:, d])
         firsts.append(f)
         vals.append(ders[0])
     # local tensor basis: (m, nloc) values and global row indices, nloc = prod(p + 1)
@@ -301,7 +304,7 @@ def fit(knots, degree, x, y, *, weights=None, smoothing=0.0, penalty_order: int 
         raise ValueError(f"x must have shape (m, {dim}) for {dim} knot vectors, got {np.shape(x_arr)}.")
     m = np.shape(x_arr)[0]
     penalised = not (_is_concrete(smoothing) and float(np.asarray(smoothing)) == 0.0)
-    _check_common(y, weights, smoothing, penalty_order, ps, m)
+    _check_common(y, weights, smoothing, penalty_order, ps, m, penalised)
     dtype = _float_dtype(x_arr, y, 1.0 if weights is None else weights)
     xj = jnp.asarray(x_arr, dtype)
     if _is_concrete(x_arr):
@@ -335,12 +338,20 @@ def fit(knots, degree, x, y, *, weights=None, smoothing=0.0, penalty_order: int 
     y = jnp.asarray(y, dtype)
     y2 = y.reshape((m, -1))
     w = jnp.ones((m,), dtype) if weights is None else jnp.asarray(weights, dtype)
-    lam = jnp.asarray(smoothing, dtype) if penalised else None
-    if one_d:
-        c = _fit_1d(ts[0], ps[0], xj, y2, w, lam, penalty_order)
-        return c.reshape(c.shape[:1] + y.shape[1:])
-    c = _fit_tensor(ts, ps, xj, y2, w, lam, penalty_order)
+    lam = jnp.asarray(smoothing if penalised else 0.0, dtype)
+    key = tuple(tuple(float(v) for v in t) for t in ts)
+    c = _fit_compiled(xj, y2, w, lam, knots=key, degrees=ps, q=int(penalty_order), penalised=penalised)
     return c.reshape(c.shape[:dim] + y.shape[1:])
+
+
+# Compiled once per space and shape (knots are static, as hashable tuples): eager calls stay fast.
+@partial(jax.jit, static_argnames=("knots", "degrees", "q", "penalised"))
+def _fit_compiled(x, y2, w, lam, *, knots, degrees, q, penalised):
+    ts = tuple(np.asarray(t) for t in knots)
+    lam = lam if penalised else None
+    if len(ts) == 1:
+        return _fit_1d(ts[0], degrees[0], x.reshape(-1), y2, w, lam, q)
+    return _fit_tensor(ts, degrees, x, y2, w, lam, q)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -351,7 +362,7 @@ def fit(knots, degree, x, y, *, weights=None, smoothing=0.0, penalty_order: int 
 def _apply_axis_solve(t, p, xg, wg, Y, axis):
     """Replace axis ``axis`` of Y (length m) by the 1D weighted least-squares coefficients (length n)."""
     n = num_basis(t, p)
-    first, ders = basis_functions(t, p, xg)
+    first, ders = basis_functions(jnp.asarray(t, xg.dtype), p, xg)
     N = ders[0]  # (m, p+1)
     wN = N * wg[:, None]
     rows, vals = [], []
@@ -401,7 +412,6 @@ def fit_grid(knots, degree, grid, values, *, weights=None) -> jax.Array:
     if weights is not None:
         weights = (weights,) if one_d else tuple(weights)
     dtype = _float_dtype(values, *grids)
-    Y = jnp.asarray(values, dtype)
     for d in range(dim):
         g = grids[d]
         if _is_concrete(g):
@@ -410,8 +420,19 @@ def fit_grid(knots, degree, grid, values, *, weights=None) -> jax.Array:
                 raise ValueError(f"grid[{d}] must be one-dimensional, got shape {gn.shape}.")
             if weights is None:
                 _schoenberg_whitney(ts[d], ps[d], gn, f"the grid sites of direction {d}")
-        wg = jnp.ones((shape[d],), dtype) if weights is None else jnp.asarray(weights[d], dtype)
-        Y = _apply_axis_solve(ts[d], ps[d], jnp.asarray(g, dtype), wg, Y, d)
+    ws = tuple(
+        jnp.ones((shape[d],), dtype) if weights is None else jnp.asarray(weights[d], dtype)
+        for d in range(dim)
+    )
+    key = tuple(tuple(float(v) for v in t) for t in ts)
+    gs = tuple(jnp.asarray(g, dtype) for g in grids)
+    return _fit_grid_compiled(gs, ws, jnp.asarray(values, dtype), knots=key, degrees=ps)
+
+
+@partial(jax.jit, static_argnames=("knots", "degrees"))
+def _fit_grid_compiled(grids, weights, Y, *, knots, degrees):
+    for d in range(len(knots)):
+        Y = _apply_axis_solve(np.asarray(knots[d]), degrees[d], grids[d], weights[d], Y, d)
     return Y
 
 

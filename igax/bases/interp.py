@@ -20,6 +20,8 @@ Outside ``[x[0], x[-1]]`` the end pieces are extrapolated, as SciPy does by defa
 
 from __future__ import annotations
 
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -301,6 +303,12 @@ def interpolate(
     x_new = jnp.asarray(x_new, dtype)
     if assume_sorted and _is_concrete(x_new) and np.any(np.diff(np.asarray(x_new).reshape(-1)) < 0):
         raise ValueError("assume_sorted=True but x_new is not sorted; sort it or pass assume_sorted=False.")
+    return _interpolate(x, y, x_new, degree=degree, bc=bc, assume_sorted=assume_sorted)
+
+
+# Compiled once per shape and options: called eagerly, the layer would otherwise dispatch ~100 small ops one by one.
+@partial(jax.jit, static_argnames=("degree", "bc", "assume_sorted"))
+def _interpolate(x, y, x_new, *, degree, bc, assume_sorted):
     n = x.shape[0]
     out_shape = x_new.shape + y.shape[1:]
     y2 = y.reshape((n, -1))  # (n, r)
