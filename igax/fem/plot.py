@@ -385,6 +385,11 @@ def plot_convergence(
             r = float(expected[label])
             i = int(np.argmin(h))
             ax.loglog(h, e[i] * (h / h[i]) ** r, "--", color=color, alpha=0.6, label=f"$h^{{{r:g}}}$")
+    # Ticks at the given mesh sizes: log-axis minor labels collide when h spans about one decade.
+    from matplotlib.ticker import NullFormatter
+
+    ax.set_xticks(h, labels=[f"{v:.3g}" for v in h])
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     if title:
