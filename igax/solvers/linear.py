@@ -196,10 +196,10 @@ def factorize(A: SparseMatrix, *, method: str | None = None, **options) -> Facto
             "SparseMatrix.from_scipy(A)."
         )
     method = _check_method(method, A)
-    opts = tuple(sorted(options.items()))
+    opts = tuple(sorted((k, _freeze(v)) for k, v in options.items()))  # hashable: a static field
     if method in ITERATIVE_METHODS:
         return Factorization(A, None, method, opts)
-    host_opts = {k: v for k, v in options.items() if k in _HOST_OPTIONS}
+    host_opts = {k: v for k, v in opts if k in _HOST_OPTIONS}
     values = jax.lax.stop_gradient(A.values)
     cb = functools.partial(
         _backends.factor_callback,
