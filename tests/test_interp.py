@@ -97,6 +97,7 @@ def test_gradients_match_finite_differences(degree, bc):
     y = y[:, 0]
     wq = np.cos(np.arange(xq.size))  # a generic linear functional of the output
 
+    @jax.jit
     def loss(x, y, xq):
         return jnp.sum(wq * jnp.sin(interpolate(x, y, xq, degree=degree, bc_type=bc)))
 
@@ -113,7 +114,7 @@ def test_gradients_match_finite_differences(degree, bc):
 
 def test_gradient_taylor_remainder_in_sites():
     x, y, xq = _sites(10, seed=7)
-    f = lambda x: jnp.sum(interpolate(x, y, xq, bc_type="natural") ** 2)
+    f = jax.jit(lambda x: jnp.sum(interpolate(x, y, xq, bc_type="natural") ** 2))
     x0 = jnp.asarray(x)
     g = jax.grad(f)(x0)
     d = jnp.asarray(np.random.default_rng(8).standard_normal(x.shape)) * 0.05
@@ -166,14 +167,14 @@ def test_tridiagonal_solve_and_adjoint():
     a, c, b = rng.random(n), rng.random(n), 3 + rng.random(n)
     r = rng.standard_normal((n, 2))
     A = np.diag(b) + np.diag(a[1:], -1) + np.diag(c[:-1], 1)
-    x = tridiagonal_solve(*map(jnp.asarray, (a, b, c, r)))
+    x = jax.jit(tridiagonal_solve)(*map(jnp.asarray, (a, b, c, r)))
     np.testing.assert_allclose(A @ np.asarray(x), r, atol=1e-13)
 
     def dense(a, b, c, r):
         M = jnp.diag(b) + jnp.diag(a[1:], -1) + jnp.diag(c[:-1], 1)
         return jnp.sum(jnp.sin(jnp.linalg.solve(M, r)))
 
-    g1 = jax.grad(lambda *v: jnp.sum(jnp.sin(tridiagonal_solve(*v))), argnums=(0, 1, 2, 3))(
+    g1 = jax.jit(jax.grad(lambda *v: jnp.sum(jnp.sin(tridiagonal_solve(*v))), argnums=(0, 1, 2, 3)))(
         *map(jnp.asarray, (a, b, c, r))
     )
     g2 = jax.grad(dense, argnums=(0, 1, 2, 3))(*map(jnp.asarray, (a, b, c, r)))
@@ -196,10 +197,12 @@ def test_spd_banded_solve_and_adjoint(p):
         return M
 
     A = np.asarray(full(jnp.asarray(band)))
-    x = spd_banded_solve(jnp.asarray(band), jnp.asarray(r))
+    x = jax.jit(spd_banded_solve)(jnp.asarray(band), jnp.asarray(r))
     np.testing.assert_allclose(A @ np.asarray(x), r, atol=1e-13)
-    np.testing.assert_allclose(np.asarray(band_matvec(jnp.asarray(band), jnp.asarray(r))), A @ r, atol=1e-13)
-    g1 = jax.grad(lambda b: jnp.sum(jnp.sin(spd_banded_solve(b, jnp.asarray(r)))))(jnp.asarray(band))
+    np.testing.assert_allclose(
+        np.asarray(jax.jit(band_matvec)(jnp.asarray(band), jnp.asarray(r))), A @ r, atol=1e-13
+    )
+    g1 = jax.jit(jax.grad(lambda b: jnp.sum(jnp.sin(spd_banded_solve(b, jnp.asarray(r))))))(jnp.asarray(band))
     g2 = jax.grad(lambda b: jnp.sum(jnp.sin(jnp.linalg.solve(full(b), jnp.asarray(r)))))(jnp.asarray(band))
     mask = np.arange(n)[:, None] >= np.arange(p + 1)[None, :]
     np.testing.assert_allclose(np.asarray(g1)[mask], np.asarray(g2)[mask], atol=1e-12)
