@@ -113,7 +113,7 @@ def _cmd_demo(args) -> int:
     demos = find_demos()
     if args.list or (args.name is None and not demos):
         for name, spec in demos.items():
-            print(f"{name:18s} {spec.get('description', '')}")
+            print(f"{name:20s} {spec.get('description', '')}")
         return 0 if demos else 1
     name = args.name or next((d for d in FLAGSHIP_DEMOS if d in demos), None)
     if name is None:
