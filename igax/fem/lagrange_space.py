@@ -18,11 +18,31 @@ __all__ = ["LagrangeSpace"]
 
 
 def _unique_rows(a: np.ndarray):
-    """Ids of equal (sorted) rows: (ids per row, number of distinct rows)."""
+    """Ids of equal rows up to order (ids in lexicographic order of the sorted rows, number of distinct rows)."""
     a = np.sort(a, axis=1)
-    _, inv = np.unique(a, axis=0, return_inverse=True)
-    inv = inv.ravel()
-    return inv, int(inv.max()) + 1 if inv.size else 0
+    if a.shape[0] == 0:
+        return np.zeros(0, np.int64), 0
+    # One int64 key per row when it fits (much faster than np.unique(axis=0)); lexsort otherwise.
+    base = int(a.max()) + 1
+    if base ** a.shape[1] < 2**62:
+        key = np.zeros(a.shape[0], np.int64)
+        for j in range(a.shape[1]):
+            key = key * base + a[:, j]
+        order = np.argsort(key, kind="stable")
+        sk = key[order]
+        new = np.empty(len(sk), bool)
+        new[0] = True
+        new[1:] = sk[1:] != sk[:-1]
+    else:
+        order = np.lexsort(a.T[::-1])
+        sa = a[order]
+        new = np.empty(len(sa), bool)
+        new[0] = True
+        new[1:] = np.any(sa[1:] != sa[:-1], axis=1)
+    ids = np.cumsum(new) - 1
+    inv = np.empty(a.shape[0], np.int64)
+    inv[order] = ids
+    return inv, int(ids[-1]) + 1
 
 
 class _LagrangePlan(SpacePlan):
@@ -209,11 +229,12 @@ class LagrangeSpace(FunctionSpace):
             Xe = X if (start == 0 and count == p.nel and nref is None) else X[elems]
             start += count
             gv, gg = p.geo.values(xi), p.geo.gradients(xi)  # (nq, nv), (nq, nv, pdim)
-            x = jnp.einsum("qv,evi->eqi", gv, Xe)
-            J = jnp.einsum("qvk,evi->eqik", gg, Xe)
+            # Unrolled over the vertices (constant tables): fused multiply-adds instead of small batched dots.
+            x = sum(gv[None, :, v, None] * Xe[:, None, v, :] for v in range(gv.shape[1]))  # (ne, nq, dim)
+            J = sum(gg[None, :, v, None, :] * Xe[:, None, v, :, None] for v in range(gv.shape[1]))
             ne, nq = Xe.shape[0], xi.shape[0]
             phi = jnp.broadcast_to(jnp.asarray(p.ref.values(xi)), (ne, nq, p.ref.nbasis))
-            dref = jnp.broadcast_to(jnp.asarray(p.ref.gradients(xi)), (ne, nq, p.ref.nbasis, p.pdim))
+            dref = jnp.asarray(p.ref.gradients(xi))[None]  # (1, nq, nloc, pdim): broadcast over elements
             wq = jnp.broadcast_to(jnp.asarray(w), (ne, nq))
             out.append(finish_tables(phi, dref, x, J, wq, nref))
         if len(out) == 1:

@@ -1,0 +1,169 @@
+"""Assembly: igax's vectorised, jitted assembly against scikit-fem on the same meshes, in the same run.
+
+Cases (full size / ``--quick``):
+
+* ``p1-poisson``: P1 Laplacian on a structured triangle mesh of the unit square, ~1M DOFs (quick: ~10k);
+* ``q2-poisson``: Q2 Laplacian on quadrilaterals, ~250k DOFs (quick: ~10k);
+* ``spline3-poisson``: SplineSpace of degree 3 on the unit square, ~250k DOFs (quick: ~10k); the baseline is
+  scikit-fem's Q2 assembly of a similar number of DOFs (no spline element there), so its ratio is indicative only;
+* ``q1-elasticity3d``: 3D linear elasticity, Q1 hexahedra on a 32^3 mesh, ~108k DOFs (quick: 8^3).
+
+For igax we report: ``build`` (building the space: dof map, CSR pattern, scatter map, guard-rail check),
+``compile`` (first call of the jitted assembly minus a steady call) and ``steady`` (median of jitted calls with
+the values on the device; this is what a loop over new coefficients pays). For scikit-fem: ``setup`` (mesh +
+basis) and ``assemble`` (median). Ratios = baseline time / igax time (bigger is better): ``steady`` against
+scikit-fem's assembly, and ``build`` against scikit-fem's setup + one assembly.
+
+Usage: ``python benchmarks/bench_assembly.py [--quick] [--reps 3] [--cases p1-poisson q1-elasticity3d]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+
+import jax
+import numpy as np
+
+from igax import fem
+from igax.fem import library, mesh
+
+CASES = ("p1-poisson", "q2-poisson", "spline3-poisson", "q1-elasticity3d")
+
+
+def _median(fn, reps):
+    ts = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t)
+    return float(np.median(ts))
+
+
+def _time_igax(build, form, reps):
+    t = time.perf_counter()
+    V = build()
+    t_build = time.perf_counter() - t
+    f = jax.jit(lambda V: fem.assemble(form, V).values)
+    t = time.perf_counter()
+    f(V).block_until_ready()
+    t_first = time.perf_counter() - t
+    steady = _median(lambda: f(V).block_until_ready(), reps)
+    return V, {"build": t_build, "compile": max(t_first - steady, 0.0), "steady": steady}
+
+
+def _time_skfem(setup, form, reps):
+    t = time.perf_counter()
+    basis = setup()
+    t_setup = time.perf_counter() - t
+    A = form.assemble(basis)
+    return A, {"setup": t_setup, "assemble": _median(lambda: form.assemble(basis), reps)}
+
+
+def _skfem():
+    import skfem
+    from skfem.models.elasticity import lame_parameters, linear_elasticity
+    from skfem.models.poisson import laplace
+
+    return skfem, laplace, linear_elasticity, lame_parameters
+
+
+def run_case(case: str, quick: bool, reps: int) -> dict:
+    skfem, sk_laplace, sk_elasticity, sk_lame = _skfem()
+    if case == "p1-poisson":
+        n = 100 if quick else 1000
+        igx = lambda: fem.LagrangeSpace(mesh.unit_square(n), degree=1)
+        form, sk_form = library.laplace, sk_laplace
+        ax = np.linspace(0, 1, n + 1)
+        sk = lambda: skfem.Basis(skfem.MeshTri.init_tensor(ax, ax), skfem.ElementTriP1())
+    elif case == "q2-poisson":
+        n = 50 if quick else 250
+        igx = lambda: fem.LagrangeSpace(mesh.unit_square(n, cell="quad"), degree=2)
+        form, sk_form = library.laplace, sk_laplace
+        ax = np.linspace(0, 1, n + 1)
+        sk = lambda: skfem.Basis(skfem.MeshQuad.init_tensor(ax, ax), skfem.ElementQuad2())
+    elif case == "spline3-poisson":
+        n = 97 if quick else 497
+        igx = lambda: fem.SplineSpace(fem.geometry.rectangle().refine(degree=3, elements=n))
+        form, sk_form = library.laplace, sk_laplace
+        m = 50 if quick else 250
+        ax = np.linspace(0, 1, m + 1)
+        sk = lambda: skfem.Basis(skfem.MeshQuad.init_tensor(ax, ax), skfem.ElementQuad2())
+    elif case == "q1-elasticity3d":
+        n = 8 if quick else 32
+        E, nu = 1.0, 0.3
+        igx = lambda: fem.LagrangeSpace(mesh.unit_cube(n, cell="hexahedron"), degree=1, shape=(3,))
+        form = library.linear_elasticity(E, nu, "3d")
+        sk_form = sk_elasticity(*sk_lame(E, nu))
+        ax = np.linspace(0, 1, n + 1)
+        sk = lambda: skfem.Basis(skfem.MeshHex.init_tensor(ax, ax, ax), skfem.ElementVector(skfem.ElementHex1()))
+    else:
+        raise ValueError(f"unknown case {case!r}; choose from {CASES}")
+    V, ti = _time_igax(igx, form, reps)
+    A_sk, ts = _time_skfem(sk, sk_form, reps)
+    # Same operator: compare a similarity invariant (dof numberings differ): sum of all entries and the trace.
+    same = None
+    if case != "spline3-poisson":
+        A = fem.assemble(form, V).to_scipy()
+        same = bool(
+            abs(A.diagonal().sum() - A_sk.diagonal().sum()) <= 1e-9 * abs(A_sk.diagonal().sum())
+            and abs(A.sum() - A_sk.sum()) <= 1e-9 * max(1.0, abs(A_sk).sum())
+        )
+    return {
+        "case": case,
+        "ndofs": V.ndofs,
+        "nel": V.nel,
+        "baseline_ndofs": int(A_sk.shape[0]),
+        "igax": ti,
+        "skfem": ts,
+        "same_operator": same,
+    }
+
+
+def main(argv=None) -> list[dict]:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="small sizes (seconds)")
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--cases", nargs="*", default=list(CASES), choices=CASES)
+    args = ap.parse_args(argv)
+    jax.config.update("jax_enable_x64", True)
+    print(
+        f"bench_assembly: platform {platform.platform()}, {os.cpu_count()} CPUs, jax {jax.__version__}, "
+        f"{'quick' if args.quick else 'full'} sizes, median of {args.reps}"
+    )
+    header = (
+        f"{'case':18s} {'ndofs':>9s} {'build':>8s} {'compile':>8s} {'steady':>8s} | {'sk setup':>8s} "
+        f"{'sk asm':>8s} | {'asm x':>6s} {'build x':>7s} same"
+    )
+    print(header)
+    records = []
+    for case in args.cases:
+        r = run_case(case, args.quick, args.reps)
+        ti, ts = r["igax"], r["skfem"]
+        ratio = ts["assemble"] / ti["steady"]
+        bratio = (ts["setup"] + ts["assemble"]) / ti["build"]
+        print(
+            f"{case:18s} {r['ndofs']:9d} {ti['build']:8.3f} {ti['compile']:8.3f} {ti['steady']:8.3f} | "
+            f"{ts['setup']:8.3f} {ts['assemble']:8.3f} | {ratio:6.1f} {bratio:7.1f} {r['same_operator']}",
+            flush=True,
+        )
+        size = f"{r['ndofs'] // 1000}k"
+        recs = [
+            {"bench": "assembly", "case": f"{case}-{size}", "igax": "jit-steady", "igax_s": ti["steady"],
+             "baseline": "skfem-assemble", "baseline_s": ts["assemble"], "ratio": ratio},
+            {"bench": "assembly", "case": f"{case}-{size}", "igax": "space-build", "igax_s": ti["build"],
+             "baseline": "skfem-setup+assemble", "baseline_s": ts["setup"] + ts["assemble"], "ratio": bratio},
+            {"bench": "assembly", "case": f"{case}-{size}", "igax": "compile", "igax_s": ti["compile"],
+             "baseline": None, "baseline_s": None, "ratio": None},
+        ]  # fmt: skip
+        for rec in recs:
+            print(json.dumps(rec), flush=True)
+        records.append(r)
+    return records
+
+
+if __name__ == "__main__":
+    main()
