@@ -153,6 +153,7 @@ def _refine(mom, breaks, n, window, sweeps=2):
     return b
 
 
+@partial(jax.jit, static_argnames=("n_segments", "degree", "candidates"))
 def segment(y: jax.Array, n_segments: int, degree: int = 1, *, candidates: int | None = None) -> jax.Array:
     """Breakpoints of the best ``n_segments``-piece degree-``degree`` least-squares fit of ``y``.
 
@@ -233,6 +234,7 @@ def _hat_bwd(k, res, g):
 _hat_apply.defvjp(_hat_fwd, _hat_bwd)
 
 
+@partial(jax.jit, static_argnames=("degree",))
 def segment_projection(y: jax.Array, breaks: jax.Array, degree: int = 1) -> jax.Array:
     """Least-squares projection of ``y`` onto piecewise polynomials with the given (fixed) breakpoints.
 
