@@ -5,14 +5,15 @@ Cases (full size / ``--quick``):
 * ``p1-poisson``: P1 Laplacian on a structured triangle mesh of the unit square, ~1M DOFs (quick: ~10k);
 * ``q2-poisson``: Q2 Laplacian on quadrilaterals, ~250k DOFs (quick: ~10k);
 * ``spline3-poisson``: SplineSpace of degree 3 on the unit square, ~250k DOFs (quick: ~10k); the baseline is
-  scikit-fem's Q2 assembly of a similar number of DOFs (no spline element there), so its ratio is indicative only;
+  scikit-fem's Q2 assembly of a similar number of DOFs (no spline element there), so its ratio is indicative
+  only;
 * ``q1-elasticity3d``: 3D linear elasticity, Q1 hexahedra on a 32^3 mesh, ~108k DOFs (quick: 8^3).
 
 For igax we report: ``build`` (building the space: dof map, CSR pattern, scatter map, guard-rail check),
-``compile`` (first call of the jitted assembly minus a steady call) and ``steady`` (median of jitted calls with
-the values on the device; this is what a loop over new coefficients pays). For scikit-fem: ``setup`` (mesh +
-basis) and ``assemble`` (median). Ratios = baseline time / igax time (bigger is better): ``steady`` against
-scikit-fem's assembly, and ``build`` against scikit-fem's setup + one assembly.
+``compile`` (first call of the jitted assembly minus a steady call) and ``steady`` (median of jitted calls
+with the values on the device; this is what a loop over new coefficients pays). For scikit-fem: ``setup``
+(mesh + basis) and ``assemble`` (median). Ratios = baseline time / igax time (bigger is better): ``steady``
+against scikit-fem's assembly, and ``build`` against scikit-fem's setup + one assembly.
 
 Usage: ``python benchmarks/bench_assembly.py [--quick] [--reps 3] [--cases p1-poisson q1-elasticity3d]``
 """
@@ -99,7 +100,9 @@ def run_case(case: str, quick: bool, reps: int) -> dict:
         form = library.linear_elasticity(E, nu, "3d")
         sk_form = sk_elasticity(*sk_lame(E, nu))
         ax = np.linspace(0, 1, n + 1)
-        sk = lambda: skfem.Basis(skfem.MeshHex.init_tensor(ax, ax, ax), skfem.ElementVector(skfem.ElementHex1()))
+        sk = lambda: skfem.Basis(
+            skfem.MeshHex.init_tensor(ax, ax, ax), skfem.ElementVector(skfem.ElementHex1())
+        )
     else:
         raise ValueError(f"unknown case {case!r}; choose from {CASES}")
     V, ti = _time_igax(igx, form, reps)

@@ -1,8 +1,9 @@
 """Linear elasticity: an infinite plate with a circular hole under tension (Kirsch), with NURBS.
 
 The quarter model [-4, 0] x [0, 4] minus the unit disc (Hughes et al. 2005): symmetry conditions on the two
-straight edges on the axes, the exact Kirsch traction on the outer edges, a traction-free hole. The displacement
-error converges like h^(p+1); the recovered stress concentration sigma_xx at (0, 1) approaches 3 T.
+straight edges on the axes, the exact Kirsch traction on the outer edges, a traction-free hole. The
+displacement error converges like h^(p+1); the recovered stress concentration sigma_xx at (0, 1) approaches 3
+T.
 
 Run: ``python examples/plate_with_hole.py`` or ``igax demo plate``.
 """
@@ -20,7 +21,7 @@ from igax.fem import library, norms
 
 DEMO = {
     "name": "plate",
-    "description": "Plate with a hole (Kirsch) in plane strain with NURBS: displacement error, stress at the hole",
+    "description": "Plate with a hole (Kirsch), plane strain, NURBS: displacement error, stress at the hole",
     "sizes": {
         "tiny": {"degree": 2, "elements": 4},
         "small": {"degree": 2, "elements": 8},
@@ -49,8 +50,12 @@ def kirsch_displacement(x):
     mu = E / (2 * (1 + NU))
     k = 3 - 4 * NU
     c = T / (8 * mu)
-    ux = c * (r * (k + 1) * jnp.cos(t) + 2 / r * ((1 + k) * jnp.cos(t) + jnp.cos(3 * t)) - 2 / r**3 * jnp.cos(3 * t))
-    uy = c * (r * (k - 3) * jnp.sin(t) + 2 / r * ((1 - k) * jnp.sin(t) + jnp.sin(3 * t)) - 2 / r**3 * jnp.sin(3 * t))
+    ux = c * (
+        r * (k + 1) * jnp.cos(t) + 2 / r * ((1 + k) * jnp.cos(t) + jnp.cos(3 * t)) - 2 / r**3 * jnp.cos(3 * t)
+    )
+    uy = c * (
+        r * (k - 3) * jnp.sin(t) + 2 / r * ((1 - k) * jnp.sin(t) + jnp.sin(3 * t)) - 2 / r**3 * jnp.sin(3 * t)
+    )
     return jnp.stack([ux, uy])
 
 
@@ -80,9 +85,17 @@ def main(out: str | None = "demo-output", degree: int = 3, elements: int = 16) -
     u, err = solve(V)
     top = np.array([[0.0, 1.0]])
     sxx = float(library.stress(u.grad(top), E, NU, "plane_strain")[0, 0, 0])
-    result = {"degree": degree, "elements": elements, "ndofs": V.ndofs, "l2_error": float(err), "sigma_xx_at_hole": sxx}
-    print(f"plate with a hole, degree {degree}, {elements}x{elements} elements, {V.ndofs} dofs: displacement L2 "
-          f"error {float(err):.3e}, sigma_xx(0, 1) = {sxx:.4f} (exact {3 * T})")  # fmt: skip
+    result = {
+        "degree": degree,
+        "elements": elements,
+        "ndofs": V.ndofs,
+        "l2_error": float(err),
+        "sigma_xx_at_hole": sxx,
+    }
+    print(
+        f"plate with a hole, degree {degree}, {elements}x{elements} elements, {V.ndofs} dofs: displacement "
+        f"L2 error {float(err):.3e}, sigma_xx(0, 1) = {sxx:.4f} (exact {3 * T})"
+    )
     if out is not None:
         os.makedirs(out, exist_ok=True)
         result["vtu"] = fem.export.write_vtu(os.path.join(out, "plate_with_hole.vtu"), {"displacement": u})

@@ -2,8 +2,8 @@
 
 -Laplace(u) = f on 1 <= r <= 2 in the first quadrant, u = 0 on the boundary, with the exact solution
 u = -(x^2 + y^2 - 1)(x^2 + y^2 - 4) x y^2. The geometry is the exact NURBS quarter annulus, refined by degree
-elevation and knot insertion; the discrete solution converges like h^(p+1) in L2 and h^p in H1. The script prints
-the errors, writes the field to VTU and a picture (matplotlib) and returns the numbers.
+elevation and knot insertion; the discrete solution converges like h^(p+1) in L2 and h^p in H1. The script
+prints the errors, writes the field to VTU and a picture (matplotlib) and returns the numbers.
 
 Run: ``python examples/poisson_annulus.py`` or ``igax demo poisson``.
 """
@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from igax import fem
@@ -67,7 +66,9 @@ def picture(u: fem.Field, path: str) -> str:
     quads = s.cells
     tris = np.concatenate([quads[:, [0, 1, 2]], quads[:, [0, 2, 3]]])
     fig, ax = plt.subplots(figsize=(5, 4.5))
-    tpc = ax.tripcolor(Triangulation(s.points[:, 0], s.points[:, 1], tris), s.point_data["u"], shading="gouraud")
+    tpc = ax.tripcolor(
+        Triangulation(s.points[:, 0], s.points[:, 1], tris), s.point_data["u"], shading="gouraud"
+    )
     fig.colorbar(tpc, ax=ax, label="u")
     ax.set_aspect("equal")
     ax.set_title("Poisson on the NURBS quarter annulus")
@@ -82,7 +83,13 @@ def main(out: str | None = "demo-output", degree: int = 3, elements: int = 16) -
     geo = fem.geometry.quarter_annulus().refine(degree=degree, elements=elements)
     V = fem.SplineSpace(geo)
     u, l2, h1 = solve(V)
-    result = {"degree": degree, "elements": elements, "ndofs": V.ndofs, "l2_error": float(l2), "h1_error": float(h1)}
+    result = {
+        "degree": degree,
+        "elements": elements,
+        "ndofs": V.ndofs,
+        "l2_error": float(l2),
+        "h1_error": float(h1),
+    }
     print(f"quarter annulus, degree {degree}, {elements}x{elements} elements, {V.ndofs} dofs: "
           f"L2 error {float(l2):.3e}, H1 error {float(h1):.3e}")  # fmt: skip
     if out is not None:

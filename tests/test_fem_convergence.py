@@ -1,4 +1,4 @@
-"""Manufactured solutions converge at the optimal rates: L2 ~ h^(p+1), H1 ~ h^p (slopes fitted with polyfit)."""
+"""Manufactured solutions converge at optimal rates: L2 ~ h^(p+1), H1 ~ h^p (slopes fitted by polyfit)."""
 
 import jax
 import jax.numpy as jnp
@@ -11,7 +11,7 @@ from igax.fem import library, mesh, norms
 PI = np.pi
 
 
-# --- quarter annulus (REFERENCE.md) ------------------------------------------------------------------------------
+# --- quarter annulus (REFERENCE.md) -------------------------------------------------------------------------
 def annulus_exact(x):
     r2 = x[0] ** 2 + x[1] ** 2
     return -(r2 - 1) * (r2 - 4) * x[0] * x[1] ** 2
@@ -30,7 +30,7 @@ def _annulus_grad(x):
     return annulus_grad(x.reshape(2, -1)).reshape((2,) + shape)
 
 
-# --- unit square / cube ------------------------------------------------------------------------------------------
+# --- unit square / cube -------------------------------------------------------------------------------------
 def sine_exact(x):
     return jnp.prod(jnp.sin(PI * x), axis=0)
 
@@ -38,7 +38,9 @@ def sine_exact(x):
 def sine_grad(x):
     s, c = jnp.sin(PI * x), jnp.cos(PI * x)
     d = x.shape[0]
-    return jnp.stack([PI * c[k] * jnp.prod(jnp.stack([s[j] for j in range(d) if j != k]), axis=0) for k in range(d)])
+    return jnp.stack(
+        [PI * c[k] * jnp.prod(jnp.stack([s[j] for j in range(d) if j != k]), axis=0) for k in range(d)]
+    )
 
 
 def sine_source(x):
@@ -72,7 +74,9 @@ def spline_case(degree, levels):
     if degree == 1:  # the annulus needs degree 2 in the angle; degree 1 runs on the unit square
         spaces = [fem.SplineSpace(fem.geometry.rectangle().refine(degree=1, elements=n)) for n in levels]
         return _rates(spaces, [1 / n for n in levels], "sine")
-    spaces = [fem.SplineSpace(fem.geometry.quarter_annulus().refine(degree=degree, elements=n)) for n in levels]
+    spaces = [
+        fem.SplineSpace(fem.geometry.quarter_annulus().refine(degree=degree, elements=n)) for n in levels
+    ]
     return _rates(spaces, [1 / n for n in levels], "annulus")
 
 

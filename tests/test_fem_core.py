@@ -10,7 +10,7 @@ from igax.bases import NURBSPatch
 from igax.fem import library, mesh
 
 
-# --- guard rails ------------------------------------------------------------------------------------------------
+# --- guard rails --------------------------------------------------------------------------------------------
 def test_inverted_mesh_cell_is_rejected():
     m = mesh.unit_square(2)
     cells = np.asarray(m.cells).copy()
@@ -64,7 +64,7 @@ def test_unknown_boundary_name_lists_the_available_ones():
         fem.assemble(library.neumann, V, boundary="top", g=1.0)
 
 
-# --- boundary integrals -----------------------------------------------------------------------------------------
+# --- boundary integrals -------------------------------------------------------------------------------------
 @fem.functional
 def one(w):
     return 1.0
@@ -89,7 +89,7 @@ def test_boundary_measures_and_normals():
         assert abs(float(fem.assemble(x_dot_n, W, boundary="boundary")) - dim) < 1e-12, cell
 
 
-# --- boundary conditions ----------------------------------------------------------------------------------------
+# --- boundary conditions ------------------------------------------------------------------------------------
 def test_condense_keeps_symmetry_and_solves_exactly():
     V = fem.LagrangeSpace(mesh.unit_square(4), degree=2)
     A = fem.assemble(library.laplace, V)
@@ -156,7 +156,7 @@ def test_3d_elasticity_uniaxial_tension_is_exact():
     np.testing.assert_allclose(u(p)[0], [T * 0.5 / E, -nu * T * 0.25 / E, -nu * T * 0.75 / E], atol=1e-12)
 
 
-# --- fields -----------------------------------------------------------------------------------------------------
+# --- fields -------------------------------------------------------------------------------------------------
 def test_field_evaluation_on_splines_and_meshes():
     geo = fem.geometry.quarter_annulus().refine(degree=3, elements=4)
     V = fem.SplineSpace(geo)
@@ -187,7 +187,9 @@ def test_field_evaluation_is_differentiable_in_coefficients():
 
 def test_advection_diffusion_is_nonsymmetric_and_robin_adds_mass():
     V = fem.LagrangeSpace(mesh.unit_square(3))
-    A = fem.assemble(library.advection_diffusion, V, kappa=1.0, b=lambda x: jnp.stack([1.0 + 0 * x[0], 0 * x[1]]))
+    A = fem.assemble(
+        library.advection_diffusion, V, kappa=1.0, b=lambda x: jnp.stack([1.0 + 0 * x[0], 0 * x[1]])
+    )
     D = np.asarray(A.todense())
     L = np.asarray(fem.assemble(library.laplace, V).todense())
     C = D - L

@@ -1,4 +1,4 @@
-"""Linear elasticity: the plate with a hole against the Kirsch solution (REFERENCE.md), 3D and plane stress."""
+"""Linear elasticity: the plate with a hole against the Kirsch solution (REFERENCE.md)."""
 
 import jax
 import jax.numpy as jnp
@@ -27,8 +27,12 @@ def kirsch_displacement(x):
     mu = E / (2 * (1 + NU))
     k = 3 - 4 * NU
     c = T / (8 * mu)
-    ux = c * (r * (k + 1) * jnp.cos(t) + 2 / r * ((1 + k) * jnp.cos(t) + jnp.cos(3 * t)) - 2 / r**3 * jnp.cos(3 * t))
-    uy = c * (r * (k - 3) * jnp.sin(t) + 2 / r * ((1 - k) * jnp.sin(t) + jnp.sin(3 * t)) - 2 / r**3 * jnp.sin(3 * t))
+    ux = c * (
+        r * (k + 1) * jnp.cos(t) + 2 / r * ((1 + k) * jnp.cos(t) + jnp.cos(3 * t)) - 2 / r**3 * jnp.cos(3 * t)
+    )
+    uy = c * (
+        r * (k - 3) * jnp.sin(t) + 2 / r * ((1 - k) * jnp.sin(t) + jnp.sin(3 * t)) - 2 / r**3 * jnp.sin(3 * t)
+    )
     return jnp.stack([ux, uy])
 
 

@@ -4,7 +4,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-
 skfem = pytest.importorskip("skfem")
 from skfem.helpers import dot, grad  # noqa: E402
 
@@ -56,7 +55,9 @@ def test_neumann_and_robin_boundary_terms_match_scikit_fem():
     m = mesh.unit_square(6)
     V = fem.LagrangeSpace(m, degree=2)
     sk = skfem.MeshTri(m.points.T.copy(), m.cells.T.copy())
-    fb = skfem.FacetBasis(sk, skfem.ElementTriP2(), facets=sk.facets_satisfying(lambda x: x[0] > 1 - 1e-12), intorder=4)
+    fb = skfem.FacetBasis(
+        sk, skfem.ElementTriP2(), facets=sk.facets_satisfying(lambda x: x[0] > 1 - 1e-12), intorder=4
+    )
 
     @skfem.BilinearForm
     def sk_robin(u, v, w):
@@ -100,4 +101,3 @@ def test_p2_solution_matches_scikit_fem_at_vertices():
     u = fem.solve(A, b, bc=fem.DirichletBC(V, None, 0.0))
     nv = m.points.shape[0]  # vertex dofs come first in both numberings
     assert np.max(np.abs(np.asarray(u.coeffs[:nv]) - x_sk[:nv])) < 1e-10
-

@@ -2,10 +2,11 @@
 
 Assembly never loops over elements. For a bilinear kernel ``k(u, v, w)`` the kernel is evaluated, at every
 quadrature point at once (vmap), on the unit "jets" of the trial and test functions (a jet is the vector of a
-function's value and gradient entries, ``m = ncomp * (1 + dim)`` numbers), giving a small ``(m, m)`` matrix per point.
-Because ``k`` is bilinear, the element matrix is this matrix contracted with the basis tables,
-``K[e, a, b] = sum_q S[e, q, a, :] @ M[e, q] @ S[e, q, b, :] dx[e, q]`` (one einsum), and the CSR values are one
-``segment_sum`` of all element entries through the scatter map computed when the space was built. Everything
+function's value and gradient entries, ``m = ncomp * (1 + dim)`` numbers), giving a small ``(m, m)`` matrix
+per point. Because ``k`` is bilinear, the element matrix is this matrix contracted with the basis tables,
+``K[e, a, b] = sum_q S[e, q, a, :] @ M[e, q] @ S[e, q, b, :] dx[e, q]`` (one einsum), and the CSR values are
+one ``segment_sum`` of all element entries through the scatter map computed when the space was built.
+Everything
 here is traceable: ``jit`` it once and call it again with new field values, ``vmap`` it over a batch, ``grad``
 through it (also with respect to the geometry).
 """
@@ -36,7 +37,9 @@ def _callable_values(f, x, name: str):
     ne, nq = x.shape[:2]
     val = jnp.asarray(f(jnp.moveaxis(x, -1, 0)))  # x: (dim, ne, nq), first axis = coordinate
     if val.ndim >= 2 and val.shape[-2:] == (ne, nq):
-        return jnp.moveaxis(val.reshape(val.shape[:-2] + (ne * nq,)), -1, 0).reshape((ne, nq) + val.shape[:-2])
+        return jnp.moveaxis(val.reshape(val.shape[:-2] + (ne * nq,)), -1, 0).reshape(
+            (ne, nq) + val.shape[:-2]
+        )
     if val.ndim == 0:
         return jnp.broadcast_to(val, (ne, nq))
     raise ValueError(
@@ -66,8 +69,8 @@ def _inputs_at(fields: dict, space: FunctionSpace, rule: Rule, tables: Tables) -
             else:
                 raise ValueError(
                     f"form input {name!r} is a Field on a space whose elements differ from the space being "
-                    "assembled on; a Field input must live on the same mesh / the same knot spans (any degree). "
-                    "Project or interpolate it onto this space first."
+                    "assembled on; a Field input must live on the same mesh / the same knot spans (any "
+                    "degree). Project or interpolate it onto this space first."
                 )
             out[name] = fs._eval_coeffs(f.coeffs, t, rule)
         elif callable(f):
@@ -81,18 +84,19 @@ def _inputs_at(fields: dict, space: FunctionSpace, rule: Rule, tables: Tables) -
                 val = jnp.broadcast_to(val, (ne, nq) + val.shape)  # a constant vector or tensor
             elif val.shape[:2] != (ne, nq):
                 raise ValueError(
-                    f"form input {name!r} has shape {val.shape}; an array input holds values at the quadrature "
-                    f"points, shape ({ne}, {nq}) (+ value shape), or is a constant vector/tensor of shape (dim,) "
-                    "or (dim, dim). For dof coefficients pass fem.Field(space, coeffs); for a constant pass a "
-                    "number."
+                    f"form input {name!r} has shape {val.shape}; an array input holds values at the "
+                    f"quadrature points, shape ({ne}, {nq}) (+ value shape), or is a constant vector or "
+                    "tensor of shape (dim,) or (dim, dim). For dof coefficients pass "
+                    "fem.Field(space, coeffs); for a constant pass a number."
                 )
             out[name] = (val, None)
     return out
 
 
-# The contractions below are unrolled over the (small) quadrature and jet axes in Python. This differs from the
-# obvious jnp.einsum: XLA on CPU lowers these einsums to batched tiny matrix products, which are 5-10x slower
-# than the fused elementwise multiply-adds that the unrolled form compiles to (element axis kept first).
+# The contractions below are unrolled over the (small) quadrature and jet axes in Python. This differs from
+# the obvious jnp.einsum: XLA on CPU lowers these einsums to batched tiny matrix products, which are 5-10x
+# slower than the fused elementwise multiply-adds that the unrolled form compiles to (element axis kept
+# first).
 def _contract_bilinear(S, M):
     """K[e, c, i, d, j] = sum_q,k,l S[e, q, i, k] M[e, q, c, k, d, l] S[e, q, j, l]."""
     nq, d1 = S.shape[1], S.shape[3]
@@ -179,7 +183,10 @@ def _assemble(form: Form, space: FunctionSpace, boundary, fields: dict):
     P = ne * nq
     x = tables.x.reshape(P, -1)
     n = None if tables.n is None else tables.n.reshape(P, -1)
-    flat = {k: (v.reshape((P,) + v.shape[2:]), None if g is None else g.reshape((P,) + g.shape[2:])) for k, (v, g) in inputs.items()}  # fmt: skip
+    flat = {
+        k: (v.reshape((P,) + v.shape[2:]), None if g is None else g.reshape((P,) + g.shape[2:]))
+        for k, (v, g) in inputs.items()
+    }
 
     def w_at(xp, np_, fl):
         return FormInputs(xp, np_, {k: QuadValue(v, g, k) for k, (v, g) in fl.items()})

@@ -1,14 +1,15 @@
 """Strong (Dirichlet) boundary conditions by symmetric elimination.
 
-``condense`` keeps the sparsity pattern and the size of the system: constrained rows and columns are zeroed, the
-diagonal entry of a constrained dof keeps its original value ``A_dd`` (so the scale of the matrix, and of its
-eigenvalues, is unchanged) and the right-hand side becomes ``b - A g`` with ``b_d = A_dd g_d`` on constrained dofs.
-A symmetric positive definite (semi-definite with enough constraints) matrix stays symmetric positive definite,
-and everything is a JAX function of ``A.values``, ``b`` and the prescribed values, so gradients flow to all three.
+``condense`` keeps the sparsity pattern and the size of the system: constrained rows and columns are zeroed,
+the diagonal entry of a constrained dof keeps its original value ``A_dd`` (so the scale of the matrix, and of
+its eigenvalues, is unchanged) and the right-hand side becomes ``b - A g`` with ``b_d = A_dd g_d`` on
+constrained dofs. A symmetric positive definite (semi-definite with enough constraints) matrix stays
+symmetric positive definite, and everything is a JAX function of ``A.values``, ``b`` and the prescribed
+values, so gradients flow to all three.
 
-Prescribed values are numbers, arrays, or callables ``g(x)``. Lagrange dofs are nodal, so ``g`` is interpolated
-at the nodes. Spline dofs are not interpolatory: ``g`` is L2-projected onto the spline trace on the named
-boundaries (a small sparse SPD solve with the boundary mass matrix).
+Prescribed values are numbers, arrays, or callables ``g(x)``. Lagrange dofs are nodal, so ``g`` is
+interpolated at the nodes. Spline dofs are not interpolatory: ``g`` is L2-projected onto the spline trace on
+the named boundaries (a small sparse SPD solve with the boundary mass matrix).
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ class DirichletBC:
     Arguments:
         space: the space the system is assembled on.
         where: a boundary name, a list of names, None (whole boundary), or an int array of dof indices.
-        value: a number, an array with one value per constrained dof, or a callable ``g(x)`` with ``x`` of shape
+        value: a number, an array with one value per constrained dof, or a callable ``g(x)`` with ``x`` of
+            shape
             ``(dim, npts)`` returning ``(npts,)`` (scalar spaces or one component) or ``(ncomp, npts)`` (all
             components of a vector space). Differentiable (JAX arrays, or closures over them).
         component: for vector spaces, constrain only this component (with boundary names).
@@ -65,8 +67,8 @@ class DirichletBC:
             dofs = np.asarray(where)
             if dofs.dtype.kind not in "iu" or dofs.ndim != 1:
                 raise TypeError(
-                    "where must be a boundary name, a list of names, None, or a 1D integer array of dofs; got "
-                    f"an array of dtype {dofs.dtype} and shape {dofs.shape}."
+                    "where must be a boundary name, a list of names, None, or a 1D integer array of dofs; "
+                    f"got an array of dtype {dofs.dtype} and shape {dofs.shape}."
                 )
             if dofs.size and (dofs.min() < 0 or dofs.max() >= space.ndofs):
                 raise ValueError(f"dof indices must lie in [0, {space.ndofs}).")
@@ -80,7 +82,7 @@ class DirichletBC:
         self.component = component
         self.values = self._values(value)
 
-    # -- prescribed values ---------------------------------------------------------------------------------------
+    # -- prescribed values -----------------------------------------------------------------------------------
     def _values(self, value):
         n = self.dofs.shape[0]
         if not callable(value):
@@ -89,8 +91,8 @@ class DirichletBC:
                 return jnp.broadcast_to(v, (n,))
             if v.shape != (n,):
                 raise ValueError(
-                    f"value must be a number, a callable g(x), or an array of shape ({n},) (one per constrained "
-                    f"dof), got shape {v.shape}."
+                    f"value must be a number, a callable g(x), or an array of shape ({n},) (one per "
+                    f"constrained dof), got shape {v.shape}."
                 )
             return v
         V = self.space
@@ -179,7 +181,7 @@ class DirichletBC:
         row = np.searchsorted(np.asarray(comps), comp)
         return allv[row, pos[scal]]
 
-    # -- elimination ---------------------------------------------------------------------------------------------
+    # -- elimination -----------------------------------------------------------------------------------------
     def _masks(self, pattern: CSRPattern):
         key = ("bc-masks", pattern, self.dofs.tobytes())
         cache = self.space.plan.rules
@@ -197,8 +199,8 @@ class DirichletBC:
         """Symmetric elimination: ``(A_c, b_c)`` of the same size and pattern with ``x_d = g_d`` built in."""
         if A.shape[0] != self.space.ndofs:
             raise ValueError(
-                f"A has shape {A.shape} but the space of this DirichletBC has {self.space.ndofs} dofs; assemble "
-                "A on the same space."
+                f"A has shape {A.shape} but the space of this DirichletBC has {self.space.ndofs} dofs; "
+                "assemble A on the same space."
             )
         b = jnp.asarray(b)
         if b.shape != (self.space.ndofs,):

@@ -15,9 +15,10 @@ __all__ = ["Field"]
 class Field(eqx.Module):
     """A finite-element / spline function ``u(x) = sum_i coeffs[i] phi_i(x)``.
 
-    A pytree with two children: the space (whose leaves are its geometry) and ``coeffs``. Differentiating a loss
-    of a Field therefore gives gradients with respect to the coefficients and, where the space was built from
-    traced geometry, the geometry. Pass a Field as a named input of a form to use its value and ``.grad`` there.
+    A pytree with two children: the space (whose leaves are its geometry) and ``coeffs``. Differentiating a
+    loss of a Field therefore gives gradients with respect to the coefficients and, where the space was built
+    from traced geometry, the geometry. Pass a Field as a named input of a form to use its value and
+    ``.grad`` there.
 
     Arguments:
         space: the :class:`SplineSpace` or :class:`LagrangeSpace`.
@@ -47,7 +48,7 @@ class Field(eqx.Module):
         """Coefficients of component ``c`` (vector spaces), shape ``(nscalar,)``."""
         return self.coeffs.reshape(-1, self.space.nscalar)[c]
 
-    # -- evaluation at physical points -------------------------------------------------------------------------
+    # -- evaluation at physical points -----------------------------------------------------------------------
     def _at(self, points):
         from igax.fem.locate import locate
 
@@ -78,9 +79,9 @@ class Field(eqx.Module):
         """Gradients at physical points ``(npts, dim)`` -> ``(npts,) + value_shape + (dim,)``."""
         return self._at(points)[1]
 
-    # -- integrals ---------------------------------------------------------------------------------------------
+    # -- integrals -------------------------------------------------------------------------------------------
     def integrate(self, boundary=None) -> jax.Array:
-        """Integral of the field over the domain (or a named boundary); vector fields give one per component."""
+        """Integral over the domain (or a named boundary); vector fields give one value per component."""
         V = self.space
         rule = V._rule(boundary)
         t = V._tables(rule)

@@ -7,17 +7,17 @@ A form is written for one quadrature point, the way it reads on paper::
         return w.kappa * jnp.dot(u.grad, v.grad)
 
 ``u`` (trial) and ``v`` (test) carry ``.value`` (shape = the space's value shape) and ``.grad`` (value shape +
-``(dim,)``); ``w`` carries the physical point ``w.x`` (shape ``(dim,)``, first axis = coordinate), the unit outward
-normal ``w.n`` on boundary integrals and every named input given to :func:`igax.fem.assemble`.
+``(dim,)``); ``w`` carries the physical point ``w.x`` (shape ``(dim,)``, first axis = coordinate), the unit
+outward normal ``w.n`` on boundary integrals and every named input given to :func:`igax.fem.assemble`.
 
 Named inputs reach the kernel as :class:`QuadValue` objects that act as their value under Python arithmetic
-(``w.kappa * ...``, ``(w.u - w.g) ** 2``) and expose ``.value`` and, for :class:`~igax.fem.Field` inputs, ``.grad``.
-JAX 0.10 no longer converts objects through ``__jax_array__`` while tracing, so inside ``jnp`` functions write
-``jnp.exp(w.kappa.value)`` (plain arithmetic needs no ``.value``).
+(``w.kappa * ...``, ``(w.u - w.g) ** 2``) and expose ``.value`` and, for :class:`~igax.fem.Field` inputs,
+``.grad``. JAX 0.10 no longer converts objects through ``__jax_array__`` while tracing, so inside ``jnp``
+functions write ``jnp.exp(w.kappa.value)`` (plain arithmetic needs no ``.value``).
 
-Kernels must be bilinear (resp. linear) in ``u`` and ``v``: assembly evaluates a bilinear kernel once per pair of
-basis "jet" components (value and gradient entries) and contracts the resulting small matrix with the basis
-tables, which is much cheaper than evaluating it for every pair of local basis functions.
+Kernels must be bilinear (resp. linear) in ``u`` and ``v``: assembly evaluates a bilinear kernel once per
+pair of basis "jet" components (value and gradient entries) and contracts the resulting small matrix with the
+basis tables, which is much cheaper than evaluating it for every pair of local basis functions.
 """
 
 from __future__ import annotations
@@ -36,7 +36,8 @@ __all__ = ["Form", "bilinear_form", "linear_form", "functional", "QuadValue", "J
 class Form:
     """A weak form: a pointwise kernel plus its kind (``"bilinear"``, ``"linear"`` or ``"functional"``).
 
-    Forms compare by identity (they are static in jit caches). Call :func:`igax.fem.assemble` to integrate one.
+    Forms compare by identity (they are static in jit caches). Call :func:`igax.fem.assemble` to integrate
+    one.
     """
 
     kernel: Callable
@@ -65,7 +66,8 @@ def bilinear_form(fn: Callable | None = None, *, symmetric: bool = False):
 
     Arguments:
         fn: the kernel (when used as ``@bilinear_form`` without parentheses).
-        symmetric: declare ``a(u, v) == a(v, u)``; the assembled matrix is then flagged symmetric so solvers can
+        symmetric: declare ``a(u, v) == a(v, u)``; the assembled matrix is then flagged symmetric so solvers
+            can
             use Cholesky-type methods. Not checked numerically beyond tests.
 
     Returns:
@@ -101,7 +103,7 @@ def functional(fn: Callable | None = None):
     return _decorator("functional", fn)
 
 
-# --- values seen by kernels -------------------------------------------------------------------------------------
+# --- values seen by kernels ---------------------------------------------------------------------------------
 
 
 def _val(x):
@@ -192,7 +194,7 @@ class QuadValue:
 
 
 class Jet:
-    """A trial or test function at one quadrature point: ``.value`` and ``.grad`` (value shape + ``(dim,)``)."""
+    """A trial or test function at one point: ``.value`` and ``.grad`` (value shape + ``(dim,)``)."""
 
     __slots__ = ("value", "grad")
 
@@ -205,7 +207,7 @@ class Jet:
 
 
 class FormInputs:
-    """The ``w`` argument of a kernel: ``w.x`` (point), ``w.n`` (normal on boundaries) and the named inputs."""
+    """The ``w`` argument of a kernel: ``w.x`` (point), ``w.n`` (boundary normal) and the named inputs."""
 
     def __init__(self, x, n, fields: dict):
         self.x = x
@@ -239,8 +241,8 @@ def check_scalar_output(out, form: Form):
     shape = jnp.shape(out)
     if shape != ():
         raise ValueError(
-            f"the kernel of {form!r} returned an array of shape {shape} at a quadrature point; a form kernel must "
-            "return a scalar. Contract vectors and tensors, e.g. jnp.dot(u.grad, v.grad) or "
+            f"the kernel of {form!r} returned an array of shape {shape} at a quadrature point; a form kernel "
+            "must return a scalar. Contract vectors and tensors, e.g. jnp.dot(u.grad, v.grad) or "
             "jnp.sum(sigma * eps), instead of returning them."
         )
     return out

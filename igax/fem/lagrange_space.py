@@ -18,7 +18,7 @@ __all__ = ["LagrangeSpace"]
 
 
 def _unique_rows(a: np.ndarray):
-    """Ids of equal rows up to order (ids in lexicographic order of the sorted rows, number of distinct rows)."""
+    """Ids of rows equal up to order (lexicographic in the sorted rows) and the number of distinct rows."""
     a = np.sort(a, axis=1)
     if a.shape[0] == 0:
         return np.zeros(0, np.int64), 0
@@ -132,11 +132,11 @@ _PLANS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 class LagrangeSpace(FunctionSpace):
     """Continuous Lagrange elements of degree 1 or 2 on a mesh (P on simplices, Q on quads and hexahedra).
 
-    The JAX leaf is ``points`` (the mesh node coordinates, shape ``(npts, dim)``); the geometry map of each cell is
-    its degree-1 (affine / multilinear) map through the vertices, so gradients of assembled quantities with
-    respect to ``points`` are shape derivatives. Dofs: vertices (in increasing mesh-point order, unused points
-    skipped), then edge midpoints, face centres and cell centres (degree 2); vector spaces number them
-    component-major, ``dof = c * nscalar + i``.
+    The JAX leaf is ``points`` (the mesh node coordinates, shape ``(npts, dim)``); the geometry map of each
+    cell is its degree-1 (affine / multilinear) map through the vertices, so gradients of assembled
+    quantities with respect to ``points`` are shape derivatives. Dofs: vertices (in increasing mesh-point
+    order, unused points skipped), then edge midpoints, face centres and cell centres (degree 2); vector
+    spaces number them component-major, ``dof = c * nscalar + i``.
 
     Arguments:
         mesh: an :class:`igax.fem.Mesh` (``points``, ``cells``, ``cell_type``, ``boundaries``).
@@ -169,8 +169,8 @@ class LagrangeSpace(FunctionSpace):
         if key not in cache:
             pts = np.asarray(mesh.points)
             cache[key] = _LagrangePlan(
-                mesh.cells, mesh.cell_type, dict(getattr(mesh, "boundaries", {}) or {}), int(degree), shape, qdeg,
-                pts.shape[1],
+                mesh.cells, mesh.cell_type, dict(getattr(mesh, "boundaries", {}) or {}), int(degree), shape,
+                qdeg, pts.shape[1],
             )  # fmt: skip
         self.plan = cache[key]
         pts = mesh.points if points is None else points
@@ -179,7 +179,8 @@ class LagrangeSpace(FunctionSpace):
         self.points = jnp.asarray(pts, dtype=float if not isinstance(pts, jax.Array) else pts.dtype)
         if self.plan.dim != self.plan.pdim:
             raise ValueError(
-                f"LagrangeSpace needs cells of the mesh's dimension; got {mesh.cell_type} cells in {self.plan.dim}D."
+                f"LagrangeSpace needs cells of the mesh's dimension; got {mesh.cell_type} cells in "
+                f"{self.plan.dim}D."
             )
         check_jacobian(
             self.jacobian_determinant(),

@@ -1,4 +1,5 @@
-"""Standard weak forms: diffusion, mass, reaction, advection-diffusion, sources, Neumann/Robin, linear elasticity.
+"""Standard weak forms: diffusion, mass, reaction, advection-diffusion, sources, Neumann/Robin, linear
+elasticity.
 
 Forms that take coefficients read them from named inputs of :func:`igax.fem.assemble` (numbers, callables of
 ``x``, arrays at quadrature points or Fields), so coefficients stay differentiable::
@@ -97,11 +98,12 @@ def body_force(v, w):
     return jnp.dot(w.f.value, v.value)
 
 
-# --- linear elasticity --------------------------------------------------------------------------------------------
+# --- linear elasticity --------------------------------------------------------------------------------------
 
 
 def lame(E, nu, kind: str = "plane_strain"):
-    """Lame parameters ``(lambda, mu)``; for plane stress the effective 2D ``lambda* = 2 lambda mu / (lambda + 2 mu)``.
+    """Lame parameters ``(lambda, mu)``; for plane stress the effective 2D ``lambda* = 2 lambda mu / (lambda
+    + 2 mu)``.
 
     Arguments:
         E: Young's modulus; nu: Poisson's ratio (numbers or arrays).
@@ -133,14 +135,12 @@ def stress(grad_u, E, nu, kind: str = "plane_strain"):
 
 
 def von_mises(sigma, nu=None, kind: str = "3d"):
-    """Von Mises stress of (..., dim, dim) stresses; for plane strain the out-of-plane ``nu (s_xx + s_yy)``."""
+    """Von Mises stress of (..., dim, dim) stresses (plane strain: out-of-plane ``nu (s_xx + s_yy)``)."""
     d = sigma.shape[-1]
     if d == 2:
         sxx, syy, sxy = sigma[..., 0, 0], sigma[..., 1, 1], sigma[..., 0, 1]
         szz = nu * (sxx + syy) if (kind == "plane_strain" and nu is not None) else 0.0 * sxx
-        return jnp.sqrt(
-            0.5 * ((sxx - syy) ** 2 + (syy - szz) ** 2 + (szz - sxx) ** 2) + 3.0 * sxy**2
-        )
+        return jnp.sqrt(0.5 * ((sxx - syy) ** 2 + (syy - szz) ** 2 + (szz - sxx) ** 2) + 3.0 * sxy**2)
     dev = sigma - jnp.trace(sigma, axis1=-2, axis2=-1)[..., None, None] / 3.0 * jnp.eye(3)
     return jnp.sqrt(1.5 * jnp.sum(dev * dev, axis=(-2, -1)))
 
@@ -172,4 +172,3 @@ def linear_elasticity(E: float | None = None, nu: float | None = None, kind: str
 
     kernel.__name__ = f"linear_elasticity_{kind}"
     return bilinear_form(kernel, symmetric=True)
-

@@ -3,8 +3,8 @@
 Location is integer work done on the host (NumPy/SciPy k-d tree for the first guess, Newton iterations of the
 geometry map). The last Newton step is repeated in JAX from the converged point, with the point itself held
 constant (``stop_gradient``): at a converged point this step gives exactly the implicit derivative of the
-reference coordinates with respect to the geometry, so evaluations stay differentiable in the coefficients and the
-geometry without differentiating through the iterations.
+reference coordinates with respect to the geometry, so evaluations stay differentiable in the coefficients
+and the geometry without differentiating through the iterations.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ _TOL = 1e-9
 
 
 def locate(space: FunctionSpace, points) -> tuple[jax.Array, Tables]:
-    """Dofs (npts, nloc) and basis tables (npts, 1, nloc[, dim]) of ``space`` at physical points (npts, dim)."""
+    """Dofs (npts, nloc) and basis tables (npts, 1, nloc[, dim]) at physical points (npts, dim)."""
     if space.plan.kind == "spline":
         return _locate_spline(space, points)
     return _locate_lagrange(space, points)
@@ -31,12 +31,12 @@ def locate(space: FunctionSpace, points) -> tuple[jax.Array, Tables]:
 def _outside_error(npts, bad, pts):
     i = int(np.nonzero(bad)[0][0])
     return ValueError(
-        f"{int(bad.sum())} of {npts} points lie outside the domain (first: {pts[i].tolist()}); evaluate fields "
-        "only at points of the domain."
+        f"{int(bad.sum())} of {npts} points lie outside the domain (first: {pts[i].tolist()}); evaluate "
+        "fields only at points of the domain."
     )
 
 
-# --- splines ------------------------------------------------------------------------------------------------------
+# --- splines ------------------------------------------------------------------------------------------------
 
 
 def _locate_spline(V, points):
@@ -77,7 +77,7 @@ def _map_jit(V, u):
     return t.x[:, 0], J[:, 0]
 
 
-# --- Lagrange meshes ----------------------------------------------------------------------------------------------
+# --- Lagrange meshes ----------------------------------------------------------------------------------------
 
 
 def _inside(xi, simplex):

@@ -71,7 +71,8 @@ def h1_error(u: Field, exact_grad: Callable) -> jax.Array:
 
     Arguments:
         u: the discrete solution.
-        exact_grad: callable of ``x`` (shape ``(dim, ...)``) returning the exact gradient, shape ``(dim, ...)``
+        exact_grad: callable of ``x`` (shape ``(dim, ...)``) returning the exact gradient, shape ``(dim,
+            ...)``
             for scalar fields or ``(ncomp, dim, ...)`` for vector fields.
     """
     _check(u)

@@ -24,7 +24,8 @@ def solve(
 ) -> Field:
     """Solve ``A u = b`` with Dirichlet conditions and return the solution as a Field.
 
-    Differentiable (adjoint) in ``A.values``, ``b`` and the prescribed boundary values; ``jit``- and ``vmap``-able.
+    Differentiable (adjoint) in ``A.values``, ``b`` and the prescribed boundary values; ``jit``- and
+    ``vmap``-able.
 
     Arguments:
         A: the assembled matrix (same space as ``b``).

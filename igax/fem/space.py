@@ -1,14 +1,16 @@
-"""Function spaces: the shared machinery of :class:`~igax.fem.SplineSpace` and :class:`~igax.fem.LagrangeSpace`.
+"""Function spaces: the shared machinery of :class:`~igax.fem.SplineSpace` and
+:class:`~igax.fem.LagrangeSpace`.
 
 A space is an ``equinox.Module`` whose JAX leaves are its geometry (control points and weights, or mesh node
-coordinates) and whose static part is a :class:`SpacePlan`: everything integer, computed once in NumPy when the
-space is built (element dof map, CSR sparsity pattern and the scatter map from element-matrix entries to CSR
-slots, boundary dof sets by name, quadrature rules). Basis values and physical gradients at quadrature points are
-computed in JAX from the geometry (:meth:`FunctionSpace._tables`), so assembled quantities are differentiable in
-the geometry (shape derivatives).
+coordinates) and whose static part is a :class:`SpacePlan`: everything integer, computed once in NumPy when
+the space is built (element dof map, CSR sparsity pattern and the scatter map from element-matrix entries to
+CSR slots, boundary dof sets by name, quadrature rules). Basis values and physical gradients at quadrature
+points are computed in JAX from the geometry (:meth:`FunctionSpace._tables`), so assembled quantities are
+differentiable in the geometry (shape derivatives).
 
 Vector-valued spaces (``shape=(2,)`` or ``(3,)``) number their dofs component-major:
-``dof = component * nscalar + i`` where ``i`` is the scalar dof; locally, element dof ``a = component * nloc + i``.
+``dof = component * nscalar + i`` where ``i`` is the scalar dof; locally, element dof ``a = component * nloc
++ i``.
 """
 
 from __future__ import annotations
@@ -93,7 +95,8 @@ class SpacePlan:
         self.nel, self.nloc_scalar = self.cell_dofs.shape
         self.nloc = self.ncomp * self.nloc_scalar
         self.boundary_dofs = {k: np.unique(np.asarray(v, dtype=np.int64)) for k, v in boundary_dofs.items()}
-        # Component-major element dofs: local a = c * nloc_scalar + i  <->  global c * nscalar + cell_dofs[e, i].
+        # Component-major element dofs: local a = c * nloc_scalar + i  <->  global c * nscalar + cell_dofs[e,
+        # i].
         offs = (np.arange(self.ncomp, dtype=np.int64) * self.nscalar)[None, :, None]
         self.element_dofs = (offs + self.cell_dofs[:, None, :]).reshape(self.nel, self.nloc).astype(np.int32)
         rows = np.broadcast_to(self.element_dofs[:, :, None], (self.nel, self.nloc, self.nloc))
@@ -216,7 +219,7 @@ class FunctionSpace(eqx.Module):
 
     # -- interpolation of coefficients ---------------------------------------------------------------------
     def _eval_coeffs(self, coeffs, tables: Tables, rule: Rule):
-        """Value (ne, nq, *vs) and gradient (ne, nq, *vs, dim) of a coefficient vector at the rule's points."""
+        """Value (ne, nq, *vs) and gradient (ne, nq, *vs, dim) of coefficients at the rule's points."""
         p = self.plan
         c = coeffs.reshape(p.ncomp, p.nscalar)[:, p.cell_dofs[rule.elements]]  # (ncomp, ne, nloc)
         val = jnp.einsum("cea,eqa->eqc", c, tables.phi)
@@ -235,7 +238,7 @@ class FunctionSpace(eqx.Module):
             )
 
 
-# --- geometry helpers shared by the spaces -----------------------------------------------------------------------
+# --- geometry helpers shared by the spaces ------------------------------------------------------------------
 
 
 def det_inv(J, xp=jnp):
@@ -269,7 +272,9 @@ def finish_tables(phi, dphi_ref, x, J, w, n_ref=None) -> Tables:
     """
     det, Jinv = det_inv(J)  # (ne, nq), (ne, nq, pdim, dim)
     # Unrolled over the reference axis (see assemble.py: faster than a batched einsum on CPU).
-    dphi = sum(dphi_ref[..., k, None] * Jinv[:, :, None, k, :] for k in range(Jinv.shape[-2]))  # (ne, nq, nloc, dim)
+    dphi = sum(
+        dphi_ref[..., k, None] * Jinv[:, :, None, k, :] for k in range(Jinv.shape[-2])
+    )  # (ne, nq, nloc, dim)
     # |det J|: a patch may be parametrised with negative orientation (e.g. angle first, radius second); the
     # guard at space construction demands one sign everywhere, so |det J| is the volume element.
     adet = jnp.abs(det)
@@ -299,8 +304,9 @@ def check_jacobian(det, what: str, hint: str, *, orientation_free: bool = False)
     bad = ~(sign * det > 1e-12 * scale)
     if bad.any():
         e, q = np.argwhere(bad)[0]
+        problem = "zero or of the wrong sign" if orientation_free else "not positive"
         raise ValueError(
-            f"{what}: the geometry Jacobian is {'zero or of the wrong sign' if orientation_free else 'not positive'} "
+            f"{what}: the geometry Jacobian is {problem} "
             f"at {int(bad.sum())} quadrature point(s) (first: element {int(e)}, point {int(q)}, det J = "
             f"{float(det[e, q]):.3e}); elements are degenerate or inverted. {hint}"
         )

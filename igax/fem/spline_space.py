@@ -30,7 +30,7 @@ class _SplinePlan(SpacePlan):
         # First basis function of each element along each direction: span index - degree.
         self.first = [
             np.searchsorted(k, b[:-1], side="right") - 1 - p
-            for k, b, p in zip(self.knots, self.breaks, self.degrees)
+            for k, b, p in zip(self.knots, self.breaks, self.degrees, strict=True)
         ]
         self.nq = tuple(quad_points) if quad_points is not None else tuple(p + 1 for p in self.degrees)
         # Element dofs: C-order product over directions of first[e_d] + a_d, raveled with the patch shape.
@@ -57,7 +57,7 @@ class _SplinePlan(SpacePlan):
         )
 
     def univariate(self, d: int, elems: np.ndarray, t: np.ndarray, w: np.ndarray):
-        """Basis values, derivatives (ne', nq', p+1) and scaled weights (ne', nq') at local points t in [0, 1]."""
+        """Basis values, derivatives (ne', nq', p+1) and scaled weights (ne', nq') at local t in [0, 1]."""
         a, b = self.breaks[d][elems], self.breaks[d][elems + 1]
         h = b - a
         u = a[:, None] + t[None, :] * h[:, None]  # (ne', nq')
@@ -73,10 +73,12 @@ class _SplinePlan(SpacePlan):
 
 
 def _nurbs(B, dB, wl, P, xp):
-    """Rational basis R (ne, nq, nloc), its reference gradients, the points x and the Jacobian J (ne, nq, dim, pdim).
+    """Rational basis R (ne, nq, nloc), its reference gradients, the points x and the Jacobian J (ne, nq,
+    dim, pdim).
 
     The sums over local functions are unrolled in Python: XLA on CPU lowers the equivalent einsums to batched
-    tiny matrix products, several times slower than these fused multiply-adds (and NumPy's einsum is slow too).
+    tiny matrix products, several times slower than these fused multiply-adds (and NumPy's einsum is slow
+    too).
     """
     Bw = B * wl[:, None, :]
     dBw = dB * wl[:, None, :, None]
@@ -104,9 +106,9 @@ def _plan(key, make):
 class SplineSpace(FunctionSpace):
     """The NURBS space of a patch, used isoparametrically (geometry and solution share the basis).
 
-    JAX leaves are the patch's ``control_points`` (``(n_1, ..., n_d, dim)``) and ``weights`` (``(n_1, ..., n_d)``),
-    so everything assembled on the space is differentiable with respect to the geometry. Scalar dof ``i`` is the
-    C-order ravel of the control-point multi-index; vector spaces number dofs component-major,
+    JAX leaves are the patch's ``control_points`` (``(n_1, ..., n_d, dim)``) and ``weights`` (``(n_1, ...,
+    n_d)``), so everything assembled on the space is differentiable with respect to the geometry. Scalar dof
+    ``i`` is the C-order ravel of the control-point multi-index; vector spaces number dofs component-major,
     ``dof = c * nscalar + i``. Boundaries are the patch's named sides.
 
     Arguments:
@@ -188,7 +190,8 @@ class SplineSpace(FunctionSpace):
                 dirs = list(full)
                 e = 0 if side == 0 else p.ne[axis] - 1
                 h = p.breaks[axis][e + 1] - p.breaks[axis][e]
-                # Weight 1 / h: univariate() scales weights by the element length, the facet direction has none.
+                # Weight 1 / h: univariate() scales weights by the element length, the facet direction has
+                # none.
                 dirs[axis] = (
                     np.array([e]),
                     np.array([float(side)]),
@@ -227,7 +230,8 @@ class SplineSpace(FunctionSpace):
         ne = int(np.prod([len(e) for e, _, _ in dirs]))
         nq = int(np.prod([len(t) for _, t, _ in dirs]))
         L = string.ascii_lowercase
-        # einsum "Aqa,Brb->ABqrab": tensor product of per-direction tables, elements then points then functions.
+        # einsum "Aqa,Brb->ABqrab": tensor product of per-direction tables, elements then points then
+        # functions.
         ins = [f"{L[k]}{L[d + k]}{L[2 * d + k]}" for k in range(d)]
         out = (
             "".join(L[k] for k in range(d))
@@ -268,7 +272,7 @@ class SplineSpace(FunctionSpace):
         t = finish_tables(R, dR, x, J, wq, nref)
         return (t, J) if return_jacobian else t
 
-    # -- evaluation at parameter points ------------------------------------------------------------------------
+    # -- evaluation at parameter points ----------------------------------------------------------------------
     def _param_tables(self, u, return_jacobian=False):
         """Dofs (npts, nloc) and tables (NURBS values (npts, 1, nloc), gradients, points) at parameters u."""
         p = self.plan
