@@ -29,3 +29,21 @@ def test_brachistochrone(tmp_path):
     assert out["descent_time"] < out["straight_ramp_time"]
     assert np.isfinite(out["time_per_iteration_s"])
     assert (tmp_path / "brachistochrone.png").stat().st_size > 1000
+
+
+def test_conductivity_identification(tmp_path):
+    mod = load("conductivity_identification")
+    out = mod.main(out=str(tmp_path), **mod.DEMO["sizes"]["tiny"])
+    assert out["noise"] == 0.01
+    # Threshold from the noise level: Tikhonov regularisation with alpha matched to the noise recovers the
+    # parameter to O(sqrt(delta)) (the classical rate under a source condition), sqrt(0.01) = 0.1; the
+    # discretisation floor (the L2 projection of the truth) lies far below it.
+    assert out["kappa_rel_l2_error"] < np.sqrt(out["noise"])
+    assert out["kappa_rel_l2_error_projection"] < 0.02
+    # the misfit falls by two orders of magnitude, to about its expected value at the truth (1/2 per datum)
+    assert out["misfit_reduction"] > 100
+    assert 0.2 < out["misfit_final"] < 0.7
+    assert out["taylor_rate1"] == pytest.approx(2.0, abs=0.1)
+    assert out["time_per_iteration_s"] > 0
+    for name in ("conductivity_fields.png", "conductivity_history.png", "conductivity.vtu"):
+        assert (tmp_path / name).stat().st_size > 1000

@@ -37,6 +37,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
+from igax.inverse._jitcache import flat_objective, value_and_grad_flat
+
 __all__ = ["minimize", "OptimizeResult", "History", "Iterate", "projected_gradient_norm"]
 
 logger = logging.getLogger(__name__)
@@ -352,20 +354,9 @@ def minimize(
             raise ValueError("method='lbfgs' does not take bounds; use method='lbfgsb' or 'scipy:L-BFGS-B'.")
         x0_flat = jnp.clip(x0_flat, flat_bounds[0], flat_bounds[1]).astype(x0_flat.dtype)
 
-    def flat_fun(z):
-        out = objective(unravel(z))
-        if has_aux:
-            if not (isinstance(out, tuple) and len(out) == 2):
-                raise TypeError("with has_aux=True the objective must return a pair (value, aux_dict).")
-            val, aux = out
-        else:
-            val, aux = out, None
-        if jnp.ndim(val) != 0:
-            raise TypeError(
-                f"objective must return a scalar, got shape {jnp.shape(val)}; sum or average the entries "
-                "(e.g. jnp.sum(residual ** 2))."
-            )
-        return (val, aux) if has_aux else val
+    flat_fun, _ = flat_objective(objective, x0, has_aux)
+    # The scipy and optax routes share one compiled value_and_grad per objective with taylor_test & co.
+    cached_vg = value_and_grad_flat(objective, x0, has_aux, jit)
 
     label = spec if backend == "optax" and isinstance(spec, str) else backend
     if backend == "scipy":
@@ -379,7 +370,9 @@ def minimize(
         elif backend == "optax":
             x, nfev, extra_msg = _run_optax(spec, flat_fun, x0_flat, flat_bounds, rec, has_aux, jit, options)
         else:
-            x, nfev, extra_msg = _run_scipy(spec, flat_fun, x0_flat, flat_bounds, rec, has_aux, jit, options)
+            x, nfev, extra_msg = _run_scipy(
+                spec, flat_fun, x0_flat, flat_bounds, rec, has_aux, jit, options, vg=cached_vg
+            )
     finally:
         rec.close()
     hist = rec.history()
@@ -503,11 +496,12 @@ def _run_optax(spec, flat_fun, x0, flat_bounds, rec, has_aux, jit, options):
     return x, None, None
 
 
-def _run_scipy(name, flat_fun, x0, flat_bounds, rec, has_aux, jit, options):
+def _run_scipy(name, flat_fun, x0, flat_bounds, rec, has_aux, jit, options, vg=None):
     import scipy.optimize as so
 
-    vg = jax.value_and_grad(flat_fun, has_aux=has_aux)
-    vg = jax.jit(vg) if jit else vg
+    if vg is None:
+        vg = jax.value_and_grad(flat_fun, has_aux=has_aux)
+        vg = jax.jit(vg) if jit else vg
     gnorm = _gnorm_fn(flat_bounds)
     dtype = x0.dtype
     cache: dict[bytes, tuple] = {}
