@@ -67,7 +67,7 @@ class SolveResult(eqx.Module):
         value: the solution ``x``.
         status: 0 success, 1 singular / failed factorisation, 2 not converged, 3 NaN or inf input,
             4 breakdown.
-        iterations: iterations used (0 for direct methods).
+        iterations: Krylov iterations used (0 for the host backends: direct methods and amg-cg).
         residual: relative residual ``|b - A x| / |b|`` (``|b - A x|`` when ``b = 0``).
     """
 
