@@ -139,8 +139,9 @@ def test_batched_and_make_dataset_match_single_solves(square):
     xi = kl.sample(jax.random.key(2), 5)
     U, seconds = make_dataset(solve, xi, batch_size=2)  # chunks of 2, the last one padded
     assert U.shape == (5, V.ndofs) and seconds >= 0.0
+    one = jax.jit(solve)
     for k in (0, 4):
-        np.testing.assert_allclose(U[k], solve(xi[k]), rtol=1e-12, atol=1e-13)
+        np.testing.assert_allclose(U[k], one(xi[k]), rtol=1e-12, atol=1e-13)
     np.testing.assert_allclose(batched(lambda z: jnp.sum(z**2), batch_size=3)(xi), jnp.sum(xi**2, 1))
 
 
@@ -244,10 +245,10 @@ def test_parametric_diffusion_example_tiny(tmp_path):
         # The loss on a fixed evaluation batch falls during training.
         assert res[f"{name}_eval_loss_final"] < res[f"{name}_eval_loss_initial"], name
         assert res[f"{name}_steps"] >= 1 and np.isfinite(res[f"{name}_rel_l2"])
-    # The energy model beats its starting point, the linear lift, by far; the closure improves the coarse
-    # solve.
+    # Models (a) and (b) start from u = 1 - x (nu_c = 1, resp. the linear lift) and beat it by far.
     assert res["energy_rel_l2"] < 0.5 * res["baseline_linear_rel_l2"]
-    assert res["sil_rel_l2"] < res["coarse_solve_rel_l2"]
+    assert res["sil_rel_l2"] < 0.5 * res["baseline_linear_rel_l2"]
+    assert res["coarse_solve_rel_l2"] < 0.1 * res["baseline_linear_rel_l2"]
     assert res["direct_solve_s_per_sample"] > 0
     assert (tmp_path / "training_sample.png").stat().st_size > 10_000
     assert (tmp_path / "training_loss.png").stat().st_size > 5_000

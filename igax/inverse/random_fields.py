@@ -6,12 +6,13 @@ The field is Gaussian, ``a(x) = mean + sum_k sqrt(lambda_k) xi_k phi_k(x)`` with
     phi_k(x) = prod_d c_{k_d} cos(k_d pi (x_d - lo_d) / L_d),   c_0 = 1 / sqrt(L_d),  c_{k>0} = sqrt(2 / L_d),
 
 orthonormal in L2 of the box, and the eigenvalues follow a squared-exponential spectral density,
-``lambda_k ~ exp(-(pi ell)^2 |k / L|^2 / 2)``. This is exactly the KL expansion of the stationary covariance
-with that spectrum under reflecting (Neumann) boundary conditions, the usual stand-in for a
-squared-exponential field of correlation length ``ell`` on a box; its eigenpairs are known in closed form, so
-the field and its gradient are cheap, smooth JAX functions of ``x`` (PINNs differentiate them in ``x``) and
-of ``xi``. The eigenvalues are scaled so that the untruncated field has average pointwise variance
-``sigma**2``; the retained fraction of that variance is :attr:`KLExpansion.energy`.
+``lambda_k ~ exp(-(pi ell)^2 |k / L|^2 / 2)``. This is exactly the KL expansion of the covariance
+``C(x, y) = sum_k lambda_k phi_k(x) phi_k(y)``: a squared-exponential-like kernel of correlation length
+``ell`` made even and periodic across the sides of the box (reflecting boundaries), a common stand-in for a
+stationary field on a box whose eigenpairs are known in closed form. So the field and its gradient are
+cheap, smooth JAX functions of ``x`` (PINNs differentiate them in ``x``) and of ``xi``. The eigenvalues are
+scaled so that the untruncated field has average pointwise variance ``sigma**2``; the retained fraction of
+that variance is :attr:`KLExpansion.energy`.
 """
 
 from __future__ import annotations
@@ -122,7 +123,7 @@ def kl_expansion(
     Arguments:
         n_terms: number of retained terms (random coefficients).
         correlation_length: ``ell`` of the squared-exponential spectrum (smaller: rougher fields, slower
-        decay).
+            decay).
         sigma: pointwise standard deviation (on average over the box) of the untruncated field.
         mean: mean of the field.
         lower, upper: corners of the box (its dimension is their length).

@@ -384,8 +384,7 @@ def fit(
 
     Arguments:
         loss_fn: ``loss_fn(model, batch) -> scalar``; typically the mean over ``jax.vmap`` of a per-sample
-        loss
-            that assembles (and maybe solves) with igax.
+            loss that assembles (and maybe solves) with igax.
         model: an equinox module (or any pytree); its inexact arrays are trained, the rest is held fixed.
         optimizer: an optax transformation, e.g. ``optax.adam(1e-3)``.
         data: a pytree of arrays with a leading sample axis (minibatches of ``batch_size`` drawn without
@@ -395,17 +394,16 @@ def fit(
             sees exactly the batches an uninterrupted run would.
         batch_size: minibatch size for array data (default: full batch).
         steps: total number of steps (including resumed ones); None for no limit (then give ``budget_s``).
-        budget_s: wall-clock budget of this call's optimiser steps in seconds (compilation is not counted; it
-        is
-            reported in ``compile_seconds``).
+        budget_s: wall-clock budget of this call's optimiser steps in seconds (compilation is not counted;
+            it is reported in ``compile_seconds``).
         checkpoint: file path; the state is saved every ``checkpoint_every`` steps and at the end, and, when
             ``resume`` is true and the file exists, training continues from it.
         progress: show a tqdm bar with the current loss.
         log_every: record the loss every this many steps (reading it back costs a device sync).
         eval_batch: a fixed batch (e.g. held-out samples) on which the loss is also evaluated, before the
-        first
-            step, every ``eval_every`` steps and after the last one, into ``history["eval_step"]`` and
-            ``history["eval_loss"]``: unlike the minibatch losses it is comparable from step to step.
+            first step, every ``eval_every`` steps and after the last one, into ``history["eval_step"]``,
+            ``history["eval_loss"]`` and ``history["eval_time"]``: unlike the minibatch losses it is
+            comparable from step to step.
         eval_every: steps between evaluations on ``eval_batch`` (default: only at the start and the end).
 
     Returns:
@@ -452,14 +450,15 @@ def fit(
         evaluate = (
             jax.jit(lambda p, b: loss_fn(eqx.combine(p, static), b)).lower(params, eval_batch).compile()
         )
-        history.setdefault("eval_step", [])
-        history.setdefault("eval_loss", [])
+        for k in ("eval_step", "eval_loss", "eval_time"):
+            history.setdefault(k, [])
     compile_seconds = time.perf_counter() - t0
 
     def record_eval():
         if evaluate is not None and (not history["eval_step"] or history["eval_step"][-1] != step):
             history["eval_step"].append(step)
             history["eval_loss"].append(float(evaluate(params, eval_batch)))
+            history["eval_time"].append(t_offset + train_seconds)
 
     bar = None
     if progress:
