@@ -97,22 +97,59 @@ def _inputs_at(fields: dict, space: FunctionSpace, rule: Rule, tables: Tables) -
 # the obvious jnp.einsum: XLA on CPU lowers these einsums to batched tiny matrix products, which are 5-10x
 # slower than the fused elementwise multiply-adds that the unrolled form compiles to (element axis kept
 # first).
-def _contract_bilinear(S, M):
-    """K[e, c, i, d, j] = sum_q,k,l S[e, q, i, k] M[e, q, c, k, d, l] S[e, q, j, l]."""
-    nq, d1 = S.shape[1], S.shape[3]
+def _contract_bilinear(Su, M, Sv):
+    """K[e, c, i, d, j] = sum_q,k,l Su[e, q, i, k] M[e, q, c, k, d, l] Sv[e, q, j, l]."""
+    nq, ku, kv = Su.shape[1], Su.shape[3], Sv.shape[3]
     K = 0.0
     for q in range(nq):
-        Sq, Mq = S[:, q], M[:, q]  # (ne, nloc, d1), (ne, C, d1, C, d1)
-        for l in range(d1):
-            T = sum(Sq[:, None, :, None, k] * Mq[:, :, None, k, :, l] for k in range(d1))  # (ne, C, nloc, C)
-            K = K + T[:, :, :, :, None] * Sq[:, None, None, None, :, l]
+        Uq, Vq, Mq = Su[:, q], Sv[:, q], M[:, q]  # (ne, nloc, ku), (ne, nloc, kv), (ne, C, ku, C, kv)
+        for l in range(kv):
+            T = sum(Uq[:, None, :, None, k] * Mq[:, :, None, k, :, l] for k in range(ku))  # (ne, C, nloc, C)
+            K = K + T[:, :, :, :, None] * Vq[:, None, None, None, :, l]
     return K
 
 
-def _contract_linear(S, L):
-    """b[e, c, i] = sum_q,k S[e, q, i, k] L[e, q, c, k]."""
-    nq, d1 = S.shape[1], S.shape[3]
-    return sum(S[:, q, None, :, k] * L[:, q, :, None, k] for q in range(nq) for k in range(d1))
+def _contract_linear(Sv, L):
+    """b[e, c, i] = sum_q,k Sv[e, q, i, k] L[e, q, c, k]."""
+    nq, kv = Sv.shape[1], Sv.shape[3]
+    return sum(Sv[:, q, None, :, k] * L[:, q, :, None, k] for q in range(nq) for k in range(kv))
+
+
+def _dependencies(fn, args) -> set[int]:
+    """Indices of the positional arguments the output of ``fn`` depends on (a walk over its jaxpr).
+
+    Used to drop the jet entries a kernel never reads (the values in a Laplacian, the gradients in a mass
+    matrix): conservative (an equation's outputs depend on all its inputs), so nothing used is ever dropped.
+    """
+    closed = jax.make_jaxpr(fn)(*args)
+    jaxpr = closed.jaxpr
+    dep: dict = {}
+    for i, v in enumerate(jaxpr.invars):
+        dep[v] = {i}
+
+    def deps_of(v):
+        return dep.get(v, set()) if not hasattr(v, "val") else set()
+
+    for eqn in jaxpr.eqns:
+        d = set()
+        for v in eqn.invars:
+            d |= deps_of(v)
+        for o in eqn.outvars:
+            dep[o] = d
+    out = set()
+    for v in jaxpr.outvars:
+        out |= deps_of(v)
+    return out
+
+
+def _jet_select(space: FunctionSpace, dtype, use_value: bool, use_grad: bool):
+    """Unit jets restricted to the used entries: values (m, *vs), grads (m, *vs, dim), kept jet indices."""
+    d1 = space.plan.dim + 1
+    keep = ([0] if use_value else []) + (list(range(1, d1)) if use_grad else [])
+    val, grad = _unit_jets(space, dtype)
+    C = space.plan.ncomp
+    rows = np.array([c * d1 + k for c in range(C) for k in keep], dtype=np.int64)
+    return val[rows], grad[rows], keep
 
 
 def _unit_jets(space: FunctionSpace, dtype):
@@ -204,21 +241,37 @@ def _assemble(form: Form, space: FunctionSpace, boundary, fields: dict):
         return jnp.sum(vals * tables.dx)
 
     uval, ugrad = _unit_jets(space, dtype)
-    C, d1 = p.ncomp, p.dim + 1
+    C = p.ncomp
     edofs = p.element_dofs[rule.elements]  # (ne, nloc)
+    # Abstract per-point arguments, to find which jet entries the kernel reads.
+    pt = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), (x, n, flat))
+    jv = jax.ShapeDtypeStruct(uval.shape[1:], dtype), jax.ShapeDtypeStruct(ugrad.shape[1:], dtype)
 
     if form.kind == "linear":
+        used = _dependencies(lambda a, b, xp, np_, fl: form.kernel(Jet(a, b), w_at(xp, np_, fl)), (*jv, *pt))
+        tval, tgrad, keep = _jet_select(space, dtype, 0 in used, 1 in used)
+        if not keep:
+            return jnp.zeros(p.ndofs, dtype)
 
         def point(xp, np_, fl):
             w = w_at(xp, np_, fl)
-            return jax.vmap(lambda a, b: kernel_output(form.kernel(Jet(a, b), w), form))(uval, ugrad)
+            return jax.vmap(lambda a, b: kernel_output(form.kernel(Jet(a, b), w), form))(tval, tgrad)
 
-        L = jax.vmap(point, in_axes)(x, n, flat).reshape(ne, nq, C, d1) * tables.dx[..., None, None]
-        be = _contract_linear(S, L).reshape(ne, p.nloc)  # (ne, nloc)
+        L = jax.vmap(point, in_axes)(x, n, flat).reshape(ne, nq, C, len(keep)) * tables.dx[..., None, None]
+        be = _contract_linear(S[..., keep], L).reshape(ne, p.nloc)  # (ne, nloc)
         return jax.ops.segment_sum(be.ravel(), edofs.ravel(), num_segments=p.ndofs)
 
     if form.kind != "bilinear":
         raise ValueError(f"unknown form kind {form.kind!r}.")
+
+    def kern(ua, ug, va, vg, xp, np_, fl):
+        return form.kernel(Jet(ua, ug), Jet(va, vg), w_at(xp, np_, fl))
+
+    used = _dependencies(kern, (*jv, *jv, *pt))
+    uv, ug_, ku = _jet_select(space, dtype, 0 in used, 1 in used)
+    vv, vg_, kv = _jet_select(space, dtype, 2 in used, 3 in used)
+    if not ku or not kv:  # the kernel ignores the trial or the test function: a zero matrix
+        return SparseMatrix(jnp.zeros(p.pattern.nnz, dtype), p.pattern, symmetric=form.symmetric)
 
     def point(xp, np_, fl):
         w = w_at(xp, np_, fl)
@@ -227,13 +280,13 @@ def _assemble(form: Form, space: FunctionSpace, boundary, fields: dict):
             return kernel_output(form.kernel(Jet(ua, ug), Jet(va, vg), w), form)
 
         inner = jax.vmap(k, (None, None, 0, 0))  # over test jets
-        return jax.vmap(inner, (0, 0, None, None))(uval, ugrad, uval, ugrad)  # (m, m)
+        return jax.vmap(inner, (0, 0, None, None))(uv, ug_, vv, vg_)  # (mu, mv)
 
     M = (
-        jax.vmap(point, in_axes)(x, n, flat).reshape(ne, nq, C, d1, C, d1)
+        jax.vmap(point, in_axes)(x, n, flat).reshape(ne, nq, C, len(ku), C, len(kv))
         * tables.dx[..., None, None, None, None]
     )
-    K = _contract_bilinear(S, M).reshape(ne, p.nloc, p.nloc)
+    K = _contract_bilinear(S[..., ku], M, S[..., kv]).reshape(ne, p.nloc, p.nloc)
     slots = p.slot[rule.elements]  # (ne, nloc, nloc)
     values = jax.ops.segment_sum(K.ravel(), slots.ravel(), num_segments=p.pattern.nnz)
     return SparseMatrix(values, p.pattern, symmetric=form.symmetric)
