@@ -2,9 +2,9 @@
 
 Case: a noisy piecewise-linear sequence of length n, k = 8 pieces of degree 2. Forward = breakpoint search +
 per-piece least squares (exact search up to n = 2048, else 1024 candidates with local refinement); backward =
-the VJP (block hat matrix applied with segment sums, custom rule). The backward is compared with plain autodiff
-of the same projection with the breakpoints held fixed (``segment_projection`` body differentiated by JAX), in
-the same run. Times are jit steady-state medians; ratio = baseline time / igax time.
+the VJP (block hat matrix applied with segment sums, custom rule). The backward is compared with plain
+autodiff of the same projection with the breakpoints held fixed (``segment_projection`` body differentiated by
+JAX), in the same run. Times are jit steady-state medians; ratio = baseline time / igax time.
 
 The fitted slope of log(backward time) against log(n) should be about 1 (linear time).
 
@@ -75,11 +75,11 @@ def main(argv=None):
         tf = _median_time(fwd, y, repeat=repeat)
         yhat, breaks = approx.free_knot_fit(y, k, d, return_breaks=True)
         # backward only: the VJP of the projection at fixed breakpoints (what the layer's backward runs)
-        _, vjp = jax.vjp(lambda y: approx.segment_projection(y, breaks, d), y)
-        bwd = jax.jit(lambda g: vjp(g)[0])
+        _, vjp = jax.vjp(lambda y, b=breaks: approx.segment_projection(y, b, d), y)
+        bwd = jax.jit(lambda g, vjp=vjp: vjp(g)[0])
         tb = _median_time(bwd, w, repeat=repeat)
-        _, vjp_ad = jax.vjp(lambda y: _autodiff_projection(y, breaks, d), y)
-        bwd_ad = jax.jit(lambda g: vjp_ad(g)[0])
+        _, vjp_ad = jax.vjp(lambda y, b=breaks: _autodiff_projection(y, b, d), y)
+        bwd_ad = jax.jit(lambda g, vjp=vjp_ad: vjp(g)[0])
         ta = _median_time(bwd_ad, w, repeat=repeat)
         err = float(jnp.max(jnp.abs(bwd(w) - bwd_ad(w))))
         assert err < 1e-8, f"custom VJP and autodiff disagree by {err:.1e}"

@@ -1,11 +1,13 @@
 """Cubic spline interpolation: forward and gradient time of igax against plain autodiff, same run.
 
-Case: n sites, 10 n sorted evaluation points, loss = sum of the interpolant; the gradient is taken with respect to
-the values y. Three implementations share the system assembly and the evaluation and differ only in the
-tridiagonal solve:
+Case: n sites, 10 n sorted evaluation points, loss = sum of the interpolant; the gradient is taken with
+respect to the values y. Three implementations share the system assembly and the evaluation and differ only
+in the tridiagonal solve:
 
-* ``igax``: :func:`igax.bases.interpolate` (banded LU kept for the adjoint, custom VJP; points located by merge);
-* ``dense-autodiff``: the same system as a dense matrix, ``jnp.linalg.solve``, differentiated by JAX (n <= 1000);
+* ``igax``: :func:`igax.bases.interpolate` (banded LU kept for the adjoint, custom VJP; sorted points located
+  by a merge);
+* ``dense-autodiff``: the same system as a dense matrix, ``jnp.linalg.solve``, differentiated by JAX
+  (n <= 1000 only);
 * ``scan-autodiff``: a textbook Thomas algorithm in ``lax.scan``, differentiated by JAX.
 
 Times are jit steady-state medians. ratio = baseline time / igax time (bigger is better).
@@ -108,7 +110,7 @@ def main(argv=None):
                 continue
             f = _make(solver, args.bc)
             fwd = jax.jit(f)
-            grad = jax.jit(jax.grad(lambda y, f=f: jnp.sum(f(x, y, xq))))
+            grad = jax.jit(jax.grad(lambda y, f=f, x=x, xq=xq: jnp.sum(f(x, y, xq))))
             times[name] = (_median_time(fwd, x, y, xq, repeat=repeat), _median_time(grad, y, repeat=repeat))
             grads[name] = np.asarray(grad(y))
         for name in grads:
@@ -116,9 +118,8 @@ def main(argv=None):
             assert err < 1e-8, f"{name} gradient disagrees with igax by {err:.1e}"
         ti_f, ti_g = times["igax"]
         print(f"\nn = {n}, m = {10 * n}")
-        print(
-            f"  {'implementation':16s} {'forward':>12s} {'gradient':>12s} {'fwd ratio':>10s} {'grad ratio':>10s}"
-        )
+        head = f"  {'implementation':16s} {'forward':>12s} {'gradient':>12s}"
+        print(head + f" {'fwd ratio':>10s} {'grad ratio':>10s}")
         for name, (tf, tg) in times.items():
             print(f"  {name:16s} {_fmt(tf):>12s} {_fmt(tg):>12s} {tf / ti_f:10.1f} {tg / ti_g:10.1f}")
         for name, (tf, tg) in times.items():

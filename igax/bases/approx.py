@@ -1,15 +1,17 @@
 """Free-knot piecewise-polynomial approximation as a differentiable layer.
 
-:func:`free_knot_fit` returns the best ``k``-segment, degree-``d`` least-squares fit of a sequence ``y`` (sampled
-at equispaced positions): the breakpoints are chosen by dynamic programming, and on each segment the values are
-replaced by their least-squares polynomial. The breakpoints are piecewise constant in ``y``, so almost everywhere
-the Jacobian of the output is block diagonal: on each segment it is the local least-squares hat matrix
-``H = Phi (Phi^T Phi)^{-1} Phi^T`` ("weak Jacobian", as in Cho et al., *Differentiable Spline Approximations*,
-NeurIPS 2021). The custom VJP applies it in ``O(n (d+1))`` with segment sums, never forming it.
+:func:`free_knot_fit` returns the best ``k``-segment, degree-``d`` least-squares fit of a sequence ``y``
+(sampled at equispaced positions): the breakpoints are chosen by dynamic programming, and on each segment the
+values are replaced by their least-squares polynomial. The breakpoints are piecewise constant in ``y``, so
+almost everywhere the Jacobian of the output is block diagonal: on each segment it is the local least-squares
+hat matrix ``H = Phi (Phi^T Phi)^{-1} Phi^T`` ("weak Jacobian", as in Cho et al., *Differentiable Spline
+Approximations*, NeurIPS 2021). The custom VJP applies it in ``O(n (d+1))`` with segment sums, never forming
+it.
 
 The breakpoint search (:func:`segment`):
 
-* exact (every position is a candidate): dynamic programming over a table of segment costs computed in O(1) each
+* exact (every position is a candidate): dynamic programming over a table of segment costs computed in O(1)
+each
   from prefix sums of moments, ``O(n^2)`` memory and ``O(k n^2)`` time; the default up to n = 2048;
 * with ``candidates=c`` breakpoints are first chosen among ``c + 1`` equispaced candidate positions
   (``O(k c^2)``), then each breakpoint is moved to its best position within one candidate spacing, neighbours

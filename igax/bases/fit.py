@@ -2,10 +2,11 @@
 
 * :func:`fit`: scattered data ``(x_j, y_j)`` with optional weights and a smoothing penalty
   ``smoothing * integral |D^q f|^2`` (q = ``penalty_order``; for several dimensions the rotation-invariant sum
-  over all q-th partial derivatives with multinomial weights, e.g. thin-plate ``f_xx^2 + 2 f_xy^2 + f_yy^2``).
+  over all q-th partial derivatives with multinomial weights, e.g. thin plate ``f_xx^2 + 2 f_xy^2 +
+  f_yy^2``).
   Differentiable in the values ``y``, the sites ``x``, the weights and the smoothing parameter.
-* :func:`fit_grid`: data on a tensor grid; the normal matrix is a Kronecker product of 1D band matrices, so the
-  fit is one banded solve per direction.
+* :func:`fit_grid`: data on a tensor grid; the normal matrix is a Kronecker product of 1D band matrices, so
+  the fit is one banded solve per direction.
 * :func:`project`: L2 projection of a function (Gauss quadrature on every knot span, then :func:`fit_grid`).
 
 The normal equations are never solved densely. In 1D they are a symmetric band matrix of half-bandwidth ``p``,
@@ -41,9 +42,9 @@ def _float_dtype(*arrays):
     return dt if jnp.issubdtype(dt, jnp.floating) else jnp.result_type(float)
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 # 1D pieces (NumPy for anything that depends on the knots only)
-# ---------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 
 
 def _gauss_on_spans(t, nq):
@@ -94,16 +95,16 @@ def _schoenberg_whitney(t, p, x, name):
         if j >= xs.shape[0] or first[j] > i:
             lo, hi = t[i], t[i + p + 1]
             raise ValueError(
-                f"{name} leave basis function {i} (support [{lo}, {hi}]) without a data site of its own: the "
-                f"least-squares problem has no unique solution (Schoenberg-Whitney condition). Use fewer knots "
-                "where data are sparse, add data, or pass smoothing > 0."
+                f"{name} leave basis function {i} (support [{lo}, {hi}]) without a data site of its own: "
+                "the least-squares problem has no unique solution (Schoenberg-Whitney condition). Use fewer "
+                "knots where data are sparse, add data, or pass smoothing > 0."
             )
         j += 1
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 # validation
-# ---------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 
 
 def _check_common(y, weights, smoothing, penalty_order, degrees, m, penalised):
@@ -130,8 +131,8 @@ def _check_common(y, weights, smoothing, penalty_order, degrees, m, penalised):
         not isinstance(penalty_order, (int, np.integer)) or penalty_order < 1 or penalty_order > min(degrees)
     ):
         raise ValueError(
-            f"penalty_order must be an integer in [1, degree] = [1, {min(degrees)}] (the penalised derivative "
-            f"must not vanish on the space), got {penalty_order!r}."
+            f"penalty_order must be an integer in [1, degree] = [1, {min(degrees)}] (the penalised "
+            f"derivative must not vanish on the space), got {penalty_order!r}."
         )
 
 
@@ -155,9 +156,9 @@ def _normalise_space(knots, degree):
     return (validate_knots(np.asarray(knots, float), p),), (p,), True
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 # fit
-# ---------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 
 
 def _fit_1d(t, p, x, y2, w, smoothing, q):
@@ -268,7 +269,7 @@ def _tensor_penalty(ts, ps, q):
 
 
 def fit(knots, degree, x, y, *, weights=None, smoothing=0.0, penalty_order: int = 2) -> jax.Array:
-    """Least-squares spline fit of scattered data, optionally smoothed; differentiable in ``x``, ``y``, weights.
+    """Least-squares spline fit of scattered data, optionally smoothed; differentiable in x, y and weights.
 
     Minimises ``sum_j w_j (f(x_j) - y_j)^2 + smoothing * integral |D^q f|^2`` over the spline space.
 
@@ -316,7 +317,8 @@ def fit(knots, degree, x, y, *, weights=None, smoothing=0.0, penalty_order: int 
                 raise ValueError(f"{nm} contains NaN or infinity; sites must be finite.")
             if xn[:, d].min() < lo or xn[:, d].max() > hi:
                 raise ValueError(
-                    f"{nm} must lie in the knot domain [{lo}, {hi}], got [{xn[:, d].min()}, {xn[:, d].max()}]."
+                    f"{nm} must lie in the knot domain [{lo}, {hi}], "
+                    f"got [{xn[:, d].min()}, {xn[:, d].max()}]."
                 )
             if not penalised:
                 w_ok = (
@@ -326,13 +328,10 @@ def fit(knots, degree, x, y, *, weights=None, smoothing=0.0, penalty_order: int 
                 )
                 if one_d:
                     _schoenberg_whitney(ts[d], ps[d], xn[w_ok, d], "the sites x")
-        if (
-            not penalised
-            and not one_d
-            and m < math.prod(num_basis(t, p) for t, p in zip(ts, ps, strict=True))
-        ):
+        nbasis = math.prod(num_basis(t, p) for t, p in zip(ts, ps, strict=True))
+        if not penalised and not one_d and m < nbasis:
             raise ValueError(
-                f"{m} data points cannot determine {math.prod(num_basis(t, p) for t, p in zip(ts, ps))} "
+                f"{m} data points cannot determine {nbasis} "
                 "coefficients; pass smoothing > 0 or use fewer knots."
             )
     y = jnp.asarray(y, dtype)
@@ -354,9 +353,9 @@ def _fit_compiled(x, y2, w, lam, *, knots, degrees, q, penalised):
     return _fit_tensor(ts, degrees, x, y2, w, lam, q)
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 # gridded data and projection
-# ---------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 
 
 def _apply_axis_solve(t, p, xg, wg, Y, axis):
