@@ -33,7 +33,11 @@ from igax import inverse
 DEMO = {
     "name": "brachistochrone",
     "description": "Fit the end point of a brachistochrone through an implicitly differentiated root solve",
-    "sizes": {"tiny": {"maxiter": 30}, "small": {"maxiter": 50}, "default": {"maxiter": 50}},
+    "sizes": {
+        "tiny": {"maxiter": 30, "method": "scipy:L-BFGS-B"},
+        "small": {"maxiter": 50},
+        "default": {"maxiter": 50},
+    },
 }
 
 GRAVITY = 9.81

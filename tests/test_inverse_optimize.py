@@ -92,7 +92,7 @@ def test_optax_transformation_and_progress_bar(capsys):
 
 
 def test_stopping_rules_and_callback():
-    res = minimize(rosen, jnp.zeros(4), method="lbfgs", maxiter=3, tol=0.0, progress=False)
+    res = minimize(rosen, jnp.zeros(4), method="scipy:BFGS", maxiter=3, tol=0.0, progress=False)
     assert res.nit == 3 and not res.success and "maxiter" in res.message
     seen = []
 

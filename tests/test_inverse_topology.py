@@ -129,6 +129,7 @@ def test_mbb_example(tmp_path):
     assert out["time_per_iteration_s"] > 0
 
 
+@pytest.mark.slow
 def test_cantilever_is_symmetric(tmp_path):
     mod = load_example()
     out = mod.main(out=str(tmp_path), problem="cantilever", nelx=16, nely=8, maxiter=25)

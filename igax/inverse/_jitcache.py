@@ -35,7 +35,7 @@ def _check_output(out, has_aux):
 def flat_objective(f, x_example, has_aux: bool = False):
     """``(flat_f, unravel)``: ``f`` as a function of the flat parameter vector, with its output checked."""
     _, unravel = ravel_pytree(x_example)
-    return (lambda z: _check_output(f(unravel(z)), has_aux)), unravel
+    return (lambda z, *args: _check_output(f(unravel(z), *args), has_aux)), unravel
 
 
 def value_and_grad_flat(f, x_example, has_aux: bool = False, jit: bool = True):

@@ -137,15 +137,16 @@ def augmented_lagrangian(
         raise ValueError("give at least one of eq= or ineq=; without constraints call minimize() directly.")
     if mu <= 0 or mu_growth < 1:
         raise ValueError(f"mu must be > 0 and mu_growth >= 1, got mu={mu}, mu_growth={mu_growth}.")
-    c0 = _as_vec(eq(x0)) if eq is not None else jnp.zeros(0)
-    h0 = _as_vec(ineq(x0)) if ineq is not None else jnp.zeros(0)
-    lam = jnp.zeros_like(c0)
-    nu = jnp.zeros_like(h0)
 
     def cons(x):
         c = _as_vec(eq(x)) if eq is not None else jnp.zeros(0)
         h = _as_vec(ineq(x)) if ineq is not None else jnp.zeros(0)
         return c, h
+
+    cons_jit = jax.jit(cons)  # constraints of PDE quantities are slow op by op
+    c0, h0 = cons_jit(x0)
+    lam = jnp.zeros_like(c0)
+    nu = jnp.zeros_like(h0)
 
     def violation(c, h):
         parts = [jnp.abs(c), jnp.maximum(h, 0.0)]
@@ -157,15 +158,17 @@ def augmented_lagrangian(
     prev_viol = violation(c0, h0)
     message = f"outer_maxiter={outer_maxiter} reached"
     success = False
+
+    # One Lagrangian for all outer iterations, with the multipliers and the penalty factor as arguments: the
+    # compiled value_and_grad is then reused instead of recompiled for every multiplier update.
+    def lagrangian(z, lam, nu, mu):
+        f = objective(z)
+        c, h = cons(z)
+        pen = jnp.dot(lam, c) + 0.5 * mu * jnp.sum(c**2)
+        pen = pen + 0.5 / mu * jnp.sum(jnp.maximum(0.0, nu + mu * h) ** 2 - nu**2)
+        return f + pen, {"objective": f}
+
     for _ in range(int(outer_maxiter)):
-
-        def lagrangian(z, lam=lam, nu=nu, mu=mu):
-            f = objective(z)
-            c, h = cons(z)
-            pen = jnp.dot(lam, c) + 0.5 * mu * jnp.sum(c**2)
-            pen = pen + 0.5 / mu * jnp.sum(jnp.maximum(0.0, nu + mu * h) ** 2 - nu**2)
-            return f + pen, {"objective": f}
-
         res = minimize(
             lagrangian,
             x,
@@ -177,13 +180,14 @@ def augmented_lagrangian(
             callback=callback,
             has_aux=True,
             options=options,
+            args=(lam, nu, jnp.asarray(mu, dtype=lam.dtype)),
         )
         inner.append(res)
         x = res.x
-        c, h = cons(x)
+        c, h = cons_jit(x)
         v = violation(c, h)
         viol_hist.append(v)
-        f_hist.append(float(objective(x)))
+        f_hist.append(float(res.history.aux["objective"][-1]))
         lam = lam + mu * c
         nu = jnp.maximum(0.0, nu + mu * h)
         if v <= ctol:
@@ -195,10 +199,10 @@ def augmented_lagrangian(
         if v > 0.25 * prev_viol:
             mu = min(mu * mu_growth, mu_max)
         prev_viol = v
-    c, h = cons(x)
+    c, h = cons_jit(x)
     return ConstrainedResult(
         x=x,
-        fun=float(objective(x)),
+        fun=f_hist[-1],
         eq=np.asarray(c),
         ineq=np.asarray(h),
         lam=np.asarray(lam),

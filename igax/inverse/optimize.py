@@ -303,6 +303,7 @@ def minimize(
     has_aux: bool = False,
     jit: bool = True,
     options: dict | None = None,
+    args: tuple = (),
 ) -> OptimizeResult:
     """Minimise a scalar JAX function of a pytree with a gradient-based method.
 
@@ -325,6 +326,8 @@ def minimize(
         has_aux: the objective returns ``(value, aux)``; the scalars of ``aux`` are recorded in
             ``history.aux``.
         jit: jit-compile the objective and the backend step (switch off for objectives that cannot be traced).
+        args: extra arguments, ``objective(x, *args)``: arrays that change between calls (multipliers,
+            data) without recompiling, since the compiled function is cached per objective.
         options: backend options, e.g. ``{"learning_rate": 1e-2}`` for optax, ``{"history_size": 20}`` for
             jaxopt, ``{"maxcor": 20}`` for scipy.
 
@@ -365,13 +368,15 @@ def minimize(
     try:
         if backend in ("lbfgs", "lbfgsb"):
             x, nfev, extra_msg = _run_jaxopt(
-                backend, flat_fun, x0_flat, flat_bounds, rec, has_aux, jit, options
+                backend, flat_fun, x0_flat, flat_bounds, rec, has_aux, jit, options, args
             )
         elif backend == "optax":
-            x, nfev, extra_msg = _run_optax(spec, flat_fun, x0_flat, flat_bounds, rec, has_aux, jit, options)
+            x, nfev, extra_msg = _run_optax(
+                spec, flat_fun, x0_flat, flat_bounds, rec, has_aux, jit, options, args
+            )
         else:
             x, nfev, extra_msg = _run_scipy(
-                spec, flat_fun, x0_flat, flat_bounds, rec, has_aux, jit, options, vg=cached_vg
+                spec, flat_fun, x0_flat, flat_bounds, rec, has_aux, jit, options, args, vg=cached_vg
             )
     finally:
         rec.close()
@@ -403,7 +408,7 @@ def _gnorm_fn(flat_bounds):
     return lambda z, g: projected_gradient_norm(z, g, lo.astype(z.dtype), hi.astype(z.dtype))
 
 
-def _run_jaxopt(kind, flat_fun, x0, flat_bounds, rec, has_aux, jit, options):
+def _run_jaxopt(kind, flat_fun, x0, flat_bounds, rec, has_aux, jit, options, args):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         import jaxopt
@@ -424,14 +429,14 @@ def _run_jaxopt(kind, flat_fun, x0, flat_bounds, rec, has_aux, jit, options):
     init, update = (
         (jax.jit(solver.init_state), jax.jit(solver.update)) if jit else (solver.init_state, solver.update)
     )
-    state = init(x0, **kw)
+    state = init(x0, *args, **kw)
     x = x0
     stop = rec.record(x, state.value, gnorm(x, state.grad), state.aux if has_aux else None)
     msg = None
     nfev = 0  # evaluations of discarded states; the live state counts its own
     restarts = 0
     while not stop:
-        x_new, new = update(x, state, **kw)
+        x_new, new = update(x, state, *args, **kw)
         if bool(new.failed_linesearch):
             # jaxopt's line search can accept a step that violates the curvature condition on a non-convex
             # objective; the next quasi-Newton direction may then point uphill and every later search fails.
@@ -446,7 +451,7 @@ def _run_jaxopt(kind, flat_fun, x0, flat_bounds, rec, has_aux, jit, options):
                     "options={'linesearch': 'hager-zhang'})"
                 )
                 break
-            state = init(x, **kw)
+            state = init(x, *args, **kw)
             continue
         restarts = 0
         x, state = x_new, new
@@ -454,7 +459,7 @@ def _run_jaxopt(kind, flat_fun, x0, flat_bounds, rec, has_aux, jit, options):
     return x, nfev + int(state.num_fun_eval), msg
 
 
-def _run_optax(spec, flat_fun, x0, flat_bounds, rec, has_aux, jit, options):
+def _run_optax(spec, flat_fun, x0, flat_bounds, rec, has_aux, jit, options, args):
     import optax
 
     if isinstance(spec, str):
@@ -472,31 +477,31 @@ def _run_optax(spec, flat_fun, x0, flat_bounds, rec, has_aux, jit, options):
     if flat_bounds is not None:
         lo, hi = (jnp.asarray(b, x0.dtype) for b in flat_bounds)
 
-    def evaluate(z):
-        out, g = vg(z)
+    def evaluate(z, args):
+        out, g = vg(z, *args)
         val, aux = out if has_aux else (out, None)
         return val, aux, g, gnorm(z, g)
 
-    def step(z, s, g):
+    def step(z, s, g, args):
         upd, s = opt.update(g, s, z)
         z = optax.apply_updates(z, upd)
         if lo is not None:
             z = jnp.clip(z, lo, hi)
-        return (z, s) + evaluate(z)
+        return (z, s) + evaluate(z, args)
 
     if jit:
         evaluate, step = jax.jit(evaluate), jax.jit(step)
     s = opt.init(x0)
-    val, aux, g, gn = evaluate(x0)
+    val, aux, g, gn = evaluate(x0, args)
     x = x0
     stop = rec.record(x, val, gn, aux)
     while not stop:
-        x, s, val, aux, g, gn = step(x, s, g)
+        x, s, val, aux, g, gn = step(x, s, g, args)
         stop = rec.record(x, val, gn, aux)
     return x, None, None
 
 
-def _run_scipy(name, flat_fun, x0, flat_bounds, rec, has_aux, jit, options, vg=None):
+def _run_scipy(name, flat_fun, x0, flat_bounds, rec, has_aux, jit, options, args, vg=None):
     import scipy.optimize as so
 
     if vg is None:
@@ -511,7 +516,7 @@ def _run_scipy(name, flat_fun, x0, flat_bounds, rec, has_aux, jit, options, vg=N
         key = np.asarray(z, dtype=np.float64).tobytes()
         if key not in cache:
             zj = jnp.asarray(z, dtype)
-            out, g = vg(zj)
+            out, g = vg(zj, *args)
             val, aux = out if has_aux else (out, None)
             nfev[0] += 1
             cache.clear()  # keep only the latest point: the one scipy accepts is normally the last evaluated
