@@ -49,8 +49,9 @@ def test_grid_regularisers_against_closed_forms():
     h = 1.0 / n
     xc = (np.arange(n) + 0.5) * h
     m = jnp.asarray(np.tile(xc**2, (n // 2, 1)))  # rows: y, columns: x
-    # first differences live between cells: one layer fewer than cells, an O(h) deficit
-    assert float(inverse.grid_tikhonov(m, h)) == pytest.approx(0.5 * 4 / 3 * 0.5 * (1 - h), rel=1e-3)
+    # first differences live between cell centres, on [h/2, 1 - h/2]: int 4 x^2 there (midpoint rule)
+    expected = 0.5 * 0.5 * 4 / 3 * ((1 - h / 2) ** 3 - (h / 2) ** 3)
+    assert float(inverse.grid_tikhonov(m, h)) == pytest.approx(expected, rel=1e-4)
     assert float(inverse.grid_tikhonov(m, h, kind="l2")) == pytest.approx(0.5 * 0.2 * 0.5, rel=3e-4)
     # TV of a plane a x + b y over the interior corners is |(a, b)| times their area; of a unit step, its
     # length
