@@ -78,9 +78,24 @@ class SpacePlan:
         cell_dofs: (nel, nloc) scalar dofs of each element.
         nscalar: number of scalar dofs.
         boundary_dofs: name -> sorted scalar dofs on that boundary.
+        scalar_pattern: optional ``(CSRPattern, slot (nel, nloc, nloc))`` of the scalar space (tensor-product
+            spaces build it as a Kronecker product of 1D patterns); by default it is sorted out of the element
+            dof pairs.
     """
 
-    def __init__(self, *, kind, partition_key, dim, pdim, value_shape, cell_dofs, nscalar, boundary_dofs):
+    def __init__(
+        self,
+        *,
+        kind,
+        partition_key,
+        dim,
+        pdim,
+        value_shape,
+        cell_dofs,
+        nscalar,
+        boundary_dofs,
+        scalar_pattern=None,
+    ):
         self.kind = kind
         self.partition_key = partition_key
         self.dim = int(dim)
@@ -99,10 +114,13 @@ class SpacePlan:
         # i].
         offs = (np.arange(self.ncomp, dtype=np.int64) * self.nscalar)[None, :, None]
         self.element_dofs = (offs + self.cell_dofs[:, None, :]).reshape(self.nel, self.nloc).astype(np.int32)
-        rows = np.broadcast_to(self.element_dofs[:, :, None], (self.nel, self.nloc, self.nloc))
-        cols = np.broadcast_to(self.element_dofs[:, None, :], (self.nel, self.nloc, self.nloc))
-        self.pattern, slot = CSRPattern.from_coo(rows, cols, (self.ndofs, self.ndofs))
-        self.slot = slot.reshape(self.nel, self.nloc, self.nloc)
+        if scalar_pattern is None:
+            cd = self.cell_dofs
+            rows = np.broadcast_to(cd[:, :, None], (self.nel,) + (self.nloc_scalar,) * 2)
+            cols = np.broadcast_to(cd[:, None, :], (self.nel,) + (self.nloc_scalar,) * 2)
+            pat, slot = CSRPattern.from_coo(rows, cols, (self.nscalar, self.nscalar))
+            scalar_pattern = (pat, slot.reshape(self.nel, self.nloc_scalar, self.nloc_scalar))
+        self.pattern, self.slot = _vector_pattern(*scalar_pattern, self.cell_dofs, self.ncomp)
         self.rules: dict = {}
 
     def __hash__(self):
@@ -113,6 +131,45 @@ class SpacePlan:
 
     def __repr__(self):
         return f"SpacePlan({self.kind}, ndofs={self.ndofs}, nel={self.nel})"
+
+
+def kron_slots(A: CSRPattern, B: CSRPattern, ra, sa, rb, sb):
+    """Slots in ``kron(A, B)`` of the entries with rows/slots ``(ra, sa)`` in A and ``(rb, sb)`` in B.
+
+    Row ``(i, k)`` of the Kronecker pattern holds ``len_A(i) * len_B(k)`` entries ordered by A's column first,
+    so an entry's slot is the row start plus ``pos_A * len_B(k) + pos_B`` (positions within the rows).
+    """
+    lenA, lenB = np.diff(A.indptr), np.diff(B.indptr)
+    start = np.zeros(A.shape[0] * B.shape[0] + 1, dtype=np.int64)
+    np.cumsum(np.outer(lenA, lenB).ravel(), out=start[1:])
+    return start[ra * B.shape[0] + rb] + (sa - A.indptr[ra]) * lenB[rb] + (sb - B.indptr[rb])
+
+
+def kron_pattern(A: CSRPattern, B: CSRPattern) -> CSRPattern:
+    """The CSR pattern of ``kron(A, B)`` (rows ``i * nB + k``, columns ``j * mB + l``)."""
+    import scipy.sparse as sp
+
+    a = sp.csr_matrix((np.ones(A.nnz), A.indices, A.indptr), shape=A.shape)
+    b = sp.csr_matrix((np.ones(B.nnz), B.indices, B.indptr), shape=B.shape)
+    k = sp.kron(a, b, format="csr")
+    k.sort_indices()
+    return CSRPattern(k.indptr, k.indices, k.shape)
+
+
+def _vector_pattern(pattern: CSRPattern, slot: np.ndarray, cell_dofs: np.ndarray, ncomp: int):
+    """Pattern and element slots (nel, C nloc, C nloc) of the component-major vector space, kron(1_CxC, P)."""
+    if ncomp == 1:
+        return pattern, slot.astype(np.int32)
+    full = CSRPattern(np.arange(ncomp + 1) * ncomp, np.tile(np.arange(ncomp), ncomp), (ncomp, ncomp))
+    vec = kron_pattern(full, pattern)
+    nel, nl, _ = slot.shape
+    c = np.arange(ncomp)
+    ra = np.broadcast_to(c[None, :, None, None, None], (nel, ncomp, nl, ncomp, nl))
+    sa = np.broadcast_to((c[:, None] * ncomp + c[None, :])[None, :, None, :, None], ra.shape)
+    rb = np.broadcast_to(cell_dofs[:, None, :, None, None].astype(np.int64), ra.shape)
+    sb = np.broadcast_to(slot[:, None, :, None, :].astype(np.int64), ra.shape)
+    out = kron_slots(full, pattern, ra, sa, rb, sb).reshape(nel, ncomp * nl, ncomp * nl)
+    return vec, out.astype(np.int32)
 
 
 class FunctionSpace(eqx.Module):

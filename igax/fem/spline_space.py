@@ -12,7 +12,18 @@ import numpy as np
 
 from igax.bases.bspline import basis_functions
 from igax.fem.quadrature import gauss_legendre
-from igax.fem.space import FunctionSpace, Rule, SpacePlan, Tables, check_jacobian, det_inv, finish_tables
+from igax.fem.space import (
+    FunctionSpace,
+    Rule,
+    SpacePlan,
+    Tables,
+    check_jacobian,
+    det_inv,
+    finish_tables,
+    kron_pattern,
+    kron_slots,
+)
+from igax.solvers.sparse import CSRPattern
 
 __all__ = ["SplineSpace"]
 
@@ -46,6 +57,7 @@ class _SplinePlan(SpacePlan):
         for name, (axis, side) in self.sides.items():
             bdofs[name] = np.take(idx, 0 if side == 0 else self.shape[axis] - 1, axis=axis).ravel()
         super().__init__(
+            scalar_pattern=self._tensor_pattern(),
             kind="spline",
             partition_key=("spline", tuple(tuple(b.tolist()) for b in self.breaks)),
             dim=ndim,
@@ -55,6 +67,38 @@ class _SplinePlan(SpacePlan):
             nscalar=int(np.prod(self.shape)),
             boundary_dofs=bdofs,
         )
+
+    def _tensor_pattern(self):
+        """Scalar pattern and element slots as a Kronecker product of the 1D patterns (no sort of all pairs).
+
+        Two tensor-product functions share an element iff their 1D factors share one in every direction, so
+        the pattern is kron(P_0, P_1, ...) with the C-order dof numbering.
+        """
+        pdim = len(self.degrees)
+        pats, slots = [], []
+        for k in range(pdim):
+            idx = self.first[k][:, None] + np.arange(self.degrees[k] + 1)[None, :]  # (ne_k, p + 1)
+            r = np.broadcast_to(idx[:, :, None], idx.shape + idx.shape[1:])
+            c = np.broadcast_to(idx[:, None, :], r.shape)
+            pat, sl = CSRPattern.from_coo(r, c, (self.shape[k], self.shape[k]))
+            pats.append(pat)
+            slots.append((idx, sl.reshape(r.shape).astype(np.int64)))
+        P, (rows, sl) = pats[0], slots[0]
+        # Running product over directions; arrays indexed (e_0..e_k, a_0..a_k, b_0..b_k) flattened in C order.
+        rows, sl = rows[:, :, None], sl  # rows (E, A, 1), slots (E, A, B)
+        for k in range(1, pdim):
+            idx, slk = slots[k]
+            E, A, B = sl.shape
+            e2, a2, b2 = slk.shape
+            ra = np.broadcast_to(rows[:, None, :, None, :, None], (E, e2, A, a2, 1, 1))[..., 0, 0]
+            rb = np.broadcast_to(idx[None, :, None, :], (E, e2, A, a2))
+            sa = np.broadcast_to(sl[:, None, :, None, :, None], (E, e2, A, a2, B, b2))
+            sb = np.broadcast_to(slk[None, :, None, :, None, :], sa.shape)
+            new = kron_slots(P, pats[k], ra[..., None, None], sa, rb[..., None, None], sb)
+            P = kron_pattern(P, pats[k])
+            rows = (ra * self.shape[k] + rb).reshape(E * e2, A * a2)[:, :, None]
+            sl = new.reshape(E * e2, A * a2, B * b2)
+        return P, sl
 
     def univariate(self, d: int, elems: np.ndarray, t: np.ndarray, w: np.ndarray):
         """Basis values, derivatives (ne', nq', p+1) and scaled weights (ne', nq') at local t in [0, 1]."""
@@ -210,10 +254,46 @@ class SplineSpace(FunctionSpace):
         """Signed determinant of the geometry Jacobian at the volume quadrature points, shape (nel, nq)."""
         ((dirs, nref),) = self._rule().groups
         concrete = not any(isinstance(a, jax.core.Tracer) for a in (self.control_points, self.weights))
-        xp = np if concrete else jnp  # the construction-time check runs in NumPy: no compilation
-        J = self._group_tables(self._rule(), dirs, nref, return_jacobian=True, xp=xp)
-        with np.errstate(all="ignore"):
-            return det_inv(J, xp)[0]
+        if concrete:  # the construction-time check: NumPy, sum-factorised, nothing to compile
+            J = self._geometry_jacobian_numpy(dirs)
+            with np.errstate(all="ignore"):
+                return det_inv(J, np)[0]
+        J = self._group_tables(self._rule(), dirs, nref, return_jacobian=True, xp=jnp)
+        return det_inv(J, jnp)[0]
+
+    def _geometry_jacobian_numpy(self, dirs) -> np.ndarray:
+        """Jacobian (nel, nq, dim, pdim) of the geometry map by sum factorisation (one direction at a time).
+
+        The homogeneous map A(u) = sum_a N_a(u) (w_a x_a, w_a) is contracted with the univariate tables of
+        each direction in turn, so the cost is that of a few small tensor products instead of the (nel, nq,
+        nloc) tables; x = A[:dim] / A[dim] and J follows from the quotient rule.
+        """
+        p = self.plan
+        d = p.pdim
+        w = np.asarray(self.weights)
+        Pw = np.concatenate([np.asarray(self.control_points) * w[..., None], w[..., None]], axis=-1)
+        uni = [p.univariate(k, e, t, wt) for k, (e, t, wt) in enumerate(dirs)]
+
+        def contract(tabs):
+            T = Pw  # axes: (n_0, ..., n_{d-1}, dim + 1) -> (e_0, q_0, ..., e_{d-1}, q_{d-1}, dim + 1)
+            for k in range(d):
+                ax = 2 * k  # directions before k are already (e, q) pairs
+                idx = p.first[k][:, None] + np.arange(p.degrees[k] + 1)[None, :]  # (ne_k, p + 1)
+                G = np.take(T, idx, axis=ax)  # (..., ne_k, p + 1, ...)
+                G = np.moveaxis(G, (ax, ax + 1), (0, 1))  # (ne_k, p + 1, ...)
+                G = np.einsum("eqa,ea...->eq...", tabs[k], G)  # (ne_k, nq_k, ...)
+                T = np.moveaxis(G, (0, 1), (ax, ax + 1))
+            ne, nq = int(np.prod(p.ne)), int(np.prod([len(t) for _, t, _ in dirs]))
+            perm = [2 * k for k in range(d)] + [2 * k + 1 for k in range(d)] + [2 * d]
+            return np.transpose(T, perm).reshape(ne, nq, p.dim + 1)
+
+        A = contract([u[0] for u in uni])
+        dA = np.stack(
+            [contract([uni[k][1] if k == j else uni[k][0] for k in range(d)]) for j in range(d)], -1
+        )
+        W = A[:, :, -1]
+        x = A[:, :, :-1] / W[..., None]
+        return (dA[:, :, :-1, :] - x[..., None] * dA[:, :, -1:, :]) / W[..., None, None]
 
     def _tables(self, rule: Rule) -> Tables:
         out = [self._group_tables(rule, dirs, nref) for dirs, nref in rule.groups]
