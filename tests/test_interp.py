@@ -31,7 +31,7 @@ def _fd(f, v, i, eps=1e-6):
 BCS = ["not-a-knot", "natural", "clamped", ("natural", "clamped"), ("not-a-knot", "natural")]
 
 
-CASES = [(bc, 9) for bc in BCS] + [("not-a-knot", 2), ("natural", 2), ("not-a-knot", 3), ("clamped", 3)]
+CASES = [(bc, 9) for bc in BCS[:4]] + [("not-a-knot", 2), ("not-a-knot", 3), (("not-a-knot", "natural"), 3)]
 
 
 @pytest.mark.parametrize(("bc", "n"), CASES)
@@ -89,7 +89,7 @@ def test_locate_paths_agree():
 # ------------------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("degree", "bc"), [(3, "not-a-knot"), (3, "natural"), (2, None), (1, None)])
+@pytest.mark.parametrize(("degree", "bc"), [(3, "not-a-knot"), (3, "clamped"), (2, None)])
 def test_gradients_match_finite_differences(degree, bc):
     x, y, xq = _sites(8, seed=6)
     y = y[:, 0]
@@ -180,7 +180,7 @@ def test_tridiagonal_solve_and_adjoint():
         np.testing.assert_allclose(np.asarray(u)[trim], np.asarray(v)[trim], atol=1e-12)
 
 
-@pytest.mark.parametrize("p", [1, 3])
+@pytest.mark.parametrize("p", [2])
 def test_spd_banded_solve_and_adjoint(p):
     rng = np.random.default_rng(13)
     n = 9

@@ -42,6 +42,7 @@ def _float_dtype(*arrays):
     return dt if jnp.issubdtype(dt, jnp.floating) else jnp.result_type(float)
 
 
+@partial(jax.jit, static_argnames=("assume_sorted",))
 def locate(breaks: jax.Array, x_new: jax.Array, *, assume_sorted: bool = False) -> jax.Array:
     """Index ``i`` of the interval ``[breaks[i], breaks[i+1])`` holding each point, clipped to ``[0, nb-2]``.
 
