@@ -3,6 +3,13 @@
 from igax.inverse.constraints import ConstrainedResult, augmented_lagrangian, quadratic_penalty
 from igax.inverse.gradcheck import GradCheckResult, TaylorResult, check_grad, taylor_test
 from igax.inverse.objectives import least_squares, relative_error
+from igax.inverse.observations import (
+    PointObservation,
+    SubdomainIntegral,
+    add_noise,
+    boundary_flux,
+    reaction_flux,
+)
 from igax.inverse.optimize import History, Iterate, OptimizeResult, minimize, projected_gradient_norm
 from igax.inverse.parameterizations import Exp, Identity, Sigmoid, Softplus
 from igax.inverse.random_fields import KLExpansion, kl_expansion
@@ -15,6 +22,8 @@ from igax.inverse.regularizers import (
     quadratic_form,
     tikhonov,
 )
+from igax.inverse.shape import ControlPointShape, InvertedGeometryError, jacobian_barrier, min_jacobian
+from igax.inverse.topology import DensityFilter, oc_update, optimality_criteria, simp
 from igax.inverse.training import (
     DirichletLift,
     TrainResult,
@@ -54,6 +63,19 @@ __all__ = [
     "field_l2",
     "field_h1_seminorm",
     "field_total_variation",
+    "PointObservation",
+    "SubdomainIntegral",
+    "add_noise",
+    "boundary_flux",
+    "reaction_flux",
+    "ControlPointShape",
+    "InvertedGeometryError",
+    "jacobian_barrier",
+    "min_jacobian",
+    "DensityFilter",
+    "simp",
+    "oc_update",
+    "optimality_criteria",
     "KLExpansion",
     "kl_expansion",
     "DirichletLift",
