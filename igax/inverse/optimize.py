@@ -311,9 +311,8 @@ def minimize(
         objective: ``objective(x) -> scalar`` (or ``(scalar, dict_of_scalars)`` with ``has_aux=True``),
             differentiable with ``jax.grad``.
         x0: starting point, any pytree of float arrays.
-        method: ``"lbfgs"``, ``"lbfgsb"``, an optax name (``"adam"``, ...) or
-        ``optax.GradientTransformation``,
-            or ``"scipy:<method>"``; see the module docstring.
+        method: ``"lbfgs"``, ``"lbfgsb"``, an optax name (``"adam"``, ...) or an
+            ``optax.GradientTransformation``, or ``"scipy:<method>"``; see the module docstring.
         bounds: ``(lower, upper)``; each a number, ``None`` or a pytree like ``x0``. ``x0`` is clipped into
             them. Supported by ``"lbfgsb"``, the optax methods (projection) and the scipy methods with
             bounds.
