@@ -44,8 +44,13 @@ def test_bounds_match_scipy(method):
         options={"gtol": 1e-12, "ftol": 1e-15},
     )
     opts = {"learning_rate": 0.1} if method == "adam" else None
+
+    def scaled(x, a):  # extra arguments and auxiliary outputs go through every backend
+        q = a * quad(x)
+        return q, {"q": q}
+
     res = minimize(
-        quad,
+        scaled,
         jnp.zeros(4),
         method=method,
         bounds=(lower, upper),
@@ -53,8 +58,11 @@ def test_bounds_match_scipy(method):
         tol=1e-8,
         options=opts,
         progress=False,
+        has_aux=True,
+        args=(jnp.asarray(1.0),),
     )
     assert res.success, res.message
+    assert res.history.aux["q"][-1] == pytest.approx(res.fun)
     np.testing.assert_allclose(res.x, ref.x, atol=1e-6)
     assert np.all(np.asarray(res.x) >= lower) and np.all(np.asarray(res.x) <= upper)
 

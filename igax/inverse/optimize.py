@@ -414,28 +414,27 @@ def _run_jaxopt(kind, flat_fun, x0, flat_bounds, rec, has_aux, jit, options, arg
     cls = jaxopt.LBFGS if kind == "lbfgs" else jaxopt.LBFGSB
     # jaxopt's own tol is set to 0: the stopping rule is ours, the same for every backend.
     solver = cls(fun=flat_fun, has_aux=has_aux, maxiter=max(int(rec.maxiter), 1), tol=0.0, jit=jit, **options)
-    kw = {}
+    pre = ()  # LBFGSB takes the bounds as the positional argument after the parameters / the state
     if kind == "lbfgsb":
-        lo, hi = (
-            flat_bounds
-            if flat_bounds is not None
-            else (np.full(x0.shape, -np.inf), np.full(x0.shape, np.inf))
-        )
-        kw["bounds"] = (jnp.asarray(lo, x0.dtype), jnp.asarray(hi, x0.dtype))
+        if flat_bounds is None:
+            lo, hi = np.full(x0.shape, -np.inf), np.full(x0.shape, np.inf)
+        else:
+            lo, hi = flat_bounds
+        pre = ((jnp.asarray(lo, x0.dtype), jnp.asarray(hi, x0.dtype)),)
     gnorm = _gnorm_fn(flat_bounds)
     gnorm = jax.jit(gnorm) if jit else gnorm
     # jaxopt jits its line search but not ``update``; jit the whole step once here.
     init, update = (
         (jax.jit(solver.init_state), jax.jit(solver.update)) if jit else (solver.init_state, solver.update)
     )
-    state = init(x0, *args, **kw)
+    state = init(x0, *pre, *args)
     x = x0
     stop = rec.record(x, state.value, gnorm(x, state.grad), state.aux if has_aux else None)
     msg = None
     nfev = 0  # evaluations of discarded states; the live state counts its own
     restarts = 0
     while not stop:
-        x_new, new = update(x, state, *args, **kw)
+        x_new, new = update(x, state, *pre, *args)
         if bool(new.failed_linesearch):
             # jaxopt's line search can accept a step that violates the curvature condition on a non-convex
             # objective; the next quasi-Newton direction may then point uphill and every later search fails.
@@ -450,7 +449,7 @@ def _run_jaxopt(kind, flat_fun, x0, flat_bounds, rec, has_aux, jit, options, arg
                     "options={'linesearch': 'hager-zhang'})"
                 )
                 break
-            state = init(x, *args, **kw)
+            state = init(x, *pre, *args)
             continue
         restarts = 0
         x, state = x_new, new
