@@ -274,7 +274,8 @@ def plot_sample(path, fine, xs, nu, ref, preds: dict):
     emax = max(float(np.abs(p - ref).max()) for p in preds.values())
     for k, (name, p) in enumerate(preds.items(), start=1):
         show(ax[0, k], p, name, vmin=vmin, vmax=vmax, cmap="viridis")
-        show(ax[1, k], np.abs(p - ref), f"|error| {name}", vmin=0.0, vmax=emax, cmap="magma")
+        err = np.abs(p - ref)
+        show(ax[1, k], err, f"|error| {name}, max {err.max():.1e}", vmin=0.0, vmax=emax, cmap="magma")
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
@@ -335,9 +336,9 @@ def main(
     Returns:
         A dict of numbers: per model (prefixes ``sil_``, ``energy_``, ``pinn_``) the training and compile
         time, steps, the loss on a fixed evaluation batch before and after training, mean and max held-out
-        relative L2 error and inference time per sample; the
-        direct igax solve time per sample; the errors of two baselines that need no training (the linear lift
-        ``1 - x`` and the uncorrected coarse solve).
+        relative L2 error and inference time per sample; the direct igax solve time per sample; the errors of
+        two references that need no training (the linear lift ``1 - x`` and the coarse igax solve with the
+        true nu).
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

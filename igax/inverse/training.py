@@ -411,7 +411,7 @@ def fit(
 
     Example:
         >>> res = fit(loss, net, optax.adam(1e-3), data, key=jax.random.key(0), batch_size=32, budget_s=60)
-        >>> res.history["loss"][-1]
+        >>> min(res.history["loss"])
     """
     if steps is None and budget_s is None:
         raise ValueError("give steps= (number of optimiser steps) or budget_s= (seconds), or both.")
