@@ -4,8 +4,8 @@ Case: n sites, 10 n sorted evaluation points, loss = sum of the interpolant; the
 respect to the values y. Three implementations share the system assembly and the evaluation and differ only
 in the tridiagonal solve:
 
-* ``igax``: :func:`igax.bases.interpolate` (banded LU kept for the adjoint, custom VJP; sorted points located
-  by a merge);
+* ``igax``: :func:`igax.bases.interpolate` (tridiagonal LAPACK solve, custom VJP with the transposed
+  solve; sorted points located by a merge);
 * ``dense-autodiff``: the same system as a dense matrix, ``jnp.linalg.solve``, differentiated by JAX
   (n <= 1000 only);
 * ``scan-autodiff``: a textbook Thomas algorithm in ``lax.scan``, differentiated by JAX.
@@ -129,7 +129,7 @@ def main(argv=None):
                 rec = {
                     "bench": "interp_grad",
                     "case": f"cubic-{what}-n{n}-m{10 * n}",
-                    "igax": "banded-lu-custom-vjp",
+                    "igax": "tridiag-custom-vjp",
                     "igax_s": ti,
                     "baseline": name,
                     "baseline_s": tb,

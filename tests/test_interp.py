@@ -159,20 +159,22 @@ def test_float32():
 # ------------------------------------------------------------------------------------------------------------
 
 
-def test_tridiagonal_solve_and_adjoint():
+@pytest.mark.parametrize("method", ["lapack", "scan"])
+def test_tridiagonal_solve_and_adjoint(method):
     rng = np.random.default_rng(12)
     n = 11
     a, c, b = rng.random(n), rng.random(n), 3 + rng.random(n)
     r = rng.standard_normal((n, 2))
     A = np.diag(b) + np.diag(a[1:], -1) + np.diag(c[:-1], 1)
-    x = jax.jit(tridiagonal_solve)(*map(jnp.asarray, (a, b, c, r)))
+    solve = jax.jit(lambda *v: tridiagonal_solve(*v, method=method))
+    x = solve(*map(jnp.asarray, (a, b, c, r)))
     np.testing.assert_allclose(A @ np.asarray(x), r, atol=1e-13)
 
     def dense(a, b, c, r):
         M = jnp.diag(b) + jnp.diag(a[1:], -1) + jnp.diag(c[:-1], 1)
         return jnp.sum(jnp.sin(jnp.linalg.solve(M, r)))
 
-    g1 = jax.jit(jax.grad(lambda *v: jnp.sum(jnp.sin(tridiagonal_solve(*v))), argnums=(0, 1, 2, 3)))(
+    g1 = jax.jit(jax.grad(lambda *v: jnp.sum(jnp.sin(solve(*v))), argnums=(0, 1, 2, 3)))(
         *map(jnp.asarray, (a, b, c, r))
     )
     g2 = jax.grad(dense, argnums=(0, 1, 2, 3))(*map(jnp.asarray, (a, b, c, r)))

@@ -3,8 +3,8 @@
 :func:`interpolate` builds the interpolating spline of values ``y`` at sites ``x`` and evaluates it at new
 points. It is a pure function of ``(x, y, x_new)``: jit, vmap (batches of signals) and grad (with respect to
 the values *and* the sites) all work. The cubic and quadratic splines need one tridiagonal solve, done by
-:func:`igax.bases._banded.tridiagonal_solve`, whose reverse-mode rule is one transposed solve with the factors
-of the forward solve; differentiating through a dense solve instead costs O(n^3) and is about a hundred times
+:func:`igax.bases._banded.tridiagonal_solve`, whose reverse-mode rule is one transposed tridiagonal solve
+(custom VJP); differentiating through a dense solve instead costs O(n^3) and is about a hundred times
 slower already at n = 1000.
 
 The splines are the ones of SciPy:
