@@ -124,6 +124,7 @@ def test_relative_l2_errors_against_closed_form_and_fem_norms(square):
     assert err.shape == (3,)
     e = jax.jit(lambda p, r: norms.l2_norm(fem.Field(V, p - r)) / norms.l2_norm(fem.Field(V, r)))(P[2], R[2])
     assert float(err[2]) == pytest.approx(float(e), rel=1e-12)
+    assert float(relative_l2_errors(V, ones, 0.0 * ones)) == np.inf
     with pytest.raises(ValueError, match="ndofs"):
         relative_l2_errors(V, ones[:-1], ones[:-1])
 
@@ -143,6 +144,8 @@ def test_batched_and_make_dataset_match_single_solves(square):
     for k in (0, 4):
         np.testing.assert_allclose(U[k], one(xi[k]), rtol=1e-12, atol=1e-13)
     np.testing.assert_allclose(batched(lambda z: jnp.sum(z**2), batch_size=3)(xi), jnp.sum(xi**2, 1))
+    with pytest.raises(ValueError, match="no samples"):
+        batched(jnp.sum)(xi[:0])
 
 
 # -- gradients through a batched solve -----------------------------------------------------------------------

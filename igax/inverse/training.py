@@ -212,6 +212,8 @@ def batched(fn: Callable, batch_size: int | None = None) -> Callable:
         if not leaves:
             raise ValueError("inputs must hold at least one array with a leading batch axis.")
         n = int(np.shape(leaves[0])[0])
+        if n == 0:
+            raise ValueError("inputs hold no samples (the leading batch axis has length 0).")
         bs = n if batch_size is None else min(int(batch_size), n)
         outs = []
         for start in range(0, n, bs):
@@ -271,7 +273,8 @@ def relative_l2_errors(space: FunctionSpace, predicted: jax.Array, reference: ja
         predicted, reference: ``(ndofs,)`` or a batch ``(n, ndofs)``.
 
     Returns:
-        A scalar, or ``(n,)`` errors for batches.
+        A scalar, or ``(n,)`` errors for batches (``inf`` where the reference is zero). For a training loss
+        use the squared ratio instead (the square root has an infinite derivative at zero error).
 
     Example:
         >>> err = relative_l2_errors(V, model_coeffs, reference_coeffs)
@@ -287,7 +290,9 @@ def relative_l2_errors(space: FunctionSpace, predicted: jax.Array, reference: ja
 
     def one(p, r):
         e = p - r
-        return jnp.sqrt(jnp.dot(e, M @ e) / jnp.dot(r, M @ r))
+        ee, rr = jnp.dot(e, M @ e), jnp.dot(r, M @ r)
+        # A zero reference has no relative error: report inf, never a silent NaN (double where for grads).
+        return jnp.where(rr > 0, jnp.sqrt(ee / jnp.where(rr > 0, rr, 1.0)), jnp.inf)
 
     if predicted.ndim == 1:
         return one(predicted, reference)
