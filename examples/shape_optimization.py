@@ -12,7 +12,7 @@ against 0.1406 for the square, so the run has a known ceiling to approach and mu
 
 A single four-sided patch cannot become an exact disc (its corners would need a vanishing Jacobian), so the
 mesh-quality guard matters here: a smooth barrier on the Jacobian determinant keeps the elements healthy, and
-a callback stops the run with a clear message if a step still inverts the geometry.
+a callback stops the run with a clear message should an accepted step still invert the geometry.
 
 Run: ``python examples/shape_optimization.py`` or ``igax demo shape``.
 """
@@ -63,7 +63,8 @@ def main(
     design_elements: int = 3,
     elements: int = 12,
     maxiter: int = 60,
-    barrier: float = 1e-2,
+    barrier: float = 1.0,
+    move_limit: float = 0.2,
     progress: bool = False,
 ) -> dict:
     """Optimise the cross-section and report stiffness, area, mesh quality and timings.
@@ -74,6 +75,7 @@ def main(
         elements: elements per direction of the analysis patch.
         maxiter: iterations per inner (augmented Lagrangian) solve.
         barrier: weight of the Jacobian barrier.
+        move_limit: bound on each control-point displacement (a trust region against folding steps).
         progress: show a progress bar.
 
     Returns:
@@ -90,7 +92,7 @@ def main(
     def objective(d):
         V = shape.space(d)
         K, _, _ = stiffness_and_area(V)
-        return K0 / K + barrier * jacobian_barrier(V)
+        return K0 / K + barrier * jacobian_barrier(V)  # the barrier keeps the elements healthy
 
     def area_constraint(d):
         return stiffness_and_area(shape.space(d))[1] / A0 - 1.0
@@ -103,6 +105,7 @@ def main(
         eq=area_constraint,
         mu=10.0,
         method="scipy:L-BFGS-B",
+        bounds=(-move_limit, move_limit),
         maxiter=maxiter,
         tol=1e-7,
         ctol=1e-5,

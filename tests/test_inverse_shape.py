@@ -51,6 +51,8 @@ def test_guard_and_barrier(shape):
     cb = shape.callback()
     with pytest.raises(InvertedGeometryError):
         cb(inverse.Iterate(1, jnp.array([-1.6, -1.6]), 0.0, 0.0, {}))
+    g = jax.jit(lambda d: shape.guard(jnp.asarray(1.0), shape.space(d), threshold=0.01))
+    assert float(g(jnp.zeros(2))) == 1.0 and float(g(jnp.array([-1.6, -1.6]))) == np.inf
     b = jax.jit(lambda d: jacobian_barrier(shape.space(d)))
     assert float(b(jnp.zeros(2))) < 1e-10 < float(b(jnp.array([-0.95, -0.95])))
     with pytest.raises(ValueError, match="design must have shape"):

@@ -47,8 +47,10 @@ def min_jacobian(space) -> float:
 def jacobian_barrier(space, threshold: float = 0.1, *, sharpness: float = 50.0) -> jax.Array:
     """Smooth penalty that grows when the relative Jacobian determinant falls below ``threshold``.
 
-    ``mean(softplus(sharpness * (threshold - det / mean(det)))^2) / sharpness^2``: about zero for healthy
-    elements, quadratic in the shortfall below ``threshold``. Add it (times a weight) to a shape objective.
+    ``sum(softplus(sharpness * (threshold - det / mean(det)))^2) / sharpness^2`` over the quadrature points:
+    about zero for healthy elements, quadratic in the shortfall below ``threshold`` at every point (a sum,
+    not a mean, so that a single folding element is not averaged away). Add it (times a weight) to a shape
+    objective.
 
     Arguments:
         space: a ``SplineSpace`` built from the current design.
@@ -63,7 +65,7 @@ def jacobian_barrier(space, threshold: float = 0.1, *, sharpness: float = 50.0) 
     """
     det = _jacobian_det(space)
     rel = det / jnp.abs(jnp.mean(det))  # (positively oriented patches; flip the patch otherwise)
-    return jnp.mean(jax.nn.softplus(sharpness * (threshold - rel)) ** 2) / sharpness**2
+    return jnp.sum(jax.nn.softplus(sharpness * (threshold - rel)) ** 2) / sharpness**2
 
 
 class ControlPointShape:
@@ -148,6 +150,23 @@ class ControlPointShape:
         """The analysis ``SplineSpace`` for design ``d`` (differentiable; no Jacobian check under ``jit``)."""
         r = self._refined(self.control_points(d))
         return self.space0.with_geometry(control_points=r.control_points, weights=r.weights)
+
+    def relative_jacobian(self, space) -> jax.Array:
+        """Jacobian determinants (nel, nq) of an analysis space of this shape, relative to the initial
+        geometry's mean (and orientation): 1 where elements kept their size, <= 0 where they folded."""
+        return self._sign0 * _jacobian_det(space) / self._scale0
+
+    def guard(self, value, space, *, threshold: float = 0.0) -> jax.Array:
+        """``value`` where the geometry is valid (every relative determinant > ``threshold``), else ``inf``.
+
+        Line searches (scipy's L-BFGS-B, jaxopt's zoom) treat ``inf`` as a failed trial and shorten the step,
+        so an objective wrapped this way never accepts a folded geometry.
+
+        Example:
+            >>> return shape.guard(compliance, V, threshold=0.02)   # doctest: +SKIP
+        """
+        ok = jnp.min(self.relative_jacobian(space)) > threshold
+        return jnp.where(ok, value, jnp.inf)
 
     def check(self, d, *, threshold: float = 0.0) -> float:
         """Raise :class:`InvertedGeometryError` if design ``d`` folds the geometry; return the min relative
