@@ -2,13 +2,13 @@
 
 Assembly never loops over elements. For a bilinear kernel ``k(u, v, w)`` the kernel is evaluated, at every
 quadrature point at once (vmap), on the unit "jets" of the trial and test functions (a jet is the vector of a
-function's value and gradient entries, ``m = ncomp * (1 + dim)`` numbers), giving a small ``(m, m)`` matrix
-per point. Because ``k`` is bilinear, the element matrix is this matrix contracted with the basis tables,
-``K[e, a, b] = sum_q S[e, q, a, :] @ M[e, q] @ S[e, q, b, :] dx[e, q]`` (one einsum), and the CSR values are
-one ``segment_sum`` of all element entries through the scatter map computed when the space was built.
-Everything
-here is traceable: ``jit`` it once and call it again with new field values, ``vmap`` it over a batch, ``grad``
-through it (also with respect to the geometry).
+function's value and gradient entries, ``m = ncomp * (1 + dim)`` numbers; entries the kernel never reads are
+dropped after a walk over its jaxpr), giving a small ``(m, m)`` matrix per point. Because ``k`` is bilinear,
+the element matrix is this matrix contracted with the basis tables,
+``K[e, a, b] = sum_q S[e, q, a, :] @ M[e, q] @ S[e, q, b, :] dx[e, q]`` (one fused contraction), and the CSR
+values are one ``segment_sum`` of all element entries through the scatter map computed when the space was
+built. Everything here is traceable: ``jit`` it once and call it again with new field values, ``vmap`` it over
+a batch, ``grad`` through it (also with respect to the geometry).
 """
 
 from __future__ import annotations
@@ -97,22 +97,33 @@ def _inputs_at(fields: dict, space: FunctionSpace, rule: Rule, tables: Tables) -
 # the obvious jnp.einsum: XLA on CPU lowers these einsums to batched tiny matrix products, which are 5-10x
 # slower than the fused elementwise multiply-adds that the unrolled form compiles to (element axis kept
 # first).
-def _contract_bilinear(Su, M, Sv):
-    """K[e, c, i, d, j] = sum_q,k,l Su[e, q, i, k] M[e, q, c, k, d, l] Sv[e, q, j, l]."""
-    nq, ku, kv = Su.shape[1], Su.shape[3], Sv.shape[3]
+def _col(cols, k, q):
+    """Jet column k at point q, (ne | 1, nloc): tables may carry size-1 element or point axes."""
+    c = cols[k]
+    return c[:, q if c.shape[1] > 1 else 0]
+
+
+def _contract_bilinear(U, M, V):
+    """K[e, c, i, d, j] = sum_q,k,l U_k[e, q, i] M[e, q, c, k, d, l] V_l[e, q, j] (U, V: jet columns)."""
+    nq = M.shape[1]
     K = 0.0
     for q in range(nq):
-        Uq, Vq, Mq = Su[:, q], Sv[:, q], M[:, q]  # (ne, nloc, ku), (ne, nloc, kv), (ne, C, ku, C, kv)
-        for l in range(kv):
-            T = sum(Uq[:, None, :, None, k] * Mq[:, :, None, k, :, l] for k in range(ku))  # (ne, C, nloc, C)
-            K = K + T[:, :, :, :, None] * Vq[:, None, None, None, :, l]
+        Mq = M[:, q]  # (ne, C, ku, C, kv)
+        for l in range(len(V)):
+            T = sum(_col(U, k, q)[:, None, :, None] * Mq[:, :, None, k, :, l] for k in range(len(U)))
+            K = K + T[:, :, :, :, None] * _col(V, l, q)[:, None, None, None, :]  # (ne, C, nloc, C, nloc)
     return K
 
 
-def _contract_linear(Sv, L):
-    """b[e, c, i] = sum_q,k Sv[e, q, i, k] L[e, q, c, k]."""
-    nq, kv = Sv.shape[1], Sv.shape[3]
-    return sum(Sv[:, q, None, :, k] * L[:, q, :, None, k] for q in range(nq) for k in range(kv))
+def _contract_linear(V, L):
+    """b[e, c, i] = sum_q,k V_k[e, q, i] L[e, q, c, k]."""
+    nq = L.shape[1]
+    return sum(_col(V, k, q)[:, None, :] * L[:, q, :, None, k] for q in range(nq) for k in range(len(V)))
+
+
+def _jet_columns(tables: Tables, keep):
+    """The jet entries kept, each (ne | 1, nq | 1, nloc): 0 -> values, k >= 1 -> gradient component k - 1."""
+    return [tables.phi if k == 0 else tables.dphi[..., k - 1] for k in keep]
 
 
 def _dependencies(fn, args) -> set[int]:
@@ -230,7 +241,6 @@ def _assemble(form: Form, space: FunctionSpace, boundary, fields: dict):
 
     in_axes = (0, None if n is None else 0, jax.tree_util.tree_map(lambda _: 0, flat))
     p = space.plan
-    S = jnp.concatenate([tables.phi[..., None], tables.dphi], axis=-1)  # (ne, nq, nloc, 1 + dim)
 
     if form.kind == "functional":
 
@@ -258,7 +268,8 @@ def _assemble(form: Form, space: FunctionSpace, boundary, fields: dict):
             return jax.vmap(lambda a, b: kernel_output(form.kernel(Jet(a, b), w), form))(tval, tgrad)
 
         L = jax.vmap(point, in_axes)(x, n, flat).reshape(ne, nq, C, len(keep)) * tables.dx[..., None, None]
-        be = _contract_linear(S[..., keep], L).reshape(ne, p.nloc)  # (ne, nloc)
+        be = _contract_linear(_jet_columns(tables, keep), L)
+        be = jnp.broadcast_to(be, (ne, C, p.nloc_scalar)).reshape(ne, p.nloc)  # (ne, nloc)
         return jax.ops.segment_sum(be.ravel(), edofs.ravel(), num_segments=p.ndofs)
 
     if form.kind != "bilinear":
@@ -286,7 +297,7 @@ def _assemble(form: Form, space: FunctionSpace, boundary, fields: dict):
         jax.vmap(point, in_axes)(x, n, flat).reshape(ne, nq, C, len(ku), C, len(kv))
         * tables.dx[..., None, None, None, None]
     )
-    K = _contract_bilinear(S[..., ku], M, S[..., kv]).reshape(ne, p.nloc, p.nloc)
+    K = _contract_bilinear(_jet_columns(tables, ku), M, _jet_columns(tables, kv)).reshape(ne, p.nloc, p.nloc)
     slots = p.slot[rule.elements]  # (ne, nloc, nloc)
     values = jax.ops.segment_sum(K.ravel(), slots.ravel(), num_segments=p.pattern.nnz)
     return SparseMatrix(values, p.pattern, symmetric=form.symmetric)

@@ -230,18 +230,23 @@ class LagrangeSpace(FunctionSpace):
             Xe = X if (start == 0 and count == p.nel and nref is None) else X[elems]
             start += count
             gv, gg = p.geo.values(xi), p.geo.gradients(xi)  # (nq, nv), (nq, nv, pdim)
+            # Affine cells (simplices): one Jacobian per element, broadcast over the points; the tables then
+            # carry size-1 axes ((1, nq, nloc) values, (ne, 1, nloc, dim) gradients) that consumers broadcast.
+            if p.geo.reference.is_simplex:
+                gg = gg[:1]
             # Unrolled over the vertices (constant tables): fused multiply-adds instead of small batched dots.
             x = sum(gv[None, :, v, None] * Xe[:, None, v, :] for v in range(gv.shape[1]))  # (ne, nq, dim)
             J = sum(gg[None, :, v, None, :] * Xe[:, None, v, :, None] for v in range(gv.shape[1]))
-            ne, nq = Xe.shape[0], xi.shape[0]
-            phi = jnp.broadcast_to(jnp.asarray(p.ref.values(xi)), (ne, nq, p.ref.nbasis))
-            dref = jnp.asarray(p.ref.gradients(xi))[None]  # (1, nq, nloc, pdim): broadcast over elements
-            wq = jnp.broadcast_to(jnp.asarray(w), (ne, nq))
-            out.append(finish_tables(phi, dref, x, J, wq, nref))
+            phi = jnp.asarray(p.ref.values(xi))[None]  # (1, nq, nloc)
+            dref = jnp.asarray(p.ref.gradients(xi))[None]  # (1, nq, nloc, pdim)
+            if p.geo.reference.is_simplex and p.degree == 1:  # P1: constant gradients on each cell
+                dref = dref[:, :1]
+            out.append(finish_tables(phi, dref, x, J, jnp.asarray(w)[None], nref))
         if len(out) == 1:
             return out[0]
+        full = [t.full() for t in out]  # groups differ in their reference points: broadcast, then stack
         return Tables(
-            *[None if out[0][i] is None else jnp.concatenate([o[i] for o in out]) for i in range(5)]
+            *[None if full[0][i] is None else jnp.concatenate([o[i] for o in full]) for i in range(5)]
         )
 
     def jacobian_determinant(self) -> jax.Array:

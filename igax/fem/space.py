@@ -33,8 +33,8 @@ class Tables(NamedTuple):
     """Scalar basis data at the quadrature points of a :class:`Rule` (JAX arrays).
 
     Attributes:
-        phi: (ne, nq, nloc) basis values.
-        dphi: (ne, nq, nloc, dim) physical gradients.
+        phi: (ne, nq, nloc) basis values; the element axis may have size 1 (the same values everywhere).
+        dphi: (ne, nq, nloc, dim) physical gradients; the point axis may have size 1 (affine cells).
         x: (ne, nq, dim) physical points.
         dx: (ne, nq) quadrature weight times the volume (or surface) measure.
         n: (ne, nq, dim) outward unit normals on boundary rules, else None.
@@ -45,6 +45,13 @@ class Tables(NamedTuple):
     x: jax.Array
     dx: jax.Array
     n: jax.Array | None
+
+    def full(self) -> Tables:
+        """The tables with size-1 (broadcast) element or point axes expanded."""
+        ne, nq = self.dx.shape
+        phi = jnp.broadcast_to(self.phi, (ne, nq) + self.phi.shape[2:])
+        dphi = jnp.broadcast_to(self.dphi, (ne, nq) + self.dphi.shape[2:])
+        return Tables(phi, dphi, self.x, self.dx, self.n)
 
 
 @dataclass(frozen=True, eq=False)
@@ -279,8 +286,9 @@ class FunctionSpace(eqx.Module):
         """Value (ne, nq, *vs) and gradient (ne, nq, *vs, dim) of coefficients at the rule's points."""
         p = self.plan
         c = coeffs.reshape(p.ncomp, p.nscalar)[:, p.cell_dofs[rule.elements]]  # (ncomp, ne, nloc)
-        val = jnp.einsum("cea,eqa->eqc", c, tables.phi)
-        grad = jnp.einsum("cea,eqak->eqck", c, tables.dphi)
+        t = tables.full()
+        val = jnp.einsum("cea,eqa->eqc", c, t.phi)
+        grad = jnp.einsum("cea,eqak->eqck", c, t.dphi)
         if not p.value_shape:
             val, grad = val[..., 0], grad[..., 0, :]
         return val, grad
@@ -338,9 +346,9 @@ def finish_tables(phi, dphi_ref, x, J, w, n_ref=None) -> Tables:
     if n_ref is None:
         return Tables(phi, dphi, x, w * adet, None)
     # Nanson: n ds = |det J| J^{-T} n_ref dS; the covector J^{-T} n_ref is outward for either orientation.
-    m = jnp.einsum("eqki,...k->eqi", Jinv, jnp.asarray(n_ref, J.dtype))  # (ne, nq, dim)
+    m = jnp.einsum("eqki,...k->eqi", Jinv, jnp.asarray(n_ref, J.dtype))  # (ne, nq | 1, dim)
     norm = jnp.linalg.norm(m, axis=-1)
-    return Tables(phi, dphi, x, w * adet * norm, m / norm[..., None])
+    return Tables(phi, dphi, x, w * adet * norm, jnp.broadcast_to(m / norm[..., None], x.shape))
 
 
 def check_jacobian(det, what: str, hint: str, *, orientation_free: bool = False):
