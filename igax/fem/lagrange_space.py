@@ -253,7 +253,9 @@ class LagrangeSpace(FunctionSpace):
         """Signed determinant of the cell maps at the volume quadrature points, shape (nel, nq)."""
         p = self.plan
         xp = jnp if isinstance(self.points, jax.core.Tracer) else np  # construction-time check: NumPy
-        J = xp.einsum("qvk,evi->eqik", p.geo.gradients(p.quad[0]), xp.asarray(self.points)[p.cells])
+        gg = p.geo.gradients(p.quad[0])  # (nq, nv, pdim)
+        X = xp.asarray(self.points)[p.cells]  # (nel, nv, dim)
+        J = sum(gg[None, :, v, None, :] * X[:, None, v, :, None] for v in range(gg.shape[1]))
         with np.errstate(all="ignore"):
             return det_inv(J, xp)[0]
 
