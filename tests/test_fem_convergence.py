@@ -121,7 +121,7 @@ def test_lagrange_poisson_rates(cell, degree, levels):
 @pytest.mark.slow
 @pytest.mark.parametrize("degree", [1, 2, 3, 4])
 def test_spline_poisson_rates_full(degree):
-    errs, r0, r1 = spline_case(degree, [8, 16, 32] if degree < 4 else [4, 8, 16])
+    errs, r0, r1 = spline_case(degree, [8, 16, 32])
     _check(errs, r0, r1, degree)
 
 
