@@ -18,11 +18,12 @@ $(STAMP): pyproject.toml | $(PY)
 demo: $(STAMP)
 	MPLBACKEND=Agg $(VENV)/bin/igax demo --out $(OUT)
 
+# JAX compile time dominates the suite; two worker processes halve it on a 2-core machine.
 test: $(STAMP)
-	MPLBACKEND=Agg $(PY) -m pytest -q
+	MPLBACKEND=Agg $(PY) -m pytest -q -n 2
 
 test-slow: $(STAMP)
-	MPLBACKEND=Agg $(PY) -m pytest -q -m slow
+	MPLBACKEND=Agg $(PY) -m pytest -q -n 2 -m slow
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check igax tests examples benchmarks
