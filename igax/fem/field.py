@@ -58,14 +58,16 @@ class Field(eqx.Module):
                 f"points must have shape (npts, {self.space.dim}), got {points.shape}; for one point write "
                 "points[None, :]."
             )
-        dofs, tables = locate(self.space, points)
-        p = self.space.plan
-        c = self.coeffs.reshape(p.ncomp, p.nscalar)[:, dofs]  # (ncomp, npts, nloc)
-        val = jnp.einsum("cea,eqa->ec", c, tables.phi)
-        grad = jnp.einsum("cea,eqak->eck", c, tables.dphi)
-        if not p.value_shape:
-            val, grad = val[:, 0], grad[:, 0]
-        return val, grad
+        n = points.shape[0]
+        if n == 0:
+            raise ValueError("points must hold at least one point, got shape (0, dim).")
+        # Pad to a power of two so that location and evaluation compile once per size class, not once per
+        # number of points (each compile costs seconds).
+        m = max(16, 1 << (n - 1).bit_length())
+        padded = jnp.concatenate([points, jnp.broadcast_to(points[:1], (m - n, points.shape[1]))])
+        dofs, tables = locate(self.space, padded)
+        val, grad = _contract(self, dofs, tables)
+        return val[:n], grad[:n]
 
     def __call__(self, points) -> jax.Array:
         """Values at physical points ``(npts, dim)`` -> ``(npts,) + value_shape``."""
@@ -97,6 +99,17 @@ class Field(eqx.Module):
 
     def __repr__(self):
         return f"Field({type(self.space).__name__}, ndofs={self.space.ndofs}, shape={self.value_shape})"
+
+
+@eqx.filter_jit  # eager, the contraction would compile anew for every number of points
+def _contract(field: Field, dofs, tables):
+    p = field.space.plan
+    c = field.coeffs.reshape(p.ncomp, p.nscalar)[:, dofs]  # (ncomp, npts, nloc)
+    val = jnp.einsum("cea,eqa->ec", c, tables.phi)
+    grad = jnp.einsum("cea,eqak->eck", c, tables.dphi)
+    if not p.value_shape:
+        val, grad = val[:, 0], grad[:, 0]
+    return val, grad
 
 
 def _np(x):

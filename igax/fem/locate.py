@@ -9,6 +9,7 @@ and the geometry without differentiating through the iterations.
 
 from __future__ import annotations
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -63,11 +64,17 @@ def _locate_spline(V, points):
     bad = np.linalg.norm(x - pts, axis=1) > 1e-8 * scale
     if bad.any():
         raise _outside_error(len(pts), bad, pts)
-    # One differentiable Newton step from the converged parameters.
-    u0 = jnp.asarray(u)
+    return _spline_tables_at(V, jnp.asarray(u), jnp.asarray(points), lo, hi)
+
+
+# The differentiable tails below are jitted: run eagerly, each of their many small ops would compile anew for
+# every number of points (seconds per call).
+@eqx.filter_jit
+def _spline_tables_at(V, u0, points, lo, hi):
+    """One differentiable Newton step from the converged parameters u0, then the basis tables there."""
     _, t0, J0 = V._param_tables(u0, return_jacobian=True)
     _, Jinv = det_inv(J0[:, 0])
-    uj = jnp.clip(u0 - jnp.einsum("pki,pi->pk", Jinv, t0.x[:, 0] - jnp.asarray(points)), lo, hi)
+    uj = jnp.clip(u0 - jnp.einsum("pki,pi->pk", Jinv, t0.x[:, 0] - points), lo, hi)
     return V._param_tables(uj)
 
 
@@ -129,18 +136,23 @@ def _locate_lagrange(V, points):
         bad = np.zeros(len(pts), bool)
         bad[todo] = True
         raise _outside_error(len(pts), bad, pts)
-    # Differentiable Newton step from the converged reference coordinates.
-    xi0 = jnp.asarray(xi)
-    Xc = V.points[p.cells[cell]]  # (npts, nv, dim)
+    tables = _lagrange_tables_at(V, p.cells[cell], jnp.asarray(xi), jnp.asarray(points))
+    return jnp.asarray(p.cell_dofs[cell]), tables
+
+
+@eqx.filter_jit
+def _lagrange_tables_at(V, vertex_ids, xi0, points):
+    """A differentiable Newton step from the converged reference coordinates, then the basis tables there."""
+    p = V.plan
+    Xc = V.points[vertex_ids]  # (npts, nv, dim)
     gv, gg = p.geo.values(xi0), p.geo.gradients(xi0)
     x = jnp.einsum("nv,nvi->ni", gv, Xc)
     J = jnp.einsum("nvk,nvi->nik", gg, Xc)
     _, Jinv = det_inv(J)
-    xi1 = xi0 - jnp.einsum("nki,ni->nk", Jinv, x - jnp.asarray(points))
+    xi1 = xi0 - jnp.einsum("nki,ni->nk", Jinv, x - points)
     gv, gg = p.geo.values(xi1), p.geo.gradients(xi1)
     x = jnp.einsum("nv,nvi->ni", gv, Xc)[:, None]
     J = jnp.einsum("nvk,nvi->nik", gg, Xc)[:, None]
     phi = p.ref.values(xi1)[:, None]
     dref = p.ref.gradients(xi1)[:, None]
-    t = finish_tables(phi, dref, x, J, jnp.ones((len(pts), 1)), None)
-    return jnp.asarray(p.cell_dofs[cell]), t
+    return finish_tables(phi, dref, x, J, jnp.ones((xi0.shape[0], 1), xi0.dtype), None)
