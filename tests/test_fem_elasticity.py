@@ -1,45 +1,24 @@
 """Linear elasticity: the plate with a hole against the Kirsch solution (REFERENCE.md)."""
 
+import importlib.util
+from pathlib import Path
+
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from igax import fem
 from igax.fem import library, norms
 
-E, NU, T, R = 1e5, 0.3, 10.0, 1.0
-
-
-def kirsch_stress(x):
-    r = jnp.hypot(x[0], x[1])
-    t = jnp.arctan2(x[1], x[0])
-    a, b = R**2 / r**2, R**4 / r**4
-    sxx = T * (1 - a * (1.5 * jnp.cos(2 * t) + jnp.cos(4 * t)) + 1.5 * b * jnp.cos(4 * t))
-    syy = T * (-a * (0.5 * jnp.cos(2 * t) - jnp.cos(4 * t)) - 1.5 * b * jnp.cos(4 * t))
-    sxy = T * (-a * (0.5 * jnp.sin(2 * t) + jnp.sin(4 * t)) + 1.5 * b * jnp.sin(4 * t))
-    return jnp.stack([jnp.stack([sxx, sxy]), jnp.stack([sxy, syy])])
-
-
-def kirsch_displacement(x):
-    r = jnp.hypot(x[0], x[1])
-    t = jnp.arctan2(x[1], x[0])
-    mu = E / (2 * (1 + NU))
-    k = 3 - 4 * NU
-    c = T / (8 * mu)
-    ux = c * (
-        r * (k + 1) * jnp.cos(t) + 2 / r * ((1 + k) * jnp.cos(t) + jnp.cos(3 * t)) - 2 / r**3 * jnp.cos(3 * t)
-    )
-    uy = c * (
-        r * (k - 3) * jnp.sin(t) + 2 / r * ((1 - k) * jnp.sin(t) + jnp.sin(3 * t)) - 2 / r**3 * jnp.sin(3 * t)
-    )
-    return jnp.stack([ux, uy])
-
-
-@fem.linear_form
-def exact_traction(v, w):
-    return jnp.dot(w.sigma.value @ w.n, v.value)
-
+# The closed-form Kirsch solution (REFERENCE.md) is written once, in the example the tests also run.
+_spec = importlib.util.spec_from_file_location(
+    "plate_with_hole_example", Path(__file__).resolve().parents[1] / "examples" / "plate_with_hole.py"
+)
+_example = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_example)
+E, NU, T, R = _example.E, _example.NU, _example.T, _example.R
+kirsch_stress, kirsch_displacement = _example.kirsch_stress, _example.kirsch_displacement
+exact_traction = _example.exact_traction
 
 ELASTIC = library.linear_elasticity(E, NU, "plane_strain")
 
