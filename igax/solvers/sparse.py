@@ -71,7 +71,7 @@ class CSRPattern:
         nrows, ncols = int(shape[0]), int(shape[1])
         # One key per entry; sorting keys (not np.unique on pairs) is the cheap way to a CSR pattern.
         key = rows * ncols + cols
-        order = np.argsort(key, kind="stable")
+        order = np.argsort(key)  # any order among equal keys will do: only each entry's slot matters
         skey = key[order]
         first = np.ones(skey.shape[0], dtype=bool)
         first[1:] = skey[1:] != skey[:-1]
