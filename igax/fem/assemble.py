@@ -153,6 +153,37 @@ def _dependencies(fn, args) -> set[int]:
     return out
 
 
+def _check_linear(fn, args, form: Form, which: str) -> None:
+    """Raise a clear error unless ``fn(*args)`` is linear in ``args[0]`` and ``args[1]`` (one jet).
+
+    Assembly evaluates kernels only on unit jets, which is exact for (bi)linear kernels and silently wrong
+    otherwise. ``jax.linear_transpose`` traces the kernel (abstractly, no values) and fails on any operation
+    that is not linear in the jet, e.g. ``u.value ** 2`` or ``jnp.sin(v.value)``. Constant terms (an affine
+    kernel such as ``u.value * v.value + 1``) are beyond this structural check.
+    """
+    lin, rest = args[:2], args[2:]
+    # The kernel's own errors (e.g. a non-scalar result) surface first, with their own message.
+    jax.eval_shape(lambda *a: kernel_output(fn(*a), form), *args)
+
+    def transposed(*rest):
+        def f(a, b):
+            return kernel_output(fn(a, b, *rest), form)
+
+        out = jax.eval_shape(f, *lin)
+        return jax.linear_transpose(f, *lin)(jnp.zeros(out.shape, out.dtype))
+
+    try:
+        jax.eval_shape(transposed, *rest)
+    except Exception as err:  # any failure of the transpose trace means a non-linear operation on the jet
+        raise ValueError(
+            f"the kernel of {form!r} is not linear in {which} (transposing it failed: "
+            f"{type(err).__name__}: {str(err)[:120]}). Assembly needs {form.kind} kernels: every term must "
+            f"be linear in {which}, e.g. w.kappa * jnp.dot(u.grad, v.grad), not u.value ** 2 or "
+            "jnp.exp(u.value). For a non-linear problem, assemble the residual's linearisation (a bilinear "
+            "form in the increment) or use igax.solvers.newton_solve with an element energy."
+        ) from err
+
+
 def _jet_select(space: FunctionSpace, dtype, use_value: bool, use_grad: bool):
     """Unit jets restricted to the used entries: values (m, *vs), grads (m, *vs, dim), kept jet indices."""
     d1 = space.plan.dim + 1
@@ -258,7 +289,12 @@ def _assemble(form: Form, space: FunctionSpace, boundary, fields: dict):
     jv = jax.ShapeDtypeStruct(uval.shape[1:], dtype), jax.ShapeDtypeStruct(ugrad.shape[1:], dtype)
 
     if form.kind == "linear":
-        used = _dependencies(lambda a, b, xp, np_, fl: form.kernel(Jet(a, b), w_at(xp, np_, fl)), (*jv, *pt))
+
+        def kern(a, b, xp, np_, fl):
+            return form.kernel(Jet(a, b), w_at(xp, np_, fl))
+
+        used = _dependencies(kern, (*jv, *pt))
+        _check_linear(kern, (*jv, *pt), form, "v")
         tval, tgrad, keep = _jet_select(space, dtype, 0 in used, 1 in used)
         if not keep:
             return jnp.zeros(p.ndofs, dtype)
@@ -279,6 +315,8 @@ def _assemble(form: Form, space: FunctionSpace, boundary, fields: dict):
         return form.kernel(Jet(ua, ug), Jet(va, vg), w_at(xp, np_, fl))
 
     used = _dependencies(kern, (*jv, *jv, *pt))
+    _check_linear(kern, (*jv, *jv, *pt), form, "u")
+    _check_linear(lambda va, vg, ua, ug, *r: kern(ua, ug, va, vg, *r), (*jv, *jv, *pt), form, "v")
     uv, ug_, ku = _jet_select(space, dtype, 0 in used, 1 in used)
     vv, vg_, kv = _jet_select(space, dtype, 2 in used, 3 in used)
     if not ku or not kv:  # the kernel ignores the trial or the test function: a zero matrix
