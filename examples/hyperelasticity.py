@@ -21,23 +21,13 @@ import jax.numpy as jnp
 import numpy as np
 from scipy.optimize import brentq
 
-from igax import solvers
+from igax import fem, solvers
 
 DEMO = {
     "name": "hyperelasticity",
     "description": "Neo-Hookean uniaxial stretch (P1, Newton on the energy, adjoint d/dmu) vs closed form",
     "sizes": {"tiny": {"n": 4}, "small": {"n": 12}, "default": {"n": 32}},
 }
-
-
-def triangle_mesh(n: int):
-    """Nodes (N, 2) and triangles (nel, 3) of the unit square cut into 2 n^2 triangles."""
-    x = np.linspace(0.0, 1.0, n + 1)
-    X, Y = np.meshgrid(x, x, indexing="ij")
-    nodes = np.stack([X.ravel(), Y.ravel()], axis=1)
-    idx = np.arange((n + 1) ** 2).reshape(n + 1, n + 1)
-    a, b, c, d = idx[:-1, :-1].ravel(), idx[1:, :-1].ravel(), idx[1:, 1:].ravel(), idx[:-1, 1:].ravel()
-    return nodes, np.concatenate([np.stack([a, b, c], 1), np.stack([a, c, d], 1)])
 
 
 def p1_gradients(nodes, tris):
@@ -65,7 +55,8 @@ def lateral_stretch(l1: float, mu: float, lam: float) -> float:
 def main(n: int = 12, delta: float = 0.3, mu: float = 1.0, lam: float = 2.0, out: str | None = None) -> dict:
     """Solve, compare with the closed form, check d(l2)/d(mu) against finite differences; returns numbers."""
     jax.config.update("jax_enable_x64", True)
-    nodes, tris = triangle_mesh(n)
+    mesh = fem.unit_square(n, cell="triangle")  # 2 n^2 triangles
+    nodes, tris = mesh.points, mesh.cells
     G, area = p1_gradients(nodes, tris)
     ndof = 2 * len(nodes)
     fixed = np.zeros(ndof, dtype=bool)

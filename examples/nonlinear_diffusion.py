@@ -21,25 +21,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from igax import solvers
+from igax import fem, solvers
 
 DEMO = {
     "name": "nonlinear-diffusion",
     "description": "Newton with implicit differentiation on -div((1 + c u^2) grad u) = f (P1 triangles)",
     "sizes": {"tiny": {"n": 12}, "small": {"n": 32}, "default": {"n": 96}},
 }
-
-
-def triangle_mesh(n: int):
-    """Nodes (N, 2) and triangles (nel, 3) of the unit square cut into 2 n^2 triangles; the boundary mask."""
-    x = np.linspace(0.0, 1.0, n + 1)
-    X, Y = np.meshgrid(x, x, indexing="ij")
-    nodes = np.stack([X.ravel(), Y.ravel()], axis=1)
-    idx = np.arange((n + 1) ** 2).reshape(n + 1, n + 1)
-    a, b, c, d = idx[:-1, :-1].ravel(), idx[1:, :-1].ravel(), idx[1:, 1:].ravel(), idx[:-1, 1:].ravel()
-    tris = np.concatenate([np.stack([a, b, c], 1), np.stack([a, c, d], 1)])
-    on_boundary = np.isclose(nodes, 0.0).any(axis=1) | np.isclose(nodes, 1.0).any(axis=1)
-    return nodes, tris, on_boundary
 
 
 def p1_gradients(nodes, tris):
@@ -60,7 +48,10 @@ def element_residual(u_e, f_e, G_e, area_e, c):
 def main(n: int = 32, c: float = 4.0, amplitude: float = 60.0, out: str | None = None) -> dict:
     """Solve, check convergence and the adjoint gradient; returns numbers (a picture goes to ``out``)."""
     jax.config.update("jax_enable_x64", True)
-    nodes, tris, fixed = triangle_mesh(n)
+    mesh = fem.unit_square(n, cell="triangle")  # 2 n^2 triangles
+    nodes, tris = mesh.points, mesh.cells
+    fixed = np.zeros(len(nodes), dtype=bool)
+    fixed[np.unique(mesh.boundary_facets())] = True  # Dirichlet on the whole boundary
     free = np.nonzero(~fixed)[0]
     dof_of_node = -np.ones(len(nodes), dtype=np.int64)
     dof_of_node[free] = np.arange(free.size)
