@@ -17,28 +17,13 @@ import argparse
 import json
 import os
 import platform
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from _timing import fmt_seconds, median_time  # benchmarks/_timing.py
 
 from igax.bases import approx
-
-
-def _median_time(fn, *args, repeat):
-    jax.block_until_ready(fn(*args))
-    jax.block_until_ready(fn(*args))
-    ts = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        ts.append(time.perf_counter() - t)
-    return float(np.median(ts))
-
-
-def _fmt(t):
-    return f"{t * 1e6:9.1f} us" if t < 1e-3 else f"{t * 1e3:9.3f} ms"
 
 
 def _autodiff_projection(y, breaks, degree):
@@ -72,19 +57,19 @@ def main(argv=None):
         w = jnp.asarray(rng.standard_normal(n))
         repeat = 20 if n <= 10_000 else 5
         fwd = jax.jit(lambda y: approx.free_knot_fit(y, k, d))
-        tf = _median_time(fwd, y, repeat=repeat)
+        tf = median_time(fwd, y, repeat=repeat)
         yhat, breaks = approx.free_knot_fit(y, k, d, return_breaks=True)
         # backward only: the VJP of the projection at fixed breakpoints (what the layer's backward runs)
         _, vjp = jax.vjp(lambda y, b=breaks: approx.segment_projection(y, b, d), y)
         bwd = jax.jit(lambda g, vjp=vjp: vjp(g)[0])
-        tb = _median_time(bwd, w, repeat=repeat)
+        tb = median_time(bwd, w, repeat=repeat)
         _, vjp_ad = jax.vjp(lambda y, b=breaks: _autodiff_projection(y, b, d), y)
         bwd_ad = jax.jit(lambda g, vjp=vjp_ad: vjp(g)[0])
-        ta = _median_time(bwd_ad, w, repeat=repeat)
+        ta = median_time(bwd_ad, w, repeat=repeat)
         err = float(jnp.max(jnp.abs(bwd(w) - bwd_ad(w))))
         assert err < 1e-8, f"custom VJP and autodiff disagree by {err:.1e}"
         bwd_times.append(tb)
-        print(f"  {n:8d} {_fmt(tf):>12s} {_fmt(tb):>12s} {_fmt(ta):>13s} {ta / tb:7.2f}")
+        print(f"  {n:8d} {fmt_seconds(tf):>12s} {fmt_seconds(tb):>12s} {fmt_seconds(ta):>13s} {ta / tb:7.2f}")
         for what, ti in (("forward", tf), ("backward", tb)):
             rec = {
                 "bench": "approx",

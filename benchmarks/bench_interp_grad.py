@@ -21,11 +21,11 @@ import argparse
 import json
 import os
 import platform
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from _timing import fmt_seconds, median_time  # benchmarks/_timing.py
 
 from igax.bases import interp
 
@@ -68,21 +68,6 @@ def _make(solver, bc):
     return f
 
 
-def _median_time(fn, *args, repeat):
-    jax.block_until_ready(fn(*args))  # compile
-    jax.block_until_ready(fn(*args))
-    ts = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        ts.append(time.perf_counter() - t)
-    return float(np.median(ts))
-
-
-def _fmt(t):
-    return f"{t * 1e6:9.1f} us" if t < 1e-3 else f"{t * 1e3:9.3f} ms"
-
-
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="only n = 64 and 1000")
@@ -111,7 +96,7 @@ def main(argv=None):
             f = _make(solver, args.bc)
             fwd = jax.jit(f)
             grad = jax.jit(jax.grad(lambda y, f=f, x=x, xq=xq: jnp.sum(f(x, y, xq))))
-            times[name] = (_median_time(fwd, x, y, xq, repeat=repeat), _median_time(grad, y, repeat=repeat))
+            times[name] = (median_time(fwd, x, y, xq, repeat=repeat), median_time(grad, y, repeat=repeat))
             grads[name] = np.asarray(grad(y))
         for name in grads:
             err = np.abs(grads[name] - grads["igax"]).max() / np.abs(grads["igax"]).max()
@@ -121,7 +106,8 @@ def main(argv=None):
         head = f"  {'implementation':16s} {'forward':>12s} {'gradient':>12s}"
         print(head + f" {'fwd ratio':>10s} {'grad ratio':>10s}")
         for name, (tf, tg) in times.items():
-            print(f"  {name:16s} {_fmt(tf):>12s} {_fmt(tg):>12s} {tf / ti_f:10.1f} {tg / ti_g:10.1f}")
+            ratios = f"{tf / ti_f:10.1f} {tg / ti_g:10.1f}"
+            print(f"  {name:16s} {fmt_seconds(tf):>12s} {fmt_seconds(tg):>12s} {ratios}")
         for name, (tf, tg) in times.items():
             if name == "igax":
                 continue

@@ -196,6 +196,10 @@ def _cmd_bench(args) -> int:
     for name in names:
         if name not in benches:
             raise _unknown("benchmark", name, benches)
+    # Benchmarks share benchmarks/_timing.py; a script run directly finds it beside itself, so must we.
+    folder = str(project_root() / "benchmarks")
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
     for name in names:
         print(f"== benchmark {name} ==", flush=True)
         module = _load_module(benches[name], f"igax_bench_{name}")
