@@ -10,8 +10,7 @@ it.
 
 The breakpoint search (:func:`segment`):
 
-* exact (every position is a candidate): dynamic programming over a table of segment costs computed in O(1)
-each
+* exact (every position is a candidate): dynamic programming over a table of segment costs computed in O(1) each
   from prefix sums of moments, ``O(n^2)`` memory and ``O(k n^2)`` time; the default up to n = 2048;
 * with ``candidates=c`` breakpoints are first chosen among ``c + 1`` equispaced candidate positions
   (``O(k c^2)``), then each breakpoint is moved to its best position within one candidate spacing, neighbours
