@@ -158,8 +158,9 @@ def _check_linear(fn, args, form: Form, which: str) -> None:
 
     Assembly evaluates kernels only on unit jets, which is exact for (bi)linear kernels and silently wrong
     otherwise. ``jax.linear_transpose`` traces the kernel (abstractly, no values) and fails on any operation
-    that is not linear in the jet, e.g. ``u.value ** 2`` or ``jnp.sin(v.value)``. Constant terms (an affine
-    kernel such as ``u.value * v.value + 1``) are beyond this structural check.
+    that is not linear in the jet, e.g. ``u.value ** 2`` or ``jnp.sin(v.value)``. It lets constant
+    terms through (an affine kernel such as ``u.value * v.value + v.value``): :func:`_check_no_constant_term`
+    catches those.
     """
     lin, rest = args[:2], args[2:]
     # The kernel's own errors (e.g. a non-scalar result) surface first, with their own message.
@@ -182,6 +183,43 @@ def _check_linear(fn, args, form: Form, which: str) -> None:
             "jnp.exp(u.value). For a non-linear problem, assemble the residual's linearisation (a bilinear "
             "form in the increment) or use igax.solvers.newton_solve with an element energy."
         ) from err
+
+
+def _check_no_constant_term(fn, args, zero: tuple[int, ...], form: Form, which: str) -> None:
+    """Raise a clear error if ``fn`` is non-zero with the jets at positions ``zero`` set to zero.
+
+    A (bi)linear kernel vanishes when its trial (or test) jet is zero. The kernel is evaluated once, eagerly,
+    at one random point with the other arguments random. When it closes over traced values (a coefficient
+    that is a jit argument) the result is not concrete and the check is skipped; so is a kernel that fails or
+    gives a non-finite value at the random point (the real evaluation reports its own errors).
+    """
+    rng = np.random.default_rng(0)
+
+    def sample(i, a):
+        if a is None:
+            return None
+        if i in zero:
+            return np.zeros(a.shape, a.dtype)
+        if jnp.issubdtype(a.dtype, jnp.floating):
+            return rng.uniform(0.25, 0.75, a.shape).astype(a.dtype)
+        return np.ones(a.shape, a.dtype)
+
+    concrete = [jax.tree_util.tree_map(lambda a, i=i: sample(i, a), arg) for i, arg in enumerate(args)]
+    try:
+        with jax.ensure_compile_time_eval():
+            out = kernel_output(fn(*concrete), form)
+            if isinstance(out, jax.core.Tracer):
+                return
+            out = np.asarray(out)
+    except Exception:  # noqa: BLE001 - see the docstring: the real evaluation reports kernel errors
+        return
+    if np.all(np.isfinite(out)) and np.any(out != 0):
+        raise ValueError(
+            f"the kernel of {form!r} has a term that does not contain {which}: with {which} = 0 it still "
+            f"returns {out.ravel()[:3]} at a sample point. Every term of a {form.kind} kernel must be linear "
+            f"in {which} (e.g. u.value * v.value + v.value is not bilinear). Move a term without the trial "
+            "function u into a linear_form (the right-hand side)."
+        )
 
 
 def _jet_select(space: FunctionSpace, dtype, use_value: bool, use_grad: bool):
@@ -295,6 +333,7 @@ def _assemble(form: Form, space: FunctionSpace, boundary, fields: dict):
 
         used = _dependencies(kern, (*jv, *pt))
         _check_linear(kern, (*jv, *pt), form, "v")
+        _check_no_constant_term(kern, (*jv, *pt), (0, 1), form, "v")
         tval, tgrad, keep = _jet_select(space, dtype, 0 in used, 1 in used)
         if not keep:
             return jnp.zeros(p.ndofs, dtype)
@@ -317,6 +356,8 @@ def _assemble(form: Form, space: FunctionSpace, boundary, fields: dict):
     used = _dependencies(kern, (*jv, *jv, *pt))
     _check_linear(kern, (*jv, *jv, *pt), form, "u")
     _check_linear(lambda va, vg, ua, ug, *r: kern(ua, ug, va, vg, *r), (*jv, *jv, *pt), form, "v")
+    _check_no_constant_term(kern, (*jv, *jv, *pt), (0, 1), form, "u")
+    _check_no_constant_term(kern, (*jv, *jv, *pt), (2, 3), form, "v")
     uv, ug_, ku = _jet_select(space, dtype, 0 in used, 1 in used)
     vv, vg_, kv = _jet_select(space, dtype, 2 in used, 3 in used)
     if not ku or not kv:  # the kernel ignores the trial or the test function: a zero matrix
