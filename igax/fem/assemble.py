@@ -214,11 +214,15 @@ def _check_no_constant_term(fn, args, zero: tuple[int, ...], form: Form, which: 
     except Exception:  # noqa: BLE001 - see the docstring: the real evaluation reports kernel errors
         return
     if np.all(np.isfinite(out)) and np.any(out != 0):
+        fix = (
+            "Move a term without the trial function u into a linear_form (the right-hand side)."
+            if which == "u"
+            else "A term without the test function v is not part of a weak form: multiply it by v.value."
+        )
         raise ValueError(
             f"the kernel of {form!r} has a term that does not contain {which}: with {which} = 0 it still "
             f"returns {out.ravel()[:3]} at a sample point. Every term of a {form.kind} kernel must be linear "
-            f"in {which} (e.g. u.value * v.value + v.value is not bilinear). Move a term without the trial "
-            "function u into a linear_form (the right-hand side)."
+            f"in {which} (e.g. u.value * v.value + v.value is not bilinear). {fix}"
         )
 
 
