@@ -23,6 +23,8 @@ from igax.bases.patch import NURBSPatch
 from igax.bases.refine import degree_elevation_matrix, knot_insertion_matrix, uniform_refinement_knots
 from igax.bases import approx, fit, interp
 from igax.bases.approx import free_knot_fit, segment, segment_projection
+from igax.bases import approx2d
+from igax.bases.approx2d import piecewise_constant_2d, region_projection, segment_image
 from igax.bases.fit import fit as spline_fit
 from igax.bases.fit import fit_grid, project
 from igax.bases.interp import interpolate, locate
