@@ -97,3 +97,12 @@ def test_python_sum_and_traced_closures_pass(V):
         return fem.assemble(k, V).todense()
 
     np.testing.assert_allclose(scaled(3.0), 3.0 * B, atol=1e-13)
+
+
+def test_form_input_in_jnp_function_explains_value(V):
+    @fem.bilinear_form
+    def k(u, v, w):
+        return jnp.exp(w.kappa) * u.value * v.value
+
+    with pytest.raises(TypeError, match=r"jnp.exp\(w.kappa.value\)"):
+        fem.assemble(k, V, kappa=1.0)

@@ -22,6 +22,7 @@ basis tables, which is much cheaper than evaluating it for every pair of local b
 
 from __future__ import annotations
 
+import functools
 import operator
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -52,11 +53,31 @@ class Form:
         return f"{self.kind}_form({self.name})"
 
 
+def _explain_jnp_inputs(f: Callable) -> Callable:
+    """``f`` with JAX's error for a :class:`QuadValue` passed to a ``jnp`` function turned into the fix."""
+
+    @functools.wraps(f)
+    def kernel(*args):
+        try:
+            return f(*args)
+        except ValueError as err:
+            if "__jax_array__" not in str(err):
+                raise
+            raise TypeError(
+                f"kernel {getattr(f, '__name__', 'form')!r} passed a named form input (w.<name>) to a "
+                f"jax.numpy function; JAX {jax.__version__} no longer converts such objects inside jnp "
+                "functions. Write its .value there, e.g. jnp.exp(w.kappa.value) (plain arithmetic such as "
+                "w.kappa * u.value needs no .value)."
+            ) from err
+
+    return kernel
+
+
 def _decorator(kind: str, fn, symmetric: bool = False):
     def wrap(f):
         if not callable(f):
             raise TypeError(f"{kind}_form expects a function, got {type(f).__name__}.")
-        return Form(f, kind, bool(symmetric), getattr(f, "__name__", "form"))
+        return Form(_explain_jnp_inputs(f), kind, bool(symmetric), getattr(f, "__name__", "form"))
 
     return wrap if fn is None else wrap(fn)
 
@@ -67,8 +88,7 @@ def bilinear_form(fn: Callable | None = None, *, symmetric: bool = False):
     Arguments:
         fn: the kernel (when used as ``@bilinear_form`` without parentheses).
         symmetric: declare ``a(u, v) == a(v, u)``; the assembled matrix is then flagged symmetric so solvers
-            can
-            use Cholesky-type methods. Not checked numerically beyond tests.
+            can use Cholesky-type methods. Not checked numerically beyond tests.
 
     Returns:
         A :class:`Form`.
