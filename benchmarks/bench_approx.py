@@ -8,7 +8,13 @@ JAX), in the same run. Times are jit steady-state medians; ratio = baseline time
 
 The fitted slope of log(backward time) against log(n) should be about 1 (linear time).
 
-Usage: ``python benchmarks/bench_approx.py [--quick]``
+2D case (:func:`main_2d`): the piecewise-constant image layer ``piecewise_constant_2d`` on a noisy blocky
+image of side 64 .. 1024. Forward = host segmentation (pure_callback) + region means; backward = the VJP at
+fixed labels (custom rule: region means of the cotangent). Baselines in the same run: plain autodiff of the
+same segment-sum projection, and the dense N x N projection matrix ``P^T g`` where it fits in memory
+(N <= 64^2). The fitted slope of log(backward time) against log(N) should be about 1.
+
+Usage: ``python benchmarks/bench_approx.py [--quick] [--only {1d,2d}]``
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from _timing import fmt_seconds, median_time  # benchmarks/_timing.py
 
-from igax.bases import approx
+from igax.bases import approx, approx2d
 
 
 def _autodiff_projection(y, breaks, degree):
@@ -38,8 +44,16 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="n up to 10^4")
     ap.add_argument("--segments", type=int, default=8)
     ap.add_argument("--degree", type=int, default=2)
+    ap.add_argument("--only", choices=["1d", "2d"], default=None, help="run one case only")
     args = ap.parse_args(argv)
     jax.config.update("jax_enable_x64", True)
+    rows = [] if args.only == "1d" else main_2d(args.quick)
+    if args.only == "2d":
+        return rows
+    return rows + main_1d(args)
+
+
+def main_1d(args):
     sizes = [1000, 3000, 10_000] if args.quick else [1000, 10_000, 100_000, 1_000_000]
     k, d = args.segments, args.degree
     print(
@@ -85,6 +99,101 @@ def main(argv=None):
     slope = np.polyfit(np.log(sizes), np.log(bwd_times), 1)[0]
     print(f"# backward time ~ n^{slope:.2f} (fitted over n = {sizes[0]} .. {sizes[-1]})")
     rows.append({"bench": "approx", "case": "backward-slope", "slope": float(slope)})
+    return rows
+
+
+def _autodiff_region_projection(x, labels):
+    """Region means without the custom VJP: JAX differentiates the segment sum and the gather itself."""
+    n = x.size
+    return approx2d._means(x.reshape(n, 1), labels, n)[0].reshape(x.shape)
+
+
+def _dense_projection(labels):
+    """The explicit N x N weak Jacobian, P_ij = 1/|R| for i, j in the same region (small images only)."""
+    f = np.asarray(labels).ravel()
+    same = f[:, None] == f[None, :]
+    return jnp.asarray(same / same.sum(axis=1, keepdims=True))
+
+
+def main_2d(quick=False, n_levels=8, min_size=16):
+    """Piecewise-constant image layer: forward and backward time against the pixel count N."""
+    sides = [64, 128, 256] if quick else [64, 128, 256, 512, 1024]
+    print(
+        f"# machine: {platform.platform()}, {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} cpus, jax {jax.__version__}, backend {jax.default_backend()}, float64"
+    )
+    print(
+        f"# piecewise-constant image, {n_levels} levels in (0, 1), min_size {min_size}; "
+        "backward = VJP at fixed labels"
+    )
+    print(
+        f"  {'side':>5s} {'regions':>8s} {'forward':>12s} {'projection':>12s} {'backward':>12s} "
+        f"{'bwd autodiff':>13s} {'ratio':>6s} {'bwd dense':>12s} {'ratio':>7s}"
+    )
+    rows, bwd_times = [], []
+    for side in sides:
+        rng = np.random.default_rng(0)
+        blocks = np.kron(rng.random((8, 8)), np.ones((side // 8, side // 8)))
+        x = jnp.asarray(np.clip(blocks + 0.05 * rng.standard_normal((side, side)), 0.0, 1.0))
+        g = jnp.asarray(rng.standard_normal((side, side)))
+        repeat = 20 if side <= 256 else 5
+        fwd = jax.jit(
+            lambda x: approx2d.piecewise_constant_2d(x, n_levels, value_range=(0, 1), min_size=min_size)
+        )
+        tf = median_time(fwd, x, repeat=max(3, repeat // 4))
+        labels = approx2d.segment_image(x, n_levels, value_range=(0, 1), min_size=min_size)
+        n = side * side
+        proj = jax.jit(lambda x, lab=labels: approx2d.region_projection(x, lab))
+        tp = median_time(proj, x, repeat=repeat)
+        _, vjp = jax.vjp(lambda x, lab=labels: approx2d.region_projection(x, lab), x)
+        bwd = jax.jit(lambda g, vjp=vjp: vjp(g)[0])
+        tb = median_time(bwd, g, repeat=repeat)
+        lab_flat = labels.reshape(-1)
+        _, vjp_ad = jax.vjp(lambda x, lab=lab_flat: _autodiff_region_projection(x, lab), x)
+        bwd_ad = jax.jit(lambda g, vjp=vjp_ad: vjp(g)[0])
+        ta = median_time(bwd_ad, g, repeat=repeat)
+        err = float(jnp.max(jnp.abs(bwd(g) - bwd_ad(g))))
+        assert err < 1e-12, f"custom VJP and autodiff disagree by {err:.1e}"
+        td = None
+        if n <= 64 * 64:
+            P = _dense_projection(labels)
+            dense = jax.jit(lambda g, P=P: (P.T @ g.reshape(-1)).reshape(g.shape))
+            td = median_time(dense, g, repeat=repeat)
+            err = float(jnp.max(jnp.abs(bwd(g) - dense(g))))
+            assert err < 1e-12, f"custom VJP and dense P^T g disagree by {err:.1e}"
+            del P
+        bwd_times.append(tb)
+        R = int(labels.max()) + 1
+        dense_txt = f"{fmt_seconds(td):>12s} {td / tb:7.1f}" if td else f"{'-':>12s} {'-':>7s}"
+        print(
+            f"  {side:5d} {R:8d} {fmt_seconds(tf):>12s} {fmt_seconds(tp):>12s} {fmt_seconds(tb):>12s} "
+            f"{fmt_seconds(ta):>13s} {ta / tb:6.2f} {dense_txt}"
+        )
+        recs = [
+            ("forward", tf, None, None),
+            ("projection", tp, None, None),
+            ("backward", tb, "autodiff-projection", ta),
+        ]
+        if td:
+            recs.append(("backward", tb, "dense-projection", td))
+        for what, ti, base, tbase in recs:
+            rec = {
+                "bench": "approx",
+                "case": f"pc2d-{what}-{side}x{side}-k{n_levels}-m{min_size}",
+                "igax": "piecewise_constant_2d" if what == "forward" else "region_projection",
+                "igax_s": ti,
+                "baseline": base,
+                "baseline_s": tbase,
+                "ratio": tbase / ti if tbase else None,
+                "pixels": n,
+                "regions": R,
+            }
+            rows.append(rec)
+            print(json.dumps(rec))
+    npix = np.array(sides, float) ** 2
+    slope = np.polyfit(np.log(npix), np.log(bwd_times), 1)[0]
+    print(f"# 2D backward time ~ N^{slope:.2f} (fitted over N = {sides[0]}^2 .. {sides[-1]}^2)")
+    rows.append({"bench": "approx", "case": "pc2d-backward-slope", "slope": float(slope)})
     return rows
 
 
