@@ -12,27 +12,31 @@ import numpy as np
 
 from igax.bases.lagrange import reference_element
 from igax.fem.quadrature import facet_quadrature, quadrature
-from igax.fem.space import FunctionSpace, Rule, SpacePlan, Tables, check_jacobian, det_inv, finish_tables
+from igax.fem.space import FunctionSpace, Rule, SpacePlan, Tables, check_jacobian, finish_tables
+from igax.solvers.sparse import CSRPattern, sort_keys
 
 __all__ = ["LagrangeSpace"]
 
 
 def _unique_rows(a: np.ndarray):
     """Ids of rows equal up to order (lexicographic in the sorted rows) and the number of distinct rows."""
-    a = np.sort(a, axis=1)
     if a.shape[0] == 0:
         return np.zeros(0, np.int64), 0
+    if a.shape[1] == 2:  # edges: min/max instead of a row sort
+        a = np.stack([np.minimum(a[:, 0], a[:, 1]), np.maximum(a[:, 0], a[:, 1])], axis=1)
+    else:
+        a = np.sort(a, axis=1)
     # One int64 key per row when it fits (much faster than np.unique(axis=0)); lexsort otherwise.
     base = int(a.max()) + 1
     if base ** a.shape[1] < 2**62:
         key = np.zeros(a.shape[0], np.int64)
         for j in range(a.shape[1]):
-            key = key * base + a[:, j]
-        order = np.argsort(key, kind="stable")
-        sk = key[order]
+            key *= base
+            key += a[:, j]
+        order, sk = sort_keys(key, base ** a.shape[1])
         new = np.empty(len(sk), bool)
         new[0] = True
-        new[1:] = sk[1:] != sk[:-1]
+        np.not_equal(sk[1:], sk[:-1], out=new[1:])
     else:
         order = np.lexsort(a.T[::-1])
         sa = a[order]
@@ -54,10 +58,13 @@ class _LagrangePlan(SpacePlan):
         nv = geo.nbasis
         cells = np.asarray(cells, dtype=np.int64)[:, :nv]
         nel = cells.shape[0]
-        # Vertex dofs: only vertices that cells use, numbered in increasing point order.
-        used, vdof = np.unique(cells, return_inverse=True)
-        vdof = vdof.reshape(cells.shape)
-        parts, offset = [vdof], used.shape[0]
+        itype = np.int32 if max(cells.size, int(cells.max()) + 1) < 2**31 else np.int64
+        # Vertex dofs: only vertices that cells use, numbered in increasing point order (a mask, not a sort).
+        mask = np.zeros(int(cells.max()) + 1, dtype=bool)
+        mask[cells] = True
+        used = np.flatnonzero(mask)
+        newid = np.cumsum(mask, dtype=itype) - 1  # point -> vertex dof (valid where mask)
+        parts, offset = [newid[cells]], used.shape[0]
         counts = ref.dofs_per_entity
         if counts[1]:
             eid, ne = _unique_rows(cells[:, np.array(ref.edges)].reshape(-1, 2))
@@ -70,34 +77,20 @@ class _LagrangePlan(SpacePlan):
         if counts[3]:
             parts.append(offset + np.arange(nel)[:, None])
             offset += nel
-        cell_dofs = np.concatenate(parts, axis=1)
+        cell_dofs = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1).astype(itype)
         if cell_dofs.shape[1] != ref.nbasis:
             raise ValueError(f"degree {degree} on {cell_type} is not supported by LagrangeSpace.")
+        # Built from the distinct dof pairs of the cells (for P1: the edges), not all nloc**2 entries.
+        pattern, slot = CSRPattern.from_cells(cell_dofs, offset)
 
         # Facets: all cell facets, the boundary ones (seen once) and the named ones.
         lf = np.array(ref.facets)  # (nfac, nvf)
         nfac = lf.shape[0]
-        allf = cells[:, lf].reshape(nel * nfac, -1)
         named_rows = {k: np.asarray(v, dtype=np.int64) for k, v in named.items()}
-        stacked = np.concatenate([allf] + [r.reshape(-1, allf.shape[1]) for r in named_rows.values()])
-        fid, _ = _unique_rows(stacked)
-        cell_fid = fid[: allf.shape[0]]
-        count = np.bincount(cell_fid)
-        first = np.full(count.shape[0], -1, dtype=np.int64)
-        first[cell_fid[::-1]] = np.arange(allf.shape[0])[::-1]  # first cell facet with each id
-        facet_sets = {"boundary": np.nonzero(count[cell_fid] == 1)[0]} if not named_rows else {}
-        pos = allf.shape[0]
-        for k, r in named_rows.items():
-            ids = fid[pos : pos + r.shape[0]]
-            pos += r.shape[0]
-            idx = first[ids] if ids.size else np.zeros(0, np.int64)
-            if ids.size and (idx.min() < 0 or (count[ids] != 1).any()):
-                raise ValueError(
-                    f"boundary {k!r} of the mesh lists facets that are not boundary facets of its cells."
-                )
-            facet_sets[k] = idx
-        if named_rows:
-            facet_sets["boundary"] = np.nonzero(count[cell_fid] == 1)[0]
+        if lf.shape[1] == 2:
+            facet_sets = _edge_facets(lf, pattern, slot, named_rows, mask, newid)
+        else:
+            facet_sets = _sorted_facets(cells[:, lf].reshape(nel * nfac, -1), named_rows)
         # Local nodes on each local facet (nodes whose reference coordinates lie on the facet's plane).
         fq = facet_quadrature(ref.cell, max(2 * degree, 1))
         origin = geo.nodes[lf[:, 0]]
@@ -119,11 +112,71 @@ class _LagrangePlan(SpacePlan):
             cell_dofs=cell_dofs,
             nscalar=offset,
             boundary_dofs=bdofs,
+            scalar_pattern=(pattern, slot),
         )
         self.ref, self.geo, self.cells, self.degree = ref, geo, cells, degree
         self.quad = quadrature(ref.cell, qdeg)
         self.facet_quad = facet_quadrature(ref.cell, qdeg)
         self.mesh_points_used = used
+
+
+def _not_boundary(name: str) -> ValueError:
+    return ValueError(
+        f"boundary {name!r} of the mesh lists facets that are not boundary facets of its cells."
+    )
+
+
+def _sorted_facets(allf: np.ndarray, named_rows: dict) -> dict:
+    """Boundary and named facets (indices ``cell * nfac + local facet``) by sorting all cell facets."""
+    stacked = np.concatenate([allf] + [r.reshape(-1, allf.shape[1]) for r in named_rows.values()])
+    fid, _ = _unique_rows(stacked)
+    cell_fid = fid[: allf.shape[0]]
+    count = np.bincount(cell_fid)
+    first = np.full(count.shape[0], -1, dtype=np.int64)
+    first[cell_fid[::-1]] = np.arange(allf.shape[0])[::-1]  # first cell facet with each id
+    facet_sets = {}
+    pos = allf.shape[0]
+    for k, r in named_rows.items():
+        ids = fid[pos : pos + r.shape[0]]
+        pos += r.shape[0]
+        idx = first[ids] if ids.size else np.zeros(0, np.int64)
+        if ids.size and (idx.min() < 0 or (count[ids] != 1).any()):
+            raise _not_boundary(k)
+        facet_sets[k] = idx
+    facet_sets["boundary"] = np.nonzero(count[cell_fid] == 1)[0]
+    return facet_sets
+
+
+def _edge_facets(lf, pattern: CSRPattern, slot: np.ndarray, named_rows: dict, mask, newid) -> dict:
+    """Boundary and named facets of a 2D mesh, whose facets are edges: no sort of all cell facets.
+
+    An edge joins two vertices of a cell, which the dof pattern couples: the smaller of the two CSR slots
+    of its vertex pair is a label unique to the edge, and an edge seen by one cell only is on the boundary.
+    """
+    label = np.minimum(slot[:, lf[:, 0], lf[:, 1]], slot[:, lf[:, 1], lf[:, 0]]).ravel()  # (nel * nfac,)
+    count = np.bincount(label, minlength=pattern.nnz)
+    bnd = np.flatnonzero(count[label] == 1)  # boundary cell facets, in cell-facet order
+    blabel = label[bnd]
+    border = np.argsort(blabel)
+    facet_sets = {}
+    for k, r in named_rows.items():
+        r = r.reshape(-1, 2)
+        if r.size == 0:
+            facet_sets[k] = np.zeros(0, np.int64)
+            continue
+        ok = (r.min() >= 0) and (r.max() < mask.shape[0]) and mask[r].all()
+        if not ok:
+            raise _not_boundary(k)
+        i, j = newid[r[:, 0]], newid[r[:, 1]]
+        lab = np.minimum(pattern.find(i, j), pattern.find(j, i))
+        pos = np.searchsorted(blabel, lab, sorter=border)
+        pos = np.minimum(pos, blabel.shape[0] - 1)
+        hit = border[pos] if blabel.size else np.zeros_like(pos)
+        if (lab < 0).any() or blabel.size == 0 or (blabel[hit] != lab).any():
+            raise _not_boundary(k)
+        facet_sets[k] = bnd[hit]
+    facet_sets["boundary"] = bnd
+    return facet_sets
 
 
 _PLANS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -253,11 +306,13 @@ class LagrangeSpace(FunctionSpace):
         """Signed determinant of the cell maps at the volume quadrature points, shape (nel, nq)."""
         p = self.plan
         xp = jnp if isinstance(self.points, jax.core.Tracer) else np  # construction-time check: NumPy
-        gg = p.geo.gradients(p.quad[0])  # (nq, nv, pdim)
-        X = xp.asarray(self.points)[p.cells]  # (nel, nv, dim)
-        J = sum(gg[None, :, v, None, :] * X[:, None, v, :, None] for v in range(gg.shape[1]))
-        with np.errstate(all="ignore"):
-            return det_inv(J, xp)[0]
+        nq = p.quad[0].shape[0]
+        # Simplices have one Jacobian per cell: evaluate it once and broadcast it over the points.
+        gg = p.geo.gradients(p.quad[0][:1] if p.geo.reference.is_simplex else p.quad[0])  # (nq', nv, pdim)
+        pts = xp.asarray(self.points)
+        # One vertex at a time: (nel, dim) gathers instead of one (nel, nv, dim) array.
+        J = sum(gg[None, :, v, None, :] * pts[p.cells[:, v]][:, None, :, None] for v in range(gg.shape[1]))
+        return xp.broadcast_to(_det(J), (p.nel, nq))  # J: (nel, nq', dim, pdim)
 
     def dof_coordinates(self) -> jax.Array:
         """Physical coordinates of the scalar dofs (nodes), shape ``(nscalar, dim)``."""
@@ -265,6 +320,20 @@ class LagrangeSpace(FunctionSpace):
         gv = p.geo.values(p.ref.nodes)  # (nloc, nv)
         xn = jnp.einsum("av,evi->eai", gv, self.points[p.cells])  # (nel, nloc, dim)
         return jnp.zeros((p.nscalar, p.dim), xn.dtype).at[p.cell_dofs].set(xn)
+
+
+def _det(J):
+    """Determinant of (..., d, d) Jacobians, d <= 3 (closed forms; the inverse is not needed here)."""
+    d = J.shape[-1]
+    if d == 1:
+        return J[..., 0, 0]
+    if d == 2:
+        return J[..., 0, 0] * J[..., 1, 1] - J[..., 0, 1] * J[..., 1, 0]
+    return (
+        J[..., 0, 0] * (J[..., 1, 1] * J[..., 2, 2] - J[..., 1, 2] * J[..., 2, 1])
+        - J[..., 0, 1] * (J[..., 1, 0] * J[..., 2, 2] - J[..., 1, 2] * J[..., 2, 0])
+        + J[..., 0, 2] * (J[..., 1, 0] * J[..., 2, 1] - J[..., 1, 1] * J[..., 2, 0])
+    )
 
 
 def _digest(a: np.ndarray) -> bytes:

@@ -69,21 +69,137 @@ class CSRPattern:
         rows = np.asarray(rows, dtype=np.int64).ravel()
         cols = np.asarray(cols, dtype=np.int64).ravel()
         nrows, ncols = int(shape[0]), int(shape[1])
-        # One key per entry; sorting keys (not np.unique on pairs) is the cheap way to a CSR pattern.
-        key = rows * ncols + cols
-        order = np.argsort(key)  # any order among equal keys will do: only each entry's slot matters
-        skey = key[order]
-        first = np.ones(skey.shape[0], dtype=bool)
-        first[1:] = skey[1:] != skey[:-1]
+        if rows.size == 0:
+            return cls(np.zeros(nrows + 1, np.int64), np.zeros(0, np.int32), (nrows, ncols)), np.zeros(
+                0, np.int32
+            )
+        # One key per entry, row-major. Banded keys (row, col - row) need fewer bits than row * ncols + col,
+        # which lets the sort carry each entry's index in the same 64-bit word (see sort_keys).
+        off = cols - rows
+        lo, width = int(off.min()), int(off.max() - off.min()) + 1
+        key = rows * width + (off - lo)
+        order, skey = sort_keys(key, nrows * width)
+        first = np.empty(skey.shape[0], dtype=bool)
+        first[0] = True
+        np.not_equal(skey[1:], skey[:-1], out=first[1:])
         ukey = skey[first]
-        slot_sorted = np.cumsum(first) - 1
-        slot = np.empty_like(slot_sorted)
-        slot[order] = slot_sorted
-        urows = ukey // ncols
-        ucols = ukey % ncols
+        slot = np.empty(skey.shape[0], dtype=np.int32)
+        slot[order] = np.cumsum(first, dtype=np.int32) - 1
+        urows = ukey // width
+        ucols = urows + ukey % width + lo
         indptr = np.zeros(nrows + 1, dtype=np.int64)
         np.cumsum(np.bincount(urows, minlength=nrows), out=indptr[1:])
-        return cls(indptr, ucols, (nrows, ncols)), slot.astype(np.int32)
+        return cls(indptr, ucols, (nrows, ncols)), slot
+
+    @classmethod
+    def from_cells(cls, cell_dofs, n: int) -> tuple[CSRPattern, np.ndarray]:
+        """The ``(n, n)`` pattern coupling all dofs of each cell, and each cell's scatter map.
+
+        Equal to ``from_coo`` of all ``(cell_dofs[e, i], cell_dofs[e, j])`` pairs, built from the unordered
+        pairs ``i < j`` only: the pattern is the diagonal plus each distinct dof pair in both orders, so the
+        keys sorted are ``nloc (nloc - 1) / 2`` per cell instead of ``nloc**2`` (for P1 the pairs are the
+        mesh edges).
+
+        Arguments:
+            cell_dofs: (nel, nloc) dofs of each cell (distinct within a cell).
+            n: number of dofs.
+
+        Returns:
+            ``(pattern, slot)`` with ``slot[e, i, j]`` (int32, shape (nel, nloc, nloc)) the CSR position of
+            entry ``(cell_dofs[e, i], cell_dofs[e, j])``.
+
+        Example:
+            >>> pat, slot = CSRPattern.from_cells(np.array([[0, 1, 2], [1, 3, 2]]), 4)
+            >>> pat.nnz, slot.shape
+            (14, (2, 3, 3))
+        """
+        cd = np.asarray(cell_dofs)
+        n = int(n)
+        if cd.ndim != 2:
+            raise ValueError(f"cell_dofs must have shape (nel, nloc), got {cd.shape}.")
+        nel, nloc = cd.shape
+        if cd.size and (cd.min() < 0 or cd.max() >= n):
+            raise ValueError(f"cell_dofs must lie in [0, n={n}).")
+        cd = cd.astype(np.int32 if n < 2**31 else np.int64, copy=False)  # half the memory traffic
+        iu, ju = np.triu_indices(nloc, 1)
+        a, b = cd[:, iu], cd[:, ju]  # (nel, npl)
+        lo = np.minimum(a, b)
+        gap = np.maximum(a, b)
+        gap -= lo
+        if gap.size and gap.min() == 0:  # a dof repeated within a cell: the general path handles it
+            rows = np.broadcast_to(cd[:, :, None], (nel, nloc, nloc))
+            cols = np.broadcast_to(cd[:, None, :], (nel, nloc, nloc))
+            pat, slot = cls.from_coo(rows, cols, (n, n))
+            return pat, slot.reshape(nel, nloc, nloc)
+        # Distinct pairs (lo < hi), sorted by (lo, hi): key lo * width + gap - 1.
+        width = max(int(gap.max()) if gap.size else 1, 1)
+        key = lo.astype(np.int64).ravel()
+        key *= width
+        key += gap.ravel()
+        key -= 1
+        del lo, gap
+        order, skey = sort_keys(key, n * width)
+        first = np.empty(skey.shape[0], dtype=bool)
+        first[:1] = True
+        np.not_equal(skey[1:], skey[:-1], out=first[1:])
+        pair = np.empty(skey.shape[0], dtype=np.int32)
+        pair[order] = np.cumsum(first, dtype=np.int32) - 1
+        ukey = skey[first]
+        pa = ukey // width
+        pb = pa + ukey % width + 1
+        npair = ukey.shape[0]
+        # Row r: its lower entries (pairs (a, r), a < r), the diagonal, then its upper entries (r, b).
+        has = np.zeros(n, dtype=np.int64)
+        has[cd.ravel()] = 1
+        nup, nlow = np.bincount(pa, minlength=n), np.bincount(pb, minlength=n)
+        indptr = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(nlow + has + nup, out=indptr[1:])
+        diag = indptr[:-1] + nlow  # (n,) slot of the diagonal (valid where has)
+        k = np.arange(npair, dtype=np.int64)
+        # The pairs are sorted by (a, b): row a's upper entries are consecutive, in column order.
+        up = (diag + has - (np.cumsum(nup) - nup))[pa] + k
+        # Lower entries ordered by (b, a): a stable sort by b keeps the a order.
+        order2, sb = sort_keys(pb, n)
+        low = np.empty(npair, dtype=np.int64)
+        low[order2] = (indptr[:-1] - (np.cumsum(nlow) - nlow))[sb] + k
+        indices = np.empty(int(indptr[-1]), dtype=np.int32)
+        rows_with = np.flatnonzero(has)
+        indices[diag[rows_with]] = rows_with
+        indices[up] = pb
+        indices[low] = pa
+        # Element slots: the pair's upper slot where the cell lists the smaller dof first.
+        pair = pair.reshape(nel, -1)
+        first_small = a < b
+        slot = np.empty((nel, nloc, nloc), dtype=np.int32)
+        ar = np.arange(nloc)
+        slot[:, ar, ar] = diag[cd]
+        su, sl = up[pair], low[pair]
+        slot[:, iu, ju] = np.where(first_small, su, sl)
+        slot[:, ju, iu] = np.where(first_small, sl, su)
+        return cls(indptr, indices, (n, n)), slot
+
+    def find(self, rows, cols) -> np.ndarray:
+        """CSR slots of the entries ``(rows[k], cols[k])``, or -1 where the pattern does not store one.
+
+        Example:
+            >>> CSRPattern(np.array([0, 2, 3]), np.array([0, 1, 1]), (2, 2)).find([0, 1], [1, 0])
+            array([ 1, -1])
+        """
+        rows = np.asarray(rows, dtype=np.int64)
+        cols = np.asarray(cols, dtype=np.int64)
+        if rows.size and (rows.min() < 0 or rows.max() >= self.shape[0]):
+            raise ValueError(f"rows must lie in [0, nrows={self.shape[0]}).")
+        if self.nnz == 0:
+            return np.full(rows.shape, -1, dtype=np.int64)
+        lo, hi = self.indptr[rows], self.indptr[rows + 1]
+        # Binary search (lower bound) within each sorted row, all rows at once.
+        for _ in range(int(np.max(hi - lo, initial=0)).bit_length()):
+            mid = (lo + hi) // 2
+            active = lo < hi
+            less = self.indices[np.minimum(mid, self.nnz - 1)] < cols
+            lo, hi = np.where(active & less, mid + 1, lo), np.where(active & ~less, mid, hi)
+        found = (lo < self.indptr[rows + 1]) & (self.indices[np.minimum(lo, self.nnz - 1)] == cols)
+        return np.where(found, lo, -1)
 
     @property
     def nnz(self) -> int:
@@ -289,3 +405,22 @@ class SparseMatrix(eqx.Module):
             f"SparseMatrix(shape={self.shape}, nnz={self.nnz}, dtype={getattr(self.values, 'dtype', '?')}, "
             f"symmetric={self.symmetric}, positive_definite={self.positive_definite})"
         )
+
+
+def sort_keys(key: np.ndarray, bound: int) -> tuple[np.ndarray, np.ndarray]:
+    """Stable argsort of non-negative int64 keys below ``bound``, and the sorted keys.
+
+    When the key and the entry index fit in one 64-bit word together, the packed words are sorted by value
+    (a vectorised sort, several times faster than ``np.argsort``) and both parts are read back; otherwise
+    this is ``np.argsort(kind="stable")``.
+    """
+    key = np.asarray(key, dtype=np.int64)
+    m = key.shape[0]
+    shift = max(int(m - 1).bit_length(), 1)
+    if int(max(bound, 1) - 1).bit_length() + shift <= 63:
+        packed = key << shift
+        packed |= np.arange(m, dtype=np.int64)
+        packed.sort()
+        return packed & ((1 << shift) - 1), packed >> shift
+    order = np.argsort(key, kind="stable")
+    return order, key[order]
