@@ -116,10 +116,14 @@ def _segment_one(x, n_levels, value_range, min_size):
             t = np.concatenate([b[sa], a[sb]])
             mean = sums / counts[:, None]
             cost = counts[s] * counts[t] / (counts[s] + counts[t]) * np.sum((mean[s] - mean[t]) ** 2, axis=1)
-            order = np.lexsort((t, cost, s))  # by region, then cost, then neighbour id (raster order)
-            s, t = s[order], t[order]
-            first = np.concatenate([[True], s[1:] != s[:-1]])
-            apply(*_merge(s[first], t[first], R))
+            # cheapest neighbour of each small region, ties to the lower id (raster order); O(E), no sort
+            best = np.full(R, np.inf)
+            np.minimum.at(best, s, cost)
+            win = cost == best[s]
+            to = np.full(R, R)
+            np.minimum.at(to, s[win], t[win])
+            src = np.flatnonzero(small)
+            apply(*_merge(src, to[src], R))
             changed = True
         if not changed:
             return lab.reshape(H, W).astype(np.int32)
