@@ -10,9 +10,9 @@ The fitted slope of log(backward time) against log(n) should be about 1 (linear 
 
 2D case (:func:`main_2d`): the piecewise-constant image layer ``piecewise_constant_2d`` on a noisy blocky
 image of side 64 .. 1024. Forward = host segmentation (pure_callback) + region means; backward = the VJP at
-fixed labels (custom rule: region means of the cotangent). Baselines in the same run: plain autodiff of the
-same segment-sum projection, and the dense N x N projection matrix ``P^T g`` where it fits in memory
-(N <= 64^2). The fitted slope of log(backward time) against log(N) should be about 1.
+fixed labels (weak-Jacobian rule: region means of the cotangent). Baselines in the same run: plain autodiff
+of the same segment-sum projection without the rule, and the dense N x N projection matrix ``P^T g`` where it
+fits in memory (N <= 64^2). The fitted slope of log(backward time) against log(N) should be about 1.
 
 Usage: ``python benchmarks/bench_approx.py [--quick] [--only {1d,2d}]``
 """
@@ -152,14 +152,14 @@ def main_2d(quick=False, n_levels=8, min_size=16):
         _, vjp_ad = jax.vjp(lambda x, lab=labels: _autodiff_region_projection(x, lab), x)
         ta = median_time(bwd, vjp_ad, g, repeat=repeat)
         err = float(jnp.max(jnp.abs(bwd(vjp, g) - bwd(vjp_ad, g))))
-        assert err < 1e-12, f"custom VJP and autodiff disagree by {err:.1e}"
+        assert err < 1e-12, f"weak-Jacobian VJP and autodiff disagree by {err:.1e}"
         td = None
         if n <= 64 * 64:
             P = _dense_projection(labels)
             dense = jax.jit(lambda P, g: (g.reshape(-1) @ P).reshape(g.shape))  # P^T g, no transposed copy
             td = median_time(dense, P, g, repeat=repeat)
             err = float(jnp.max(jnp.abs(bwd(vjp, g) - dense(P, g))))
-            assert err < 1e-12, f"custom VJP and dense P^T g disagree by {err:.1e}"
+            assert err < 1e-12, f"weak-Jacobian VJP and dense P^T g disagree by {err:.1e}"
             del P
         bwd_times.append(tb)
         R = int(labels.max()) + 1

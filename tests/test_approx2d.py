@@ -91,7 +91,7 @@ def test_min_size_coarsens_the_quantised_partition():
 
 
 @pytest.mark.parametrize("shape", [(8, 8), (8, 6, 2)])
-def test_vjp_is_the_dense_projection(shape):
+def test_vjp_and_jvp_are_the_dense_projection(shape):
     rng = np.random.default_rng(3)
     x = jnp.asarray(rng.random(shape))
     f = lambda x: piecewise_constant_2d(x, 3, value_range=VR, min_size=2)  # noqa: E731
@@ -105,9 +105,13 @@ def test_vjp_is_the_dense_projection(shape):
     np.testing.assert_allclose(
         np.asarray(vjp(jnp.asarray(g))[0]).reshape(N, -1), P.T @ g.reshape(N, -1), atol=1e-12
     )
+    # forward mode: the JVP of a tangent t is P t
+    t = rng.standard_normal(shape)
+    _, jt = jax.jvp(f, (x,), (jnp.asarray(t),))
+    np.testing.assert_allclose(np.asarray(jt).reshape(N, -1), P @ t.reshape(N, -1), atol=1e-12)
     if len(shape) == 2:
-        J = np.asarray(jax.jacrev(f)(x)).reshape(N, N)
-        np.testing.assert_allclose(J, P, atol=1e-12)
+        for jac in (jax.jacrev, jax.jacfwd):
+            np.testing.assert_allclose(np.asarray(jac(f)(x)).reshape(N, N), P, atol=1e-12)
         np.testing.assert_allclose(P @ P, P, atol=1e-12)  # the weak Jacobian is a projection
 
 

@@ -6,7 +6,9 @@ The partition is piecewise constant in the image, so almost everywhere the Jacob
 orthogonal projection ``P`` onto functions constant on the regions, ``P_ij = 1/|R|`` when pixels i and j lie
 in the same region R (the "weak Jacobian" of Cho et al., *Differentiable Spline Approximations*, NeurIPS
 2021). ``P`` is symmetric, so the VJP of a cotangent ``g`` is the mean of ``g`` over each region, broadcast
-back: two segment sums over the region labels, O(N) for N pixels, never the N x N matrix.
+back: a segment sum and a gather over the region labels, O(N) for N pixels, never the N x N matrix. The rule
+is a custom JVP linear in the tangent, so forward mode (``jvp``, ``jacfwd``) works and reverse mode
+transposes it into that VJP.
 
 The partition (:func:`segment_image`), for ``n_levels = k`` and ``value_range = (lo, hi)``:
 
@@ -142,7 +144,7 @@ def _segment_host(x, *, n_levels, value_range, min_size, channels):
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Traced side: validation, the callback, and the projection with its custom VJP.
+# Traced side: validation, the callback, and the projection with its weak-Jacobian rule.
 
 
 def _check_params(n_levels, value_range, min_size):
@@ -232,23 +234,20 @@ def _broadcast_mean(x, labels, inv, n):
     return (s * inv[:, None])[labels]  # (N, C)
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(2,))
+@partial(jax.custom_jvp, nondiff_argnums=(2,))
 def _project(x, labels, n):
     return _means(x, labels, n)[0]
 
 
-def _project_fwd(x, labels, n):
+@_project.defjvp
+def _project_jvp(n, primals, tangents):
+    # The weak Jacobian: the region mean of the tangent, reusing the counts; the labels carry no tangent.
+    # The rule is linear in the tangent (segment sum, scale, gather), so reverse mode transposes it into the
+    # VJP g -> P^T g = region means of g (P is symmetric) with the same O(N) segment sum and gather; a
+    # custom_jvp rather than a custom_vjp keeps forward mode (jvp, jacfwd) available too.
+    x, labels = primals
     out, inv = _means(x, labels, n)
-    return out, (labels, inv)
-
-
-def _project_bwd(n, res, g):
-    labels, inv = res
-    # P is symmetric: the VJP is the same region mean applied to the cotangent, reusing the counts.
-    return _broadcast_mean(g, labels, inv, n), None
-
-
-_project.defvjp(_project_fwd, _project_bwd)
+    return out, _broadcast_mean(tangents[0], labels, inv, n)
 
 
 @jax.jit
