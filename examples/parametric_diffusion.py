@@ -238,7 +238,7 @@ def _timed(fn, *args, repeat: int = 3) -> float:
 
 def quadrature_points(V) -> jax.Array:
     """Physical quadrature points of a space, shape ``(dim, nel, nq)`` (the layout of form inputs)."""
-    return jnp.moveaxis(V._tables(V._rule()).x, -1, 0)
+    return jnp.moveaxis(V.quadrature_points(), -1, 0)
 
 
 def errors_at_quadrature(V, values, u_ref):

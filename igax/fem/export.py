@@ -144,7 +144,7 @@ def _nurbs_tables(space: SplineSpace, u: np.ndarray):
     x = np.einsum("pa,pai->pi", R, P)
     J = np.einsum("pak,pai->pik", dR, P)  # (npts, dim, pdim)
     dphi = np.einsum("pak,pki->pai", dR, np.linalg.inv(J))
-    return dofs, R, dphi, x
+    return p.dof_map[dofs], R, dphi, x  # solution dofs (control points of glued sides share one)
 
 
 def _grid_cells(shape: tuple[int, ...]) -> tuple[np.ndarray, str]:

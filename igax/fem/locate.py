@@ -56,7 +56,10 @@ def _locate_spline(V, points):
         x, J = (np.asarray(a) for a in _map_jit(V_host, jnp.asarray(u)))
         r = x - pts
         du = np.linalg.solve(J, -r[..., None])[..., 0]
-        u = np.clip(u + du, lo, hi)
+        u = u + du
+        for ax in getattr(p, "periodic_axes", ()):  # glued seam: a step across it wraps to the other end
+            u[:, ax] = lo[ax] + np.mod(u[:, ax] - lo[ax], hi[ax] - lo[ax])
+        u = np.clip(u, lo, hi)
         if np.max(np.abs(du)) < 1e-14 * max(1.0, float(np.max(hi - lo))):
             break
     x, _ = (np.asarray(a) for a in _map_jit(V_host, jnp.asarray(u)))

@@ -278,6 +278,24 @@ class FunctionSpace(eqx.Module):
         """Basis values, physical gradients, points, measures (and normals) at the rule's points (JAX)."""
         raise NotImplementedError
 
+    def quadrature_points(self, boundary: str | Sequence[str] | None = None) -> jax.Array:
+        """Physical quadrature points of the volume rule (or of named boundaries), shape ``(nel, nq, dim)``.
+
+        These are the points where assembly evaluates callables and Fields (``w.x`` in a form kernel, with the
+        coordinate axis first there), in the same element and point order; differentiable in the geometry and
+        usable under ``jax.jit``. ``.reshape(-1, V.dim)`` gives a flat point list, e.g. collocation points.
+
+        Arguments:
+            boundary: None for the volume, or a boundary name (or a list of names) for facet points.
+
+        Returns:
+            ``(nel, nq, dim)`` array; on boundaries the first axis runs over the boundary facets.
+
+        Example:
+            >>> X = V.quadrature_points().reshape(-1, V.dim)    # (npoints, dim)
+        """
+        return _quadrature_points(self, None if boundary is None else self._check_names(boundary))
+
     def _compatible(self, other: FunctionSpace) -> bool:
         return type(other) is type(self) and other.plan.partition_key == self.plan.partition_key
 
@@ -375,3 +393,8 @@ def check_jacobian(det, what: str, hint: str, *, orientation_free: bool = False)
             f"at {int(bad.sum())} quadrature point(s) (first: element {int(e)}, point {int(q)}, det J = "
             f"{float(det[e, q]):.3e}); elements are degenerate or inverted. {hint}"
         )
+
+
+@eqx.filter_jit  # eager, the table computation would compile op by op for every call
+def _quadrature_points(space: FunctionSpace, boundary):
+    return space._tables(space._rule(boundary)).x

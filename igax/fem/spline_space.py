@@ -31,7 +31,7 @@ __all__ = ["SplineSpace"]
 class _SplinePlan(SpacePlan):
     """Knot spans, element dofs, and the univariate basis tables of a tensor-product patch (NumPy)."""
 
-    def __init__(self, knots, degrees, shape, boundaries, value_shape, quad_points, ndim):
+    def __init__(self, knots, degrees, shape, boundaries, value_shape, quad_points, ndim, glue=()):
         self.knots = tuple(np.asarray(k, dtype=np.float64) for k in knots)
         self.degrees = tuple(int(p) for p in degrees)
         self.shape = tuple(int(n) for n in shape)
@@ -50,23 +50,45 @@ class _SplinePlan(SpacePlan):
         multi = [
             (self.first[d][grids_e[d].ravel()][:, None] + grids_a[d].ravel()[None, :]) for d in range(pdim)
         ]  # each (nel, nloc)
-        cell_dofs = np.ravel_multi_index(tuple(multi), self.shape)
+        # Geometry dofs: control points, C-order ravel of the control-net multi-index.
+        self.geo_cell_dofs = np.ravel_multi_index(tuple(multi), self.shape).astype(np.int32)
         self.sides = {name: (int(axis), int(side)) for name, axis, side in boundaries}
+        self.glue = tuple(glue)
+        # dof_map: control point -> solution dof (the identity unless sides are glued).
+        self.dof_map, nscalar = _glued_dof_map(self.shape, self.sides, self.glue)
+        glued = {nm for pair in self.glue for nm in pair}
+        # Directions closed on themselves (both ends glued together): point location wraps around them.
+        self.periodic_axes = tuple(
+            sorted(
+                {
+                    self.sides[a][0]
+                    for a, b in self.glue
+                    if self.sides[a][0] == self.sides[b][0] and self.sides[a][1] != self.sides[b][1]
+                }
+            )
+        )
         bdofs = {}
-        idx = np.arange(int(np.prod(self.shape))).reshape(self.shape)
-        for name, (axis, side) in self.sides.items():
-            bdofs[name] = np.take(idx, 0 if side == 0 else self.shape[axis] - 1, axis=axis).ravel()
+        for name in self.sides:
+            if name not in glued:
+                bdofs[name] = self.dof_map[self.side_points(name)]
         super().__init__(
-            scalar_pattern=self._tensor_pattern(),
+            # Gluing breaks the Kronecker structure of the pattern; then it is sorted out of element pairs.
+            scalar_pattern=None if self.glue else self._tensor_pattern(),
             kind="spline",
             partition_key=("spline", tuple(tuple(b.tolist()) for b in self.breaks)),
             dim=ndim,
             pdim=pdim,
             value_shape=value_shape,
-            cell_dofs=cell_dofs,
-            nscalar=int(np.prod(self.shape)),
+            cell_dofs=self.dof_map[self.geo_cell_dofs],
+            nscalar=nscalar,
             boundary_dofs=bdofs,
         )
+
+    def side_points(self, name: str) -> np.ndarray:
+        """Control-point indices on side ``name``, in the C order of the remaining directions."""
+        axis, side = self.sides[name]
+        idx = np.arange(int(np.prod(self.shape))).reshape(self.shape)
+        return np.take(idx, 0 if side == 0 else self.shape[axis] - 1, axis=axis).ravel()
 
     def _tensor_pattern(self):
         """Scalar pattern and element slots as a Kronecker product of the 1D patterns (no sort of all pairs).
@@ -116,6 +138,123 @@ class _SplinePlan(SpacePlan):
         return ders[0], ders[1], w[None, :] * h[:, None], u
 
 
+def _side_shape(shape, axis):
+    return tuple(n for k, n in enumerate(shape) if k != axis)
+
+
+def _glued_dof_map(shape, sides, glue):
+    """Control point -> dof map (NumPy) that ties the control points of glued sides, and the dof count.
+
+    Points of the second side of each pair join the class of the matching point of the first side
+    (union-find, so several pairs may share points, e.g. the corners of a torus); dofs are the classes
+    numbered in the order of their first control point, so without gluing the map is the identity.
+    """
+    n = int(np.prod(shape))
+    if not glue:
+        return np.arange(n, dtype=np.int64), n
+    idx = np.arange(n).reshape(shape)
+    parent = np.arange(n)
+
+    def find(i):
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for a, b in glue:
+        (ax_a, s_a), (ax_b, s_b) = sides[a], sides[b]
+        pa = np.take(idx, 0 if s_a == 0 else shape[ax_a] - 1, axis=ax_a).ravel()
+        pb = np.take(idx, 0 if s_b == 0 else shape[ax_b] - 1, axis=ax_b).ravel()
+        for i, j in zip(pa.tolist(), pb.tolist(), strict=True):  # NumPy at construction, once per side
+            ri, rj = find(i), find(j)
+            if ri != rj:
+                parent[max(ri, rj)] = min(ri, rj)
+    roots = np.array([find(i) for i in range(n)])
+    _, dof_map = np.unique(roots, return_inverse=True)
+    return dof_map.astype(np.int64), int(dof_map.max()) + 1
+
+
+def _normalise_glue(patch, glue, cp, weights) -> tuple:
+    """Validate ``glue`` (pairs of side names) or detect coincident opposite sides (``glue=None``)."""
+    sides = {n: (a, s) for n, a, s in patch.boundaries}
+    shape = tuple(patch.shape)
+    if glue is None:
+        if isinstance(cp, jax.core.Tracer) or isinstance(weights, jax.core.Tracer):
+            return ()  # documented: pass glue= explicitly when building a space under tracing
+        pairs = []
+        names = list(sides)
+        for i, a in enumerate(names):
+            for b in names[i + 1 :]:
+                (ax_a, s_a), (ax_b, s_b) = sides[a], sides[b]
+                if ax_a == ax_b and s_a != s_b and _side_mismatch(patch, cp, weights, a, b)[0]:
+                    pairs.append((a, b) if s_a == 0 else (b, a))
+        return tuple(pairs)
+    if isinstance(glue, (list, tuple)) and len(glue) == 2 and all(isinstance(g, str) for g in glue):
+        glue = (tuple(glue),)  # one pair given bare
+    try:
+        pairs = tuple((a, b) for a, b in glue)
+    except (TypeError, ValueError):
+        raise TypeError(
+            "glue must be a sequence of pairs of side names, e.g. glue=[('seam_start', 'seam_end')], or "
+            f"None (tie coincident opposite sides automatically), or () (no gluing); got {glue!r}."
+        ) from None
+    used: set = set()
+    for a, b in pairs:
+        for nm in (a, b):
+            if not isinstance(nm, str) or nm not in sides:
+                raise ValueError(
+                    f"glue: unknown side {nm!r}; this patch has sides {list(sides)}. Name two of them per "
+                    "pair, e.g. glue=[('seam_start', 'seam_end')]."
+                )
+            if nm in used:
+                raise ValueError(f"glue: side {nm!r} appears in more than one pair (or twice in one pair).")
+            used.add(nm)
+        (ax_a, _), (ax_b, _) = sides[a], sides[b]
+        fa, fb = _side_shape(shape, ax_a), _side_shape(shape, ax_b)
+        ka = [np.asarray(k) for j, k in enumerate(patch.knots) if j != ax_a]
+        kb = [np.asarray(k) for j, k in enumerate(patch.knots) if j != ax_b]
+        same_knots = fa == fb and all(
+            x.shape == y.shape and np.allclose(x, y, rtol=0, atol=1e-12) for x, y in zip(ka, kb, strict=True)
+        )
+        if not same_knots:
+            raise ValueError(
+                f"glue: sides {a!r} and {b!r} carry different spline spaces (control points {fa} vs {fb}, "
+                "or different knots along them), so their dofs cannot be identified one to one. Refine the "
+                "patch so that both sides have the same knots and degree."
+            )
+        if not (isinstance(cp, jax.core.Tracer) or isinstance(weights, jax.core.Tracer)):
+            ok, err, werr, scale = _side_mismatch(patch, cp, weights, a, b)
+            if not ok:
+                raise ValueError(
+                    f"glue: sides {a!r} and {b!r} do not coincide: their control points differ by up to "
+                    f"{err:.3e} (weights by {werr:.3e}; geometry size {scale:.3e}), so tying them would tear "
+                    "the geometry. Glue only sides whose control points match one to one, in the same order."
+                )
+    return pairs
+
+
+def _side_mismatch(patch, cp, weights, a, b):
+    """Whether sides a, b coincide (to 1e-10 of the geometry size), their max control-point and relative
+    weight mismatch, and the geometry size."""
+    sides = {n: (ax, s) for n, ax, s in patch.boundaries}
+    cp = np.asarray(cp)
+    w = np.asarray(weights)
+    shape = cp.shape[:-1]
+    scale = float(np.max(np.ptp(cp.reshape(-1, cp.shape[-1]), axis=0))) or 1.0
+
+    def face(name):
+        ax, s = sides[name]
+        k = 0 if s == 0 else shape[ax] - 1
+        return np.take(cp, k, axis=ax).reshape(-1, cp.shape[-1]), np.take(w, k, axis=ax).ravel()
+
+    (pa, wa), (pb, wb) = face(a), face(b)
+    if pa.shape != pb.shape:
+        return False, np.inf, np.inf, scale
+    err = float(np.max(np.linalg.norm(pa - pb, axis=-1)))
+    werr = float(np.max(np.abs(wa - wb) / np.abs(wa)))
+    return bool(err <= 1e-10 * scale and werr <= 1e-10), err, werr, scale
+
+
 def _nurbs(B, dB, wl, P, xp):
     """Rational basis R (ne, nq, nloc), its reference gradients, the points x and the Jacobian J (ne, nq,
     dim, pdim).
@@ -155,22 +294,48 @@ class SplineSpace(FunctionSpace):
     ``i`` is the C-order ravel of the control-point multi-index; vector spaces number dofs component-major,
     ``dof = c * nscalar + i``. Boundaries are the patch's named sides.
 
+    Glued sides (periodic seams): a closed patch such as :func:`igax.fem.geometry.annulus` has two sides that
+    are the same curve (``seam_start`` and ``seam_end``). ``glue`` ties the dofs of such pairs one to one
+    (control point ``k`` of the first side with control point ``k`` of the second), which makes the space
+    continuous (C0) across the seam. The integer dof map is built once, so assembly, boundary dof sets,
+    Dirichlet conditions, Field evaluation and norms all see the glued space. Glued sides are interior
+    interfaces: they are no longer boundaries (``V.boundary_names`` omits them, and naming them in a boundary
+    condition or a boundary integral raises). Scalar dof ``i`` is then the rank of control point ``i`` among
+    the control points that are not dropped (``V.plan.dof_map`` maps control points to dofs).
+
     Arguments:
         patch: an :class:`igax.bases.NURBSPatch` (refine it first: ``geo.refine(degree=3, elements=16)``).
         shape: ``()`` scalar, ``(dim,)`` vector-valued.
         quad_points: Gauss points per element and direction (default ``degree + 1``).
+        glue: pairs of side names to tie, e.g. ``[("seam_start", "seam_end")]``; the sides must carry the same
+            knots and coincident control points and weights (checked; a mismatch raises, naming the sides and
+            the largest distance). ``None`` (default) ties every pair of opposite sides whose control points
+            and weights coincide, so ``SplineSpace(geometry.annulus())`` is correct as it stands; ``()`` ties
+            nothing (a slit, e.g. a crack whose two faces coincide). Automatic detection needs concrete
+            control points: under ``jax.jit`` pass ``glue`` explicitly (or build the space outside and use
+            :meth:`with_geometry`).
 
     Example:
         >>> geo = fem.geometry.quarter_annulus().refine(degree=3, elements=8)
         >>> V = SplineSpace(geo)
         >>> V.ndofs
         121
+        >>> ring = SplineSpace(fem.geometry.annulus().refine(degree=2, elements=(4, 16)))
+        >>> ring.boundary_names, ring.glued
+        (('inner', 'outer'), (('seam_start', 'seam_end'),))
     """
 
     control_points: jax.Array
     weights: jax.Array
 
-    def __init__(self, patch, *, shape: Sequence[int] = (), quad_points: int | Sequence[int] | None = None):
+    def __init__(
+        self,
+        patch,
+        *,
+        shape: Sequence[int] = (),
+        quad_points: int | Sequence[int] | None = None,
+        glue: Sequence[tuple[str, str]] | None = None,
+    ):
         pdim = len(patch.degrees)
         if quad_points is not None:
             quad_points = (int(quad_points),) * pdim if np.ndim(quad_points) == 0 else tuple(quad_points)
@@ -181,21 +346,31 @@ class SplineSpace(FunctionSpace):
                 f"SplineSpace needs a patch whose parametric dimension equals its physical dimension; got a "
                 f"{pdim}D patch in {ndim}D (surfaces and curves are not supported as analysis domains)."
             )
+        weights = jnp.asarray(patch.weights, dtype=cp.dtype)
+        glue = _normalise_glue(patch, glue, cp, weights)
         key = (
             tuple(tuple(map(float, k)) for k in patch.knots),
             tuple(patch.degrees),
             tuple(patch.boundaries),
             tuple(shape),
             quad_points,
+            glue,
         )
         self.plan = _plan(
             key,
             lambda: _SplinePlan(
-                patch.knots, patch.degrees, cp.shape[:-1], patch.boundaries, tuple(shape), quad_points, ndim
+                patch.knots,
+                patch.degrees,
+                cp.shape[:-1],
+                patch.boundaries,
+                tuple(shape),
+                quad_points,
+                ndim,
+                glue,
             ),
         )
         self.control_points = cp
-        self.weights = jnp.asarray(patch.weights, dtype=cp.dtype)
+        self.weights = weights
         check_jacobian(
             self.jacobian_determinant(),
             "SplineSpace",
@@ -210,6 +385,25 @@ class SplineSpace(FunctionSpace):
     @property
     def knots(self) -> tuple[np.ndarray, ...]:
         return self.plan.knots
+
+    @property
+    def glued(self) -> tuple[tuple[str, str], ...]:
+        """The pairs of patch sides tied together in this space (``()`` when none)."""
+        return self.plan.glue
+
+    def _check_names(self, name) -> tuple[str, ...]:
+        names = (name,) if isinstance(name, str) else (() if name is None else tuple(name))
+        for a, b in self.plan.glue:
+            for nm in names:
+                if nm in (a, b):
+                    other = b if nm == a else a
+                    raise ValueError(
+                        f"boundary {nm!r} is glued to {other!r} in this space: the two sides form "
+                        f"an interior seam, not a boundary, so no boundary condition or boundary integral "
+                        f"applies there. This space has boundaries {list(self.boundary_names)}; build the "
+                        "space with glue=() to treat the sides as two separate boundaries (a slit)."
+                    )
+        return super()._check_names(name)
 
     def with_geometry(self, control_points=None, weights=None) -> SplineSpace:
         """The same space with new control points and/or weights (reuses the plan; differentiable)."""
@@ -258,7 +452,7 @@ class SplineSpace(FunctionSpace):
             J = self._geometry_jacobian_numpy(dirs)
             with np.errstate(all="ignore"):
                 return det_inv(J, np)[0]
-        J = self._group_tables(self._rule(), dirs, nref, return_jacobian=True, xp=jnp)
+        _, J = self._group_tables(self._rule(), dirs, nref, return_jacobian=True, xp=jnp)
         return det_inv(J, jnp)[0]
 
     def _geometry_jacobian_numpy(self, dirs) -> np.ndarray:
@@ -334,10 +528,12 @@ class SplineSpace(FunctionSpace):
         )  # (ne, nq, nloc, pdim)
         if xp is np:  # geometry Jacobian only (construction-time check)
             cp = np.asarray(self.control_points).reshape(-1, p.dim)
-            return self._rational_J(phi, dref, p.cell_dofs[elems], cp, np.asarray(self.weights).reshape(-1))
+            return self._rational_J(
+                phi, dref, p.geo_cell_dofs[elems], cp, np.asarray(self.weights).reshape(-1)
+            )
         wspec = ",".join(f"{L[k]}{L[d + k]}" for k in range(d)) + "->" + out[: 2 * d]
         wq = jnp.einsum(wspec, *[jnp.asarray(u[2]) for u in uni]).reshape(ne, nq)
-        return self._rational(phi, dref, p.cell_dofs[elems], wq, nref, return_jacobian)
+        return self._rational(phi, dref, p.geo_cell_dofs[elems], wq, nref, return_jacobian)
 
     @staticmethod
     def _rational_J(B, dB, dofs, cp, weights):
@@ -345,7 +541,8 @@ class SplineSpace(FunctionSpace):
         return _nurbs(B, dB, weights[dofs], cp[dofs], np)[3]
 
     def _rational(self, B, dB, dofs, wq, nref, return_jacobian=False):
-        """NURBS basis, geometry map and physical gradients from B-spline tables (the JAX part)."""
+        """NURBS basis, geometry map and physical gradients from B-spline tables (the JAX part); ``dofs`` are
+        control-point (geometry) indices."""
         P = self.control_points.reshape(-1, self.plan.dim)[dofs]  # (ne, nloc, dim)
         wl = self.weights.reshape(-1)[dofs]  # (ne, nloc)
         R, dR, x, J = _nurbs(B, dB, wl, P, jnp)
@@ -378,6 +575,7 @@ class SplineSpace(FunctionSpace):
         multi = tuple(jnp.asarray(firsts[k])[:, None] + grids[k].ravel()[None, :] for k in range(d))
         dofs = jnp.ravel_multi_index(multi, p.shape, mode="clip")
         out = self._rational(phi, dref, dofs, jnp.ones((npts, 1)), None, return_jacobian)
+        dofs = jnp.asarray(p.dof_map)[dofs] if p.glue else dofs  # control points -> solution dofs
         return (dofs, *out) if return_jacobian else (dofs, out)
 
     def map_points(self, u) -> jax.Array:

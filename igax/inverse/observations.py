@@ -142,7 +142,8 @@ def _spline_eval(V, u):
     W, dW = Nw.sum(-1), dNw.sum(-2)
     R = Nw / W[:, None]
     dR = (dNw - R[..., None] * dW[:, None, :]) / W[:, None, None]
-    return dofs, R, np.einsum("pa,pai->pi", R, P), np.einsum("pak,pai->pik", dR, P)
+    # dof_map: control points -> solution dofs (they differ where sides are glued, e.g. a periodic seam).
+    return p.dof_map[dofs], R, np.einsum("pa,pai->pi", R, P), np.einsum("pak,pai->pik", dR, P)
 
 
 def _locate_spline(V, pts):

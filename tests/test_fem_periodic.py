@@ -1,0 +1,221 @@
+"""Glued patch sides (the periodic seam of the full annulus), traceable Jacobians, quadrature points."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from igax import bases, fem
+from igax.fem import library, norms
+
+
+# A solution that is not symmetric about the seam (y = 0, x > 0): its normal derivative there is 0.7 u != 0,
+# so a space that leaves the seam as two free (natural) boundaries cannot converge to it.
+def exact(x):
+    return jnp.sin(2 * x[0] + 0.5) * jnp.exp(0.7 * x[1])
+
+
+def exact_grad(x):
+    return jnp.stack([2 * jnp.cos(2 * x[0] + 0.5) * jnp.exp(0.7 * x[1]), 0.7 * exact(x)])
+
+
+def source(x):  # -lap u = (4 - 0.49) u
+    return 3.51 * exact(x)
+
+
+@jax.jit
+def _poisson_errors(V):
+    A = fem.assemble(library.laplace, V)
+    b = fem.assemble(library.source, V, f=source)
+    u = fem.solve(A, b, bc=fem.DirichletBC(V, ["inner", "outer"], exact))
+    return jnp.stack([norms.l2_error(u, exact), norms.h1_error(u, exact_grad)])
+
+
+def ring(degree, n, glue=None):
+    """Full annulus with n radial and 4 n angular elements."""
+    return fem.SplineSpace(fem.geometry.annulus().refine(degree=degree, elements=(n, 4 * n)), glue=glue)
+
+
+def _rates(degree, levels):
+    errs = np.array([np.asarray(_poisson_errors(ring(degree, n))) for n in levels])
+    lh = np.log(1.0 / np.asarray(levels, float))
+    return errs, np.polyfit(lh, np.log(errs[:, 0]), 1)[0], np.polyfit(lh, np.log(errs[:, 1]), 1)[0]
+
+
+# --- the glued dof map --------------------------------------------------------------------------------------
+def test_annulus_seam_is_glued_by_default():
+    V, V0 = ring(2, 2), ring(2, 2, glue=())
+    geo = fem.geometry.annulus().refine(degree=2, elements=(2, 8))
+    geo_shape = geo.shape  # (4, 13): 4 radial, 13 angular control points (C0 at the quarter angles)
+    assert V.glued == (("seam_start", "seam_end"),) and V0.glued == ()
+    assert V.boundary_names == ("inner", "outer")
+    assert V0.boundary_names == ("inner", "outer", "seam_start", "seam_end")
+    # One radial row of control points is shared: 3 fewer dofs.
+    assert V0.ndofs == geo_shape[0] * geo_shape[1] and V.ndofs == V0.ndofs - geo_shape[0]
+    # The explicit pair gives the same plan (same cached integer data).
+    assert fem.SplineSpace(geo, glue=[("seam_start", "seam_end")]).plan is V.plan
+    # Each seam dof belongs to elements at both angular ends: dof map of element (0, 0) and (0, 7).
+    cd = V.plan.cell_dofs.reshape(2, 8, 3, 3)
+    np.testing.assert_array_equal(cd[0, 0, :, 0], cd[0, -1, :, -1])
+    cd0 = V0.plan.cell_dofs.reshape(2, 8, 3, 3)
+    assert not np.array_equal(cd0[0, 0, :, 0], cd0[0, -1, :, -1])
+    # Circles: 13 - 1 control points each on the glued space.
+    assert V.boundary("inner").size == 12 and V0.boundary("inner").size == 13
+    # The pattern couples the two angular ends; stiffness rows of constants vanish, the mass sums to the area.
+    A = fem.assemble(library.laplace, V)
+    M = fem.assemble(library.mass, V)
+    np.testing.assert_allclose(np.asarray(A @ jnp.ones(V.ndofs)), 0.0, atol=1e-12)
+    M0 = fem.assemble(library.mass, V0)
+    area = float(jnp.ones(V.ndofs) @ (M @ jnp.ones(V.ndofs)))
+    np.testing.assert_allclose(area, float(jnp.ones(V0.ndofs) @ (M0 @ jnp.ones(V0.ndofs))), rtol=1e-13)
+    np.testing.assert_allclose(area, 3 * np.pi, rtol=1e-6)  # Gauss rule of degree + 1 points, rational map
+    dense = np.asarray(A.todense())
+    np.testing.assert_allclose(dense, dense.T, atol=1e-13)
+    seam = cd[0, 0, 0, 0]  # inner circle point on the seam
+    far = cd[0, -1, 0, 1]  # its neighbour on the clockwise side (just below the x-axis)
+    assert dense[seam, far] != 0.0
+
+
+def test_glued_fields_are_continuous_across_the_seam():
+    rng = np.random.default_rng(0)
+    V, V0 = ring(2, 2), ring(2, 2, glue=())
+    x = np.linspace(1.05, 1.95, 7)
+    above = np.stack([x, np.full_like(x, 1e-7)], 1)
+    below = np.stack([x, np.full_like(x, -1e-7)], 1)
+    u = fem.Field(V, jnp.asarray(rng.normal(size=V.ndofs)))
+    u0 = fem.Field(V0, jnp.asarray(rng.normal(size=V0.ndofs)))
+    assert np.max(np.abs(u(above) - u(below))) < 1e-5  # O(1e-7 * |grad u|)
+    # Sampled on the parameter grid (2 points per span: 5 radial x 17 angular), the two ends of the angle are
+    # the same points; the glued field agrees there, a field of the unglued space jumps.
+    for field, glued in ((u, True), (u0, False)):
+        s = fem.sample(field, resolution=2)
+        pts, val = np.asarray(s.points).reshape(5, 17, -1), np.asarray(s.point_data["u"]).reshape(5, 17)
+        np.testing.assert_allclose(pts[:, 0], pts[:, -1], atol=1e-14)
+        jump = np.max(np.abs(val[:, 0] - val[:, -1]))
+        assert jump < 1e-12 if glued else jump > 0.1, jump
+    # The integral of a Field agrees with its value sum against the mass matrix (glued numbering throughout).
+    M = fem.assemble(library.mass, V)
+    np.testing.assert_allclose(float(u.integrate()), float(jnp.ones(V.ndofs) @ (M @ u.coeffs)), rtol=1e-12)
+
+
+def test_vector_space_on_the_annulus():
+    V = fem.SplineSpace(fem.geometry.annulus().refine(degree=2, elements=(2, 8)), shape=(2,))
+    assert V.ndofs == 2 * V.nscalar and V.nscalar == 4 * 12
+    assert V.boundary("outer", component=1).min() >= V.nscalar
+    # Rigid translations have no strain energy on the glued space.
+    K = fem.assemble(library.linear_elasticity(1.0, 0.3), V)
+    t = jnp.concatenate([jnp.ones(V.nscalar), jnp.zeros(V.nscalar)])
+    np.testing.assert_allclose(np.asarray(K @ t), 0.0, atol=1e-11)
+
+
+# --- errors -------------------------------------------------------------------------------------------------
+def test_boundary_conditions_on_glued_sides_raise():
+    V = ring(2, 2)
+    with pytest.raises(ValueError, match="'seam_end' is glued to 'seam_start'.*glue=\\(\\)"):
+        fem.DirichletBC(V, "seam_end", 0.0)
+    with pytest.raises(ValueError, match="'seam_start' is glued to 'seam_end'"):
+        V.boundary(["inner", "seam_start"])
+    with pytest.raises(ValueError, match="glued"):
+        fem.Field(V, jnp.ones(V.ndofs)).integrate("seam_start")
+    # The unglued space keeps them as boundaries (a slit).
+    V0 = ring(2, 2, glue=())
+    assert V0.boundary("seam_start").size == 4
+
+
+def test_glue_of_sides_that_do_not_coincide_raises():
+    geo = fem.geometry.annulus().refine(degree=2, elements=(2, 8))
+    cp = np.asarray(geo.control_points).copy()
+    cp[1, -1] += [0.0, 1e-3]  # outer end of the seam moved
+    bad = bases.NURBSPatch(geo.knots, geo.degrees, cp, geo.weights, geo.boundaries)
+    with pytest.raises(ValueError, match=r"'seam_start' and 'seam_end' do not coincide.*up to 1\.000e-03"):
+        fem.SplineSpace(bad, glue=[("seam_start", "seam_end")])
+    # Automatic detection leaves them apart (a slit), as glue=() would.
+    assert fem.SplineSpace(bad).glued == ()
+    with pytest.raises(ValueError, match="'inner' and 'outer' do not coincide"):
+        fem.SplineSpace(geo, glue=[("inner", "outer")])
+    with pytest.raises(ValueError, match="'inner' and 'seam_start' carry different spline spaces"):
+        fem.SplineSpace(geo, glue=[("inner", "seam_start")])
+    with pytest.raises(ValueError, match="unknown side 'seam'"):
+        fem.SplineSpace(geo, glue=[("seam", "seam_end")])
+    with pytest.raises(ValueError, match="more than one pair"):
+        fem.SplineSpace(geo, glue=[("seam_start", "seam_end"), ("seam_end", "inner")])
+    with pytest.raises(TypeError, match="glue must be a sequence of pairs"):
+        fem.SplineSpace(geo, glue=[("seam_start",)])
+
+
+# --- Poisson on the full annulus ----------------------------------------------------------------------------
+def test_full_annulus_poisson_rates_and_the_unglued_error():
+    errs, r0, r1 = _rates(2, [8, 16])
+    assert 3 - 0.15 < r0 < 3.5 and 2 - 0.15 < r1 < 2.5, (r0, r1, errs)
+    assert errs[-1, 0] < 1e-3 and errs[-1, 1] < 4e-2
+    # The unglued space on the same mesh: two natural boundaries where the solution has a nonzero normal
+    # derivative. Its error is ~5x larger at this level and does not fall with refinement.
+    e0 = np.asarray(_poisson_errors(ring(2, 8, glue=())))
+    assert e0[0] > 4 * errs[0, 0] and e0[0] > 0.03 and e0[1] > 0.2, (e0, errs[0])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("degree", [2, 3])
+def test_full_annulus_poisson_rates_full(degree):
+    errs, r0, r1 = _rates(degree, [8, 16, 32])
+    assert abs(r0 - (degree + 1)) < 0.25 and abs(r1 - degree) < 0.15, (r0, r1, errs)
+    # Unglued: the error stalls (L2 ~ 0.039, H1 ~ 0.23 at every level).
+    e0 = np.array([np.asarray(_poisson_errors(ring(degree, n, glue=()))) for n in (8, 16)])
+    np.testing.assert_allclose(e0[1], e0[0], rtol=0.05)
+    assert e0[1, 0] > 100 * errs[1, 0]
+
+
+# --- Jacobian under tracing, quadrature points --------------------------------------------------------------
+def test_jacobian_determinant_traces():
+    V = fem.SplineSpace(fem.geometry.quarter_annulus().refine(degree=2, elements=3))
+    eager = np.asarray(V.jacobian_determinant())
+    jitted = np.asarray(jax.jit(lambda S: S.jacobian_determinant())(V))
+    np.testing.assert_allclose(jitted, eager, rtol=1e-12)
+    # Quarter annulus r in [1, 2]: |det J| * weights integrates to the area 3 pi / 4.
+    dx = np.asarray(V._tables(V._rule()).dx)
+    np.testing.assert_allclose(dx.sum(), 0.75 * np.pi, rtol=1e-6)
+
+    # Scaling the control points by s scales det J by s^2: d/ds sum(det) = 2 sum(det) at s = 1.
+    def total(s):
+        return jnp.sum(V.with_geometry(control_points=s * V.control_points).jacobian_determinant())
+
+    g = jax.jit(jax.grad(total))(1.0)
+    np.testing.assert_allclose(float(g), 2 * eager.sum(), rtol=1e-12)
+
+
+def test_quadrature_points_spline():
+    V = fem.SplineSpace(fem.geometry.rectangle((0, 0), (2, 1)).refine(degree=2, elements=(2, 3)))
+    X = np.asarray(V.quadrature_points())
+    assert X.shape == (6, 9, 2)
+    t, _ = np.polynomial.legendre.leggauss(3)
+    gx = np.concatenate([e + (t + 1) / 2 for e in (0.0, 1.0)])  # 2 elements of width 1 in x
+    gy = np.concatenate([e + (t + 1) / 6 for e in (0.0, 1 / 3, 2 / 3)])
+    np.testing.assert_allclose(np.sort(np.unique(X[..., 0].round(14))), np.sort(gx), atol=1e-14)
+    np.testing.assert_allclose(np.sort(np.unique(X[..., 1].round(14))), np.sort(gy), atol=1e-14)
+    # Same points and order as form inputs see them (w.x in a kernel).
+    xs = fem.assemble(fem.functional(lambda w: w.x[0] ** 2 * w.x[1]), V)
+    dx = V._tables(V._rule()).dx
+    np.testing.assert_allclose(float(jnp.sum(X[..., 0] ** 2 * X[..., 1] * dx)), float(xs), rtol=1e-13)
+    np.testing.assert_allclose(float(xs), 8 / 3 * 0.5, rtol=1e-13)
+    # Boundary points, traced and differentiated.
+    Xt = jax.jit(lambda S: S.quadrature_points("top"))(V)
+    assert Xt.shape == (2, 3, 2) and np.allclose(Xt[..., 1], 1.0)
+    g = jax.grad(lambda c: jnp.sum(V.with_geometry(control_points=c).quadrature_points()))(V.control_points)
+    np.testing.assert_allclose(float(jnp.sum(g)), X[..., 0].size * 2, rtol=1e-12)  # d sum(x)/d shift = n dims
+    # Full annulus: glued space, points in the ring.
+    r = np.hypot(*np.moveaxis(np.asarray(ring(2, 2).quadrature_points()), -1, 0))
+    assert r.min() > 1.0 and r.max() < 2.0
+
+
+def test_quadrature_points_lagrange():
+    V = fem.LagrangeSpace(fem.unit_square(2, cell="quad"), 1)
+    X = np.asarray(V.quadrature_points())
+    assert X.shape[0] == 4 and X.shape[-1] == 2
+    xs = fem.assemble(fem.functional(lambda w: w.x[0] * w.x[1] ** 2), V)
+    dx = V._tables(V._rule()).dx
+    np.testing.assert_allclose(float(jnp.sum(X[..., 0] * X[..., 1] ** 2 * dx)), float(xs), rtol=1e-13)
+    np.testing.assert_allclose(float(xs), 1 / 6, rtol=1e-12)
+    Xb = np.asarray(V.quadrature_points("left"))
+    np.testing.assert_allclose(Xb[..., 0], 0.0, atol=1e-15)
+    with pytest.raises(ValueError, match="unknown boundary 'nowhere'"):
+        V.quadrature_points("nowhere")
