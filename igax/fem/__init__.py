@@ -18,3 +18,5 @@ from igax.fem.export import sample, to_pyvista, write_vtu, write_vtu_series  # n
 from igax.fem.plot import plot, plot_convergence, plot_history  # noqa: E402
 from igax.fem import library, norms  # noqa: E402
 from igax.fem.norms import h1_error, h1_seminorm, l2_error, l2_norm  # noqa: E402
+from igax.fem import recovery  # noqa: E402
+from igax.fem.recovery import TensorField, project, recover_stress, recover_von_mises, scalar_space  # noqa: E402
