@@ -5,6 +5,12 @@ straight edges on the axes, the exact Kirsch traction on the outer edges, a trac
 displacement error converges like h^(p+1); the recovered stress concentration sigma_xx at (0, 1) approaches 3
 T.
 
+The Kirsch displacement has r^-1 and r^-3 terms, whose derivatives grow like k / r at the hole. With knots
+uniform in the radial parameter the elements on the diagonal are about 5.4 / n long in r at the hole, so the
+degree-3 error reaches its h^4 rate only past ~128 elements per direction. ``plate_mesh(..., grading=4)``
+spaces the radial knots geometrically (element size growing with r, like the solution's length scale) and
+reaches the optimal rates from ~16 elements, with ~10x smaller errors.
+
 Run: ``python examples/plate_with_hole.py`` or ``igax demo plate``.
 """
 
@@ -17,6 +23,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from igax import fem
+from igax.bases import NURBSPatch
+from igax.bases.refine import uniform_refinement_knots
 from igax.fem import library, norms
 
 DEMO = {
@@ -59,6 +67,39 @@ def kirsch_displacement(x):
     return jnp.stack([ux, uy])
 
 
+def kirsch_displacement_gradient(x):
+    """Exact displacement gradient ``d u_i / d x_j`` (autodiff), shape (2, 2, ...) for x of shape (2, ...)."""
+    pts = jnp.reshape(x, (2, -1)).T  # (npts, 2)
+    g = jax.vmap(jax.jacfwd(kirsch_displacement))(pts)  # (npts, 2, 2)
+    return jnp.reshape(jnp.moveaxis(g, 0, -1), (2, 2) + jnp.shape(x)[1:])
+
+
+def plate_mesh(degree: int, elements: int, grading: float = 1.0) -> NURBSPatch:
+    """The plate geometry k-refined to ``degree`` with ``elements`` x ``elements`` elements.
+
+    Arguments:
+        degree: spline degree in both directions (>= 2).
+        elements: elements per direction; the angular ones are uniform in the parameter.
+        grading: radial knots at ``(g^s - 1) / (g - 1)``, ``s = i / elements``: the element size grows
+            geometrically, by the factor ``g`` from the hole to the outer edge. 1 gives uniform knots (the
+            same patch as ``plate_with_hole().refine(degree=degree, elements=elements)``).
+
+    Returns:
+        The refined patch (the same exact geometry).
+
+    Example:
+        >>> plate_mesh(3, 16, grading=4.0).n_elements
+        (16, 16)
+    """
+    if not grading > 0:
+        raise ValueError(f"grading must be a positive number (1.0 for uniform knots), got {grading!r}.")
+    patch = fem.geometry.plate_with_hole(R).refine(degree=degree)
+    patch = patch.insert_knots(0, uniform_refinement_knots(patch.knots[0], elements))
+    s = uniform_refinement_knots(patch.knots[1], elements)  # i / elements (the radial knots are [0, 1])
+    knots = s if grading == 1.0 else (grading**s - 1.0) / (grading - 1.0)
+    return patch.insert_knots(1, knots) if knots.size else patch
+
+
 @fem.linear_form
 def exact_traction(v, w):
     """t = sigma_exact n on the outer edges."""
@@ -78,10 +119,13 @@ def solve(V: fem.SplineSpace):
     return u, norms.l2_error(u, kirsch_displacement)
 
 
-def main(out: str | None = "demo-output", degree: int = 3, elements: int = 16) -> dict:
-    """Solve at one size; returns the displacement error and sigma_xx at (0, 1) (exact: 3 T = 30)."""
+def main(out: str | None = "demo-output", degree: int = 3, elements: int = 16, grading: float = 1.0) -> dict:
+    """Solve at one size; returns the displacement error and sigma_xx at (0, 1) (exact: 3 T = 30).
+
+    ``grading`` spaces the radial knots geometrically (see :func:`plate_mesh`; 1 is uniform).
+    """
     jax.config.update("jax_enable_x64", True)
-    V = fem.SplineSpace(fem.geometry.plate_with_hole().refine(degree=degree, elements=elements), shape=(2,))
+    V = fem.SplineSpace(plate_mesh(degree, elements, grading), shape=(2,))
     u, err = solve(V)
     top = np.array([[0.0, 1.0]])
     sxx = float(library.stress(u.grad(top), E, NU, "plane_strain")[0, 0, 0])
