@@ -24,11 +24,14 @@ With ``min_size = 1`` this is the connected components (4-connectivity) of the q
 every region is 4-connected, has at least ``min_size`` pixels (or is the whole image), and adjacent regions
 have means in different bins. Labels are numbered 0, 1, ... in raster order of each region's first pixel.
 
-Idempotence: with a fixed ``value_range`` the layer applied to its own output returns it (same labels, values
-to rounding): each region of the output is constant with its mean's bin, adjacent regions differ in bin, so
-step (1) rebuilds the same regions and step (2) finds none too small. This can fail only when a region mean
-lies within rounding of a bin edge. With ``value_range=None`` the bins follow the data range, which the
-projection shrinks, so the property does not hold.
+Idempotence: with a fixed ``value_range`` the layer applied to its own output returns it, labels and values
+bit for bit: each region of the output is constant with its mean's bin, adjacent regions differ in bin, so
+step (1) rebuilds the same regions and step (2) finds none too small. This needs the host to bin exactly the
+values the layer outputs, also when a mean lies on a bin edge (common with quantised images): both compute a
+region mean as ``ref + sum(x - ref) / |R|`` (``ref`` the region's first pixel; exact for a constant region)
+with sums accumulated in raster order in the image's precision, which matches bit for bit on CPU. Where the
+scatter-add order differs (GPU) it can fail for a mean within rounding of an edge. With
+``value_range=None`` the bins follow the data range, which the projection shrinks, so it does not hold.
 
 The segmentation runs on the host (NumPy/SciPy) through :func:`jax.pure_callback` with a fixed output shape
 (int32 labels shaped like the image), so the layer works under ``jit`` and ``vmap`` (one host call per
@@ -73,14 +76,36 @@ def _merge(a, b, n):
     return rank[comp], m
 
 
+def _region_means(flat, lab, m):
+    """(m, C) region means computed exactly as the traced projection does (see :func:`_means`).
+
+    ``ref + sum(x - ref) / count`` with ``ref`` the value of the region's first pixel in raster order, the sum
+    accumulated sequentially in raster order in the image's own precision. On CPU this reproduces the layer's
+    output bit for bit, and a constant region's mean is its value exactly (not its value times n divided by
+    n), so the bins seen here are those of the output: that makes the layer idempotent.
+    """
+    N, C = flat.shape
+    first = np.full(m, N)
+    np.minimum.at(first, lab, np.arange(N))
+    ref = flat[first]  # (m, C)
+    dev = flat - ref[lab]  # (N, C)
+    count = np.bincount(lab, minlength=m).astype(flat.dtype)
+    out = np.empty((m, C), flat.dtype)
+    for c in range(C):
+        s = np.zeros(m, flat.dtype)
+        np.add.at(s, lab, np.ascontiguousarray(dev[:, c]))  # 1D ufunc.at: sequential (2D is ~20x slower)
+        out[:, c] = ref[:, c] + s / count
+    return out.astype(np.float64)
+
+
 def _segment_one(x, n_levels, value_range, min_size):
-    """Labels (H, W) int32 of one image x (H, W, C) float64, as described in the module docstring."""
+    """Labels (H, W) int32 of one image x (H, W, C) float32/64, as described in the module docstring."""
     H, W, C = x.shape
     if not np.all(np.isfinite(x)):
         raise ValueError("image contains NaN or infinity; the segmentation needs finite values.")
     flat = x.reshape(-1, C)
     if value_range is None:
-        lo, hi = flat.min(axis=0), flat.max(axis=0)
+        lo, hi = flat.min(axis=0).astype(np.float64), flat.max(axis=0).astype(np.float64)
     else:
         lo, hi = np.full(C, value_range[0]), np.full(C, value_range[1])
     # Regions start as pixels (id = raster index); region edges are the 4-neighbour pairs.
@@ -88,15 +113,15 @@ def _segment_one(x, n_levels, value_range, min_size):
     a = np.concatenate([idx[:, :-1].ravel(), idx[:-1, :].ravel()])
     b = np.concatenate([idx[:, 1:].ravel(), idx[1:, :].ravel()])
     lab = np.arange(H * W)
-    counts = np.ones(H * W)
-    sums = flat.copy()  # (R, C)
+    counts = np.ones(H * W, np.int64)
+    means = flat.astype(np.float64)  # (R, C) region means, exactly as the layer computes them
     R = H * W
 
     def apply(f, m):
-        nonlocal lab, counts, sums, a, b, R
+        nonlocal lab, counts, means, a, b, R
         lab = f[lab]
-        counts = np.bincount(f, counts, minlength=m)
-        sums = np.stack([np.bincount(f, sums[:, c], minlength=m) for c in range(C)], axis=1)
+        counts = np.bincount(lab, minlength=m)
+        means = _region_means(flat, lab, m)  # from the pixels, not merged sums: rounding as in the layer
         a, b = f[a], f[b]
         keep = a != b  # edges inside a merged region go; repeated edges are harmless and cheaper than unique
         a, b = a[keep], b[keep]
@@ -105,7 +130,7 @@ def _segment_one(x, n_levels, value_range, min_size):
     while True:
         changed = False
         # (1) adjacent regions whose means share a bin in every channel
-        q = _bins(sums / counts[:, None], lo, hi, n_levels)  # (R, C)
+        q = _bins(means, lo, hi, n_levels)  # (R, C)
         same = np.all(q[a] == q[b], axis=1)
         if same.any():
             apply(*_merge(a[same], b[same], R))
@@ -116,8 +141,8 @@ def _segment_one(x, n_levels, value_range, min_size):
             sa, sb = small[a], small[b]
             s = np.concatenate([a[sa], b[sb]])
             t = np.concatenate([b[sa], a[sb]])
-            mean = sums / counts[:, None]
-            cost = counts[s] * counts[t] / (counts[s] + counts[t]) * np.sum((mean[s] - mean[t]) ** 2, axis=1)
+            ward = counts[s] * counts[t] / (counts[s] + counts[t])
+            cost = ward * np.sum((means[s] - means[t]) ** 2, axis=1)
             # cheapest neighbour of each small region, ties to the lower id (raster order); O(E), no sort
             best = np.full(R, np.inf)
             np.minimum.at(best, s, cost)
@@ -133,7 +158,9 @@ def _segment_one(x, n_levels, value_range, min_size):
 
 def _segment_host(x, *, n_levels, value_range, min_size, channels):
     """Labels of a batch (..., H, W[, C]) of images; loops over the leading (vmapped) axes."""
-    x = np.asarray(x, np.float64)
+    x = np.asarray(x)
+    if x.dtype not in (np.float32, np.float64):
+        x = x.astype(np.float64)
     if not channels:
         x = x[..., None]
     batch = x.shape[:-3]
@@ -223,15 +250,25 @@ def _segment(image, n_levels, value_range, min_size):
 
 
 def _means(x, labels, n):
-    """Region means broadcast to pixels: x (N, C), labels (N,) in [0, n); returns (N, C) and 1/|R| (n,)."""
-    count = jax.ops.segment_sum(jnp.ones(labels.shape, x.dtype), labels, num_segments=n)  # (n,)
-    inv = 1.0 / jnp.maximum(count, 1.0)  # empty label slots: 0 / 1, never 0 / 0
-    return _broadcast_mean(x, labels, inv, n), inv
+    """Region means broadcast to pixels: x (N, C), labels (N,) in [0, n); returns (N, C) and |R| (n, C).
+
+    Computed as ``ref + sum(x - ref) / |R|`` with ``ref`` the region's first pixel: exact for a constant
+    region, better conditioned than ``sum(x) / |R|`` in float32, and reproduced bit for bit by the host
+    segmentation (:func:`_region_means`), which is what makes the layer idempotent.
+    """
+    N = x.shape[0]
+    first = jax.ops.segment_min(jnp.arange(N), labels, num_segments=n)  # (n,) first pixel of each region
+    ref = x[first[labels]]  # (N, C)
+    # Counts per channel, so that the mean is an elementwise division of equal shapes: XLA rewrites a division
+    # by a broadcast into a product with the reciprocal, whose rounding the host would not match.
+    count = jax.ops.segment_sum(jnp.ones_like(x), labels, num_segments=n)  # (n, C)
+    count = jnp.maximum(count, 1.0)  # empty label slots: 0 / 1, never 0 / 0
+    return ref + _broadcast_mean(x - ref, labels, count, n), count
 
 
-def _broadcast_mean(x, labels, inv, n):
+def _broadcast_mean(x, labels, count, n):
     s = jax.ops.segment_sum(x, labels, num_segments=n)  # (n, C)
-    return (s * inv[:, None])[labels]  # (N, C)
+    return (s / count)[labels]  # (N, C)
 
 
 @partial(jax.custom_jvp, nondiff_argnums=(2,))
@@ -246,8 +283,8 @@ def _project_jvp(n, primals, tangents):
     # VJP g -> P^T g = region means of g (P is symmetric) with the same O(N) segment sum and gather; a
     # custom_jvp rather than a custom_vjp keeps forward mode (jvp, jacfwd) available too.
     x, labels = primals
-    out, inv = _means(x, labels, n)
-    return out, _broadcast_mean(tangents[0], labels, inv, n)
+    out, count = _means(x, labels, n)
+    return out, _broadcast_mean(tangents[0], labels, count, n)
 
 
 @jax.jit
@@ -261,7 +298,7 @@ def _region_projection(image, labels):
 def region_projection(image: jax.Array, labels: jax.Array) -> jax.Array:
     """Orthogonal projection of an image onto functions constant on given regions (each region's mean).
 
-    Linear in ``image``; its VJP is the same projection of the cotangent, O(N) with two segment sums.
+    Linear in ``image``; its VJP is the same projection of the cotangent, O(N) (a segment sum and a gather).
 
     Arguments:
         image: (H, W) or (H, W, C) real image.
