@@ -376,14 +376,71 @@ def _assemble(form: Form, space: FunctionSpace, boundary, fields: dict):
         inner = jax.vmap(k, (None, None, 0, 0))  # over test jets
         return jax.vmap(inner, (0, 0, None, None))(uv, ug_, vv, vg_)  # (mu, mv)
 
-    M = (
-        jax.vmap(point, in_axes)(x, n, flat).reshape(ne, nq, C, len(ku), C, len(kv))
-        * tables.dx[..., None, None, None, None]
-    )
-    K = _contract_bilinear(_jet_columns(tables, ku), M, _jet_columns(tables, kv)).reshape(ne, p.nloc, p.nloc)
-    slots = p.slot[rule.elements]  # (ne, nloc, nloc)
-    values = jax.ops.segment_sum(K.ravel(), slots.ravel(), num_segments=p.pattern.nnz)
+    def element_matrices(tables, x, n, flat):
+        m = tables.dx.shape[0]
+        M = (
+            jax.vmap(point, in_axes)(x, n, flat).reshape(m, nq, C, len(ku), C, len(kv))
+            * tables.dx[..., None, None, None, None]
+        )
+        return _contract_bilinear(_jet_columns(tables, ku), M, _jet_columns(tables, kv)).reshape(m, -1)
+
+    slots = p.slot[rule.elements].reshape(ne, -1)  # (ne, nloc * nloc)
+    chunks = _chunking(space, rule, fields, slots.size)
+    if chunks is not None:
+        values = _scatter_chunks(*chunks, element_matrices, flat, nq, slots, p.pattern.nnz, dtype)
+    else:
+        K = element_matrices(tables, x, n, flat)
+        values = jax.ops.segment_sum(K.ravel(), slots.ravel(), num_segments=p.pattern.nnz)
     return SparseMatrix(values, p.pattern, symmetric=form.symmetric)
+
+
+# Element-matrix entries per chunk in chunked assembly (~8 MB of float64 values): large enough that the loop
+# overhead is negligible, small enough that a chunk's temporaries stay in cache and are reused.
+_CHUNK_ENTRIES = 2**20
+
+
+def _chunking(space: FunctionSpace, rule: Rule, fields: dict, nentries: int):
+    """``(data, tables_fn, nchunks)`` when a bilinear volume assembly should run over element chunks.
+
+    Assembled in one piece, every per-element temporary (vertex coordinates, Jacobians, element matrices:
+    hundreds of MB at a million DOFs) is a fresh allocation on every call, and memory traffic and page faults
+    dominate. A ``lax.scan`` over chunks computes tables and element matrices chunk by chunk and scatters them
+    into the values carried by the loop, so the temporaries are a few MB, allocated once. Used when the space
+    can compute the tables of a chunk (``_chunked_tables``) and no input is a Field (whose values come from
+    whole-rule tables).
+    """
+    hook = getattr(space, "_chunked_tables", None)
+    if hook is None or nentries < 2 * _CHUNK_ENTRIES:
+        return None
+    if any(isinstance(f, _field_type()) for f in fields.values()):
+        return None
+    got = hook(rule)
+    if got is None:
+        return None
+    data, tables_fn = got
+    return data, tables_fn, -(-nentries // _CHUNK_ENTRIES)
+
+
+def _scatter_chunks(data, tables_fn, nchunks, element_matrices, flat, nq, slots, nnz, dtype):
+    """CSR values: ``lax.scan`` over element chunks, each scatter-added into the carried values."""
+    ne = slots.shape[0]
+    cs = -(-ne // nchunks)
+    pad = cs * nchunks - ne  # padding elements repeat the last one; their slots (nnz) are dropped
+    data = np.concatenate([data, np.repeat(data[-1:], pad, axis=0)]).reshape((nchunks, cs) + data.shape[1:])
+    slots = np.concatenate([slots, np.full((pad, slots.shape[1]), nnz, slots.dtype)]).reshape(nchunks, cs, -1)
+
+    def split(a):  # per-point input (ne * nq, ...) -> (nchunks, cs * nq, ...)
+        a = jnp.pad(a, [(0, pad * nq)] + [(0, 0)] * (a.ndim - 1), mode="edge")
+        return a.reshape((nchunks, cs * nq) + a.shape[1:])
+
+    def body(values, chunk):
+        cells, slot, fl = chunk
+        t = tables_fn(cells)
+        K = element_matrices(t, t.x.reshape(cs * nq, -1), None, fl)  # (cs, nloc * nloc)
+        return values.at[slot.ravel()].add(K.ravel().astype(values.dtype), mode="drop"), None
+
+    values, _ = jax.lax.scan(body, jnp.zeros(nnz, dtype), (data, slots, jax.tree_util.tree_map(split, flat)))
+    return values
 
 
 # One compilation per (form, space plan, boundary, input structure): array inputs are traced, callables and

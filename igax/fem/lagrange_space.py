@@ -282,25 +282,42 @@ class LagrangeSpace(FunctionSpace):
             elems = rule.elements[start : start + count]
             Xe = X if (start == 0 and count == p.nel and nref is None) else X[elems]
             start += count
-            gv, gg = p.geo.values(xi), p.geo.gradients(xi)  # (nq, nv), (nq, nv, pdim)
-            # Affine cells (simplices): one Jacobian per element, broadcast over the points; the tables then
-            # carry size-1 axes ((1, nq, nloc) values, (ne, 1, nloc, dim) gradients) that consumers broadcast.
-            if p.geo.reference.is_simplex:
-                gg = gg[:1]
-            # Unrolled over the vertices (constant tables): fused multiply-adds instead of small batched dots.
-            x = sum(gv[None, :, v, None] * Xe[:, None, v, :] for v in range(gv.shape[1]))  # (ne, nq, dim)
-            J = sum(gg[None, :, v, None, :] * Xe[:, None, v, :, None] for v in range(gv.shape[1]))
-            phi = jnp.asarray(p.ref.values(xi))[None]  # (1, nq, nloc)
-            dref = jnp.asarray(p.ref.gradients(xi))[None]  # (1, nq, nloc, pdim)
-            if p.geo.reference.is_simplex and p.degree == 1:  # P1: constant gradients on each cell
-                dref = dref[:, :1]
-            out.append(finish_tables(phi, dref, x, J, jnp.asarray(w)[None], nref))
+            out.append(self._group_tables(Xe, xi, w, nref))
         if len(out) == 1:
             return out[0]
         full = [t.full() for t in out]  # groups differ in their reference points: broadcast, then stack
         return Tables(
             *[None if full[0][i] is None else jnp.concatenate([o[i] for o in full]) for i in range(5)]
         )
+
+    def _group_tables(self, Xe, xi, w, nref) -> Tables:
+        """Tables of cells with vertex coordinates ``Xe`` (ne, nv, dim) at reference points ``xi``."""
+        p = self.plan
+        gv, gg = p.geo.values(xi), p.geo.gradients(xi)  # (nq, nv), (nq, nv, pdim)
+        # Affine cells (simplices): one Jacobian per element, broadcast over the points; the tables then
+        # carry size-1 axes ((1, nq, nloc) values, (ne, 1, nloc, dim) gradients) that consumers broadcast.
+        if p.geo.reference.is_simplex:
+            gg = gg[:1]
+        # Unrolled over the vertices (constant tables): fused multiply-adds instead of small batched dots.
+        x = sum(gv[None, :, v, None] * Xe[:, None, v, :] for v in range(gv.shape[1]))  # (ne, nq, dim)
+        J = sum(gg[None, :, v, None, :] * Xe[:, None, v, :, None] for v in range(gv.shape[1]))
+        phi = jnp.asarray(p.ref.values(xi))[None]  # (1, nq, nloc)
+        dref = jnp.asarray(p.ref.gradients(xi))[None]  # (1, nq, nloc, pdim)
+        if p.geo.reference.is_simplex and p.degree == 1:  # P1: constant gradients on each cell
+            dref = dref[:, :1]
+        return finish_tables(phi, dref, x, J, jnp.asarray(w)[None], nref)
+
+    def _chunked_tables(self, rule: Rule):
+        """Per-element data of a volume rule and the tables of any chunk of it (for chunked assembly).
+
+        Returns ``(cells, fn)``: ``cells`` (ne, nv) the vertices of the rule's elements (NumPy) and
+        ``fn(cells_chunk)`` the :class:`Tables` of the elements with those vertices (traceable, e.g. inside
+        ``lax.scan``); None for boundary rules.
+        """
+        if rule.boundary is not None or len(rule.groups) != 1:
+            return None
+        _, xi, w, nref = rule.groups[0]
+        return self.plan.cells[rule.elements], lambda c: self._group_tables(self.points[c], xi, w, nref)
 
     def jacobian_determinant(self) -> jax.Array:
         """Signed determinant of the cell maps at the volume quadrature points, shape (nel, nq)."""
