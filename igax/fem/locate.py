@@ -49,7 +49,7 @@ def _locate_spline(V, points):
     per = [np.concatenate([b[:-1] + f * np.diff(b) for f in (0.1, 0.5, 0.9)] + [b[-1:]]) for b in p.breaks]
     grid = np.stack([g.ravel() for g in np.meshgrid(*per, indexing="ij")], axis=1)
     V_host = jax.device_get(V)
-    xs = np.asarray(_map_jit(V_host, jnp.asarray(grid))[0])
+    xs, Js = (np.asarray(a) for a in _map_jit(V_host, jnp.asarray(grid)))
     _, near = cKDTree(xs).query(pts)
     u = grid[near]
     for _ in range(50):
@@ -62,11 +62,24 @@ def _locate_spline(V, points):
         u = np.clip(u, lo, hi)
         if np.max(np.abs(du)) < 1e-14 * max(1.0, float(np.max(hi - lo))):
             break
-    x, _ = (np.asarray(a) for a in _map_jit(V_host, jnp.asarray(u)))
+    x, J = (np.asarray(a) for a in _map_jit(V_host, jnp.asarray(u)))
     scale = max(1.0, float(np.max(np.abs(xs))))
     bad = np.linalg.norm(x - pts, axis=1) > 1e-8 * scale
     if bad.any():
         raise _outside_error(len(pts), bad, pts)
+    # A degenerate point of the map (a pole, a corner where two arcs meet) has no inverse Jacobian, so basis
+    # gradients there are undefined: say so instead of returning NaN or garbage.
+    det = np.abs(np.linalg.det(J))
+    singular = det < 1e-8 * np.median(np.abs(np.linalg.det(Js)))
+    if singular.any():
+        i = int(np.nonzero(singular)[0][0])
+        raise ValueError(
+            f"{int(singular.sum())} of {len(pts)} points lie where the geometry map is singular (first: "
+            f"{pts[i].tolist()}, parameters {u[i].tolist()}, det J = {det[i]:.1e}): a pole or a degenerate "
+            "corner of the parametrisation (e.g. the centre of a polar disk, the four corners of "
+            "geometry.disk()), where gradients of the basis are undefined. Evaluate at points a little "
+            "away from it (e.g. 1e-2 of an element size)."
+        )
     return _spline_tables_at(V, jnp.asarray(u), jnp.asarray(points), lo, hi)
 
 

@@ -31,7 +31,9 @@ __all__ = ["SplineSpace"]
 class _SplinePlan(SpacePlan):
     """Knot spans, element dofs, and the univariate basis tables of a tensor-product patch (NumPy)."""
 
-    def __init__(self, knots, degrees, shape, boundaries, value_shape, quad_points, ndim, glue=()):
+    def __init__(
+        self, knots, degrees, shape, boundaries, value_shape, quad_points, ndim, glue=(), collapsed=()
+    ):
         self.knots = tuple(np.asarray(k, dtype=np.float64) for k in knots)
         self.degrees = tuple(int(p) for p in degrees)
         self.shape = tuple(int(n) for n in shape)
@@ -54,9 +56,10 @@ class _SplinePlan(SpacePlan):
         self.geo_cell_dofs = np.ravel_multi_index(tuple(multi), self.shape).astype(np.int32)
         self.sides = {name: (int(axis), int(side)) for name, axis, side in boundaries}
         self.glue = tuple(glue)
-        # dof_map: control point -> solution dof (the identity unless sides are glued).
-        self.dof_map, nscalar = _glued_dof_map(self.shape, self.sides, self.glue)
-        glued = {nm for pair in self.glue for nm in pair}
+        self.collapsed = tuple(collapsed)
+        # dof_map: control point -> solution dof (the identity unless sides are glued or collapsed).
+        self.dof_map, nscalar = _glued_dof_map(self.shape, self.sides, self.glue, self.collapsed)
+        glued = {nm for pair in self.glue for nm in pair} | set(self.collapsed)
         # Directions closed on themselves (both ends glued together): point location wraps around them.
         self.periodic_axes = tuple(
             sorted(
@@ -73,7 +76,7 @@ class _SplinePlan(SpacePlan):
                 bdofs[name] = self.dof_map[self.side_points(name)]
         super().__init__(
             # Gluing breaks the Kronecker structure of the pattern; then it is sorted out of element pairs.
-            scalar_pattern=None if self.glue else self._tensor_pattern(),
+            scalar_pattern=None if nscalar < int(np.prod(self.shape)) else self._tensor_pattern(),
             kind="spline",
             partition_key=("spline", tuple(tuple(b.tolist()) for b in self.breaks)),
             dim=ndim,
@@ -142,15 +145,16 @@ def _side_shape(shape, axis):
     return tuple(n for k, n in enumerate(shape) if k != axis)
 
 
-def _glued_dof_map(shape, sides, glue):
+def _glued_dof_map(shape, sides, glue, collapsed=()):
     """Control point -> dof map (NumPy) that ties the control points of glued sides, and the dof count.
 
-    Points of the second side of each pair join the class of the matching point of the first side
-    (union-find, so several pairs may share points, e.g. the corners of a torus); dofs are the classes
-    numbered in the order of their first control point, so without gluing the map is the identity.
+    Points of the second side of each pair join the class of the matching point of the first side, and all
+    points of a collapsed side join one class (union-find, so several pairs may share points, e.g. the pole of
+    a polar disk lies on its seam); dofs are the classes numbered in the order of their first control point,
+    so without gluing the map is the identity.
     """
     n = int(np.prod(shape))
-    if not glue:
+    if not glue and not collapsed:
         return np.arange(n, dtype=np.int64), n
     idx = np.arange(n).reshape(shape)
     parent = np.arange(n)
@@ -161,16 +165,23 @@ def _glued_dof_map(shape, sides, glue):
             i = parent[i]
         return i
 
-    for a, b in glue:
-        (ax_a, s_a), (ax_b, s_b) = sides[a], sides[b]
-        pa = np.take(idx, 0 if s_a == 0 else shape[ax_a] - 1, axis=ax_a).ravel()
-        pb = np.take(idx, 0 if s_b == 0 else shape[ax_b] - 1, axis=ax_b).ravel()
+    def points(name):
+        ax, sd = sides[name]
+        return np.take(idx, 0 if sd == 0 else shape[ax] - 1, axis=ax).ravel()
+
+    links = [(points(a), points(b)) for a, b in glue]
+    links += [(np.full(points(c).shape, points(c)[0]), points(c)) for c in collapsed]
+    for pa, pb in links:
         for i, j in zip(pa.tolist(), pb.tolist(), strict=True):  # NumPy at construction, once per side
             ri, rj = find(i), find(j)
             if ri != rj:
                 parent[max(ri, rj)] = min(ri, rj)
-    roots = np.array([find(i) for i in range(n)])
-    _, dof_map = np.unique(roots, return_inverse=True)
+    while True:  # flatten the trees: every point to its root
+        up = parent[parent]
+        if np.array_equal(up, parent):
+            break
+        parent = up
+    _, dof_map = np.unique(parent, return_inverse=True)
     return dof_map.astype(np.int64), int(dof_map.max()) + 1
 
 
@@ -231,6 +242,20 @@ def _normalise_glue(patch, glue, cp, weights) -> tuple:
                     "the geometry. Glue only sides whose control points match one to one, in the same order."
                 )
     return pairs
+
+
+def _collapsed_sides(patch, cp) -> tuple[str, ...]:
+    """Names of the sides whose control points all coincide (a side collapsed to a point, e.g. a pole)."""
+    if isinstance(cp, jax.core.Tracer):
+        return ()
+    cp = np.asarray(cp)
+    scale = float(np.max(np.ptp(cp.reshape(-1, cp.shape[-1]), axis=0))) or 1.0
+    out = []
+    for name, ax, sd in patch.boundaries:
+        face = np.take(cp, 0 if sd == 0 else cp.shape[ax] - 1, axis=ax).reshape(-1, cp.shape[-1])
+        if np.max(np.linalg.norm(face - face[0], axis=-1)) <= 1e-10 * scale:
+            out.append(name)
+    return tuple(out)
 
 
 def _side_mismatch(patch, cp, weights, a, b):
@@ -348,6 +373,7 @@ class SplineSpace(FunctionSpace):
             )
         weights = jnp.asarray(patch.weights, dtype=cp.dtype)
         glue = _normalise_glue(patch, glue, cp, weights)
+        collapsed = _collapsed_sides(patch, cp)
         key = (
             tuple(tuple(map(float, k)) for k in patch.knots),
             tuple(patch.degrees),
@@ -355,6 +381,7 @@ class SplineSpace(FunctionSpace):
             tuple(shape),
             quad_points,
             glue,
+            collapsed,
         )
         self.plan = _plan(
             key,
@@ -367,6 +394,7 @@ class SplineSpace(FunctionSpace):
                 quad_points,
                 ndim,
                 glue,
+                collapsed,
             ),
         )
         self.control_points = cp
@@ -391,8 +419,23 @@ class SplineSpace(FunctionSpace):
         """The pairs of patch sides tied together in this space (``()`` when none)."""
         return self.plan.glue
 
+    @property
+    def collapsed(self) -> tuple[str, ...]:
+        """Patch sides collapsed to a single point (poles); their dofs are tied into one (``()``: none)."""
+        return self.plan.collapsed
+
     def _check_names(self, name) -> tuple[str, ...]:
         names = (name,) if isinstance(name, str) else (() if name is None else tuple(name))
+        for nm in names:
+            if nm in self.plan.collapsed:
+                pole = int(self.plan.dof_map[self.plan.side_points(nm)[0]])
+                raise ValueError(
+                    f"boundary {nm!r} is collapsed to a single point (a pole of the parametrisation): it has "
+                    "no length or area, so boundary integrals and projected boundary values do not apply, "
+                    f"and its control points share one dof ({pole}). This space has boundaries "
+                    f"{list(self.boundary_names)}; to prescribe the value at the pole pass the dof array, "
+                    f"e.g. DirichletBC(V, np.array([{pole}]), value)."
+                )
         for a, b in self.plan.glue:
             for nm in names:
                 if nm in (a, b):

@@ -161,7 +161,10 @@ def _locate_spline(V, pts):
     for _ in range(50):
         _, _, x, J = _spline_eval(V, u)
         du = np.linalg.solve(J, (pts - x)[..., None])[..., 0]
-        u = np.clip(u + du, lo, hi)
+        u = u + du
+        for ax in getattr(p, "periodic_axes", ()):  # glued seam: a step across it wraps to the other end
+            u[:, ax] = lo[ax] + np.mod(u[:, ax] - lo[ax], hi[ax] - lo[ax])
+        u = np.clip(u, lo, hi)
         if np.max(np.abs(du)) < 1e-14 * max(1.0, float(np.max(hi - lo))):
             break
     dofs, R, x, _ = _spline_eval(V, u)
