@@ -149,11 +149,21 @@ class TensorField(eqx.Module):
             )
         return Field(self.space, c) if c.ndim == 1 else TensorField(self.space, c)
 
-    def components(self, prefix: str = "") -> dict[str, Field]:
-        """All components as scalar Fields named ``prefix + "xy"`` etc. (for export and plotting)."""
+    def components(self, prefix: str = "", *, symmetric: bool = False) -> dict[str, Field]:
+        """The components as scalar Fields named ``prefix + "xy"`` etc. (for export and plotting).
+
+        Arguments:
+            prefix: prepended to each name, e.g. ``"sigma_"``.
+            symmetric: for a symmetric tensor, only the components ``i <= j``.
+
+        Example:
+            >>> fem.write_vtu("s.vtu", {"u": u, **sigma.components("sigma_", symmetric=True)})
+        """
         axes = "xyz" if self.space.dim <= 3 else None
         out = {}
         for idx in np.ndindex(*self.value_shape):
+            if symmetric and any(a > b for a, b in zip(idx[:-1], idx[1:], strict=True)):
+                continue
             name = "".join(axes[i] if axes and i < 3 else str(i) for i in idx)
             out[prefix + name] = Field(self.space, self.coeffs[idx])
         return out
