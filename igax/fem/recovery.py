@@ -440,7 +440,8 @@ def recover_stress(
 
     Example:
         >>> sigma = recover_stress(u, 1e5, 0.3, "plane_strain")
-        >>> sigma[0, 0](np.array([[0.0, 1.0]]))
+        >>> sxx = sigma[0, 0]                        # a scalar Field
+        >>> sxx(np.array([[0.0, 1.0]]))
     """
     S = _target(_check_displacement(u, kind), space)
     return project(_stress_expr(kind), S, mass=mass, method=method, u=u, E=E, nu=nu)
