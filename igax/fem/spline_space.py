@@ -328,6 +328,12 @@ class SplineSpace(FunctionSpace):
     condition or a boundary integral raises). Scalar dof ``i`` is then the rank of control point ``i`` among
     the control points that are not dropped (``V.plan.dof_map`` maps control points to dofs).
 
+    Collapsed sides (poles): a side whose control points all coincide (e.g. the centre of a disk
+    parametrised in polar form) is detected, its dofs are tied into one (the space is C0 at the pole) and
+    it is not a boundary (it has no length; naming it raises and says which dof to constrain instead). The
+    geometry Jacobian vanishes there, so evaluating a Field exactly at the pole raises; quadrature points
+    never reach it.
+
     Arguments:
         patch: an :class:`igax.bases.NURBSPatch` (refine it first: ``geo.refine(degree=3, elements=16)``).
         shape: ``()`` scalar, ``(dim,)`` vector-valued.
@@ -449,7 +455,11 @@ class SplineSpace(FunctionSpace):
         return super()._check_names(name)
 
     def with_geometry(self, control_points=None, weights=None) -> SplineSpace:
-        """The same space with new control points and/or weights (reuses the plan; differentiable)."""
+        """The same space with new control points and/or weights (reuses the plan; differentiable).
+
+        The dof map is kept: on a space with glued sides move the control points of both sides together
+        (they must stay equal, which is not checked under tracing), or the geometry tears along the seam.
+        """
         out = self
         if control_points is not None:
             out = eqx.tree_at(lambda s: s.control_points, out, jnp.asarray(control_points))
