@@ -61,3 +61,59 @@ def test_pattern_mismatch_and_shape_errors():
 def test_patterns_compare_by_content():
     A = _random()
     assert SparseMatrix.from_scipy(A).pattern == SparseMatrix.from_scipy(A.copy()).pattern
+
+
+def _all_pairs(cd):
+    nel, nloc = cd.shape
+    rows = np.broadcast_to(cd[:, :, None], (nel, nloc, nloc))
+    cols = np.broadcast_to(cd[:, None, :], (nel, nloc, nloc))
+    return rows, cols
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_from_cells_equals_from_coo_of_all_pairs(seed):
+    rng = np.random.default_rng(seed)
+    n, nel, nloc = 40, int(rng.integers(1, 30)), int(rng.integers(1, 7))
+    cd = np.array([rng.choice(n - 5, nloc, replace=False) for _ in range(nel)])  # dofs n-5.. unused
+    if seed % 3 == 0:
+        cd[0, -1] = cd[0, 0]  # a repeated dof within a cell takes the general path
+    pat, slot = CSRPattern.from_cells(cd, n)
+    ref, ref_slot = CSRPattern.from_coo(*_all_pairs(cd), (n, n))
+    assert pat == ref and slot.shape == (nel, nloc, nloc)
+    np.testing.assert_array_equal(slot.ravel(), ref_slot)
+    # The scatter map assembles the same matrix as scipy's duplicate summation.
+    vals = rng.normal(size=slot.shape)
+    got = SparseMatrix(jax.ops.segment_sum(jnp.asarray(vals.ravel()), slot.ravel(), pat.nnz), pat)
+    want = sp.coo_matrix((vals.ravel(), tuple(a.ravel() for a in _all_pairs(cd))), shape=(n, n))
+    np.testing.assert_allclose(got.to_scipy().toarray(), want.toarray(), rtol=1e-14)
+
+
+def test_from_cells_bad_input():
+    with pytest.raises(ValueError, match="cell_dofs must lie in"):
+        CSRPattern.from_cells(np.array([[0, 3]]), 3)
+    with pytest.raises(ValueError, match="shape"):
+        CSRPattern.from_cells(np.array([0, 1]), 3)
+
+
+def test_find_locates_stored_entries():
+    A = sp.random(30, 25, density=0.2, random_state=3, format="csr")
+    A.sort_indices()
+    pat = CSRPattern(A.indptr, A.indices, A.shape)
+    rng = np.random.default_rng(0)
+    r, c = rng.integers(0, 30, 500), rng.integers(0, 25, 500)
+    dense = -np.ones(A.shape, np.int64)
+    dense[pat.rows, pat.indices] = np.arange(pat.nnz)
+    np.testing.assert_array_equal(pat.find(r, c), dense[r, c])
+    assert (pat.find(r, c) >= 0).sum() > 50 and (pat.find(r, c) < 0).sum() > 50  # both outcomes tested
+    with pytest.raises(ValueError, match="rows must lie"):
+        pat.find([30], [0])
+
+
+@pytest.mark.parametrize("bound", [1000, 2**60])  # packed 64-bit sort / argsort fallback
+def test_sort_keys_is_a_stable_argsort(bound):
+    from igax.solvers.sparse import sort_keys
+
+    key = np.random.default_rng(1).integers(0, min(bound, 50), 2000)
+    order, skey = sort_keys(key, bound)
+    np.testing.assert_array_equal(order, np.argsort(key, kind="stable"))
+    np.testing.assert_array_equal(skey, np.sort(key))
