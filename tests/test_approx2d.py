@@ -234,6 +234,24 @@ def test_errors(args, kwargs, exc, match):
         piecewise_constant_2d(*args, **kwargs)
 
 
+def test_region_projection_with_given_labels():
+    """Any labels in [0, H W) (regions need not be connected, ids need not be contiguous), jit and vmap."""
+    rng = np.random.default_rng(9)
+    x = rng.random((2, 6, 7, 2))
+    lab = rng.choice([3, 17, 40], (2, 6, 7))
+    out = jax.jit(jax.vmap(region_projection))(jnp.asarray(x), jnp.asarray(lab))
+    for i in range(2):
+        means = {r: x[i][lab[i] == r].mean(axis=0) for r in np.unique(lab[i])}
+        ref = np.stack([means[r] for r in lab[i].ravel()]).reshape(x[i].shape)
+        np.testing.assert_allclose(np.asarray(out[i]), ref, atol=1e-14)
+    g = rng.standard_normal((6, 7, 2))
+    _, vjp = jax.vjp(lambda x: region_projection(x, jnp.asarray(lab[0])), jnp.asarray(x[0]))
+    P = _dense_projection(lab[0])
+    np.testing.assert_allclose(
+        np.asarray(vjp(jnp.asarray(g))[0]).reshape(42, 2), P @ g.reshape(42, 2), atol=1e-14
+    )
+
+
 def test_projection_errors_and_nan_under_jit():
     x = jnp.ones((4, 4))
     with pytest.raises(ValueError, match="labels must have shape"):

@@ -156,18 +156,45 @@ def _segment_one(x, n_levels, value_range, min_size):
             return lab.reshape(H, W).astype(np.int32)
 
 
+def _tables_one(lab):
+    """Per pixel: the index of its region's first pixel (raster order) and the region's size, int32."""
+    f = lab.ravel()
+    N = f.size
+    m = int(f.max()) + 1
+    first = np.full(m, N)
+    np.minimum.at(first, f, np.arange(N))
+    size = np.bincount(f, minlength=m)
+    return first[f].reshape(lab.shape).astype(np.int32), size[f].reshape(lab.shape).astype(np.int32)
+
+
 def _segment_host(x, *, n_levels, value_range, min_size, channels):
-    """Labels of a batch (..., H, W[, C]) of images; loops over the leading (vmapped) axes."""
+    """Labels and tables of a batch (..., H, W[, C]) of images; loops over the leading (vmapped) axes."""
     x = np.asarray(x)
     if x.dtype not in (np.float32, np.float64):
         x = x.astype(np.float64)
     if not channels:
         x = x[..., None]
     batch = x.shape[:-3]
-    out = np.empty(batch + x.shape[-3:-1], np.int32)
+    out = [np.empty(batch + x.shape[-3:-1], np.int32) for _ in range(3)]
     for i in np.ndindex(*batch):
-        out[i] = _segment_one(x[i], n_levels, value_range, min_size)
-    return out
+        lab = _segment_one(x[i], n_levels, value_range, min_size)
+        out[0][i] = lab
+        out[1][i], out[2][i] = _tables_one(lab)
+    return tuple(out)
+
+
+def _tables_host(labels):
+    """Tables of a batch (..., H, W) of label arrays (for :func:`region_projection` with given labels)."""
+    labels = np.asarray(labels)
+    n = labels.shape[-2] * labels.shape[-1]
+    if labels.size and (labels.min() < 0 or labels.max() >= n):
+        raise ValueError(
+            f"labels must lie in [0, H*W) = [0, {n}), got values in [{labels.min()}, {labels.max()}]."
+        )
+    out = [np.empty(labels.shape, np.int32) for _ in range(2)]
+    for i in np.ndindex(*labels.shape[:-2]):
+        out[0][i], out[1][i] = _tables_one(labels[i])
+    return tuple(out)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -233,11 +260,12 @@ def segment_image(
     """
     _check_image(image)
     value_range = _check_params(n_levels, value_range, min_size)
-    return _segment(jnp.asarray(image), int(n_levels), value_range, int(min_size))
+    return _segment(jnp.asarray(image), int(n_levels), value_range, int(min_size))[0]
 
 
 @partial(jax.jit, static_argnums=(1, 2, 3))
 def _segment(image, n_levels, value_range, min_size):
+    """Labels, first pixel of each pixel's region, and region size per pixel: three int32 (H, W) arrays."""
     host = partial(
         _segment_host,
         n_levels=n_levels,
@@ -245,54 +273,55 @@ def _segment(image, n_levels, value_range, min_size):
         min_size=min_size,
         channels=image.ndim == 3,
     )
-    out = jax.ShapeDtypeStruct(image.shape[:2], jnp.int32)
+    out = (jax.ShapeDtypeStruct(image.shape[:2], jnp.int32),) * 3
     return jax.pure_callback(host, out, jax.lax.stop_gradient(image), vmap_method="broadcast_all")
 
 
-def _means(x, labels, n):
-    """Region means broadcast to pixels: x (N, C), labels (N,) in [0, n); returns (N, C) and |R| (n, C).
+@jax.jit
+def _tables(labels):
+    out = (jax.ShapeDtypeStruct(labels.shape, jnp.int32),) * 2
+    return jax.pure_callback(_tables_host, out, labels, vmap_method="broadcast_all")
 
-    Computed as ``ref + sum(x - ref) / |R|`` with ``ref`` the region's first pixel: exact for a constant
-    region, better conditioned than ``sum(x) / |R|`` in float32, and reproduced bit for bit by the host
-    segmentation (:func:`_region_means`), which is what makes the layer idempotent.
+
+def _means(x, labels, first, size, n):
+    """Region means at the pixels: x (N, C); labels, first, size (N,) int32 from the host; n segments.
+
+    Computed as ``ref + sum(x - ref) / |R|`` with ``ref = x[first]`` the region's first pixel: exact for a
+    constant region, better conditioned than ``sum(x) / |R|`` in float32, and reproduced bit for bit by the
+    host segmentation (:func:`_region_means`), which is what makes the layer idempotent. One segment sum;
+    the integer tables come from the host, so the traced path has no integer scatter.
     """
-    N = x.shape[0]
-    first = jax.ops.segment_min(jnp.arange(N), labels, num_segments=n)  # (n,) first pixel of each region
-    ref = x[first[labels]]  # (N, C)
-    # Counts per channel, so that the mean is an elementwise division of equal shapes: XLA rewrites a division
-    # by a broadcast into a product with the reciprocal, whose rounding the host would not match.
-    count = jax.ops.segment_sum(jnp.ones_like(x), labels, num_segments=n)  # (n, C)
-    count = jnp.maximum(count, 1.0)  # empty label slots: 0 / 1, never 0 / 0
-    return ref + _broadcast_mean(x - ref, labels, count, n), count
+    ref = x[first]  # (N, C)
+    s = jax.ops.segment_sum(x - ref, labels, num_segments=n)[labels]  # (N, C)
+    cnt = size.astype(x.dtype)  # (N,)
+    # One channel at a time, so each division has operands of equal shape: XLA rewrites a division by a
+    # broadcast into a product with the reciprocal, whose rounding the host would not reproduce.
+    return jnp.stack([ref[:, c] + s[:, c] / cnt for c in range(x.shape[1])], axis=1)
 
 
-def _broadcast_mean(x, labels, count, n):
-    s = jax.ops.segment_sum(x, labels, num_segments=n)  # (n, C)
-    return (s / count)[labels]  # (N, C)
-
-
-@partial(jax.custom_jvp, nondiff_argnums=(2,))
-def _project(x, labels, n):
-    return _means(x, labels, n)[0]
+@partial(jax.custom_jvp, nondiff_argnums=(4,))
+def _project(x, labels, first, size, n):
+    return _means(x, labels, first, size, n)
 
 
 @_project.defjvp
 def _project_jvp(n, primals, tangents):
-    # The weak Jacobian: the region mean of the tangent, reusing the counts; the labels carry no tangent.
-    # The rule is linear in the tangent (segment sum, scale, gather), so reverse mode transposes it into the
-    # VJP g -> P^T g = region means of g (P is symmetric) with the same O(N) segment sum and gather; a
+    # The weak Jacobian: the region mean of the tangent; the integer tables carry no tangent. The rule is
+    # linear in the tangent (segment sum, gather, scale), so reverse mode transposes it into the VJP
+    # g -> P^T g = region means of g (P is symmetric) with the same O(N) segment sum and gather; a
     # custom_jvp rather than a custom_vjp keeps forward mode (jvp, jacfwd) available too.
-    x, labels = primals
-    out, count = _means(x, labels, n)
-    return out, _broadcast_mean(tangents[0], labels, count, n)
+    x, labels, first, size = primals
+    t = tangents[0]
+    tout = jax.ops.segment_sum(t, labels, num_segments=n)[labels] / size.astype(t.dtype)[:, None]
+    return _means(x, labels, first, size, n), tout
 
 
 @jax.jit
-def _region_projection(image, labels):
+def _region_projection(image, labels, first, size):
     H, W = image.shape[:2]
     x = image.reshape((H * W, -1))  # (N, C)
-    out = _project(x, labels.reshape(-1).astype(jnp.int32), H * W)
-    return out.reshape(image.shape)
+    flat = [a.reshape(-1).astype(jnp.int32) for a in (labels, first, size)]
+    return _project(x, *flat, H * W).reshape(image.shape)
 
 
 def region_projection(image: jax.Array, labels: jax.Array) -> jax.Array:
@@ -325,7 +354,8 @@ def region_projection(image: jax.Array, labels: jax.Array) -> jax.Array:
             raise ValueError(
                 f"labels must lie in [0, H*W) = [0, {lab.size}), got [{lab.min()}, {lab.max()}]."
             )
-    return _region_projection(jnp.asarray(image), jnp.asarray(labels))
+    labels = jnp.asarray(labels, jnp.int32)
+    return _region_projection(jnp.asarray(image), labels, *_tables(labels))
 
 
 def piecewise_constant_2d(
@@ -369,5 +399,5 @@ def piecewise_constant_2d(
 
 @partial(jax.jit, static_argnums=(1, 2, 3))
 def _piecewise_constant_2d(image, n_levels, value_range, min_size):
-    labels = _segment(image, n_levels, value_range, min_size)
-    return _region_projection(image, labels), labels
+    labels, first, size = _segment(image, n_levels, value_range, min_size)
+    return _region_projection(image, labels, first, size), labels
