@@ -6,6 +6,7 @@ from igax.fem import geometry
 from igax.fem.forms import bilinear_form, linear_form, functional, Form  # noqa: E402
 from igax.fem.space import FunctionSpace  # noqa: E402
 from igax.fem.spline_space import SplineSpace  # noqa: E402
+from igax.fem.multipatch import MultiPatchSpace  # noqa: E402
 from igax.fem.lagrange_space import LagrangeSpace  # noqa: E402
 from igax.fem.field import Field  # noqa: E402
 from igax.fem.assemble import assemble  # noqa: E402

@@ -26,6 +26,11 @@ def locate(space: FunctionSpace, points) -> tuple[jax.Array, Tables]:
     """Dofs (npts, nloc) and basis tables (npts, 1, nloc[, dim]) at physical points (npts, dim)."""
     if space.plan.kind == "spline":
         return _locate_spline(space, points)
+    if space.plan.kind != "lagrange":
+        raise ValueError(
+            f"point evaluation is not available for a {type(space).__name__}; evaluate on one of its patches "
+            "(a SplineSpace) or at the quadrature points (Field.at_quadrature, V.quadrature_points())."
+        )
     return _locate_lagrange(space, points)
 
 

@@ -1,0 +1,103 @@
+"""Multi-patch spline spaces: C0 joins of conforming patches."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from igax import bases, fem
+from igax.fem import library, norms
+
+
+def exact(x):
+    return jnp.sin(2 * x[0] + 0.5) * jnp.exp(0.7 * x[1])
+
+
+def exact_grad(x):
+    return jnp.stack([2 * jnp.cos(2 * x[0] + 0.5) * jnp.exp(0.7 * x[1]), 0.7 * exact(x)])
+
+
+@jax.jit
+def _ring_errors(V):
+    A = fem.assemble(library.laplace, V)
+    b = fem.assemble(library.source, V, f=lambda x: 3.51 * exact(x))
+    u = fem.solve(A, b, bc=fem.DirichletBC(V, ["inner", "outer"], exact))
+    return jnp.stack([norms.l2_error(u, exact), norms.h1_error(u, exact_grad)])
+
+
+def quarter(k, n):
+    """The quarter annulus rotated by k quarter turns, refined to degree 2 and n x n elements."""
+    q = fem.geometry.quarter_annulus()
+    c, s = np.cos(k * np.pi / 2), np.sin(k * np.pi / 2)
+    cp = np.asarray(q.control_points) @ np.array([[c, -s], [s, c]]).T
+    return bases.NURBSPatch(q.knots, q.degrees, cp, q.weights, q.boundaries).refine(degree=2, elements=n)
+
+
+def test_four_quarters_equal_the_glued_annulus():
+    # Quarter k's "left" side (its end angle) meets quarter k+1's "bottom" (its start angle).
+    P = {f"q{k}": quarter(k, 2) for k in range(4)}
+    V = fem.MultiPatchSpace(P, [((f"q{k}", "left"), (f"q{(k + 1) % 4}", "bottom")) for k in range(4)])
+    W = fem.SplineSpace(fem.geometry.annulus().refine(degree=2, elements=(2, 8)))
+    # The single patch is C0 at the quarter angles, so both are the same space: same size, same error.
+    assert V.ndofs == W.ndofs == 4 * 12 and V.boundary_names == ("inner", "outer")
+    assert V.nel == W.nel == 16 and V.patch_names == ("q0", "q1", "q2", "q3")
+    e_multi, e_single = np.asarray(_ring_errors(V)), np.asarray(_ring_errors(W))
+    np.testing.assert_allclose(e_multi, e_single, rtol=1e-9)
+    assert V.boundary("inner").size == 12
+    assert V.jacobian_determinant().shape == (16, 9)
+    with pytest.raises(ValueError, match="point evaluation is not available for a MultiPatchSpace"):
+        fem.Field(V, jnp.zeros(V.ndofs))(jnp.array([[1.5, 0.0]]))
+
+
+def _rect(x0, flip=False):
+    """Unit square [x0, x0 + 1] x [0, 1], degree 2 and 3 x 3 elements; flip reverses the y direction."""
+    geo = fem.geometry.rectangle((x0, 0.0), (x0 + 1.0, 1.0)).refine(degree=2, elements=3)
+    if not flip:
+        return geo
+    cp = np.asarray(geo.control_points)[:, ::-1]
+    names = (("left", 0, 0), ("right", 0, 1), ("top", 1, 0), ("bottom", 1, 1))
+    return bases.NURBSPatch(geo.knots, geo.degrees, cp, geo.weights, names)
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_two_squares_interface_and_orientation(flip):
+    V = fem.MultiPatchSpace({"L": _rect(0.0), "R": _rect(1.0, flip)}, [(("L", "right"), ("R", "left"))])
+    assert V.ndofs == 2 * 25 - 5
+    assert sorted(V.boundary_names) == ["bottom", "left", "right", "top"]
+    assert V.boundary("bottom").size == 9  # 5 + 5 control points, one shared at x = 1
+    # The isoparametric field u = y (coefficients = control-point y): energy int |grad y|^2 = area 2 only if
+    # the interface dofs are paired in the right order (a reversed pairing would tie y with 1 - y).
+    c = np.zeros(V.ndofs)
+    for k, s in enumerate(V.spaces):
+        off = sum(t.nscalar for t in V.spaces[:k])
+        c[V.plan.dof_map[off + s.plan.dof_map]] = np.asarray(s.control_points)[..., 1].ravel()
+    A = fem.assemble(library.laplace, V)
+    np.testing.assert_allclose(float(c @ (A @ jnp.asarray(c))), 2.0, rtol=1e-12)
+    np.testing.assert_allclose(np.asarray(A @ jnp.ones(V.ndofs)), 0.0, atol=1e-12)
+    # Boundary integral over a boundary that spans both patches: the length of the bottom edge.
+    one = fem.Field(V, jnp.ones(V.ndofs))
+    np.testing.assert_allclose(float(one.integrate("bottom")), 2.0, rtol=1e-12)
+
+
+def test_interface_errors():
+    L, R = _rect(0.0), _rect(1.0)
+    far = fem.geometry.rectangle((1.1, 0.0), (2.1, 1.0)).refine(degree=2, elements=3)
+    with pytest.raises(ValueError, match=r"side 'right' of patch 'L' and side 'left' of patch 'R' do not "):
+        fem.MultiPatchSpace({"L": L, "R": far}, [(("L", "right"), ("R", "left"))])
+    with pytest.raises(ValueError, match=r"differ by up to 1\.000e-01"):
+        fem.MultiPatchSpace({"L": L, "R": far}, [(("L", "right"), ("R", "left"))])
+    with pytest.raises(ValueError, match="unknown patch 'X'"):
+        fem.MultiPatchSpace({"L": L, "R": R}, [(("L", "right"), ("X", "left"))])
+    with pytest.raises(ValueError, match="patch 'R' has no side 'east'"):
+        fem.MultiPatchSpace({"L": L, "R": R}, [(("L", "right"), ("R", "east"))])
+    finer = fem.geometry.rectangle((1.0, 0.0), (2.0, 1.0)).refine(degree=2, elements=4)
+    with pytest.raises(ValueError, match="carry different spline spaces"):
+        fem.MultiPatchSpace({"L": L, "R": finer}, [(("L", "right"), ("R", "left"))])
+    cubic = fem.geometry.rectangle((1.0, 0.0), (2.0, 1.0)).refine(degree=3, elements=3)
+    with pytest.raises(ValueError, match="patches of one degree"):
+        fem.MultiPatchSpace([L, cubic], [(("0", "right"), ("1", "left"))])
+    with pytest.raises(TypeError, match="interfaces must hold pairs"):
+        fem.MultiPatchSpace([L, R], [("0", "right")])
+    V = fem.MultiPatchSpace([L, R], [(("0", "right"), ("1", "left"))])
+    with pytest.raises(ValueError, match="unknown boundary 'nowhere'"):
+        V.boundary(["left", "nowhere"])
