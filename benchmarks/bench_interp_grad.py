@@ -1,16 +1,31 @@
 """Cubic spline interpolation: forward and gradient time of igax against plain autodiff, same run.
 
 Case: n sites, 10 n sorted evaluation points, loss = sum of the interpolant; the gradient is taken with
-respect to the values y. Three implementations share the system assembly and the evaluation and differ only
-in the tridiagonal solve:
+respect to the values y, with the sites and points passed as arguments (not baked into the program as
+constants). All three implementations share the system assembly (``interp._cubic_slopes``), the point
+location (``interp.locate``, merge of sorted points) and the forward evaluation code (one 1-D gather per
+coefficient table, fused Horner loop). They differ in the solve and in who writes the reverse-mode rules:
 
-* ``igax``: :func:`igax.bases.interpolate` (tridiagonal LAPACK solve, custom VJP with the transposed
-  solve; sorted points located by a merge);
-* ``dense-autodiff``: the same system as a dense matrix, ``jnp.linalg.solve``, differentiated by JAX
-  (n <= 1000 only);
-* ``scan-autodiff``: a textbook Thomas algorithm in ``lax.scan``, differentiated by JAX.
+* ``igax``: :func:`igax.bases.interpolate`: tridiagonal LAPACK ``gtsv`` solve with a custom VJP (one
+  transposed solve) and a custom VJP for the evaluation (segment sums of ``g t^k``; the coefficient
+  cotangents need no forward solve, so a gradient in y runs one tridiagonal solve in all);
+* ``dense-autodiff``: the same system as a dense matrix, ``jnp.linalg.solve``, and the same evaluation,
+  all differentiated by JAX (n <= 1000 only);
+* ``scan-autodiff``: a textbook Thomas algorithm in ``lax.scan`` and the same evaluation, all
+  differentiated by JAX.
 
-Times are jit steady-state medians. ratio = baseline time / igax time (bigger is better).
+The ratios therefore measure the custom adjoint rules (solve and evaluation), not a difference in forward
+code. BLAS runs single-threaded for the whole script: the dense LU of n = 1000 takes ~25 ms with one
+OpenBLAS thread but 0.2-0.3 s with two threads on a loaded two-core machine (the threads spin waiting for
+each other), which made the dense baseline swing by 10x between runs. XLA's own threading is left as is.
+
+On small VMs the large cases (m = 10^6) are dominated by first-touch page faults of the fresh temporary
+buffers XLA allocates per call (glibc returns large blocks to the OS): with ``MALLOC_MMAP_THRESHOLD_`` and
+``MALLOC_TRIM_THRESHOLD_`` raised the igax gradient at n = 10^5 ran ~2.5x faster. The figures below use
+the default allocator. ``dispatch`` is the time of an empty jitted call: the floor for every row.
+
+Times are jit steady-state medians (many repeats; under load they fluctuate, the same-run ratios less).
+ratio = baseline time / igax time (bigger is better).
 
 Usage: ``python benchmarks/bench_interp_grad.py [--quick]``
 """
@@ -18,14 +33,17 @@ Usage: ``python benchmarks/bench_interp_grad.py [--quick]``
 from __future__ import annotations
 
 import argparse
+import ctypes
+import glob
 import json
 import os
 import platform
+import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from _timing import fmt_seconds, median_time  # benchmarks/_timing.py
+from _timing import fmt_seconds, median_time  # benchmarks/_timing.py (used for the dispatch floor)
 
 from igax.bases import interp
 
@@ -63,9 +81,26 @@ def _make(solver, bc):
         if solver is None:
             return interp.interpolate(x, y, xq, bc_type=bc, assume_sorted=True)
         s = interp._cubic_slopes(x, y[:, None], (bc, bc), solve=solver)
-        return interp._eval_cubic(x, y[:, None], s, xq, True)[:, 0]
+        return interp._eval_cubic(x, y[:, None], s, xq, True, custom_vjp=False)[:, 0]
 
     return f
+
+
+def _blas_threads(k):
+    """Set the number of OpenBLAS threads of SciPy's bundled OpenBLAS (which jaxlib's LAPACK calls use).
+
+    Returns the previous number, or None where no such library is loaded.
+    """
+    import scipy.linalg  # noqa: F401  (loads the library)
+
+    site = os.path.dirname(os.path.dirname(os.path.dirname(scipy.linalg.__file__)))
+    libdir = os.path.join(site, "scipy.libs")
+    for path in glob.glob(os.path.join(libdir, "libscipy_openblas*.so*")):
+        lib = ctypes.CDLL(path)
+        old = lib.scipy_openblas_get_num_threads()
+        lib.scipy_openblas_set_num_threads(k)
+        return old
+    return None
 
 
 def main(argv=None):
@@ -74,12 +109,40 @@ def main(argv=None):
     ap.add_argument("--bc", default="not-a-knot", help="cubic end condition")
     args = ap.parse_args(argv)
     jax.config.update("jax_enable_x64", True)
+    old_threads = _blas_threads(1)
+    try:
+        return _run(args, "1" if old_threads is not None else "unknown (no SciPy OpenBLAS found)")
+    finally:
+        if old_threads is not None:
+            _blas_threads(old_threads)
+
+
+def _interleaved(calls, repeat):
+    """Median wall time of each zero-argument call, timed in turn (rotating order) so that load changes
+    during the run hit all of them alike; two untimed calls each first (compile, warm-up)."""
+    names = list(calls)
+    for name in names:
+        jax.block_until_ready(calls[name]())
+        jax.block_until_ready(calls[name]())
+    ts = {name: [] for name in names}
+    for k in range(repeat):
+        for name in names[k % len(names) :] + names[: k % len(names)]:
+            t = time.perf_counter()
+            jax.block_until_ready(calls[name]())
+            ts[name].append(time.perf_counter() - t)
+    return {name: float(np.median(v)) for name, v in ts.items()}
+
+
+def _run(args, blas):
     sizes = [64, 1000] if args.quick else [64, 1000, 10_000, 100_000]
     print(
         f"# machine: {platform.platform()}, {platform.processor() or platform.machine()}, "
-        f"{os.cpu_count()} cpus, jax {jax.__version__}, backend {jax.default_backend()}, float64"
+        f"{os.cpu_count()} cpus, jax {jax.__version__}, backend {jax.default_backend()}, float64, "
+        f"BLAS threads {blas}"
     )
     print(f"# cubic interpolation ({args.bc}), m = 10 n sorted points, loss = sum(interpolant), grad wrt y")
+    dispatch = median_time(jax.jit(lambda a: a + 1), jnp.ones(3), repeat=2000)
+    print(f"# dispatch (empty jitted call): {fmt_seconds(dispatch).strip()}")
     impls = {"igax": None, "dense-autodiff": _dense_solve, "scan-autodiff": _thomas_scan}
     rows = []
     for n in sizes:
@@ -87,17 +150,24 @@ def main(argv=None):
         x = jnp.asarray(np.cumsum(rng.uniform(0.5, 1.5, n)))
         y = jnp.asarray(np.sin(np.asarray(x) / 5) + 0.1 * rng.standard_normal(n))
         xq = jnp.linspace(x[0], x[-1], 10 * n)
-        repeat = 200 if n <= 1000 else (30 if n <= 10_000 else 10)
-        times = {}
+        repeat = 1000 if n <= 1000 else (100 if n <= 10_000 else 15)
+        calls = {}
         grads = {}
         for name, solver in impls.items():
             if name == "dense-autodiff" and n > 1000:
                 continue
             f = _make(solver, args.bc)
             fwd = jax.jit(f)
-            grad = jax.jit(jax.grad(lambda y, f=f, x=x, xq=xq: jnp.sum(f(x, y, xq))))
-            times[name] = (median_time(fwd, x, y, xq, repeat=repeat), median_time(grad, y, repeat=repeat))
-            grads[name] = np.asarray(grad(y))
+            grad = jax.jit(jax.grad(lambda x, y, xq, f=f: jnp.sum(f(x, y, xq)), argnums=1))
+            calls[(name, "fwd")] = lambda fwd=fwd, x=x, y=y, xq=xq: fwd(x, y, xq)
+            calls[(name, "grad")] = lambda grad=grad, x=x, y=y, xq=xq: grad(x, y, xq)
+            grads[name] = np.asarray(grad(x, y, xq))
+        # The dense solve costs ~1000x more at n = 1000: time it apart, fewer repeats.
+        dense = {k: v for k, v in calls.items() if k[0] == "dense-autodiff"}
+        med = _interleaved({k: v for k, v in calls.items() if k not in dense}, repeat)
+        if dense:
+            med.update(_interleaved(dense, min(repeat, 30)))
+        times = {name: (med[(name, "fwd")], med[(name, "grad")]) for name in grads}
         for name in grads:
             err = np.abs(grads[name] - grads["igax"]).max() / np.abs(grads["igax"]).max()
             assert err < 1e-8, f"{name} gradient disagrees with igax by {err:.1e}"
@@ -115,6 +185,8 @@ def main(argv=None):
                 rec = {
                     "bench": "interp_grad",
                     "case": f"cubic-{what}-n{n}-m{10 * n}",
+                    "n": n,
+                    "m": 10 * n,
                     "igax": "tridiag-custom-vjp",
                     "igax_s": ti,
                     "baseline": name,
@@ -123,13 +195,15 @@ def main(argv=None):
                 }
                 rows.append(rec)
                 print(json.dumps(rec))
-    # linear scaling of the igax gradient: fitted slope of log time against log n
-    ns = np.array([r["case"] for r in rows if r["baseline"] == "scan-autodiff" and "grad" in r["case"]])
-    tg = np.array([r["igax_s"] for r in rows if r["baseline"] == "scan-autodiff" and "grad" in r["case"]])
-    nn = np.array([int(c.split("-n")[1].split("-")[0]) for c in ns])
-    if len(nn) >= 3:
-        slope = np.polyfit(np.log(nn[1:]), np.log(tg[1:]), 1)[0]
-        print(f"\n# igax gradient time ~ n^{slope:.2f} for n >= 1000")
+    # scaling with n (m = 10 n): fitted slope of log time against log n, n >= 1000
+    grad_rows = [
+        r for r in rows if r["baseline"] == "scan-autodiff" and "-grad-" in r["case"] and r["n"] >= 1000
+    ]
+    if len(grad_rows) >= 3:
+        nn = np.array([r["n"] for r in grad_rows], float)
+        for label, key in (("igax", "igax_s"), ("scan-autodiff", "baseline_s")):
+            slope = np.polyfit(np.log(nn), np.log([r[key] for r in grad_rows]), 1)[0]
+            print(f"# {label} gradient time ~ n^{slope:.2f} for n >= 1000")
     return rows
 
 
