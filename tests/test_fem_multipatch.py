@@ -101,3 +101,42 @@ def test_interface_errors():
     V = fem.MultiPatchSpace([L, R], [(("0", "right"), ("1", "left"))])
     with pytest.raises(ValueError, match="unknown boundary 'nowhere'"):
         V.boundary(["left", "nowhere"])
+
+
+def test_vector_space_rigid_motions_and_geometry_gradient():
+    import equinox as eqx
+
+    V = fem.MultiPatchSpace(
+        {"L": _rect(0.0), "R": _rect(1.0, flip=True)}, [(("L", "right"), ("R", "left"))], shape=(2,)
+    )
+    assert V.ndofs == 2 * V.nscalar and V.nscalar == 45
+    # Coefficients of the isoparametric rotation u = (-y, x): no strain energy only if the two patches share
+    # their interface dofs in the right order.
+    X = np.zeros((V.nscalar, 2))
+    for k, s in enumerate(V.spaces):
+        off = sum(t.nscalar for t in V.spaces[:k])
+        X[V.plan.dof_map[off + s.plan.dof_map]] = np.asarray(s.control_points).reshape(-1, 2)
+    rot = jnp.asarray(np.concatenate([-X[:, 1], X[:, 0]]))
+    K = fem.assemble(library.linear_elasticity(1.0, 0.3), V)
+    np.testing.assert_allclose(np.asarray(K @ rot), 0.0, atol=1e-11)
+    stretch = jnp.asarray(np.concatenate([X[:, 0], 0.0 * X[:, 1]]))  # u = (x, 0): energy (lam + 2 mu) * area
+    lam, mu = (np.asarray(v) for v in library.lame(1.0, 0.3))
+    np.testing.assert_allclose(float(stretch @ (K @ stretch)), 2 * (lam + 2 * mu), rtol=1e-12)
+
+    # The patches' control points are JAX leaves: d(area)/ds of both patches stretched in y by s is 2.
+    def area(s):
+        W = V
+        for k in range(2):
+            cp = W.spaces[k].control_points
+            W = eqx.tree_at(lambda w, k=k: w.spaces[k].control_points, W, cp * jnp.array([1.0, s]))
+        return jnp.sum(W._tables(W._rule()).dx)
+
+    np.testing.assert_allclose(float(jax.grad(area)(1.0)), 2.0, rtol=1e-12)
+
+
+def test_self_interface_is_a_periodic_seam():
+    geo = fem.geometry.annulus().refine(degree=2, elements=(2, 8))
+    V = fem.MultiPatchSpace([geo], [(("0", "seam_start"), ("0", "seam_end"))])
+    W = fem.SplineSpace(geo)
+    assert V.ndofs == W.ndofs and V.boundary_names == ("inner", "outer")
+    np.testing.assert_array_equal(V.plan.cell_dofs, W.plan.cell_dofs)
