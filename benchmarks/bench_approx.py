@@ -139,7 +139,7 @@ def main_2d(quick=False, n_levels=8, min_size=16):
         blocks = np.kron(rng.random((8, 8)), np.ones((side // 8, side // 8)))
         x = jnp.asarray(np.clip(blocks + 0.05 * rng.standard_normal((side, side)), 0.0, 1.0))
         g = jnp.asarray(rng.standard_normal((side, side)))
-        repeat = 20 if side <= 256 else 5
+        repeat = 20 if side <= 256 else 10
         fwd = jax.jit(
             lambda x: approx2d.piecewise_constant_2d(x, n_levels, value_range=(0, 1), min_size=min_size)
         )
