@@ -217,6 +217,21 @@ def test_polar_disk_ties_the_pole_and_converges():
     np.testing.assert_allclose(np.asarray(u(near)), np.asarray(exact(near.T)), atol=1e-3)
 
 
+def test_triangle_with_a_collapsed_side():
+    # A bilinear square whose left side is collapsed to the origin: the triangle (0,0), (1,-1), (1,1).
+    cp = np.array([[[0.0, 0.0], [0.0, 0.0]], [[1.0, -1.0], [1.0, 1.0]]])
+    geo = bases.NURBSPatch(([0, 0, 1, 1],) * 2, (1, 1), cp).refine(degree=2, elements=3)
+    V = fem.SplineSpace(geo)
+    assert V.collapsed == ("xi_min",) and V.glued == () and "xi_min" not in V.boundary_names
+    assert V.ndofs == 25 - 4
+    # Isoparametric reproduction of x: coefficients = control-point x (one value per dof, the pole's is 0).
+    first = np.unique(V.plan.dof_map, return_index=True)[1]
+    u = fem.Field(V, jnp.asarray(np.asarray(V.control_points).reshape(-1, 2)[first, 0]))
+    pts = jnp.array([[0.5, 0.1], [0.9, -0.8], [0.05, 0.0]])
+    np.testing.assert_allclose(np.asarray(u(pts)), np.asarray(pts[:, 0]), atol=1e-12)
+    np.testing.assert_allclose(np.asarray(u.grad(pts)), np.tile([1.0, 0.0], (3, 1)), atol=1e-10)
+
+
 def test_disk_corners():
     """geometry.disk(): Jacobian zero at the four parametric corners only; Poisson is still optimal."""
     V = fem.SplineSpace(fem.geometry.disk().refine(degree=2, elements=8))

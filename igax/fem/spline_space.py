@@ -628,7 +628,8 @@ class SplineSpace(FunctionSpace):
         multi = tuple(jnp.asarray(firsts[k])[:, None] + grids[k].ravel()[None, :] for k in range(d))
         dofs = jnp.ravel_multi_index(multi, p.shape, mode="clip")
         out = self._rational(phi, dref, dofs, jnp.ones((npts, 1)), None, return_jacobian)
-        dofs = jnp.asarray(p.dof_map)[dofs] if p.glue else dofs  # control points -> solution dofs
+        if p.nscalar < p.dof_map.shape[0]:  # glued or collapsed sides: control points -> solution dofs
+            dofs = jnp.asarray(p.dof_map)[dofs]
         return (dofs, *out) if return_jacobian else (dofs, out)
 
     def map_points(self, u) -> jax.Array:
