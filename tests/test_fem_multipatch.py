@@ -45,6 +45,10 @@ def test_four_quarters_equal_the_glued_annulus():
     np.testing.assert_allclose(e_multi, e_single, rtol=1e-9)
     assert V.boundary("inner").size == 12
     assert V.jacobian_determinant().shape == (16, 9)
+    X = np.asarray(V.quadrature_points())  # (nel, nq, dim), patch after patch
+    r = np.hypot(X[..., 0], X[..., 1])
+    assert X.shape == (16, 9, 2) and r.min() > 1.0 and r.max() < 2.0
+    assert np.all(X[:4, :, 0] > 0) and np.all(X[:4, :, 1] > 0)  # patch q0 is the first quadrant
     with pytest.raises(ValueError, match="point evaluation is not available for a MultiPatchSpace"):
         fem.Field(V, jnp.zeros(V.ndofs))(jnp.array([[1.5, 0.0]]))
 
