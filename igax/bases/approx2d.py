@@ -33,10 +33,12 @@ with sums accumulated in raster order in the image's precision, which matches bi
 scatter-add order differs (GPU) it can fail for a mean within rounding of an edge. With
 ``value_range=None`` the bins follow the data range, which the projection shrinks, so it does not hold.
 
-The segmentation runs on the host (NumPy/SciPy) through :func:`jax.pure_callback` with a fixed output shape
-(int32 labels shaped like the image), so the layer works under ``jit`` and ``vmap`` (one host call per
-batch). A median instead of the mean is not offered: it is not a linear projection, so the weak-Jacobian
-argument does not apply.
+The segmentation runs on the host (NumPy/SciPy) through :func:`jax.pure_callback` with fixed output shapes
+(int32 arrays shaped like the image: the labels, and per pixel the first pixel and the size of its region),
+so the layer works under ``jit`` and ``vmap`` (one host call per batch) and the traced path has one segment
+sum and no integer scatter. Each merge round is O(N) vectorised NumPy plus a sparse connected-components
+call; a few rounds, about 0.2-0.8 s for a 1024 x 1024 image on one CPU core. A median instead of the
+mean is not offered: it is not a linear projection, so the weak-Jacobian argument does not apply.
 """
 
 from __future__ import annotations
