@@ -15,14 +15,20 @@ coefficient table, fused Horner loop). They differ in the solve and in who write
   differentiated by JAX.
 
 The ratios therefore measure the custom adjoint rules (solve and evaluation), not a difference in forward
-code. BLAS runs single-threaded for the whole script: the dense LU of n = 1000 takes ~25 ms with one
-OpenBLAS thread but 0.2-0.3 s with two threads on a loaded two-core machine (the threads spin waiting for
-each other), which made the dense baseline swing by 10x between runs. XLA's own threading is left as is.
+code. Against the scan baseline they stay modest (about 1-1.5x): with m = 10 n points the tridiagonal solve
+is only ~20 % of the gradient time, the rest (point location ~40 %, evaluation and its segment sums ~40 %)
+is shared code, and JAX's own transpose of the fused 1-D gathers is already a set of segment sums.
+
+BLAS runs single-threaded for the whole script: the dense LU of n = 1000 takes ~25 ms with one OpenBLAS
+thread but 0.2-0.3 s with two threads on a loaded two-core machine (the threads spin waiting for each
+other), which made the dense baseline swing by 10x between runs. XLA's own threading is left as is.
 
 On small VMs the large cases (m = 10^6) are dominated by first-touch page faults of the fresh temporary
 buffers XLA allocates per call (glibc returns large blocks to the OS): with ``MALLOC_MMAP_THRESHOLD_`` and
-``MALLOC_TRIM_THRESHOLD_`` raised the igax gradient at n = 10^5 ran ~2.5x faster. The figures below use
-the default allocator. ``dispatch`` is the time of an empty jitted call: the floor for every row.
+``MALLOC_TRIM_THRESHOLD_`` raised the igax gradient at n = 10^5 ran ~2.5x faster; the printed figures use
+the default allocator. ``dispatch`` is the time of an empty jitted call: the floor for every row. Under
+load, XLA's thread-pool hand-offs roughly double the small-n medians (pinning the process to one core with
+``taskset -c 0`` took the n = 64 gradient from ~80 us to ~40 us); the minimum over repeats was ~30 us.
 
 Times are jit steady-state medians (many repeats; under load they fluctuate, the same-run ratios less).
 ratio = baseline time / igax time (bigger is better).
