@@ -322,7 +322,8 @@ def project(
 
     Solves ``M c = b`` with the scalar mass matrix of the space and ``b_i = int expr phi_i``, for every
     component of ``expr`` at once (one factorisation, all components as right-hand sides). Differentiable in
-    every input (assembly and an adjoint solve).
+    every input (assembly and an adjoint solve). The projection is compiled once per ``expr`` object and
+    space: define ``expr`` once (not as a new lambda in a loop) when projecting repeatedly.
 
     Arguments:
         expr: ``expr(w) -> array`` at one quadrature point (see :func:`quadrature_values`).
