@@ -65,6 +65,10 @@ def test_recovered_stress_of_representable_displacement_is_exact(cell, degree, q
         g = jax.vmap(jax.jacfwd(lambda p: _displacement(p, d, quadratic)))(jnp.asarray(pts))
         np.testing.assert_allclose(sig(pts), library.stress(g, 100.0, 0.3, kind), atol=1e-10, rtol=0)
         np.testing.assert_allclose(sig[0, 1](pts), sig(pts)[:, 0, 1], atol=1e-12, rtol=0)
+        # At the quadrature points the recovered field equals the pointwise stress of u (exact case).
+        pointwise = recovery.quadrature_values(lambda w: library.stress(w.u.grad, 100.0, 0.3, kind), V, u=u)
+        assert pointwise.shape == sig.at_quadrature().shape == (V.nel, pointwise.shape[1], d, d)
+        np.testing.assert_allclose(sig.at_quadrature(), pointwise, atol=1e-10, rtol=0)
         parts = sig.components("s_", symmetric=True)
         assert sorted(parts) == ["s_xx", "s_xy", "s_yy"]
         np.testing.assert_allclose(parts["s_xy"].coeffs, sig.coeffs[1, 0], atol=1e-12)  # symmetric recovery
