@@ -10,7 +10,9 @@ Forms that take coefficients read them from named inputs of :func:`igax.fem.asse
     b = b + fem.assemble(library.neumann, V, boundary="outer", g=lambda x: x[0])
 
 Linear elasticity uses Lame parameters computed from Young's modulus ``E`` and Poisson's ratio ``nu`` (numbers
-fixed when the form is made, or named inputs ``w.E`` / ``w.nu`` when left as None).
+fixed when the form is made, or named inputs ``w.E`` / ``w.nu`` when left as None). :func:`stress` and
+:func:`von_mises` are pointwise (from a displacement gradient); :func:`igax.fem.recover_stress` and
+:func:`igax.fem.recover_von_mises` project them onto continuous fields.
 """
 
 from __future__ import annotations
