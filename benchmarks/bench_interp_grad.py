@@ -3,21 +3,21 @@
 Case: n sites, 10 n sorted evaluation points, loss = sum of the interpolant; the gradient is taken with
 respect to the values y, with the sites and points passed as arguments (not baked into the program as
 constants). All three implementations share the system assembly (``interp._cubic_slopes``), the point
-location (``interp.locate``, merge of sorted points) and the forward evaluation code (one 1-D gather per
-coefficient table, fused Horner loop). They differ in the solve and in who writes the reverse-mode rules:
+location (``interp.locate``, merge of sorted points) and the evaluation (one 1-D gather per coefficient
+table in a fused Horner loop, differentiated by JAX: the transposes are segment sums). They differ only in
+the tridiagonal solve:
 
-* ``igax``: :func:`igax.bases.interpolate`: tridiagonal LAPACK ``gtsv`` solve with a custom VJP (one
-  transposed solve) and a custom VJP for the evaluation (segment sums of ``g t^k``; the coefficient
-  cotangents need no forward solve, so a gradient in y runs one tridiagonal solve in all);
-* ``dense-autodiff``: the same system as a dense matrix, ``jnp.linalg.solve``, and the same evaluation,
-  all differentiated by JAX (n <= 1000 only);
-* ``scan-autodiff``: a textbook Thomas algorithm in ``lax.scan`` and the same evaluation, all
-  differentiated by JAX.
+* ``igax``: :func:`igax.bases.interpolate`: LAPACK ``gtsv`` with a custom VJP (one transposed solve; a
+  gradient in y needs no forward solve at all, XLA drops it);
+* ``dense-autodiff``: the same system as a dense matrix, ``jnp.linalg.solve``, differentiated by JAX
+  (n <= 1000 only);
+* ``scan-autodiff``: a textbook Thomas algorithm in ``lax.scan``, differentiated by JAX.
 
-The ratios therefore measure the custom adjoint rules (solve and evaluation), not a difference in forward
-code. Against the scan baseline they stay modest (about 1-1.5x): with m = 10 n points the tridiagonal solve
-is only ~20 % of the gradient time, the rest (point location ~40 %, evaluation and its segment sums ~40 %)
-is shared code, and JAX's own transpose of the fused 1-D gathers is already a set of segment sums.
+The ratios therefore isolate the solve and its adjoint. Against the scan baseline they stay modest (about
+1-1.3x): with m = 10 n points the solve and system assembly are only ~20 % of the gradient time at
+n = 10^4; the rest (point location ~40 %, evaluation and its segment sums ~40 %) is shared code. The
+evaluation used to gather rows of a packed (n-1, 5) table; at m = 10^6 that gather and its transposed
+scatter cost 10x more than the 1-D gathers now shared by all three.
 
 BLAS runs single-threaded for the whole script: the dense LU of n = 1000 takes ~25 ms with one OpenBLAS
 thread but 0.2-0.3 s with two threads on a loaded two-core machine (the threads spin waiting for each
@@ -87,7 +87,7 @@ def _make(solver, bc):
         if solver is None:
             return interp.interpolate(x, y, xq, bc_type=bc, assume_sorted=True)
         s = interp._cubic_slopes(x, y[:, None], (bc, bc), solve=solver)
-        return interp._eval_cubic(x, y[:, None], s, xq, True, custom_vjp=False)[:, 0]
+        return interp._eval_cubic(x, y[:, None], s, xq, True)[:, 0]
 
     return f
 

@@ -110,36 +110,6 @@ def test_gradients_match_finite_differences(degree, bc):
         assert abs(_fd(fq, xq, i) - gq[i]) < 1e-6 * (1 + abs(gq[i]))
 
 
-@pytest.mark.parametrize(("degree", "sorted_points"), [(3, True), (3, False), (1, True)])
-def test_evaluation_adjoint_matches_autodiff(degree, sorted_points):
-    """The hand-written evaluation VJP equals JAX's autodiff of the same forward code, in x, y and x_new."""
-    from igax.bases import interp
-
-    x, y, xq = _sites(11, seed=14)
-    if not sorted_points:
-        xq = np.random.default_rng(15).permutation(xq)
-    wq = np.cos(np.arange(xq.size))[:, None]
-    bc = ("not-a-knot", "not-a-knot")
-
-    def loss(x, y, xq, custom):
-        idx = interp.locate(x, xq, assume_sorted=sorted_points)
-        if degree == 3:
-            coefs = interp._cubic_coefs(x, y, interp._cubic_slopes(x, y, bc))
-        else:
-            coefs = (y[:-1], jnp.diff(y, axis=0) / jnp.diff(x)[:, None])
-        if custom:
-            out = interp._pp_eval(x[:-1], coefs, xq, idx, sorted_points)
-        else:
-            out = interp._pp_eval_plain(x[:-1], coefs, xq, idx)
-        return jnp.sum(wq * out**2)
-
-    args = (jnp.asarray(x), jnp.asarray(y), jnp.asarray(xq))
-    g_custom = jax.jit(jax.grad(lambda *a: loss(*a, True), argnums=(0, 1, 2)))(*args)
-    g_auto = jax.jit(jax.grad(lambda *a: loss(*a, False), argnums=(0, 1, 2)))(*args)
-    for u, v in zip(g_custom, g_auto, strict=True):
-        np.testing.assert_allclose(np.asarray(u), np.asarray(v), rtol=0, atol=1e-12 * np.abs(v).max())
-
-
 def test_gradient_taylor_remainder_in_sites():
     x, y, xq = _sites(10, seed=7)
     f = jax.jit(lambda x: jnp.sum(interpolate(x, y, xq, bc_type="natural") ** 2))

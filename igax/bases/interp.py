@@ -5,10 +5,10 @@ points. It is a pure function of ``(x, y, x_new)``: jit, vmap (batches of signal
 the values *and* the sites) all work. The cubic and quadratic splines need one tridiagonal solve, done by
 :func:`igax.bases._banded.tridiagonal_solve`, whose reverse-mode rule is one transposed tridiagonal solve
 (custom VJP); differentiating through a dense solve instead costs O(n^3) and was 150-300 times slower
-already at n = 1000 (``benchmarks/bench_interp_grad.py``). The evaluation of the linear and cubic pieces
-has a hand-written reverse rule as well: the cotangents of the per-interval coefficients are segment sums of
-``g t^k`` over the points of each interval and need no coefficient values, so a gradient with respect to
-``y`` alone runs the transposed solve only (the forward solve is dead code and XLA drops it).
+already at n = 1000 (``benchmarks/bench_interp_grad.py``). The evaluation is plain JAX, written so that
+its reverse mode is cheap: one 1-D gather per coefficient table, whose transposes are segment sums of
+``g t^k`` that need no coefficient values, so a gradient with respect to ``y`` alone runs the transposed
+solve only (the forward solve is dead code and XLA drops it).
 
 Where the time goes (CPU, m = 10 n sorted points, gradient in ``y``): locating the points ~40 %, the
 evaluation and its segment sums ~40 %, the tridiagonal solve and system assembly ~20 % at n = 10^4; at
@@ -205,61 +205,22 @@ def _take(a, idx):
     return a.at[idx].get(mode="promise_in_bounds")
 
 
-def _segment_sum(v, idx, nseg, assume_sorted):
-    """``out[i] = sum of v[j] over idx[j] == i``; the adjoint of :func:`_take`."""
-    out = jnp.zeros((nseg,) + v.shape[1:], v.dtype)
-    return out.at[idx].add(v, indices_are_sorted=assume_sorted, mode="promise_in_bounds")
-
-
-def _pp_eval_plain(left, coefs, xq, idx):
+def _pp_eval(left, coefs, xq, idx):
     """Piecewise polynomial ``sum_k coefs[k][i] t^k`` with ``t = xq - left[i]`` on the interval ``i = idx``.
 
     left: (nseg,), coefs: tuple of (nseg, r) tables (lowest power first), xq: (m,), idx: (m,) int.
     Each table is gathered on its own (one 1-D gather per column, fused into the Horner loop): gathering rows
-    of a packed (nseg, K) table measured 10x slower on CPU at m = 10^6.
+    of a packed (nseg, K) table measured 10x slower on CPU at m = 10^6, forward and in the transposed
+    (scatter-add) gradient. JAX differentiates this directly: the transpose of each 1-D gather is a segment
+    sum of ``g t^k``, which needs no coefficient values, so a gradient with respect to ``y`` alone never
+    runs the forward solve (XLA drops it as dead code). A hand-written VJP with the same segment sums was
+    measured no faster and would cost forward mode.
     """
     t = (xq - _take(left, idx))[:, None]  # (m, 1)
     out = _take(coefs[-1], idx)
     for c in coefs[-2::-1]:
         out = _take(c, idx) + t * out
     return out  # (m, r)
-
-
-@partial(jax.custom_vjp, nondiff_argnums=(4,))
-def _pp_eval(left, coefs, xq, idx, assume_sorted):
-    return _pp_eval_plain(left, coefs, xq, idx)
-
-
-def _pp_eval_fwd(left, coefs, xq, idx, assume_sorted):
-    return _pp_eval_plain(left, coefs, xq, idx), (left, coefs, xq, idx)
-
-
-def _pp_eval_bwd(assume_sorted, res, g):
-    # Reverse mode by hand: the coefficient cotangents are segment sums of g t^k (no gathers of the
-    # coefficients at all, so a gradient with respect to y alone never needs the forward solve), and the
-    # point/left-end cotangents use the derivative p'(t). Unused outputs are removed by XLA.
-    left, coefs, xq, idx = res
-    nseg = left.shape[0]
-    t = (xq - _take(left, idx))[:, None]  # (m, 1)
-    cbar = [_segment_sum(g, idx, nseg, assume_sorted)]
-    w = g
-    for _ in coefs[1:]:
-        w = w * t
-        cbar.append(_segment_sum(w, idx, nseg, assume_sorted))
-    K = len(coefs)
-    if K > 1:
-        dp = (K - 1) * _take(coefs[-1], idx)
-        for k in range(K - 2, 0, -1):
-            dp = k * _take(coefs[k], idx) + t * dp
-        tbar = jnp.sum(g * dp, axis=1)  # (m,)
-    else:
-        tbar = jnp.zeros_like(xq)
-    leftbar = -_segment_sum(tbar, idx, nseg, assume_sorted)
-    idxbar = np.zeros(idx.shape, jax.dtypes.float0)
-    return leftbar, tuple(cbar), tbar, idxbar
-
-
-_pp_eval.defvjp(_pp_eval_fwd, _pp_eval_bwd)
 
 
 def _cubic_coefs(x, y, s):
@@ -271,19 +232,16 @@ def _cubic_coefs(x, y, s):
     return (y[:-1], s[:-1], c2, c3)
 
 
-def _eval_cubic(x, y, s, x_new, assume_sorted, custom_vjp=True):
+def _eval_cubic(x, y, s, x_new, assume_sorted):
     """Hermite cubic on each interval, as a piecewise polynomial in ``t = x_new - x[i]``."""
     idx = locate(x, x_new, assume_sorted=assume_sorted)  # (m,)
-    coefs = _cubic_coefs(x, y, s)
-    if custom_vjp:
-        return _pp_eval(x[:-1], coefs, x_new, idx, assume_sorted)
-    return _pp_eval_plain(x[:-1], coefs, x_new, idx)  # (m, r)
+    return _pp_eval(x[:-1], _cubic_coefs(x, y, s), x_new, idx)  # (m, r)
 
 
 def _eval_linear(x, y, x_new, assume_sorted):
     slope = jnp.diff(y, axis=0) / jnp.diff(x)[:, None]
     idx = locate(x, x_new, assume_sorted=assume_sorted)
-    return _pp_eval(x[:-1], (y[:-1], slope), x_new, idx, assume_sorted)
+    return _pp_eval(x[:-1], (y[:-1], slope), x_new, idx)
 
 
 def _quadratic_values(tl, u):
