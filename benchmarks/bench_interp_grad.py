@@ -124,15 +124,18 @@ def main(argv=None):
 
 
 def _interleaved(calls, repeat):
-    """Median wall time of each zero-argument call, timed in turn (rotating order) so that load changes
-    during the run hit all of them alike; two untimed calls each first (compile, warm-up)."""
+    """Median wall time of each zero-argument call, timed in turn (a fresh random order each round) so that
+    load changes during the run and the state left by the previous call hit all of them alike; two untimed
+    calls each first (compile, warm-up)."""
     names = list(calls)
     for name in names:
         jax.block_until_ready(calls[name]())
         jax.block_until_ready(calls[name]())
     ts = {name: [] for name in names}
-    for k in range(repeat):
-        for name in names[k % len(names) :] + names[: k % len(names)]:
+    rng = np.random.default_rng(0)
+    for _ in range(repeat):
+        for k in rng.permutation(len(names)):
+            name = names[k]
             t = time.perf_counter()
             jax.block_until_ready(calls[name]())
             ts[name].append(time.perf_counter() - t)
