@@ -16,8 +16,8 @@ the tridiagonal solve:
 The ratios therefore isolate the solve and its adjoint. Against the scan baseline they stay modest (about
 1-1.3x): with m = 10 n points the solve and system assembly are only ~20 % of the gradient time at
 n = 10^4; the rest (point location ~40 %, evaluation and its segment sums ~40 %) is shared code. The
-evaluation used to gather rows of a packed (n-1, 5) table; at m = 10^6 that gather and its transposed
-scatter cost 10x more than the 1-D gathers now shared by all three.
+evaluation used to gather rows of a packed (n-1, 5) table: in isolation ~10x slower than the 1-D gathers
+now shared by all three at m = 10^6, the whole gradient 10-25 % slower.
 
 BLAS runs single-threaded for the whole script: the dense LU of n = 1000 takes ~25 ms with one OpenBLAS
 thread but 0.2-0.3 s with two threads on a loaded two-core machine (the threads spin waiting for each

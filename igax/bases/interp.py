@@ -4,8 +4,8 @@
 points. It is a pure function of ``(x, y, x_new)``: jit, vmap (batches of signals) and grad (with respect to
 the values *and* the sites) all work. The cubic and quadratic splines need one tridiagonal solve, done by
 :func:`igax.bases._banded.tridiagonal_solve`, whose reverse-mode rule is one transposed tridiagonal solve
-(custom VJP); differentiating through a dense solve instead costs O(n^3) and was 150-300 times slower
-already at n = 1000 (``benchmarks/bench_interp_grad.py``). The evaluation is plain JAX, written so that
+(custom VJP); differentiating through a dense solve instead costs O(n^3) and was 80-300 times slower
+already at n = 1000 (gradient, single-threaded BLAS; ``benchmarks/bench_interp_grad.py``). The evaluation is plain JAX, written so that
 its reverse mode is cheap: one 1-D gather per coefficient table, whose transposes are segment sums of
 ``g t^k`` that need no coefficient values, so a gradient with respect to ``y`` alone runs the transposed
 solve only (the forward solve is dead code and XLA drops it).
@@ -209,9 +209,9 @@ def _pp_eval(left, coefs, xq, idx):
     """Piecewise polynomial ``sum_k coefs[k][i] t^k`` with ``t = xq - left[i]`` on the interval ``i = idx``.
 
     left: (nseg,), coefs: tuple of (nseg, r) tables (lowest power first), xq: (m,), idx: (m,) int.
-    Each table is gathered on its own (one 1-D gather per column, fused into the Horner loop): gathering rows
-    of a packed (nseg, K) table measured 10x slower on CPU at m = 10^6, forward and in the transposed
-    (scatter-add) gradient. JAX differentiates this directly: the transpose of each 1-D gather is a segment
+    Each table is gathered on its own (one 1-D gather per column, fused into the Horner loop): on CPU at
+    m = 10^6 a gather of rows of a packed (nseg, 5) table took ~10x longer than five 1-D gathers in
+    isolation, and the whole gradient 10-25 % longer. JAX differentiates this directly: the transpose of each 1-D gather is a segment
     sum of ``g t^k``, which needs no coefficient values, so a gradient with respect to ``y`` alone never
     runs the forward solve (XLA drops it as dead code). A hand-written VJP with the same segment sums was
     measured no faster and would cost forward mode.
