@@ -5,10 +5,10 @@ points. It is a pure function of ``(x, y, x_new)``: jit, vmap (batches of signal
 the values *and* the sites) all work. The cubic and quadratic splines need one tridiagonal solve, done by
 :func:`igax.bases._banded.tridiagonal_solve`, whose reverse-mode rule is one transposed tridiagonal solve
 (custom VJP); differentiating through a dense solve instead costs O(n^3) and was 80-300 times slower
-already at n = 1000 (gradient, single-threaded BLAS; ``benchmarks/bench_interp_grad.py``). The evaluation is plain JAX, written so that
-its reverse mode is cheap: one 1-D gather per coefficient table, whose transposes are segment sums of
-``g t^k`` that need no coefficient values, so a gradient with respect to ``y`` alone runs the transposed
-solve only (the forward solve is dead code and XLA drops it).
+already at n = 1000 (gradient, single-threaded BLAS; ``benchmarks/bench_interp_grad.py``). The evaluation
+is plain JAX, written so that its reverse mode is cheap: one 1-D gather per coefficient table, whose
+transposes are segment sums of ``g t^k`` that need no coefficient values, so a gradient with respect to
+``y`` alone runs the transposed solve only (the forward solve is dead code and XLA drops it).
 
 Where the time goes (CPU, m = 10 n sorted points, gradient in ``y``): locating the points ~40 %, the
 evaluation and its segment sums ~40 %, the tridiagonal solve and system assembly ~20 % at n = 10^4; at
@@ -211,10 +211,10 @@ def _pp_eval(left, coefs, xq, idx):
     left: (nseg,), coefs: tuple of (nseg, r) tables (lowest power first), xq: (m,), idx: (m,) int.
     Each table is gathered on its own (one 1-D gather per column, fused into the Horner loop): on CPU at
     m = 10^6 a gather of rows of a packed (nseg, 5) table took ~10x longer than five 1-D gathers in
-    isolation, and the whole gradient 10-25 % longer. JAX differentiates this directly: the transpose of each 1-D gather is a segment
-    sum of ``g t^k``, which needs no coefficient values, so a gradient with respect to ``y`` alone never
-    runs the forward solve (XLA drops it as dead code). A hand-written VJP with the same segment sums was
-    measured no faster and would cost forward mode.
+    isolation, and the whole gradient 10-25 % longer. JAX differentiates this directly: the transpose of
+    each 1-D gather is a segment sum of ``g t^k``, which needs no coefficient values, so a gradient with
+    respect to ``y`` alone never runs the forward solve (XLA drops it as dead code). A hand-written VJP with
+    the same segment sums was measured no faster and would cost forward mode.
     """
     t = (xq - _take(left, idx))[:, None]  # (m, 1)
     out = _take(coefs[-1], idx)
