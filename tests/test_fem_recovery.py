@@ -233,3 +233,27 @@ def test_clear_errors():
     P2 = fem.LagrangeSpace(mesh.unit_square(2), 2, shape=(2,))
     with pytest.raises(Exception, match="positive row sums"):  # P2 triangle vertex functions integrate to 0
         recovery.recover_stress(fem.Field(P2, jnp.zeros(P2.ndofs)), 1.0, 0.3, mass="lumped")
+
+
+@pytest.mark.slow
+def test_gradient_of_recovered_stress_with_respect_to_node_positions():
+    m = mesh.unit_square(3, cell="quad")
+    X0 = jnp.asarray(m.points)
+    V0 = fem.LagrangeSpace(m, 1, shape=(2,))
+    form = library.linear_elasticity(10.0, 0.3, "plane_stress")
+
+    @jax.jit
+    def J(X):
+        V = V0.with_points(X)
+        K = fem.assemble(form, V)
+        f = fem.assemble(library.traction, V, boundary="right", t=jnp.array([1.0, 0.5]))
+        u = fem.solve(K, f, bc=fem.DirichletBC(V, "left", 0.0))
+        sig = recovery.recover_stress(u, 10.0, 0.3, "plane_stress")
+        return jnp.sum(sig.coeffs[0, 0] ** 2) + jnp.sum(sig.coeffs[0, 1])
+
+    g = jax.grad(J)(X0)
+    interior = (X0[:, 0] > 0) & (X0[:, 0] < 1) & (X0[:, 1] > 0) & (X0[:, 1] < 1)
+    d = jnp.where(interior[:, None], jnp.asarray(np.random.default_rng(3).normal(size=X0.shape)), 0.0)
+    h = 1e-6
+    fd = (float(J(X0 + h * d)) - float(J(X0 - h * d))) / (2 * h)
+    np.testing.assert_allclose(float(jnp.sum(g * d)), fd, rtol=1e-6)
