@@ -257,3 +257,12 @@ def test_gradient_of_recovered_stress_with_respect_to_node_positions():
     h = 1e-6
     fd = (float(J(X0 + h * d)) - float(J(X0 - h * d))) / (2 * h)
     np.testing.assert_allclose(float(jnp.sum(g * d)), fd, rtol=1e-6)
+
+
+def test_pointwise_von_mises_gradient_is_finite_at_zero_stress():
+    for d, kind in [(2, "plane_strain"), (3, "3d")]:
+        g = jax.grad(lambda s, k=kind: library.von_mises(s, 0.3, k))(jnp.zeros((d, d)))
+        assert np.all(np.isfinite(np.asarray(g))) and np.all(np.asarray(g) == 0.0)
+    # away from zero the value is the textbook one: uniaxial stress s gives von Mises |s|
+    s = jnp.zeros((3, 3)).at[0, 0].set(-2.0)
+    assert abs(float(library.von_mises(s)) - 2.0) < 1e-14

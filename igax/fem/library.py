@@ -142,9 +142,15 @@ def von_mises(sigma, nu=None, kind: str = "3d"):
     if d == 2:
         sxx, syy, sxy = sigma[..., 0, 0], sigma[..., 1, 1], sigma[..., 0, 1]
         szz = nu * (sxx + syy) if (kind == "plane_strain" and nu is not None) else 0.0 * sxx
-        return jnp.sqrt(0.5 * ((sxx - syy) ** 2 + (syy - szz) ** 2 + (szz - sxx) ** 2) + 3.0 * sxy**2)
+        return _safe_sqrt(0.5 * ((sxx - syy) ** 2 + (syy - szz) ** 2 + (szz - sxx) ** 2) + 3.0 * sxy**2)
     dev = sigma - jnp.trace(sigma, axis1=-2, axis2=-1)[..., None, None] / 3.0 * jnp.eye(3)
-    return jnp.sqrt(1.5 * jnp.sum(dev * dev, axis=(-2, -1)))
+    return _safe_sqrt(1.5 * jnp.sum(dev * dev, axis=(-2, -1)))
+
+
+def _safe_sqrt(s):
+    """sqrt with gradient 0 instead of NaN at 0 (a stress-free point): the double-where trick."""
+    pos = s > 0
+    return jnp.where(pos, jnp.sqrt(jnp.where(pos, s, 1.0)), 0.0)
 
 
 def linear_elasticity(E: float | None = None, nu: float | None = None, kind: str = "plane_strain") -> Form:
