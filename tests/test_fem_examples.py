@@ -26,5 +26,7 @@ def test_poisson_annulus_example(tmp_path):
 def test_plate_with_hole_example(tmp_path):
     r = _load("plate_with_hole").main(out=str(tmp_path), degree=2, elements=8)
     assert r["l2_error"] < 3e-6  # 2.2e-6 at this size; 1.3e-5 at 4 x 4 elements
-    assert abs(r["sigma_xx_at_hole"] - 30.0) < 2.0  # 31.52 at this size, 30.07 at degree 3, 16 x 16
+    # Recovered (L2-projected) stress: 30.44 at this size (the pointwise stress of u.grad gave 31.52),
+    # 30.013 at degree 3, 16 x 16.
+    assert abs(r["sigma_xx_at_hole"] - 30.0) < 0.6
     assert pathlib.Path(r["vtu"]).exists()
