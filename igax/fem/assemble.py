@@ -387,7 +387,9 @@ def _assemble(form: Form, space: FunctionSpace, boundary, fields: dict):
     slots = p.slot[rule.elements].reshape(ne, -1)  # (ne, nloc * nloc)
     chunks = _chunking(space, rule, fields, slots.size)
     if chunks is not None:
-        values = _scatter_chunks(*chunks, element_matrices, flat, nq, slots, p.pattern.nnz, dtype)
+        values = _scatter_chunks(
+            *chunks, element_matrices, fields, space, rule, nq, slots, p.pattern.nnz, dtype
+        )
     else:
         K = element_matrices(tables, x, n, flat)
         values = jax.ops.segment_sum(K.ravel(), slots.ravel(), num_segments=p.pattern.nnz)
@@ -421,26 +423,38 @@ def _chunking(space: FunctionSpace, rule: Rule, fields: dict, nentries: int):
     return data, tables_fn, -(-nentries // _CHUNK_ENTRIES)
 
 
-def _scatter_chunks(data, tables_fn, nchunks, element_matrices, flat, nq, slots, nnz, dtype):
+def _scatter_chunks(data, tables_fn, nchunks, element_matrices, fields, space, rule, nq, slots, nnz, dtype):
     """CSR values: ``lax.scan`` over element chunks, each scatter-added into the carried values."""
     ne = slots.shape[0]
     cs = -(-ne // nchunks)
-    pad = cs * nchunks - ne  # padding elements repeat the last one; their slots (nnz) are dropped
-    data = np.concatenate([data, np.repeat(data[-1:], pad, axis=0)]).reshape((nchunks, cs) + data.shape[1:])
-    slots = np.concatenate([slots, np.full((pad, slots.shape[1]), nnz, slots.dtype)]).reshape(nchunks, cs, -1)
-
-    def split(a):  # per-point input (ne * nq, ...) -> (nchunks, cs * nq, ...)
-        a = jnp.pad(a, [(0, pad * nq)] + [(0, 0)] * (a.ndim - 1), mode="edge")
-        return a.reshape((nchunks, cs * nq) + a.shape[1:])
+    # Chunk i covers elements [start_i, start_i + cs); the last one ends at ne and overlaps its predecessor,
+    # whose elements it repeats with dropped slots (nnz). No padding: inputs with values at the points are
+    # sliced in place, constants are broadcast inside the loop (not materialised for all points).
+    starts = np.minimum(np.arange(nchunks) * cs, ne - cs).astype(np.int32)
+    idx = starts[:, None] + np.arange(cs)  # (nchunks, cs)
+    data, slots = data[idx], slots[idx]
+    slots[idx < (np.arange(nchunks) * cs)[:, None]] = nnz
 
     def body(values, chunk):
-        cells, slot, fl = chunk
+        start, cells, slot = chunk
         t = tables_fn(cells)
+        sliced = {
+            k: v if callable(v) else _chunk_of(jnp.asarray(v), start, cs, ne, nq) for k, v in fields.items()
+        }
+        fl = {
+            k: (v.reshape((cs * nq,) + v.shape[2:]), None)
+            for k, (v, _) in _inputs_at(sliced, space, rule, t).items()
+        }
         K = element_matrices(t, t.x.reshape(cs * nq, -1), None, fl)  # (cs, nloc * nloc)
         return values.at[slot.ravel()].add(K.ravel().astype(values.dtype), mode="drop"), None
 
-    values, _ = jax.lax.scan(body, jnp.zeros(nnz, dtype), (data, slots, jax.tree_util.tree_map(split, flat)))
+    values, _ = jax.lax.scan(body, jnp.zeros(nnz, dtype), (starts, data, slots))
     return values
+
+
+def _chunk_of(v, start, cs: int, ne: int, nq: int):
+    """The chunk's rows of an input with values at the points (ne, nq, ...); other inputs unchanged."""
+    return jax.lax.dynamic_slice_in_dim(v, start, cs) if v.ndim >= 2 and v.shape[:2] == (ne, nq) else v
 
 
 # One compilation per (form, space plan, boundary, input structure): array inputs are traced, callables and
