@@ -115,3 +115,7 @@ def test_chunked_assembly_with_values_at_quadrature_points(monkeypatch):
     B = fem.assemble(library.diffusion, V2, kappa=jnp.asarray(kappa)).to_scipy().toarray()
     np.testing.assert_allclose(B, A, rtol=0, atol=1e-14 * np.abs(A).max())
     assert np.abs(A).max() > 0
+    # A number is broadcast inside the chunk loop.
+    C = fem.assemble(library.diffusion, V2, kappa=2.5).to_scipy().toarray()
+    L = fem.assemble(library.laplace, V2).to_scipy().toarray()
+    np.testing.assert_allclose(C, 2.5 * L, rtol=0, atol=1e-14 * np.abs(C).max())
