@@ -327,9 +327,18 @@ class LagrangeSpace(FunctionSpace):
         # Simplices have one Jacobian per cell: evaluate it once and broadcast it over the points.
         gg = p.geo.gradients(p.quad[0][:1] if p.geo.reference.is_simplex else p.quad[0])  # (nq', nv, pdim)
         pts = xp.asarray(self.points)
-        # One vertex at a time: (nel, dim) gathers instead of one (nel, nv, dim) array.
-        J = sum(gg[None, :, v, None, :] * pts[p.cells[:, v]][:, None, :, None] for v in range(gg.shape[1]))
-        return xp.broadcast_to(_det(J), (p.nel, nq))  # J: (nel, nq', dim, pdim)
+
+        def det(cells):  # one vertex at a time: (ne, dim) gathers instead of one (ne, nv, dim) array
+            J = sum(gg[None, :, v, None, :] * pts[cells[:, v]][:, None, :, None] for v in range(gg.shape[1]))
+            return _det(J)  # J: (ne, nq', dim, pdim)
+
+        if xp is jnp:
+            return jnp.broadcast_to(det(p.cells), (p.nel, nq))
+        # NumPy: in chunks, so the temporaries are small and reused (large fresh arrays cost page faults).
+        out = np.empty((p.nel, gg.shape[0]))
+        for s in range(0, p.nel, 2**16):
+            out[s : s + 2**16] = det(p.cells[s : s + 2**16])
+        return np.broadcast_to(out, (p.nel, nq))
 
     def dof_coordinates(self) -> jax.Array:
         """Physical coordinates of the scalar dofs (nodes), shape ``(nscalar, dim)``."""

@@ -123,9 +123,11 @@ class CSRPattern:
         cd = cd.astype(np.int32 if n < 2**31 else np.int64, copy=False)  # half the memory traffic
         iu, ju = np.triu_indices(nloc, 1)
         a, b = cd[:, iu], cd[:, ju]  # (nel, npl)
+        first_small = a < b  # the cell lists the pair's smaller dof first
         lo = np.minimum(a, b)
         gap = np.maximum(a, b)
         gap -= lo
+        del a, b  # large temporaries are released as soon as possible (peak memory, page faults)
         if gap.size and gap.min() == 0:  # a dof repeated within a cell: the general path handles it
             rows = np.broadcast_to(cd[:, :, None], (nel, nloc, nloc))
             cols = np.broadcast_to(cd[:, None, :], (nel, nloc, nloc))
@@ -139,41 +141,47 @@ class CSRPattern:
         key -= 1
         del lo, gap
         order, skey = sort_keys(key, n * width)
+        del key
         first = np.empty(skey.shape[0], dtype=bool)
         first[:1] = True
         np.not_equal(skey[1:], skey[:-1], out=first[1:])
         pair = np.empty(skey.shape[0], dtype=np.int32)
         pair[order] = np.cumsum(first, dtype=np.int32) - 1
+        del order
         ukey = skey[first]
+        del skey, first
         pa = ukey // width
         pb = pa + ukey % width + 1
         npair = ukey.shape[0]
+        del ukey
         # Row r: its lower entries (pairs (a, r), a < r), the diagonal, then its upper entries (r, b).
         has = np.zeros(n, dtype=np.int64)
         has[cd.ravel()] = 1
         nup, nlow = np.bincount(pa, minlength=n), np.bincount(pb, minlength=n)
         indptr = np.zeros(n + 1, dtype=np.int64)
         np.cumsum(nlow + has + nup, out=indptr[1:])
-        diag = indptr[:-1] + nlow  # (n,) slot of the diagonal (valid where has)
-        k = np.arange(npair, dtype=np.int64)
+        diag = (indptr[:-1] + nlow).astype(np.int32)  # (n,) slot of the diagonal (valid where has)
+        k = np.arange(npair, dtype=np.int32)
         # The pairs are sorted by (a, b): row a's upper entries are consecutive, in column order.
-        up = (diag + has - (np.cumsum(nup) - nup))[pa] + k
+        up = (diag + has - (np.cumsum(nup) - nup)).astype(np.int32)[pa] + k
         # Lower entries ordered by (b, a): a stable sort by b keeps the a order.
         order2, sb = sort_keys(pb, n)
-        low = np.empty(npair, dtype=np.int64)
-        low[order2] = (indptr[:-1] - (np.cumsum(nlow) - nlow))[sb] + k
+        low = np.empty(npair, dtype=np.int32)
+        low[order2] = (indptr[:-1] - (np.cumsum(nlow) - nlow)).astype(np.int32)[sb] + k
+        del order2, sb, k
         indices = np.empty(int(indptr[-1]), dtype=np.int32)
         rows_with = np.flatnonzero(has)
         indices[diag[rows_with]] = rows_with
         indices[up] = pb
         indices[low] = pa
+        del pa, pb
         # Element slots: the pair's upper slot where the cell lists the smaller dof first.
         pair = pair.reshape(nel, -1)
-        first_small = a < b
         slot = np.empty((nel, nloc, nloc), dtype=np.int32)
         ar = np.arange(nloc)
         slot[:, ar, ar] = diag[cd]
         su, sl = up[pair], low[pair]
+        del pair
         slot[:, iu, ju] = np.where(first_small, su, sl)
         slot[:, ju, iu] = np.where(first_small, sl, su)
         return cls(indptr, indices, (n, n)), slot
@@ -421,6 +429,8 @@ def sort_keys(key: np.ndarray, bound: int) -> tuple[np.ndarray, np.ndarray]:
         packed = key << shift
         packed |= np.arange(m, dtype=np.int64)
         packed.sort()
-        return packed & ((1 << shift) - 1), packed >> shift
+        order = packed & ((1 << shift) - 1)
+        packed >>= shift  # in place: these arrays are large
+        return order, packed
     order = np.argsort(key, kind="stable")
     return order, key[order]
