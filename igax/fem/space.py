@@ -120,7 +120,11 @@ class SpacePlan:
         # Component-major element dofs: local a = c * nloc_scalar + i  <->  global c * nscalar + cell_dofs[e,
         # i].
         offs = (np.arange(self.ncomp, dtype=np.int64) * self.nscalar)[None, :, None]
-        self.element_dofs = (offs + self.cell_dofs[:, None, :]).reshape(self.nel, self.nloc).astype(np.int32)
+        self.element_dofs = (
+            self.cell_dofs
+            if self.ncomp == 1
+            else (offs + self.cell_dofs[:, None, :]).reshape(self.nel, self.nloc).astype(np.int32)
+        )
         if scalar_pattern is None:
             cd = self.cell_dofs
             rows = np.broadcast_to(cd[:, :, None], (self.nel,) + (self.nloc_scalar,) * 2)
@@ -166,7 +170,7 @@ def kron_pattern(A: CSRPattern, B: CSRPattern) -> CSRPattern:
 def _vector_pattern(pattern: CSRPattern, slot: np.ndarray, cell_dofs: np.ndarray, ncomp: int):
     """Pattern and element slots (nel, C nloc, C nloc) of the component-major vector space, kron(1_CxC, P)."""
     if ncomp == 1:
-        return pattern, slot.astype(np.int32)
+        return pattern, slot.astype(np.int32, copy=False)  # no copy of an (nel, nloc, nloc) map
     full = CSRPattern(np.arange(ncomp + 1) * ncomp, np.tile(np.arange(ncomp), ncomp), (ncomp, ncomp))
     vec = kron_pattern(full, pattern)
     nel, nl, _ = slot.shape
