@@ -11,13 +11,17 @@ the tridiagonal solve:
   gradient in y needs no forward solve at all, XLA drops it);
 * ``dense-autodiff``: the same system as a dense matrix, ``jnp.linalg.solve``, differentiated by JAX
   (n <= 1000 only);
-* ``scan-autodiff``: a textbook Thomas algorithm in ``lax.scan``, differentiated by JAX.
+* ``scan-autodiff``: a textbook Thomas algorithm in ``lax.scan``, differentiated by JAX;
+* ``naive-scan``: what one writes without structure: the same scan, and each point located by its own
+  binary search among the sites (``jnp.searchsorted`` per point, O(m log n)) instead of the merge of sorted
+  points (O(n + m)). The rest (assembly, evaluation) is still shared.
 
-The ratios therefore isolate the solve and its adjoint. Against the scan baseline they stay modest (about
-1-1.3x): with m = 10 n points the solve and system assembly are only ~20 % of the gradient time at
-n = 10^4; the rest (point location ~40 %, evaluation and its segment sums ~40 %) is shared code. The
-evaluation used to gather rows of a packed (n-1, 5) table: in isolation ~10x slower than the 1-D gathers
-now shared by all three at m = 10^6, the whole gradient 10-25 % slower.
+The first three ratios therefore isolate the solve and its adjoint; ``naive-scan`` adds the point search.
+Against ``scan-autodiff`` the ratio stays modest (about 1-1.3x): with m = 10 n points the solve and system
+assembly are only ~20 % of the gradient time at n = 10^4; the rest (point location ~40 %, evaluation and
+its segment sums ~40 %) is shared code. The evaluation used to gather rows of a packed (n-1, 5) table: in
+isolation ~10x slower than the 1-D gathers now shared by all of them at m = 10^6, the whole gradient
+10-25 % slower. Below ~1e5 point-break pairs (n = 64) every variant locates by one fused comparison.
 
 BLAS runs single-threaded for the whole script: the dense LU of n = 1000 takes ~25 ms with one OpenBLAS
 thread but 0.2-0.3 s with two threads on a loaded two-core machine (the threads spin waiting for each
@@ -82,12 +86,12 @@ def _thomas_scan(lower, diag, upper, rhs):
     return x
 
 
-def _make(solver, bc):
+def _make(solver, bc, merge=True):
     def f(x, y, xq):
         if solver is None:
             return interp.interpolate(x, y, xq, bc_type=bc, assume_sorted=True)
         s = interp._cubic_slopes(x, y[:, None], (bc, bc), solve=solver)
-        return interp._eval_cubic(x, y[:, None], s, xq, True)[:, 0]
+        return interp._eval_cubic(x, y[:, None], s, xq, merge)[:, 0]
 
     return f
 
@@ -152,7 +156,12 @@ def _run(args, blas):
     print(f"# cubic interpolation ({args.bc}), m = 10 n sorted points, loss = sum(interpolant), grad wrt y")
     dispatch = median_time(jax.jit(lambda a: a + 1), jnp.ones(3), repeat=2000)
     print(f"# dispatch (empty jitted call): {fmt_seconds(dispatch).strip()}")
-    impls = {"igax": None, "dense-autodiff": _dense_solve, "scan-autodiff": _thomas_scan}
+    impls = {
+        "igax": (None, True),
+        "dense-autodiff": (_dense_solve, True),
+        "scan-autodiff": (_thomas_scan, True),
+        "naive-scan": (_thomas_scan, False),
+    }
     rows = []
     for n in sizes:
         rng = np.random.default_rng(0)
@@ -162,10 +171,10 @@ def _run(args, blas):
         repeat = 1000 if n <= 1000 else (100 if n <= 10_000 else 15)
         calls = {}
         grads = {}
-        for name, solver in impls.items():
+        for name, (solver, merge) in impls.items():
             if name == "dense-autodiff" and n > 1000:
                 continue
-            f = _make(solver, args.bc)
+            f = _make(solver, args.bc, merge)
             fwd = jax.jit(f)
             grad = jax.jit(jax.grad(lambda x, y, xq, f=f: jnp.sum(f(x, y, xq)), argnums=1))
             calls[(name, "fwd")] = lambda fwd=fwd, x=x, y=y, xq=xq: fwd(x, y, xq)
@@ -205,12 +214,15 @@ def _run(args, blas):
                 rows.append(rec)
                 print(json.dumps(rec))
     # scaling with n (m = 10 n): fitted slope of log time against log n, n >= 1000
-    grad_rows = [
-        r for r in rows if r["baseline"] == "scan-autodiff" and "-grad-" in r["case"] and r["n"] >= 1000
-    ]
-    if len(grad_rows) >= 3:
+    for base in ("scan-autodiff", "naive-scan"):
+        grad_rows = [r for r in rows if r["baseline"] == base and "-grad-" in r["case"] and r["n"] >= 1000]
+        if len(grad_rows) < 3:
+            continue
         nn = np.array([r["n"] for r in grad_rows], float)
-        for label, key in (("igax", "igax_s"), ("scan-autodiff", "baseline_s")):
+        keys = (
+            (("igax", "igax_s"), (base, "baseline_s")) if base == "scan-autodiff" else ((base, "baseline_s"),)
+        )
+        for label, key in keys:
             slope = np.polyfit(np.log(nn), np.log([r[key] for r in grad_rows]), 1)[0]
             print(f"# {label} gradient time ~ n^{slope:.2f} for n >= 1000")
     return rows
