@@ -45,28 +45,50 @@ def _outside_error(npts, bad, pts):
 # --- splines ------------------------------------------------------------------------------------------------
 
 
+def invert_spline_map(plan, pts: np.ndarray, map_fn) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Parameters ``u`` with ``map_fn(u)[0] == pts`` by Newton's method, on the host (NumPy).
+
+    Arguments:
+        plan: the ``SpacePlan`` of a SplineSpace (knots, breaks, periodic axes).
+        pts: (npts, dim) physical points.
+        map_fn: ``u (k, pdim) -> (x (k, dim), J (k, dim, pdim))`` in NumPy, the geometry map.
+
+    Returns:
+        ``(u, xs, Js)``: the parameters (clipped to the patch; a step across a glued seam wraps around), and
+        the images and Jacobians of the starting grid (a few parameter points per element; the nearest one
+        is the first guess), which callers use as scales. Callers check that ``map_fn(u)[0]`` reached
+        ``pts``.
+    """
+    lo = np.array([k[0] for k in plan.knots])
+    hi = np.array([k[-1] for k in plan.knots])
+    per = [np.concatenate([b[:-1] + f * np.diff(b) for f in (0.1, 0.5, 0.9)] + [b[-1:]]) for b in plan.breaks]
+    grid = np.stack([g.ravel() for g in np.meshgrid(*per, indexing="ij")], axis=1)
+    xs, Js = map_fn(grid)
+    _, near = cKDTree(xs).query(pts)
+    u = grid[near]
+    for _ in range(50):
+        x, J = map_fn(u)
+        du = np.linalg.solve(J, (pts - x)[..., None])[..., 0]
+        u = u + du
+        for ax in getattr(plan, "periodic_axes", ()):  # glued seam: a step across it wraps to the other end
+            u[:, ax] = lo[ax] + np.mod(u[:, ax] - lo[ax], hi[ax] - lo[ax])
+        u = np.clip(u, lo, hi)
+        if np.max(np.abs(du)) < 1e-14 * max(1.0, float(np.max(hi - lo))):
+            break
+    return u, xs, Js
+
+
 def _locate_spline(V, points):
     p = V.plan
     pts = np.asarray(jax.device_get(points), dtype=np.float64)
     lo = np.array([k[0] for k in p.knots])
     hi = np.array([k[-1] for k in p.knots])
-    # Initial guesses: the images of a few parameter points per element, nearest neighbour.
-    per = [np.concatenate([b[:-1] + f * np.diff(b) for f in (0.1, 0.5, 0.9)] + [b[-1:]]) for b in p.breaks]
-    grid = np.stack([g.ravel() for g in np.meshgrid(*per, indexing="ij")], axis=1)
     V_host = jax.device_get(V)
-    xs, Js = (np.asarray(a) for a in _map_jit(V_host, jnp.asarray(grid)))
-    _, near = cKDTree(xs).query(pts)
-    u = grid[near]
-    for _ in range(50):
-        x, J = (np.asarray(a) for a in _map_jit(V_host, jnp.asarray(u)))
-        r = x - pts
-        du = np.linalg.solve(J, -r[..., None])[..., 0]
-        u = u + du
-        for ax in getattr(p, "periodic_axes", ()):  # glued seam: a step across it wraps to the other end
-            u[:, ax] = lo[ax] + np.mod(u[:, ax] - lo[ax], hi[ax] - lo[ax])
-        u = np.clip(u, lo, hi)
-        if np.max(np.abs(du)) < 1e-14 * max(1.0, float(np.max(hi - lo))):
-            break
+
+    def map_fn(u):
+        return tuple(np.asarray(a) for a in _map_jit(V_host, jnp.asarray(u)))
+
+    u, xs, Js = invert_spline_map(p, pts, map_fn)
     x, J = (np.asarray(a) for a in _map_jit(V_host, jnp.asarray(u)))
     scale = max(1.0, float(np.max(np.abs(xs))))
     bad = np.linalg.norm(x - pts, axis=1) > 1e-8 * scale

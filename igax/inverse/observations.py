@@ -148,25 +148,13 @@ def _spline_eval(V, u):
 
 def _locate_spline(V, pts):
     """Parameters of physical points by Newton on the geometry map (NumPy: no compilation); dofs and basis."""
-    p = V.plan
-    lo = np.array([k[0] for k in p.knots])
-    hi = np.array([k[-1] for k in p.knots])
-    # First guess: the nearest of a few parameter points per element.
-    per = [np.concatenate([b[:-1] + f * np.diff(b) for f in (0.1, 0.5, 0.9)] + [b[-1:]]) for b in p.breaks]
-    grid = np.stack([g.ravel() for g in np.meshgrid(*per, indexing="ij")], axis=1)
-    _, _, xs, _ = _spline_eval(V, grid)
-    from scipy.spatial import cKDTree
+    from igax.fem.locate import invert_spline_map
 
-    u = grid[cKDTree(xs).query(pts)[1]]
-    for _ in range(50):
+    def map_fn(u):
         _, _, x, J = _spline_eval(V, u)
-        du = np.linalg.solve(J, (pts - x)[..., None])[..., 0]
-        u = u + du
-        for ax in getattr(p, "periodic_axes", ()):  # glued seam: a step across it wraps to the other end
-            u[:, ax] = lo[ax] + np.mod(u[:, ax] - lo[ax], hi[ax] - lo[ax])
-        u = np.clip(u, lo, hi)
-        if np.max(np.abs(du)) < 1e-14 * max(1.0, float(np.max(hi - lo))):
-            break
+        return x, J
+
+    u, xs, _ = invert_spline_map(V.plan, pts, map_fn)
     dofs, R, x, _ = _spline_eval(V, u)
     scale = max(1.0, float(np.max(np.abs(xs))))
     bad = np.linalg.norm(x - pts, axis=1) > 1e-9 * scale
