@@ -588,6 +588,48 @@ class SplineSpace(FunctionSpace):
         wq = jnp.einsum(wspec, *[jnp.asarray(u[2]) for u in uni]).reshape(ne, nq)
         return self._rational(phi, dref, p.geo_cell_dofs[elems], wq, nref, return_jacobian)
 
+    def _chunked_tables(self, rule: Rule):
+        """Per-element data of a volume rule and the tables of any chunk of it (for chunked assembly).
+
+        Returns ``(data, fn)``: ``data`` (ne, pdim + nloc) int32 holds each element's index in every direction
+        and its control-point indices; ``fn(data_chunk)`` gathers the univariate tables of those elements,
+        forms their tensor products and the NURBS tables (traceable, e.g. inside ``lax.scan``). None for
+        boundary rules. Assembled in one piece, the (ne, nq, nloc) tables of a degree-3 space with 250k
+        elements are hundreds of MB per call.
+        """
+        if rule.boundary is not None or len(rule.groups) != 1:
+            return None
+        p = self.plan
+        d = p.pdim
+        ((dirs, nref),) = rule.groups
+        if nref is not None or any(len(e) != n for (e, _, _), n in zip(dirs, p.ne, strict=True)):
+            return None
+        uni = [p.univariate(k, e, t, w) for k, (e, t, w) in enumerate(dirs)]
+        multi = np.stack(np.unravel_index(rule.elements, p.ne), axis=1)  # (ne, pdim)
+        data = np.concatenate([multi, p.geo_cell_dofs[rule.elements]], axis=1).astype(np.int32)
+        nq = int(np.prod([len(t) for _, t, _ in dirs]))
+
+        def tensor(factors):
+            """(m, nq_k, n_k) per direction -> (m, nq, nloc), C order over the directions."""
+            out = factors[0]
+            for f in factors[1:]:
+                m, q, a = out.shape
+                out = (out[:, :, None, :, None] * f[:, None, :, None, :]).reshape(m, q * f.shape[1], -1)
+            return out
+
+        def fn(chunk):
+            e = [chunk[:, k] for k in range(d)]
+            B = [jnp.asarray(uni[k][0])[e[k]] for k in range(d)]  # (m, nq_k, p_k + 1)
+            D = [jnp.asarray(uni[k][1])[e[k]] for k in range(d)]
+            W = [jnp.asarray(uni[k][2])[e[k]][..., None] for k in range(d)]  # (m, nq_k, 1)
+            phi = tensor(B)
+            grads = [tensor([D[k] if k == j else B[k] for k in range(d)]) for j in range(d)]
+            dref = jnp.stack(grads, axis=-1)  # (m, nq, nloc, pdim)
+            wq = tensor(W).reshape(-1, nq)
+            return self._rational(phi, dref, chunk[:, d:], wq, None)
+
+        return data, fn
+
     @staticmethod
     def _rational_J(B, dB, dofs, cp, weights):
         """Geometry Jacobian (ne, nq, dim, pdim) in NumPy (the construction-time check)."""
