@@ -153,7 +153,21 @@ def kron_slots(A: CSRPattern, B: CSRPattern, ra, sa, rb, sb):
     lenA, lenB = np.diff(A.indptr), np.diff(B.indptr)
     start = np.zeros(A.shape[0] * B.shape[0] + 1, dtype=np.int64)
     np.cumsum(np.outer(lenA, lenB).ravel(), out=start[1:])
-    return start[ra * B.shape[0] + rb] + (sa - A.indptr[ra]) * lenB[rb] + (sb - B.indptr[rb])
+    dt = np.int32 if start[-1] < 2**31 else np.int64
+    # The inputs are usually broadcast views: work on their compact forms, so that only the last addition
+    # has the full (entries) size (degree 3, 250k elements: 63M entries, 2.2 s -> ~0.3 s).
+    ra, sa, rb, sb = (_compact(a) for a in (ra, sa, rb, sb))
+    row_start = start[ra * B.shape[0] + rb].astype(dt)
+    in_a = (sa - A.indptr[ra]).astype(dt) * lenB[rb].astype(dt)
+    in_b = (sb - B.indptr[rb]).astype(dt)
+    return (row_start + in_a) + in_b
+
+
+def _compact(a):
+    """A broadcast view shrunk to length 1 along its zero-stride axes (same values under broadcasting)."""
+    a = np.asarray(a)
+    axes = zip(a.strides, a.shape, strict=True)
+    return a[tuple(slice(0, 1) if (st == 0 and n > 1) else slice(None) for st, n in axes)]
 
 
 def kron_pattern(A: CSRPattern, B: CSRPattern) -> CSRPattern:

@@ -528,7 +528,10 @@ class SplineSpace(FunctionSpace):
                 idx = p.first[k][:, None] + np.arange(p.degrees[k] + 1)[None, :]  # (ne_k, p + 1)
                 G = np.take(T, idx, axis=ax)  # (..., ne_k, p + 1, ...)
                 G = np.moveaxis(G, (ax, ax + 1), (0, 1))  # (ne_k, p + 1, ...)
-                G = np.einsum("eqa,ea...->eq...", tabs[k], G)  # (ne_k, nq_k, ...)
+                rest = G.shape[2:]
+                # (ne_k, nq_k, p + 1) @ (ne_k, p + 1, rest): a batched matrix product (np.einsum: ~5x slower)
+                G = np.matmul(tabs[k], G.reshape(G.shape[0], G.shape[1], -1))
+                G = G.reshape(G.shape[:2] + rest)
                 T = np.moveaxis(G, (0, 1), (ax, ax + 1))
             ne, nq = int(np.prod(p.ne)), int(np.prod([len(t) for _, t, _ in dirs]))
             perm = [2 * k for k in range(d)] + [2 * k + 1 for k in range(d)] + [2 * d]
