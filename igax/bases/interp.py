@@ -202,12 +202,13 @@ def _cubic_slopes(x, y, bc, solve=tridiagonal_solve):
     return solve(lower, diag, upper, rhs)
 
 
-def _take(a, idx):
-    """Rows of ``a`` at ``idx`` (in range by construction): no clamping code in the fused loop."""
-    return a.at[idx].get(mode="promise_in_bounds")
+def _take(a, idx, is_sorted=False):
+    """Rows of ``a`` at ``idx`` (in range by construction): no clamping code in the fused loop. With sorted
+    indices the transposed gather (the segment sum of the backward pass) takes XLA's sorted path."""
+    return a.at[idx].get(mode="promise_in_bounds", indices_are_sorted=is_sorted)
 
 
-def _pp_eval(left, coefs, xq, idx):
+def _pp_eval(left, coefs, xq, idx, is_sorted=False):
     """Piecewise polynomial ``sum_k coefs[k][i] t^k`` with ``t = xq - left[i]`` on the interval ``i = idx``.
 
     left: (nseg,), coefs: tuple of (nseg, r) tables (lowest power first), xq: (m,), idx: (m,) int.
@@ -218,10 +219,10 @@ def _pp_eval(left, coefs, xq, idx):
     respect to ``y`` alone never runs the forward solve (XLA drops it as dead code). A hand-written VJP with
     the same segment sums was measured no faster and would cost forward mode.
     """
-    t = (xq - _take(left, idx))[:, None]  # (m, 1)
-    out = _take(coefs[-1], idx)
+    t = (xq - _take(left, idx, is_sorted))[:, None]  # (m, 1)
+    out = _take(coefs[-1], idx, is_sorted)
     for c in coefs[-2::-1]:
-        out = _take(c, idx) + t * out
+        out = _take(c, idx, is_sorted) + t * out
     return out  # (m, r)
 
 
@@ -237,13 +238,13 @@ def _cubic_coefs(x, y, s):
 def _eval_cubic(x, y, s, x_new, assume_sorted):
     """Hermite cubic on each interval, as a piecewise polynomial in ``t = x_new - x[i]``."""
     idx = locate(x, x_new, assume_sorted=assume_sorted)  # (m,)
-    return _pp_eval(x[:-1], _cubic_coefs(x, y, s), x_new, idx)  # (m, r)
+    return _pp_eval(x[:-1], _cubic_coefs(x, y, s), x_new, idx, assume_sorted)  # (m, r)
 
 
 def _eval_linear(x, y, x_new, assume_sorted):
     slope = jnp.diff(y, axis=0) / jnp.diff(x)[:, None]
     idx = locate(x, x_new, assume_sorted=assume_sorted)
-    return _pp_eval(x[:-1], (y[:-1], slope), x_new, idx)
+    return _pp_eval(x[:-1], (y[:-1], slope), x_new, idx, assume_sorted)
 
 
 def _quadratic_values(tl, u):
