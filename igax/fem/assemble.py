@@ -103,8 +103,18 @@ def _col(cols, k, q):
     return c[:, q if c.shape[1] > 1 else 0]
 
 
+# Element matrices that cost more multiply-adds than this (nq ku kv (C nloc)^2 per element) are formed by a
+# batched matrix product instead: one GEMM of sizes (C nloc C) x (nq kv) x nloc per element, where the
+# unrolled multiply-adds run out of cache. Measured (2 cores): 3D degree-2 spline elasticity 3.1x faster,
+# 3D degree-2 spline Laplacian and P2 tetrahedral elasticity 1.3-1.4x; below ~1e5 (2D splines up to degree
+# 3, Q1 hexahedral elasticity) the unrolled form was 15-80 % faster.
+_GEMM_WORK = 100_000
+
+
 def _contract_bilinear(U, M, V):
     """K[e, c, i, d, j] = sum_q,k,l U_k[e, q, i] M[e, q, c, k, d, l] V_l[e, q, j] (U, V: jet columns)."""
+    if M.shape[1] * len(U) * len(V) * (M.shape[2] * U[0].shape[-1]) ** 2 >= _GEMM_WORK:
+        return _contract_bilinear_gemm(U, M, V)
     nq = M.shape[1]
     K = 0.0
     for q in range(nq):
@@ -113,6 +123,18 @@ def _contract_bilinear(U, M, V):
             T = sum(_col(U, k, q)[:, None, :, None] * Mq[:, :, None, k, :, l] for k in range(len(U)))
             K = K + T[:, :, :, :, None] * _col(V, l, q)[:, None, None, None, :]  # (ne, C, nloc, C, nloc)
     return K
+
+
+def _contract_bilinear_gemm(U, M, V):
+    """:func:`_contract_bilinear` as one batched matrix product per element over the (point, jet) pairs."""
+    ne, nq = M.shape[:2]
+
+    def stack(cols):  # jet columns (ne | 1, nq | 1, nloc) -> (ne, nq, k, nloc)
+        return jnp.stack([jnp.broadcast_to(c, (ne, nq, c.shape[-1])) for c in cols], axis=2)
+
+    Ua, Va = stack(U), stack(V)
+    W = jnp.einsum("eqki,eqckdl->eqlcid", Ua, M)  # (ne, nq, kv, C, nloc, C)
+    return jnp.einsum("eqlcid,eqlj->ecidj", W, Va)  # (ne, C, nloc, C, nloc)
 
 
 def _contract_linear(V, L):
