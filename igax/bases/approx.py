@@ -10,8 +10,8 @@ it.
 
 The breakpoint search (:func:`segment`):
 
-* exact (every position is a candidate): dynamic programming over a table of segment costs computed in O(1) each
-  from prefix sums of moments, ``O(n^2)`` memory and ``O(k n^2)`` time; the default up to n = 2048;
+* exact (every position is a candidate): dynamic programming over a table of segment costs, each computed in
+  O(1) from prefix sums of moments, ``O(n^2)`` memory and ``O(k n^2)`` time; the default up to n = 2048;
 * with ``candidates=c`` breakpoints are first chosen among ``c + 1`` equispaced candidate positions
   (``O(k c^2)``), then each breakpoint is moved to its best position within one candidate spacing, neighbours
   fixed, in alternating sweeps (``O(k n / c)`` per sweep). This is a heuristic: it is exact when the optimal
