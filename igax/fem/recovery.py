@@ -30,7 +30,7 @@ import numpy as np
 from igax.fem.assemble import _callable_values, _inputs_at, _points, assemble
 from igax.fem.field import Field
 from igax.fem.forms import FormInputs, QuadValue
-from igax.fem.library import lame, stress
+from igax.fem.library import lame, stress, von_mises
 from igax.fem.library import mass as _mass_form
 from igax.fem.space import FunctionSpace, SpacePlan
 from igax.solvers import factorize
@@ -406,7 +406,7 @@ def _stress_expr(kind: str):
 @functools.cache
 def _von_mises_expr(kind: str):
     def von_mises_expr(w):
-        return _von_mises_at(stress(w.u.grad, w.E.value, w.nu.value, kind), w.nu.value, kind)
+        return von_mises(stress(w.u.grad, w.E.value, w.nu.value, kind), w.nu.value, kind)
 
     return von_mises_expr
 
@@ -446,20 +446,6 @@ def recover_stress(
     """
     S = _target(_check_displacement(u, kind), space)
     return project(_stress_expr(kind), S, mass=mass, method=method, u=u, E=E, nu=nu)
-
-
-def _von_mises_at(sigma, nu, kind: str):
-    """Von Mises of (dim, dim) stress with a NaN-free gradient at zero stress (double where)."""
-    d = sigma.shape[-1]
-    if d == 2:
-        sxx, syy, sxy = sigma[0, 0], sigma[1, 1], sigma[0, 1]
-        szz = nu * (sxx + syy) if kind == "plane_strain" else 0.0 * sxx
-        s2 = 0.5 * ((sxx - syy) ** 2 + (syy - szz) ** 2 + (szz - sxx) ** 2) + 3.0 * sxy**2
-    else:
-        dev = sigma - jnp.trace(sigma) / 3.0 * jnp.eye(3)
-        s2 = 1.5 * jnp.sum(dev * dev)
-    pos = s2 > 0
-    return jnp.where(pos, jnp.sqrt(jnp.where(pos, s2, 1.0)), 0.0)
 
 
 def recover_von_mises(
