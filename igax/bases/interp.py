@@ -334,17 +334,34 @@ def interpolate(
 
 # Compiled once per shape and options: called eagerly, the layer would otherwise dispatch ~100 small ops one
 # by one.
-@partial(jax.jit, static_argnames=("degree", "bc", "assume_sorted"))
-def _interpolate(x, y, x_new, *, degree, bc, assume_sorted):
+@partial(jax.jit, static_argnames=("degree", "bc", "assume_sorted", "native"))
+def _interpolate(x, y, x_new, *, degree, bc, assume_sorted, native=None):
+    from igax.bases import _interp_native
+
     n = x.shape[0]
     out_shape = x_new.shape + y.shape[1:]
     y2 = y.reshape((n, -1))  # (n, r)
     xq = x_new.reshape(-1)  # (m,)
-    if degree == 1:
-        out = _eval_linear(x, y2, xq, assume_sorted)
-    elif degree == 2:
-        out = _quadratic(x, y2, xq, assume_sorted)
+    if native is None:
+        native = _interp_native.supports(n, degree, y.dtype)
+    if native:
+        # One custom call each way on the CPU (see igax/bases/_interp_native.py); it locates points by
+        # galloping from the previous one, so it needs no promise of sorted points.
+        out = _interp_native.native_interpolate(x, y2, xq, degree=degree, bc=bc)
     else:
-        s = _cubic_slopes(x, y2, bc)
-        out = _eval_cubic(x, y2, s, xq, assume_sorted)
+        out = _pure_interpolate(x, y2, xq, degree=degree, bc=bc, assume_sorted=assume_sorted)
     return out.reshape(out_shape)
+
+
+def _pure_interpolate(x, y2, xq, *, degree, bc, assume_sorted=False, solve=tridiagonal_solve):
+    """The pure-JAX interpolant: x (n,), y2 (n, r), xq (m,) -> (m, r). Reference and non-CPU path.
+
+    ``solve`` is the tridiagonal solver of the cubic; the native path passes
+    ``jax.lax.linalg.tridiagonal_solve``, which (unlike the custom-VJP default) has a forward-mode rule too.
+    """
+    if degree == 1:
+        return _eval_linear(x, y2, xq, assume_sorted)
+    if degree == 2:
+        return _quadratic(x, y2, xq, assume_sorted)
+    s = _cubic_slopes(x, y2, bc, solve=solve)
+    return _eval_cubic(x, y2, s, xq, assume_sorted)

@@ -1,0 +1,464 @@
+// Native CPU kernels for igax.bases.interpolate (cubic and linear splines), registered with XLA's FFI.
+//
+// Two linear maps of the values y, for fixed sites x and evaluation points xq:
+//   forward:   out = L(x, xq) y        (slopes by one tridiagonal solve, then the piecewise polynomial at xq)
+//   transpose: ybar = L(x, xq)^T g     (segment sums of g t^k, coefficient transpose, one transposed solve)
+// Each is one pass over the points and O(n) work on the sites, in a single XLA custom call: the pure-JAX
+// path needs ~30 XLA operations for the same thing, whose fixed costs dominate small problems. Points are
+// located by galloping from the previous point's interval, so sorted points cost O(n + m) and unsorted ones
+// O(m log n), with no promise from the caller. The derivatives with respect to x and xq are not here: the
+// Python side takes them from the pure-JAX implementation (see igax/bases/_native_interp.py).
+//
+// All arrays carry the same leading batch dimensions (vmap); the core shapes are x (n), xq (m), y (n, r),
+// out (m, r). End conditions: 0 not-a-knot, 1 natural (zero second derivative), 2 clamped (zero slope).
+// The tridiagonal solve uses partial pivoting like LAPACK gtsv: the not-a-knot rows are not diagonally
+// dominant.
+
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+
+namespace {
+
+enum EndCondition : int32_t { kNotAKnot = 0, kNatural = 1, kClamped = 2 };
+
+// Interval i in [0, nseg-1] with x[i] <= v < x[i+1], ends clipped (extrapolation by the end pieces),
+// found by galloping from the previous answer k. NaN stays in interval k.
+template <typename T>
+inline int64_t FindInterval(const T* x, int64_t nseg, T v, int64_t k) {
+  if (k > 0 && v < x[k]) {  // move left: x[hi] > v, and lo == 0 or x[lo] <= v at the end
+    int64_t hi = k, step = 1, lo = k - 1;
+    while (lo > 0 && x[lo] > v) {
+      hi = lo;
+      step *= 2;
+      lo = k - step > 0 ? k - step : 0;
+    }
+    while (hi - lo > 1) {
+      const int64_t mid = lo + (hi - lo) / 2;
+      if (x[mid] <= v) lo = mid; else hi = mid;
+    }
+    return lo;
+  }
+  if (k + 1 >= nseg || !(x[k + 1] <= v)) return k;
+  int64_t lo = k + 1, step = 1, hi = lo + 1;  // x[lo] <= v; hi == nseg stands for "past the end"
+  while (hi < nseg && x[hi] <= v) {
+    lo = hi;
+    step *= 2;
+    hi = lo + step;
+  }
+  if (hi > nseg) hi = nseg;
+  while (hi - lo > 1) {
+    const int64_t mid = lo + (hi - lo) / 2;
+    if (x[mid] <= v) lo = mid; else hi = mid;
+  }
+  return lo;
+}
+
+// Solve A b_new = b for tridiagonal A (sub dl[0..n-2], diag d, super du[0..n-2]) with partial pivoting,
+// r right-hand sides stored row-major in b (n, r). dl, d, du are overwritten; du2 and dinv are scratch (n).
+// The elimination is LAPACK gtsv's; the pivots' reciprocals are kept so that the back substitution
+// multiplies: a division in each step of the (serial) recurrence set its speed.
+template <typename T>
+void TridiagonalSolve(int64_t n, int64_t r, T* dl, T* d, T* du, T* du2, T* dinv, T* b) {
+  for (int64_t i = 0; i + 1 < n; ++i) {
+    T* bi = b + i * r;
+    T* bn = b + (i + 1) * r;
+    if (std::abs(d[i]) >= std::abs(dl[i])) {
+      const T inv = T(1) / d[i];
+      const T fact = dl[i] * inv;
+      dinv[i] = inv;
+      d[i + 1] -= fact * du[i];
+      for (int64_t c = 0; c < r; ++c) bn[c] -= fact * bi[c];
+      du2[i] = T(0);
+    } else {  // swap rows i and i+1
+      const T inv = T(1) / dl[i];
+      const T fact = d[i] * inv;
+      dinv[i] = inv;
+      d[i] = dl[i];
+      const T temp = d[i + 1];
+      d[i + 1] = du[i] - fact * temp;
+      if (i + 2 < n) {
+        du2[i] = du[i + 1];
+        du[i + 1] = -fact * du2[i];
+      } else {
+        du2[i] = T(0);
+      }
+      du[i] = temp;
+      for (int64_t c = 0; c < r; ++c) {
+        const T bi_old = bi[c];
+        bi[c] = bn[c];
+        bn[c] = bi_old - fact * bn[c];
+      }
+    }
+  }
+  T* last = b + (n - 1) * r;
+  for (int64_t c = 0; c < r; ++c) last[c] /= d[n - 1];
+  if (n >= 2) {
+    T* bi = b + (n - 2) * r;
+    for (int64_t c = 0; c < r; ++c) bi[c] = (bi[c] - du[n - 2] * last[c]) * dinv[n - 2];
+  }
+  for (int64_t i = n - 3; i >= 0; --i) {
+    T* bi = b + i * r;
+    const T* b1 = bi + r;
+    const T* b2 = bi + 2 * r;
+    for (int64_t c = 0; c < r; ++c) bi[c] = (bi[c] - du[i] * b1[c] - du2[i] * b2[c]) * dinv[i];
+  }
+}
+
+// The cubic slope system A s = R(delta) (same rows as igax.bases.interp._cubic_slopes), n >= 4.
+// dl[i] = A[i+1, i], d[i] = A[i, i], du[i] = A[i, i+1].
+template <typename T>
+void CubicMatrix(const T* h, int64_t n, int32_t left, int32_t right, T* dl, T* d, T* du) {
+  for (int64_t i = 1; i + 1 < n; ++i) {
+    dl[i - 1] = h[i];
+    d[i] = T(2) * (h[i - 1] + h[i]);
+    du[i] = h[i - 1];
+  }
+  if (left == kNatural) {
+    d[0] = T(2); du[0] = T(1);
+  } else if (left == kClamped) {
+    d[0] = T(1); du[0] = T(0);
+  } else {
+    d[0] = h[1]; du[0] = h[0] + h[1];
+  }
+  if (right == kNatural) {
+    d[n - 1] = T(2); dl[n - 2] = T(1);
+  } else if (right == kClamped) {
+    d[n - 1] = T(1); dl[n - 2] = T(0);
+  } else {
+    d[n - 1] = h[n - 3]; dl[n - 2] = h[n - 2] + h[n - 3];
+  }
+}
+
+// rhs (n, r) = R(delta), delta (n-1, r).
+template <typename T>
+void CubicRhs(const T* h, const T* delta, int64_t n, int64_t r, int32_t left, int32_t right, T* rhs) {
+  for (int64_t i = 1; i + 1 < n; ++i)
+    for (int64_t c = 0; c < r; ++c)
+      rhs[i * r + c] = T(3) * (h[i] * delta[(i - 1) * r + c] + h[i - 1] * delta[i * r + c]);
+  const T ddl = h[0] + h[1], ddr = h[n - 2] + h[n - 3];
+  for (int64_t c = 0; c < r; ++c) {
+    if (left == kNatural) rhs[c] = T(3) * delta[c];
+    else if (left == kClamped) rhs[c] = T(0);
+    else rhs[c] = ((h[0] + T(2) * ddl) * h[1] * delta[c] + h[0] * h[0] * delta[r + c]) / ddl;
+    T* rn = rhs + (n - 1) * r;
+    if (right == kNatural) rn[c] = T(3) * delta[(n - 2) * r + c];
+    else if (right == kClamped) rn[c] = T(0);
+    else rn[c] = (h[n - 2] * h[n - 2] * delta[(n - 3) * r + c] +
+                  (T(2) * ddr + h[n - 2]) * h[n - 3] * delta[(n - 2) * r + c]) / ddr;
+  }
+}
+
+// dbar (n-1, r) += R^T rb, rb (n, r).
+template <typename T>
+void CubicRhsTranspose(const T* h, const T* rb, int64_t n, int64_t r, int32_t left, int32_t right, T* dbar) {
+  for (int64_t i = 1; i + 1 < n; ++i)
+    for (int64_t c = 0; c < r; ++c) {
+      dbar[(i - 1) * r + c] += T(3) * h[i] * rb[i * r + c];
+      dbar[i * r + c] += T(3) * h[i - 1] * rb[i * r + c];
+    }
+  const T ddl = h[0] + h[1], ddr = h[n - 2] + h[n - 3];
+  for (int64_t c = 0; c < r; ++c) {
+    const T r0 = rb[c], rn = rb[(n - 1) * r + c];
+    if (left == kNatural) {
+      dbar[c] += T(3) * r0;
+    } else if (left == kNotAKnot) {
+      dbar[c] += (h[0] + T(2) * ddl) * h[1] / ddl * r0;
+      dbar[r + c] += h[0] * h[0] / ddl * r0;
+    }
+    if (right == kNatural) {
+      dbar[(n - 2) * r + c] += T(3) * rn;
+    } else if (right == kNotAKnot) {
+      dbar[(n - 3) * r + c] += h[n - 2] * h[n - 2] / ddr * rn;
+      dbar[(n - 2) * r + c] += (T(2) * ddr + h[n - 2]) * h[n - 3] / ddr * rn;
+    }
+  }
+}
+
+template <typename T>
+struct Scratch {
+  std::vector<T> h, ih, delta, dl, d, du, du2, dinv, work, table;  // ih = 1 / h
+  void Resize(int64_t n, int64_t r, int64_t ncoef) {
+    h.resize(n);
+    ih.resize(n);
+    delta.resize(n * r);
+    dl.resize(n);
+    d.resize(n);
+    du.resize(n);
+    du2.resize(n);
+    dinv.resize(n);
+    work.resize(n * r);
+    table.resize(n * r * ncoef);
+  }
+};
+
+// out (m, r): the piecewise polynomial with coefficient table tab (nseg, r, K), lowest power first, at the
+// points xq, each in its interval. K is a template argument so that the Horner loop unrolls.
+template <typename T, int K>
+void EvaluatePieces(const T* x, const T* xq, const T* tab, int64_t nseg, int64_t m, int64_t r, T* out) {
+  int64_t k = 0;
+  for (int64_t j = 0; j < m; ++j) {
+    k = FindInterval(x, nseg, xq[j], k);
+    const T t = xq[j] - x[k];
+    const T* e = tab + k * r * K;
+    for (int64_t c = 0; c < r; ++c, e += K) {
+      T acc = e[K - 1];
+      for (int p = K - 2; p >= 0; --p) acc = e[p] + t * acc;
+      out[j * r + c] = acc;
+    }
+  }
+}
+
+// The transpose of EvaluatePieces: sums (nseg, r, K) of g t^p over the points in each interval (zeroed first).
+template <typename T, int K>
+void SumPieces(const T* x, const T* xq, const T* g, int64_t nseg, int64_t m, int64_t r, T* sums) {
+  for (int64_t i = 0; i < nseg * r * K; ++i) sums[i] = T(0);
+  int64_t k = 0;
+  for (int64_t j = 0; j < m; ++j) {
+    k = FindInterval(x, nseg, xq[j], k);
+    const T t = xq[j] - x[k];
+    T* e = sums + k * r * K;
+    for (int64_t c = 0; c < r; ++c, e += K) {
+      T w = g[j * r + c];
+      for (int p = 0; p < K; ++p, w *= t) e[p] += w;
+    }
+  }
+}
+
+// Sorted points (the common case: a grid, or a sorted sample) take these: the points of each interval form
+// one contiguous run, evaluated with the interval's coefficients held in registers (the loop vectorises),
+// instead of locating every point on its own.
+// End of the run of points of interval i that starts at j: the first point not below x[i+1] (all points for
+// the last interval).
+template <typename T>
+inline int64_t RunEnd(const T* x, const T* xq, int64_t nseg, int64_t m, int64_t i, int64_t j) {
+  if (i + 1 >= nseg) return m;
+  const T b = x[i + 1];
+  while (j < m && xq[j] < b) ++j;
+  return j;
+}
+
+template <typename T, int K>
+void EvaluateSorted(const T* x, const T* xq, const T* tab, int64_t nseg, int64_t m, int64_t r, T* out) {
+  int64_t j = 0;
+  for (int64_t i = 0; i < nseg; ++i) {
+    const int64_t end = RunEnd(x, xq, nseg, m, i, j);
+    const T xi = x[i];
+    for (int64_t c = 0; c < r; ++c) {
+      T e[K];
+      for (int p = 0; p < K; ++p) e[p] = tab[(i * r + c) * K + p];
+      for (int64_t jj = j; jj < end; ++jj) {
+        const T t = xq[jj] - xi;
+        T acc = e[K - 1];
+        for (int p = K - 2; p >= 0; --p) acc = e[p] + t * acc;
+        out[jj * r + c] = acc;
+      }
+    }
+    j = end;
+  }
+}
+
+template <typename T, int K>
+void SumSorted(const T* x, const T* xq, const T* g, int64_t nseg, int64_t m, int64_t r, T* sums) {
+  int64_t j = 0;
+  for (int64_t i = 0; i < nseg; ++i) {
+    const int64_t end = RunEnd(x, xq, nseg, m, i, j);
+    const T xi = x[i];
+    for (int64_t c = 0; c < r; ++c) {
+      T acc[K] = {};
+      for (int64_t jj = j; jj < end; ++jj) {
+        const T t = xq[jj] - xi;
+        T w = g[jj * r + c];
+        for (int p = 0; p < K; ++p, w *= t) acc[p] += w;
+      }
+      for (int p = 0; p < K; ++p) sums[(i * r + c) * K + p] = acc[p];
+    }
+    j = end;
+  }
+}
+
+// Non-decreasing, with no NaN (a NaN point makes the runs meaningless: those inputs take the per-point path).
+template <typename T>
+inline bool PointsSorted(const T* v, int64_t m) {
+  bool ok = true;
+  for (int64_t j = 0; j + 1 < m; ++j) ok &= (v[j] <= v[j + 1]);
+  return ok && (m == 0 || v[0] == v[0]);
+}
+
+template <typename T>
+void Forward(const T* x, const T* y, const T* xq, int64_t n, int64_t m, int64_t r, int32_t degree,
+             int32_t left, int32_t right, Scratch<T>& s, T* out) {
+  const int64_t nseg = n - 1;
+  // One reciprocal per interval, reused: divisions dominate the O(n) part.
+  T* ih = s.ih.data();
+  for (int64_t i = 0; i < nseg; ++i) {
+    s.h[i] = x[i + 1] - x[i];
+    ih[i] = T(1) / s.h[i];
+    for (int64_t c = 0; c < r; ++c) s.delta[i * r + c] = (y[(i + 1) * r + c] - y[i * r + c]) * ih[i];
+  }
+  T* tab = s.table.data();  // (nseg, r, K), lowest power first
+  if (degree == 1) {
+    for (int64_t i = 0; i < nseg; ++i)
+      for (int64_t c = 0; c < r; ++c) {
+        tab[(i * r + c) * 2] = y[i * r + c];
+        tab[(i * r + c) * 2 + 1] = s.delta[i * r + c];
+      }
+  } else {
+    T* slope = s.work.data();
+    CubicMatrix(s.h.data(), n, left, right, s.dl.data(), s.d.data(), s.du.data());
+    CubicRhs(s.h.data(), s.delta.data(), n, r, left, right, slope);
+    TridiagonalSolve(n, r, s.dl.data(), s.d.data(), s.du.data(), s.du2.data(), s.dinv.data(), slope);
+    for (int64_t i = 0; i < nseg; ++i) {
+      for (int64_t c = 0; c < r; ++c) {
+        const T s0 = slope[i * r + c], s1 = slope[(i + 1) * r + c], dl = s.delta[i * r + c];
+        T* e = tab + (i * r + c) * 4;
+        const T inv = ih[i];
+        e[0] = y[i * r + c];
+        e[1] = s0;
+        e[2] = (T(3) * dl - T(2) * s0 - s1) * inv;
+        e[3] = (s0 + s1 - T(2) * dl) * (inv * inv);
+      }
+    }
+  }
+  const bool sorted = PointsSorted(xq, m);
+  if (degree == 1) {
+    if (sorted) EvaluateSorted<T, 2>(x, xq, tab, nseg, m, r, out);
+    else EvaluatePieces<T, 2>(x, xq, tab, nseg, m, r, out);
+  } else {
+    if (sorted) EvaluateSorted<T, 4>(x, xq, tab, nseg, m, r, out);
+    else EvaluatePieces<T, 4>(x, xq, tab, nseg, m, r, out);
+  }
+}
+
+template <typename T>
+void Transpose(const T* x, const T* xq, const T* g, int64_t n, int64_t m, int64_t r, int32_t degree,
+               int32_t left, int32_t right, Scratch<T>& s, T* ybar) {
+  const int64_t nseg = n - 1;
+  T* sums = s.table.data();  // (nseg, r, K): sum of g t^p over the points in each interval
+  const bool sorted = PointsSorted(xq, m);
+  if (degree == 1) {
+    if (sorted) SumSorted<T, 2>(x, xq, g, nseg, m, r, sums);
+    else SumPieces<T, 2>(x, xq, g, nseg, m, r, sums);
+  } else {
+    if (sorted) SumSorted<T, 4>(x, xq, g, nseg, m, r, sums);
+    else SumPieces<T, 4>(x, xq, g, nseg, m, r, sums);
+  }
+  T* ih = s.ih.data();
+  for (int64_t i = 0; i < nseg; ++i) {
+    s.h[i] = x[i + 1] - x[i];
+    ih[i] = T(1) / s.h[i];
+  }
+  for (int64_t i = 0; i < n * r; ++i) ybar[i] = T(0);
+  T* dbar = s.delta.data();  // (nseg, r)
+  if (degree == 1) {
+    for (int64_t i = 0; i < nseg; ++i)
+      for (int64_t c = 0; c < r; ++c) {
+        ybar[i * r + c] += sums[(i * r + c) * 2];
+        dbar[i * r + c] = sums[(i * r + c) * 2 + 1];
+      }
+  } else {
+    T* sbar = s.work.data();  // (n, r)
+    for (int64_t i = 0; i < n * r; ++i) sbar[i] = T(0);
+    for (int64_t i = 0; i < nseg; ++i) {
+      for (int64_t c = 0; c < r; ++c) {
+        const T* e = sums + (i * r + c) * 4;
+        const T c2b = e[2] * ih[i], c3b = e[3] * (ih[i] * ih[i]);
+        ybar[i * r + c] += e[0];
+        sbar[i * r + c] += e[1] - T(2) * c2b + c3b;
+        sbar[(i + 1) * r + c] += c3b - c2b;
+        dbar[i * r + c] = T(3) * c2b - T(2) * c3b;
+      }
+    }
+    // rhs_bar = A^{-T} sbar: the transposed matrix swaps the sub- and super-diagonals.
+    CubicMatrix(s.h.data(), n, left, right, s.dl.data(), s.d.data(), s.du.data());
+    TridiagonalSolve(n, r, s.du.data(), s.d.data(), s.dl.data(), s.du2.data(), s.dinv.data(), sbar);
+    CubicRhsTranspose(s.h.data(), sbar, n, r, left, right, dbar);
+  }
+  for (int64_t i = 0; i < nseg; ++i)
+    for (int64_t c = 0; c < r; ++c) {
+      const T v = dbar[i * r + c] * ih[i];
+      ybar[i * r + c] -= v;
+      ybar[(i + 1) * r + c] += v;
+    }
+}
+
+// Batch size and core sizes from the buffers' dimensions; an error names what does not fit.
+struct Sizes {
+  int64_t batch = 1, n = 0, m = 0, r = 0;
+};
+
+inline ffi::Error CheckDegree(int32_t degree, int32_t left, int32_t right) {
+  if (degree != 1 && degree != 3) return ffi::Error::InvalidArgument("igax interp: degree must be 1 or 3");
+  if (left < 0 || left > 2 || right < 0 || right > 2)
+    return ffi::Error::InvalidArgument("igax interp: end condition code must be 0, 1 or 2");
+  return ffi::Error::Success();
+}
+
+template <ffi::DataType DT>
+ffi::Error ForwardImpl(ffi::Buffer<DT> x, ffi::Buffer<DT> xq, ffi::Buffer<DT> y, ffi::ResultBuffer<DT> out,
+                       int32_t degree, int32_t left, int32_t right) {
+  using T = ffi::NativeType<DT>;
+  if (auto err = CheckDegree(degree, left, right); err.failure()) return err;
+  const auto xd = x.dimensions(), qd = xq.dimensions(), yd = y.dimensions();
+  if (xd.size() < 1 || qd.size() != xd.size() || yd.size() != xd.size() + 1)
+    return ffi::Error::InvalidArgument("igax interp: expected x (..., n), xq (..., m), y (..., n, r)");
+  const int64_t n = xd.back(), m = qd.back(), r = yd.back();
+  if (yd[yd.size() - 2] != n || n < 4) return ffi::Error::InvalidArgument("igax interp: bad n");
+  int64_t batch = 1;
+  for (size_t a = 0; a + 1 < xd.size(); ++a) {
+    if (qd[a] != xd[a] || yd[a] != xd[a]) return ffi::Error::InvalidArgument("igax interp: batch dims differ");
+    batch *= xd[a];
+  }
+  // Kept between calls (per thread): a fresh allocation of a few MB costs page faults on every call.
+  static thread_local Scratch<T> s;
+  s.Resize(n, r, degree + 1);
+  for (int64_t b = 0; b < batch; ++b)
+    Forward(x.typed_data() + b * n, y.typed_data() + b * n * r, xq.typed_data() + b * m, n, m, r, degree,
+            left, right, s, out->typed_data() + b * m * r);
+  return ffi::Error::Success();
+}
+
+template <ffi::DataType DT>
+ffi::Error TransposeImpl(ffi::Buffer<DT> x, ffi::Buffer<DT> xq, ffi::Buffer<DT> g, ffi::ResultBuffer<DT> ybar,
+                         int32_t degree, int32_t left, int32_t right) {
+  using T = ffi::NativeType<DT>;
+  if (auto err = CheckDegree(degree, left, right); err.failure()) return err;
+  const auto xd = x.dimensions(), qd = xq.dimensions(), gd = g.dimensions();
+  if (xd.size() < 1 || qd.size() != xd.size() || gd.size() != xd.size() + 1)
+    return ffi::Error::InvalidArgument("igax interp: expected x (..., n), xq (..., m), g (..., m, r)");
+  const int64_t n = xd.back(), m = qd.back(), r = gd.back();
+  if (gd[gd.size() - 2] != m || n < 4) return ffi::Error::InvalidArgument("igax interp: bad m or n");
+  int64_t batch = 1;
+  for (size_t a = 0; a + 1 < xd.size(); ++a) {
+    if (qd[a] != xd[a] || gd[a] != xd[a]) return ffi::Error::InvalidArgument("igax interp: batch dims differ");
+    batch *= xd[a];
+  }
+  // Kept between calls (per thread): a fresh allocation of a few MB costs page faults on every call.
+  static thread_local Scratch<T> s;
+  s.Resize(n, r, degree + 1);
+  for (int64_t b = 0; b < batch; ++b)
+    Transpose(x.typed_data() + b * n, xq.typed_data() + b * m, g.typed_data() + b * m * r, n, m, r, degree,
+              left, right, s, ybar->typed_data() + b * n * r);
+  return ffi::Error::Success();
+}
+
+}  // namespace
+
+#define IGAX_BIND(DT)                                   \
+  ffi::Ffi::Bind()                                      \
+      .Arg<ffi::Buffer<DT>>()                           \
+      .Arg<ffi::Buffer<DT>>()                           \
+      .Arg<ffi::Buffer<DT>>()                           \
+      .Ret<ffi::Buffer<DT>>()                           \
+      .Attr<int32_t>("degree")                          \
+      .Attr<int32_t>("left")                            \
+      .Attr<int32_t>("right")
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(IgaxInterpForwardF64, ForwardImpl<ffi::F64>, IGAX_BIND(ffi::F64));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(IgaxInterpForwardF32, ForwardImpl<ffi::F32>, IGAX_BIND(ffi::F32));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(IgaxInterpTransposeF64, TransposeImpl<ffi::F64>, IGAX_BIND(ffi::F64));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(IgaxInterpTransposeF32, TransposeImpl<ffi::F32>, IGAX_BIND(ffi::F32));

@@ -1,0 +1,182 @@
+"""The native CPU path of :func:`igax.bases.interpolate`: two JAX primitives over the kernels of
+``igax/_native/interp_kernels.cc``.
+
+For fixed sites ``x`` and points ``xq`` the interpolant is linear in the values ``y``:
+``out = L(x, xq) y``. Two primitives carry that map and its transpose,
+
+* ``interp_apply_p(x, xq, y) = L y``  (one custom call: slopes, coefficients, point location, evaluation),
+* ``interp_transpose_p(x, xq, g) = L^T g`` (one custom call: segment sums, coefficient transpose,
+  transposed tridiagonal solve),
+
+each the other's transpose, so reverse mode in ``y`` is one call of the second and forward mode one call
+of the first. The derivatives with respect to ``x`` and ``xq`` are the pure-JAX implementation's
+(``interp._pure_interpolate``), taken only when those tangents are not symbolically zero: the hot case
+(gradient in the values) never touches them. ``vmap`` adds leading batch dimensions, which the kernels
+loop over. On platforms other than the CPU the primitives lower to the pure-JAX implementation.
+
+Core shapes: x (n,), xq (m,), y (n, r), out (m, r), with any leading batch dimensions, the same on all
+operands (the batching rule broadcasts unbatched operands).
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.extend.core import Primitive
+from jax.interpreters import ad, batching, mlir
+
+from igax import _native
+
+__all__ = ["native_interpolate", "supports"]
+
+BC_CODES = {"not-a-knot": 0, "natural": 1, "clamped": 2}
+_BC_NAMES = {v: k for k, v in BC_CODES.items()}
+
+
+def supports(n: int, degree: int, dtype) -> bool:
+    """Whether the native kernels cover this case (and are available); otherwise use pure JAX."""
+    if degree not in (1, 3) or n < 4 or jnp.dtype(dtype) not in (jnp.float32, jnp.float64):
+        return False
+    return _native.available()
+
+
+def _pure(x, xq, y, *, degree, left, right):
+    """Pure-JAX ``L y`` with the primitive's shapes (leading batch dimensions looped by vmap)."""
+    from igax.bases.interp import _pure_interpolate
+
+    def core(x, xq, y):
+        bc = (_BC_NAMES[left], _BC_NAMES[right])
+        # LAPACK gtsv through lax: it has forward- and reverse-mode rules, so x-tangents work both ways.
+        return _pure_interpolate(x, y, xq, degree=degree, bc=bc, solve=jax.lax.linalg.tridiagonal_solve)
+
+    for _ in range(x.ndim - 1):
+        core = jax.vmap(core)
+    return core(x, xq, y)
+
+
+def _pure_transpose(x, xq, g, *, n, **params):
+    """Pure-JAX ``L^T g`` (the map is linear in y, so the VJP at y = 0 is the transpose)."""
+    y0 = jnp.zeros(x.shape + g.shape[-1:], g.dtype)
+    _, vjp = jax.vjp(lambda y: _pure(x, xq, y, **params), y0)
+    return vjp(g)[0]
+
+
+interp_apply_p = Primitive("igax_interp_apply")
+interp_transpose_p = Primitive("igax_interp_transpose")
+
+
+def _apply_abstract(x, xq, y, **params):
+    return jax.core.ShapedArray(xq.shape + y.shape[-1:], y.dtype)
+
+
+def _transpose_abstract(x, xq, g, **params):
+    return jax.core.ShapedArray(x.shape + g.shape[-1:], g.dtype)
+
+
+interp_apply_p.def_abstract_eval(_apply_abstract)
+interp_transpose_p.def_abstract_eval(_transpose_abstract)
+# Outside jit a primitive is run by compiling it on its own (the CPU lowering below picks the kernel).
+interp_apply_p.def_impl(lambda *args, **p: jax.jit(partial(interp_apply_p.bind, **p))(*args))
+interp_transpose_p.def_impl(lambda *args, **p: jax.jit(partial(interp_transpose_p.bind, **p))(*args))
+
+
+def _ffi(kind):
+    def lower(x, xq, v, *, degree, left, right):
+        if not _native.load():  # forced native path without kernels: lower to pure JAX instead
+            if kind == "forward":
+                return _pure(x, xq, v, degree=degree, left=left, right=right)
+            return _pure_transpose(x, xq, v, n=x.shape[-1], degree=degree, left=left, right=right)
+        target = f"igax_interp_{kind}_{'f64' if v.dtype == jnp.float64 else 'f32'}"
+        shape = xq.shape + v.shape[-1:] if kind == "forward" else x.shape + v.shape[-1:]
+        call = jax.ffi.ffi_call(target, jax.ShapeDtypeStruct(shape, v.dtype))
+        return call(x, xq, v, degree=np.int32(degree), left=np.int32(left), right=np.int32(right))
+
+    return lower
+
+
+# CPU: the custom calls (registered with XLA by _native.load, which supports() has run); elsewhere: pure JAX.
+mlir.register_lowering(
+    interp_apply_p, mlir.lower_fun(_ffi("forward"), multiple_results=False), platform="cpu"
+)
+mlir.register_lowering(
+    interp_transpose_p, mlir.lower_fun(_ffi("transpose"), multiple_results=False), platform="cpu"
+)
+mlir.register_lowering(interp_apply_p, mlir.lower_fun(_pure, multiple_results=False))
+mlir.register_lowering(
+    interp_transpose_p,
+    mlir.lower_fun(
+        lambda x, xq, g, **p: _pure_transpose(x, xq, g, n=x.shape[-1], **p), multiple_results=False
+    ),
+)
+
+
+def _batch(prim):
+    def rule(args, dims, **params):
+        size = next(a.shape[d] for a, d in zip(args, dims, strict=True) if d is not None)
+        args = [batching.bdim_at_front(a, d, size) for a, d in zip(args, dims, strict=True)]
+        return prim.bind(*args, **params), 0
+
+    return rule
+
+
+batching.primitive_batchers[interp_apply_p] = _batch(interp_apply_p)
+batching.primitive_batchers[interp_transpose_p] = _batch(interp_transpose_p)
+
+
+def _geometric_tangent(fun, x, xq, dx, dxq):
+    """Tangent of ``fun(x, xq)`` along (dx, dxq), or None when both are symbolic zeros."""
+    if type(dx) is ad.Zero and type(dxq) is ad.Zero:
+        return None
+    dx = jnp.zeros_like(x) if type(dx) is ad.Zero else dx
+    dxq = jnp.zeros_like(xq) if type(dxq) is ad.Zero else dxq
+    return jax.jvp(fun, (x, xq), (dx, dxq))[1]
+
+
+def _apply_jvp(primals, tangents, **params):
+    x, xq, y = primals
+    dx, dxq, dy = tangents
+    out = interp_apply_p.bind(x, xq, y, **params)
+    tan = None if type(dy) is ad.Zero else interp_apply_p.bind(x, xq, dy, **params)
+    geo = _geometric_tangent(lambda x, xq: _pure(x, xq, y, **params), x, xq, dx, dxq)
+    if geo is not None:
+        tan = geo if tan is None else tan + geo
+    return out, (ad.Zero.from_primal_value(out) if tan is None else tan)
+
+
+def _transpose_jvp(primals, tangents, **params):
+    x, xq, g = primals
+    dx, dxq, dg = tangents
+    out = interp_transpose_p.bind(x, xq, g, **params)
+    tan = None if type(dg) is ad.Zero else interp_transpose_p.bind(x, xq, dg, **params)
+    n = x.shape[-1]
+    geo = _geometric_tangent(lambda x, xq: _pure_transpose(x, xq, g, n=n, **params), x, xq, dx, dxq)
+    if geo is not None:
+        tan = geo if tan is None else tan + geo
+    return out, (ad.Zero.from_primal_value(out) if tan is None else tan)
+
+
+ad.primitive_jvps[interp_apply_p] = _apply_jvp
+ad.primitive_jvps[interp_transpose_p] = _transpose_jvp
+
+
+def _linear_transpose(other):
+    def rule(ct, x, xq, v, **params):
+        if ad.is_undefined_primal(x) or ad.is_undefined_primal(xq):
+            raise NotImplementedError("igax interpolate is linear in the values only, not in x or x_new")
+        if type(ct) is ad.Zero:
+            return [None, None, ad.Zero(v.aval)]
+        return [None, None, other.bind(x, xq, ct, **params)]
+
+    return rule
+
+
+ad.primitive_transposes[interp_apply_p] = _linear_transpose(interp_transpose_p)
+ad.primitive_transposes[interp_transpose_p] = _linear_transpose(interp_apply_p)
+
+
+def native_interpolate(x, y2, xq, *, degree: int, bc: tuple[str, str]):
+    """``L(x, xq) y2`` through the native primitive; x (n,), y2 (n, r), xq (m,) -> (m, r)."""
+    return interp_apply_p.bind(x, xq, y2, degree=degree, left=BC_CODES[bc[0]], right=BC_CODES[bc[1]])
