@@ -7,8 +7,13 @@ location (``interp.locate``, merge of sorted points) and the evaluation (one 1-D
 table in a fused Horner loop, differentiated by JAX: the transposes are segment sums). They differ only in
 the tridiagonal solve:
 
-* ``igax``: :func:`igax.bases.interpolate`: LAPACK ``gtsv`` with a custom VJP (one transposed solve; a
-  gradient in y needs no forward solve at all, XLA drops it);
+* ``igax``: :func:`igax.bases.interpolate` as users call it. On the CPU with the native kernels (the
+  default where a C++ compiler is found) the forward pass is one custom call and the gradient in y is one
+  custom call of the transposed map (slopes, point runs, segment sums and the transposed tridiagonal solve
+  in one O(n + m) pass; ``igax/_native/interp_kernels.cc``);
+* ``igax-pure-jax``: the pure-JAX path of the same function (what runs on a GPU or with ``IGAX_NATIVE=0``):
+  LAPACK ``gtsv`` with a custom VJP (one transposed solve), the merge of sorted points and the fused
+  evaluation whose transposes are segment sums;
 * ``dense-autodiff``: the same system as a dense matrix, ``jnp.linalg.solve``, differentiated by JAX
   (n <= 1000 only);
 * ``scan-autodiff``: a textbook Thomas algorithm in ``lax.scan``, differentiated by JAX;
@@ -16,12 +21,14 @@ the tridiagonal solve:
   binary search among the sites (``jnp.searchsorted`` per point, O(m log n)) instead of the merge of sorted
   points (O(n + m)). The rest (assembly, evaluation) is still shared.
 
-The first three ratios therefore isolate the solve and its adjoint; ``naive-scan`` adds the point search.
-Against ``scan-autodiff`` the ratio stays modest (about 1-1.3x): with m = 10 n points the solve and system
-assembly are only ~20 % of the gradient time at n = 10^4; the rest (point location ~40 %, evaluation and
-its segment sums ~40 %) is shared code. The evaluation used to gather rows of a packed (n-1, 5) table: in
-isolation ~10x slower than the 1-D gathers now shared by all of them at m = 10^6, the whole gradient
-10-25 % slower. Below ~1e5 point-break pairs (n = 64) every variant locates by one fused comparison.
+The baselines share the pure-JAX path's system assembly (``interp._cubic_slopes``), point location and
+evaluation, and differ from it only in the tridiagonal solve (and, for ``naive-scan``, the point search).
+Against the pure-JAX path, the ``scan-autodiff`` ratio stays modest (about 1-1.3x): with m = 10 n points
+the solve and system assembly are only ~20 % of its gradient time at n = 10^4; the rest (point location
+~40 %, evaluation and its segment sums ~40 %) is shared code. (That evaluation gathers one 1-D table per
+coefficient: rows of a packed (n-1, 5) table were ~10x slower in isolation at m = 10^6.) Below ~1e5
+point-break pairs (n = 64) the pure-JAX variants locate by one fused comparison. The native kernels remove
+the ~30 XLA operations' fixed costs and do location and evaluation in one pass over the points.
 
 BLAS runs single-threaded for the whole script: the dense LU of n = 1000 takes ~25 ms with one OpenBLAS
 thread but 0.2-0.3 s with two threads on a loaded two-core machine (the threads spin waiting for each
@@ -30,14 +37,19 @@ other), which made the dense baseline swing by 10x between runs. XLA's own threa
 On small VMs the large cases (m = 10^6) are dominated by first-touch page faults of the fresh temporary
 buffers XLA allocates per call (glibc returns large blocks to the OS): with ``MALLOC_MMAP_THRESHOLD_`` and
 ``MALLOC_TRIM_THRESHOLD_`` raised the igax gradient at n = 10^5 ran ~2.5x faster; the printed figures use
-the default allocator. ``dispatch`` is the time of an empty jitted call: the floor for every row. Under
-load, XLA's thread-pool hand-offs roughly double the small-n medians (pinning the process to one core with
-``taskset -c 0`` took the n = 64 gradient from ~80 us to ~40 us); the minimum over repeats was ~30 us.
+the default allocator. ``dispatch`` is the time of an empty jitted call: the floor for every row.
+
+Small problems are dominated by how XLA's CPU client runs a call: a program whose cost analysis is under
+~1000 flops runs on the calling thread, anything else (every variant here, custom calls included) is handed
+to a worker thread and waited for, which costs ~10 us on a loaded two-core VM. The script prints that
+floor; ``--sync`` turns async dispatch off (``jax_cpu_enable_async_dispatch=False``, a user setting) to show
+the times without it. In the interleaved runs (each implementation in turn) the caches and threads are
+colder than in back-to-back calls of one function, which the script also prints for igax.
 
 Times are jit steady-state medians (many repeats; under load they fluctuate, the same-run ratios less).
 ratio = baseline time / igax time (bigger is better).
 
-Usage: ``python benchmarks/bench_interp_grad.py [--quick]``
+Usage: ``python benchmarks/bench_interp_grad.py [--quick] [--sync]``
 """
 
 from __future__ import annotations
@@ -90,6 +102,9 @@ def _make(solver, bc, merge=True):
     def f(x, y, xq):
         if solver is None:
             return interp.interpolate(x, y, xq, bc_type=bc, assume_sorted=True)
+        if solver == "pure":
+            b = (bc, bc)
+            return interp._interpolate(x, y, xq, degree=3, bc=b, assume_sorted=True, native=False)
         s = interp._cubic_slopes(x, y[:, None], (bc, bc), solve=solver)
         return interp._eval_cubic(x, y[:, None], s, xq, merge)[:, 0]
 
@@ -117,8 +132,15 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="only n = 64 and 1000")
     ap.add_argument("--bc", default="not-a-knot", help="cubic end condition")
+    ap.add_argument(
+        "--sync",
+        action="store_true",
+        help="jax_cpu_enable_async_dispatch=False: run each call on the calling thread (no hand-off)",
+    )
     args = ap.parse_args(argv)
     jax.config.update("jax_enable_x64", True)
+    if args.sync:
+        jax.config.update("jax_cpu_enable_async_dispatch", False)
     old_threads = _blas_threads(1)
     try:
         return _run(args, "1" if old_threads is not None else "unknown (no SciPy OpenBLAS found)")
@@ -156,8 +178,18 @@ def _run(args, blas):
     print(f"# cubic interpolation ({args.bc}), m = 10 n sorted points, loss = sum(interpolant), grad wrt y")
     dispatch = median_time(jax.jit(lambda a: a + 1), jnp.ones(3), repeat=2000)
     print(f"# dispatch (empty jitted call): {fmt_seconds(dispatch).strip()}")
+    # XLA runs a program whose cost analysis is under ~1000 flops on the calling thread, anything else (any
+    # custom call included) on a worker thread unless async dispatch is off: this is that floor.
+    handoff = median_time(jax.jit(lambda a: a * 2.0 + 1.0), jnp.ones(2000), repeat=2000)
+    mode = "off (--sync)" if args.sync else "on (default)"
+    print(f"# async dispatch {mode}; trivial call with a thread hand-off: {fmt_seconds(handoff).strip()}")
+    back_to_back = {}
+    from igax import _native
+
+    print(f"# native CPU kernels: {'yes' if _native.available() else 'no (' + _native.reason() + ')'}")
     impls = {
         "igax": (None, True),
+        "igax-pure-jax": ("pure", True),
         "dense-autodiff": (_dense_solve, True),
         "scan-autodiff": (_thomas_scan, True),
         "naive-scan": (_thomas_scan, False),
@@ -180,6 +212,8 @@ def _run(args, blas):
             calls[(name, "fwd")] = lambda fwd=fwd, x=x, y=y, xq=xq: fwd(x, y, xq)
             calls[(name, "grad")] = lambda grad=grad, x=x, y=y, xq=xq: grad(x, y, xq)
             grads[name] = np.asarray(grad(x, y, xq))
+        # igax alone, called back to back (caches and threads warm), besides the interleaved medians below.
+        back_to_back[n] = median_time(calls[("igax", "grad")], repeat=repeat)
         # The dense solve costs ~1000x more at n = 1000: time it apart, fewer repeats.
         dense = {k: v for k, v in calls.items() if k[0] == "dense-autodiff"}
         med = _interleaved({k: v for k, v in calls.items() if k not in dense}, repeat)
@@ -190,7 +224,8 @@ def _run(args, blas):
             err = np.abs(grads[name] - grads["igax"]).max() / np.abs(grads["igax"]).max()
             assert err < 1e-8, f"{name} gradient disagrees with igax by {err:.1e}"
         ti_f, ti_g = times["igax"]
-        print(f"\nn = {n}, m = {10 * n}")
+        b2b = fmt_seconds(back_to_back[n]).strip()
+        print(f"\nn = {n}, m = {10 * n}; igax gradient called back to back: {b2b}")
         head = f"  {'implementation':16s} {'forward':>12s} {'gradient':>12s}"
         print(head + f" {'fwd ratio':>10s} {'grad ratio':>10s}")
         for name, (tf, tg) in times.items():
@@ -205,7 +240,7 @@ def _run(args, blas):
                     "case": f"cubic-{what}-n{n}-m{10 * n}",
                     "n": n,
                     "m": 10 * n,
-                    "igax": "tridiag-custom-vjp",
+                    "igax": "native-kernels" if _native.available() else "pure-jax",
                     "igax_s": ti,
                     "baseline": name,
                     "baseline_s": tb,
@@ -214,7 +249,7 @@ def _run(args, blas):
                 rows.append(rec)
                 print(json.dumps(rec))
     # scaling with n (m = 10 n): fitted slope of log time against log n, n >= 1000
-    for base in ("scan-autodiff", "naive-scan"):
+    for base in ("scan-autodiff", "naive-scan", "igax-pure-jax"):
         grad_rows = [r for r in rows if r["baseline"] == base and "-grad-" in r["case"] and r["n"] >= 1000]
         if len(grad_rows) < 3:
             continue
