@@ -151,6 +151,9 @@ def info() -> dict:
     }
     backends = getattr(igax.solvers, "available_backends", None)
     out["solver_backends"] = list(backends()) if callable(backends) else []
+    from igax import _native
+
+    out["native_kernels"] = "yes" if _native.available() else f"no ({_native.reason()})"
     from importlib.metadata import PackageNotFoundError, version
 
     for dist in (

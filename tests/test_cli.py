@@ -17,6 +17,7 @@ def test_info_json_reports_versions_and_precision(capsys):
     assert data["igax"]
     assert data["float64"] is True  # tests run in float64 (conftest)
     assert any(d.startswith(("cpu", "Cpu", "TFRT_CPU")) or "cpu" in d.lower() for d in data["devices"])
+    assert data["native_kernels"] == "yes" or data["native_kernels"].startswith("no (")
 
 
 def test_demo_list_names_every_demo(capsys):

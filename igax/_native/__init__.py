@@ -77,7 +77,15 @@ def _build() -> Path:
     target = cache_dir() / f"igax_native_{key}.so"
     if target.exists():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=target.parent)
+        probe.close()
+    except OSError:  # a read-only home: build per user in the temporary directory instead
+        target = Path(tempfile.gettempdir()) / f"igax-{os.getuid()}" / target.name
+        if target.exists():
+            return target
+        target.parent.mkdir(parents=True, exist_ok=True)
     # Build into a temporary file beside the target and rename it: concurrent processes (pytest -n 2) may
     # build at once, and a half-written library must never be loaded.
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)

@@ -16,6 +16,8 @@
 
 #include <cmath>
 #include <cstdint>
+#include <memory>
+#include <mutex>
 #include <vector>
 
 #include "xla/ffi/api/ffi.h"
@@ -194,6 +196,12 @@ struct Scratch {
     work.resize(n * r);
     table.resize(n * r * ncoef);
   }
+  int64_t Bytes() const {
+    return static_cast<int64_t>(sizeof(T)) *
+           static_cast<int64_t>(h.capacity() + ih.capacity() + delta.capacity() + dl.capacity() + d.capacity() +
+                                du.capacity() + du2.capacity() + dinv.capacity() + work.capacity() +
+                                table.capacity());
+  }
 };
 
 // out (m, r): the piecewise polynomial with coefficient table tab (nseg, r, K), lowest power first, at the
@@ -288,6 +296,42 @@ inline bool PointsSorted(const T* v, int64_t m) {
   for (int64_t j = 0; j + 1 < m; ++j) ok &= (v[j] <= v[j + 1]);
   return ok && (m == 0 || v[0] == v[0]);
 }
+
+// Scratch buffers are reused between calls: on small VMs a fresh allocation of a few MB costs more in
+// first-touch page faults than the kernel itself. A pool (one buffer per concurrently running call) keeps
+// them; buffers above 256 MB are freed after their call instead, so that nothing huge stays allocated.
+template <typename T>
+class ScratchLease {
+ public:
+  ScratchLease(int64_t n, int64_t r, int64_t ncoef) {
+    {
+      std::lock_guard<std::mutex> lock(Mutex());
+      if (!Pool().empty()) {
+        s_ = std::move(Pool().back());
+        Pool().pop_back();
+      }
+    }
+    if (!s_) s_ = std::make_unique<Scratch<T>>();
+    s_->Resize(n, r, ncoef);
+  }
+  ~ScratchLease() {
+    if (s_->Bytes() > (int64_t(256) << 20)) return;  // freed
+    std::lock_guard<std::mutex> lock(Mutex());
+    Pool().push_back(std::move(s_));
+  }
+  Scratch<T>& operator*() { return *s_; }
+
+ private:
+  static std::mutex& Mutex() {
+    static std::mutex m;
+    return m;
+  }
+  static std::vector<std::unique_ptr<Scratch<T>>>& Pool() {
+    static std::vector<std::unique_ptr<Scratch<T>>> pool;
+    return pool;
+  }
+  std::unique_ptr<Scratch<T>> s_;
+};
 
 template <typename T>
 void Forward(const T* x, const T* y, const T* xq, int64_t n, int64_t m, int64_t r, int32_t degree,
@@ -413,9 +457,8 @@ ffi::Error ForwardImpl(ffi::Buffer<DT> x, ffi::Buffer<DT> xq, ffi::Buffer<DT> y,
     if (qd[a] != xd[a] || yd[a] != xd[a]) return ffi::Error::InvalidArgument("igax interp: batch dims differ");
     batch *= xd[a];
   }
-  // Kept between calls (per thread): a fresh allocation of a few MB costs page faults on every call.
-  static thread_local Scratch<T> s;
-  s.Resize(n, r, degree + 1);
+  ScratchLease<T> lease(n, r, degree + 1);
+  Scratch<T>& s = *lease;
   for (int64_t b = 0; b < batch; ++b)
     Forward(x.typed_data() + b * n, y.typed_data() + b * n * r, xq.typed_data() + b * m, n, m, r, degree,
             left, right, s, out->typed_data() + b * m * r);
@@ -437,9 +480,8 @@ ffi::Error TransposeImpl(ffi::Buffer<DT> x, ffi::Buffer<DT> xq, ffi::Buffer<DT> 
     if (qd[a] != xd[a] || gd[a] != xd[a]) return ffi::Error::InvalidArgument("igax interp: batch dims differ");
     batch *= xd[a];
   }
-  // Kept between calls (per thread): a fresh allocation of a few MB costs page faults on every call.
-  static thread_local Scratch<T> s;
-  s.Resize(n, r, degree + 1);
+  ScratchLease<T> lease(n, r, degree + 1);
+  Scratch<T>& s = *lease;
   for (int64_t b = 0; b < batch; ++b)
     Transpose(x.typed_data() + b * n, xq.typed_data() + b * m, g.typed_data() + b * m * r, n, m, r, degree,
               left, right, s, ybar->typed_data() + b * n * r);
