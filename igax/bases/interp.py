@@ -2,7 +2,9 @@
 
 :func:`interpolate` builds the interpolating spline of values ``y`` at sites ``x`` and evaluates it at new
 points. It is a pure function of ``(x, y, x_new)``: jit, vmap (batches of signals) and grad (with respect to
-the values *and* the sites) all work. On the CPU, degrees 1 and 3 run as native kernels (``igax/_native/interp_kernels.cc``, compiled on first
+the values *and* the sites) all work.
+
+On the CPU, degrees 1 and 3 run as native kernels (``igax/_native/interp_kernels.cc``, compiled on first
 use; see :mod:`igax._native`): the forward pass is one XLA custom call (slopes by one pivoted tridiagonal
 solve, then each run of sorted points evaluated with its interval's coefficients), and the gradient with
 respect to ``y`` is one custom call of the transposed map (segment sums of ``g t^k``, the coefficient
@@ -15,9 +17,9 @@ coefficient table, whose transposes are segment sums of ``g t^k`` that need no c
 Differentiating through a dense solve instead costs O(n^3).
 
 Measured (``benchmarks/bench_interp_grad.py``, 2-core CPU, m = 10 n sorted points, gradient in ``y``,
-medians): n = 64: 8 us called back to back (22 us interleaved with other programs, where XLA's hand-off to
-a worker thread dominates), pure JAX 3.2x slower; n = 1000: 60-96 us, 3.7x faster than the pure-JAX path
-and ~250x faster than autodiff through a dense solve; n = 10^5: 6.6 ms; time ~ n^0.92.
+medians): n = 64: 8 us called back to back (~22 us interleaved with other programs, where XLA's hand-off
+to a worker thread dominates), pure JAX 3-7x slower; n = 1000: 37-96 us, 3.7-6.6x faster than the pure-JAX
+path and ~250x faster than autodiff through a dense solve; n = 10^5: 5-7 ms; time ~ n^0.92.
 
 The splines are the ones of SciPy:
 
