@@ -188,3 +188,19 @@ def test_failed_build_warns_and_falls_back(monkeypatch, tmp_path):
     assert res.returncode == 0, res.stderr
     nwarn, value = res.stdout.split()
     assert nwarn == "1" and abs(float(value) - 0.25) < 1e-6
+
+
+def test_non_cpu_lowering_functions_equal_the_kernels():
+    # On a GPU the primitives lower to these pure-JAX functions; check them here against the CPU kernels.
+    from igax.bases import _interp_native as nat
+
+    x, y, xq = _data(10, 11, m=23)
+    g = jnp.asarray(np.random.default_rng(12).standard_normal((23, 2)))
+    for degree, left, right in ((1, 0, 0), (3, 0, 0), (3, 1, 2)):
+        p = dict(degree=degree, left=left, right=right)
+        _close(nat._pure(x, xq, y, **p), nat.interp_apply_p.bind(x, xq, y, **p))
+        _close(nat._pure_transpose(x, xq, g, n=10, **p), nat.interp_transpose_p.bind(x, xq, g, **p))
+        # and the two kernels are each other's transpose: <L y, g> = <y, L^T g>
+        lhs = jnp.vdot(nat.interp_apply_p.bind(x, xq, y, **p), g)
+        rhs = jnp.vdot(y, nat.interp_transpose_p.bind(x, xq, g, **p))
+        assert abs(float(lhs - rhs)) < 1e-12 * (1 + abs(float(lhs)))
