@@ -430,11 +430,6 @@ void Transpose(const T* x, const T* xq, const T* g, int64_t n, int64_t m, int64_
     }
 }
 
-// Batch size and core sizes from the buffers' dimensions; an error names what does not fit.
-struct Sizes {
-  int64_t batch = 1, n = 0, m = 0, r = 0;
-};
-
 inline ffi::Error CheckDegree(int32_t degree, int32_t left, int32_t right) {
   if (degree != 1 && degree != 3) return ffi::Error::InvalidArgument("igax interp: degree must be 1 or 3");
   if (left < 0 || left > 2 || right < 0 || right > 2)
@@ -442,26 +437,42 @@ inline ffi::Error CheckDegree(int32_t degree, int32_t left, int32_t right) {
   return ffi::Error::Success();
 }
 
+// Batch size and core sizes from the operands x (..., n), xq (..., m) and v (..., k, r), where k is n for
+// the values (forward) and m for the cotangent (transpose); an error names what does not fit.
+struct Sizes {
+  int64_t batch = 1, n = 0, m = 0, r = 0;
+};
+
+template <ffi::DataType DT>
+ffi::Error ReadSizes(const ffi::Buffer<DT>& x, const ffi::Buffer<DT>& xq, const ffi::Buffer<DT>& v,
+                     bool v_on_points, Sizes& z) {
+  const auto xd = x.dimensions(), qd = xq.dimensions(), vd = v.dimensions();
+  if (xd.size() < 1 || qd.size() != xd.size() || vd.size() != xd.size() + 1)
+    return ffi::Error::InvalidArgument("igax interp: expected x (..., n), xq (..., m), values (..., k, r)");
+  z.n = xd.back();
+  z.m = qd.back();
+  z.r = vd.back();
+  if (vd[vd.size() - 2] != (v_on_points ? z.m : z.n) || z.n < 4)
+    return ffi::Error::InvalidArgument("igax interp: n < 4 or the values' length does not match");
+  z.batch = 1;
+  for (size_t a = 0; a + 1 < xd.size(); ++a) {
+    if (qd[a] != xd[a] || vd[a] != xd[a]) return ffi::Error::InvalidArgument("igax interp: batch dims differ");
+    z.batch *= xd[a];
+  }
+  return ffi::Error::Success();
+}
+
 template <ffi::DataType DT>
 ffi::Error ForwardImpl(ffi::Buffer<DT> x, ffi::Buffer<DT> xq, ffi::Buffer<DT> y, ffi::ResultBuffer<DT> out,
                        int32_t degree, int32_t left, int32_t right) {
   using T = ffi::NativeType<DT>;
+  Sizes z;
   if (auto err = CheckDegree(degree, left, right); err.failure()) return err;
-  const auto xd = x.dimensions(), qd = xq.dimensions(), yd = y.dimensions();
-  if (xd.size() < 1 || qd.size() != xd.size() || yd.size() != xd.size() + 1)
-    return ffi::Error::InvalidArgument("igax interp: expected x (..., n), xq (..., m), y (..., n, r)");
-  const int64_t n = xd.back(), m = qd.back(), r = yd.back();
-  if (yd[yd.size() - 2] != n || n < 4) return ffi::Error::InvalidArgument("igax interp: bad n");
-  int64_t batch = 1;
-  for (size_t a = 0; a + 1 < xd.size(); ++a) {
-    if (qd[a] != xd[a] || yd[a] != xd[a]) return ffi::Error::InvalidArgument("igax interp: batch dims differ");
-    batch *= xd[a];
-  }
-  ScratchLease<T> lease(n, r, degree + 1);
-  Scratch<T>& s = *lease;
-  for (int64_t b = 0; b < batch; ++b)
-    Forward(x.typed_data() + b * n, y.typed_data() + b * n * r, xq.typed_data() + b * m, n, m, r, degree,
-            left, right, s, out->typed_data() + b * m * r);
+  if (auto err = ReadSizes(x, xq, y, false, z); err.failure()) return err;
+  ScratchLease<T> lease(z.n, z.r, degree + 1);
+  for (int64_t b = 0; b < z.batch; ++b)
+    Forward(x.typed_data() + b * z.n, y.typed_data() + b * z.n * z.r, xq.typed_data() + b * z.m, z.n, z.m, z.r,
+            degree, left, right, *lease, out->typed_data() + b * z.m * z.r);
   return ffi::Error::Success();
 }
 
@@ -469,22 +480,13 @@ template <ffi::DataType DT>
 ffi::Error TransposeImpl(ffi::Buffer<DT> x, ffi::Buffer<DT> xq, ffi::Buffer<DT> g, ffi::ResultBuffer<DT> ybar,
                          int32_t degree, int32_t left, int32_t right) {
   using T = ffi::NativeType<DT>;
+  Sizes z;
   if (auto err = CheckDegree(degree, left, right); err.failure()) return err;
-  const auto xd = x.dimensions(), qd = xq.dimensions(), gd = g.dimensions();
-  if (xd.size() < 1 || qd.size() != xd.size() || gd.size() != xd.size() + 1)
-    return ffi::Error::InvalidArgument("igax interp: expected x (..., n), xq (..., m), g (..., m, r)");
-  const int64_t n = xd.back(), m = qd.back(), r = gd.back();
-  if (gd[gd.size() - 2] != m || n < 4) return ffi::Error::InvalidArgument("igax interp: bad m or n");
-  int64_t batch = 1;
-  for (size_t a = 0; a + 1 < xd.size(); ++a) {
-    if (qd[a] != xd[a] || gd[a] != xd[a]) return ffi::Error::InvalidArgument("igax interp: batch dims differ");
-    batch *= xd[a];
-  }
-  ScratchLease<T> lease(n, r, degree + 1);
-  Scratch<T>& s = *lease;
-  for (int64_t b = 0; b < batch; ++b)
-    Transpose(x.typed_data() + b * n, xq.typed_data() + b * m, g.typed_data() + b * m * r, n, m, r, degree,
-              left, right, s, ybar->typed_data() + b * n * r);
+  if (auto err = ReadSizes(x, xq, g, true, z); err.failure()) return err;
+  ScratchLease<T> lease(z.n, z.r, degree + 1);
+  for (int64_t b = 0; b < z.batch; ++b)
+    Transpose(x.typed_data() + b * z.n, xq.typed_data() + b * z.m, g.typed_data() + b * z.m * z.r, z.n, z.m,
+              z.r, degree, left, right, *lease, ybar->typed_data() + b * z.n * z.r);
   return ffi::Error::Success();
 }
 

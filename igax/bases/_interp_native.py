@@ -165,7 +165,7 @@ ad.primitive_jvps[interp_transpose_p] = _transpose_jvp
 def _linear_transpose(other):
     def rule(ct, x, xq, v, **params):
         if ad.is_undefined_primal(x) or ad.is_undefined_primal(xq):
-            raise NotImplementedError("igax interpolate is linear in the values only, not in x or x_new")
+            raise TypeError("interpolate is linear in the values y only; it has no transpose in x or x_new")
         if type(ct) is ad.Zero:
             return [None, None, ad.Zero(v.aval)]
         return [None, None, other.bind(x, xq, ct, **params)]
