@@ -57,8 +57,10 @@ def test_backends_agree_spd(spd, rhs, method):
     r = linear_solve(A, jnp.asarray(rhs), method=method, rtol=1e-13)
     assert rel(r.value, ref) < 1e-9
     assert int(r.status) == 0 and float(r.residual) < 1e-11
-    if method in ("cg", "bicgstab", "gmres"):
+    if method in ("cg", "bicgstab", "gmres", "amg-cg"):
         assert 0 < int(r.iterations) < 1000
+    else:
+        assert int(r.iterations) == 0
 
 
 @pytest.mark.parametrize("method", GENERAL_METHODS)
@@ -326,3 +328,18 @@ def test_bad_arguments(spd, nonsym, rhs):
     if "cholmod" not in available_methods():
         with pytest.raises(ImportError, match="scikit-sparse"):
             solve(A, b, method="cholmod")
+
+
+@pytest.mark.skipif("amg-cg" not in available_methods(), reason="pyamg is not installed")
+def test_amg_cg_reports_pyamg_iterations(spd, rhs):
+    import pyamg
+
+    K, A = spd
+    r = linear_solve(A, jnp.asarray(rhs), method="amg-cg", rtol=1e-10)
+    history = []
+    ml = pyamg.smoothed_aggregation_solver(K.tocsr(), symmetry="symmetric")
+    ml.solve(rhs, tol=1e-10, accel="cg", maxiter=500, residuals=history)
+    assert int(r.iterations) == len(history) - 1 > 0
+    # and a cap below the need is reported as not converged, with the count
+    with pytest.raises(SolverError, match="iterations 2"):
+        linear_solve(A, jnp.asarray(rhs), method="amg-cg", rtol=1e-14, maxiter=2)

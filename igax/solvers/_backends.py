@@ -64,7 +64,12 @@ stats = SolverStats()
 
 # -- backends ------------------------------------------------------------------------------------------------
 class _Factor:
-    """A factorised matrix: ``solve(B, transpose)`` for ``B`` of shape ``(n, k)`` in float64."""
+    """A factorised matrix: ``solve(B, transpose)`` for ``B`` of shape ``(n, k)`` in float64.
+
+    Iterative backends also set ``last_iterations`` (one count per column of the last ``B``).
+    """
+
+    last_iterations: np.ndarray | None = None
 
     def solve(self, B: np.ndarray, transpose: bool) -> np.ndarray:  # pragma: no cover - interface
         raise NotImplementedError
@@ -136,8 +141,14 @@ class _AMG(_Factor):
     def solve(self, B, transpose):
         # A is SPD (checked on the traced side), so the transpose solve is the same solve.
         X = np.empty_like(B)
+        iterations = np.zeros(B.shape[1], dtype=np.int32)
         for j in range(B.shape[1]):
-            X[:, j] = self.ml.solve(B[:, j], tol=self.rtol, accel="cg", maxiter=self.maxiter)
+            history = []  # pyamg appends the residual norm of the start and of every iteration
+            X[:, j] = self.ml.solve(
+                B[:, j], tol=self.rtol, accel="cg", maxiter=self.maxiter, residuals=history
+            )
+            iterations[j] = max(len(history) - 1, 0)
+        self.last_iterations = iterations
         return X
 
 
@@ -293,8 +304,9 @@ def factor_callback(values, *, method, pattern, kind, options) -> np.ndarray:
     return out.reshape(batch)
 
 
-def solve_callback(token, values, b, *, method, pattern, kind, options, transpose) -> np.ndarray:
-    """Host side of a solve: ``token (...)``, ``values (..., nnz)``, ``b (..., n)`` -> ``x (..., n)``.
+def solve_callback(token, values, b, *, method, pattern, kind, options, transpose):
+    """Host side of a solve: ``token (...)``, ``values (..., nnz)``, ``b (..., n)`` -> ``x (..., n)`` and the
+    iterations ``(...)`` (int32; 0 for direct methods).
 
     Leading (vmap) dimensions broadcast against each other. Right-hand sides that share a token are solved
     together as one multi-RHS solve with that factorisation.
@@ -309,14 +321,15 @@ def solve_callback(token, values, b, *, method, pattern, kind, options, transpos
     val_batched = values.ndim > 1 and int(np.prod(values.shape[:-1])) > 1
     V = np.broadcast_to(values, batch + values.shape[-1:]).reshape(-1, values.shape[-1])
     X = np.full(B.shape, np.nan, dtype=np.float64)
+    iterations = np.zeros(B.shape[0], dtype=np.int32)
     stats.solves += 1
     stats.transpose_solves += int(transpose)
     with cache._lock:  # a concurrent callback must not evict a factor while it is in use
-        _solve_groups(tok, V, B, X, val_batched, method, pattern, kind, options, transpose)
-    return X.astype(b.dtype, copy=False).reshape(batch + (n,))
+        _solve_groups(tok, V, B, X, iterations, val_batched, method, pattern, kind, options, transpose)
+    return X.astype(b.dtype, copy=False).reshape(batch + (n,)), iterations.reshape(batch)
 
 
-def _solve_groups(tok, V, B, X, val_batched, method, pattern, kind, options, transpose):
+def _solve_groups(tok, V, B, X, iterations, val_batched, method, pattern, kind, options, transpose):
     n = B.shape[1]
     for t in np.unique(tok):
         idx = np.nonzero(tok == t)[0]
@@ -332,6 +345,9 @@ def _solve_groups(tok, V, B, X, val_batched, method, pattern, kind, options, tra
             f = cache.get(int(t), key_and_build)
             rhs = np.ascontiguousarray(B[idx].T, dtype=np.float64)  # (n, k)
             X[idx] = np.asarray(f.solve(rhs, transpose)).reshape(n, -1).T
+            counts = getattr(f, "last_iterations", None)  # PARDISO's factor is not a _Factor
+            if counts is not None:
+                iterations[idx] = counts
             stats.rhs += idx.size
         except _NUMERICAL_ERRORS as err:
             logger.debug("solve with %s failed: %s", method, err)

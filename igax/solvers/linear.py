@@ -67,7 +67,7 @@ class SolveResult(eqx.Module):
         value: the solution ``x``.
         status: 0 success, 1 singular / failed factorisation, 2 not converged, 3 NaN or inf input,
             4 breakdown.
-        iterations: Krylov iterations used (0 for the host backends: direct methods and amg-cg).
+        iterations: Krylov iterations used (0 for the direct methods).
         residual: relative residual ``|b - A x| / |b|`` (``|b - A x|`` when ``b = 0``).
     """
 
@@ -230,9 +230,8 @@ def _host_solve(values, token, b, transpose, *, pattern, kind, method, options):
         options={k: v for k, v in options if k in _HOST_OPTIONS},
         transpose=transpose,
     )
-    return jax.pure_callback(
-        cb, jax.ShapeDtypeStruct(b.shape, b.dtype), token, values, b, vmap_method="expand_dims"
-    )
+    shapes = (jax.ShapeDtypeStruct(b.shape, b.dtype), jax.ShapeDtypeStruct(b.shape[:-1], jnp.int32))
+    return jax.pure_callback(cb, shapes, token, values, b, vmap_method="expand_dims")
 
 
 def _solve_fns(values, token, *, pattern, kind, method, options):
@@ -247,9 +246,12 @@ def _solve_fns(values, token, *, pattern, kind, method, options):
         host = functools.partial(
             _host_solve, values, token, pattern=pattern, kind=kind, method=method, options=options
         )
-        return (lambda _mv, b: (host(b, False), (zero, zero))), (
-            lambda _vm, b: (host(b, not symmetric), (zero, zero))
-        )
+
+        def run(b, transpose):
+            x, iterations = host(b, transpose)  # iterations: amg-cg's CG count, 0 for direct methods
+            return x, (iterations, zero)
+
+        return (lambda _mv, b: run(b, False)), (lambda _vm, b: run(b, not symmetric))
 
     A = SparseMatrix(values, pattern, symmetric=symmetric)
     opts = dict(options)
