@@ -82,7 +82,8 @@ def _build() -> Path:
         probe = tempfile.NamedTemporaryFile(dir=target.parent)
         probe.close()
     except OSError:  # a read-only home: build per user in the temporary directory instead
-        target = Path(tempfile.gettempdir()) / f"igax-{os.getuid()}" / target.name
+        user = getattr(os, "getuid", lambda: "user")()
+        target = Path(tempfile.gettempdir()) / f"igax-{user}" / target.name
         if target.exists():
             return target
         target.parent.mkdir(parents=True, exist_ok=True)
