@@ -49,8 +49,41 @@ def test_four_quarters_equal_the_glued_annulus():
     r = np.hypot(X[..., 0], X[..., 1])
     assert X.shape == (16, 9, 2) and r.min() > 1.0 and r.max() < 2.0
     assert np.all(X[:4, :, 0] > 0) and np.all(X[:4, :, 1] > 0)  # patch q0 is the first quadrant
-    with pytest.raises(ValueError, match="point evaluation is not available for a MultiPatchSpace"):
-        fem.Field(V, jnp.zeros(V.ndofs))(jnp.array([[1.5, 0.0]]))
+
+
+def test_point_evaluation_and_export_match_the_glued_annulus(tmp_path):
+    import meshio
+
+    P = {f"q{k}": quarter(k, 2) for k in range(4)}
+    V = fem.MultiPatchSpace(P, [((f"q{k}", "left"), (f"q{(k + 1) % 4}", "bottom")) for k in range(4)])
+    W = fem.SplineSpace(fem.geometry.annulus().refine(degree=2, elements=(2, 8)))
+
+    def solve(S):
+        A = fem.assemble(library.laplace, S)
+        b = fem.assemble(library.source, S, f=lambda x: 3.51 * exact(x))
+        return fem.solve(A, b, bc=fem.DirichletBC(S, ["inner", "outer"], exact))
+
+    uV, uW = solve(V), solve(W)
+    rng = np.random.default_rng(0)
+    r, th = rng.uniform(1.05, 1.95, 21), rng.uniform(0.05, 2 * np.pi - 0.05, 21)
+    th = th[np.abs(np.sin(2 * th)) > 0.05]  # off the interfaces (the quarter angles)
+    inner = np.stack([r[: th.size] * np.cos(th), r[: th.size] * np.sin(th)], axis=1)
+    on_interfaces = np.array([[1.5, 0.0], [0.0, 1.5], [-1.2, 0.0], [0.0, -1.9]])
+    pts = np.concatenate([inner, on_interfaces])
+    # The same space, so the same solution: values agree everywhere, gradients off the interfaces (the space
+    # is C0 there and each side's gradient is its own).
+    np.testing.assert_allclose(np.asarray(uV(pts)), np.asarray(uW(pts)), atol=1e-12)
+    np.testing.assert_allclose(np.asarray(uV.grad(inner)), np.asarray(uW.grad(inner)), atol=1e-10)
+    with pytest.raises(ValueError, match=r"1 of 1 points lie outside the domain \(first: \[0.2, 0.1\]\)"):
+        uV(np.array([[0.2, 0.1]]))
+    # export: the patches side by side, values equal the single patch's at every sample point
+    s = fem.sample(uV, resolution=3)
+    assert s.points.shape == (4 * 7 * 7, 2) and s.cells.shape == (4 * 36, 4) and s.cell_type == "quad"
+    np.testing.assert_allclose(s.point_data["u"], np.asarray(uW(s.points)), atol=1e-12)
+    path = fem.write_vtu(tmp_path / "ring.vtu", {"u": uV}, resolution=3)
+    back = meshio.read(path)
+    np.testing.assert_allclose(back.point_data["u"], s.point_data["u"], atol=1e-12)
+    assert back.points.shape == (4 * 49, 3)
 
 
 def _rect(x0, flip=False):
@@ -123,6 +156,18 @@ def test_vector_space_rigid_motions_and_geometry_gradient():
     rot = jnp.asarray(np.concatenate([-X[:, 1], X[:, 0]]))
     K = fem.assemble(library.linear_elasticity(1.0, 0.3), V)
     np.testing.assert_allclose(np.asarray(K @ rot), 0.0, atol=1e-11)
+    # the rotation evaluated at points of both patches and of the interface x = 1 (patch R runs flipped)
+    u = fem.Field(V, rot)
+    pts = np.array([[0.3, 0.7], [1.0, 0.25], [1.6, 0.1], [1.9, 0.95]])
+    np.testing.assert_allclose(np.asarray(u(pts)), np.stack([-pts[:, 1], pts[:, 0]], axis=1), atol=1e-12)
+    np.testing.assert_allclose(
+        np.asarray(u.grad(pts)), np.broadcast_to([[0, -1], [1, 0]], (4, 2, 2)), atol=1e-11
+    )
+    # and sampled: grad_u is the constant rotation generator at every sample point, on both patches
+    s = fem.sample(u, resolution=2)
+    np.testing.assert_allclose(
+        s.point_data["grad_u"], np.tile([0.0, -1.0, 1.0, 0.0], (len(s.points), 1)), atol=1e-11
+    )
     stretch = jnp.asarray(np.concatenate([X[:, 0], 0.0 * X[:, 1]]))  # u = (x, 0): energy (lam + 2 mu) * area
     lam, mu = (np.asarray(v) for v in library.lame(1.0, 0.3))
     np.testing.assert_allclose(float(stretch @ (K @ stretch)), 2 * (lam + 2 * mu), rtol=1e-12)

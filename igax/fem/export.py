@@ -26,6 +26,7 @@ import numpy as np
 from igax.bases.bspline import basis_functions
 from igax.fem.field import Field
 from igax.fem.lagrange_space import LagrangeSpace
+from igax.fem.multipatch import MultiPatchSpace
 from igax.fem.space import FunctionSpace
 from igax.fem.spline_space import SplineSpace
 
@@ -76,6 +77,8 @@ def _np(x) -> np.ndarray:
 
 def default_resolution(space: FunctionSpace) -> int:
     """Sub-intervals per knot span: enough for about 64 (2D) or 16 (3D) points per direction, at least 2."""
+    if isinstance(space, MultiPatchSpace):  # the patches' own default, the same for all (the finest)
+        return max(default_resolution(sub) for sub in space.spaces)
     if not isinstance(space, SplineSpace):
         return 1
     target = 64 if space.plan.pdim == 2 else 16
@@ -107,6 +110,29 @@ class _SplineSampler:
         val = np.einsum("cpa,pa->pc", c, self.phi)
         grad = np.einsum("cpa,pak->pck", c, self.dphi)
         return val, grad
+
+
+class _MultiPatchSampler:
+    """The patches' spline samplers side by side, their dofs mapped to the joined space's numbering.
+
+    Each patch is sampled on its own grid, so points on an interface appear once per patch (same position,
+    same value: the space is C0 there; gradients may differ across the interface).
+    """
+
+    def __init__(self, space: MultiPatchSpace, resolution: int):
+        p = space.plan
+        parts = [_SplineSampler(sub, resolution) for sub in space.spaces]
+        offsets = np.concatenate([[0], np.cumsum([len(q.points) for q in parts])])
+        self.points = np.concatenate([q.points for q in parts])
+        self.cells = np.concatenate([q.cells + o for q, o in zip(parts, offsets, strict=False)])
+        self.cell_type = parts[0].cell_type
+        self.edges = np.concatenate([q.edges + o for q, o in zip(parts, offsets, strict=False)])
+        self.dofs = np.concatenate([p.dof_map[p.dof_off[k] + q.dofs] for k, q in enumerate(parts)])
+        self.phi = np.concatenate([q.phi for q in parts])
+        self.dphi = np.concatenate([q.dphi for q in parts])
+        self.patch = np.repeat(np.arange(len(parts)), np.diff(offsets))  # patch index of every point
+
+    __call__ = _SplineSampler.__call__
 
 
 def _nurbs_tables(space: SplineSpace, u: np.ndarray):
@@ -276,6 +302,8 @@ def _sampler(space: FunctionSpace, resolution: int | None):
         return _SplineSampler(space, int(res))
     if isinstance(space, LagrangeSpace):
         return _LagrangeSampler(space, int(res))
+    if isinstance(space, MultiPatchSpace):
+        return _MultiPatchSampler(space, int(res))
     raise TypeError(
         f"cannot sample fields of a {type(space).__name__}; use a SplineSpace or LagrangeSpace field."
     )
@@ -305,6 +333,8 @@ def _named(fields: FieldsLike, what: str = "fields") -> dict[str, Field]:
 def _same_geometry(a: FunctionSpace, b: FunctionSpace) -> bool:
     if type(a) is not type(b) or a.plan.partition_key != b.plan.partition_key:
         return False
+    if isinstance(a, MultiPatchSpace):
+        return all(_same_geometry(x, y) for x, y in zip(a.spaces, b.spaces, strict=True))
     if isinstance(a, SplineSpace):
         return (
             a.plan.shape == b.plan.shape

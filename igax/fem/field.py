@@ -65,7 +65,7 @@ class Field(eqx.Module):
         # number of points (each compile costs seconds).
         m = max(16, 1 << (n - 1).bit_length())
         padded = jnp.concatenate([points, jnp.broadcast_to(points[:1], (m - n, points.shape[1]))])
-        dofs, tables = locate(self.space, padded)
+        dofs, tables = locate(self.space, padded, n_valid=n)
         val, grad = _contract(self, dofs, tables)
         return val[:n], grad[:n]
 

@@ -22,24 +22,53 @@ __all__ = ["locate"]
 _TOL = 1e-9
 
 
-def locate(space: FunctionSpace, points) -> tuple[jax.Array, Tables]:
-    """Dofs (npts, nloc) and basis tables (npts, 1, nloc[, dim]) at physical points (npts, dim)."""
+def locate(space: FunctionSpace, points, *, n_valid: int | None = None) -> tuple[jax.Array, Tables]:
+    """Dofs (npts, nloc) and basis tables (npts, 1, nloc[, dim]) at physical points (npts, dim).
+
+    ``n_valid``: only the first ``n_valid`` points are the caller's (the rest pad the batch to a size class);
+    error messages count and quote those only.
+    """
     if space.plan.kind == "spline":
-        return _locate_spline(space, points)
-    if space.plan.kind != "lagrange":
+        impl = _locate_spline
+    elif space.plan.kind == "multipatch":
+        impl = _locate_multipatch
+    elif space.plan.kind == "lagrange":
+        impl = _locate_lagrange
+    else:
         raise ValueError(
-            f"point evaluation is not available for a {type(space).__name__}; evaluate on one of its patches "
-            "(a SplineSpace) or at the quadrature points (Field.at_quadrature, V.quadrature_points())."
+            f"point evaluation is not available for a {type(space).__name__}; evaluate at the quadrature "
+            "points instead (Field.at_quadrature, V.quadrature_points())."
         )
-    return _locate_lagrange(space, points)
+    try:
+        return impl(space, points)
+    except _BadPoints as err:
+        raise err.error(n_valid) from None
 
 
-def _outside_error(npts, bad, pts):
-    i = int(np.nonzero(bad)[0][0])
-    return ValueError(
-        f"{int(bad.sum())} of {npts} points lie outside the domain (first: {pts[i].tolist()}); evaluate "
-        "fields only at points of the domain."
-    )
+class _BadPoints(Exception):
+    """Raised inside location with a mask of bad points; :func:`locate` turns it into a ValueError."""
+
+    def __init__(self, why: str, bad: np.ndarray, pts: np.ndarray):
+        super().__init__(why)
+        self.why, self.bad, self.pts = why, bad, pts
+
+    def error(self, n_valid: int | None) -> ValueError:
+        n = len(self.pts) if n_valid is None else n_valid
+        bad, pts = self.bad[:n], self.pts[:n]
+        i = int(np.nonzero(bad)[0][0])
+        if self.why == "outside":
+            return ValueError(
+                f"{int(bad.sum())} of {n} points lie outside the domain (first: {pts[i].tolist()}); evaluate "
+                "fields only at points of the domain."
+            )
+        # A degenerate point of the map has no inverse Jacobian, so basis gradients there are undefined: say
+        # so instead of returning NaN or garbage.
+        return ValueError(
+            f"{int(bad.sum())} of {n} points lie where the geometry map is singular (first: "
+            f"{pts[i].tolist()}): a pole or a degenerate corner of the parametrisation (e.g. the centre of a "
+            "polar disk, the four corners of geometry.disk()), where gradients of the basis are undefined. "
+            "Evaluate at points a little away from it (e.g. 1e-2 of an element size)."
+        )
 
 
 # --- splines ------------------------------------------------------------------------------------------------
@@ -78,11 +107,13 @@ def invert_spline_map(plan, pts: np.ndarray, map_fn) -> tuple[np.ndarray, np.nda
     return u, xs, Js
 
 
-def _locate_spline(V, points):
+def _spline_parameters(V, pts: np.ndarray):
+    """Host Newton inversion of one patch's map at ``pts``.
+
+    Returns ``(u, reached, singular)``: the parameters, whether the map reaches each point (else it lies
+    outside the patch), and whether the map is singular there (a pole, a degenerate corner).
+    """
     p = V.plan
-    pts = np.asarray(jax.device_get(points), dtype=np.float64)
-    lo = np.array([k[0] for k in p.knots])
-    hi = np.array([k[-1] for k in p.knots])
     V_host = jax.device_get(V)
 
     def map_fn(u):
@@ -91,23 +122,61 @@ def _locate_spline(V, points):
     u, xs, Js = invert_spline_map(p, pts, map_fn)
     x, J = (np.asarray(a) for a in _map_jit(V_host, jnp.asarray(u)))
     scale = max(1.0, float(np.max(np.abs(xs))))
-    bad = np.linalg.norm(x - pts, axis=1) > 1e-8 * scale
-    if bad.any():
-        raise _outside_error(len(pts), bad, pts)
-    # A degenerate point of the map (a pole, a corner where two arcs meet) has no inverse Jacobian, so basis
-    # gradients there are undefined: say so instead of returning NaN or garbage.
-    det = np.abs(np.linalg.det(J))
-    singular = det < 1e-8 * np.median(np.abs(np.linalg.det(Js)))
+    reached = np.linalg.norm(x - pts, axis=1) <= 1e-8 * scale
+    singular = np.abs(np.linalg.det(J)) < 1e-8 * np.median(np.abs(np.linalg.det(Js)))
+    return u, reached, singular
+
+
+def _knot_box(plan):
+    return np.array([k[0] for k in plan.knots]), np.array([k[-1] for k in plan.knots])
+
+
+def _locate_spline(V, points):
+    pts = np.asarray(jax.device_get(points), dtype=np.float64)
+    u, reached, singular = _spline_parameters(V, pts)
+    if not reached.all():
+        raise _BadPoints("outside", ~reached, pts)
     if singular.any():
-        i = int(np.nonzero(singular)[0][0])
-        raise ValueError(
-            f"{int(singular.sum())} of {len(pts)} points lie where the geometry map is singular (first: "
-            f"{pts[i].tolist()}, parameters {u[i].tolist()}, det J = {det[i]:.1e}): a pole or a degenerate "
-            "corner of the parametrisation (e.g. the centre of a polar disk, the four corners of "
-            "geometry.disk()), where gradients of the basis are undefined. Evaluate at points a little "
-            "away from it (e.g. 1e-2 of an element size)."
+        raise _BadPoints("singular", singular, pts)
+    return _spline_tables_at(V, jnp.asarray(u), jnp.asarray(points), *_knot_box(V.plan))
+
+
+def _locate_multipatch(V, points):
+    """Each point on the first patch whose map reaches it regularly (on an interface: the first patch listed).
+
+    Dofs are mapped to the joined space's numbering; tables are concatenated back in the order of the points.
+    """
+    p = V.plan
+    pts = np.asarray(jax.device_get(points), dtype=np.float64)
+    owner = np.full(len(pts), -1)
+    params = np.zeros((len(pts), p.pdim))
+    singular_somewhere = np.zeros(len(pts), bool)
+    for k, sub in enumerate(V.spaces):
+        todo = np.nonzero(owner < 0)[0]
+        if not todo.size:
+            break
+        u, reached, singular = _spline_parameters(sub, pts[todo])
+        ok = reached & ~singular
+        owner[todo[ok]] = k
+        params[todo[ok]] = u[ok]
+        singular_somewhere[todo[reached & singular]] = True
+    if (owner < 0).any():
+        if (singular_somewhere & (owner < 0)).any():
+            raise _BadPoints("singular", singular_somewhere & (owner < 0), pts)
+        raise _BadPoints("outside", owner < 0, pts)
+    order = np.argsort(owner, kind="stable")
+    parts = []
+    for k in np.unique(owner):
+        idx = np.nonzero(owner == k)[0]
+        sub = V.spaces[int(k)]
+        dofs, tables = _spline_tables_at(
+            sub, jnp.asarray(params[idx]), jnp.asarray(points)[idx], *_knot_box(sub.plan)
         )
-    return _spline_tables_at(V, jnp.asarray(u), jnp.asarray(points), lo, hi)
+        parts.append((jnp.asarray(p.dof_map)[int(p.dof_off[k]) + dofs], tables))
+    inverse = jnp.asarray(np.argsort(order))
+    dofs = jnp.concatenate([d for d, _ in parts])[inverse]
+    tables = jax.tree.map(lambda *a: jnp.concatenate(a)[inverse], *[t for _, t in parts])
+    return dofs, tables
 
 
 # The differentiable tails below are jitted: run eagerly, each of their many small ops would compile anew for
@@ -178,7 +247,7 @@ def _locate_lagrange(V, points):
     if todo.size:
         bad = np.zeros(len(pts), bool)
         bad[todo] = True
-        raise _outside_error(len(pts), bad, pts)
+        raise _BadPoints("outside", bad, pts)
     tables = _lagrange_tables_at(V, p.cells[cell], jnp.asarray(xi), jnp.asarray(points))
     return jnp.asarray(p.cell_dofs[cell]), tables
 

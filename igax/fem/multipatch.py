@@ -37,6 +37,7 @@ class _MultiPlan(SpacePlan):
         dof_off = np.concatenate([[0], np.cumsum([s.nscalar for s in subs])]).astype(np.int64)
         el_off = np.concatenate([[0], np.cumsum([s.nel for s in subs])]).astype(np.int64)
         self.el_off = el_off
+        self.dof_off = dof_off  # patch k's own dofs are dof_map[dof_off[k] : dof_off[k + 1]]
         parent = np.arange(int(dof_off[-1]))
 
         def find(i):
@@ -98,8 +99,9 @@ class MultiPatchSpace(FunctionSpace):
     joined space as on a single patch. Boundaries are the patches' side names that are not interfaces; a name
     used by several patches (``"inner"`` of four quarter annuli) is one boundary spanning them.
 
-    Point evaluation of Fields (``u(points)``), sampling and export are single-patch features and raise for
-    this space.
+    Fields on this space evaluate at physical points (``u(points)``, ``u.grad(points)``: each point on the
+    first patch that holds it, so a point on an interface takes the gradient of the first patch listed), and
+    sample and export (:func:`igax.fem.sample`, ``write_vtu``) patch by patch into one mesh.
 
     Arguments:
         patches: a sequence of :class:`igax.bases.NURBSPatch` (named ``"0"``, ``"1"``, ...) or a mapping
