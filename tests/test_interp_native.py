@@ -204,3 +204,25 @@ def test_non_cpu_lowering_functions_equal_the_kernels():
         lhs = jnp.vdot(nat.interp_apply_p.bind(x, xq, y, **p), g)
         rhs = jnp.vdot(y, nat.interp_transpose_p.bind(x, xq, g, **p))
         assert abs(float(lhs - rhs)) < 1e-12 * (1 + abs(float(lhs)))
+
+
+def test_gpu_lowering_uses_no_native_target():
+    # Lowering for CUDA needs no GPU: the primitives must lower to pure JAX there (cuSPARSE's gtsv), with no
+    # custom call of the CPU kernels, for the forward pass, the gradient and a vmapped gradient in the sites.
+    import re
+
+    x, y, xq = _data(9, 13, m=30, r=1)
+    y = y[:, 0]
+    cases = {
+        "forward": (jax.jit(lambda y: interp.interpolate(x, y, xq)), (y,)),
+        "grad": (jax.jit(jax.grad(lambda y: jnp.sum(interp.interpolate(x, y, xq) ** 2))), (y,)),
+        "vmap-grad-x": (
+            jax.jit(jax.vmap(jax.grad(lambda x, y: jnp.sum(interp.interpolate(x, y, xq) ** 2)), (None, 0))),
+            (x, jnp.stack([y, 2 * y])),
+        ),
+    }
+    for name, (f, args) in cases.items():
+        module = jax.export.export(f, platforms=["cuda"])(*args).mlir_module()
+        targets = set(re.findall(r"custom_call @(\w+)", module))
+        assert not any(t.startswith("igax") for t in targets), (name, targets)
+        assert "cusparse_gtsv2_ffi" in targets, (name, targets)
