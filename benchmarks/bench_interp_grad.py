@@ -12,8 +12,8 @@ the tridiagonal solve:
   custom call of the transposed map (slopes, point runs, segment sums and the transposed tridiagonal solve
   in one O(n + m) pass; ``igax/_native/interp_kernels.cc``);
 * ``igax-pure-jax``: the pure-JAX path of the same function (what runs on a GPU or with ``IGAX_NATIVE=0``):
-  LAPACK ``gtsv`` with a custom VJP (one transposed solve), the merge of sorted points and the fused
-  evaluation whose transposes are segment sums;
+  LAPACK ``gtsv`` (``jax.lax.linalg.tridiagonal_solve``, whose reverse rule is one transposed solve), the
+  merge of sorted points and the fused evaluation whose transposes are segment sums;
 * ``dense-autodiff``: the same system as a dense matrix, ``jnp.linalg.solve``, differentiated by JAX
   (n <= 1000 only);
 * ``scan-autodiff``: a textbook Thomas algorithm in ``lax.scan``, differentiated by JAX;

@@ -2,6 +2,7 @@
 that JAX can take (grad in y, x and x_new; jvp; jacfwd; second order), vmap, float32, point order."""
 
 import os
+import re
 import subprocess
 import sys
 
@@ -45,7 +46,7 @@ def _both(degree, bc):
             x, y, xq, degree=degree, bc=bc, assume_sorted=False, native=native
         )
 
-    # The pure path with lax's gtsv, which also has forward-mode rules (the default solve is reverse-only).
+    # The pure path, spelled out (its tridiagonal solve is lax's gtsv, with forward- and reverse-mode rules).
     def pure_fwd(x, y, xq):
         r = interp._pure_interpolate(
             x, y.reshape(x.shape[0], -1), xq, degree=degree, bc=bc, solve=jax.lax.linalg.tridiagonal_solve
@@ -226,3 +227,71 @@ def test_gpu_lowering_uses_no_native_target():
         targets = set(re.findall(r"custom_call @(\w+)", module))
         assert not any(t.startswith("igax") for t in targets), (name, targets)
         assert "cusparse_gtsv2_ffi" in targets, (name, targets)
+
+
+def test_disable_jit_export_and_the_native_switch():
+    x, y, xq = _data(8, 14, m=9, r=1)
+    y = y[:, 0]
+    ref = CubicSpline(x, y)(xq)
+    with jax.disable_jit():  # the primitives run the pure path instead of re-binding themselves
+        np.testing.assert_allclose(np.asarray(interp.interpolate(x, y, xq)), ref, atol=1e-12)
+        g = jax.grad(lambda y: jnp.sum(interp.interpolate(x, y, xq) ** 2))(y)
+    _close(g, jax.grad(lambda y: jnp.sum(interp.interpolate(x, y, xq, native=False) ** 2))(y), 1e-12)
+    # jax.export of a CPU program: refused with the kernel's custom call, fine with native=False
+    f = jax.jit(lambda y: interp.interpolate(x, y, xq, native=False))
+    exported = jax.export.export(f, platforms=["cpu"])(y)
+    np.testing.assert_allclose(np.asarray(exported.call(y)), ref, atol=1e-12)
+    with pytest.raises(ValueError, match="custom calls"):
+        jax.export.export(jax.jit(lambda y: interp.interpolate(x, y, xq)), platforms=["cpu"])(y)
+    with pytest.raises(ValueError, match="native=True, but the native kernel does not apply"):
+        interp.interpolate(x, y, xq, degree=2, native=True)
+    with pytest.raises(ValueError, match="native must be None, True or False"):
+        interp.interpolate(x, y, xq, native="yes")
+
+
+@pytest.mark.parametrize("degree", [2, 3])
+def test_pure_path_has_forward_mode(degree):
+    x, y, xq = _data(9, 15, m=11, r=1)
+    f = lambda y: interp.interpolate(x, y, xq, degree=degree, native=False)
+    jf = jax.jacfwd(f)(y)
+    jr = jax.jacrev(f)(y)
+    _close(jf, jr, 1e-13)
+    _, t = jax.jvp(
+        lambda x: interp.interpolate(x, y, xq, degree=degree, native=False), (x,), (jnp.ones_like(x),)
+    )
+    # shifting sites and points together leaves the interpolant's values at shifted points unchanged:
+    # d/ds f(x + s, xq + s) = 0, so the x-tangent equals minus the xq-tangent
+    _, tq = jax.jvp(
+        lambda q: interp.interpolate(x, y, q, degree=degree, native=False), (xq,), (jnp.ones_like(xq),)
+    )
+    _close(t, -tq, 1e-10)
+
+
+def test_vmap_over_values_folds_the_batch_into_one_call():
+    x, y, xq = _data(12, 16, m=20, r=1)
+    Y = jnp.stack([y[:, 0] * s for s in (1.0, -2.0, 0.5)])  # (3, n)
+    f = jax.jit(jax.vmap(lambda y: interp.interpolate(x, y, xq)))
+    hlo = f.lower(Y).compile().as_text()
+    # one forward call on (n, 3) columns, not three batched solves
+    assert re.search(r"f64\[20,3\]\S* custom-call\(", hlo) and hlo.count("igax_interp_forward") == 1
+    _close(f(Y), jnp.stack([interp.interpolate(x, Yb, xq, native=False) for Yb in Y]))
+    g = jax.jit(jax.vmap(jax.grad(lambda y: jnp.sum(jnp.sin(interp.interpolate(x, y, xq))))))(Y)
+    gp = jnp.stack(
+        [jax.grad(lambda y: jnp.sum(jnp.sin(interp.interpolate(x, y, xq, native=False))))(Yb) for Yb in Y]
+    )
+    _close(g, gp, 1e-10)
+
+
+def test_a_broken_cached_library_is_rebuilt(tmp_path):
+    code = (
+        "from igax import _native\n"
+        "path = _native._build()\n"
+        "open(path, 'wb').write(b'not a library')\n"  # truncated or foreign file in the cache
+        "_native._state.clear()\n"
+        "print(_native.available(), open(path, 'rb').read(4) == b'\\x7fELF')\n"
+    )
+    env = dict(os.environ, IGAX_CACHE_DIR=str(tmp_path), JAX_PLATFORMS="cpu")
+    env.pop("IGAX_NATIVE", None)
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == ["True", "True"]

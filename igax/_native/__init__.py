@@ -6,8 +6,10 @@ against XLA's FFI headers, which ship with jaxlib. They are compiled on first us
 compiler and cached, so installing igax needs nothing but pip:
 
 * compiler: ``$CXX`` or ``g++`` (C++17);
-* cache: ``$IGAX_CACHE_DIR``, else ``$XDG_CACHE_HOME/igax``, else ``~/.cache/igax``; the file name carries a
-  hash of the source, the jaxlib version and the compiler, so a change of any of them rebuilds;
+* cache: ``$IGAX_CACHE_DIR``, else ``$XDG_CACHE_HOME/igax``, else ``~/.cache/igax`` (where that is not
+  writable, a private ``igax-<uid>`` directory, mode 0700, in the temporary directory); the file name
+  carries a hash of the source, the jaxlib version and the compiler, so a change of any of them rebuilds,
+  and a cached file that does not load is rebuilt;
 * ``IGAX_NATIVE=0`` turns the kernels off (pure JAX everywhere, e.g. to compare the two).
 
 Nothing is compiled, loaded or registered on ``import igax``; the first call of a layer that can use a
@@ -59,8 +61,29 @@ def _compiler() -> str | None:
     return shutil.which(cxx)
 
 
-def _build() -> Path:
-    """Compile the kernels (or find them in the cache); raises RuntimeError with the reason on failure."""
+def _private_temp_dir() -> Path:
+    """``<tmp>/igax-<uid>``, created 0700; a fresh per-process directory when that one is not ours alone.
+
+    A library loaded from a directory that other users can write would run their code: never trust one.
+    """
+    uid = getattr(os, "getuid", None)
+    if uid is not None:
+        path = Path(tempfile.gettempdir()) / f"igax-{uid()}"
+        try:
+            path.mkdir(mode=0o700, exist_ok=True)
+            st = path.lstat()
+            if st.st_uid == uid() and not (st.st_mode & 0o077) and path.is_dir() and not path.is_symlink():
+                return path
+        except OSError:
+            pass
+    return Path(tempfile.mkdtemp(prefix="igax-"))
+
+
+def _build(rebuild: bool = False) -> Path:
+    """Compile the kernels (or find them in the cache); raises RuntimeError with the reason on failure.
+
+    ``rebuild``: compile even if the cache holds the library (it failed to load).
+    """
     import jax
     import jaxlib
 
@@ -75,18 +98,14 @@ def _build() -> Path:
         source + jaxlib.__version__.encode() + cxx.encode() + " ".join(flags[:-1]).encode()
     ).hexdigest()[:16]
     target = cache_dir() / f"igax_native_{key}.so"
-    if target.exists():
-        return target
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         probe = tempfile.NamedTemporaryFile(dir=target.parent)
         probe.close()
-    except OSError:  # a read-only home: build per user in the temporary directory instead
-        user = getattr(os, "getuid", lambda: "user")()
-        target = Path(tempfile.gettempdir()) / f"igax-{user}" / target.name
-        if target.exists():
-            return target
-        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError:  # a read-only cache directory: build in a private temporary directory instead
+        target = _private_temp_dir() / target.name
+    if target.exists() and not rebuild:
+        return target
     # Build into a temporary file beside the target and rename it: concurrent processes (pytest -n 2) may
     # build at once, and a half-written library must never be loaded.
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
@@ -103,6 +122,14 @@ def _build() -> Path:
     return target
 
 
+def _open_library():
+    """The compiled library, rebuilt once if the cached file does not load (truncated, foreign)."""
+    try:
+        return ctypes.CDLL(str(_build()))
+    except OSError:
+        return ctypes.CDLL(str(_build(rebuild=True)))
+
+
 def load() -> bool:
     """Build (once), load and register the kernels with XLA; True on success. Thread-safe, idempotent."""
     with _lock:
@@ -114,7 +141,7 @@ def load() -> bool:
         try:
             import jax
 
-            lib = ctypes.CDLL(str(_build()))
+            lib = _open_library()
             for name, symbol in _HANDLERS.items():
                 jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(getattr(lib, symbol)), platform="cpu")
         except Exception as exc:  # any failure means: use pure JAX, and say so once
@@ -124,7 +151,7 @@ def load() -> bool:
                 f"(same results, slower for small problems). Reason: {_state['reason']}. Set IGAX_NATIVE=0 "
                 "to silence this.",
                 RuntimeWarning,
-                stacklevel=3,
+                stacklevel=2,
             )
             return False
         _state.update(ok=True, reason="", library=lib)

@@ -7,7 +7,7 @@
 // path needs ~30 XLA operations for the same thing, whose fixed costs dominate small problems. Points are
 // located by galloping from the previous point's interval, so sorted points cost O(n + m) and unsorted ones
 // O(m log n), with no promise from the caller. The derivatives with respect to x and xq are not here: the
-// Python side takes them from the pure-JAX implementation (see igax/bases/_native_interp.py).
+// Python side takes them from the pure-JAX implementation (see igax/bases/_interp_native.py).
 //
 // All arrays carry the same leading batch dimensions (vmap); the core shapes are x (n), xq (m), y (n, r),
 // out (m, r). End conditions: 0 not-a-knot, 1 natural (zero second derivative), 2 clamped (zero slope).

@@ -48,9 +48,7 @@ def _pure(x, xq, y, *, degree, left, right):
     from igax.bases.interp import _pure_interpolate
 
     def core(x, xq, y):
-        bc = (_BC_NAMES[left], _BC_NAMES[right])
-        # LAPACK gtsv through lax: it has forward- and reverse-mode rules, so x-tangents work both ways.
-        return _pure_interpolate(x, y, xq, degree=degree, bc=bc, solve=jax.lax.linalg.tridiagonal_solve)
+        return _pure_interpolate(x, y, xq, degree=degree, bc=(_BC_NAMES[left], _BC_NAMES[right]))
 
     for _ in range(x.ndim - 1):
         core = jax.vmap(core)
@@ -78,9 +76,24 @@ def _transpose_abstract(x, xq, g, **params):
 
 interp_apply_p.def_abstract_eval(_apply_abstract)
 interp_transpose_p.def_abstract_eval(_transpose_abstract)
-# Outside jit a primitive is run by compiling it on its own (the CPU lowering below picks the kernel).
-interp_apply_p.def_impl(lambda *args, **p: jax.jit(partial(interp_apply_p.bind, **p))(*args))
-interp_transpose_p.def_impl(lambda *args, **p: jax.jit(partial(interp_transpose_p.bind, **p))(*args))
+
+
+# Outside jit a primitive is run by compiling it on its own (the CPU lowering below picks the kernel); with
+# jit disabled (jax.disable_jit) that would bind the primitive again, forever, so the pure path runs instead.
+def _apply_impl(x, xq, y, **p):
+    if jax.config.jax_disable_jit:
+        return _pure(x, xq, y, **p)
+    return jax.jit(partial(interp_apply_p.bind, **p))(x, xq, y)
+
+
+def _transpose_impl(x, xq, g, **p):
+    if jax.config.jax_disable_jit:
+        return _pure_transpose(x, xq, g, n=x.shape[-1], **p)
+    return jax.jit(partial(interp_transpose_p.bind, **p))(x, xq, g)
+
+
+interp_apply_p.def_impl(_apply_impl)
+interp_transpose_p.def_impl(_transpose_impl)
 
 
 def _ffi(kind):
@@ -115,6 +128,14 @@ mlir.register_lowering(
 
 def _batch(prim):
     def rule(args, dims, **params):
+        (x, xq, v), (dx, dq, dv) = args, dims
+        if dx is None and dq is None:
+            # Only the values (or cotangents) are batched: fold the batch into the columns, so that the
+            # points are located and the system is factorised once for the whole batch.
+            v = jnp.moveaxis(v, dv, -1)  # (..., k, r, B)
+            size = v.shape[-1]
+            out = prim.bind(x, xq, v.reshape(v.shape[:-2] + (-1,)), **params)
+            return out.reshape(out.shape[:-1] + (-1, size)), out.ndim
         size = next(a.shape[d] for a, d in zip(args, dims, strict=True) if d is not None)
         args = [batching.bdim_at_front(a, d, size) for a, d in zip(args, dims, strict=True)]
         return prim.bind(*args, **params), 0

@@ -8,18 +8,19 @@ On the CPU, degrees 1 and 3 run as native kernels (``igax/_native/interp_kernels
 use; see :mod:`igax._native`): the forward pass is one XLA custom call (slopes by one pivoted tridiagonal
 solve, then each run of sorted points evaluated with its interval's coefficients), and the gradient with
 respect to ``y`` is one custom call of the transposed map (segment sums of ``g t^k``, the coefficient
-transpose, one transposed solve). Forward mode and vmap work the same way; derivatives with respect to the
-sites and points come from the pure-JAX path. Elsewhere (GPU, degree 2, fewer than 4 sites, or
-``IGAX_NATIVE=0``) the pure-JAX path runs: the tridiagonal solve is
-:func:`igax.bases._banded.tridiagonal_solve`, whose reverse-mode rule is one transposed tridiagonal solve
-(custom VJP), and the evaluation is written so that its reverse mode is cheap: one 1-D gather per
+transpose, one transposed solve); forward mode in ``y`` is one call of the first. A vmap over the values
+alone folds the batch into columns (one solve and one pass over the points for the whole batch).
+Derivatives with respect to the sites and points come from the pure-JAX path. Elsewhere (GPU, degree 2,
+fewer than 4 sites, ``native=False`` or ``IGAX_NATIVE=0``) the pure-JAX path runs: LAPACK's (cuSPARSE's)
+``gtsv`` through ``jax.lax.linalg.tridiagonal_solve``, which JAX differentiates in both modes (reverse mode
+is one transposed solve), and an evaluation written so that its reverse mode is cheap: one 1-D gather per
 coefficient table, whose transposes are segment sums of ``g t^k`` that need no coefficient values.
 Differentiating through a dense solve instead costs O(n^3).
 
 Measured (``benchmarks/bench_interp_grad.py``, 2-core CPU, m = 10 n sorted points, gradient in ``y``,
-medians): n = 64: 8 us called back to back (~22 us interleaved with other programs, where XLA's hand-off
-to a worker thread dominates), pure JAX 3-7x slower; n = 1000: 37-96 us, 3.7-6.6x faster than the pure-JAX
-path and ~250x faster than autodiff through a dense solve; n = 10^5: 5-7 ms; time ~ n^0.92.
+medians): n = 64: 8 us called back to back (~19-22 us interleaved with other programs, where XLA's hand-off
+to a worker thread dominates); n = 1000: 55-89 us, ~230x faster than autodiff through a dense solve;
+n = 10^5: 6.3 ms; time ~ n^0.93. The pure-JAX path's gradient is 2.2-4.4x slower.
 
 The splines are the ones of SciPy:
 
@@ -40,7 +41,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from igax.bases._banded import tridiagonal_solve
+# LAPACK gtsv (cuSPARSE gtsv2 on a GPU) with JAX's own rules for both forward and reverse mode; its gradient
+# measured as fast as igax.bases._banded.tridiagonal_solve's custom VJP (n = 64 .. 10^4), which has no jvp
+# (in x, 15-40 % faster).
+tridiagonal_solve = jax.lax.linalg.tridiagonal_solve
 
 __all__ = ["interpolate", "locate"]
 
@@ -303,6 +307,7 @@ def interpolate(
     degree: int = 3,
     bc_type: str | tuple[str, str] | None = None,
     assume_sorted: bool = False,
+    native: bool | None = None,
 ) -> jax.Array:
     """Interpolating spline of ``y`` at sites ``x``, evaluated at ``x_new``; differentiable in all three.
 
@@ -314,7 +319,12 @@ def interpolate(
         bc_type: cubic end conditions ``"not-a-knot"`` (default), ``"natural"``, ``"clamped"`` or a pair
             ``(left, right)``; only ``None`` for degrees 1 and 2.
         assume_sorted: promise that ``x_new`` (flattened) is non-decreasing, so points are located by a merge
-            in ``O(n + m)`` instead of a binary search each (see :func:`locate`).
+            in ``O(n + m)`` instead of a binary search each (see :func:`locate`). The native kernel needs no
+            promise: it finds runs of sorted points itself.
+        native: ``None`` (default): the native CPU kernel where it applies (degrees 1 and 3, at least 4
+            sites, kernels available; see :mod:`igax._native`), else pure JAX. ``False``: pure JAX, e.g. for
+            ``jax.export`` of a CPU program (the kernel's custom call has no compatibility guarantee, so
+            export refuses it). ``True``: the kernel, or an error saying why it does not apply.
 
     Returns:
         Array of shape ``x_new.shape + y.shape[1:]``.
@@ -336,7 +346,19 @@ def interpolate(
     x_new = jnp.asarray(x_new, dtype)
     if assume_sorted and _is_concrete(x_new) and np.any(np.diff(np.asarray(x_new).reshape(-1)) < 0):
         raise ValueError("assume_sorted=True but x_new is not sorted; sort it or pass assume_sorted=False.")
-    return _interpolate(x, y, x_new, degree=degree, bc=bc, assume_sorted=assume_sorted)
+    if native not in (None, True, False):
+        raise ValueError(f"native must be None, True or False, got {native!r}.")
+    if native:
+        from igax import _native
+        from igax.bases import _interp_native
+
+        if not _interp_native.supports(jnp.shape(x)[0], degree, dtype):
+            why = _native.reason() or f"degree={degree} with {jnp.shape(x)[0]} sites in {jnp.dtype(dtype)}"
+            raise ValueError(
+                f"native=True, but the native kernel does not apply here ({why}); it covers degrees 1 and 3 "
+                "with at least 4 sites in float32/float64. Leave native=None to fall back to pure JAX."
+            )
+    return _interpolate(x, y, x_new, degree=degree, bc=bc, assume_sorted=assume_sorted, native=native)
 
 
 # Compiled once per shape and options: called eagerly, the layer would otherwise dispatch ~100 small ops one
@@ -363,8 +385,7 @@ def _interpolate(x, y, x_new, *, degree, bc, assume_sorted, native=None):
 def _pure_interpolate(x, y2, xq, *, degree, bc, assume_sorted=False, solve=tridiagonal_solve):
     """The pure-JAX interpolant: x (n,), y2 (n, r), xq (m,) -> (m, r). Reference and non-CPU path.
 
-    ``solve`` is the tridiagonal solver of the cubic; the native path passes
-    ``jax.lax.linalg.tridiagonal_solve``, which (unlike the custom-VJP default) has a forward-mode rule too.
+    ``solve(lower, diag, upper, rhs)`` is the tridiagonal solver of the cubic (a hook for the benchmarks).
     """
     if degree == 1:
         return _eval_linear(x, y2, xq, assume_sorted)
