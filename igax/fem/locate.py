@@ -161,9 +161,8 @@ def _locate_multipatch(V, points):
         params[todo[ok]] = u[ok]
         singular_somewhere[todo[reached & singular]] = True
     if (owner < 0).any():
-        if (singular_somewhere & (owner < 0)).any():
-            raise _BadPoints("singular", singular_somewhere & (owner < 0), pts)
-        raise _BadPoints("outside", owner < 0, pts)
+        outside = (owner < 0) & ~singular_somewhere
+        raise _BadPoints("outside", outside, pts) if outside.any() else _BadPoints("singular", owner < 0, pts)
     order = np.argsort(owner, kind="stable")
     parts = []
     for k in np.unique(owner):
