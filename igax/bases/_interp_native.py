@@ -55,7 +55,7 @@ def _pure(x, xq, y, *, degree, left, right):
     return core(x, xq, y)
 
 
-def _pure_transpose(x, xq, g, *, n, **params):
+def _pure_transpose(x, xq, g, **params):
     """Pure-JAX ``L^T g`` (the map is linear in y, so the VJP at y = 0 is the transpose)."""
     y0 = jnp.zeros(x.shape + g.shape[-1:], g.dtype)
     _, vjp = jax.vjp(lambda y: _pure(x, xq, y, **params), y0)
@@ -88,7 +88,7 @@ def _apply_impl(x, xq, y, **p):
 
 def _transpose_impl(x, xq, g, **p):
     if jax.config.jax_disable_jit:
-        return _pure_transpose(x, xq, g, n=x.shape[-1], **p)
+        return _pure_transpose(x, xq, g, **p)
     return jax.jit(partial(interp_transpose_p.bind, **p))(x, xq, g)
 
 
@@ -101,7 +101,7 @@ def _ffi(kind):
         if not _native.load():  # forced native path without kernels: lower to pure JAX instead
             if kind == "forward":
                 return _pure(x, xq, v, degree=degree, left=left, right=right)
-            return _pure_transpose(x, xq, v, n=x.shape[-1], degree=degree, left=left, right=right)
+            return _pure_transpose(x, xq, v, degree=degree, left=left, right=right)
         target = f"igax_interp_{kind}_{'f64' if v.dtype == jnp.float64 else 'f32'}"
         shape = xq.shape + v.shape[-1:] if kind == "forward" else x.shape + v.shape[-1:]
         call = jax.ffi.ffi_call(target, jax.ShapeDtypeStruct(shape, v.dtype))
@@ -120,9 +120,7 @@ mlir.register_lowering(
 mlir.register_lowering(interp_apply_p, mlir.lower_fun(_pure, multiple_results=False))
 mlir.register_lowering(
     interp_transpose_p,
-    mlir.lower_fun(
-        lambda x, xq, g, **p: _pure_transpose(x, xq, g, n=x.shape[-1], **p), multiple_results=False
-    ),
+    mlir.lower_fun(lambda x, xq, g, **p: _pure_transpose(x, xq, g, **p), multiple_results=False),
 )
 
 
@@ -156,31 +154,25 @@ def _geometric_tangent(fun, x, xq, dx, dxq):
     return jax.jvp(fun, (x, xq), (dx, dxq))[1]
 
 
-def _apply_jvp(primals, tangents, **params):
-    x, xq, y = primals
-    dx, dxq, dy = tangents
-    out = interp_apply_p.bind(x, xq, y, **params)
-    tan = None if type(dy) is ad.Zero else interp_apply_p.bind(x, xq, dy, **params)
-    geo = _geometric_tangent(lambda x, xq: _pure(x, xq, y, **params), x, xq, dx, dxq)
-    if geo is not None:
-        tan = geo if tan is None else tan + geo
-    return out, (ad.Zero.from_primal_value(out) if tan is None else tan)
+def _jvp(prim, pure):
+    """JVP rule of a primitive linear in its last operand: the primitive itself on that operand's tangent,
+    plus the tangent in (x, xq) of the pure-JAX function (only when those tangents are not zero)."""
+
+    def rule(primals, tangents, **params):
+        x, xq, v = primals
+        dx, dxq, dv = tangents
+        out = prim.bind(x, xq, v, **params)
+        tan = None if type(dv) is ad.Zero else prim.bind(x, xq, dv, **params)
+        geo = _geometric_tangent(lambda x, xq: pure(x, xq, v, **params), x, xq, dx, dxq)
+        if geo is not None:
+            tan = geo if tan is None else tan + geo
+        return out, (ad.Zero.from_primal_value(out) if tan is None else tan)
+
+    return rule
 
 
-def _transpose_jvp(primals, tangents, **params):
-    x, xq, g = primals
-    dx, dxq, dg = tangents
-    out = interp_transpose_p.bind(x, xq, g, **params)
-    tan = None if type(dg) is ad.Zero else interp_transpose_p.bind(x, xq, dg, **params)
-    n = x.shape[-1]
-    geo = _geometric_tangent(lambda x, xq: _pure_transpose(x, xq, g, n=n, **params), x, xq, dx, dxq)
-    if geo is not None:
-        tan = geo if tan is None else tan + geo
-    return out, (ad.Zero.from_primal_value(out) if tan is None else tan)
-
-
-ad.primitive_jvps[interp_apply_p] = _apply_jvp
-ad.primitive_jvps[interp_transpose_p] = _transpose_jvp
+ad.primitive_jvps[interp_apply_p] = _jvp(interp_apply_p, _pure)
+ad.primitive_jvps[interp_transpose_p] = _jvp(interp_transpose_p, _pure_transpose)
 
 
 def _linear_transpose(other):
