@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import logging
 import os
 import shutil
 import subprocess
@@ -46,6 +47,7 @@ _HANDLERS = {
 }
 _lock = threading.Lock()
 _state: dict = {}
+logger = logging.getLogger(__name__)
 
 
 def cache_dir() -> Path:
@@ -112,6 +114,7 @@ def _build(rebuild: bool = False) -> Path:
     os.close(fd)
     try:
         cmd = [cxx, *flags, *(str(here / name) for name in _SOURCES), "-o", tmp]
+        logger.info("igax: compiling the native CPU kernels into %s (once, a few seconds)", target)
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
         if proc.returncode != 0:
             raise RuntimeError(f"compilation failed ({' '.join(cmd)}):\n{proc.stderr[-2000:]}")
