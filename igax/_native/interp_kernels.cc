@@ -462,31 +462,25 @@ ffi::Error ReadSizes(const ffi::Buffer<DT>& x, const ffi::Buffer<DT>& xq, const 
   return ffi::Error::Success();
 }
 
-template <ffi::DataType DT>
-ffi::Error ForwardImpl(ffi::Buffer<DT> x, ffi::Buffer<DT> xq, ffi::Buffer<DT> y, ffi::ResultBuffer<DT> out,
-                       int32_t degree, int32_t left, int32_t right) {
+// Checks the operands, then runs one map over the batch: the forward map (values on the sites, result on the
+// points) or the transpose (cotangent on the points, result on the sites).
+template <ffi::DataType DT, bool kTranspose>
+ffi::Error RunBatch(ffi::Buffer<DT> x, ffi::Buffer<DT> xq, ffi::Buffer<DT> v, ffi::ResultBuffer<DT> res,
+                    int32_t degree, int32_t left, int32_t right) {
   using T = ffi::NativeType<DT>;
   Sizes z;
   if (auto err = CheckDegree(degree, left, right); err.failure()) return err;
-  if (auto err = ReadSizes(x, xq, y, false, z); err.failure()) return err;
+  if (auto err = ReadSizes(x, xq, v, kTranspose, z); err.failure()) return err;
   ScratchLease<T> lease(z.n, z.r, degree + 1);
-  for (int64_t b = 0; b < z.batch; ++b)
-    Forward(x.typed_data() + b * z.n, y.typed_data() + b * z.n * z.r, xq.typed_data() + b * z.m, z.n, z.m, z.r,
-            degree, left, right, *lease, out->typed_data() + b * z.m * z.r);
-  return ffi::Error::Success();
-}
-
-template <ffi::DataType DT>
-ffi::Error TransposeImpl(ffi::Buffer<DT> x, ffi::Buffer<DT> xq, ffi::Buffer<DT> g, ffi::ResultBuffer<DT> ybar,
-                         int32_t degree, int32_t left, int32_t right) {
-  using T = ffi::NativeType<DT>;
-  Sizes z;
-  if (auto err = CheckDegree(degree, left, right); err.failure()) return err;
-  if (auto err = ReadSizes(x, xq, g, true, z); err.failure()) return err;
-  ScratchLease<T> lease(z.n, z.r, degree + 1);
-  for (int64_t b = 0; b < z.batch; ++b)
-    Transpose(x.typed_data() + b * z.n, xq.typed_data() + b * z.m, g.typed_data() + b * z.m * z.r, z.n, z.m,
-              z.r, degree, left, right, *lease, ybar->typed_data() + b * z.n * z.r);
+  const int64_t in_len = (kTranspose ? z.m : z.n) * z.r, out_len = (kTranspose ? z.n : z.m) * z.r;
+  for (int64_t b = 0; b < z.batch; ++b) {
+    const T* xb = x.typed_data() + b * z.n;
+    const T* qb = xq.typed_data() + b * z.m;
+    const T* vb = v.typed_data() + b * in_len;
+    T* rb = res->typed_data() + b * out_len;
+    if (kTranspose) Transpose(xb, qb, vb, z.n, z.m, z.r, degree, left, right, *lease, rb);
+    else Forward(xb, vb, qb, z.n, z.m, z.r, degree, left, right, *lease, rb);
+  }
   return ffi::Error::Success();
 }
 
@@ -502,7 +496,7 @@ ffi::Error TransposeImpl(ffi::Buffer<DT> x, ffi::Buffer<DT> xq, ffi::Buffer<DT> 
       .Attr<int32_t>("left")                            \
       .Attr<int32_t>("right")
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(IgaxInterpForwardF64, ForwardImpl<ffi::F64>, IGAX_BIND(ffi::F64));
-XLA_FFI_DEFINE_HANDLER_SYMBOL(IgaxInterpForwardF32, ForwardImpl<ffi::F32>, IGAX_BIND(ffi::F32));
-XLA_FFI_DEFINE_HANDLER_SYMBOL(IgaxInterpTransposeF64, TransposeImpl<ffi::F64>, IGAX_BIND(ffi::F64));
-XLA_FFI_DEFINE_HANDLER_SYMBOL(IgaxInterpTransposeF32, TransposeImpl<ffi::F32>, IGAX_BIND(ffi::F32));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(IgaxInterpForwardF64, (RunBatch<ffi::F64, false>), IGAX_BIND(ffi::F64));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(IgaxInterpForwardF32, (RunBatch<ffi::F32, false>), IGAX_BIND(ffi::F32));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(IgaxInterpTransposeF64, (RunBatch<ffi::F64, true>), IGAX_BIND(ffi::F64));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(IgaxInterpTransposeF32, (RunBatch<ffi::F32, true>), IGAX_BIND(ffi::F32));
