@@ -149,8 +149,7 @@ def info() -> dict:
         "float64": bool(jax.config.jax_enable_x64),
         "devices": [str(d) for d in jax.devices()],
     }
-    backends = getattr(igax.solvers, "available_backends", None)
-    out["solver_backends"] = list(backends()) if callable(backends) else []
+    out["solver_backends"] = list(igax.solvers.available_methods())
     from igax import _native
 
     out["native_kernels"] = "yes" if _native.available() else f"no ({_native.reason()})"

@@ -18,6 +18,11 @@ def test_info_json_reports_versions_and_precision(capsys):
     assert data["float64"] is True  # tests run in float64 (conftest)
     assert any(d.startswith(("cpu", "Cpu", "TFRT_CPU")) or "cpu" in d.lower() for d in data["devices"])
     assert data["native_kernels"] == "yes" or data["native_kernels"].startswith("no (")
+    # The backends are the solver's own list; superlu and the pure-JAX Krylov methods exist everywhere.
+    from igax import solvers
+
+    assert data["solver_backends"] == list(solvers.available_methods())
+    assert {"superlu", "cg", "bicgstab", "gmres"} <= set(data["solver_backends"])
 
 
 def test_demo_list_names_every_demo(capsys):
