@@ -31,17 +31,25 @@ class DirichletBC:
 
     Arguments:
         space: the space the system is assembled on.
-        where: a boundary name, a list of names, None (whole boundary), or an int array of dof indices.
-        value: a number, an array with one value per constrained dof, or a callable ``g(x)`` with ``x`` of
-            shape
-            ``(dim, npts)`` returning ``(npts,)`` (scalar spaces or one component) or ``(ncomp, npts)`` (all
-            components of a vector space). Differentiable (JAX arrays, or closures over them).
+        where: a boundary name, a list of names, None (whole boundary), or an int array of dof indices (in
+            any order; each dof once when ``value`` is an array).
+        value: a number; an array with one value per constrained dof, paired in order with the dofs of
+            ``where`` when it is an array (``value[i]`` goes to ``where[i]``) and otherwise with the sorted
+            ``bc.dofs``; a :class:`~igax.fem.Field` (its values on the constrained dofs: the coefficients
+            themselves on the same space, interpolated or projected from another space); or a callable
+            ``g(x)`` with ``x`` of shape ``(dim, npts)`` returning ``(npts,)`` (scalar spaces or one
+            component) or ``(ncomp, npts)`` (all components of a vector space). Differentiable (JAX arrays,
+            Fields, or closures over them).
         component: for vector spaces, constrain only this component (with boundary names).
+
+    Attributes:
+        dofs: the constrained dofs, sorted and unique; ``values`` holds their prescribed values in that order.
 
     Example:
         >>> bc = DirichletBC(V, "left", 0.0)                       # u = 0 on the left
         >>> bc = DirichletBC(V, ["inner", "outer"], lambda x: x[0] * x[1])
         >>> fix_x = DirichletBC(V2, "left", 0.0, component=0)      # u_x = 0 on the left
+        >>> bc = DirichletBC(V, np.array([5, 3, 1]), jnp.array([50.0, 30.0, 10.0]))  # dof 5 gets 50, ...
     """
 
     def __init__(
@@ -76,25 +84,53 @@ class DirichletBC:
                 raise ValueError(
                     "component= applies to boundary names; with explicit dofs, select them yourself."
                 )
-            dofs = np.unique(dofs.astype(np.int64))
-        self.dofs = dofs
+            dofs = dofs.astype(np.int64)
+        # Store the dofs sorted and unique (the elimination and its caches key on them) and keep, for an
+        # array of values given beside explicit dofs, the permutation that carries each value with its dof.
+        order = np.argsort(dofs, kind="stable")
+        self.dofs = dofs[order]
         self.names = names
         self.component = component
-        self.values = self._values(value)
+        repeated = self.dofs[1:] == self.dofs[:-1]
+        values = self._per_dof_array(value, len(dofs))
+        if values is not None and repeated.any():
+            dup = np.unique(self.dofs[1:][repeated])
+            raise ValueError(
+                f"DirichletBC: where contains duplicate dofs {dup[:8].tolist()}; give each dof once "
+                "(value is paired with where in order), e.g. where, first = np.unique(where, "
+                "return_index=True); value = value[first]."
+            )
+        if repeated.any():  # a number or a callable gives one value per dof whatever the repeats
+            self.dofs = np.unique(self.dofs)
+        self.values = values[order] if values is not None else self._values(value)
 
     # -- prescribed values -----------------------------------------------------------------------------------
+    @staticmethod
+    def _per_dof_array(value, n: int):
+        """``value`` as an array of shape (n,) when it is one (n = number of given dofs), else None."""
+        from igax.fem.field import Field
+
+        if callable(value) or isinstance(value, Field):
+            return None
+        v = jnp.asarray(value, dtype=float if not hasattr(value, "dtype") else None)
+        if v.ndim == 0:
+            return None
+        if v.shape != (n,):
+            raise ValueError(
+                f"value must be a number, a Field, a callable g(x), or an array of shape ({n},) (one per "
+                f"constrained dof), got shape {v.shape}."
+            )
+        return v
+
     def _values(self, value):
+        from igax.fem.field import Field
+
         n = self.dofs.shape[0]
-        if not callable(value):
+        if isinstance(value, Field):
+            return self._field_values(value)
+        if not callable(value):  # a number (arrays are paired with their dofs by _per_dof_array)
             v = jnp.asarray(value, dtype=float if not hasattr(value, "dtype") else None)
-            if v.ndim == 0:
-                return jnp.broadcast_to(v, (n,))
-            if v.shape != (n,):
-                raise ValueError(
-                    f"value must be a number, a callable g(x), or an array of shape ({n},) (one per "
-                    f"constrained dof), got shape {v.shape}."
-                )
-            return v
+            return jnp.broadcast_to(v, (n,))
         V = self.space
         if V.plan.kind == "lagrange":
             return self._interpolate(value)
@@ -104,6 +140,21 @@ class DirichletBC:
                 "boundaries); pass where='name' or a list of names, or give an array of dof values."
             )
         return self._project(value)
+
+    def _field_values(self, field):
+        """Values of a Field on the constrained dofs."""
+        V = self.space
+        if field.value_shape not in ((), V.value_shape):
+            raise ValueError(
+                f"value is a Field of shape {field.value_shape} but the space has value shape "
+                f"{V.value_shape}; give a Field with the space's shape (or a scalar one)."
+            )
+        if field.space.plan is V.plan:  # the same dofs: their coefficients, exactly
+            return field.coeffs[self.dofs]
+        dim = V.plan.dim
+        # Field(points) takes (npts, dim) and returns (npts,) + value_shape; g(x) takes (dim, npts) and
+        # returns (npts,) or (ncomp, npts).
+        return self._values(lambda x: jnp.moveaxis(field(x.reshape(dim, -1).T), 0, -1))
 
     def _components_of(self, g, x):
         """Evaluate g at points x (dim, npts) -> (ncomp_used, npts)."""

@@ -4,6 +4,10 @@ Gmsh physical groups become names: physical groups of facets (lines in 2D, surfa
 ``Mesh.boundaries``, physical groups of cells become ``Mesh.subdomains``. A group without a name in the file
 is called by its tag number (``"3"``). Only ``.msh`` files keep boundary names when written; VTU and XDMF
 carry the mesh and its point / cell data.
+
+A file that cannot be read (garbage, empty, truncated, a format meshio does not know, no 2D/3D cells) raises
+:class:`MeshReadError`, a ``ValueError`` that names the file and says what was expected; the reader's own
+exception is chained to it (``raise ... from``). A missing file raises ``FileNotFoundError``.
 """
 
 from __future__ import annotations
@@ -20,9 +24,10 @@ import meshio
 import numpy as np
 
 from igax.bases.lagrange import reference_cell
-from igax.fem.mesh import MESH_CELLS, Mesh
+from igax.fem.mesh import MESH_CELLS, Mesh, _merged
+from igax.fem.mesh_duplicates import check_duplicates
 
-__all__ = ["read_mesh", "from_meshio", "write_mesh", "write_time_series"]
+__all__ = ["MeshReadError", "read_mesh", "from_meshio", "write_mesh", "write_time_series"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +51,23 @@ _BASE = {
 }
 _NVERTS = {"vertex": 1, "line": 2, "triangle": 3, "quad": 4, "tetra": 4, "hexahedron": 8}
 
+# what a file of each meshio format must hold, for the messages of MeshReadError
+_EXPECTED = {
+    "gmsh": "a gmsh mesh (.msh, format 2.2 or 4.x, ASCII or binary: $MeshFormat, $Nodes, $Elements)",
+    "ansys": "an ANSYS mesh",
+    "xdmf": "an XDMF file (XML: Xdmf/Domain/Grid with a Topology and a Geometry DataItem)",
+    "vtu": "a VTK XML unstructured grid (.vtu)",
+    "vtk": "a legacy VTK file (.vtk)",
+}
+_CELLS_EXPECTED = "triangles or quadrilaterals (2D), or tetrahedra or hexahedra (3D)"
+
+
+class MeshReadError(ValueError):
+    """A mesh file (or an in-memory meshio mesh) that igax cannot turn into a :class:`~igax.fem.Mesh`.
+
+    The message names the file and what was expected; the reader's exception, if any, is the ``__cause__``.
+    """
+
 
 def _block_dim(cell_type: str) -> int:
     if cell_type not in _BASE:
@@ -64,7 +86,12 @@ def _group_names(field_data: Mapping[str, Any], dim: int) -> dict[int, str]:
 
 
 def read_mesh(
-    path: str | os.PathLike, *, reorient: bool = True, check: bool = True, with_data: bool = False
+    path: str | os.PathLike,
+    *,
+    reorient: bool = True,
+    check: bool = True,
+    with_data: bool = False,
+    merge_duplicates: bool = False,
 ) -> Mesh | tuple[Mesh, dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Read a mesh with meshio, keeping the cells of the highest dimension.
 
@@ -72,8 +99,16 @@ def read_mesh(
         path: file name; the format follows the extension (gmsh ``.msh`` v2 and v4, ``.vtu``, ``.xdmf``, ...).
         reorient: flip mirrored cells (negative Jacobian at every vertex, e.g. clockwise triangles) to
             positive orientation instead of rejecting them.
-        check: run ``Mesh.check_quality``.
+        check: run ``Mesh.check_duplicates`` (coincident unmerged vertices, repeated cells) and
+            ``Mesh.check_quality``.
         with_data: also return the point data and the cell data of the mesh's cells.
+        merge_duplicates: merge coincident vertices used by cells (unmerged duplicates, a hidden slit) into
+            one, as ``Mesh.merge_duplicate_vertices`` does; point data keeps the values of the kept vertex.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        MeshReadError: the file cannot be read as a mesh of 2D or 3D cells (the message names the file and
+            what was expected; the reader's exception is chained).
 
     Returns:
         A :class:`~igax.fem.Mesh` whose points are the vertices used by its cells (renumbered in file order),
@@ -85,8 +120,9 @@ def read_mesh(
         >>> mesh.boundaries["inlet"].shape        # doctest: +SKIP
         (24, 2)
     """
-    return from_meshio(_read_raw(os.fspath(path)), reorient=reorient, check=check, with_data=with_data,
-                       source=repr(os.fspath(path)))  # fmt: skip
+    path = os.fspath(path)
+    return from_meshio(_read_raw(path), reorient=reorient, check=check, with_data=with_data,
+                       merge_duplicates=merge_duplicates, source=repr(path))  # fmt: skip
 
 
 def from_meshio(
@@ -95,6 +131,7 @@ def from_meshio(
     reorient: bool = True,
     check: bool = True,
     with_data: bool = False,
+    merge_duplicates: bool = False,
     source: str = "mesh",
 ) -> Mesh | tuple[Mesh, dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Convert an in-memory ``meshio.Mesh`` (e.g. from pygmsh or the gmsh Python API) like :func:`read_mesh`.
@@ -102,7 +139,7 @@ def from_meshio(
     Arguments:
         raw: the meshio mesh; gmsh physical groups in ``cell_data["gmsh:physical"]`` and ``field_data`` become
             named boundaries and subdomains.
-        reorient, check, with_data: as in :func:`read_mesh`.
+        reorient, check, with_data, merge_duplicates: as in :func:`read_mesh`.
         source: how error messages name the mesh.
 
     Returns:
@@ -118,10 +155,16 @@ def from_meshio(
     blocks = list(raw.cells)
     known = [b for b in blocks if b.type in _BASE]
     if not known:
-        raise ValueError(f"{path} holds no cells igax understands (found {[b.type for b in blocks]})")
+        raise MeshReadError(
+            f"{path} holds no cells igax understands (found {[b.type for b in blocks]}); expected "
+            f"{_CELLS_EXPECTED}"
+        )
     top = max(_block_dim(b.type) for b in known)
     if top < 2:
-        raise ValueError(f"{path} holds no 2D or 3D cells (highest cell types: {[b.type for b in known]})")
+        raise MeshReadError(
+            f"{path} holds no 2D or 3D cells (highest cell types: {[b.type for b in known]}); expected "
+            f"{_CELLS_EXPECTED}"
+        )
     bases = sorted({_BASE[b.type][0] for b in known if _block_dim(b.type) == top})
     if len(bases) > 1 or bases[0] not in MESH_CELLS:
         raise ValueError(
@@ -183,11 +226,16 @@ def from_meshio(
         if np.any(boundaries[name] < 0):
             raise ValueError(f"boundary {name!r} in {path} uses points that belong to no cell")
     points = _planar(points, ref.dim, path)
+    if merge_duplicates:
+        points, cells, boundaries, kept = _merged(points, cells, boundaries)
+        used = used[kept]
 
     mesh = Mesh(points, cells, cell_type, boundaries, subdomains, check=False)
     if reorient:
         mesh = mesh.reoriented()
     if check:
+        hint = "Mesh.read(path, merge_duplicates=True) (from_meshio(raw, merge_duplicates=True) in memory)"
+        check_duplicates(mesh.points, mesh.cells, what=path, merge_hint=hint)
         mesh.check_quality()
     if not with_data:
         return mesh
@@ -366,15 +414,28 @@ def _write_xdmf(path: str, mesh: meshio.Mesh) -> None:
     ET.ElementTree(root).write(path, xml_declaration=True, encoding="utf-8")
 
 
-def _parse_item(item: ET.Element) -> np.ndarray:
-    dims = tuple(int(d) for d in item.get("Dimensions", "").split())
-    dtype = np.float64 if item.get("NumberType", "Float") == "Float" else np.int64
-    return np.array((item.text or "").split(), dtype=dtype).reshape(dims)
+def _parse_item(item: ET.Element | None, path: str, what: str) -> np.ndarray:
+    if item is None:
+        raise MeshReadError(f"{path!r}: the XDMF {what} has no DataItem; expected {_EXPECTED['xdmf']}")
+    try:
+        dims = tuple(int(d) for d in item.get("Dimensions", "").split())
+        dtype = np.float64 if item.get("NumberType", "Float") == "Float" else np.int64
+        return np.array((item.text or "").split(), dtype=dtype).reshape(dims)
+    except ValueError as err:  # non-numbers, or fewer numbers than Dimensions says
+        raise MeshReadError(
+            f"{path!r}: the XDMF {what} DataItem does not hold {item.get('Dimensions')!r} numbers ({err}); "
+            f"expected {_EXPECTED['xdmf']} with inline XML data"
+        ) from err
 
 
 def _read_xdmf_xml(path: str) -> meshio.Mesh | None:
     """Read the first uniform grid of an XDMF file with inline XML data, or None if the data is elsewhere."""
-    root = ET.parse(path).getroot()
+    try:
+        root = ET.parse(path).getroot()
+    except ET.ParseError as err:  # an empty or truncated file, or not XML at all
+        raise MeshReadError(
+            f"could not read mesh file {path!r}: not valid XML ({err}); expected {_EXPECTED['xdmf']}"
+        ) from err
     if any(item.get("Format", "XML") != "XML" for item in root.iter("DataItem")):
         return None
     for grid in root.iter("Grid"):
@@ -383,42 +444,94 @@ def _read_xdmf_xml(path: str) -> meshio.Mesh | None:
             continue
         kind = topo.get("TopologyType") or topo.get("Type")
         if kind not in _XDMF_CELL:
-            raise ValueError(
+            raise MeshReadError(
                 f"{path!r}: XDMF topology {kind!r} is not supported; use one of {sorted(_XDMF_CELL)}"
             )
-        cells = _parse_item(topo.find("DataItem"))
-        points = _parse_item(geo.find("DataItem"))
+        cells = _parse_item(topo.find("DataItem"), path, "Topology")
+        points = _parse_item(geo.find("DataItem"), path, "Geometry")
         point_data, cell_data = {}, {}
         for att in grid.findall("Attribute"):
             target = point_data if att.get("Center", "Node") == "Node" else cell_data
-            target[att.get("Name")] = _parse_item(att.find("DataItem"))
-        return meshio.Mesh(points, [(_XDMF_CELL[kind], cells)], point_data=point_data,
-                           cell_data={k: [v] for k, v in cell_data.items()})  # fmt: skip
-    raise ValueError(f"{path!r}: no grid with a Topology and a Geometry in this XDMF file")
+            name = att.get("Name")
+            target[name] = _parse_item(att.find("DataItem"), path, f"Attribute {name!r}")
+        try:
+            return meshio.Mesh(points, [(_XDMF_CELL[kind], cells)], point_data=point_data,
+                               cell_data={k: [v] for k, v in cell_data.items()})  # fmt: skip
+        except ValueError as err:  # data sizes that do not match the points or cells
+            raise MeshReadError(
+                f"{path!r}: inconsistent XDMF grid ({err}); expected {_EXPECTED['xdmf']}"
+            ) from err
+    raise MeshReadError(
+        f"{path!r}: no grid with a Topology and a Geometry in this XDMF file; expected {_EXPECTED['xdmf']}"
+    )
+
+
+def _formats(path: str) -> list[str]:
+    """meshio format names for the file's extension (the last suffixes, e.g. ".vtu" or ".vtk.gz")."""
+    name = os.path.basename(path).lower()
+    out = []
+    for ext, formats in meshio.extension_to_filetypes.items():
+        if name.endswith(ext):
+            out += [f for f in formats if f not in out]
+    return out
 
 
 def _read_raw(path: str) -> meshio.Mesh:
     if not os.path.exists(path):
-        raise FileNotFoundError(f"mesh file {path!r} does not exist")
-    if path.lower().endswith((".xdmf", ".xmf")):
+        raise FileNotFoundError(
+            f"mesh file {path!r} does not exist (relative paths start in {os.getcwd()!r}); expected a mesh "
+            "file such as part.msh (gmsh), part.vtu or part.xdmf"
+        )
+    if os.path.isdir(path):
+        raise MeshReadError(
+            f"{path!r} is a directory; expected a mesh file such as part.msh, part.vtu, part.xdmf"
+        )
+    formats = sorted(_formats(path), key=lambda f: f != "gmsh")  # .msh: gmsh before ANSYS
+    if not formats:
+        raise MeshReadError(
+            f"could not read mesh file {path!r}: the extension names no mesh format meshio knows; expected "
+            "e.g. .msh (gmsh), .vtu, .vtk, .xdmf, .mesh (medit), .med"
+        )
+    if os.path.getsize(path) == 0:
+        raise MeshReadError(
+            f"could not read mesh file {path!r}: the file is empty; expected "
+            f"{_EXPECTED.get(formats[0], 'a ' + formats[0] + ' mesh')}"
+        )
+    if "xdmf" in formats:
         raw = _read_xdmf_xml(path)
         if raw is not None:
             return raw
-    try:
-        return meshio.read(path)
-    except ModuleNotFoundError as err:  # XDMF with HDF5 data
-        raise ValueError(f"reading {path!r} needs the {err.name!r} package: pip install {err.name}") from err
-    except (meshio.ReadError, SystemExit) as err:  # meshio exits the interpreter on some unreadable files
-        raise ValueError(f"could not read mesh file {path!r}: {err or 'not a valid mesh file'}") from err
-    except ValueError as err:
-        if "Incompatible cell data" in str(err):  # meshio and gmsh 4 entities without physical groups
-            raise ValueError(
-                f"could not read {path!r}: some gmsh entities of this file have a physical group and "
-                "others have none, which meshio cannot read; put every boundary curve/surface in a "
-                "physical group, or save "
-                "the mesh in gmsh format 2.2 (gmsh option Mesh.MshFileVersion = 2.2)"
+    # meshio.read prints every reader's failure and then calls sys.exit(1) when no reader succeeds, so we
+    # call the readers of the extension's formats ourselves and keep their errors (older and newer meshio
+    # without the reader table go through meshio.read).
+    readers = getattr(getattr(meshio, "_helpers", None), "reader_map", None)
+    if readers is None or not all(f in readers for f in formats):
+        readers = {f: (lambda p, f=f: meshio.read(p, file_format=f)) for f in formats}
+    failures: list[tuple[str, BaseException]] = []
+    for fmt in formats:
+        try:
+            return readers[fmt](path)
+        except ModuleNotFoundError as err:  # XDMF with HDF5 data, and other formats with optional packages
+            raise MeshReadError(
+                f"reading {path!r} needs the {err.name!r} package: pip install {err.name}"
             ) from err
-        raise
+        except ValueError as err:
+            if "Incompatible cell data" in str(err):  # meshio and gmsh 4 entities without physical groups
+                raise MeshReadError(
+                    f"could not read {path!r}: some gmsh entities of this file have a physical group and "
+                    "others have none, which meshio cannot read; put every boundary curve/surface in a "
+                    "physical group, or save the mesh in gmsh format 2.2 (gmsh option Mesh.MshFileVersion "
+                    "= 2.2)"
+                ) from err
+            failures.append((fmt, err))
+        except (Exception, SystemExit) as err:  # garbage makes readers fail in any way
+            failures.append((fmt, err))
+    why = "; ".join(f"as {fmt}: {type(err).__name__}: {str(err) or 'unreadable'}" for fmt, err in failures)
+    expected = " or ".join(_EXPECTED.get(fmt, f"a {fmt} mesh") for fmt, _ in failures)
+    raise MeshReadError(
+        f"could not read mesh file {path!r} ({why}); expected {expected}. Check that the file is complete "
+        "(not truncated) and that its extension matches its format."
+    ) from failures[0][1]
 
 
 def write_time_series(
