@@ -22,7 +22,9 @@ class Field(eqx.Module):
 
     Arguments:
         space: the :class:`SplineSpace` or :class:`LagrangeSpace`.
-        coeffs: shape ``(space.ndofs,)`` (component-major for vector spaces).
+        coeffs: shape exactly ``(space.ndofs,)``, component-major for vector spaces (all values of
+            component 0, then component 1, ...). Any other shape raises a ``ValueError`` here, not at the
+            first evaluation; for a batch of coefficient vectors build the Field inside ``jax.vmap``.
 
     Example:
         >>> u = Field(V, jnp.zeros(V.ndofs))
@@ -36,7 +38,7 @@ class Field(eqx.Module):
         if not isinstance(space, FunctionSpace):
             raise TypeError(f"space must be a SplineSpace or LagrangeSpace, got {type(space).__name__}.")
         coeffs = jnp.asarray(coeffs)
-        space.check_coeffs(coeffs, "coeffs")
+        _check_coeffs(space, jnp.shape(coeffs))
         self.space = space
         self.coeffs = coeffs
 
@@ -99,6 +101,39 @@ class Field(eqx.Module):
 
     def __repr__(self):
         return f"Field({type(self.space).__name__}, ndofs={self.space.ndofs}, shape={self.value_shape})"
+
+
+def _check_coeffs(space: FunctionSpace, shape: tuple[int, ...]) -> None:
+    """Raise unless ``shape == (space.ndofs,)``, saying what to write for the usual mix-ups.
+
+    Only ``__init__`` calls this. Under ``jit``/``vmap`` the shape is the traced (per-sample) one, so a
+    batched Field made by ``jax.vmap(lambda c: Field(V, c))`` passes; pytree transformations rebuild Fields
+    without ``__init__`` (equinox unflattens modules directly), so placeholder or batched leaves never reach
+    it. A looser check on the last axis alone let ``(3, ndofs)`` through, and the Field failed only when
+    evaluated, with a reshape error.
+    """
+    n = space.ndofs
+    if shape == (n,):
+        return
+    hint = "Use one coefficient per dof, e.g. jnp.zeros(V.ndofs)."
+    ncomp, nscalar = space.plan.ncomp, space.nscalar
+    if space.value_shape and shape == (ncomp, nscalar):
+        hint = (
+            f"For a vector space the coefficients are component-major and flat: write coeffs.reshape(-1) "
+            f"(component c is coeffs[c * {nscalar}:(c + 1) * {nscalar}])."
+        )
+    elif space.value_shape and shape == (nscalar, ncomp):
+        hint = (
+            "For a vector space the coefficients are component-major and flat: one value per node and "
+            "component, (nscalar, ncomp), becomes coeffs.T.reshape(-1)."
+        )
+    elif len(shape) >= 2 and shape[-1] == n:
+        hint = (
+            "A Field holds one coefficient vector: make one Field per row ([Field(V, c) for c in coeffs]), "
+            "or build it inside jax.vmap (jax.vmap(lambda c: Field(V, c).integrate())(coeffs)); for "
+            "tensor-valued data on a scalar space use fem.TensorField(V, coeffs)."
+        )
+    raise ValueError(f"coeffs must have shape (ndofs,) = ({n},) for this space, got {shape}. {hint}")
 
 
 @eqx.filter_jit  # eager, the contraction would compile anew for every number of points

@@ -17,7 +17,7 @@ from scipy.spatial import cKDTree
 
 from igax.fem.space import FunctionSpace, Tables, det_inv, finish_tables
 
-__all__ = ["locate"]
+__all__ = ["locate", "check_finite_points"]
 
 _TOL = 1e-9
 
@@ -39,10 +39,29 @@ def locate(space: FunctionSpace, points, *, n_valid: int | None = None) -> tuple
             f"point evaluation is not available for a {type(space).__name__}; evaluate at the quadrature "
             "points instead (Field.at_quadrature, V.quadrature_points())."
         )
+    if not isinstance(points, jax.core.Tracer):  # location is host work: traced points fail there anyway
+        check_finite_points(np.asarray(jax.device_get(points)), n_valid)
     try:
         return impl(space, points)
     except _BadPoints as err:
         raise err.error(n_valid) from None
+
+
+def check_finite_points(pts: np.ndarray, n_valid: int | None = None) -> None:
+    """Raise a ValueError naming the first NaN/inf point of ``pts`` (npts, dim), if any.
+
+    Without it a NaN point reached SciPy's k-d tree first, whose message ("'x' must be finite") names neither
+    the argument nor the point. ``n_valid``: only the first ``n_valid`` points are the caller's.
+    """
+    pts = pts if n_valid is None else pts[:n_valid]
+    bad = ~np.isfinite(pts).all(axis=-1)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ValueError(
+            f"points must be finite: {int(bad.sum())} of {len(pts)} points hold NaN or inf (first: index "
+            f"{i}, {pts[i].tolist()}). Drop or replace them before evaluating, e.g. "
+            "points[np.isfinite(points).all(axis=1)]."
+        )
 
 
 class _BadPoints(Exception):
@@ -88,6 +107,7 @@ def invert_spline_map(plan, pts: np.ndarray, map_fn) -> tuple[np.ndarray, np.nda
         is the first guess), which callers use as scales. Callers check that ``map_fn(u)[0]`` reached
         ``pts``.
     """
+    check_finite_points(pts)
     lo = np.array([k[0] for k in plan.knots])
     hi = np.array([k[-1] for k in plan.knots])
     per = [np.concatenate([b[:-1] + f * np.diff(b) for f in (0.1, 0.5, 0.9)] + [b[-1:]]) for b in plan.breaks]

@@ -10,7 +10,14 @@ from igax.inverse.observations import (
     boundary_flux,
     reaction_flux,
 )
-from igax.inverse.optimize import History, Iterate, OptimizeResult, minimize, projected_gradient_norm
+from igax.inverse.optimize import (
+    History,
+    Interrupted,
+    Iterate,
+    OptimizeResult,
+    minimize,
+    projected_gradient_norm,
+)
 from igax.inverse.parameterizations import Exp, Identity, Sigmoid, Softplus
 from igax.inverse.random_fields import KLExpansion, kl_expansion
 from igax.inverse.regularizers import (
@@ -42,6 +49,7 @@ __all__ = [
     "OptimizeResult",
     "History",
     "Iterate",
+    "Interrupted",
     "projected_gradient_norm",
     "taylor_test",
     "TaylorResult",

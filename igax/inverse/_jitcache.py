@@ -17,15 +17,25 @@ from jax.flatten_util import ravel_pytree
 _CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
+class ObjectiveOutputError(TypeError):
+    """The objective returned something other than a scalar (or a ``(scalar, aux)`` pair).
+
+    A class of its own so that :func:`igax.inverse.minimize` can tell it from a shape error raised inside the
+    objective (which it explains in terms of ``x0``'s shape).
+    """
+
+
 def _check_output(out, has_aux):
     if has_aux:
         if not (isinstance(out, tuple) and len(out) == 2):
-            raise TypeError("with has_aux=True the objective must return a pair (value, aux_dict).")
+            raise ObjectiveOutputError(
+                "with has_aux=True the objective must return a pair (value, aux_dict)."
+            )
         val = out[0]
     else:
         val = out
     if jnp.ndim(val) != 0:
-        raise TypeError(
+        raise ObjectiveOutputError(
             f"objective must return a scalar, got shape {jnp.shape(val)}; sum or average the entries "
             "(e.g. jnp.sum(residual ** 2))."
         )

@@ -18,6 +18,21 @@ Backends (``method``):
 - ``"scipy"`` or ``"scipy:<name>"`` (``"scipy:L-BFGS-B"``, ``"scipy:BFGS"``, ``"scipy:TNC"``, ...):
   ``scipy.optimize.minimize`` with the JAX gradient (``jac=True``).
 
+Interrupting a run (Ctrl-C) loses nothing: ``minimize`` raises :class:`Interrupted`, a subclass of
+``KeyboardInterrupt``, whose ``result`` is an :class:`OptimizeResult` with ``success=False``, the history so
+far and ``x`` the best iterate recorded (the lowest objective; for L-BFGS the last one)::
+
+    try:
+        res = minimize(loss, x0)
+    except KeyboardInterrupt as err:    # Interrupted is one; err.result holds the run so far
+        res = err.result
+
+(in a notebook, after an interrupted cell: ``res = sys.last_value.result``). Raising rather than returning
+keeps Ctrl-C's meaning: the script or cell stops instead of carrying on with a half-optimised ``x``. An
+interrupt that arrives while a host callback of the compiled objective runs reaches JAX as a callback failure;
+it is turned back into :class:`Interrupted` here. :func:`igax.inverse.fit` does the same with a
+``TrainResult``.
+
 jaxopt 0.8.5 works with jax 0.10.2 for both L-BFGS and L-BFGS-B (checked in tests against scipy); it is no
 longer maintained, so the scipy route is the fallback should a later jax break it.
 """
@@ -26,6 +41,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import time
 import warnings
 from collections.abc import Callable
@@ -37,9 +53,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from igax.inverse._jitcache import flat_objective, value_and_grad_flat
+from igax.inverse._jitcache import ObjectiveOutputError, flat_objective, value_and_grad_flat
 
-__all__ = ["minimize", "OptimizeResult", "History", "Iterate", "projected_gradient_norm"]
+__all__ = ["minimize", "OptimizeResult", "History", "Iterate", "Interrupted", "projected_gradient_norm"]
 
 logger = logging.getLogger(__name__)
 
@@ -125,6 +141,35 @@ class Iterate:
     fun: float
     grad_norm: float
     aux: dict[str, float]
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during :func:`minimize` or :func:`igax.inverse.fit`, carrying the run so far in ``result``.
+
+    A ``KeyboardInterrupt``, so an interrupted script still stops (``except KeyboardInterrupt`` catches it).
+
+    Attributes:
+        result: an :class:`OptimizeResult` (``minimize``; ``success=False``, ``x`` the best iterate recorded,
+            the history so far) or a :class:`igax.inverse.TrainResult` (``fit``; the last completed step,
+            whose state was also written to the checkpoint, so that resuming is exact).
+    """
+
+    def __init__(self, message: str, result: Any):
+        super().__init__(message)
+        self.result = result
+
+
+# JAX reports an exception raised inside a host callback (pure_callback, debug.callback, the solvers' direct
+# backends) as a runtime error whose text ends with the callback's traceback; Ctrl-C that lands in a callback
+# becomes such an error with a final line "KeyboardInterrupt".
+_INTERRUPT_LINE = re.compile(r"(?m)^KeyboardInterrupt\b")
+
+
+def caused_by_interrupt(err: BaseException) -> bool:
+    """Whether ``err`` is a KeyboardInterrupt, directly or as the failure of a host callback under ``jit``."""
+    if isinstance(err, KeyboardInterrupt):
+        return True
+    return isinstance(err, Exception) and bool(_INTERRUPT_LINE.search(str(err)))
 
 
 def projected_gradient_norm(x, g, lower, upper) -> jax.Array:
@@ -219,6 +264,7 @@ class _Recorder:
         self.aux: dict[str, list[float]] = {}
         self.stop_message: str | None = None
         self.success = False
+        self.best: tuple[int, Any] | None = None  # (iteration, flat x) of the lowest finite objective
         self._t = time.perf_counter()
         self.t0 = self._t
         self.bar = None
@@ -247,6 +293,9 @@ class _Recorder:
                 aux_f[k] = float(v)
                 self.aux.setdefault(k, []).append(aux_f[k])
         it = len(self.fun) - 1
+        if math.isfinite(value) and (self.best is None or value < self.fun[self.best[0]]):
+            # scipy hands over arrays it may reuse; JAX arrays are immutable and kept as they are.
+            self.best = (it, x_flat if isinstance(x_flat, jax.Array) else np.array(x_flat, copy=True))
         if self.bar is not None and it > 0:
             self.bar.update(1)
             self.bar.set_postfix(f=f"{value:.4e}", g=f"{gnorm:.2e}")
@@ -281,11 +330,13 @@ class _Recorder:
             self.bar.close()
 
     def history(self) -> History:
+        # An interrupt can land between the appends of one record: keep only complete entries.
+        n = min(len(self.fun), len(self.gnorm), len(self.times))
         return History(
-            fun=np.asarray(self.fun),
-            grad_norm=np.asarray(self.gnorm),
-            time=np.asarray(self.times),
-            aux={k: np.asarray(v) for k, v in self.aux.items()},
+            fun=np.asarray(self.fun[:n]),
+            grad_norm=np.asarray(self.gnorm[:n]),
+            time=np.asarray(self.times[:n]),
+            aux={k: np.asarray(v[:n]) for k, v in self.aux.items()},
         )
 
 
@@ -333,6 +384,12 @@ def minimize(
     Returns:
         An :class:`OptimizeResult` with ``x`` in the structure of ``x0`` and the :class:`History`.
 
+    Raises:
+        Interrupted: on Ctrl-C (a ``KeyboardInterrupt``, also one raised in a host callback of the compiled
+            objective); its ``result`` holds the best iterate and the history so far.
+        ValueError: when the objective's first evaluation fails with a shape error, naming ``x0``'s shape
+            and the shapes the error mentions (the original error is chained).
+
     Example:
         >>> res = minimize(lambda x: jnp.sum((x - 2.0) ** 2), jnp.zeros(3), progress=False)
         >>> np.allclose(res.x, 2.0)
@@ -365,20 +422,43 @@ def minimize(
         label = f"scipy:{spec}"
     rec = _Recorder(unravel, int(maxiter), float(tol), ftol, callback, progress, label)
     try:
-        if backend in ("lbfgs", "lbfgsb"):
-            x, nfev, extra_msg = _run_jaxopt(
-                backend, flat_fun, x0_flat, flat_bounds, rec, has_aux, jit, options, args
-            )
-        elif backend == "optax":
-            x, nfev, extra_msg = _run_optax(
-                spec, flat_fun, x0_flat, flat_bounds, rec, has_aux, jit, options, args
-            )
-        else:
-            x, nfev, extra_msg = _run_scipy(
-                spec, flat_fun, x0_flat, flat_bounds, rec, has_aux, jit, options, args, vg=cached_vg
-            )
-    finally:
-        rec.close()
+        try:
+            if backend in ("lbfgs", "lbfgsb"):
+                x, nfev, extra_msg = _run_jaxopt(
+                    backend, flat_fun, x0_flat, flat_bounds, rec, has_aux, jit, options, args
+                )
+            elif backend == "optax":
+                x, nfev, extra_msg = _run_optax(
+                    spec, flat_fun, x0_flat, flat_bounds, rec, has_aux, jit, options, args
+                )
+            else:
+                x, nfev, extra_msg = _run_scipy(
+                    spec, flat_fun, x0_flat, flat_bounds, rec, has_aux, jit, options, args, vg=cached_vg
+                )
+        finally:
+            rec.close()
+    except BaseException as err:
+        if caused_by_interrupt(err):
+            res = _interrupted_result(rec, x0_flat, unravel, label)
+            logger.info("minimize[%s]: %s", label, res.message)
+            # from None: a callback's interrupt arrives as a JAX error whose text is a long traceback; the
+            # original stays reachable as __context__.
+            raise Interrupted(
+                f"minimize[{label}] {res.message}. The run so far is in this exception's .result "
+                "(except KeyboardInterrupt as err: res = err.result).",
+                res,
+            ) from None
+        if (
+            not rec.fun
+            and isinstance(err, TypeError | ValueError)
+            and not isinstance(err, ObjectiveOutputError)
+        ):
+            # The objective failed before producing any value: most often x0 has the wrong shape and the
+            # objective's arithmetic does not broadcast. Say so in terms of x0 (the original error follows).
+            msg = _x0_shape_message(err, x0)
+            if msg is not None:
+                raise ValueError(msg) from err
+        raise
     hist = rec.history()
     message = rec.stop_message or extra_msg or "stopped"
     success = rec.success and rec.stop_message is not None
@@ -398,6 +478,71 @@ def minimize(
     )
     logger.info("minimize[%s]: %s after %d iterations, f=%.6e", label, message, res.nit, res.fun)
     return res
+
+
+def _interrupted_result(rec: _Recorder, x0_flat, unravel, label: str) -> OptimizeResult:
+    """The :class:`OptimizeResult` of an interrupted run: the best recorded iterate and the history so far."""
+    hist = rec.history()
+    nit = max(len(hist.fun) - 1, 0)
+    plural = "iteration" if nit == 1 else "iterations"
+    if rec.best is None or rec.best[0] >= len(hist.fun):
+        x, fun, gnorm = x0_flat, float("nan"), float("nan")
+        where = "before the first objective value was computed; x is x0"
+    else:
+        it, x = rec.best
+        fun, gnorm = float(hist.fun[it]), float(hist.grad_norm[it])
+        where = f"x is the best iterate recorded (iteration {it}, f={fun:.6e})"
+    return OptimizeResult(
+        x=unravel(jnp.asarray(x, dtype=x0_flat.dtype)),
+        fun=fun,
+        grad_norm=gnorm,
+        nit=nit,
+        nfev=len(hist.fun),
+        success=False,
+        message=f"interrupted by the user (KeyboardInterrupt) after {nit} {plural}; {where}",
+        method=label,
+        history=hist,
+        wall_time=time.perf_counter() - rec.t0,
+    )
+
+
+_SHAPE_IN_TEXT = re.compile(r"\((?:\s*\d+\s*,)*\s*\d*\s*,?\s*\)")  # (4,)  (2, 3)  ()
+
+
+def _x0_shape_message(err: Exception, x0) -> str | None:
+    """A message that puts a shape error of the objective's first evaluation in terms of ``x0``, or None."""
+    text = str(err)
+    if "shape" not in text.lower():
+        return None
+    leaves, treedef = jax.tree_util.tree_flatten(x0)
+    leaf_shapes = {tuple(np.shape(a)) for a in leaves}
+    if treedef.num_leaves == 1 and treedef.num_nodes == 1:
+        desc = f"x0 has shape {tuple(np.shape(leaves[0]))}"
+    else:
+        desc = f"x0 has leaf shapes {jax.tree_util.tree_map(lambda a: tuple(np.shape(a)), x0)}"
+    others: list[tuple[int, ...]] = []
+    for m in _SHAPE_IN_TEXT.finditer(text):
+        shape = tuple(int(d) for d in re.findall(r"\d+", m.group(0)))
+        if shape and shape not in leaf_shapes and shape not in others:
+            others.append(shape)
+    if others:
+        listed = ", ".join(str(sh) for sh in others[:3])
+        if len(leaves) > 1:
+            hint = (
+                f"The error mentions the shape(s) {listed}: if a leaf of x0 should have it, change that leaf."
+            )
+        else:
+            hint = (
+                f"The error mentions the shape(s) {listed}: if the objective expects parameters of that "
+                f"shape, start from e.g. x0 = jnp.zeros({others[0]})."
+            )
+    else:
+        hint = "Give x0 the shape (or pytree structure) that the objective indexes and broadcasts against."
+    return (
+        f"{desc}, and the objective failed on its first evaluation, at x0, with a shape error. {hint} "
+        f"If x0's shape is right, the mismatch is inside the objective (see the traceback above). The error: "
+        f"{type(err).__name__}: {text}"
+    )
 
 
 def _gnorm_fn(flat_bounds):

@@ -12,7 +12,8 @@ Two ways of putting a PDE into a training loss, both differentiable end to end:
   :class:`DirichletLift` (``u = base + mask * output``).
 
 Around them: :func:`fit` (optax over minibatches under ``jit``, a wall-clock or step budget, checkpoints
-written with ``equinox.tree_serialise_leaves`` and resumed from, a tqdm progress bar with the loss),
+written with ``equinox.tree_serialise_leaves`` and resumed from exactly, a tqdm progress bar with the loss;
+Ctrl-C saves the last completed step and raises :class:`igax.inverse.Interrupted` carrying the result so far),
 :func:`batched` (a chunked, jitted ``vmap`` of a per-sample map), :func:`make_dataset` (reference solutions by
 igax) and :func:`relative_l2_errors` (errors in the L2 norm of a space, through its mass matrix).
 """
@@ -37,6 +38,7 @@ from igax.fem.assemble import assemble
 from igax.fem.bc import DirichletBC, merge_bcs
 from igax.fem.library import mass
 from igax.fem.space import FunctionSpace
+from igax.inverse.optimize import Interrupted, caused_by_interrupt
 from igax.solvers.sparse import SparseMatrix
 
 __all__ = [
@@ -305,18 +307,20 @@ def relative_l2_errors(space: FunctionSpace, predicted: jax.Array, reference: ja
 def save_checkpoint(path: str | os.PathLike, state: Any, history: dict | None = None) -> None:
     """Write a training state (any pytree: model, optimiser state, step) with ``eqx.tree_serialise_leaves``.
 
-    The history (lists of numbers) goes to ``path + ".json"``. The write is atomic (a temporary file then a
-    rename), so an interrupted run never leaves a truncated checkpoint.
+    The history (lists of numbers) goes to ``path + ".json"``. Each write is atomic (a temporary file then a
+    rename), so an interrupted run never leaves a truncated checkpoint. The history is written first: if an
+    interrupt falls between the two writes, the history runs ahead of the state, never behind it, and
+    :func:`fit` drops the entries past the saved step when it resumes.
     """
     path = os.fspath(path)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp"
-    eqx.tree_serialise_leaves(tmp, state)
-    os.replace(tmp, path)
     if history is not None:
         with open(path + ".json.tmp", "w") as fh:
             json.dump(history, fh)
         os.replace(path + ".json.tmp", path + ".json")
+    tmp = path + ".tmp"
+    eqx.tree_serialise_leaves(tmp, state)
+    os.replace(tmp, path)
 
 
 def load_checkpoint(path: str | os.PathLike, like: Any) -> tuple[Any, dict | None]:
@@ -401,8 +405,9 @@ def fit(
         steps: total number of steps (including resumed ones); None for no limit (then give ``budget_s``).
         budget_s: wall-clock budget of this call's optimiser steps in seconds (compilation is not counted;
             it is reported in ``compile_seconds``).
-        checkpoint: file path; the state is saved every ``checkpoint_every`` steps and at the end, and, when
-            ``resume`` is true and the file exists, training continues from it.
+        checkpoint: file path; the state is saved every ``checkpoint_every`` steps, at the end and on Ctrl-C,
+            and, when ``resume`` is true and the file exists, training continues from it. Batches depend on
+            the step only, so a resumed run reaches exactly the parameters of an uninterrupted one.
         progress: show a tqdm bar with the current loss.
         log_every: record the loss every this many steps (reading it back costs a device sync).
         eval_batch: a fixed batch (e.g. held-out samples) on which the loss is also evaluated, before the
@@ -413,6 +418,12 @@ def fit(
 
     Returns:
         A :class:`TrainResult`.
+
+    Raises:
+        Interrupted: on Ctrl-C (a ``KeyboardInterrupt``, also one raised in a host callback of the compiled
+            step); its ``result`` is the :class:`TrainResult` of the last completed step, which is also
+            written to ``checkpoint``: call ``fit`` again with the same arguments to continue exactly.
+        FloatingPointError: when the training loss becomes NaN or inf.
 
     Example:
         >>> res = fit(loss, net, optax.adam(1e-3), data, key=jax.random.key(0), batch_size=32, budget_s=60)
@@ -435,7 +446,8 @@ def fit(
         (params, opt_state, s), hist = load_checkpoint(checkpoint, like)
         step0 = resumed_from = int(s)
         if hist is not None:
-            history = {k: list(v) for k, v in hist.items()}
+            # The history is written before the state: after an interrupted write it may run ahead of it.
+            history = _history_upto({k: list(v) for k, v in hist.items()}, step0)
             t_offset = history["time"][-1] if history["time"] else 0.0
         logger.info("resumed from %s at step %d", checkpoint, step0)
 
@@ -447,46 +459,63 @@ def fit(
         updates, opt_state = optimizer.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, loss
 
-    t0 = time.perf_counter()
-    batch = _batch_of(data, jax.random.fold_in(key, step0), batch_size)
-    compiled = jax.jit(step_fn).lower(params, opt_state, batch).compile()
+    # The training state is one tuple, replaced by a single assignment per step: an interrupt lands before or
+    # after it, never between the parameters and their step count, so what is saved on Ctrl-C resumes exactly.
+    state = (params, opt_state, step0)
+    synced = state  # the latest state whose loss was read back (or that was saved): certainly computed
+    train_seconds = compile_seconds = 0.0
+    start = None
     evaluate = None
-    if eval_batch is not None:
-        evaluate = (
-            jax.jit(lambda p, b: loss_fn(eqx.combine(p, static), b)).lower(params, eval_batch).compile()
-        )
-        for k in ("eval_step", "eval_loss", "eval_time"):
-            history.setdefault(k, [])
-    compile_seconds = time.perf_counter() - t0
+    bar = None
 
-    def record_eval():
-        if evaluate is not None and (not history["eval_step"] or history["eval_step"][-1] != step):
-            history["eval_step"].append(step)
-            history["eval_loss"].append(float(evaluate(params, eval_batch)))
+    def record_eval(st):
+        p, _, at = st
+        if evaluate is not None and (not history["eval_step"] or history["eval_step"][-1] != at):
+            history["eval_step"].append(at)
+            history["eval_loss"].append(float(evaluate(p, eval_batch)))
             history["eval_time"].append(t_offset + train_seconds)
 
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=None if steps is None else int(steps), initial=step0, desc="fit", leave=False)
-    step = step0
-    train_seconds = 0.0
-
-    def save():
+    def save(st):
         if checkpoint is not None:
-            save_checkpoint(checkpoint, (params, opt_state, jnp.asarray(step, jnp.int32)), history)
+            save_checkpoint(checkpoint, (st[0], st[1], jnp.asarray(st[2], jnp.int32)), history)
 
-    record_eval()  # outside the timed training
-    start = time.perf_counter()
+    def result(st):
+        return TrainResult(
+            model=eqx.combine(st[0], static),
+            opt_state=st[1],
+            steps=st[2],
+            history=history,
+            train_seconds=train_seconds,
+            compile_seconds=compile_seconds,
+            resumed_from=resumed_from,
+        )
+
     try:
-        while (steps is None or step < int(steps)) and (budget_s is None or train_seconds < budget_s):
-            if step != step0:
-                batch = _batch_of(data, jax.random.fold_in(key, step), batch_size)
-            params, opt_state, loss = compiled(params, opt_state, batch)
-            step += 1
+        t0 = time.perf_counter()
+        batch = _batch_of(data, jax.random.fold_in(key, step0), batch_size)
+        compiled = jax.jit(step_fn).lower(params, opt_state, batch).compile()
+        if eval_batch is not None:
+            evaluate = (
+                jax.jit(lambda p, b: loss_fn(eqx.combine(p, static), b)).lower(params, eval_batch).compile()
+            )
+            for k in ("eval_step", "eval_loss", "eval_time"):
+                history.setdefault(k, [])
+        compile_seconds = time.perf_counter() - t0
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=None if steps is None else int(steps), initial=step0, desc="fit", leave=False)
+        record_eval(state)  # outside the timed training
+        start = time.perf_counter()
+        while (steps is None or state[2] < int(steps)) and (budget_s is None or train_seconds < budget_s):
+            if state[2] != step0:
+                batch = _batch_of(data, jax.random.fold_in(key, state[2]), batch_size)
+            new_params, new_opt_state, loss = compiled(state[0], state[1], batch)
+            state = (new_params, new_opt_state, state[2] + 1)
+            step = state[2]
             if step % log_every == 0 or step == steps:
                 lv = float(loss)  # syncs
+                synced = state
                 train_seconds = time.perf_counter() - start
                 history["step"].append(step)
                 history["loss"].append(lv)
@@ -504,23 +533,61 @@ def fit(
                 bar.update(1)
             if eval_every is not None and step % eval_every == 0:
                 paused = time.perf_counter()
-                record_eval()
+                record_eval(state)
                 start += time.perf_counter() - paused  # evaluations are not training time
             if checkpoint is not None and step % checkpoint_every == 0:
-                save()
-        jax.block_until_ready(params)
+                save(state)
+                synced = state
+        jax.block_until_ready(state[0])
         train_seconds = time.perf_counter() - start
+        record_eval(state)
+        save(state)
+    except BaseException as err:
+        if not caused_by_interrupt(err):
+            raise
+        if start is not None:
+            train_seconds = time.perf_counter() - start
+        state = _completed(state, synced)
+        kept = _history_upto(history, state[2])
+        history.clear()
+        history.update(kept)
+        save(state)
+        where = "" if checkpoint is None else f", saved to {os.fspath(checkpoint)} (fit resumes from it)"
+        logger.info("fit interrupted at step %d%s", state[2], where)
+        # from None: an interrupt in a host callback arrives as a JAX error whose text is a long traceback.
+        raise Interrupted(
+            f"fit interrupted by the user (KeyboardInterrupt) at step {state[2]}{where}. The model, "
+            "optimiser state and history of that step are in this exception's .result "
+            "(except KeyboardInterrupt as err: res = err.result).",
+            result(state),
+        ) from None
     finally:
         if bar is not None:
             bar.close()
-    record_eval()
-    save()
-    return TrainResult(
-        model=eqx.combine(params, static),
-        opt_state=opt_state,
-        steps=step,
-        history=history,
-        train_seconds=train_seconds,
-        compile_seconds=compile_seconds,
-        resumed_from=resumed_from,
-    )
+    return result(state)
+
+
+def _completed(state, synced):
+    """``state`` if its computation finished, else ``synced``.
+
+    Steps are dispatched asynchronously: when an interrupt inside the compiled step (a host callback) failed
+    it, its outputs hold the error, and the last state known to be computed is kept instead (the steps in
+    between are redone on resume, with the same batches).
+    """
+    try:
+        jax.block_until_ready((state[0], state[1]))
+        return state
+    except Exception:
+        return synced
+
+
+def _history_upto(history: dict, step: int) -> dict:
+    """The history entries of steps ``<= step`` (training losses and evaluations)."""
+    out = dict(history)
+    for key, values in (("step", ("loss", "time")), ("eval_step", ("eval_loss", "eval_time"))):
+        if key in out:
+            n = sum(1 for s in out[key] if s <= step)  # steps increase
+            for k in (key, *values):
+                if k in out:
+                    out[k] = list(out[k][:n])
+    return out
