@@ -19,7 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from igax._config import check_float64
-from igax.fem.forms import Form, FormInputs, Jet, QuadValue, kernel_output
+from igax.fem._kernel_checks import check_linear, check_no_constant_term, check_symmetric, dependencies
+from igax.fem.forms import _SHAPE_NAMES, Form, FormInputs, Jet, QuadValue, kernel_output
 from igax.fem.space import FunctionSpace, Rule, Tables
 from igax.solvers.sparse import SparseMatrix
 
@@ -54,12 +55,21 @@ def _points(space: FunctionSpace, boundary):
     return space._tables(space._rule(boundary)).x
 
 
-def _inputs_at(fields: dict, space: FunctionSpace, rule: Rule, tables: Tables) -> dict:
-    """Each named input as (value (ne, nq, ...), grad or None) at the rule's quadrature points."""
+def _inputs_at(
+    fields: dict, space: FunctionSpace, rule: Rule, tables: Tables, form: Form | None = None
+) -> dict:
+    """Each named input as (value (ne, nq, ...), grad or None) at the rule's quadrature points.
+
+    With a ``form`` that declares its inputs, every input's value shape is checked against the declaration
+    (shapes are static: this costs nothing at run time).
+    """
     Field = _field_type()
     ne, nq = tables.dx.shape
+    p = space.plan
+    expected = None if form is None else form.input_shapes(p.value_shape, p.dim)
     out = {}
     for name, f in fields.items():
+        want = None if expected is None else expected.get(name)
         if isinstance(f, Field):
             fs = f.space
             if fs is space or fs.plan is space.plan:
@@ -72,25 +82,72 @@ def _inputs_at(fields: dict, space: FunctionSpace, rule: Rule, tables: Tables) -
                     "assembled on; a Field input must live on the same mesh / the same knot spans (any "
                     "degree). Project or interpolate it onto this space first."
                 )
+            if want is not None and fs.value_shape != want:
+                raise ValueError(
+                    _shape_message(form, name, f"a Field of value shape {fs.value_shape}", want, ne, nq, p)
+                )
             out[name] = fs._eval_coeffs(f.coeffs, t, rule)
         elif callable(f):
             val = _callable_values(f, tables.x, name)
+            if want is not None and val.shape[2:] != want:
+                what = f"a callable of x whose values have shape {val.shape[2:]}"
+                raise ValueError(_shape_message(form, name, what, want, ne, nq, p))
             out[name] = (val, None)
         else:
-            val = jnp.asarray(f)
-            if val.ndim == 0:
-                val = jnp.broadcast_to(val, (ne, nq))
-            elif val.shape[:2] != (ne, nq) and val.ndim <= 2 and max(val.shape) <= 3:
-                val = jnp.broadcast_to(val, (ne, nq) + val.shape)  # a constant vector or tensor
-            elif val.shape[:2] != (ne, nq):
-                raise ValueError(
-                    f"form input {name!r} has shape {val.shape}; an array input holds values at the "
-                    f"quadrature points, shape ({ne}, {nq}) (+ value shape), or is a constant vector or "
-                    "tensor of shape (dim,) or (dim, dim). For dof coefficients pass "
-                    "fem.Field(space, coeffs); for a constant pass a number."
-                )
-            out[name] = (val, None)
+            out[name] = (_array_values(name, jnp.asarray(f), ne, nq, p, want, form), None)
     return out
+
+
+def _array_values(name: str, val, ne: int, nq: int, plan, want, form):
+    """An array input as values at the points (ne, nq, *value shape), its shape matched exactly.
+
+    A form that declares the input's value shape ``want`` takes an array of shape ``want`` (a constant) or
+    ``(ne, nq) + want`` (values at the quadrature points) and nothing else. Without a declaration: a 0-d array
+    is a scalar constant, ``(ne, nq, ...)`` holds values at the points, and the constant vectors and tensors
+    ``(dim,)``, ``(dim, dim)``, the space's value shape and value shape + ``(dim,)`` are taken as constants;
+    any other shape is an error (not broadcast: an array of 2 numbers on a scalar space is a mistake, not a
+    constant to spread over the points).
+    """
+    if want is not None:
+        if val.shape == want:
+            return jnp.broadcast_to(val, (ne, nq) + want)
+        if val.shape == (ne, nq) + want:
+            return val
+        raise ValueError(_shape_message(form, name, f"an array of shape {val.shape}", want, ne, nq, plan))
+    if val.ndim >= 2 and val.shape[:2] == (ne, nq):
+        return val
+    if val.shape in _constant_shapes(plan):
+        return jnp.broadcast_to(val, (ne, nq) + val.shape)
+    consts = " or ".join(str(s) for s in sorted(_constant_shapes(plan), key=len))
+    raise ValueError(
+        f"form input {name!r} is an array of shape {val.shape}, which is neither a constant nor values at "
+        f"the quadrature points. On this space (dim {plan.dim}, value shape {plan.value_shape}) an array "
+        f"input is a constant of shape {consts}, or holds values at the points, shape ({ne}, {nq}) + value "
+        "shape (V.quadrature_points() gives those points). For dof coefficients pass fem.Field(space, "
+        "coeffs); for a constant scalar pass a number; for a position-dependent value pass a callable of x. "
+        "A form can declare its inputs' shapes (bilinear_form(inputs={...})) to have them checked exactly."
+    )
+
+
+def _constant_shapes(plan) -> set[tuple[int, ...]]:
+    """Shapes an array input of a form without declared inputs may have as a constant."""
+    d, vs = plan.dim, plan.value_shape
+    shapes = {(), (d,), (d, d)}
+    if vs:
+        shapes |= {vs, vs + (d,)}
+    return shapes
+
+
+def _shape_message(form: Form, name: str, what: str, want, ne: int, nq: int, plan) -> str:
+    spec = dict(form.inputs)[name]
+    desc = _SHAPE_NAMES[spec] if isinstance(spec, str) else f"shape {spec}"
+    scalar = "a number, " if want == () else ""
+    return (
+        f"form input {name!r} of {form!r} is {what}; the form declares {name!r} as {desc}, which is "
+        f"shape {want} on this space (dim {plan.dim}, value shape {plan.value_shape}). Pass {scalar}a "
+        f"callable of x returning shape {want}, a Field of value shape {want}, or an array of shape {want} "
+        f"(a constant) or (nel, nq) + {want} = {(ne, nq) + want} (values at the quadrature points)."
+    )
 
 
 # The contractions below are unrolled over the (small) quadrature and jet axes in Python. This differs from
@@ -148,106 +205,6 @@ def _jet_columns(tables: Tables, keep):
     return [tables.phi if k == 0 else tables.dphi[..., k - 1] for k in keep]
 
 
-def _dependencies(fn, args) -> set[int]:
-    """Indices of the positional arguments the output of ``fn`` depends on (a walk over its jaxpr).
-
-    Used to drop the jet entries a kernel never reads (the values in a Laplacian, the gradients in a mass
-    matrix): conservative (an equation's outputs depend on all its inputs), so nothing used is ever dropped.
-    """
-    closed = jax.make_jaxpr(fn)(*args)
-    jaxpr = closed.jaxpr
-    dep: dict = {}
-    for i, v in enumerate(jaxpr.invars):
-        dep[v] = {i}
-
-    def deps_of(v):
-        return dep.get(v, set()) if not hasattr(v, "val") else set()
-
-    for eqn in jaxpr.eqns:
-        d = set()
-        for v in eqn.invars:
-            d |= deps_of(v)
-        for o in eqn.outvars:
-            dep[o] = d
-    out = set()
-    for v in jaxpr.outvars:
-        out |= deps_of(v)
-    return out
-
-
-def _check_linear(fn, args, form: Form, which: str) -> None:
-    """Raise a clear error unless ``fn(*args)`` is linear in ``args[0]`` and ``args[1]`` (one jet).
-
-    Assembly evaluates kernels only on unit jets, which is exact for (bi)linear kernels and silently wrong
-    otherwise. ``jax.linear_transpose`` traces the kernel (abstractly, no values) and fails on any operation
-    that is not linear in the jet, e.g. ``u.value ** 2`` or ``jnp.sin(v.value)``. It lets constant
-    terms through (an affine kernel such as ``u.value * v.value + v.value``): :func:`_check_no_constant_term`
-    catches those.
-    """
-    lin, rest = args[:2], args[2:]
-    # The kernel's own errors (e.g. a non-scalar result) surface first, with their own message.
-    jax.eval_shape(lambda *a: kernel_output(fn(*a), form), *args)
-
-    def transposed(*rest):
-        def f(a, b):
-            return kernel_output(fn(a, b, *rest), form)
-
-        out = jax.eval_shape(f, *lin)
-        return jax.linear_transpose(f, *lin)(jnp.zeros(out.shape, out.dtype))
-
-    try:
-        jax.eval_shape(transposed, *rest)
-    except Exception as err:  # any failure of the transpose trace means a non-linear operation on the jet
-        raise ValueError(
-            f"the kernel of {form!r} is not linear in {which} (transposing it failed: "
-            f"{type(err).__name__}: {str(err)[:120]}). Assembly needs {form.kind} kernels: every term must "
-            f"be linear in {which}, e.g. w.kappa * jnp.dot(u.grad, v.grad), not u.value ** 2 or "
-            "jnp.exp(u.value). For a non-linear problem, assemble the residual's linearisation (a bilinear "
-            "form in the increment) or use igax.solvers.newton_solve with an element energy."
-        ) from err
-
-
-def _check_no_constant_term(fn, args, zero: tuple[int, ...], form: Form, which: str) -> None:
-    """Raise a clear error if ``fn`` is non-zero with the jets at positions ``zero`` set to zero.
-
-    A (bi)linear kernel vanishes when its trial (or test) jet is zero. The kernel is evaluated once, eagerly,
-    at one random point with the other arguments random. When it closes over traced values (a coefficient
-    that is a jit argument) the result is not concrete and the check is skipped; so is a kernel that fails or
-    gives a non-finite value at the random point (the real evaluation reports its own errors).
-    """
-    rng = np.random.default_rng(0)
-
-    def sample(i, a):
-        if a is None:
-            return None
-        if i in zero:
-            return np.zeros(a.shape, a.dtype)
-        if jnp.issubdtype(a.dtype, jnp.floating):
-            return rng.uniform(0.25, 0.75, a.shape).astype(a.dtype)
-        return np.ones(a.shape, a.dtype)
-
-    concrete = [jax.tree_util.tree_map(lambda a, i=i: sample(i, a), arg) for i, arg in enumerate(args)]
-    try:
-        with jax.ensure_compile_time_eval():
-            out = kernel_output(fn(*concrete), form)
-            if isinstance(out, jax.core.Tracer):
-                return
-            out = np.asarray(out)
-    except Exception:  # noqa: BLE001 - see the docstring: the real evaluation reports kernel errors
-        return
-    if np.all(np.isfinite(out)) and np.any(out != 0):
-        fix = (
-            "Move a term without the trial function u into a linear_form (the right-hand side)."
-            if which == "u"
-            else "A term without the test function v is not part of a weak form: multiply it by v.value."
-        )
-        raise ValueError(
-            f"the kernel of {form!r} has a term that does not contain {which}: with {which} = 0 it still "
-            f"returns {out.ravel()[:3]} at a sample point. Every term of a {form.kind} kernel must be linear "
-            f"in {which} (e.g. u.value * v.value + v.value is not bilinear). {fix}"
-        )
-
-
 def _jet_select(space: FunctionSpace, dtype, use_value: bool, use_grad: bool):
     """Unit jets restricted to the used entries: values (m, *vs), grads (m, *vs, dim), kept jet indices."""
     d1 = space.plan.dim + 1
@@ -276,14 +233,38 @@ def assemble(form: Form, space: FunctionSpace, *, boundary=None, **fields):
         form: a :func:`bilinear_form`, :func:`linear_form` or :func:`functional`.
         space: the function space (trial = test space for bilinear forms; the integration domain for all).
         boundary: None for the volume; a boundary name (or list of names) to integrate over those boundaries,
-            where ``w.n`` is the outward unit normal (Neumann and Robin terms).
-        **fields: named inputs of the kernel: numbers, callables of ``x`` (shape ``(dim, ...)``), arrays of
-            values at the quadrature points (shape ``(nel, nq)``) or :class:`~igax.fem.Field` objects (also
-            giving ``.grad``) on the same mesh / knot spans.
+            where ``w.n`` is the outward unit normal (Neumann and Robin terms). A form declared with
+            ``boundary=True`` (``library.neumann``, ``robin``, ``traction``) requires it; any other form may
+            also be integrated over boundaries (e.g. a boundary mass matrix).
+        **fields: named inputs of the kernel, each turned into values at the quadrature points:
+
+            - a number: a constant scalar;
+            - a callable of ``x`` (``x`` of shape ``(dim, nel, nq)``, first axis = coordinate) returning a
+              scalar, shape ``(nel, nq)``, or value shape + ``(nel, nq)``;
+            - a :class:`~igax.fem.Field` on the same mesh / knot spans (any degree; also gives ``.grad``);
+            - an array: a constant of the input's value shape, or values at the quadrature points of shape
+              ``(nel, nq)`` + value shape (``V.quadrature_points(boundary)`` gives those points, shape
+              ``(nel, nq, dim)``).
+
+            When the form declares its inputs (``inputs=`` of the decorator, as every form of
+            :mod:`igax.fem.library` does), each input's value shape must equal the declared one exactly,
+            and an input the form does not take is an error (it would be ignored). Otherwise an array
+            constant may have shape ``()``, ``(dim,)``, ``(dim, dim)``, the space's value shape or value
+            shape + ``(dim,)``; any other array shape is an error, never broadcast.
 
     Returns:
         A :class:`igax.solvers.SparseMatrix` (bilinear; flagged symmetric when the form is declared so), a
         vector of length ``space.ndofs`` (linear) or a scalar (functional).
+
+    Raises:
+        ValueError: a kernel that is not (bi)linear or has a term without ``u`` (or ``v``), checked on its
+            jaxpr when first traced; a boundary form without ``boundary=``; an input of the wrong shape; a
+            form declared ``symmetric=True`` whose matrix is not symmetric. The symmetry is checked on the
+            values: exactly and once per (form, space, boundary) when they are concrete (a gather and a
+            maximum over the ``nnz`` values, then cached); under ``jit``/``grad``/``vmap``, before any eager
+            check of that pair, as a runtime check through equinox's errors (as the solvers do), one gather
+            over the values per call.
+        TypeError: an input a form with declared inputs does not take.
 
     Example:
         >>> A = assemble(diffusion, V, kappa=lambda x: 1 + x[0])
@@ -299,6 +280,16 @@ def assemble(form: Form, space: FunctionSpace, *, boundary=None, **fields):
         raise TypeError(f"space must be a SplineSpace or LagrangeSpace, got {type(space).__name__}.")
     if boundary is not None:
         boundary = space._check_names(boundary)
+    elif form.boundary:
+        raise ValueError(
+            f"{form!r} is a boundary form (declared with boundary=True): it integrates over boundary facets "
+            f"and must not be integrated over the volume. Pass boundary=..., e.g. assemble({form.name}, V, "
+            f"boundary={space.boundary_names[0]!r}, ...); this space's boundaries are "
+            f"{list(space.boundary_names)} (boundary=V.boundary_names for all of them)."
+        )
+    expected = form.input_shapes(space.plan.value_shape, space.plan.dim)
+    if expected is not None:
+        _check_input_names(form, expected, fields)
     # Callables are evaluated here, outside the compiled kernel, so a new lambda does not trigger a new
     # compilation (their few jnp ops are cached by JAX); numbers become arrays for the same reason.
     Field = _field_type()
@@ -310,9 +301,33 @@ def assemble(form: Form, space: FunctionSpace, *, boundary=None, **fields):
         if callable(f):
             x = _points(space, boundary) if x is None else x
             fields[name] = _callable_values(f, x, name)
+            want = None if expected is None else expected.get(name)
+            if want is not None and fields[name].shape[2:] != want:
+                what = f"a callable of x whose values have shape {fields[name].shape[2:]}"
+                raise ValueError(_shape_message(form, name, what, want, *x.shape[:2], space.plan))
         elif isinstance(f, (int, float, complex, np.number)):
             fields[name] = jnp.asarray(f, dtype=float)
-    return _assemble_jit(form, space, boundary, fields)
+    out = _assemble_jit(form, space, boundary, fields)
+    if form.symmetric and form.kind == "bilinear":
+        values = check_symmetric(out.values, out.pattern, form, space.plan, boundary)
+        if values is not out.values:
+            out = eqx.tree_at(lambda A: A.values, out, values)
+    return out
+
+
+def _check_input_names(form: Form, expected: dict, fields: dict) -> None:
+    """A form that declares its inputs takes no others: an extra input would be silently ignored.
+
+    (A missing input fails when the kernel asks for it, with a message that names it.)
+    """
+    extra = sorted(set(fields) - set(expected))
+    if extra:
+        takes = ", ".join(f"{k}=..." for k in expected) or "no named inputs"
+        raise TypeError(
+            f"assemble({form.name}, ...) got the input(s) {extra}, which {form!r} does not take (they would "
+            f"be ignored); it takes {takes}. Check the input's name, or the form (e.g. library.diffusion, "
+            "not library.laplace, for a coefficient kappa)."
+        )
 
 
 def _assemble(form: Form, space: FunctionSpace, boundary, fields: dict):
@@ -321,7 +336,7 @@ def _assemble(form: Form, space: FunctionSpace, boundary, fields: dict):
     dtype = tables.dx.dtype
     if dtype != jnp.float64:
         check_float64("assemble")
-    inputs = _inputs_at(fields, space, rule, tables)
+    inputs = _inputs_at(fields, space, rule, tables, form)
     ne, nq = tables.dx.shape
     P = ne * nq
     x = tables.x.reshape(P, -1)
@@ -357,9 +372,9 @@ def _assemble(form: Form, space: FunctionSpace, boundary, fields: dict):
         def kern(a, b, xp, np_, fl):
             return form.kernel(Jet(a, b), w_at(xp, np_, fl))
 
-        used = _dependencies(kern, (*jv, *pt))
-        _check_linear(kern, (*jv, *pt), form, "v")
-        _check_no_constant_term(kern, (*jv, *pt), (0, 1), form, "v")
+        used = dependencies(kern, (*jv, *pt))
+        check_linear(kern, (*jv, *pt), form, "v")
+        check_no_constant_term(kern, (*jv, *pt), {"v": (0, 1)}, form)
         tval, tgrad, keep = _jet_select(space, dtype, 0 in used, 1 in used)
         if not keep:
             return jnp.zeros(p.ndofs, dtype)
@@ -379,11 +394,10 @@ def _assemble(form: Form, space: FunctionSpace, boundary, fields: dict):
     def kern(ua, ug, va, vg, xp, np_, fl):
         return form.kernel(Jet(ua, ug), Jet(va, vg), w_at(xp, np_, fl))
 
-    used = _dependencies(kern, (*jv, *jv, *pt))
-    _check_linear(kern, (*jv, *jv, *pt), form, "u")
-    _check_linear(lambda va, vg, ua, ug, *r: kern(ua, ug, va, vg, *r), (*jv, *jv, *pt), form, "v")
-    _check_no_constant_term(kern, (*jv, *jv, *pt), (0, 1), form, "u")
-    _check_no_constant_term(kern, (*jv, *jv, *pt), (2, 3), form, "v")
+    used = dependencies(kern, (*jv, *jv, *pt))
+    check_linear(kern, (*jv, *jv, *pt), form, "u")
+    check_linear(lambda va, vg, ua, ug, *r: kern(ua, ug, va, vg, *r), (*jv, *jv, *pt), form, "v")
+    check_no_constant_term(kern, (*jv, *jv, *pt), {"u": (0, 1), "v": (2, 3)}, form)
     uv, ug_, ku = _jet_select(space, dtype, 0 in used, 1 in used)
     vv, vg_, kv = _jet_select(space, dtype, 2 in used, 3 in used)
     if not ku or not kv:  # the kernel ignores the trial or the test function: a zero matrix
@@ -410,7 +424,7 @@ def _assemble(form: Form, space: FunctionSpace, boundary, fields: dict):
     chunks = _chunking(space, rule, fields, slots.size)
     if chunks is not None:
         values = _scatter_chunks(
-            *chunks, element_matrices, fields, space, rule, nq, slots, p.pattern.nnz, dtype
+            *chunks, element_matrices, form, fields, space, rule, nq, slots, p.pattern.nnz, dtype
         )
     else:
         K = element_matrices(tables, x, n, flat)
@@ -445,7 +459,9 @@ def _chunking(space: FunctionSpace, rule: Rule, fields: dict, nentries: int):
     return data, tables_fn, -(-nentries // _CHUNK_ENTRIES)
 
 
-def _scatter_chunks(data, tables_fn, nchunks, element_matrices, fields, space, rule, nq, slots, nnz, dtype):
+def _scatter_chunks(
+    data, tables_fn, nchunks, element_matrices, form, fields, space, rule, nq, slots, nnz, dtype
+):
     """CSR values: ``lax.scan`` over element chunks, each scatter-added into the carried values."""
     ne = slots.shape[0]
     cs = -(-ne // nchunks)
@@ -465,7 +481,7 @@ def _scatter_chunks(data, tables_fn, nchunks, element_matrices, fields, space, r
         }
         fl = {
             k: (v.reshape((cs * nq,) + v.shape[2:]), None)
-            for k, (v, _) in _inputs_at(sliced, space, rule, t).items()
+            for k, (v, _) in _inputs_at(sliced, space, rule, t, form).items()
         }
         K = element_matrices(t, t.x.reshape(cs * nq, -1), None, fl)  # (cs, nloc * nloc)
         return values.at[slot.ravel()].add(K.ravel().astype(values.dtype), mode="drop"), None

@@ -17,7 +17,19 @@ functions write ``jnp.exp(w.kappa.value)`` (plain arithmetic needs no ``.value``
 
 Kernels must be bilinear (resp. linear) in ``u`` and ``v``: assembly evaluates a bilinear kernel once per
 pair of basis "jet" components (value and gradient entries) and contracts the resulting small matrix with the
-basis tables, which is much cheaper than evaluating it for every pair of local basis functions.
+basis tables, which is much cheaper than evaluating it for every pair of local basis functions. Both are
+checked on the kernel's jaxpr when it is first traced (a non-linear operation on ``u`` or ``v``, or a term
+without them, raises).
+
+A form may declare what it is, so that a wrong use fails instead of giving a silently wrong result::
+
+    @fem.bilinear_form(symmetric=True, boundary=True, inputs={"alpha": "scalar"})
+    def robin(u, v, w):
+        return w.alpha * u.value * v.value
+
+``symmetric=True`` is verified on the assembled matrix; ``boundary=True`` makes assembly demand
+``boundary=...``; ``inputs`` lists the named inputs with their value shapes, checked exactly at assembly
+(see :func:`igax.fem.assemble` for the accepted kinds of input).
 """
 
 from __future__ import annotations
@@ -45,9 +57,17 @@ class Form:
     kind: str
     symmetric: bool = False
     name: str = "form"
+    boundary: bool = False
+    inputs: tuple[tuple[str, object], ...] | None = None
 
     def __call__(self, *args):
         return self.kernel(*args)
+
+    def input_shapes(self, value_shape: tuple[int, ...], dim: int) -> dict[str, tuple[int, ...]] | None:
+        """The value shape each declared input must have on a space (None when the form declares none)."""
+        if self.inputs is None:
+            return None
+        return {name: resolve_shape(spec, value_shape, dim) for name, spec in self.inputs}
 
     def __repr__(self):
         return f"{self.kind}_form({self.name})"
@@ -73,22 +93,74 @@ def _explain_jnp_inputs(f: Callable) -> Callable:
     return kernel
 
 
-def _decorator(kind: str, fn, symmetric: bool = False):
+# Names of the value shapes a form may declare for its inputs (``inputs={"f": "value"}``); a tuple of ints is
+# taken literally.
+_SHAPE_NAMES = {
+    "scalar": "a scalar, shape ()",
+    "value": "the space's value shape (() on a scalar space, (c,) on a vector space)",
+    "vector": "a vector of shape (dim,)",
+    "matrix": "a matrix of shape (dim, dim)",
+}
+
+
+def resolve_shape(spec, value_shape: tuple[int, ...], dim: int) -> tuple[int, ...]:
+    """The value shape a declared input ``spec`` stands for on a space with ``value_shape`` in ``dim`` D."""
+    if isinstance(spec, tuple):
+        return spec
+    return {"scalar": (), "value": tuple(value_shape), "vector": (dim,), "matrix": (dim, dim)}[spec]
+
+
+def _check_inputs(inputs, kind: str):
+    """``inputs`` of a decorator as a tuple of ``(name, spec)`` pairs (None stays None: undeclared)."""
+    if inputs is None:
+        return None
+    if not isinstance(inputs, dict):
+        raise TypeError(
+            f"{kind}_form(inputs=...) must be a dict from input name to value shape, e.g. "
+            f'inputs={{"kappa": "scalar", "b": "vector"}}, got {type(inputs).__name__}.'
+        )
+    out = []
+    for name, spec in inputs.items():
+        ok_tuple = isinstance(spec, tuple) and all(isinstance(n, int) and n > 0 for n in spec)
+        if not isinstance(name, str) or not (ok_tuple or spec in _SHAPE_NAMES):
+            raise ValueError(
+                f"{kind}_form(inputs=...): input {name!r} has shape {spec!r}; give one of "
+                f"{sorted(_SHAPE_NAMES)} or a tuple of positive ints such as (3, 3)."
+            )
+        out.append((name, spec))
+    return tuple(out)
+
+
+def _decorator(kind: str, fn, symmetric: bool = False, boundary: bool = False, inputs=None):
+    declared = _check_inputs(inputs, kind)
+
     def wrap(f):
         if not callable(f):
             raise TypeError(f"{kind}_form expects a function, got {type(f).__name__}.")
-        return Form(_explain_jnp_inputs(f), kind, bool(symmetric), getattr(f, "__name__", "form"))
+        name = getattr(f, "__name__", "form")
+        return Form(_explain_jnp_inputs(f), kind, bool(symmetric), name, bool(boundary), declared)
 
     return wrap if fn is None else wrap(fn)
 
 
-def bilinear_form(fn: Callable | None = None, *, symmetric: bool = False):
+def bilinear_form(
+    fn: Callable | None = None, *, symmetric: bool = False, boundary: bool = False, inputs=None
+):
     """Declare a bilinear form ``a(u, v)`` from a pointwise kernel ``kernel(u, v, w) -> scalar``.
 
     Arguments:
         fn: the kernel (when used as ``@bilinear_form`` without parentheses).
         symmetric: declare ``a(u, v) == a(v, u)``; the assembled matrix is then flagged symmetric so solvers
-            can use Cholesky-type methods. Not checked numerically beyond tests.
+            can use Cholesky-type methods (which read one triangle only). Verified on the assembled values:
+            a matrix that is not symmetric raises a ``ValueError`` that names the flag (once per form and
+            space; see :func:`igax.fem.assemble`).
+        boundary: declare a boundary form (a Neumann, Robin or traction term): :func:`igax.fem.assemble`
+            then refuses to integrate it over the volume and asks for ``boundary=``.
+        inputs: optional declaration of the named inputs and their value shapes, a dict from name to
+            ``"scalar"``, ``"value"`` (the space's value shape), ``"vector"`` (``(dim,)``), ``"matrix"``
+            (``(dim, dim)``) or a tuple of ints. Assembly then checks every input against it exactly (an
+            array of 2 numbers is not accepted where a scalar is expected) and rejects inputs the form does
+            not take. Without it, inputs follow the general conventions of :func:`igax.fem.assemble`.
 
     Returns:
         A :class:`Form`.
@@ -97,30 +169,63 @@ def bilinear_form(fn: Callable | None = None, *, symmetric: bool = False):
         >>> @bilinear_form(symmetric=True)
         ... def mass(u, v, w):
         ...     return u.value * v.value
+        >>> @bilinear_form(symmetric=True, boundary=True, inputs={"alpha": "scalar"})
+        ... def robin(u, v, w):
+        ...     return w.alpha * u.value * v.value
     """
-    return _decorator("bilinear", fn, symmetric)
+    return _decorator("bilinear", fn, symmetric, boundary, inputs)
 
 
-def linear_form(fn: Callable | None = None):
+def linear_form(fn: Callable | None = None, *, boundary: bool = False, inputs=None):
     """Declare a linear form ``l(v)`` from a pointwise kernel ``kernel(v, w) -> scalar``.
+
+    Arguments:
+        fn: the kernel (when used as ``@linear_form`` without parentheses).
+        boundary: declare a boundary form (a Neumann, Robin or traction term): :func:`igax.fem.assemble`
+            then refuses to integrate it over the volume and asks for ``boundary=``.
+        inputs: optional declaration of the named inputs and their value shapes, a dict from name to
+            ``"scalar"``, ``"value"`` (the space's value shape), ``"vector"`` (``(dim,)``), ``"matrix"``
+            (``(dim, dim)``) or a tuple of ints. Assembly then checks every input against it exactly (an
+            array of 2 numbers is not accepted where a scalar is expected) and rejects inputs the form does
+            not take. Without it, inputs follow the general conventions of :func:`igax.fem.assemble`.
+
+    Returns:
+        A :class:`Form`.
 
     Example:
         >>> @linear_form
         ... def load(v, w):
         ...     return w.f * v.value
+        >>> @linear_form(boundary=True, inputs={"g": "value"})
+        ... def flux(v, w):
+        ...     return w.g * v.value
     """
-    return _decorator("linear", fn)
+    return _decorator("linear", fn, boundary=boundary, inputs=inputs)
 
 
-def functional(fn: Callable | None = None):
+def functional(fn: Callable | None = None, *, boundary: bool = False, inputs=None):
     """Declare a functional ``J = integral of kernel(w)`` from a pointwise kernel ``kernel(w) -> scalar``.
+
+    Arguments:
+        fn: the kernel (when used as ``@functional`` without parentheses).
+        boundary: declare a boundary functional (e.g. a flux through a boundary, reading ``w.n``):
+            :func:`igax.fem.assemble` then refuses to integrate it over the volume and asks for
+            ``boundary=``.
+        inputs: optional declaration of the named inputs and their value shapes, a dict from name to
+            ``"scalar"``, ``"value"`` (the space's value shape), ``"vector"`` (``(dim,)``), ``"matrix"``
+            (``(dim, dim)``) or a tuple of ints. Assembly then checks every input against it exactly (an
+            array of 2 numbers is not accepted where a scalar is expected) and rejects inputs the form does
+            not take. Without it, inputs follow the general conventions of :func:`igax.fem.assemble`.
+
+    Returns:
+        A :class:`Form`.
 
     Example:
         >>> @functional
         ... def misfit(w):
         ...     return (w.u - w.target) ** 2
     """
-    return _decorator("functional", fn)
+    return _decorator("functional", fn, boundary=boundary, inputs=inputs)
 
 
 # --- values seen by kernels ---------------------------------------------------------------------------------

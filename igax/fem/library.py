@@ -9,6 +9,12 @@ Forms that take coefficients read them from named inputs of :func:`igax.fem.asse
     A = A + fem.assemble(library.robin, V, boundary="outer", alpha=2.0)
     b = b + fem.assemble(library.neumann, V, boundary="outer", g=lambda x: x[0])
 
+Every form here declares its named inputs and their value shapes (``inputs=``), so assembly rejects a missing,
+unknown or misshapen input (``f=jnp.array([1., 2.])`` on a scalar space) instead of broadcasting it;
+``neumann``, ``robin`` and ``traction`` are boundary forms (``boundary=True``) and refuse to be assembled
+without ``boundary=``. ``"value"`` inputs have the space's value shape: a vector ``f`` for ``source`` on a
+vector space (``jnp.full(2, c)`` for the same value in each component).
+
 Linear elasticity uses Lame parameters computed from Young's modulus ``E`` and Poisson's ratio ``nu`` (numbers
 fixed when the form is made, or named inputs ``w.E`` / ``w.nu`` when left as None). :func:`stress` and
 :func:`von_mises` are pointwise (from a displacement gradient); :func:`igax.fem.recover_stress` and
@@ -40,61 +46,61 @@ __all__ = [
 ]
 
 
-@bilinear_form(symmetric=True)
+@bilinear_form(symmetric=True, inputs={})
 def laplace(u, v, w):
     """``grad u . grad v``."""
     return jnp.sum(u.grad * v.grad)
 
 
-@bilinear_form(symmetric=True)
+@bilinear_form(symmetric=True, inputs={"kappa": "scalar"})
 def diffusion(u, v, w):
     """``kappa grad u . grad v`` (input ``kappa``: scalar coefficient)."""
     return w.kappa * jnp.sum(u.grad * v.grad)
 
 
-@bilinear_form(symmetric=True)
+@bilinear_form(symmetric=True, inputs={})
 def mass(u, v, w):
     """``u . v`` (scalar or vector spaces)."""
     return jnp.sum(u.value * v.value)
 
 
-@bilinear_form(symmetric=True)
+@bilinear_form(symmetric=True, inputs={"c": "scalar"})
 def reaction(u, v, w):
     """``c u v`` (input ``c``)."""
     return w.c * jnp.sum(u.value * v.value)
 
 
-@bilinear_form
+@bilinear_form(inputs={"kappa": "scalar", "b": "vector"})
 def advection_diffusion(u, v, w):
     """``kappa grad u . grad v + (b . grad u) v`` (inputs ``kappa`` scalar, ``b`` vector of shape (dim,))."""
     return w.kappa * jnp.dot(u.grad, v.grad) + jnp.dot(w.b.value, u.grad) * v.value
 
 
-@linear_form
+@linear_form(inputs={"f": "value"})
 def source(v, w):
     """``f v`` (input ``f``; a vector ``f`` for vector spaces)."""
     return jnp.sum(w.f.value * v.value)
 
 
-@linear_form
+@linear_form(boundary=True, inputs={"g": "value"})
 def neumann(v, w):
     """``g v`` on a boundary (input ``g``; assemble with ``boundary=``)."""
     return jnp.sum(w.g.value * v.value)
 
 
-@bilinear_form(symmetric=True)
+@bilinear_form(symmetric=True, boundary=True, inputs={"alpha": "scalar"})
 def robin(u, v, w):
     """``alpha u v`` on a boundary (input ``alpha``; pair with ``neumann`` for ``alpha u + du/dn = g``)."""
     return w.alpha * jnp.sum(u.value * v.value)
 
 
-@linear_form
+@linear_form(boundary=True, inputs={"t": "value"})
 def traction(v, w):
     """``t . v`` on a boundary (input ``t``: traction vector, shape (dim,)); assemble with ``boundary=``."""
     return jnp.dot(w.t.value, v.value)
 
 
-@linear_form
+@linear_form(inputs={"f": "value"})
 def body_force(v, w):
     """``f . v`` (input ``f``: force density vector)."""
     return jnp.dot(w.f.value, v.value)
@@ -179,4 +185,5 @@ def linear_elasticity(E: float | None = None, nu: float | None = None, kind: str
         return lam * jnp.trace(eu) * jnp.trace(ev) + 2.0 * mu * jnp.sum(eu * ev)
 
     kernel.__name__ = f"linear_elasticity_{kind}"
-    return bilinear_form(kernel, symmetric=True)
+    inputs = {k: "scalar" for k, given in (("E", E), ("nu", nu)) if given is None}
+    return bilinear_form(kernel, symmetric=True, inputs=inputs)
