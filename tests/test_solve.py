@@ -288,7 +288,7 @@ def test_singular_matrix_raises(method):
         solve(A, b, method=method)
     r = linear_solve(A, b, method=method, throw=False)
     assert int(r.status) == 1 and float(r.residual) > 1e-3
-    with pytest.raises(Exception, match="singular"):  # inside jit: equinox's runtime error
+    with pytest.raises(Exception, match="singular"):  # inside jit: JAX's wrapper of the SolverError
         jax.block_until_ready(jax.jit(lambda v: solve(A.with_values(v), b, method=method))(A.values))
 
 

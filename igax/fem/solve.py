@@ -12,6 +12,16 @@ from igax.solvers.sparse import SparseMatrix
 
 __all__ = ["solve"]
 
+_BC_ADVICE = (
+    "A Dirichlet condition is given, so check that it fixes every constant / rigid-body mode (all "
+    "components of a vector field, on a boundary part that exists), that no coefficient vanishes on part of "
+    "the domain and that no element is degenerate."
+)
+_NO_BC_ADVICE = (
+    "No Dirichlet condition is given (bc=None): a pure Neumann or traction problem is singular; pass bc= or "
+    "add a constraint (e.g. a Lagrange multiplier for the mean)."
+)
+
 
 def solve(
     A: SparseMatrix,
@@ -54,6 +64,8 @@ def solve(
         )
     if bc is not None:
         A, b = bc.condense(A, b)
+    # The solvers know nothing of boundary conditions; tell them what to advise if A turns out singular.
+    options.setdefault("_singular_advice", _BC_ADVICE if bc is not None else _NO_BC_ADVICE)
     x = linear_solve(A, b, method=method, **options)
     if bc is not None:
         x = bc.expand(x)

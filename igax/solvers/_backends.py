@@ -11,12 +11,17 @@ The traced side (:mod:`igax.solvers.linear`) calls two host functions through ``
 Because the key is the content of ``(pattern, values)``, the transpose solve of a backward pass, the tangent
 solve of a ``jvp`` and repeated calls with the same matrix all find the forward factorisation. :data:`stats`
 counts factorisations so tests can assert "one factorisation per forward + backward pass".
+
+A failed factorisation or solve is never raised here (it would surface as an opaque ``CpuCallback error``):
+it returns a negative *failure code* whose text, the backend's own reason, :func:`failure_reason` gives to
+the error message on the traced side.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import logging
 import threading
 from collections import OrderedDict
@@ -30,6 +35,36 @@ logger = logging.getLogger(__name__)
 # Failure codes carried by negative tokens (kept in sync with igax.solvers.linear).
 TOKEN_SINGULAR = -1
 TOKEN_NONFINITE = -3
+# Codes <= _FIRST_REASON name a recorded reason (see failure_reason).
+_FIRST_REASON = -16
+_MAX_REASONS = 256
+_reasons: OrderedDict[int, str] = OrderedDict()
+_reason_codes: dict[str, int] = {}
+_reason_lock = threading.Lock()
+_reason_ids = itertools.count()
+
+
+def _failure_code(reason: str) -> int:
+    """A negative code that names ``reason`` (the same code for the same text while it is remembered)."""
+    with _reason_lock:
+        code = _reason_codes.get(reason)
+        if code is not None:
+            _reasons.move_to_end(code)
+            return code
+        code = _FIRST_REASON - next(_reason_ids) % 2**30  # stays an int32
+        _reasons[code] = reason
+        _reason_codes[reason] = code
+        while len(_reasons) > _MAX_REASONS:
+            _, old = _reasons.popitem(last=False)
+            _reason_codes.pop(old, None)
+        return code
+
+
+def failure_reason(code: int) -> str | None:
+    """The backend's reason for failure code ``code`` (None when unknown or forgotten)."""
+    with _reason_lock:
+        return _reasons.get(int(code))
+
 
 HOST_METHODS = ("superlu", "pardiso", "cholmod", "amg-cg")
 
@@ -283,6 +318,9 @@ def _build(method, pattern, values, kind, options):
 _NUMERICAL_ERRORS = (RuntimeError, ArithmeticError, np.linalg.LinAlgError)
 
 
+_NAMES = {"superlu": "SuperLU", "pardiso": "PARDISO", "cholmod": "CHOLMOD", "amg-cg": "pyamg"}
+
+
 def _factor_one(method, pattern, values, kind, options) -> int:
     if not np.all(np.isfinite(values)):
         return TOKEN_NONFINITE
@@ -291,7 +329,7 @@ def _factor_one(method, pattern, values, kind, options) -> int:
         token, _ = cache.factor(key, lambda: _build(method, pattern, values, kind, options))
     except _NUMERICAL_ERRORS as err:  # singular / failed: reported through the status, not raised here
         logger.debug("factorisation with %s failed: %s", method, err)
-        return TOKEN_SINGULAR
+        return _failure_code(f"{_NAMES.get(method, method)}: {err}")
     return token
 
 
@@ -299,14 +337,15 @@ def factor_callback(values, *, method, pattern, kind, options) -> np.ndarray:
     """Host side of ``factorize``: ``values`` of shape ``(..., nnz)`` -> tokens ``(...)`` (int32)."""
     values = np.asarray(values)
     batch = values.shape[:-1]
-    flat = values.reshape(-1, values.shape[-1])
+    flat = values.reshape(int(np.prod(batch, dtype=np.int64)), values.shape[-1])  # also for nnz = 0
     out = np.array([_factor_one(method, pattern, v, kind, options) for v in flat], dtype=np.int32)
     return out.reshape(batch)
 
 
 def solve_callback(token, values, b, *, method, pattern, kind, options, transpose):
-    """Host side of a solve: ``token (...)``, ``values (..., nnz)``, ``b (..., n)`` -> ``x (..., n)`` and the
-    iterations ``(...)`` (int32; 0 for direct methods).
+    """Host side of a solve: ``token (...)``, ``values (..., nnz)``, ``b (..., n)`` -> ``x (..., n)``, the
+    iterations ``(...)`` (int32; 0 for direct methods) and a failure code ``(...)`` (int32; 0, or negative
+    when the backend's solve failed: see :func:`failure_reason`).
 
     Leading (vmap) dimensions broadcast against each other. Right-hand sides that share a token are solved
     together as one multi-RHS solve with that factorisation.
@@ -319,17 +358,22 @@ def solve_callback(token, values, b, *, method, pattern, kind, options, transpos
     tok = np.broadcast_to(token, batch).reshape(-1)
     B = np.broadcast_to(b, batch + (n,)).reshape(-1, n)
     val_batched = values.ndim > 1 and int(np.prod(values.shape[:-1])) > 1
-    V = np.broadcast_to(values, batch + values.shape[-1:]).reshape(-1, values.shape[-1])
+    V = np.broadcast_to(values, batch + values.shape[-1:]).reshape(tok.shape[0], values.shape[-1])
     X = np.full(B.shape, np.nan, dtype=np.float64)
     iterations = np.zeros(B.shape[0], dtype=np.int32)
+    codes = np.zeros(B.shape[0], dtype=np.int32)
     stats.solves += 1
     stats.transpose_solves += int(transpose)
     with cache._lock:  # a concurrent callback must not evict a factor while it is in use
-        _solve_groups(tok, V, B, X, iterations, val_batched, method, pattern, kind, options, transpose)
-    return X.astype(b.dtype, copy=False).reshape(batch + (n,)), iterations.reshape(batch)
+        _solve_groups(tok, V, B, X, iterations, codes, val_batched, method, pattern, kind, options, transpose)
+    return (
+        X.astype(b.dtype, copy=False).reshape(batch + (n,)),
+        iterations.reshape(batch),
+        codes.reshape(batch),
+    )
 
 
-def _solve_groups(tok, V, B, X, iterations, val_batched, method, pattern, kind, options, transpose):
+def _solve_groups(tok, V, B, X, iterations, codes, val_batched, method, pattern, kind, options, transpose):
     n = B.shape[1]
     for t in np.unique(tok):
         idx = np.nonzero(tok == t)[0]
@@ -349,8 +393,9 @@ def _solve_groups(tok, V, B, X, iterations, val_batched, method, pattern, kind, 
             if counts is not None:
                 iterations[idx] = counts
             stats.rhs += idx.size
-        except _NUMERICAL_ERRORS as err:
+        except _NUMERICAL_ERRORS as err:  # X stays NaN; the code carries the reason to the error message
             logger.debug("solve with %s failed: %s", method, err)
+            codes[idx] = _failure_code(f"{_NAMES.get(method, method)}: {err}")
 
 
 def clear_cache() -> None:

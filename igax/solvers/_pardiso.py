@@ -69,20 +69,36 @@ class PardisoPlan:
         self.kind = kind
         self.mtype = {"spd": 2, "sym": -2, "gen": 11}[kind]
         self.n = pattern.shape[0]
-        if kind == "gen":
-            self.slots = None
-            indptr, indices = pattern.indptr, pattern.indices
+        # PARDISO needs every diagonal entry stored (MKL requires it of the symmetric types). A valid matrix
+        # may leave some out, e.g. the zero block of a saddle-point system (a Lagrange multiplier): they are
+        # stored as explicit zeros. The pivot perturbation and iterative refinement handle the zero pivots
+        # (relative residual 1e-14 on a Neumann Laplacian with a mean-zero multiplier).
+        missing = np.flatnonzero(pattern.diagonal_slots < 0)
+        # src[k]: the slot of A.values that PARDISO's entry k reads (-1: an added zero); None: the identity.
+        self.src = self.present = None
+        if kind == "gen" and not missing.size:
+            indptr, cols = pattern.indptr, pattern.indices  # the pattern as it is: no copies
         else:
-            # PARDISO's symmetric types read the upper triangle only (diagonal included and stored).
-            upper = pattern.indices >= pattern.rows
-            self.slots = np.nonzero(upper)[0]
+            rows, cols = pattern.rows, pattern.indices
+            # PARDISO's symmetric types read the upper triangle only.
+            src = np.arange(pattern.nnz) if kind == "gen" else np.flatnonzero(cols >= rows)
+            rows, cols = rows[src], cols[src]
+            if missing.size:
+                rows = np.concatenate([rows, missing])
+                cols = np.concatenate([cols, missing])
+                src = np.concatenate([src, np.full(missing.size, -1)])
+                order = np.lexsort((cols, rows))
+                rows, cols, src = rows[order], cols[order], src[order]
+                self.present = np.flatnonzero(src >= 0)
+            self.src = src
             indptr = np.zeros(self.n + 1, np.int64)
-            np.cumsum(np.bincount(pattern.rows[upper], minlength=self.n), out=indptr[1:])
-            indices = pattern.indices[upper]
-            if np.any(pattern.diagonal_slots < 0):
-                raise PardisoError("the diagonal of a symmetric matrix must be stored for PARDISO")
+            np.cumsum(np.bincount(rows, minlength=self.n), out=indptr[1:])
+        if cols.shape[0] >= 2**31:
+            raise PardisoError(
+                f'{cols.shape[0]} stored entries exceed the 32-bit indices of PARDISO; use method="superlu"'
+            )
         self.ia = np.ascontiguousarray(indptr, dtype=np.int32)
-        self.ja = np.ascontiguousarray(indices, dtype=np.int32)
+        self.ja = np.ascontiguousarray(cols, dtype=np.int32)
         self.pt = np.zeros(64, dtype=np.int64)
         self.iparm = np.zeros(64, dtype=np.int32)
         ip = self.iparm
@@ -99,7 +115,13 @@ class PardisoPlan:
 
     def _data(self, values):
         v = np.ascontiguousarray(values, dtype=np.float64)
-        return v if self.slots is None else np.ascontiguousarray(v[self.slots])
+        if self.src is None:
+            return v
+        if self.present is None:
+            return np.ascontiguousarray(v[self.src])
+        data = np.zeros(self.src.shape[0])
+        data[self.present] = v[self.src[self.present]]
+        return data
 
     def _call(self, phase, mnum, data, B):
         B = np.asfortranarray(B, dtype=np.float64)

@@ -19,7 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from igax.solvers.linear import linear_solve
+from igax.solvers import _errors
+from igax.solvers.linear import _solve_unmasked, linear_solve
 from igax.solvers.sparse import SparseMatrix
 
 __all__ = ["NewtonError", "NewtonResult", "newton_solve"]
@@ -137,7 +138,8 @@ def newton_solve(
         maxiter: Newton step limit (a static int).
         line_search: backtracking on ``|R|`` (Armijo); ``False`` takes full steps.
         max_backtracks: step halvings per iteration.
-        throw: raise :class:`NewtonError` (equinox's runtime error under jit) when Newton fails.
+        throw: raise :class:`NewtonError` when Newton fails (under jit from the running program, see
+            :func:`igax.solvers.linear_solve`).
         linear_options: options for the linear solves (e.g. ``{"rtol": 1e-12}`` for iterative methods).
 
     Returns:
@@ -185,9 +187,10 @@ def newton_solve(
         _, args_dot = tangents
         _, r_dot = jax.jvp(lambda a: residual(u, *a), (args,), (args_dot,))
         K = tangent(u, *args)
-        # No runtime check on the tangent solve: it is linear (and transposed in reverse mode), and the same
-        # matrix was just solved successfully in the last Newton step.
-        dx = linear_solve(K, -r_dot, method=method, throw=False, **linear_options).value
+        # No runtime check (and no NaN on failure) on the tangent solve: its right-hand side is a tangent, so
+        # a condition on its status could not be transposed in reverse mode; and the same matrix was just
+        # solved successfully in the last Newton step.
+        dx = _solve_unmasked(K, -r_dot, method=method, **linear_options)
         return u, dx
 
     result = NewtonResult(implicit(u, args), k, hist, status)
@@ -196,17 +199,19 @@ def newton_solve(
     return result
 
 
+def _failure(status, iterations, norms) -> NewtonError:
+    """The exception of a failed Newton solve, from its host diagnostics (eagerly or under jit)."""
+    k = int(iterations)
+    return NewtonError(
+        f"newton_solve failed: {_MESSAGES[int(status)]} (iterations {k}, residual norms "
+        f"{np.array2string(np.asarray(norms)[: k + 1], precision=3)}). Pass throw=False to get the "
+        "NewtonResult."
+    )
+
+
 def _raise_on_failure(result: NewtonResult) -> NewtonResult:
-    status = result.status
-    if not isinstance(status, jax.core.Tracer):
-        code = int(status)
-        if code != CONVERGED:
-            raise NewtonError(
-                f"newton_solve failed: {_MESSAGES[code]} (iterations {int(result.iterations)}, residual "
-                "norms "
-                f"{np.array2string(result.history, precision=3)}). Pass throw=False to get the NewtonResult."
-            )
-        return result
-    msgs = [f"newton_solve failed: {m}" for m in _MESSAGES[1:]]
-    value = eqx.branched_error_if(result.value, status != CONVERGED, jnp.maximum(status - 1, 0), msgs)
+    r = result
+    value = _errors.error_if(
+        r.value, r.status != CONVERGED, _failure, r.status, r.iterations, r.residual_norms
+    )
     return eqx.tree_at(lambda r: r.value, result, value)

@@ -228,6 +228,47 @@ class CSRPattern:
         return out
 
     @cached_property
+    def empty_rows_and_cols(self) -> tuple[np.ndarray, np.ndarray]:
+        """Rows and columns that store no entry (a matrix with one is singular whatever its values)."""
+        rows = np.flatnonzero(np.diff(self.indptr) == 0)
+        cols = np.flatnonzero(np.bincount(self.indices, minlength=self.shape[1]) == 0)
+        return rows, cols
+
+    @cached_property
+    def _first_non_canonical_row(self) -> int:
+        """The first row whose column indices are not strictly increasing, or -1 (computed once)."""
+        ind = self.indices
+        if ind.shape[0] < 2:
+            return -1
+        ok = ind[1:] > ind[:-1]  # (nnz - 1,) bool: one byte per entry
+        ends = self.indptr[1:-1]  # the last entry of every row but the last compares across a row boundary
+        ends = ends[(ends > 0) & (ends < ind.shape[0])]
+        ok[ends - 1] = True
+        bad = np.flatnonzero(~ok)
+        if bad.size == 0:
+            return -1
+        return int(np.searchsorted(self.indptr, bad[0], side="right") - 1)
+
+    def check_canonical(self, name: str = "pattern") -> None:
+        """Raise unless the column indices are sorted and unique within each row (what CSR backends index).
+
+        Checked once per pattern (the answer is cached) before a host backend sees it: PARDISO reads such a
+        pattern out of bounds and can kill the process.
+
+        Arguments:
+            name: how the caller names the pattern in the message (e.g. ``"A.pattern"``).
+        """
+        row = self._first_non_canonical_row
+        if row >= 0:
+            cols = self.indices[self.indptr[row] : self.indptr[row + 1]].tolist()
+            raise ValueError(
+                f"{name} is not canonical CSR: the column indices of row {row} are {cols[:12]}, which are "
+                "not strictly increasing (unsorted or duplicate entries). Build the pattern with "
+                "CSRPattern.from_coo(rows, cols, shape) or the matrix with SparseMatrix.from_scipy(M), which "
+                "sort the entries and merge duplicates."
+            )
+
+    @cached_property
     def _transpose(self) -> tuple[CSRPattern, np.ndarray]:
         t = sp.csr_matrix(
             (np.arange(self.nnz, dtype=np.float64) + 1.0, self.indices, self.indptr), shape=self.shape
@@ -265,6 +306,9 @@ class SparseMatrix(eqx.Module):
             transposes).
         positive_definite: the caller asserts ``A`` is symmetric positive definite.
 
+    A batch of matrices for ``jax.vmap`` is one SparseMatrix with values ``(k, nnz)``: the matrices must share
+    the pattern (assemble them on one space); :meth:`stack` builds it and says which matrix differs.
+
     Example:
         >>> A = SparseMatrix.from_scipy(scipy.sparse.eye(3, format="csr"))
         >>> A @ jnp.ones(3)
@@ -298,13 +342,62 @@ class SparseMatrix(eqx.Module):
         A.sum_duplicates()
         A.sort_indices()
         if symmetric is None:
-            symmetric = A.shape[0] == A.shape[1] and abs(A - A.T).max() <= 1e-14 * max(abs(A).max(), 1e-300)
+            symmetric = A.shape[0] == A.shape[1] and (
+                A.nnz == 0 or abs(A - A.T).max() <= 1e-14 * max(abs(A).max(), 1e-300)
+            )
         pattern = CSRPattern(A.indptr, A.indices, A.shape)
         return cls(
             jnp.asarray(A.data, dtype=dtype),
             pattern,
             symmetric=bool(symmetric) or positive_definite,
             positive_definite=positive_definite,
+        )
+
+    @classmethod
+    def stack(cls, matrices) -> SparseMatrix:
+        """One matrix whose ``values`` stack those of ``matrices`` (shape ``(k, nnz)``), to ``jax.vmap`` over.
+
+        ``jax.vmap`` maps over array leaves, and a matrix's only leaf is its ``values``; the pattern is
+        static, so a batch of matrices must share one pattern. Stacking matrices with different patterns
+        (e.g. with ``jax.tree.map(jnp.stack, ...)``) fails inside JAX with a pytree-structure error, which
+        igax cannot intercept; this function checks first and says what differs.
+
+        Arguments:
+            matrices: a non-empty sequence of :class:`SparseMatrix` with one pattern (assembled on one space).
+
+        Returns:
+            A :class:`SparseMatrix` with values ``(k, nnz)``; flags are kept where all matrices have them.
+
+        Example:
+            >>> As = SparseMatrix.stack([A1, A2, A3])
+            >>> X = jax.vmap(solve)(As, B)          # B: (3, n)
+        """
+        mats = list(matrices)
+        if not mats:
+            raise ValueError("SparseMatrix.stack: matrices is empty; give at least one SparseMatrix.")
+        for i, M in enumerate(mats):
+            if not isinstance(M, SparseMatrix):
+                raise TypeError(
+                    f"SparseMatrix.stack: matrices[{i}] is a {type(M).__name__}, not a SparseMatrix; wrap "
+                    "scipy matrices with SparseMatrix.from_scipy."
+                )
+            if M.pattern != mats[0].pattern:
+                raise ValueError(
+                    f"SparseMatrix.stack: matrices[{i}] has another sparsity pattern ({M.pattern}) than "
+                    f"matrices[0] ({mats[0].pattern}). A batch for jax.vmap must share one pattern: assemble "
+                    "the matrices on the same space (same mesh, degree and boundary handling), or solve them "
+                    "in a Python loop."
+                )
+            if jnp.shape(M.values) != jnp.shape(mats[0].values):
+                raise ValueError(
+                    f"SparseMatrix.stack: matrices[{i}].values has shape {jnp.shape(M.values)}, but "
+                    f"matrices[0].values has {jnp.shape(mats[0].values)}; stack unbatched matrices."
+                )
+        return cls(
+            jnp.stack([M.values for M in mats]),
+            mats[0].pattern,
+            symmetric=all(M.symmetric for M in mats),
+            positive_definite=all(M.positive_definite for M in mats),
         )
 
     def to_scipy(self) -> sp.csr_matrix:
