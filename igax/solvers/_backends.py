@@ -321,6 +321,12 @@ _NUMERICAL_ERRORS = (RuntimeError, ArithmeticError, np.linalg.LinAlgError)
 _NAMES = {"superlu": "SuperLU", "pardiso": "PARDISO", "cholmod": "CHOLMOD", "amg-cg": "pyamg"}
 
 
+def _reason(method: str, err: Exception) -> str:
+    """The backend's message, prefixed with its name unless it names itself."""
+    name, text = _NAMES.get(method, method), str(err) or type(err).__name__
+    return text if text.startswith(name) else f"{name}: {text}"
+
+
 def _factor_one(method, pattern, values, kind, options) -> int:
     if not np.all(np.isfinite(values)):
         return TOKEN_NONFINITE
@@ -329,7 +335,7 @@ def _factor_one(method, pattern, values, kind, options) -> int:
         token, _ = cache.factor(key, lambda: _build(method, pattern, values, kind, options))
     except _NUMERICAL_ERRORS as err:  # singular / failed: reported through the status, not raised here
         logger.debug("factorisation with %s failed: %s", method, err)
-        return _failure_code(f"{_NAMES.get(method, method)}: {err}")
+        return _failure_code(_reason(method, err))
     return token
 
 
@@ -395,7 +401,7 @@ def _solve_groups(tok, V, B, X, iterations, codes, val_batched, method, pattern,
             stats.rhs += idx.size
         except _NUMERICAL_ERRORS as err:  # X stays NaN; the code carries the reason to the error message
             logger.debug("solve with %s failed: %s", method, err)
-            codes[idx] = _failure_code(f"{_NAMES.get(method, method)}: {err}")
+            codes[idx] = _failure_code(_reason(method, err))
 
 
 def clear_cache() -> None:
