@@ -46,6 +46,19 @@ def where_constant(u, v, w):  # zero at the left of x = 1.5 only: point values c
     return u.value * v.value + jnp.where(w.x[0] > 1.5, 1.0, 0.0) * v.value
 
 
+@fem.bilinear_form
+def stacked_constant(u, v, w):  # (u_x, 1) . grad v = u_x v_x + v_y
+    return jnp.dot(jnp.stack([u.grad[0], 1.0]), v.grad)
+
+
+@fem.bilinear_form
+def loop_constant(u, v, w):  # the second carry is 0 in the first iteration only
+    def body(i, acc):
+        return acc[0] + acc[1] * v.value + u.value * v.value, acc[1] + 1.0
+
+    return jax.lax.fori_loop(0, 3, body, (0.0, 0.0))[0]
+
+
 @fem.bilinear_form(symmetric=True)
 def advection_declared_symmetric(u, v, w):
     b = jnp.array([1.0, 0.5])
@@ -178,6 +191,18 @@ CASES = [
         r"where_constant\) has a term that does not contain u",
     ),
     (
+        "a constant stacked beside a component of grad u",
+        lambda: fem.assemble(stacked_constant, V),
+        ValueError,
+        r"stacked_constant\) has a term that does not contain u",
+    ),
+    (
+        "a constant term that appears from the second loop iteration",
+        lambda: fem.assemble(loop_constant, V),
+        ValueError,
+        r"loop_constant\) has a term that does not contain u",
+    ),
+    (
         "a constant term closed over a traced value (was skipped under jit)",
         _closure_constant_term,
         ValueError,
@@ -300,3 +325,20 @@ def test_symmetric_forms_that_are_symmetric_pass():
     assert np.all(np.isfinite(g))
     E = fem.assemble(library.linear_elasticity(1.0, 0.3), V2).todense()
     np.testing.assert_allclose(E, E.T, atol=1e-13)
+
+
+def test_symmetry_is_verified_once_per_form_and_space():
+    @fem.bilinear_form(symmetric=True)
+    def stiffness(u, v, w):
+        return w.k * jnp.sum(u.grad * v.grad)  # scalar and vector spaces
+
+    def program():
+        return jax.make_jaxpr(lambda k: fem.assemble(stiffness, V, k=k).values)(1.0)
+
+    # Not yet verified: a compiled assembly carries the run-time check (a host callback on failure only) ...
+    assert "callback" in str(program())
+    # ... until one eager assembly has verified (form, space); then compiled programs go without it.
+    fem.assemble(stiffness, V, k=1.0)
+    assert "callback" not in str(program())
+    # Another space is verified on its own.
+    assert "callback" in str(jax.make_jaxpr(lambda k: fem.assemble(stiffness, V2, k=k).values)(1.0))
