@@ -5,6 +5,7 @@ import os
 import re
 import subprocess
 import sys
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -212,13 +213,16 @@ def test_gpu_lowering_uses_no_native_target():
     # custom call of the CPU kernels, for the forward pass, the gradient and a vmapped gradient in the sites.
     import re
 
+    # check=False: the run-time value checks of the pure path are host callbacks, which jax.export cannot
+    # serialise (see the docstring of interpolate).
     x, y, xq = _data(9, 13, m=30, r=1)
     y = y[:, 0]
+    unchecked = partial(interp.interpolate, check=False)
     cases = {
-        "forward": (jax.jit(lambda y: interp.interpolate(x, y, xq)), (y,)),
-        "grad": (jax.jit(jax.grad(lambda y: jnp.sum(interp.interpolate(x, y, xq) ** 2))), (y,)),
+        "forward": (jax.jit(lambda y: unchecked(x, y, xq)), (y,)),
+        "grad": (jax.jit(jax.grad(lambda y: jnp.sum(unchecked(x, y, xq) ** 2))), (y,)),
         "vmap-grad-x": (
-            jax.jit(jax.vmap(jax.grad(lambda x, y: jnp.sum(interp.interpolate(x, y, xq) ** 2)), (None, 0))),
+            jax.jit(jax.vmap(jax.grad(lambda x, y: jnp.sum(unchecked(x, y, xq) ** 2)), (None, 0))),
             (x, jnp.stack([y, 2 * y])),
         ),
     }
@@ -237,8 +241,9 @@ def test_disable_jit_export_and_the_native_switch():
         np.testing.assert_allclose(np.asarray(interp.interpolate(x, y, xq)), ref, atol=1e-12)
         g = jax.grad(lambda y: jnp.sum(interp.interpolate(x, y, xq) ** 2))(y)
     _close(g, jax.grad(lambda y: jnp.sum(interp.interpolate(x, y, xq, native=False) ** 2))(y), 1e-12)
-    # jax.export of a CPU program: refused with the kernel's custom call, fine with native=False
-    f = jax.jit(lambda y: interp.interpolate(x, y, xq, native=False))
+    # jax.export of a CPU program: refused with the kernel's custom call, fine with native=False (and
+    # check=False: the pure path's run-time checks are host callbacks, which export cannot serialise)
+    f = jax.jit(lambda y: interp.interpolate(x, y, xq, native=False, check=False))
     exported = jax.export.export(f, platforms=["cpu"])(y)
     np.testing.assert_allclose(np.asarray(exported.call(y)), ref, atol=1e-12)
     with pytest.raises(ValueError, match="custom calls"):

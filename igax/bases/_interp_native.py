@@ -29,11 +29,18 @@ from jax.extend.core import Primitive
 from jax.interpreters import ad, batching, mlir
 
 from igax import _native
+from igax.bases._checks import runtime_check
 
 __all__ = ["native_interpolate", "supports"]
 
 BC_CODES = {"not-a-knot": 0, "natural": 1, "clamped": 2}
 _BC_NAMES = {v: k for k, v in BC_CODES.items()}
+# Value checks, the primitives' parameter ``check`` (bit flags, as in interp_kernels.cc): sites finite and
+# strictly increasing, points finite, values finite. The kernels check in their pass over the operands and
+# fail through the FFI's error status; the pure-JAX lowering (GPU, jax.disable_jit) checks through equinox's
+# runtime errors (igax.bases._checks), with the same messages.
+CHECK_SITES, CHECK_POINTS, CHECK_VALUES = 1, 2, 4
+CHECK_ALL = CHECK_SITES | CHECK_POINTS | CHECK_VALUES
 
 
 def supports(n: int, degree: int, dtype) -> bool:
@@ -43,9 +50,26 @@ def supports(n: int, degree: int, dtype) -> bool:
     return _native.available()
 
 
-def _pure(x, xq, y, *, degree, left, right):
+def _checked(x, xq, v, check):
+    """The operands behind equinox runtime errors for the checks flagged in ``check`` (pure-JAX lowering)."""
+    from igax.bases import interp
+
+    checks = []
+    if check & CHECK_SITES:
+        checks.append((~jnp.all(jnp.isfinite(x)), interp._MSG_X_FINITE))
+        checks.append((~jnp.all(jnp.diff(x, axis=-1) > 0), interp._MSG_X_ORDER))
+    if check & CHECK_VALUES:
+        checks.append((~jnp.all(jnp.isfinite(v)), interp._MSG_Y))
+    if check & CHECK_POINTS:
+        checks.append((~jnp.all(jnp.isfinite(xq)), interp._MSG_X_NEW))
+    return runtime_check(x, checks), xq, v  # everything depends on the sites
+
+
+def _pure(x, xq, y, *, degree, left, right, check=0):
     """Pure-JAX ``L y`` with the primitive's shapes (leading batch dimensions looped by vmap)."""
     from igax.bases.interp import _pure_interpolate
+
+    x, xq, y = _checked(x, xq, y, check)
 
     def core(x, xq, y):
         return _pure_interpolate(x, y, xq, degree=degree, bc=(_BC_NAMES[left], _BC_NAMES[right]))
@@ -55,8 +79,9 @@ def _pure(x, xq, y, *, degree, left, right):
     return core(x, xq, y)
 
 
-def _pure_transpose(x, xq, g, **params):
+def _pure_transpose(x, xq, g, *, check=0, **params):
     """Pure-JAX ``L^T g`` (the map is linear in y, so the VJP at y = 0 is the transpose)."""
+    x, xq, g = _checked(x, xq, g, check & ~CHECK_VALUES)  # the cotangent is not the user's input
     y0 = jnp.zeros(x.shape + g.shape[-1:], g.dtype)
     _, vjp = jax.vjp(lambda y: _pure(x, xq, y, **params), y0)
     return vjp(g)[0]
@@ -97,15 +122,16 @@ interp_transpose_p.def_impl(_transpose_impl)
 
 
 def _ffi(kind):
-    def lower(x, xq, v, *, degree, left, right):
+    def lower(x, xq, v, *, degree, left, right, check=0):
         if not _native.load():  # forced native path without kernels: lower to pure JAX instead
             if kind == "forward":
-                return _pure(x, xq, v, degree=degree, left=left, right=right)
-            return _pure_transpose(x, xq, v, degree=degree, left=left, right=right)
+                return _pure(x, xq, v, degree=degree, left=left, right=right, check=check)
+            return _pure_transpose(x, xq, v, degree=degree, left=left, right=right, check=check)
         target = f"igax_interp_{kind}_{'f64' if v.dtype == jnp.float64 else 'f32'}"
         shape = xq.shape + v.shape[-1:] if kind == "forward" else x.shape + v.shape[-1:]
         call = jax.ffi.ffi_call(target, jax.ShapeDtypeStruct(shape, v.dtype))
-        return call(x, xq, v, degree=np.int32(degree), left=np.int32(left), right=np.int32(right))
+        codes = {k: np.int32(v) for k, v in dict(degree=degree, left=left, right=right, check=check).items()}
+        return call(x, xq, v, **codes)
 
     return lower
 
@@ -162,8 +188,12 @@ def _jvp(prim, pure):
         x, xq, v = primals
         dx, dxq, dv = tangents
         out = prim.bind(x, xq, v, **params)
-        tan = None if type(dv) is ad.Zero else prim.bind(x, xq, dv, **params)
-        geo = _geometric_tangent(lambda x, xq: pure(x, xq, v, **params), x, xq, dx, dxq)
+        # The tangent call checks the sites and points again (never the tangent itself): in reverse mode it
+        # becomes the transposed call, and the forward call may be dropped as dead code (gradient in y only).
+        sites_points = {**params, "check": params.get("check", 0) & ~CHECK_VALUES}
+        tan = None if type(dv) is ad.Zero else prim.bind(x, xq, dv, **sites_points)
+        unchecked = {**params, "check": 0}
+        geo = _geometric_tangent(lambda x, xq: pure(x, xq, v, **unchecked), x, xq, dx, dxq)
         if geo is not None:
             tan = geo if tan is None else tan + geo
         return out, (ad.Zero.from_primal_value(out) if tan is None else tan)
@@ -181,6 +211,7 @@ def _linear_transpose(other):
             raise TypeError("interpolate is linear in the values y only; it has no transpose in x or x_new")
         if type(ct) is ad.Zero:
             return [None, None, ad.Zero(v.aval)]
+        params = {**params, "check": params.get("check", 0) & ~CHECK_VALUES}  # never the cotangent
         return [None, None, other.bind(x, xq, ct, **params)]
 
     return rule
@@ -190,6 +221,11 @@ ad.primitive_transposes[interp_apply_p] = _linear_transpose(interp_transpose_p)
 ad.primitive_transposes[interp_transpose_p] = _linear_transpose(interp_apply_p)
 
 
-def native_interpolate(x, y2, xq, *, degree: int, bc: tuple[str, str]):
-    """``L(x, xq) y2`` through the native primitive; x (n,), y2 (n, r), xq (m,) -> (m, r)."""
-    return interp_apply_p.bind(x, xq, y2, degree=degree, left=BC_CODES[bc[0]], right=BC_CODES[bc[1]])
+def native_interpolate(x, y2, xq, *, degree: int, bc: tuple[str, str], check: int = CHECK_ALL):
+    """``L(x, xq) y2`` through the native primitive; x (n,), y2 (n, r), xq (m,) -> (m, r).
+
+    ``check``: value checks to run (bit flags ``CHECK_*``; 0 for none); a failure raises from the call.
+    """
+    return interp_apply_p.bind(
+        x, xq, y2, degree=degree, left=BC_CODES[bc[0]], right=BC_CODES[bc[1]], check=int(check)
+    )

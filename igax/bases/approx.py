@@ -30,6 +30,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from igax.bases._checks import is_concrete, runtime_check
+
 __all__ = ["free_knot_fit", "segment", "segment_projection"]
 
 _EXACT_LIMIT = 2048
@@ -276,8 +278,13 @@ def _validate(y, n_segments, degree, candidates):
             f"y has {n} samples; {n_segments} segments of degree {degree} need at least "
             f"n_segments * (degree + 1) = {n_segments * (degree + 1)}. Use fewer segments or a lower degree."
         )
-    if not isinstance(y, jax.core.Tracer) and not np.all(np.isfinite(np.asarray(y))):
-        raise ValueError("y contains NaN or infinity; the fit needs finite values.")
+    if is_concrete(y):
+        if not np.all(np.isfinite(np.asarray(y))):
+            raise ValueError("y contains NaN or infinity; the fit needs finite values.")
+        return y
+    # Under jit: the same check at run time, through the solvers' mechanism (igax.bases._checks).
+    msg = "free_knot_fit: y contains NaN or infinity; the fit needs finite values (checked at run time)"
+    return runtime_check(y, [(~jnp.all(jnp.isfinite(y)), msg)])
 
 
 def free_knot_fit(
@@ -301,15 +308,16 @@ def free_knot_fit(
     Returns:
         The fitted values, shaped like ``y`` (and the breakpoints if asked).
 
-    Validation of shapes, degree, n_segments and candidates always; finite values on concrete input only
-    (under jit the values are not inspected).
+    Validation of shapes, degree, n_segments and candidates always; finite values at once on concrete input,
+    and at run time under jit (an error from the compiled program, through equinox's runtime errors as
+    igax's solvers raise).
 
     Example:
         >>> y = jnp.concatenate([jnp.zeros(10), jnp.linspace(0.0, 1.0, 10)])
         >>> yhat = free_knot_fit(y, n_segments=2, degree=1)
         >>> g = jax.grad(lambda y: jnp.sum(free_knot_fit(y, 2, 1) ** 2))(y)
     """
-    _validate(y, n_segments, degree, candidates)
+    y = _validate(y, n_segments, degree, candidates)
     out, breaks = _free_knot_fit(y, n_segments=int(n_segments), degree=int(degree), candidates=candidates)
     return (out, breaks) if return_breaks else out
 

@@ -27,14 +27,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from igax.bases._banded import spd_banded_solve
+from igax.bases._checks import is_concrete, runtime_check
 from igax.bases.bspline import basis_functions
 from igax.bases.knots import num_basis, unique_knots, validate_degree, validate_knots
 
 __all__ = ["fit", "fit_grid", "project"]
-
-
-def _is_concrete(a) -> bool:
-    return not isinstance(a, jax.core.Tracer)
 
 
 def _float_dtype(*arrays):
@@ -117,13 +114,13 @@ def _check_common(y, weights, smoothing, penalty_order, degrees, m, penalised):
             raise ValueError(
                 f"weights must have shape ({m},) (one per data point), got {jnp.shape(weights)}."
             )
-        if _is_concrete(weights):
+        if is_concrete(weights):
             w = np.asarray(weights)
             if not np.all(np.isfinite(w)) or np.any(w < 0):
                 raise ValueError("weights must be finite and non-negative.")
-    if _is_concrete(y) and not np.all(np.isfinite(np.asarray(y))):
+    if is_concrete(y) and not np.all(np.isfinite(np.asarray(y))):
         raise ValueError("y contains NaN or infinity; values must be finite.")
-    if _is_concrete(smoothing):
+    if is_concrete(smoothing):
         s = float(np.asarray(smoothing))
         if not np.isfinite(s) or s < 0:
             raise ValueError(f"smoothing must be a finite number >= 0, got {smoothing!r}.")
@@ -287,8 +284,10 @@ def fit(knots, degree, x, y, *, weights=None, smoothing=0.0, penalty_order: int 
 
     Validation: knots, degrees, shapes, penalty order always; on concrete input also finite values, sites in
     the domain and (without smoothing) the Schoenberg-Whitney condition, i.e. enough sites under every basis
-    function for a unique fit. Under jit the sites are not inspected: a rank-deficient problem then yields
-    non-finite coefficients.
+    function for a unique fit. Under jit the values are checked at run time (finite values and sites, sites in
+    the domain, weights and smoothing >= 0: an error from the compiled program, through equinox's runtime
+    errors as igax's solvers raise); the Schoenberg-Whitney condition is not, so a rank-deficient problem then
+    yields non-finite coefficients.
 
     Example:
         >>> t = open_uniform(3, 8)
@@ -304,11 +303,11 @@ def fit(knots, degree, x, y, *, weights=None, smoothing=0.0, penalty_order: int 
     elif np.ndim(x_arr) != 2 or np.shape(x_arr)[1] != dim:
         raise ValueError(f"x must have shape (m, {dim}) for {dim} knot vectors, got {np.shape(x_arr)}.")
     m = np.shape(x_arr)[0]
-    penalised = not (_is_concrete(smoothing) and float(np.asarray(smoothing)) == 0.0)
+    penalised = not (is_concrete(smoothing) and float(np.asarray(smoothing)) == 0.0)
     _check_common(y, weights, smoothing, penalty_order, ps, m, penalised)
     dtype = _float_dtype(x_arr, y, 1.0 if weights is None else weights)
     xj = jnp.asarray(x_arr, dtype)
-    if _is_concrete(x_arr):
+    if is_concrete(x_arr):
         xn = np.asarray(x_arr, float).reshape(m, dim)
         for d in range(dim):
             lo, hi = ts[d][0], ts[d][-1]
@@ -323,7 +322,7 @@ def fit(knots, degree, x, y, *, weights=None, smoothing=0.0, penalty_order: int 
             if not penalised:
                 w_ok = (
                     np.ones(m, bool)
-                    if weights is None or not _is_concrete(weights)
+                    if weights is None or not is_concrete(weights)
                     else np.asarray(weights) > 0
                 )
                 if one_d:
@@ -338,9 +337,43 @@ def fit(knots, degree, x, y, *, weights=None, smoothing=0.0, penalty_order: int 
     y2 = y.reshape((m, -1))
     w = jnp.ones((m,), dtype) if weights is None else jnp.asarray(weights, dtype)
     lam = jnp.asarray(smoothing if penalised else 0.0, dtype)
+    xj, y2, w, lam = _runtime_checks(xj, y2, w, lam, ts, traced=(x_arr, y, weights, smoothing))
     key = tuple(tuple(float(v) for v in t) for t in ts)
     c = _fit_compiled(xj, y2, w, lam, knots=key, degrees=ps, q=int(penalty_order), penalised=penalised)
     return c.reshape(c.shape[:dim] + y.shape[1:])
+
+
+def _runtime_checks(x, y2, w, lam, ts, traced):
+    """Under jit: the value checks that :func:`fit` makes at once on concrete input (finite values and sites,
+    sites in the domain, weights and smoothing finite and >= 0), through equinox's runtime errors, the
+    mechanism of igax's solvers (:mod:`igax.bases._checks`). One reduction per traced input; the Schoenberg-
+    Whitney condition is not checked at run time (a rank-deficient fit then gives non-finite coefficients)."""
+    x_in, y_in, w_in, lam_in = traced
+    hint = " (checked at run time under jit)"
+    checks = []
+    if not is_concrete(x_in):
+        xs = x.reshape(x.shape[0], -1)
+        lo = jnp.asarray([t[0] for t in ts], x.dtype)
+        hi = jnp.asarray([t[-1] for t in ts], x.dtype)
+        checks.append(
+            (~jnp.all(jnp.isfinite(xs)), "fit: x contains NaN or infinity; sites must be finite" + hint)
+        )
+        checks.append(
+            (~jnp.all((xs >= lo) & (xs <= hi)), "fit: x must lie in the knot domain of each direction" + hint)
+        )
+    if not is_concrete(y_in):
+        checks.append(
+            (~jnp.all(jnp.isfinite(y2)), "fit: y contains NaN or infinity; values must be finite" + hint)
+        )
+    if w_in is not None and not is_concrete(w_in):
+        checks.append(
+            (~jnp.all(jnp.isfinite(w) & (w >= 0)), "fit: weights must be finite and non-negative" + hint)
+        )
+    if not is_concrete(lam_in):
+        checks.append(
+            (~(jnp.isfinite(lam) & (lam >= 0)), "fit: smoothing must be a finite number >= 0" + hint)
+        )
+    return x, runtime_check(y2, checks), w, lam  # the coefficients always depend on the values
 
 
 # Compiled once per space and shape (knots are static, as hashable tuples): eager calls stay fast.
@@ -413,7 +446,7 @@ def fit_grid(knots, degree, grid, values, *, weights=None) -> jax.Array:
     dtype = _float_dtype(values, *grids)
     for d in range(dim):
         g = grids[d]
-        if _is_concrete(g):
+        if is_concrete(g):
             gn = np.asarray(g, float)
             if gn.ndim != 1:
                 raise ValueError(f"grid[{d}] must be one-dimensional, got shape {gn.shape}.")

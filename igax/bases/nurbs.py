@@ -13,12 +13,41 @@ from __future__ import annotations
 
 from math import comb
 
+import jax.numpy as jnp
 import numpy as np
 
+from igax.bases._checks import is_concrete, runtime_check
 from igax.bases.bspline import _asarray, _namespace, basis_functions
 from igax.bases.knots import validate_degree
 
 __all__ = ["rational_basis_1d", "tensor_basis", "rational_tensor_basis"]
+
+
+def _check_weights(w, caller: str):
+    """Positive, finite weights, else ``W = sum_a w_a N_a`` vanishes or changes sign and ``R_a = w_a N_a / W``
+    is inf/NaN (or a basis function silently drops out, for a zero weight).
+
+    Concrete weights are checked at once; traced ones (under jit, or differentiated in a shape optimisation)
+    at run time through the solvers' mechanism (:mod:`igax.bases._checks`): one reduction over the weights.
+    """
+    fix = "Use weights > 0 (all ones for a plain B-spline basis)."
+    if is_concrete(w):
+        wn = np.asarray(w)
+        bad = ~(np.isfinite(wn) & (wn > 0))
+        if bad.any():
+            at = np.unravel_index(int(np.argmax(bad)), wn.shape)
+            where = ", ".join(str(int(i)) for i in at)
+            raise ValueError(
+                f"{caller}: weights must be positive and finite (a zero or negative weight makes the "
+                f"rational basis singular), got weights[{where}] = {wn[at]}. {fix}"
+            )
+        return w
+    ok = jnp.all(jnp.isfinite(w) & (w > 0))
+    msg = (
+        f"{caller}: weights must be positive and finite (a zero or negative weight makes the rational basis "
+        f"singular; checked at run time under jit). {fix}"
+    )
+    return runtime_check(w, [(~ok, msg)])
 
 
 def rational_basis_1d(knots, degree: int, weights, x, nderiv: int = 0):
@@ -27,7 +56,9 @@ def rational_basis_1d(knots, degree: int, weights, x, nderiv: int = 0):
     Arguments:
         knots: open knot vector ``(nknots,)``.
         degree: polynomial degree ``p``.
-        weights: positive weights, one per basis function, ``(n,)``.
+        weights: positive, finite weights, one per basis function, ``(n,)``. Checked at once when concrete;
+            under ``jit`` at run time (an equinox runtime error, as the solvers raise), since a weight
+            ``<= 0`` makes the basis inf/NaN.
         x: points ``(npts,)`` (any shape ``S``).
         nderiv: highest derivative order (any; the general Leibniz quotient rule is used).
 
@@ -47,6 +78,7 @@ def rational_basis_1d(knots, degree: int, weights, x, nderiv: int = 0):
     n = int(np.shape(knots)[0]) - p - 1
     if w.shape != (n,):
         raise ValueError(f"weights must have shape (n,) = ({n},), one per basis function, got {w.shape}.")
+    w = _check_weights(w, "rational_basis_1d")
     first, N = basis_functions(knots, p, x, nd)  # (nd+1, *S, p+1)
     wl = w[first[..., None] + xp.arange(p + 1)]  # (*S, p+1)
     A = N * wl  # weighted B-splines and their derivatives
@@ -133,7 +165,8 @@ def rational_tensor_basis(knots, degrees, weights, u, nderiv: int = 0):
 
     Arguments:
         knots, degrees, u, nderiv: as in :func:`tensor_basis`.
-        weights: positive weights of shape ``tuple(n_d)`` (one per basis function; NumPy or JAX).
+        weights: positive, finite weights of shape ``tuple(n_d)`` (one per basis function; NumPy or JAX);
+            checked as in :func:`rational_basis_1d` (at once, or at run time under ``jit``).
 
     Returns:
         ``(index, values, grads, hessians)`` with the shapes of :func:`tensor_basis`.
@@ -150,6 +183,7 @@ def rational_tensor_basis(knots, degrees, weights, u, nderiv: int = 0):
     nbasis = tuple(len(t) - p - 1 for t, p in zip(knots, degrees, strict=False))
     if w.shape != nbasis:
         raise ValueError(f"weights must have shape {nbasis} (one per basis function), got {w.shape}.")
+    w = _check_weights(w, "rational_tensor_basis")
     wl = w.reshape(-1)[index]  # (npts, nloc)
     A = wl * N
     W = A.sum(axis=1)  # (npts,)

@@ -290,8 +290,10 @@ class NURBSPatch(eqx.Module):
         Arguments:
             degree: target degree, an int for all directions or a tuple (>= the current degrees); None
                 keeps them.
-            elements: target number of elements, an int or a tuple; None keeps the knots. Each existing
-                element is split uniformly (see :func:`igax.bases.refine.uniform_refinement_knots`).
+            elements: target number of elements, a positive int or a tuple of them (one per direction); None
+                keeps the knots. Each existing element is split uniformly (see
+                :func:`igax.bases.refine.uniform_refinement_knots`). A float (``2.5``, even ``4.0``) is an
+                error that names ``elements``: counts are whole numbers.
 
         Returns:
             A new patch describing the same geometry. New knots have multiplicity one (maximal continuity).
@@ -320,15 +322,31 @@ class NURBSPatch(eqx.Module):
         return patch
 
     def _per_axis(self, value, name, default) -> tuple:
+        """``value`` (None, an int, or one int per direction) as a tuple of ints; errors name ``name``."""
         if value is None:
             return tuple(default)
-        if isinstance(value, numbers.Integral) and not isinstance(value, bool):
-            return (int(value),) * self.pdim
-        value = tuple(value)
-        if len(value) != self.pdim or not all(
-            isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in value
-        ):
-            raise ValueError(
-                f"{name} must be an int or a tuple of {self.pdim} ints (one per direction), got {value!r}."
+
+        def is_int(v):
+            return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+        example = f"{name}={2 * max(default)}" if name == "elements" else f"{name}={max(default) + 1}"
+        what = f"an int or a tuple of {self.pdim} ints (one per direction)"
+        if is_int(value):
+            values = (int(value),) * self.pdim
+        elif isinstance(value, (numbers.Number, str, bytes)) or not np.iterable(value):
+            raise TypeError(
+                f"{name} must be {what}, got {value!r} of type {type(value).__name__}; write a whole number, "
+                f"e.g. {example}."
             )
-        return tuple(int(v) for v in value)
+        else:
+            values = tuple(value)
+            if len(values) != self.pdim:
+                raise ValueError(f"{name} must be {what}, got {values!r}; e.g. {example}.")
+            if not all(is_int(v) for v in values):
+                raise TypeError(
+                    f"{name} must be {what}, got {values!r}; write whole numbers, e.g. {example}."
+                )
+            values = tuple(int(v) for v in values)
+        if name == "elements" and min(values) < 1:
+            raise ValueError(f"elements must be positive in every direction, got {value!r}; e.g. {example}.")
+        return values

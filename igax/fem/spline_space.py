@@ -197,7 +197,8 @@ class SplineSpace(FunctionSpace):
     never reach it.
 
     Arguments:
-        patch: an :class:`igax.bases.NURBSPatch` (refine it first: ``geo.refine(degree=3, elements=16)``).
+        patch: an :class:`igax.bases.NURBSPatch` of degree >= 1 in every direction (refine it first:
+            ``geo.refine(degree=3, elements=16)``).
         shape: ``()`` scalar, ``(dim,)`` vector-valued.
         quad_points: Gauss points per element and direction (default ``degree + 1``).
         glue: pairs of side names to tie, e.g. ``[("seam_start", "seam_end")]``; the sides must carry the same
@@ -230,6 +231,13 @@ class SplineSpace(FunctionSpace):
         glue: Sequence[tuple[str, str]] | None = None,
     ):
         pdim = len(patch.degrees)
+        if min(patch.degrees) < 1:
+            # Caught here, before the tables: degree 0 would surface as "the geometry Jacobian is zero".
+            raise ValueError(
+                f"SplineSpace: patch.degrees = {tuple(patch.degrees)}; the degree must be >= 1 in every "
+                "direction (degree 0 is piecewise constant: no gradient, and a geometry map whose Jacobian "
+                "is zero). Build the patch with degree >= 1, e.g. fem.geometry.rectangle().refine(degree=2)."
+            )
         if quad_points is not None:
             quad_points = (int(quad_points),) * pdim if np.ndim(quad_points) == 0 else tuple(quad_points)
         cp = jnp.asarray(patch.control_points)
