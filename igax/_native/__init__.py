@@ -148,7 +148,7 @@ def _build(rebuild: bool = False) -> Path:
 
 
 def _ensure(rebuild: bool = False) -> tuple[Path, bool]:
-    """The compiled kernels, from the cache if verified, else freshly compiled; raises RuntimeError on failure.
+    """The compiled kernels: from the cache if verified, else freshly compiled; RuntimeError on failure.
 
     Returns ``(path, fresh)``: ``fresh`` is True when this call compiled the library. A cached library is
     used only when its manifest (``.json`` beside it) matches the current recipe and the sha256 of its bytes;
@@ -238,9 +238,9 @@ def load() -> bool:
             _state.update(ok=False, reason=f"the library {exc.path} does not load ({exc})")
             warnings.warn(
                 f"igax: the native CPU kernels were rebuilt in {exc.path} but do not load ({exc}), so the "
-                "pure-JAX implementations are used (same results, slower for small problems). To retry, clear "
-                f"the cache: delete {exc.path.parent / 'igax_native_*'} (or set IGAX_CACHE_DIR to an empty "
-                "directory). Set IGAX_NATIVE=0 to silence this.",
+                "pure-JAX implementations are used (same results, slower for small problems). To retry, "
+                f"clear the cache: delete {exc.path.parent / 'igax_native_*'} (or set IGAX_CACHE_DIR to an "
+                "empty directory). Set IGAX_NATIVE=0 to silence this.",
                 RuntimeWarning,
                 stacklevel=2,
             )
