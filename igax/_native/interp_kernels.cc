@@ -439,7 +439,7 @@ inline ffi::Error CheckDegree(int32_t degree, int32_t left, int32_t right) {
 // finite and strictly increasing (no duplicates), points finite, values finite. A failure is reported like the
 // shape errors, through the FFI's error status, so a NaN never comes back silently from a jitted program. It
 // costs one pass over operands that the kernel reads anyway (~0.1 us at n = 64, m = 640), where a run-time
-// branch in the XLA program (equinox's error_if) measured ~3.6 us on this 8 us call. The messages are those
+// branch in the XLA program (igax.solvers._errors.error_if) measured ~3.6 us on this 8 us call. The messages are those
 // of the pure-JAX path's checks (igax/bases/interp.py), word for word.
 enum CheckFlags : int32_t { kCheckSites = 1, kCheckPoints = 2, kCheckValues = 4 };
 

@@ -37,7 +37,7 @@ BC_CODES = {"not-a-knot": 0, "natural": 1, "clamped": 2}
 _BC_NAMES = {v: k for k, v in BC_CODES.items()}
 # Value checks, the primitives' parameter ``check`` (bit flags, as in interp_kernels.cc): sites finite and
 # strictly increasing, points finite, values finite. The kernels check in their pass over the operands and
-# fail through the FFI's error status; the pure-JAX lowering (GPU, jax.disable_jit) checks through equinox's
+# fail through the FFI's error status; the pure-JAX lowering (GPU, jax.disable_jit) checks through the
 # runtime errors (igax.bases._checks), with the same messages.
 CHECK_SITES, CHECK_POINTS, CHECK_VALUES = 1, 2, 4
 CHECK_ALL = CHECK_SITES | CHECK_POINTS | CHECK_VALUES
@@ -51,7 +51,7 @@ def supports(n: int, degree: int, dtype) -> bool:
 
 
 def _checked(x, xq, v, check):
-    """The operands behind equinox runtime errors for the checks flagged in ``check`` (pure-JAX lowering)."""
+    """The operands behind run-time errors for the checks flagged in ``check`` (pure-JAX lowering)."""
     from igax.bases import interp
 
     checks = []

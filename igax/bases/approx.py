@@ -309,7 +309,7 @@ def free_knot_fit(
         The fitted values, shaped like ``y`` (and the breakpoints if asked).
 
     Validation of shapes, degree, n_segments and candidates always; finite values at once on concrete input,
-    and at run time under jit (an error from the compiled program, through equinox's runtime errors as
+    and at run time under jit (an error from the compiled program, through the run-time errors that
     igax's solvers raise).
 
     Example:

@@ -285,7 +285,7 @@ def fit(knots, degree, x, y, *, weights=None, smoothing=0.0, penalty_order: int 
     Validation: knots, degrees, shapes, penalty order always; on concrete input also finite values, sites in
     the domain and (without smoothing) the Schoenberg-Whitney condition, i.e. enough sites under every basis
     function for a unique fit. Under jit the values are checked at run time (finite values and sites, sites in
-    the domain, weights and smoothing >= 0: an error from the compiled program, through equinox's runtime
+    the domain, weights and smoothing >= 0: an error from the compiled program, through the run-time
     errors as igax's solvers raise); the Schoenberg-Whitney condition is not, so a rank-deficient problem then
     yields non-finite coefficients.
 
@@ -345,7 +345,7 @@ def fit(knots, degree, x, y, *, weights=None, smoothing=0.0, penalty_order: int 
 
 def _runtime_checks(x, y2, w, lam, ts, traced):
     """Under jit: the value checks that :func:`fit` makes at once on concrete input (finite values and sites,
-    sites in the domain, weights and smoothing finite and >= 0), through equinox's runtime errors, the
+    sites in the domain, weights and smoothing finite and >= 0), through the run-time errors, the
     mechanism of igax's solvers (:mod:`igax.bases._checks`). One reduction per traced input; the Schoenberg-
     Whitney condition is not checked at run time (a rank-deficient fit then gives non-finite coefficients)."""
     x_in, y_in, w_in, lam_in = traced

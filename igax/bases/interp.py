@@ -34,8 +34,8 @@ Outside ``[x[0], x[-1]]`` the end pieces are extrapolated, as SciPy does by defa
 
 Bad values never come back as a silent NaN: NaN or infinity in any input, and duplicate or unordered sites,
 raise an error that names the argument, at once on concrete arrays and at run time inside ``jit`` (the
-native kernel checks its operands itself; the pure-JAX path uses equinox's runtime errors, as igax's solvers
-do). ``check=False`` turns the value checks off (see :func:`interpolate`).
+native kernel checks its operands itself; the pure-JAX path uses the run-time errors of igax's solvers).
+``check=False`` turns the value checks off (see :func:`interpolate`).
 """
 
 from __future__ import annotations
@@ -186,7 +186,7 @@ _MSG_SORTED = (
 
 
 def _runtime_checks(x, y, x_new, assume_sorted):
-    """The value checks of :func:`_validate` for traced arrays, as one equinox runtime error (the solvers'
+    """The value checks of :func:`_validate` for traced arrays, as one run-time error (the solvers'
     mechanism, :mod:`igax.bases._checks`). Concrete arrays were checked at once and add nothing here.
 
     Cost: one fused pass over the traced arrays (measured ~1 us at n = 64, m = 640; see interpolate).
@@ -381,11 +381,11 @@ def interpolate(
     Validation: degree, bc_type, ``native``, ``check`` and all shapes are always checked, at trace time. At
     run time the native kernel checks its operands in its own pass over them and fails with
     ``JaxRuntimeError: INVALID_ARGUMENT: interpolate: y contains NaN or infinity; ...``; the pure-JAX path
-    (GPU, degree 2, ``native=False``) uses the mechanism of igax's solvers, equinox's runtime errors
-    (``eqx.branched_error_if``: a branch that calls back to Python only on failure; ``EQX_ON_ERROR``
-    applies), with the same messages. Measured cost (2-core CPU, n = 64, m = 640, medians): native
-    kernel +0.02 us on an 8 us forward call and +0.1 us on its gradient in ``y`` (n = 1000, m = 10^4:
-    +0.5-0.8 us on ~46 us); pure path +2-3 us on ~22-27 us. (The equinox branch on the native path would
+    (GPU, degree 2, ``native=False``) uses the mechanism of igax's solvers
+    (:func:`igax.solvers._errors.branched_error_if`: a branch that calls back to Python only on failure),
+    with the same messages. Measured cost (2-core CPU, n = 64, m = 640, paired medians): native
+    kernel +0.03 us on an 8 us forward call and on its 8.3 us gradient in ``y`` (n = 1000, m = 10^4:
+    +0.6-1 us on ~45 us); pure path +0.3-2 us on 23-35 us calls. (That branch on the native path would
     cost ~3.6 us, +45 %: that is why the kernel checks for itself.) In a gradient with respect to ``y``
     alone the native path does not check the values: that gradient does not depend on them.
 
@@ -416,8 +416,8 @@ def interpolate(
             "with at least 4 sites in float32/float64. Leave native=None to fall back to pure JAX."
         )
     if check and not supported:
-        # The pure-JAX path checks traced values through equinox's runtime errors; the native kernel checks
-        # its operands itself (see igax/bases/_interp_native.py).
+        # The pure-JAX path checks traced values through the solvers' run-time errors; the native kernel
+        # checks its operands itself (see igax/bases/_interp_native.py).
         x, y, x_new = _runtime_checks(x, y, x_new, assume_sorted)
     return _interpolate(
         x, y, x_new, degree=degree, bc=bc, assume_sorted=assume_sorted, native=supported, check=check

@@ -57,7 +57,7 @@ def rational_basis_1d(knots, degree: int, weights, x, nderiv: int = 0):
         knots: open knot vector ``(nknots,)``.
         degree: polynomial degree ``p``.
         weights: positive, finite weights, one per basis function, ``(n,)``. Checked at once when concrete;
-            under ``jit`` at run time (an equinox runtime error, as the solvers raise), since a weight
+            under ``jit`` at run time (the solvers' run-time error mechanism), since a weight
             ``<= 0`` makes the basis inf/NaN.
         x: points ``(npts,)`` (any shape ``S``).
         nderiv: highest derivative order (any; the general Leibniz quotient rule is used).
