@@ -11,7 +11,7 @@ represent: the layer projects its input.)
 The output is piecewise quadratic by construction, so noise the pieces cannot follow is filtered out: we
 report the error against the clean signal next to the error of the noisy data itself.
 
-Run: ``python examples/spline_layer_denoise.py`` or ``igax demo spline_layer_denoise``.
+Run: ``python examples/spline_layer_denoise.py`` or ``igax demo spline-layer-denoise``.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import optax
 from igax.bases import free_knot_fit, interpolate
 
 DEMO = {
-    "name": "spline_layer_denoise",
+    "name": "spline-layer-denoise",
     "description": "Train through a cubic-spline layer and a free-knot layer to denoise a 1D signal",
     "sizes": {"tiny": {"steps": 30}, "small": {"steps": 300}, "default": {"steps": 600}},
 }

@@ -2,9 +2,14 @@
 
 Demos are the scripts in ``examples/``: each declares a literal ``DEMO = {"name": ..., "description": ...,
 "sizes": {"tiny": {...}, "small": {...}, ...}}`` and a ``main(**params)`` returning a dict of numbers. The
-command
-reads ``DEMO`` with :mod:`ast` (so listing demos imports nothing) and runs ``main`` with the chosen size's
-parameters. Benchmarks are ``benchmarks/bench_NAME.py`` with ``main(argv)``.
+command reads ``DEMO`` with :mod:`ast` (so listing demos imports nothing) and runs ``main`` with the chosen
+size's parameters. Benchmarks are ``benchmarks/bench_NAME.py`` with ``main(argv)``.
+
+Demo names are lower case with ``-`` between words (``nonlinear-diffusion``); the same name with ``_``
+(``nonlinear_diffusion``) and the script's file name (``plate_with_hole``) are accepted too.
+
+The examples ship inside the wheel as ``igax/_examples`` (``setup.py`` maps that package onto ``examples/``),
+so an installed igax finds its demos; a source checkout (editable install) reads ``examples/`` directly.
 
 Example:
     $ igax demo poisson --out pictures --size small
@@ -23,9 +28,10 @@ import os
 import platform
 import sys
 import time
+import warnings
 from pathlib import Path
 
-__all__ = ["main", "find_demos", "find_benchmarks", "run_demo"]
+__all__ = ["main", "find_demos", "resolve_demo", "examples_dir", "find_benchmarks", "run_demo", "summarise"]
 
 FLAGSHIP_DEMOS = ("poisson", "basis")  # the first one present is what `igax demo` (and `make demo`) runs
 SIZES = ("tiny", "small", "default", "large")
@@ -35,6 +41,21 @@ def project_root() -> Path:
     """The source tree holding ``examples/`` and ``benchmarks/`` (igax is installed editable from it)."""
     env = os.environ.get("IGAX_ROOT")
     return Path(env) if env else Path(__file__).resolve().parent.parent
+
+
+def examples_dir() -> Path | None:
+    """The folder of demo scripts, or None.
+
+    ``$IGAX_ROOT/examples`` when ``IGAX_ROOT`` is set; else the copy inside the installed package
+    (``igax/_examples``, a wheel install); else the source tree's ``examples/`` (editable install). The
+    package copy is looked at first because beside an installed igax, ``site-packages/examples`` may belong to
+    another distribution.
+    """
+    if "IGAX_ROOT" in os.environ:
+        candidates = [project_root() / "examples"]
+    else:
+        candidates = [Path(__file__).resolve().parent / "_examples", project_root() / "examples"]
+    return next((c for c in candidates if c.is_dir()), None)
 
 
 def _read_demo_spec(path: Path) -> dict | None:
@@ -49,15 +70,36 @@ def _read_demo_spec(path: Path) -> dict | None:
     return None
 
 
+def _key(name: str) -> str:
+    return name.lower().replace("_", "-")
+
+
 def find_demos() -> dict[str, dict]:
-    """All demos declared in ``examples/*.py``, by name."""
-    folder = project_root() / "examples"
+    """All demos declared in the examples folder (:func:`examples_dir`), by name."""
+    folder = examples_dir()
     demos = {}
-    for path in sorted(folder.glob("*.py")) if folder.is_dir() else []:
+    for path in sorted(folder.glob("*.py")) if folder is not None else []:
         spec = _read_demo_spec(path)
         if spec is not None:
             demos[spec["name"]] = spec
     return demos
+
+
+def resolve_demo(name: str, demos: dict[str, dict] | None = None) -> str:
+    """The demo's name for ``name``, which may also be spelt with ``_`` or be the script's file name.
+
+    Raises:
+        SystemExit: no demo has that name (the message lists the demos).
+    """
+    demos = find_demos() if demos is None else demos
+    aliases = {}
+    for canonical, spec in demos.items():
+        aliases.setdefault(_key(Path(spec["path"]).stem), canonical)
+    for canonical in demos:
+        aliases[_key(canonical)] = canonical  # a demo's own name wins over another script's file name
+    if _key(name) not in aliases:
+        raise _unknown("demo", name, demos)
+    return aliases[_key(name)]
 
 
 def find_benchmarks() -> dict[str, Path]:
@@ -93,8 +135,7 @@ def run_demo(name: str, out: str | os.PathLike = "demo-output", size: str = "sma
         The dict of numbers the demo's ``main`` returned.
     """
     demos = find_demos()
-    if name not in demos:
-        raise _unknown("demo", name, demos)
+    name = resolve_demo(name, demos)
     spec = demos[name]
     sizes = spec.get("sizes", {})
     if size not in sizes:
@@ -109,20 +150,54 @@ def run_demo(name: str, out: str | os.PathLike = "demo-output", size: str = "sma
     return module.main(out=str(out), **sizes[size])
 
 
+def summarise(value, width: int = 100) -> str:
+    """A one-line description of a demo's result value: arrays and long sequences by shape and range."""
+    import numpy as np
+
+    if isinstance(value, str | bool | int | float | type(None)):
+        return str(value)
+    try:
+        array = np.asarray(value)
+    except Exception:  # anything numpy cannot take: show what it says of itself, shortened
+        array = None
+    if array is None or array.dtype == object or array.ndim == 0 or array.size <= 6:
+        text = str(value if array is None or array.dtype == object else array.tolist())
+        return text if len(text) <= width else text[: width - 3] + "..."
+    if np.issubdtype(array.dtype, np.number):
+        with warnings.catch_warnings():  # an all-NaN array: the range is NaN, which says it
+            warnings.simplefilter("ignore", RuntimeWarning)
+            lo, hi, mean = np.nanmin(array), np.nanmax(array), np.nanmean(array)
+        return f"array of shape {array.shape}, min {lo:.4g}, max {hi:.4g}, mean {mean:.4g}"
+    return f"array of shape {array.shape} ({array.dtype})"
+
+
+def _flatten(result: dict, prefix: str = "") -> dict:
+    """Nested dicts of a demo's result as one level, with dotted keys (``implicit_euler.order_in_dt``)."""
+    flat = {}
+    for key, value in result.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 def _cmd_demo(args) -> int:
     demos = find_demos()
     if args.list or (args.name is None and not demos):
         for name, spec in demos.items():
             print(f"{name:20s} {spec.get('description', '')}")
+        folder = examples_dir()
+        print(f"\n(scripts in {folder})" if folder is not None else "no demos found (no examples folder)")
         return 0 if demos else 1
     name = args.name or next((d for d in FLAGSHIP_DEMOS if d in demos), None)
     if name is None:
         raise SystemExit("igax: no flagship demo found in examples/.")
     t0 = time.perf_counter()
     result = run_demo(name, args.out, args.size)
-    print(f"demo {name!r} ({args.size}) finished in {time.perf_counter() - t0:.1f} s")
-    for key, value in (result or {}).items():
-        print(f"  {key}: {value}")
+    print(f"demo {resolve_demo(name, demos)!r} ({args.size}) finished in {time.perf_counter() - t0:.1f} s")
+    for key, value in _flatten(result or {}).items():
+        print(f"  {key}: {summarise(value)}")
     files = sorted(p for p in Path(args.out).rglob("*") if p.is_file())
     print(f"output in {Path(args.out).resolve()}:")
     for p in files:
