@@ -101,7 +101,9 @@ def main(
         progress: show a progress bar.
 
     Returns:
-        A dict of numbers (final compliance, volume fraction, density range, iterations, time per iteration).
+        A dict of numbers (final compliance, volume fraction, density range, iterations, time per iteration),
+        the paths of the picture and the VTU file (``png``, ``vtu``) and the physical densities as an image
+        ``density`` of shape (nely, nelx), row 0 at the bottom.
     """
     Path(out).mkdir(parents=True, exist_ok=True)
     V, b, bcs, centroids = make_problem(problem, nelx, nely)
@@ -173,7 +175,7 @@ def main(
     # Element densities as an image: row = y index, column = x index of the element's centroid.
     rho = np.zeros((nely, nelx))
     rho[np.floor(centroids[:, 1]).astype(int), np.floor(centroids[:, 0]).astype(int)] = xphys
-    _pictures(out, problem, rho, hist_c, result)
+    result["png"], result["vtu"] = _pictures(out, problem, rho, hist_c, result)
     for k, v in result.items():
         print(f"{k:26s} {v}")
     result["density"] = rho
@@ -181,15 +183,17 @@ def main(
 
 
 def _pictures(out, problem, rho, hist, result):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import meshio
+    from matplotlib.figure import Figure
 
     nely, nelx = rho.shape
     full = np.hstack([rho[:, ::-1], rho]) if problem == "mbb" else rho  # mirror the half MBB beam
-    fig, ax = plt.subplots(2, 1, figsize=(8, 6), gridspec_kw={"height_ratios": [2, 1]})
+    # Size the figure from the layout's aspect ratio: a fixed figure height around an equal-aspect image
+    # leaves blank bands above and below a wide beam.
+    width = 8.0
+    layout_h = width * full.shape[0] / full.shape[1]
+    fig = Figure(figsize=(width, layout_h + 2.8), layout="constrained")
+    ax = fig.subplots(2, 1, gridspec_kw={"height_ratios": [layout_h, 2.2]})
     ax[0].imshow(1 - full, cmap="gray", origin="lower", vmin=0, vmax=1, interpolation="none")
     ax[0].set_title(
         f"{problem}: c = {result['compliance_final']:.3f}, volume {result['volume_fraction']:.3f}"
@@ -199,9 +203,7 @@ def _pictures(out, problem, rho, hist, result):
     ax[1].set_yscale("log")
     ax[1].set_xlabel("iteration")
     ax[1].set_ylabel("compliance")
-    fig.tight_layout()
     fig.savefig(os.path.join(out, f"topology_{problem}.png"), dpi=110)
-    plt.close(fig)
 
     # The layout as cell data on the grid (x fastest, as the mesh numbers its cells).
     xs, ys = np.meshgrid(np.arange(nelx + 1.0), np.arange(nely + 1.0))
@@ -212,6 +214,7 @@ def _pictures(out, problem, rho, hist, result):
         os.path.join(out, f"topology_{problem}.vtu"),
         meshio.Mesh(pts, [("quad", quads)], cell_data={"density": [rho.ravel()]}),
     )
+    return os.path.join(out, f"topology_{problem}.png"), os.path.join(out, f"topology_{problem}.vtu")
 
 
 if __name__ == "__main__":

@@ -1,14 +1,29 @@
 """Every CLI command and every demo, at a tiny size."""
 
 import json
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from igax import cli
 
 DEMOS = sorted(cli.find_demos())
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def _readme_pictures() -> dict[str, str]:
+    """Demo name -> file name of the picture the README shows for it ("Pictures the demos make")."""
+    section = README.read_text().split("## Pictures the demos make", 1)[1].split("\n## ", 1)[0]
+    names = re.findall(r"`igax demo ([\w-]+)`", section)
+    images = re.findall(r"!\[[^\]]*\]\(docs/images/([\w.-]+)\)", section)
+    assert len(names) == len(images) >= 4, (names, images)
+    return dict(zip(names, images, strict=True))
+
+
+README_PICTURES = _readme_pictures()
 
 
 def test_info_json_reports_versions_and_precision(capsys):
@@ -39,6 +54,34 @@ def test_every_demo_runs_tiny(name, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "finished" in out
     assert any(p.is_file() and p.stat().st_size > 0 for p in tmp_path.rglob("*")), "the demo wrote no file"
+    # The summary is one short line per number: arrays (the topology's densities) are summarised.
+    summary = out.split("finished in", 1)[1].split("\noutput in", 1)[0].splitlines()[1:]
+    assert summary and all(re.fullmatch(r"  [\w.]+: .{1,200}", line) for line in summary), summary
+    # The picture the README shows for this demo is one the demo writes.
+    if name in README_PICTURES:
+        assert (tmp_path / README_PICTURES[name]).stat().st_size > 5000
+
+
+def test_demo_names_are_consistent_and_other_spellings_resolve():
+    assert all(re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)*", name) for name in DEMOS), DEMOS
+    assert cli.resolve_demo("spline_layer_denoise") == "spline-layer-denoise"  # the old name
+    assert cli.resolve_demo("nonlinear_diffusion") == "nonlinear-diffusion"
+    assert cli.resolve_demo("Plate") == "plate"
+    assert cli.resolve_demo("plate_with_hole") == "plate"  # the script's file name
+    assert cli.resolve_demo("topology-optimization") == "topology"
+    with pytest.raises(SystemExit, match="unknown demo 'plate-with'. Available: .*spline-layer-denoise"):
+        cli.resolve_demo("plate-with")
+    # a demo's own name wins over another script's file name (training lives in parametric_diffusion.py)
+    assert cli.resolve_demo("training") == "training"
+
+
+def test_result_values_are_summarised_on_one_line():
+    import numpy as np
+
+    rho = np.linspace(0.0, 1.0, 600).reshape(20, 30)
+    assert cli.summarise(rho) == "array of shape (20, 30), min 0, max 1, mean 0.5"
+    assert cli.summarise([0.5, 0.25]) == "[0.5, 0.25]" and cli.summarise(3) == "3"
+    assert cli._flatten({"a": {"b": 1.0}, "c": rho})["a.b"] == 1.0
 
 
 def test_unknown_names_and_sizes_fail_clearly():

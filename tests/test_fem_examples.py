@@ -30,3 +30,79 @@ def test_plate_with_hole_example(tmp_path):
     # 30.013 at degree 3, 16 x 16.
     assert abs(r["sigma_xx_at_hole"] - 30.0) < 0.6
     assert pathlib.Path(r["vtu"]).exists()
+
+
+def _picture(path):
+    """The RGB pixels of a PNG, values in [0, 1]."""
+    import matplotlib.image
+
+    return matplotlib.image.imread(path)[..., :3]
+
+
+def test_plate_demo_writes_the_picture_the_readme_shows(tmp_path):
+    import numpy as np
+
+    mod = _load("plate_with_hole")
+    r = mod.main(out=str(tmp_path), **mod.DEMO["sizes"]["tiny"])
+    assert pathlib.Path(r["png"]).name == "plate_with_hole.png"
+    image = _picture(r["png"])
+    assert image.std() > 0.05, "the picture is blank"
+    # the colour map of the displacement magnitude, not just black edges on white
+    assert len(np.unique((image.reshape(-1, 3) * 255).astype(np.uint8), axis=0)) > 50
+    readme = (ROOT.parent / "README.md").read_text()
+    assert (
+        "docs/images/plate_with_hole.png" in readme
+        and (ROOT.parent / "docs/images/plate_with_hole.png").exists()
+    )
+
+
+def test_heat_decay_figure_is_labelled_and_follows_the_exact_decay():
+    import jax.numpy as jnp
+    import numpy as np
+
+    mod = _load("heat_equation")
+    M, K, X, Y = mod.heat_matrices(7)
+    u0 = jnp.asarray(np.sin(np.pi * X) * np.sin(np.pi * Y))
+    fig = mod.decay_figure(u0, M, K, T=0.05)
+    (ax,) = fig.axes
+    assert ax.get_xlabel() == "t" and ax.get_ylabel().startswith("max u")
+    dots, line = ax.get_lines()
+    # 20 Crank-Nicolson steps on the 7 x 7 interior grid follow exp(-2 pi^2 t) to 2 %: the discrete decay
+    # rate is 1.3 % lower, so the curves part by 1.3 % at t = 0.05
+    np.testing.assert_allclose(dots.get_ydata(), line.get_ydata(), rtol=0.02)
+
+
+def test_topology_picture_has_no_blank_band(tmp_path):
+    """The layout image is sized from its aspect ratio: no band of empty rows around the wide beam."""
+    import numpy as np
+
+    mod = _load("topology_optimization")
+    nely, nelx = 10, 30
+    y, x = np.mgrid[:nely, :nelx]
+    rho = ((x + y) % 7 < 3).astype(float)  # any layout with contrast
+    hist = 1000.0 * np.exp(-np.arange(40) / 10) + 250.0
+    result = {"compliance_final": 250.0, "volume_fraction": 0.43}
+    png, vtu = mod._pictures(str(tmp_path), "mbb", rho, hist, result)
+    assert pathlib.Path(vtu).exists()
+    blank = np.all(_picture(png) > 0.99, axis=(1, 2))  # rows with no ink
+    longest, run = 0, 0
+    for b in blank:
+        run = run + 1 if b else 0
+        longest = max(longest, run)
+    assert longest < 0.06 * blank.size, f"a blank band of {longest} of {blank.size} rows"
+
+
+def test_help_of_a_library_form_shows_its_kernels_docstring():
+    import inspect
+    import pydoc
+
+    from igax.fem import forms, library
+
+    text = pydoc.render_doc(library.robin, renderer=pydoc.plaintext)
+    assert "``alpha u v`` on a boundary" in text  # robin's own docstring, not the Form class's
+    assert "A weak form: a pointwise kernel" not in text
+    assert 'assemble(robin, V, boundary="...", alpha=...)' in text
+    assert str(inspect.signature(library.robin)) == "(u, v, w)"
+    assert forms.Form.__doc__.startswith("A weak form")  # the class keeps its own
+    # still a static, identity-hashed object: usable as a dict key / jit static argument
+    assert {library.robin: 1}[library.robin] == 1 and library.robin != library.mass

@@ -35,6 +35,7 @@ A form may declare what it is, so that a wrong use fails instead of giving a sil
 from __future__ import annotations
 
 import functools
+import inspect
 import operator
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -50,7 +51,8 @@ class Form:
     """A weak form: a pointwise kernel plus its kind (``"bilinear"``, ``"linear"`` or ``"functional"``).
 
     Forms compare by identity (they are static in jit caches). Call :func:`igax.fem.assemble` to integrate
-    one.
+    one. A form's own ``__doc__`` (what ``help(form)`` shows) is its kernel's docstring followed by the
+    form's kind, flags and inputs.
     """
 
     kernel: Callable
@@ -59,6 +61,28 @@ class Form:
     name: str = "form"
     boundary: bool = False
     inputs: tuple[tuple[str, object], ...] | None = None
+
+    def __post_init__(self):
+        # help(library.robin) should explain robin, not the Form class: give the instance the kernel's
+        # docstring (as functools.wraps would), plus how to assemble it. The fields and identity semantics
+        # are untouched, so a Form stays a static, hashable jit argument.
+        object.__setattr__(self, "__doc__", self._describe())
+        object.__setattr__(self, "__wrapped__", self.kernel)  # inspect.signature(form) is the kernel's
+
+    def _describe(self) -> str:
+        flags = [f for f, on in (("symmetric", self.symmetric), ("boundary form", self.boundary)) if on]
+        head = f"{self.kind} form {self.name!r}" + (f" ({', '.join(flags)})" if flags else "")
+        if self.inputs is None:
+            takes = "named inputs: not declared"
+        elif self.inputs:
+            takes = "named inputs: " + ", ".join(f"{k} ({_SHAPE_NAMES.get(v, v)})" for k, v in self.inputs)
+        else:
+            takes = "no named inputs"
+        args = "".join(f", {k}=..." for k, _ in self.inputs or ())
+        where = ', boundary="..."' if self.boundary else ""
+        how = f"Integrate it with igax.fem.assemble({self.name}, V{where}{args})."
+        doc = inspect.cleandoc(getattr(self.kernel, "__doc__", None) or "")
+        return (doc + "\n\n" if doc else "") + f"{head}; {takes}.\n{how}"
 
     def __call__(self, *args):
         return self.kernel(*args)
