@@ -48,7 +48,7 @@ def test_spline_field_png(tmp_path, annulus):
     pl = plot(annulus, show_edges=True, control_net=True, screenshot=path)
     assert isinstance(pl, pv.Plotter)
     _assert_shows_something(path)
-    assert Image.open(path).size == (400, 300)
+    assert Image.open(path).size == (1024, 768)  # the default: a paper figure (was 400 x 300)
     # The control net is drawn in red: pure red pixels exist only with control_net=True.
     img = np.asarray(Image.open(path).convert("RGB")).astype(int)
     red = (img[..., 0] > 200) & (img[..., 1] < 60) & (img[..., 2] < 60)
@@ -169,3 +169,100 @@ def test_plot_history(tmp_path):
     assert fig.axes[0].get_yscale() == "log"
     fig = plot_history(np.array([3.0, -1.0, 0.5]))
     assert fig.axes[0].get_yscale() == "linear"
+
+
+# --- issue 16: paper-sized pictures, 3D axes and orientation widget, no X-server noise ----------------------
+
+
+@pytest.fixture(scope="module")
+def cylinder_field():
+    V = fem.SplineSpace(fem.geometry.thick_quarter_cylinder().refine(degree=2, elements=2))
+    cp = np.asarray(V.control_points).reshape(-1, 3)
+    return fem.Field(V, jnp.asarray(cp[:, 0] ** 2 + cp[:, 1] * cp[:, 2]))
+
+
+def test_window_size_default_and_explicit(tmp_path, annulus):
+    path = tmp_path / "small.png"
+    plot(annulus, window_size=(400, 300), screenshot=path).close()
+    assert Image.open(path).size == (400, 300)
+    _assert_shows_something(path)
+    for bad in [(0, 300), (400.5, 300), 800, (1, 2, 3)]:
+        with pytest.raises(ValueError, match=r"window_size must be \(width, height\)"):
+            plot(annulus, window_size=bad, show=False)
+
+
+def _widget_corner(path):
+    """Fraction of non-white pixels in the lower left corner where the orientation widget sits."""
+    img = np.asarray(Image.open(path).convert("RGB"), dtype=float)
+    h, w, _ = img.shape
+    corner = img[int(0.8 * h) :, : int(0.15 * w)]
+    return np.mean(np.any(corner < 200, axis=-1))
+
+
+def test_3d_plot_shows_axes_and_orientation_widget(tmp_path, cylinder_field):
+    path = tmp_path / "axes.png"
+    pl = plot(cylinder_field, show_edges=True, screenshot=path)
+    assert Image.open(path).size == (1024, 768)
+    _assert_shows_something(path)
+    cube = pl.renderer.cube_axes_actor
+    assert cube is not None
+    assert (cube.GetXTitle(), cube.GetYTitle(), cube.GetZTitle()) == ("x", "y", "z")
+    assert pl.renderer.axes_widget is not None and pl.renderer.axes_widget.GetEnabled()
+    with_widget = _widget_corner(path)
+    pl.close()
+    path2 = tmp_path / "no_axes.png"
+    pl = plot(cylinder_field, axes=False, orientation_widget=False, screenshot=path2)
+    assert pl.renderer.cube_axes_actor is None and pl.renderer.axes_widget is None
+    pl.close()
+    assert with_widget > 0.005 and _widget_corner(path2) == 0.0  # the triad is drawn only when asked for
+
+
+def test_2d_defaults_without_axes_and_axes_on_request(annulus):
+    pl = plot(annulus, show=False)
+    assert pl.renderer.cube_axes_actor is None and pl.renderer.axes_widget is None
+    pl.close()
+    pl = plot(annulus, show=False, axes=True)
+    assert pl.renderer.cube_axes_actor.GetXTitle() == "x"
+    pl.close()
+
+
+def test_the_drawing_is_fitted_above_the_colour_bar(cylinder_field):
+    """The projected bounding box of the field lies inside the picture and above the colour bar (y > 0.15)."""
+    pl = plot(cylinder_field, show=False)
+    ren = pl.renderer
+    w, h = ren.GetSize()
+    V = cylinder_field.space
+    cp = np.asarray(V.control_points).reshape(-1, 3)
+    lo, hi = cp.min(axis=0), cp.max(axis=0)  # the control net's box holds the geometry
+    pts = []
+    for c in np.array(np.meshgrid(*zip(lo, hi, strict=True), indexing="ij")).reshape(3, -1).T:
+        ren.SetWorldPoint(*c, 1.0)
+        ren.WorldToDisplay()
+        pts.append(np.asarray(ren.GetDisplayPoint()[:2]) / (w, h))
+    pts = np.asarray(pts)
+    assert pts[:, 0].min() > 0.05 and pts[:, 0].max() < 0.95
+    assert pts[:, 1].min() > 0.15 and pts[:, 1].max() < 0.95
+    assert pts[:, 0].max() - pts[:, 0].min() > 0.6  # and it fills the picture's width
+    pl.close()
+
+
+def test_headless_plot_prints_no_x_server_warning(tmp_path):
+    """Without DISPLAY, VTK tries an X window first and warns 'bad X server connection'; plot mutes that."""
+    png = tmp_path / "quiet.png"
+    code = (
+        "import jax; jax.config.update('jax_enable_x64', True)\n"
+        "import jax.numpy as jnp\n"
+        "from igax import fem\n"
+        "V = fem.SplineSpace(fem.geometry.quarter_annulus().refine(degree=2, elements=2))\n"
+        "u = fem.Field(V, jnp.arange(V.ndofs, dtype=float))\n"
+        f"fem.plot(u, screenshot={str(png)!r}).close()\n"
+        "from vtkmodules.vtkCommonCore import vtkObject\n"
+        "print('warnings', vtkObject.GetGlobalWarningDisplay())\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    out = r.stdout + r.stderr
+    assert "X server" not in out and "DISPLAY=" not in out, out
+    assert r.stdout.strip() == "warnings 1"  # VTK's warnings are back on after the call
+    _assert_shows_something(png)

@@ -67,6 +67,7 @@ class DirichletBC:
         if (
             where is None
             or isinstance(where, str)
+            or callable(where)  # refused by _check_names, which points to tag_boundary
             or (isinstance(where, (list, tuple)) and all(isinstance(w, str) for w in where))
         ):
             names = space._check_names(where)
@@ -199,7 +200,7 @@ class DirichletBC:
         p = V.plan
         rule = V._rule(self.names)
         t = V._tables(rule)
-        bsc = np.unique(np.concatenate([p.boundary_dofs[n] for n in self.names]))
+        bsc = np.unique(np.concatenate([p.named_dofs(n) for n in self.names]))
         pos = -np.ones(p.nscalar, dtype=np.int64)
         pos[bsc] = np.arange(bsc.shape[0])
         loc = pos[p.cell_dofs[rule.elements]]  # (ne, nloc): position in the boundary set or -1

@@ -97,12 +97,7 @@ class _LagrangePlan(SpacePlan):
         on = np.abs(np.einsum("fd,afd->af", fq.normals, ref.nodes[:, None, :] - origin[None])) < 1e-12
         self.facet_nodes = [np.nonzero(on[:, f])[0] for f in range(nfac)]
         self.facets = {k: (v // nfac, v % nfac) for k, v in facet_sets.items()}  # (cell ids, local facet ids)
-        bdofs = {
-            k: np.unique(
-                np.concatenate([cell_dofs[c[f == j]][:, self.facet_nodes[j]].ravel() for j in range(nfac)])
-            )
-            for k, (c, f) in self.facets.items()
-        }
+        bdofs = {k: _facet_dofs(cell_dofs, self.facet_nodes, c, f) for k, (c, f) in self.facets.items()}
         super().__init__(
             kind="lagrange",
             partition_key=("lagrange", cell_type, _digest(cells)),
@@ -118,6 +113,12 @@ class _LagrangePlan(SpacePlan):
         self.quad = quadrature(ref.cell, qdeg)
         self.facet_quad = facet_quadrature(ref.cell, qdeg)
         self.mesh_points_used = used
+
+
+def _facet_dofs(cell_dofs: np.ndarray, facet_nodes, cells: np.ndarray, local: np.ndarray) -> np.ndarray:
+    """Sorted scalar dofs on the facets ``(cells, local)`` (the nodes of each local facet of its cell)."""
+    parts = [cell_dofs[cells[local == j]][:, nodes].ravel() for j, nodes in enumerate(facet_nodes)]
+    return np.unique(np.concatenate(parts))
 
 
 def _not_boundary(name: str) -> ValueError:
@@ -262,7 +263,7 @@ class LagrangeSpace(FunctionSpace):
             return Rule(np.arange(p.nel), ((p.nel, p.quad[0], p.quad[1], None),), None)
         cells, lfs = [], []
         for nm in names:
-            c, f = p.facets[nm]
+            c, f = p.pieces[nm].facets if nm in p.pieces else p.facets[nm]
             cells.append(c)
             lfs.append(f)
         cells, lfs = np.concatenate(cells), np.concatenate(lfs)
@@ -273,6 +274,27 @@ class LagrangeSpace(FunctionSpace):
             (int(np.sum(lfs == f)), fq.points[f], fq.weights[f], fq.normals[f]) for f in np.unique(lfs)
         )
         return Rule(cells, groups, tuple(names))
+
+    def _select_boundary_facets(self, sides, where, prange, side_given):
+        """Boundary facets (of ``sides``, or all) whose vertex average satisfies ``where``."""
+        if prange is not None:
+            raise ValueError(
+                "tag_boundary: range= is a spline parameter interval; on a LagrangeSpace select facets "
+                "with where=, e.g. lambda x: (x[0] < 0.5) & np.isclose(x[1], 0.0)."
+            )
+        p = self.plan
+        names = sides if side_given else ("boundary",)  # "boundary": every exterior facet
+        c = np.concatenate([p.facets[n][0] for n in names])
+        f = np.concatenate([p.facets[n][1] for n in names])
+        if len(names) > 1:  # named boundaries may overlap: each facet once
+            _, first = np.unique(c * len(p.facet_nodes) + f, return_index=True)
+            c, f = c[first], f[first]
+        lf = np.array(p.geo.reference.facets)  # (nfac, nverts_per_facet): vertices of each local facet
+        x = np.asarray(self.points)[p.cells[c[:, None], lf[f]]].mean(axis=1).T  # (dim, nf)
+        mask = self._predicate_mask(where, x)
+        c, f = c[mask], f[mask]
+        dofs = _facet_dofs(p.cell_dofs, p.facet_nodes, c, f) if len(c) else np.zeros(0, np.int64)
+        return (c, f), dofs, int(mask.sum()), len(mask)
 
     def _tables(self, rule: Rule) -> Tables:
         p = self.plan

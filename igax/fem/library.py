@@ -9,6 +9,12 @@ Forms that take coefficients read them from named inputs of :func:`igax.fem.asse
     A = A + fem.assemble(library.robin, V, boundary="outer", alpha=2.0)
     b = b + fem.assemble(library.neumann, V, boundary="outer", g=lambda x: x[0])
 
+A Robin condition with an ambient value, ``kappa du/dn = -alpha (u - u_inf)`` (heat transfer to a surrounding
+medium at ``u_inf``), is a matrix term and a load term; :func:`robin_ambient` assembles both in one call::
+
+    Ar, br = library.robin_ambient(V, boundary="outer", alpha=2.0, u_inf=20.0)
+    u = fem.solve(A + Ar, b + br, bc=bc)
+
 Every form here declares its named inputs and their value shapes (``inputs=``), so assembly rejects a missing,
 unknown or misshapen input (``f=jnp.array([1., 2.])`` on a scalar space) instead of broadcasting it;
 ``neumann``, ``robin`` and ``traction`` are boundary forms (``boundary=True``) and refuse to be assembled
@@ -23,9 +29,17 @@ fixed when the form is made, or named inputs ``w.E`` / ``w.nu`` when left as Non
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import jax.numpy as jnp
 
 from igax.fem.forms import Form, bilinear_form, linear_form
+
+if TYPE_CHECKING:
+    import jax
+
+    from igax.fem.space import FunctionSpace
+    from igax.solvers.sparse import SparseMatrix
 
 __all__ = [
     "laplace",
@@ -36,6 +50,8 @@ __all__ = [
     "source",
     "neumann",
     "robin",
+    "robin_load",
+    "robin_ambient",
     "traction",
     "body_force",
     "lame",
@@ -92,6 +108,43 @@ def neumann(v, w):
 def robin(u, v, w):
     """``alpha u v`` on a boundary (input ``alpha``; pair with ``neumann`` for ``alpha u + du/dn = g``)."""
     return w.alpha * jnp.sum(u.value * v.value)
+
+
+@linear_form(boundary=True, inputs={"alpha": "scalar", "u_inf": "value"})
+def robin_load(v, w):
+    """``alpha u_inf v`` on a boundary: the load half of ``alpha (u - u_inf)`` (see :func:`robin_ambient`)."""
+    return w.alpha * jnp.sum(w.u_inf.value * v.value)
+
+
+def robin_ambient(space: FunctionSpace, *, boundary, alpha, u_inf) -> tuple[SparseMatrix, jax.Array]:
+    """A Robin condition with an ambient value, ``kappa du/dn + alpha (u - u_inf) = 0``, assembled at once.
+
+    For ``-div(kappa grad u) = f`` the boundary term of the weak form is ``alpha (u - u_inf) v``: the matrix
+    ``alpha u v`` (:data:`robin`) goes on the left, the load ``alpha u_inf v`` (:data:`robin_load`) on the
+    right. Add both to your system; with ``alpha`` large the condition tends to ``u = u_inf``, with
+    ``alpha = 0`` to zero flux.
+
+    Arguments:
+        space: the space the system is assembled on.
+        boundary: a boundary name, a list of names, or a piece tagged with ``space.tag_boundary``.
+        alpha: heat-transfer coefficient (number, callable of ``x``, array at the boundary quadrature points,
+            or Field); differentiable.
+        u_inf: ambient value, of the space's value shape (same kinds of input); differentiable.
+
+    Returns:
+        ``(A_robin, b_robin)``: a SparseMatrix on the space's pattern and a load vector ``(ndofs,)``.
+
+    Example:
+        >>> A = fem.assemble(library.diffusion, V, kappa=1.0)
+        >>> b = fem.assemble(library.source, V, f=0.0)
+        >>> Ar, br = library.robin_ambient(V, boundary="right", alpha=2.0, u_inf=20.0)
+        >>> u = fem.solve(A + Ar, b + br, bc=fem.DirichletBC(V, "left", 0.0))
+    """
+    from igax.fem.assemble import assemble  # assemble imports forms; keep library importable on its own
+
+    A = assemble(robin, space, boundary=boundary, alpha=alpha)
+    b = assemble(robin_load, space, boundary=boundary, alpha=alpha, u_inf=u_inf)
+    return A, b
 
 
 @linear_form(boundary=True, inputs={"t": "value"})

@@ -6,8 +6,15 @@ returns the ``pyvista.Plotter`` for further use and saves a PNG with ``screensho
 
 Rendering is headless where there is no display: inside :func:`plot` only (never on import), and only when
 neither ``DISPLAY`` nor ``WAYLAND_DISPLAY`` is set on Linux, ``pyvista.OFF_SCREEN`` and ``PYVISTA_OFF_SCREEN``
-are switched on; both are restored when the call returns. The matplotlib helpers build a
-``matplotlib.figure.Figure`` directly (no pyplot state, no GUI backend needed).
+are switched on; both are restored when the call returns. VTK (9.4 and later) then picks its render window
+itself: it tries an X window first, warns ``bad X server connection. DISPLAY=`` and falls back to EGL or
+OSMesa. That warning says nothing to a user without a display, so VTK's warnings are muted while a headless
+plotter is created (and only then: errors still show, and warnings of the rendering itself are untouched).
+The matplotlib helpers build a ``matplotlib.figure.Figure`` directly (no pyplot state, no GUI backend needed).
+
+Pictures are 1024 x 768 pixels by default (fit for a paper figure; ``window_size=`` to change), with text
+sizes scaled to the picture; 3D pictures show labelled x, y, z axes along the bounds and an orientation widget
+(``axes=`` and ``orientation_widget=`` switch them, also on in 2D).
 """
 
 from __future__ import annotations
@@ -52,6 +59,36 @@ def _headless_if_needed():
             os.environ.pop("PYVISTA_OFF_SCREEN", None)
         else:
             os.environ["PYVISTA_OFF_SCREEN"] = old_env
+
+
+def _new_plotter(pv, *, off_screen: bool, window_size, headless: bool):
+    """A ``pyvista.Plotter``; headless, without VTK's warning about the X display it first tries."""
+    if not headless:
+        return pv.Plotter(off_screen=off_screen, window_size=list(window_size))
+    from vtkmodules.vtkCommonCore import vtkObject
+
+    # Without a display VTK reports the failed X connection as a warning before it falls back to EGL or
+    # OSMesa by itself; the window is chosen while the plotter is built, so muting warnings for that step
+    # only hides this message and nothing of the rendering.
+    old = vtkObject.GetGlobalWarningDisplay()
+    vtkObject.GlobalWarningDisplayOff()
+    try:
+        return pv.Plotter(off_screen=off_screen, window_size=list(window_size))
+    finally:
+        vtkObject.SetGlobalWarningDisplay(old)
+
+
+def _window_size(window_size) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in window_size)
+    except (TypeError, ValueError):
+        w = h = 0
+    if w <= 0 or h <= 0 or tuple(window_size) != (w, h):
+        raise ValueError(
+            f"window_size must be (width, height) in pixels, two positive integers, got {window_size!r}; "
+            "e.g. window_size=(1024, 768) (the default) or (800, 600)."
+        )
+    return w, h
 
 
 # --- what to draw ----------------------------------------------------------------------------------------
@@ -181,8 +218,10 @@ def plot(
     clip=None,
     cmap: str = "viridis",
     clim: Sequence[float] | None = None,
-    window_size: tuple[int, int] = (400, 300),
+    window_size: tuple[int, int] = (1024, 768),
     title: str | None = None,
+    axes: bool | None = None,
+    orientation_widget: bool | None = None,
     plotter=None,
 ):
     """Draw fields on their patch or mesh (or a bare patch, space or mesh) with pyvista.
@@ -204,8 +243,13 @@ def plot(
         clip: 3D only: cut away half the domain by a plane through its centre, ``True`` (normal x), an axis
             name (``"y"``, ``"-z"``), a normal ``(nx, ny, nz)``, or ``dict(normal=..., origin=...)``.
         cmap, clim: colour map and colour range.
-        window_size: picture size in pixels.
+        window_size: picture size in pixels, ``(width, height)``; the default ``(1024, 768)`` suits a
+            figure in a paper (about 8.7 cm wide at 300 dpi). Text scales with the height.
         title: text in the upper left corner (before the name of the coloured quantity).
+        axes: labelled axes with ticks along the bounds of the picture (x, y, z in 3D); default on in 3D,
+            off in 2D.
+        orientation_widget: the small x-y-z triad in the lower left corner that turns with the view; default
+            on in 3D, off in 2D.
         plotter: draw into this ``pyvista.Plotter`` instead of a new one.
 
     Returns:
@@ -236,9 +280,13 @@ def plot(
         center, size = (lo + hi) / 2, float(np.linalg.norm(hi - lo)) or 1.0
         cut = _clip_args(clip, dim, center)
 
-        pl = (
-            plotter if plotter is not None else pv.Plotter(off_screen=not show, window_size=list(window_size))
-        )
+        size_px = _window_size(window_size)
+        if plotter is not None:
+            pl = plotter
+        else:
+            pl = _new_plotter(pv, off_screen=not show, window_size=size_px, headless=headless)
+        # Text sizes were chosen for 400 x 300 pictures; keep their share of the picture at other sizes.
+        fs = max(1.0, min(size_px[0] / 400, size_px[1] / 300))
         shown = grid.clip(**cut) if cut else grid
         if values is not None:
             pl.add_mesh(
@@ -255,8 +303,8 @@ def plot(
                     "n_labels": 3,
                     "height": 0.07,
                     "fmt": "%.3g",
-                    "label_font_size": 11,
-                    "title_font_size": 11,
+                    "label_font_size": round(11 * fs),
+                    "title_font_size": round(11 * fs),
                     "color": "black",
                 },
             )
@@ -267,13 +315,13 @@ def plot(
             edges = pv.PolyData(points3, lines=lines)
             if cut:
                 edges = edges.clip(**cut)
-            pl.add_mesh(edges, color="black", line_width=1)
+            pl.add_mesh(edges, color="black", line_width=max(1.0, 0.8 * fs))
         if control_net:
             if spline_space is None:
                 raise ValueError("control_net=True needs a spline field or patch; this one lives on a mesh.")
             net, cps = _control_net(spline_space)
-            pl.add_mesh(net, color="red", line_width=1.5)
-            pl.add_mesh(cps, color="red", point_size=7, render_points_as_spheres=True)
+            pl.add_mesh(net, color="red", line_width=1.5 * max(1.0, 0.8 * fs))
+            pl.add_mesh(cps, color="red", point_size=7 * max(1.0, 0.8 * fs), render_points_as_spheres=True)
         if glyphs:
             vec = _pick_vector(s, warp_by, "glyphs")
             keep = _arrow_points(s)
@@ -288,25 +336,91 @@ def plot(
         # The colour bar's name goes in the upper left corner with the title (a bar title covers its labels).
         text = title_s if not title else (f"{title}: {title_s}" if title_s else title)
         if text:
-            pl.add_text(text, font_size=8, position="upper_left", color="black")
+            pl.add_text(text, font_size=round(8 * fs), position="upper_left", color="black")
         pl.set_background("white")
         if dim == 2:
             pl.view_xy()
         else:
             pl.view_isometric()
+        show_axes = axes if axes is not None else dim == 3
+        bounds = np.asarray(pl.renderer.ComputeVisiblePropBounds(), dtype=float)  # what was drawn
+        if show_axes:
+            pl.show_bounds(
+                xtitle="x",
+                ytitle="y",
+                ztitle="z",
+                n_xlabels=3,
+                n_ylabels=3,
+                n_zlabels=3,
+                fmt="%.3g",
+                font_size=round(8 * fs),
+                color="black",
+                location="outer",
+                use_2d=dim == 2,
+                show_zaxis=dim == 3,
+                show_zlabels=dim == 3,
+            )
+        if orientation_widget if orientation_widget is not None else dim == 3:
+            pl.add_axes(color="black", line_width=2, viewport=(0.0, 0.0, 0.16, 0.22))
         pl.reset_camera()
-        # Leave the bottom strip to the colour bar: zoom out a little and move the picture up.
-        if values is not None:
-            pl.camera.zoom(0.9)
-            up = np.asarray(pl.camera.up)
-            shift = 0.04 * size * up
-            pl.camera.position = tuple(np.asarray(pl.camera.position) - shift)
-            pl.camera.focal_point = tuple(np.asarray(pl.camera.focal_point) - shift)
+        # Fit the drawing into the picture above the colour bar, leaving room for the title, the axis labels
+        # and the orientation widget.
+        margin = 0.1 if show_axes else 0.04
+        bottom = (0.15 if values is not None else 0.04) + (0.06 if show_axes else 0.0)
+        _fit_view(pl, bounds, (margin, bottom, 1.0 - margin, 0.9))
         if screenshot is not None:
             pl.screenshot(os.fspath(screenshot))
         if show:
             pl.show(auto_close=False)
         return pl
+
+
+def _fit_view(pl, bounds: np.ndarray, box: tuple[float, float, float, float], passes: int = 3) -> None:
+    """Zoom and pan so that the projected bounding box of ``bounds`` fills ``box`` (normalised viewport
+    coordinates x0, y0, x1, y1) as far as its aspect ratio allows, keeping the viewing direction.
+
+    A few passes, because under a perspective projection zoom and pan change the projected extent slightly.
+    """
+    ren, cam = pl.renderer, pl.camera
+    lo, hi = bounds[0::2], bounds[1::2]
+    if not (np.all(np.isfinite(bounds)) and np.all(hi >= lo)):
+        return
+    corners = np.array(np.meshgrid(*zip(lo, hi, strict=True), indexing="ij")).reshape(3, -1).T
+    w, h = (float(v) for v in ren.GetSize())
+    if w <= 0 or h <= 0:
+        return
+    bx0, by0, bx1, by1 = box
+    for _ in range(passes):
+        pts = []
+        for c in corners:
+            ren.SetWorldPoint(*c, 1.0)
+            ren.WorldToDisplay()
+            x, y, _z = ren.GetDisplayPoint()
+            pts.append((x / w, y / h))
+        pts = np.asarray(pts)
+        (x0, y0), (x1, y1) = pts.min(axis=0), pts.max(axis=0)
+        if x1 - x0 <= 0 or y1 - y0 <= 0:
+            return
+        cam.zoom(min((bx1 - bx0) / (x1 - x0), (by1 - by0) / (y1 - y0)))
+        # Pan: move camera and focal point together in the view plane by the offset of the centres.
+        scale = min((bx1 - bx0) / (x1 - x0), (by1 - by0) / (y1 - y0))
+        dx = (bx0 + bx1) / 2 - 0.5 - ((x0 + x1) / 2 - 0.5) * scale
+        dy = (by0 + by1) / 2 - 0.5 - ((y0 + y1) / 2 - 0.5) * scale
+        pos, focal = np.asarray(cam.position), np.asarray(cam.focal_point)
+        view = focal - pos
+        dist = float(np.linalg.norm(view))
+        up = np.asarray(cam.up, dtype=float)
+        up = up - np.dot(up, view) / dist**2 * view
+        up /= np.linalg.norm(up)
+        right = np.cross(view / dist, up)
+        height = (
+            cam.parallel_scale * 2
+            if cam.parallel_projection
+            else 2 * dist * np.tan(np.radians(cam.view_angle) / 2)
+        )
+        shift = -(dx * height * (w / h) * right + dy * height * up)
+        cam.position = tuple(pos + shift)
+        cam.focal_point = tuple(focal + shift)
 
 
 def _arrow_points(s: Sampled, target: int = 300) -> np.ndarray:

@@ -15,9 +15,11 @@ Vector-valued spaces (``shape=(2,)`` or ``(3,)``) number their dofs component-ma
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import copy
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 import equinox as eqx
 import jax
@@ -26,7 +28,7 @@ import numpy as np
 
 from igax.solvers.sparse import CSRPattern
 
-__all__ = ["FunctionSpace", "SpacePlan", "Rule", "Tables"]
+__all__ = ["FunctionSpace", "SpacePlan", "Rule", "Tables", "BoundaryPiece"]
 
 
 class Tables(NamedTuple):
@@ -73,6 +75,24 @@ class Rule:
         return id(self)
 
 
+@dataclass(frozen=True, eq=False)
+class BoundaryPiece:
+    """A named part of the boundary made of whole boundary facets (see :meth:`FunctionSpace.tag_boundary`).
+
+    Attributes:
+        name: the name to use in ``boundary=`` and ``DirichletBC``.
+        facets: the selected facets, in the space's own terms (spline spaces: ``((side, mask), ...)`` with a
+            boolean mask over the side's element grid; Lagrange spaces: ``(cells, local facets)``).
+        dofs: sorted scalar dofs whose basis functions do not vanish on the piece.
+        nfacets: number of selected facets.
+    """
+
+    name: str
+    facets: Any
+    dofs: np.ndarray
+    nfacets: int
+
+
 class SpacePlan:
     """The static, integer part of a space (NumPy), compared and hashed by identity.
 
@@ -88,7 +108,14 @@ class SpacePlan:
         scalar_pattern: optional ``(CSRPattern, slot (nel, nloc, nloc))`` of the scalar space (tensor-product
             spaces build it as a Kronecker product of 1D patterns); by default it is sorted out of the element
             dof pairs.
+
+    Boundary pieces tagged on a space (:meth:`FunctionSpace.tag_boundary`) live in ``pieces`` (name ->
+    :class:`BoundaryPiece`), apart from ``boundary_dofs``: the names of ``boundary_dofs`` cover the boundary
+    (``None`` means all of them), a piece is an extra name for part of it.
     """
+
+    # No pieces unless a space tags some; tag_boundary gives a copied plan its own mapping.
+    pieces: Mapping[str, BoundaryPiece] = MappingProxyType({})
 
     def __init__(
         self,
@@ -142,6 +169,22 @@ class SpacePlan:
 
     def __repr__(self):
         return f"SpacePlan({self.kind}, ndofs={self.ndofs}, nel={self.nel})"
+
+    def named_dofs(self, name: str) -> np.ndarray:
+        """Sorted scalar dofs of a boundary name or of a tagged piece."""
+        piece = self.pieces.get(name)
+        return piece.dofs if piece is not None else self.boundary_dofs[name]
+
+    def with_piece(self, piece: BoundaryPiece) -> SpacePlan:
+        """A copy of this plan with ``piece`` added (or replacing a piece of the same name).
+
+        The copy shares every array (dof maps, pattern, quadrature data) and the volume quadrature rule, so
+        it costs nothing but a fresh rule cache for the boundary names (whose meaning may have changed).
+        """
+        out = copy.copy(self)
+        out.pieces = MappingProxyType({**self.pieces, piece.name: piece})
+        out.rules = {None: self.rules[None]} if None in self.rules else {}
+        return out
 
 
 def kron_slots(A: CSRPattern, B: CSRPattern, ra, sa, rb, sb):
@@ -238,26 +281,41 @@ class FunctionSpace(eqx.Module):
         """Names of the boundaries (use them in :meth:`boundary`, DirichletBC and boundary integrals)."""
         return tuple(self.plan.boundary_dofs)
 
+    @property
+    def boundary_pieces(self) -> tuple[str, ...]:
+        """Names of the boundary pieces tagged with :meth:`tag_boundary` (``()`` when none)."""
+        return tuple(self.plan.pieces)
+
     # -- boundaries ----------------------------------------------------------------------------------------
     def _check_names(self, name) -> tuple[str, ...]:
         if name is None:
             return self.boundary_names
+        if callable(name):
+            raise TypeError(
+                "boundary=/where= takes boundary names, not a function of x; give the part of the boundary "
+                "a name first, e.g. V = V.tag_boundary('left_edge', lambda x: np.isclose(x[0], -4.0)), "
+                "then pass boundary='left_edge' (or where='left_edge' in DirichletBC)."
+            )
         names = (name,) if isinstance(name, str) else tuple(name)
         for nm in names:
-            if not isinstance(nm, str) or nm not in self.plan.boundary_dofs:
+            if not isinstance(nm, str) or (nm not in self.plan.boundary_dofs and nm not in self.plan.pieces):
+                pieces = f" and tagged pieces {list(self.boundary_pieces)}" if self.plan.pieces else ""
                 raise ValueError(
-                    f"unknown boundary {nm!r}; this space has boundaries {list(self.boundary_names)}. "
-                    "Pass one of these names (or a list of them, or None for the whole boundary)."
+                    f"unknown boundary {nm!r}; this space has boundaries {list(self.boundary_names)}"
+                    f"{pieces}. "
+                    "Pass one of these names (or a list of them, or None for the whole boundary); name a "
+                    "part of a boundary with V.tag_boundary(name, ...)."
                 )
         return names
 
     def boundary(
         self, name: str | Sequence[str] | None = None, *, component: int | None = None
     ) -> np.ndarray:
-        """Dofs on a named boundary (sorted NumPy int array).
+        """Dofs on a named boundary or tagged piece (sorted NumPy int array).
 
         Arguments:
-            name: a boundary name, a list of names, or None for the whole boundary.
+            name: a boundary name (or a piece tagged with :meth:`tag_boundary`), a list of names, or None for
+                the whole boundary.
             component: for vector-valued spaces, only this component's dofs (default: all components).
 
         Returns:
@@ -267,9 +325,7 @@ class FunctionSpace(eqx.Module):
             >>> V.boundary("left", component=0)    # x-displacement dofs on the left edge
         """
         names = self._check_names(name)
-        scal = np.unique(
-            np.concatenate([self.plan.boundary_dofs[n] for n in names] + [np.zeros(0, np.int64)])
-        )
+        scal = np.unique(np.concatenate([self.plan.named_dofs(n) for n in names] + [np.zeros(0, np.int64)]))
         if component is None:
             comps = range(self.plan.ncomp)
         else:
@@ -280,6 +336,117 @@ class FunctionSpace(eqx.Module):
                 )
             comps = [int(component)]
         return np.concatenate([c * self.nscalar + scal for c in comps]).astype(np.int64)
+
+    def tag_boundary(
+        self,
+        name: str,
+        where: Callable[[np.ndarray], Any] | None = None,
+        *,
+        side: str | Sequence[str] | None = None,
+        range: Sequence | None = None,  # noqa: A002 - the natural word for a parameter interval
+    ) -> FunctionSpace:
+        """The same space with a named boundary piece: the boundary facets selected by a predicate or range.
+
+        A piece is used like a boundary name: ``assemble(form, V, boundary="left_edge")`` integrates over its
+        facets only, ``DirichletBC(V, "left_edge", g)`` constrains the dofs whose basis functions do not
+        vanish there, ``V.boundary("left_edge")`` lists them. Facets are whole: an element facet belongs to
+        the piece or not, decided at its midpoint (like :meth:`igax.fem.Mesh.tag_boundary`), so a piece ends
+        on element boundaries (on a spline patch, at knots). On a spline space a basis function is constrained
+        when its support touches the piece, so a Dirichlet piece that ends at a knot of continuity >= C1 also
+        fixes the one or two functions that reach past its end.
+
+        Arguments:
+            name: the piece's name; it must differ from the space's boundary names (a piece of that name is
+                replaced).
+            where: a function of facet midpoints ``x`` (shape ``(dim, nfacets)``, first axis = coordinate, as
+                ``w.x`` in forms) returning a bool array ``(nfacets,)``; compare with a tolerance, e.g.
+                ``lambda x: np.isclose(x[0], -4.0)``. Evaluated once, here, on the current geometry: the
+                piece then follows its facets when the geometry moves (``with_geometry``, ``with_points``).
+            side: only facets of this boundary (or of these boundaries); default all of the boundary.
+            range: spline spaces: only facets whose parameter midpoint lies in ``range`` along the side
+                (a single ``side`` is required): ``(a, b)`` on a 2D patch, one ``(a, b)`` or ``None`` per
+                tangential direction (in increasing direction order) on a 3D patch. Parameters are the
+                patch's knot values.
+
+        Returns:
+            A new space of the same kind (``V`` itself is unchanged); assemble, constrain and solve with it
+            throughout: its plan differs from ``V``'s, so ``fem.solve`` refuses a DirichletBC of one with the
+            other as ``space=``.
+
+        Example:
+            >>> V = fem.SplineSpace(fem.geometry.plate_with_hole().refine(degree=2, elements=8))
+            >>> V = V.tag_boundary("outer_left", lambda x: np.isclose(x[0], -4.0), side="outer")
+            >>> V = V.tag_boundary("outer_top", side="outer", range=(0.5, 1.0))
+            >>> float(fem.assemble(length, V, boundary="outer_left"))   # a functional of 1: 4.0
+        """
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"tag_boundary: name must be a non-empty string, got {name!r}.")
+        if name in self.plan.boundary_dofs:
+            raise ValueError(
+                f"tag_boundary: {name!r} is already a boundary of this space ({list(self.boundary_names)}); "
+                "choose another name for the piece, e.g. f'{name}_part'."
+            )
+        if where is None and range is None:
+            raise ValueError(
+                "tag_boundary needs where= (a predicate on facet midpoints x, e.g. lambda x: x[0] < 0.5) "
+                "and/or range= (a parameter interval along side=); with neither it would name the whole "
+                "boundary, which None already means."
+            )
+        if where is not None and not callable(where):
+            raise TypeError(
+                f"tag_boundary: where must be a function of the facet midpoints x (dim, nfacets) returning "
+                f"bools, e.g. lambda x: np.isclose(x[0], 0.0); got {type(where).__name__}."
+            )
+        if where is not None and any(isinstance(a, jax.core.Tracer) for a in jax.tree_util.tree_leaves(self)):
+            raise ValueError(
+                "tag_boundary: where= is evaluated on the geometry, which is traced here (inside jit or "
+                "grad); tag the piece once outside, e.g. V = V.tag_boundary(...) before the jitted function; "
+                "the piece then follows the geometry (V.with_geometry / with_points keep it)."
+            )
+        if side is not None:
+            sides = (side,) if isinstance(side, str) else tuple(side)
+            for s in sides:
+                if s in self.plan.pieces:
+                    raise ValueError(
+                        f"tag_boundary: side={s!r} is a tagged piece; select from the boundaries "
+                        f"{list(self.boundary_names)} instead (combine conditions in one where=)."
+                    )
+            self._check_names(sides)  # unknown names, and the space's own refusals (glued or collapsed sides)
+        else:
+            sides = self.boundary_names
+        facets, dofs, nf, ncand = self._select_boundary_facets(sides, where, range, side is not None)
+        if nf == 0:
+            raise ValueError(
+                f"tag_boundary: the selection for {name!r} holds none of the {ncand} boundary facets of "
+                f"{list(sides)}; compare coordinates with a tolerance (np.isclose(x[0], 1.0), x[0] < 0.5 + "
+                "1e-9) and check the side and range."
+            )
+        plan = self.plan.with_piece(BoundaryPiece(name, facets, np.unique(dofs).astype(np.int64), int(nf)))
+        out = copy.copy(self)  # the same geometry leaves
+        object.__setattr__(out, "plan", plan)
+        return out
+
+    def _select_boundary_facets(self, sides, where, prange, side_given):
+        """Space-specific: ``(facets, scalar dofs, count, candidates)`` of the boundary facets selected."""
+        raise TypeError(
+            f"tag_boundary is not available on {type(self).__name__}; tag the piece on a SplineSpace or "
+            "LagrangeSpace (or tag the mesh: Mesh.tag_boundary)."
+        )
+
+    @staticmethod
+    def _predicate_mask(where, x: np.ndarray) -> np.ndarray:
+        """Apply a facet predicate to midpoints ``x`` (dim, nf), checking what it returns."""
+        mask = np.asarray(where(x))
+        nf = x.shape[1]
+        if mask.shape == () and mask.dtype == bool:
+            mask = np.full(nf, bool(mask))
+        if mask.shape != (nf,) or mask.dtype != bool:
+            raise ValueError(
+                f"tag_boundary: where must return a bool array of shape ({nf},) for facet midpoints x of "
+                f"shape {x.shape}, got dtype {mask.dtype} and shape {mask.shape}; write e.g. "
+                "lambda x: np.isclose(x[0], 0.0) (x[0] is the first coordinate of every midpoint)."
+            )
+        return mask
 
     # -- quadrature ----------------------------------------------------------------------------------------
     def _rule(self, boundary=None) -> Rule:

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from igax.bases.bspline import basis_functions
+from igax.bases.nurbs import rational_tensor_basis
 from igax.fem.glue import collapsed_sides, glued_dof_map, normalise_glue
 from igax.fem.quadrature import gauss_legendre
 from igax.fem.space import (
@@ -162,6 +163,44 @@ def _nurbs(B, dB, wl, P, xp):
     return R, dR, x, J
 
 
+def _mask_blocks(mask: np.ndarray) -> list[tuple[np.ndarray, ...]]:
+    """Tensor-product blocks (element lists per tangential direction) covering the True entries of a mask.
+
+    A side of a 2D patch has one tangential direction: one block. On a 3D patch, rows of the mask with the
+    same set of columns form one block (a rectangular piece is a single block).
+    """
+    if mask.ndim == 0:
+        return [()] if bool(mask) else []
+    if mask.ndim == 1:
+        return [(np.flatnonzero(mask),)]
+    rows, inv = np.unique(mask.reshape(mask.shape[0], -1), axis=0, return_inverse=True)
+    inv = np.asarray(inv).reshape(-1)
+    return [(np.flatnonzero(inv == i), np.flatnonzero(r)) for i, r in enumerate(rows) if r.any()]
+
+
+def _side_ranges(range_, ntangent: int) -> list[tuple[float, float]]:
+    """``range=`` of tag_boundary as one ``(lo, hi)`` per tangential direction of a side."""
+    hint = (
+        "range=(a, b) on a 2D patch; on a 3D patch one (a, b) or None per tangential direction, e.g. "
+        "range=((0.0, 0.5), None)"
+    )
+    per = [range_] if ntangent == 1 else list(range_) if isinstance(range_, (list, tuple)) else None
+    if per is None or len(per) != ntangent or any(r is not None and np.shape(r) != (2,) for r in per):
+        raise ValueError(
+            f"tag_boundary: range={range_!r} does not fit a side with {ntangent} direction(s); {hint}."
+        )
+    out = []
+    for r in per:
+        if r is None:
+            out.append((-np.inf, np.inf))
+            continue
+        lo, hi = (float(v) for v in r)
+        if not lo <= hi:
+            raise ValueError(f"tag_boundary: range={range_!r} needs intervals (a, b) with a <= b; {hint}.")
+        out.append((lo, hi))
+    return out
+
+
 _PLANS: dict = {}
 
 
@@ -301,6 +340,8 @@ class SplineSpace(FunctionSpace):
         return self.plan.collapsed
 
     def _check_names(self, name) -> tuple[str, ...]:
+        if callable(name):
+            return super()._check_names(name)  # raises, pointing to tag_boundary
         names = (name,) if isinstance(name, str) else (() if name is None else tuple(name))
         for nm in names:
             if nm in self.plan.collapsed:
@@ -347,25 +388,82 @@ class SplineSpace(FunctionSpace):
         else:
             groups = []
             for nm in names:
-                axis, side = p.sides[nm]
-                dirs = list(full)
-                e = 0 if side == 0 else p.ne[axis] - 1
-                h = p.breaks[axis][e + 1] - p.breaks[axis][e]
-                # Weight 1 / h: univariate() scales weights by the element length, the facet direction has
-                # none.
-                dirs[axis] = (
-                    np.array([e]),
-                    np.array([float(side)]),
-                    np.array([1.0 / h]),
-                )
-                nref = np.zeros(p.pdim)
-                nref[axis] = -1.0 if side == 0 else 1.0
-                groups.append((tuple(dirs), nref))
+                piece = p.pieces.get(nm)
+                for side_name, mask in piece.facets if piece is not None else ((nm, None),):
+                    axis, side = p.sides[side_name]
+                    dirs = list(full)
+                    e = 0 if side == 0 else p.ne[axis] - 1
+                    h = p.breaks[axis][e + 1] - p.breaks[axis][e]
+                    # Weight 1 / h: univariate() scales weights by the element length, the facet direction
+                    # has none.
+                    dirs[axis] = (
+                        np.array([e]),
+                        np.array([float(side)]),
+                        np.array([1.0 / h]),
+                    )
+                    nref = np.zeros(p.pdim)
+                    nref[axis] = -1.0 if side == 0 else 1.0
+                    tangent = [d for d in range(p.pdim) if d != axis]
+                    for block in [()] if mask is None else _mask_blocks(mask):
+                        for t, elems in zip(tangent, block, strict=False):  # a piece: its facets only
+                            dirs[t] = (elems, full[t][1], full[t][2])
+                        groups.append((tuple(dirs), nref))
         elements = []
         for dirs, _ in groups:
             grids = np.meshgrid(*[e for e, _, _ in dirs], indexing="ij")
             elements.append(np.ravel_multi_index(tuple(g.ravel() for g in grids), p.ne))
         return Rule(np.concatenate(elements), tuple(groups), None if names is None else tuple(names))
+
+    def _select_boundary_facets(self, sides, where, prange, side_given):
+        """Facets of patch sides selected by parameter range and/or a predicate at their midpoints."""
+        p = self.plan
+        if prange is not None and not (side_given and len(sides) == 1):
+            raise ValueError(
+                "tag_boundary: range= is a parameter interval along one patch side; name that side, e.g. "
+                f"side={self.boundary_names[0]!r} (this space's sides: {list(self.boundary_names)})."
+            )
+        facets, dofs, nf, ncand = [], [], 0, 0
+        for nm in sides:
+            axis, side = p.sides[nm]
+            tangent = [d for d in range(p.pdim) if d != axis]
+            mids = [0.5 * (p.breaks[t][:-1] + p.breaks[t][1:]) for t in tangent]
+            grid = np.meshgrid(*mids, indexing="ij")  # the side's element grid, C order
+            mask = np.ones(tuple(len(m) for m in mids), dtype=bool)
+            if prange is not None:
+                for g, (lo, hi) in zip(grid, _side_ranges(prange, len(tangent)), strict=True):
+                    mask &= (g >= lo) & (g <= hi)
+            if where is not None:
+                u = np.empty((mask.size, p.pdim))
+                u[:, axis] = p.breaks[axis][0 if side == 0 else -1]
+                for t, g in zip(tangent, grid, strict=True):
+                    u[:, t] = g.ravel()
+                # NumPy (the geometry is concrete here): eager JAX would compile a dozen small programs.
+                w = np.asarray(self.weights)
+                index, R, _, _ = rational_tensor_basis(p.knots, p.degrees, w, u, 0)
+                cp = np.asarray(self.control_points).reshape(-1, p.dim)[index]  # (nf, nloc, dim)
+                x = np.einsum("fa,fai->if", R, cp)  # (dim, nf)
+                mask &= self._predicate_mask(where, x).reshape(mask.shape)
+            ncand += mask.size
+            if not mask.any():
+                continue
+            facets.append((nm, mask))
+            nf += int(mask.sum())
+            # Dofs: the side's layer of control points times each selected facet's p + 1 functions along
+            # every tangential direction (those that do not vanish on it).
+            sel = np.argwhere(mask)  # (nsel, ntangent)
+            loc = tuple(p.degrees[t] + 1 for t in tangent)
+            multi = []
+            for d in range(p.pdim):
+                if d == axis:
+                    multi.append(np.full((len(sel),) + loc, 0 if side == 0 else p.shape[d] - 1))
+                    continue
+                k = tangent.index(d)
+                idx = p.first[d][sel[:, k]][:, None] + np.arange(p.degrees[d] + 1)  # (nsel, p + 1)
+                shape = (len(sel),) + tuple(n if j == k else 1 for j, n in enumerate(loc))
+                multi.append(np.broadcast_to(idx.reshape(shape), (len(sel),) + loc))
+            cps = np.ravel_multi_index(tuple(m.ravel() for m in multi), p.shape)
+            dofs.append(p.dof_map[cps])
+        return tuple(facets), np.concatenate(dofs) if dofs else np.zeros(0, np.int64), nf, ncand
 
     def jacobian_determinant(self) -> jax.Array:
         """Signed determinant of the geometry Jacobian at the volume quadrature points, shape (nel, nq)."""
