@@ -26,9 +26,29 @@ class Field(eqx.Module):
             component 0, then component 1, ...). Any other shape raises a ``ValueError`` here, not at the
             first evaluation; for a batch of coefficient vectors build the Field inside ``jax.vmap``.
 
+    Evaluation at physical points (``u(points)``, ``u.grad(points)``) works eagerly and under ``jax.jit``,
+    ``jax.vmap`` and ``jax.grad``; which element holds a point is found on the host
+    (:mod:`igax.fem.locate`):
+
+    * concrete points (NumPy, or a constant closed over by ``jit``) with a fixed geometry are located, and
+      their basis values computed, once when the call is traced; the compiled program only gathers and sums
+      the coefficients. A repeated eager call at the same points reuses the location.
+    * traced points (an argument of the jitted function, a ``vmap`` over point batches) or a traced geometry
+      are located at run time in a host callback (``jax.pure_callback``, fixed shapes), and the basis is
+      evaluated in JAX.
+
+    Derivatives are exact in the coefficients, in the points (``d u(x) / dx`` is the physical gradient, and
+    second derivatives are exact too) and in the geometry (control points, mesh nodes), by the implicit
+    function theorem at the located point. Not differentiable: which element holds a point (a point on an
+    element or patch interface takes one side's derivative). Points outside the domain, NaN points and
+    points where the geometry map is singular raise ``ValueError`` eagerly, and at run time inside
+    ``jit`` (JAX wraps it; its text is the same). A host callback cannot be serialised with ``jax.export``:
+    for fixed points, build the operator once with :class:`igax.inverse.PointObservation` instead.
+
     Example:
         >>> u = Field(V, jnp.zeros(V.ndofs))
         >>> u(np.array([[1.5, 0.2]]))          # values at physical points
+        >>> jax.jit(lambda c, x: Field(V, c)(x))(c, x)          # also with traced points
     """
 
     space: FunctionSpace
@@ -54,7 +74,10 @@ class Field(eqx.Module):
     def _at(self, points):
         from igax.fem.locate import locate
 
-        points = jnp.asarray(points)
+        if not isinstance(points, jax.core.Tracer):
+            # Concrete points (NumPy, or a constant closed over by jit) stay concrete: location then happens
+            # now, on the host, instead of in a callback at run time.
+            points = np.asarray(jax.device_get(points))
         if points.ndim != 2 or points.shape[1] != self.space.dim:
             raise ValueError(
                 f"points must have shape (npts, {self.space.dim}), got {points.shape}; for one point write "
@@ -63,11 +86,13 @@ class Field(eqx.Module):
         n = points.shape[0]
         if n == 0:
             raise ValueError("points must hold at least one point, got shape (0, dim).")
-        # Pad to a power of two so that location and evaluation compile once per size class, not once per
-        # number of points (each compile costs seconds).
-        m = max(16, 1 << (n - 1).bit_length())
-        padded = jnp.concatenate([points, jnp.broadcast_to(points[:1], (m - n, points.shape[1]))])
-        dofs, tables = locate(self.space, padded, n_valid=n)
+        if isinstance(points, np.ndarray):
+            # Pad to a power of two so that the evaluation compiles once per size class, not once per number
+            # of points (each compile costs a noticeable fraction of a second). Traced points have the fixed
+            # shape of the caller's program.
+            m = max(16, 1 << (n - 1).bit_length())
+            points = np.concatenate([points, np.broadcast_to(points[:1], (m - n, points.shape[1]))])
+        dofs, tables = locate(self.space, points, n_valid=n)
         val, grad = _contract(self, dofs, tables)
         return val[:n], grad[:n]
 

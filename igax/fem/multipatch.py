@@ -100,8 +100,9 @@ class MultiPatchSpace(FunctionSpace):
     used by several patches (``"inner"`` of four quarter annuli) is one boundary spanning them.
 
     Fields on this space evaluate at physical points (``u(points)``, ``u.grad(points)``: each point on the
-    first patch that holds it, so a point on an interface takes the gradient of the first patch listed), and
-    sample and export (:func:`igax.fem.sample`, ``write_vtu``) patch by patch into one mesh.
+    first patch that holds it, so a point on an interface takes the gradient of the first patch listed; also
+    under ``jit``, ``vmap`` and ``grad``, see :class:`~igax.fem.Field`), and sample and export
+    (:func:`igax.fem.sample`, ``write_vtu``) patch by patch into one mesh.
 
     Arguments:
         patches: a sequence of :class:`igax.bases.NURBSPatch` (named ``"0"``, ``"1"``, ...) or a mapping

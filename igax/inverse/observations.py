@@ -1,7 +1,7 @@
 """Observation operators (point values, boundary fluxes, subdomain integrals) and noisy synthetic data.
 
 Each operator does its integer and geometric work once, when it is built, outside any ``jit``: point
-location (a Newton solve of the geometry map per point, in NumPy for spline spaces so that building an
+location (:mod:`igax.fem.locate`: a Newton solve of the geometry map per point, in NumPy, so that building an
 operator compiles nothing), the basis values at the located points, or the assembled linear functional of a
 subdomain indicator. Applying it to coefficients is then a small gather-and-sum or a dot product, cheap to
 call inside an optimisation loop and exactly linear in the field's coefficients.
@@ -52,16 +52,18 @@ class PointObservation:
     """
 
     def __init__(self, space, points):
+        from igax.fem.locate import host_locate, host_tables, points_error
+
         pts = np.asarray(points, dtype=np.float64)
         if pts.ndim != 2 or pts.shape[1] != space.dim:
             raise ValueError(f"points must have shape (npts, {space.dim}), got {pts.shape}.")
-        if space.plan.kind == "spline":
-            dofs, phi = _locate_spline(space, pts)
-        else:
-            from igax.fem.locate import locate
-
-            dofs, tables = locate(space, pts)  # raises for points outside the domain
-            phi = np.asarray(tables.phi)[:, 0, :]
+        # fem.locate's host location (NumPy, nothing compiled); values are defined at singular points of the
+        # map (a pole), so only points outside the domain or not finite are refused.
+        loc = host_locate(space, pts)
+        err = points_error(loc.status, pts, allow_singular=True)
+        if err is not None:
+            raise err
+        dofs, phi, _, _ = host_tables(space, loc)
         self.space = space
         self.points = pts
         self.dofs = np.asarray(dofs)  # (npts, nloc) scalar dofs
@@ -84,7 +86,9 @@ class PointObservation:
         hi = np.array([k[-1] for k in space.plan.knots])
         if np.any(u < lo) or np.any(u > hi):
             raise ValueError(f"parameters must lie in the patch's parameter box [{lo}, {hi}].")
-        dofs, R, x, _ = _spline_eval(space, u)
+        from igax.fem.locate import spline_basis
+
+        dofs, R, _, x, _ = spline_basis(space, u)
         obs = cls.__new__(cls)
         obs.space, obs.points, obs.dofs, obs.phi = space, x, dofs, R
         return obs
@@ -106,65 +110,6 @@ class PointObservation:
         return sp.csr_matrix(
             (self.phi.ravel(), (rows, self.dofs.ravel())), shape=(self.npts, self.space.plan.nscalar)
         )
-
-
-def _spline_eval(V, u):
-    """NURBS basis of a SplineSpace at parameters u (npts, pdim), in NumPy.
-
-    Returns dofs (npts, nloc), values R (npts, nloc), points x (npts, dim) and the Jacobian (npts, dim, pdim).
-    """
-    from igax.bases.bspline import basis_functions
-
-    p = V.plan
-    d = p.pdim
-    npts = u.shape[0]
-    firsts, vals, ders = [], [], []
-    for k in range(d):
-        f, dk = basis_functions(p.knots[k], p.degrees[k], u[:, k], nderiv=1)
-        firsts.append(np.asarray(f))
-        vals.append(np.asarray(dk[0]))
-        ders.append(np.asarray(dk[1]))
-
-    def tensor(factors):  # (npts, p1+1), (npts, p2+1), ... -> (npts, nloc), C order over directions
-        out = factors[0]
-        for fct in factors[1:]:
-            out = (out[:, :, None] * fct[:, None, :]).reshape(npts, -1)
-        return out
-
-    N = tensor(vals)
-    dN = np.stack([tensor([ders[k] if k == j else vals[k] for k in range(d)]) for j in range(d)], axis=-1)
-    grids = np.meshgrid(*[np.arange(q + 1) for q in p.degrees], indexing="ij")
-    multi = tuple(firsts[k][:, None] + grids[k].ravel()[None, :] for k in range(d))
-    dofs = np.ravel_multi_index(multi, p.shape)  # (npts, nloc)
-    w = np.asarray(V.weights).reshape(-1)[dofs]
-    P = np.asarray(V.control_points).reshape(-1, p.dim)[dofs]  # (npts, nloc, dim)
-    Nw, dNw = N * w, dN * w[..., None]
-    W, dW = Nw.sum(-1), dNw.sum(-2)
-    R = Nw / W[:, None]
-    dR = (dNw - R[..., None] * dW[:, None, :]) / W[:, None, None]
-    # dof_map: control points -> solution dofs (they differ where sides are glued, e.g. a periodic seam).
-    return p.dof_map[dofs], R, np.einsum("pa,pai->pi", R, P), np.einsum("pak,pai->pik", dR, P)
-
-
-def _locate_spline(V, pts):
-    """Parameters of physical points by Newton on the geometry map (NumPy: no compilation); dofs and basis."""
-    from igax.fem.locate import invert_spline_map
-
-    def map_fn(u):
-        _, _, x, J = _spline_eval(V, u)
-        return x, J
-
-    u, xs, _ = invert_spline_map(V.plan, pts, map_fn)
-    dofs, R, x, _ = _spline_eval(V, u)
-    scale = max(1.0, float(np.max(np.abs(xs))))
-    bad = np.linalg.norm(x - pts, axis=1) > 1e-9 * scale
-    if bad.any():
-        i = int(np.nonzero(bad)[0][0])
-        raise ValueError(
-            f"{int(bad.sum())} of {len(pts)} observation points lie outside the domain (first: "
-            f"{pts[i].tolist()}); observe fields only at points of the domain."
-        )
-    return dofs, R
 
 
 class SubdomainIntegral:
