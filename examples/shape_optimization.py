@@ -104,8 +104,7 @@ def main(
         d0,
         eq=area_constraint,
         mu=10.0,
-        method="scipy:L-BFGS-B",
-        bounds=(-move_limit, move_limit),
+        bounds=(-move_limit, move_limit),  # minimize's default method with bounds: igax's L-BFGS-B
         maxiter=maxiter,
         tol=1e-7,
         ctol=1e-5,

@@ -44,6 +44,11 @@ def test_conductivity_identification(tmp_path):
     assert out["misfit_reduction"] > 100
     assert 0.2 < out["misfit_final"] < 0.7
     assert out["taylor_rate1"] == pytest.approx(2.0, abs=0.1)
+    # minimize's default method converges by its gradient tolerance, within the iteration budget
+    assert (
+        out["message"].startswith("gradient norm")
+        and out["iterations"] < mod.DEMO["sizes"]["tiny"]["maxiter"]
+    )
     assert out["time_per_iteration_s"] > 0
     for name in ("conductivity_fields.png", "conductivity_history.png", "conductivity.vtu"):
         assert (tmp_path / name).stat().st_size > 1000

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from igax.inverse.optimize import OptimizeResult, minimize
+from igax.inverse.optimize import OptimizeResult, format_rows, minimize, summarise_pytree
 
 __all__ = ["quadratic_penalty", "augmented_lagrangian", "ConstrainedResult"]
 
@@ -86,6 +86,22 @@ class ConstrainedResult:
         t = np.concatenate([r.history.time[1:] for r in self.inner]) if self.inner else np.array([])
         return float(np.median(t)) if t.size else float("nan")
 
+    def __repr__(self) -> str:
+        # A summary: the inner results and the histories would print hundreds of lines.
+        rows = [
+            ("message", self.message),
+            ("success", self.success),
+            ("fun", f"{self.fun:.6e}"),
+            ("x", summarise_pytree(self.x)),
+            ("eq", summarise_pytree(self.eq)),
+            ("ineq", summarise_pytree(self.ineq)),
+            ("violation", f"{self.violation[-1]:.3e}" if self.violation.size else "none"),
+            ("inner", f"{len(self.inner)} inner solves, {sum(r.nit for r in self.inner)} iterations in all"),
+        ]
+        return format_rows(type(self).__name__, rows)
+
+    __str__ = __repr__
+
 
 def _as_vec(v):
     return jnp.atleast_1d(jnp.asarray(v)).ravel()
@@ -102,7 +118,7 @@ def augmented_lagrangian(
     mu_max: float = 1e8,
     outer_maxiter: int = 20,
     ctol: float = 1e-6,
-    method: str = "lbfgs",
+    method: str | None = None,
     bounds=None,
     maxiter: int = 100,
     tol: float = 1e-6,
@@ -123,7 +139,8 @@ def augmented_lagrangian(
         outer_maxiter: number of multiplier updates at most.
         ctol: stop when the max violation is ``<= ctol``.
         method, bounds, maxiter, tol, progress, callback, options: passed to :func:`minimize` for each inner
-            problem (``maxiter`` and ``tol`` per inner problem).
+            problem (``maxiter`` and ``tol`` per inner problem); the default method is igax's L-BFGS
+            (``"lbfgsb"`` with bounds).
 
     Returns:
         A :class:`ConstrainedResult`.

@@ -1,22 +1,44 @@
-"""One front for gradient-based optimisation: jaxopt L-BFGS(-B), optax, or scipy, with a recorded history.
+"""One front for gradient-based optimisation: igax's L-BFGS(-B), jaxopt, optax or scipy, with a history.
 
 ``minimize(objective, x0, method=...)`` flattens a pytree ``x0`` (``jax.flatten_util.ravel_pytree``),
 drives the chosen backend one iteration at a time from Python and records, for every iteration, the
 objective, the norm of the (projected) gradient, the wall time and any auxiliary scalars the objective
 returns. Stepping from Python (rather than handing the whole loop to ``jaxopt.run``/``scipy``) is what gives
 one history format, one stopping rule, a progress bar and a callback that can stop the run or raise (the
-shape-optimisation mesh guard does) for every backend. Each backend step is jit-compiled once; the first
-entries of ``history.time`` contain that compile time.
+shape-optimisation mesh guard does) for every backend. The objective's ``value_and_grad`` is jit-compiled
+once (and shared with :func:`igax.inverse.taylor_test`); the first entries of ``history.time`` contain that
+compile time.
 
 Backends (``method``):
 
-- ``"lbfgs"``: ``jaxopt.LBFGS`` (zoom line search), unconstrained.
-- ``"lbfgsb"``: ``jaxopt.LBFGSB``, bound constraints.
+- ``None`` (the default): ``"lbfgs"``, or ``"lbfgsb"`` when ``bounds`` are given.
+- ``"lbfgs"``, ``"lbfgsb"``: igax's own L-BFGS (:mod:`igax.inverse._lbfgs`), unconstrained / with bounds
+  (two-metric projection). Options: ``history_size``, ``initial_step``, ``max_linesearch``, ``c1``, ``c2``.
+- ``"jaxopt:lbfgs"``, ``"jaxopt:lbfgsb"``: ``jaxopt.LBFGS`` / ``jaxopt.LBFGSB`` (options go to their
+  constructors), the default before igax had its own.
 - ``"adam"``, ``"adamw"``, ``"sgd"``, ``"rmsprop"``, ``"adagrad"``, ``"adabelief"``, ``"lion"``, ... any optax
   optimiser by name (``learning_rate=`` in ``options``), or an ``optax.GradientTransformation``; bounds are
   imposed by projection after each step.
 - ``"scipy"`` or ``"scipy:<name>"`` (``"scipy:L-BFGS-B"``, ``"scipy:BFGS"``, ``"scipy:TNC"``, ...):
   ``scipy.optimize.minimize`` with the JAX gradient (``jac=True``).
+
+Why the default is igax's own L-BFGS and not jaxopt's (issue 16): a newcomer's inverse problem (a Robin
+coefficient from 20 noisy point values, an objective of size 1e4) failed with jaxopt's L-BFGS, which takes a
+unit first step along ``-grad``; with ``|grad| ~ 4e4`` that lands on a flat region, where it stayed for 100
+iterations and 3435 evaluations; jaxopt's L-BFGS-B stalled at its upper bound the same way. Scaling the
+objective by hand fixed it, which no one should have to know. And jaxopt's line search is compiled into its
+step, so a trial point whose solve fails (``exp(1104)`` as a coefficient) raised out of the whole run. igax's
+L-BFGS takes a first step of a safe length (``max(1, |x0| / 10)``, as SciPy's L-BFGS-B takes unit length),
+searches on the host with a strong-Wolfe line search that treats a failed or non-finite evaluation as "too
+far" and shortens the step, stops with ``success=True`` when the predicted decrease falls to the round-off of
+the objective (a gradient tolerance can be out of reach of a large objective), and stops with a message saying
+why when even steepest descent finds no decrease (usually a wrong gradient). On the problems tested it needs
+about as many evaluations as SciPy's L-BFGS-B, and each is one call of the compiled ``value_and_grad``.
+
+A solver that fails inside a compiled objective reaches Python wrapped in JAX's callback error, whose text is
+a traceback. ``minimize`` raises igax's own exception instead (``SolverError: solve(method=...) failed: ...``
+with a note saying where it happened), for every backend, when the failure is not recovered from: at ``x0``,
+or at any point for the backends without igax's line search.
 
 Interrupting a run (Ctrl-C) loses nothing: ``minimize`` raises :class:`Interrupted`, a subclass of
 ``KeyboardInterrupt``, whose ``result`` is an :class:`OptimizeResult` with ``success=False``, the history so
@@ -33,8 +55,10 @@ interrupt that arrives while a host callback of the compiled objective runs reac
 it is turned back into :class:`Interrupted` here. :func:`igax.inverse.fit` does the same with a
 ``TrainResult``.
 
+Printing an :class:`OptimizeResult` gives a short summary, like SciPy's (the arrays are in ``.history``).
+
 jaxopt 0.8.5 works with jax 0.10.2 for both L-BFGS and L-BFGS-B (checked in tests against scipy); it is no
-longer maintained, so the scipy route is the fallback should a later jax break it.
+longer maintained, which is one more reason the default does not depend on it.
 """
 
 from __future__ import annotations
@@ -54,6 +78,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from igax.inverse._jitcache import ObjectiveOutputError, flat_objective, value_and_grad_flat
+from igax.inverse._lbfgs import CapturedErrors, run_lbfgs
 
 __all__ = ["minimize", "OptimizeResult", "History", "Iterate", "Interrupted", "projected_gradient_norm"]
 
@@ -130,6 +155,62 @@ class OptimizeResult:
         """Median wall seconds per iteration, compilation (iteration 0) excluded."""
         t = self.history.time[1:]
         return float(np.median(t)) if t.size else float("nan")
+
+    def __repr__(self) -> str:
+        # A summary like scipy's OptimizeResult: the history arrays would print hundreds of lines.
+        h = self.history
+        aux = f"; aux: {', '.join(h.aux)}" if h.aux else ""
+        rows = [
+            ("message", self.message),
+            ("success", self.success),
+            ("method", self.method),
+            ("fun", f"{self.fun:.6e}"),
+            ("grad_norm", f"{self.grad_norm:.3e}"),
+            ("x", summarise_pytree(self.x)),
+            ("nit", self.nit),
+            ("nfev", self.nfev),
+            ("wall_time", f"{self.wall_time:.3g} s"),
+            ("history", f"{len(h.fun)} iterates (fun, grad_norm, time{aux})"),
+        ]
+        return format_rows(type(self).__name__, rows)
+
+    __str__ = __repr__
+
+
+def summarise_pytree(x, *, edgeitems: int = 3) -> str:
+    """One line for a parameter pytree: the values of a small array, else its first and last entries and
+    its shape; for a pytree of several leaves, each leaf's dtype and shape.
+
+    Example:
+        >>> summarise_pytree(np.arange(100.0))
+        '[ 0.000e+00  1.000e+00  2.000e+00 ...  9.700e+01  9.800e+01  9.900e+01] (shape (100,))'
+    """
+    leaves = jax.tree_util.tree_leaves(x)
+    if len(leaves) == 1 and not isinstance(x, dict | list | tuple):
+        a = np.asarray(leaves[0])
+        text = np.array2string(
+            a.ravel(),
+            threshold=2 * edgeitems,
+            edgeitems=edgeitems,
+            formatter={"float_kind": "{: .3e}".format},
+            max_line_width=10**6,
+        )
+        return text if a.ndim == 1 and a.size <= 2 * edgeitems else f"{text} (shape {a.shape})"
+
+    class _Leaf:
+        def __init__(self, a):
+            self.text = f"{np.asarray(a).dtype}{tuple(np.shape(a))}"
+
+        def __repr__(self):
+            return self.text
+
+    return repr(jax.tree_util.tree_map(_Leaf, x))
+
+
+def format_rows(title: str, rows) -> str:
+    """``title(`` then one right-aligned ``name: value`` line per row, then ``)``."""
+    width = max(len(k) for k, _ in rows)
+    return "\n".join([f"{title}("] + [f"  {k:>{width}}: {v}" for k, v in rows] + [")"])
 
 
 @dataclass(frozen=True)
@@ -236,15 +317,18 @@ def _normalise_method(method) -> tuple[str, Any]:
     if low.startswith("scipy"):
         name = method.split(":", 1)[1] if ":" in method else "L-BFGS-B"
         return "scipy", name
-    key = low.replace("-", "").replace("_", "")
-    if key in ("lbfgs", "jaxoptlbfgs"):
+    key = low.replace("-", "").replace("_", "").replace(":", "")
+    if key == "lbfgs":
         return "lbfgs", None
-    if key in ("lbfgsb", "jaxoptlbfgsb"):
+    if key == "lbfgsb":
         return "lbfgsb", None
+    if key in ("jaxoptlbfgs", "jaxoptlbfgsb"):
+        return "jaxopt", key[len("jaxopt") :]
     if key in _OPTAX_NAMES:
         return "optax", key
     raise ValueError(
-        f"method={method!r} is not known. Use 'lbfgs', 'lbfgsb' (jaxopt), an optax name such as "
+        f"method={method!r} is not known. Use 'lbfgs', 'lbfgsb' (igax's L-BFGS, with bounds), "
+        "'jaxopt:lbfgs', 'jaxopt:lbfgsb', an optax name such as "
         f"{', '.join(repr(n) for n in _OPTAX_NAMES[:6])}, ..., or 'scipy:<name>' (e.g. 'scipy:L-BFGS-B')."
     )
 
@@ -344,7 +428,7 @@ def minimize(
     objective: Callable[..., Any],
     x0: Any,
     *,
-    method: str | Any = "lbfgs",
+    method: str | Any | None = None,
     bounds: tuple[Any, Any] | None = None,
     maxiter: int = 100,
     tol: float = 1e-6,
@@ -362,11 +446,12 @@ def minimize(
         objective: ``objective(x) -> scalar`` (or ``(scalar, dict_of_scalars)`` with ``has_aux=True``),
             differentiable with ``jax.grad``.
         x0: starting point, any pytree of float arrays.
-        method: ``"lbfgs"``, ``"lbfgsb"``, an optax name (``"adam"``, ...) or an
+        method: ``None`` (igax's L-BFGS: ``"lbfgs"``, or ``"lbfgsb"`` with bounds), ``"lbfgs"``,
+            ``"lbfgsb"``, ``"jaxopt:lbfgs"``, ``"jaxopt:lbfgsb"``, an optax name (``"adam"``, ...) or an
             ``optax.GradientTransformation``, or ``"scipy:<method>"``; see the module docstring.
         bounds: ``(lower, upper)``; each a number, ``None`` or a pytree like ``x0``. ``x0`` is clipped into
-            them. Supported by ``"lbfgsb"``, the optax methods (projection) and the scipy methods with
-            bounds.
+            them. Supported by ``"lbfgsb"``, ``"jaxopt:lbfgsb"``, the optax methods (projection) and the
+            scipy methods with bounds.
         maxiter: iteration limit.
         tol: stop when the max-norm of the projected gradient is ``<= tol``.
         ftol: also stop when the relative change of the objective over one iteration is ``<= ftol``.
@@ -378,8 +463,9 @@ def minimize(
         jit: jit-compile the objective and the backend step (switch off for objectives that cannot be traced).
         args: extra arguments, ``objective(x, *args)``: arrays that change between calls (multipliers,
             data) without recompiling, since the compiled function is cached per objective.
-        options: backend options, e.g. ``{"learning_rate": 1e-2}`` for optax, ``{"history_size": 20}`` for
-            jaxopt, ``{"maxcor": 20}`` for scipy.
+        options: backend options, e.g. ``{"history_size": 20}`` or ``{"initial_step": 0.1}`` (the length
+            of the first trial step) for igax's L-BFGS, ``{"learning_rate": 1e-2}`` for optax,
+            ``{"maxcor": 20}`` for scipy; jaxopt's go to its constructor.
 
     Returns:
         An :class:`OptimizeResult` with ``x`` in the structure of ``x0`` and the :class:`History`.
@@ -389,6 +475,9 @@ def minimize(
             objective); its ``result`` holds the best iterate and the history so far.
         ValueError: when the objective's first evaluation fails with a shape error, naming ``x0``'s shape
             and the shapes the error mentions (the original error is chained).
+        SolverError: (or another igax error raised inside the objective) when the objective fails at
+            ``x0``, with the solver's own message and a note saying where; with igax's L-BFGS a failure at a
+            trial point of the line search only shortens the step.
 
     Example:
         >>> res = minimize(lambda x: jnp.sum((x - 2.0) ** 2), jnp.zeros(3), progress=False)
@@ -401,6 +490,8 @@ def minimize(
         raise ValueError(f"maxiter must be >= 0, got {maxiter}.")
     if not (tol >= 0):
         raise ValueError(f"tol must be a non-negative number, got {tol}.")
+    if method is None:
+        method = "lbfgs" if bounds is None else "lbfgsb"
     backend, spec = _normalise_method(method)
     options = dict(options or {})
     x0_flat, unravel = ravel_pytree(x0)
@@ -409,8 +500,10 @@ def minimize(
     x0_flat = jnp.array(x0_flat, dtype=dtype)
     flat_bounds = _flatten_bounds(bounds, x0_flat, jax.tree_util.tree_structure(x0), x0)
     if flat_bounds is not None:
-        if backend == "lbfgs":
-            raise ValueError("method='lbfgs' does not take bounds; use method='lbfgsb' or 'scipy:L-BFGS-B'.")
+        if backend == "lbfgs" or (backend == "jaxopt" and spec == "lbfgs"):
+            raise ValueError(
+                f"method={method!r} does not take bounds; use method='lbfgsb' or 'scipy:L-BFGS-B'."
+            )
         x0_flat = jnp.clip(x0_flat, flat_bounds[0], flat_bounds[1]).astype(x0_flat.dtype)
 
     flat_fun, _ = flat_objective(objective, x0, has_aux)
@@ -418,23 +511,39 @@ def minimize(
     cached_vg = value_and_grad_flat(objective, x0, has_aux, jit)
 
     label = spec if backend == "optax" and isinstance(spec, str) else backend
-    if backend == "scipy":
-        label = f"scipy:{spec}"
+    if backend in ("scipy", "jaxopt"):
+        label = f"{backend}:{spec}"
     rec = _Recorder(unravel, int(maxiter), float(tol), ftol, callback, progress, label)
+    captured = CapturedErrors()
     try:
         try:
-            if backend in ("lbfgs", "lbfgsb"):
-                x, nfev, extra_msg = _run_jaxopt(
-                    backend, flat_fun, x0_flat, flat_bounds, rec, has_aux, jit, options, args
-                )
-            elif backend == "optax":
-                x, nfev, extra_msg = _run_optax(
-                    spec, flat_fun, x0_flat, flat_bounds, rec, has_aux, jit, options, args
-                )
-            else:
-                x, nfev, extra_msg = _run_scipy(
-                    spec, flat_fun, x0_flat, flat_bounds, rec, has_aux, jit, options, args, vg=cached_vg
-                )
+            with captured:  # igax's run-time errors inside the objective, kept for the message
+                if backend in ("lbfgs", "lbfgsb"):
+                    x, nfev, extra_msg = run_lbfgs(
+                        cached_vg,
+                        x0_flat,
+                        flat_bounds,
+                        rec,
+                        has_aux,
+                        args,
+                        options,
+                        _gnorm_fn(flat_bounds),
+                        caused_by_interrupt,
+                        captured,
+                        label,
+                    )
+                elif backend == "jaxopt":
+                    x, nfev, extra_msg = _run_jaxopt(
+                        spec, flat_fun, x0_flat, flat_bounds, rec, has_aux, jit, options, args
+                    )
+                elif backend == "optax":
+                    x, nfev, extra_msg = _run_optax(
+                        spec, flat_fun, x0_flat, flat_bounds, rec, has_aux, jit, options, args
+                    )
+                else:
+                    x, nfev, extra_msg = _run_scipy(
+                        spec, flat_fun, x0_flat, flat_bounds, rec, has_aux, jit, options, args, vg=cached_vg
+                    )
         finally:
             rec.close()
     except BaseException as err:
@@ -448,6 +557,13 @@ def minimize(
                 "(except KeyboardInterrupt as err: res = err.result).",
                 res,
             ) from None
+        orig = captured.original(err)
+        if orig is not err:
+            # A solver (or another run-time check) failed inside the compiled objective: raise its own
+            # exception, not JAX's wrapper whose text is a traceback of the callback machinery.
+            where = "at the starting point x0" if not rec.fun else f"after iteration {len(rec.fun) - 1}"
+            orig.add_note(f"minimize[{label}]: raised by the objective {where}.")
+            raise orig.with_traceback(None) from None
         if (
             not rec.fun
             and isinstance(err, TypeError | ValueError)
