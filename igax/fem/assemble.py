@@ -13,6 +13,9 @@ a batch, ``grad`` through it (also with respect to the geometry).
 
 from __future__ import annotations
 
+import functools
+import weakref
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -37,12 +40,17 @@ def _callable_values(f, x, name: str):
     """Values of a callable input at points x (ne, nq, dim) -> (ne, nq) + value shape."""
     ne, nq = x.shape[:2]
     val = jnp.asarray(f(jnp.moveaxis(x, -1, 0)))  # x: (dim, ne, nq), first axis = coordinate
+    if val.ndim == 0:
+        return jnp.broadcast_to(val, (ne, nq))
+    return _points_last(val, ne, nq, name)
+
+
+def _points_last(val, ne: int, nq: int, name: str):
+    """A callable's values, value shape + (ne, nq), as (ne, nq) + value shape (or a clear error)."""
     if val.ndim >= 2 and val.shape[-2:] == (ne, nq):
         return jnp.moveaxis(val.reshape(val.shape[:-2] + (ne * nq,)), -1, 0).reshape(
             (ne, nq) + val.shape[:-2]
         )
-    if val.ndim == 0:
-        return jnp.broadcast_to(val, (ne, nq))
     raise ValueError(
         f"form input {name!r} is a callable of x that returned shape {val.shape}; with x of shape "
         f"(dim, {ne}, {nq}) (first axis = coordinate) it must return shape ({ne}, {nq}) (or "
@@ -50,18 +58,112 @@ def _callable_values(f, x, name: str):
     )
 
 
+def _callable_input(f, x, name: str):
+    """A callable input at points x (dim, ne, nq): a 0-d value, (ne, nq), or (ne, nq) + value shape.
+
+    Like :func:`_callable_values`, but eager work is kept to what the callable itself does: a constant stays
+    0-d and scalar values stay as they are (the compiled assembly broadcasts them), so a new mesh size does
+    not compile a broadcast or a reshape program of its own.
+    """
+    ne, nq = x.shape[1:]
+    val = jnp.asarray(f(x))
+    if val.ndim == 0 or val.shape == (ne, nq):
+        return val
+    return _points_last(val, ne, nq, name)
+
+
 @eqx.filter_jit
 def _points(space: FunctionSpace, boundary):
     return space._tables(space._rule(boundary)).x
 
 
+# -- tables computed once per geometry -----------------------------------------------------------------------
+# The basis tables of a rule (NURBS values, physical gradients, points, measures) depend only on the space's
+# geometry. When that geometry is concrete (an eager call, or a space closed over by a jitted function) and
+# the tables are small, they are computed once by one compiled program per (space plan, rule) and cached
+# with the geometry arrays. The assembly programs then take them as inputs instead of each recomputing them:
+# those programs compile 2-3x faster (2 cores, 2D degree 3: the table code is most of a small assembly
+# program, and a program of several forms on one space held several copies), and a new mesh size costs one
+# table compilation for all forms. Traced geometry (shape derivatives) and large tables keep the tables
+# inside the assembly program: large constants must not be baked into a user's jitted program.
+_TABLE_ENTRIES_LIMIT = 2**19  # entries of (phi, dphi) per rule: 4 MB in float64
+_TABLE_CACHE_SIZE = 8
+# key -> (weak references to the plan, the rule and the geometry leaves, tables, points (dim, ne, nq)); an
+# entry goes when its geometry does.
+_TABLE_CACHE: dict = {}
+
+
+_PROGRAMS_SIZE = 16
+_PROGRAMS: dict = {}  # (plan, rule, tree, shapes) -> compiled table program
+
+
+def _tables_program(space: FunctionSpace, rule: Rule):
+    """``(tables, x (dim, ne, nq))`` by a compiled program (one per space structure, rule and shapes).
+
+    The program is compiled ahead of time and called directly, so it runs now even while a function is being
+    traced (a jitted call there would be staged into the caller's trace and return tracers; and
+    ``jax.ensure_compile_time_eval`` would run the table code op by op).
+    """
+    leaves, tree = jax.tree_util.tree_flatten(space)
+    key = (id(rule), tree, tuple((a.shape, str(a.dtype)) for a in leaves))
+    exe = _PROGRAMS.get(key)
+    if exe is None:
+
+        def tables(leaves):
+            t = jax.tree_util.tree_unflatten(tree, leaves)._tables(rule)
+            return t, jnp.moveaxis(t.x, -1, 0)
+
+        exe = jax.jit(tables).lower(leaves).compile()
+        while len(_PROGRAMS) >= _PROGRAMS_SIZE:
+            _PROGRAMS.pop(next(iter(_PROGRAMS)))
+        _PROGRAMS[key] = exe
+    return exe(leaves)
+
+
+def known_tables(space: FunctionSpace, rule: Rule):
+    """``(tables, x)`` of ``rule`` on ``space`` as concrete arrays (cached), or None.
+
+    None when the geometry is traced (the tables must then be computed in the caller's trace, so that
+    derivatives reach the geometry) or the tables would exceed ``_TABLE_ENTRIES_LIMIT`` entries. ``x`` is the
+    points with the coordinate axis first, ``(dim, ne, nq)``, as callables of ``x`` take them. ``rule`` may
+    belong to another space with the same elements (a Field on a compatible space).
+    """
+    leaves = jax.tree_util.tree_leaves(space)
+    if any(isinstance(a, jax.core.Tracer) for a in leaves):
+        return None
+    p = space.plan
+    nloc = p.nloc_scalar
+    if rule.elements.size * nloc * nloc * (1 + p.dim) > _TABLE_ENTRIES_LIMIT:  # nq ~ nloc (tensor Gauss)
+        return None
+    owners = (p, rule, *leaves)
+    key = tuple(id(a) for a in owners)
+    hit = _TABLE_CACHE.get(key)
+    if hit is not None and all(r() is a for r, a in zip(hit[0], owners, strict=True)):
+        return hit[1], hit[2]
+    tables, x = _tables_program(space, rule)
+    try:
+        refs = tuple(weakref.ref(a, lambda _, k=key: _TABLE_CACHE.pop(k, None)) for a in owners)
+    except TypeError:  # something that cannot be referenced weakly (e.g. a NumPy leaf): do not cache
+        return tables, x
+    while len(_TABLE_CACHE) >= _TABLE_CACHE_SIZE:
+        _TABLE_CACHE.pop(next(iter(_TABLE_CACHE)))  # the oldest entry
+    _TABLE_CACHE[key] = (refs, tables, x)
+    return tables, x
+
+
 def _inputs_at(
-    fields: dict, space: FunctionSpace, rule: Rule, tables: Tables, form: Form | None = None
+    fields: dict,
+    space: FunctionSpace,
+    rule: Rule,
+    tables: Tables,
+    form: Form | None = None,
+    field_tables: dict | None = None,
 ) -> dict:
     """Each named input as (value (ne, nq, ...), grad or None) at the rule's quadrature points.
 
     With a ``form`` that declares its inputs, every input's value shape is checked against the declaration
-    (shapes are static: this costs nothing at run time).
+    (shapes are static: this costs nothing at run time). ``field_tables`` holds, by input name, tables of
+    Field inputs computed beforehand (:func:`known_tables`).
     """
     Field = _field_type()
     ne, nq = tables.dx.shape
@@ -72,7 +174,9 @@ def _inputs_at(
         want = None if expected is None else expected.get(name)
         if isinstance(f, Field):
             fs = f.space
-            if fs is space or fs.plan is space.plan:
+            if field_tables and name in field_tables:
+                t = field_tables[name]
+            elif fs is space or fs.plan is space.plan:
                 t = tables if fs is space else fs._tables(rule)
             elif space._compatible(fs):
                 t = fs._tables(rule)
@@ -168,10 +272,50 @@ def _col(cols, k, q):
 _GEMM_WORK = 100_000
 
 
+# Its derivatives are einsums (a custom JVP): the unrolled form's own JVP and transpose are the same hundreds
+# of small ops again and their transposes, which made a program holding jax.grad of an assembly 4-5 s slower
+# to compile (2 cores, 2D degree 3: 16 points, 2 jets) and no faster to run than the einsums. The primal
+# stays unrolled, so forward-only programs keep their speed.
+@jax.custom_jvp
 def _contract_bilinear(U, M, V):
     """K[e, c, i, d, j] = sum_q,k,l U_k[e, q, i] M[e, q, c, k, d, l] V_l[e, q, j] (U, V: jet columns)."""
     if M.shape[1] * len(U) * len(V) * (M.shape[2] * U[0].shape[-1]) ** 2 >= _GEMM_WORK:
         return _contract_bilinear_gemm(U, M, V)
+    return _contract_bilinear_unrolled(U, M, V)
+
+
+@functools.partial(_contract_bilinear.defjvp, symbolic_zeros=True)
+def _contract_bilinear_jvp(primals, tangents):
+    """Trilinear: dK = C(dU, M, V) + C(U, dM, V) + C(U, M, dV), each term an einsum, zero tangents skipped."""
+    U, M, V = primals
+    dU, dM, dV = tangents
+    out = _contract_bilinear(U, M, V)
+    terms = []
+    if not _all_zero(dM):
+        terms.append(_contract_bilinear_gemm(U, dM, V))
+    if not _all_zero(dU):
+        terms.append(_contract_bilinear_gemm(_dense_cols(dU, U), M, V))
+    if not _all_zero(dV):
+        terms.append(_contract_bilinear_gemm(U, M, _dense_cols(dV, V)))
+    if not terms:  # not reached: JAX asks for this rule only when some input has a tangent
+        return out, jnp.zeros_like(out)
+    return out, functools.reduce(jnp.add, terms).astype(out.dtype)
+
+
+def _all_zero(t) -> bool:
+    zero = jax.custom_derivatives.SymbolicZero
+    leaves = jax.tree_util.tree_leaves(t, is_leaf=lambda x: isinstance(x, zero))
+    return all(isinstance(x, zero) for x in leaves)
+
+
+def _dense_cols(dcols, cols):
+    """Tangents of jet columns with symbolic zeros replaced by zeros of the column's shape."""
+    zero = jax.custom_derivatives.SymbolicZero
+    return [jnp.zeros_like(c) if isinstance(d, zero) else d for d, c in zip(dcols, cols, strict=True)]
+
+
+def _contract_bilinear_unrolled(U, M, V):
+    """:func:`_contract_bilinear` unrolled over the points and jets (fused multiply-adds on CPU)."""
     nq = M.shape[1]
     K = 0.0
     for q in range(nq):
@@ -297,20 +441,31 @@ def assemble(form: Form, space: FunctionSpace, *, boundary=None, **fields):
     # compilation (their few jnp ops are cached by JAX); numbers become arrays for the same reason.
     Field = _field_type()
     fields = dict(fields)
-    x = None
+    rule = space._rule(boundary)
+    known = known_tables(space, rule)
+    tables, x = (None, None) if known is None else known
+    # Tables of Field inputs on other spaces (same elements), when known: by name, for the compiled program.
+    field_tables = {}
     for name, f in fields.items():
         if isinstance(f, Field):
+            if f.space is space:
+                field_tables[name] = tables
+            elif f.space.plan is space.plan or space._compatible(f.space):
+                field_tables[name] = (known_tables(f.space, rule) or (None,))[0]
             continue
         if callable(f):
-            x = _points(space, boundary) if x is None else x
-            fields[name] = _callable_values(f, x, name)
+            if x is None:
+                x = jnp.moveaxis(_points(space, boundary), -1, 0)
+            fields[name] = _callable_input(f, x, name)
             want = None if expected is None else expected.get(name)
-            if want is not None and fields[name].shape[2:] != want:
-                what = f"a callable of x whose values have shape {fields[name].shape[2:]}"
-                raise ValueError(_shape_message(form, name, what, want, *x.shape[:2], space.plan))
+            got = fields[name].shape[2:] if fields[name].ndim >= 2 else ()
+            if want is not None and got != want:
+                what = f"a callable of x whose values have shape {got}"
+                raise ValueError(_shape_message(form, name, what, want, *x.shape[1:], space.plan))
         elif isinstance(f, (int, float, complex, np.number)):
             fields[name] = jnp.asarray(f, dtype=float)
-    out = _assemble_jit(form, space, boundary, fields)
+    field_tables = {k: t for k, t in field_tables.items() if t is not None}
+    out = _assemble_jit(form, space, boundary, fields, tables, field_tables)
     if form.symmetric and form.kind == "bilinear":
         values = check_symmetric(out.values, out.pattern, form, space.plan, boundary)
         if values is not out.values:
@@ -333,13 +488,30 @@ def _check_input_names(form: Form, expected: dict, fields: dict) -> None:
         )
 
 
-def _assemble(form: Form, space: FunctionSpace, boundary, fields: dict):
+# Kernels already checked, and the jet entries they read, per form and per-point argument shapes. The checks
+# trace the kernel four or five times; the per-point shapes do not depend on the mesh, so a retrace for a new
+# mesh size (or a new jit of the same assembly) reuses the verdict.
+_CHECKED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _checked_kernel(form: Form, point_args, checks) -> set[int]:
+    """``checks()`` (which raises on a bad kernel and returns the arguments it reads), once per shapes."""
+    leaves, tree = jax.tree_util.tree_flatten(point_args)
+    key = (form.kind, tree, tuple((a.shape, str(a.dtype)) for a in leaves))
+    done = _CHECKED.setdefault(form, {})
+    if key not in done:
+        done[key] = checks()
+    return done[key]
+
+
+def _assemble(form: Form, space: FunctionSpace, boundary, fields: dict, tables=None, field_tables=None):
     rule = space._rule(boundary)
-    tables = space._tables(rule)
+    if tables is None:
+        tables = space._tables(rule)
     dtype = tables.dx.dtype
     if dtype != jnp.float64:
         check_float64("assemble")
-    inputs = _inputs_at(fields, space, rule, tables, form)
+    inputs = _inputs_at(fields, space, rule, tables, form, field_tables)
     ne, nq = tables.dx.shape
     P = ne * nq
     x = tables.x.reshape(P, -1)
@@ -375,9 +547,12 @@ def _assemble(form: Form, space: FunctionSpace, boundary, fields: dict):
         def kern(a, b, xp, np_, fl):
             return form.kernel(Jet(a, b), w_at(xp, np_, fl))
 
-        used = dependencies(kern, (*jv, *pt))
-        check_linear(kern, (*jv, *pt), form, "v")
-        check_no_constant_term(kern, (*jv, *pt), {"v": (0, 1)}, form)
+        def checks():
+            check_linear(kern, (*jv, *pt), form, "v")
+            check_no_constant_term(kern, (*jv, *pt), {"v": (0, 1)}, form)
+            return dependencies(kern, (*jv, *pt))
+
+        used = _checked_kernel(form, (jv, pt), checks)
         tval, tgrad, keep = _jet_select(space, dtype, 0 in used, 1 in used)
         if not keep:
             return jnp.zeros(p.ndofs, dtype)
@@ -397,10 +572,13 @@ def _assemble(form: Form, space: FunctionSpace, boundary, fields: dict):
     def kern(ua, ug, va, vg, xp, np_, fl):
         return form.kernel(Jet(ua, ug), Jet(va, vg), w_at(xp, np_, fl))
 
-    used = dependencies(kern, (*jv, *jv, *pt))
-    check_linear(kern, (*jv, *jv, *pt), form, "u")
-    check_linear(lambda va, vg, ua, ug, *r: kern(ua, ug, va, vg, *r), (*jv, *jv, *pt), form, "v")
-    check_no_constant_term(kern, (*jv, *jv, *pt), {"u": (0, 1), "v": (2, 3)}, form)
+    def checks():
+        check_linear(kern, (*jv, *jv, *pt), form, "u")
+        check_linear(lambda va, vg, ua, ug, *r: kern(ua, ug, va, vg, *r), (*jv, *jv, *pt), form, "v")
+        check_no_constant_term(kern, (*jv, *jv, *pt), {"u": (0, 1), "v": (2, 3)}, form)
+        return dependencies(kern, (*jv, *jv, *pt))
+
+    used = _checked_kernel(form, (jv, pt), checks)
     uv, ug_, ku = _jet_select(space, dtype, 0 in used, 1 in used)
     vv, vg_, kv = _jet_select(space, dtype, 2 in used, 3 in used)
     if not ku or not kv:  # the kernel ignores the trial or the test function: a zero matrix

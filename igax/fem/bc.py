@@ -14,8 +14,10 @@ the named boundaries (a small sparse SPD solve with the boundary mass matrix).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -130,6 +132,9 @@ class DirichletBC:
         if isinstance(value, Field):
             return self._field_values(value)
         if not callable(value):  # a number (arrays are paired with their dofs by _per_dof_array)
+            if isinstance(value, (int, float, np.number, np.ndarray)):  # concrete: no compiled broadcast
+                dtype = value.dtype if hasattr(value, "dtype") else jnp.result_type(float)
+                return jax.device_put(np.full(n, value, dtype=dtype))  # a transfer, not a program
             v = jnp.asarray(value, dtype=float if not hasattr(value, "dtype") else None)
             return jnp.broadcast_to(v, (n,))
         V = self.space
@@ -159,25 +164,29 @@ class DirichletBC:
 
     def _components_of(self, g, x):
         """Evaluate g at points x (dim, npts) -> (ncomp_used, npts)."""
-        V = self.space
         out = jnp.asarray(g(x))
-        npts = x.shape[1]
+        comps, layout = self._layout(out.shape, x.shape)
+        return comps, _arrange(out, layout, x.shape[1])
+
+    def _layout(self, shape, xshape):
+        """The components a callable's output of ``shape`` gives, and how to arrange it (static)."""
+        V = self.space
+        npts = xshape[1]
         if not V.value_shape:
             comps = [0]
         elif self.component is not None:
             comps = [self.component]
         else:
             comps = list(range(V.plan.ncomp))
-        if out.ndim == 0:
-            out = jnp.broadcast_to(out, (npts,))
-        if out.shape == (npts,) and len(comps) == 1:
-            return comps, out[None]
-        if out.shape == (V.plan.ncomp, npts) and self.component is None:
-            return comps, out
-        if out.shape == (V.plan.ncomp, npts):
-            return comps, out[self.component][None]
+        if shape in ((), (npts,)) and len(comps) == 1:
+            return comps, ("row", None)
+        if shape == (V.plan.ncomp, npts) and self.component is None:
+            return comps, ("all", None)
+        if shape == (V.plan.ncomp, npts):
+            return comps, ("pick", self.component)
+        shown = (npts,) if shape == () else shape  # a number counts as one value per point
         raise ValueError(
-            f"the boundary value callable returned shape {out.shape} for x of shape {x.shape}; expected "
+            f"the boundary value callable returned shape {shown} for x of shape {xshape}; expected "
             f"({npts},)" + (f" or ({V.plan.ncomp}, {npts})" if V.value_shape else "") + "."
         )
 
@@ -185,27 +194,28 @@ class DirichletBC:
         V = self.space
         ns = V.nscalar
         comp, scal = self.dofs // ns, self.dofs % ns
-        xs = V.dof_coordinates()[scal].T  # (dim, n)
-        comps, vals = self._components_of(g, xs)
+        xs = _dof_points(V, scal)  # (dim, n)
+        out = jnp.asarray(g(xs))
+        comps, layout = self._layout(out.shape, xs.shape)
         row = np.searchsorted(np.asarray(comps), comp)
         if not np.all(np.asarray(comps)[row] == comp):
             raise ValueError("internal: dofs of an unexpected component.")
-        return vals[row, np.arange(self.dofs.shape[0])]
+        return _pick_values(out, row, layout=layout)
 
     def _project(self, g):
         """L2 projection of g onto the trace space of the named boundaries, per component."""
-        from igax.solvers import solve
+        from igax.fem.assemble import known_tables
+        from igax.solvers.linear import _check_method, _raise_on_failure
 
         V = self.space
         p = V.plan
         rule = V._rule(self.names)
-        t = V._tables(rule)
-        bsc = np.unique(np.concatenate([p.named_dofs(n) for n in self.names]))
-        pos = -np.ones(p.nscalar, dtype=np.int64)
-        pos[bsc] = np.arange(bsc.shape[0])
-        loc = pos[p.cell_dofs[rule.elements]]  # (ne, nloc): position in the boundary set or -1
         key = ("trace-mass", self.names)
         if key not in p.rules:
+            bsc = np.unique(np.concatenate([p.named_dofs(n) for n in self.names]))
+            pos = -np.ones(p.nscalar, dtype=np.int64)
+            pos[bsc] = np.arange(bsc.shape[0])
+            loc = pos[p.cell_dofs[rule.elements]]  # (ne, nloc): position in the boundary set or -1
             ne, nl = loc.shape
             r = np.broadcast_to(loc[:, :, None], (ne, nl, nl))
             c = np.broadcast_to(loc[:, None, :], (ne, nl, nl))
@@ -213,25 +223,27 @@ class DirichletBC:
             pat, slot = CSRPattern.from_coo(r[ok], c[ok], (bsc.shape[0],) * 2)
             full = np.full(ok.shape, pat.nnz, dtype=np.int64)
             full[ok] = slot
-            p.rules[key] = (pat, full)
-        pat, slot = p.rules[key]
-        Me = jnp.einsum("eqa,eqb,eq->eab", t.phi, t.phi, t.dx)
-        vals = jax.ops.segment_sum(Me.ravel(), slot.ravel(), num_segments=pat.nnz + 1)[:-1]
-        M = SparseMatrix(vals, pat, symmetric=True, positive_definite=True)
-        xq = jnp.moveaxis(t.x, -1, 0)  # (dim, ne, nq)
+            locs = np.where(loc >= 0, loc, bsc.shape[0])
+            p.rules[key] = (pat, full, pos, locs)
+        pat, slot, pos, locs = p.rules[key]
+        # The tables: computed once per geometry when it is concrete (else in the caller's trace).
+        known = known_tables(V, rule)
+        t, xq = known if known is not None else (V._tables(rule), None)
         ne, nq = t.dx.shape
-        comps, gv = self._components_of(g, xq.reshape(p.dim, ne * nq))
-        gv = gv.reshape(len(comps), ne, nq)
-        locs = np.where(loc >= 0, loc, bsc.shape[0])
-        out = {}
-        for k, c in enumerate(comps):
-            fe = jnp.einsum("eqa,eq->ea", t.phi, gv[k] * t.dx)
-            rhs = jax.ops.segment_sum(fe.ravel(), locs.ravel(), num_segments=bsc.shape[0] + 1)[:-1]
-            out[c] = solve(M, rhs)
+        if xq is None:
+            xs = jnp.moveaxis(t.x, -1, 0).reshape(p.dim, ne * nq)
+        else:  # concrete: reshaped on the host, no compiled reshape per mesh size
+            xs = jax.device_put(np.asarray(xq).reshape(p.dim, ne * nq))
+        out = jnp.asarray(g(xs))
+        comps, layout = self._layout(out.shape, xs.shape)
+        flags = SparseMatrix(np.zeros(pat.nnz, t.dx.dtype), pat, symmetric=True, positive_definite=True)
+        method = _check_method(None, flags)  # the solver the projection's matrix gets
         comp, scal = self.dofs // p.nscalar, self.dofs % p.nscalar
-        allv = jnp.stack([out[c] for c in comps])  # (ncomp_used, nb)
         row = np.searchsorted(np.asarray(comps), comp)
-        return allv[row, pos[scal]]
+        result = _projected(
+            out, t.phi, t.dx, slot, locs, row, pos[scal], pattern=pat, layout=layout, method=method
+        )
+        return _raise_on_failure(result, method).value
 
     # -- elimination -----------------------------------------------------------------------------------------
     def _masks(self, pattern: CSRPattern):
@@ -247,22 +259,20 @@ class DirichletBC:
             cache[key] = (constrained, diag)
         return cache[key]
 
-    def condense(self, A: SparseMatrix, b: jax.Array) -> tuple[SparseMatrix, jax.Array]:
-        """Symmetric elimination: ``(A_c, b_c)`` of the same size and pattern with ``x_d = g_d`` built in."""
+    def _check_system(self, A: SparseMatrix, b) -> None:
         if A.shape[0] != self.space.ndofs:
             raise ValueError(
                 f"A has shape {A.shape} but the space of this DirichletBC has {self.space.ndofs} dofs; "
                 "assemble A on the same space."
             )
-        b = jnp.asarray(b)
-        if b.shape != (self.space.ndofs,):
-            raise ValueError(f"b must have shape ({self.space.ndofs},), got {b.shape}.")
+        if jnp.shape(b) != (self.space.ndofs,):
+            raise ValueError(f"b must have shape ({self.space.ndofs},), got {jnp.shape(b)}.")
+
+    def condense(self, A: SparseMatrix, b: jax.Array) -> tuple[SparseMatrix, jax.Array]:
+        """Symmetric elimination: ``(A_c, b_c)`` of the same size and pattern with ``x_d = g_d`` built in."""
+        self._check_system(A, b)
         constrained, diag = self._masks(A.pattern)
-        g_full = jnp.zeros(A.shape[0], jnp.result_type(A.values, self.values)).at[self.dofs].set(self.values)
-        add = A.values[diag]
-        vals = jnp.where(jnp.asarray(constrained), 0.0, A.values).at[diag].set(add)
-        bc = (b - A @ g_full).at[self.dofs].set(add * self.values)
-        return A.with_values(vals), bc
+        return condense(A, jnp.asarray(b), self.dofs, self.values, constrained, diag)
 
     def expand(self, x: jax.Array) -> jax.Array:
         """Set the constrained entries of a solution exactly to their prescribed values."""
@@ -271,6 +281,62 @@ class DirichletBC:
     def __repr__(self):
         where = self.names if self.names is not None else f"{self.dofs.shape[0]} dofs"
         return f"DirichletBC({where}, ndofs={self.dofs.shape[0]})"
+
+
+# -- prescribed values, compiled -----------------------------------------------------------------------------
+# Each helper is one compiled program per mesh size; eagerly, the same steps compiled one small program per
+# operation (about a hundred for a projected boundary value, 3 s on 2 cores), again for every new size.
+def _arrange(out, layout, npts: int):
+    """A callable's output as (ncomp_used, npts), following :meth:`DirichletBC._layout`."""
+    mode, c = layout
+    if mode == "row":
+        return jnp.broadcast_to(out, (npts,))[None]
+    return out if mode == "all" else out[c][None]
+
+
+@eqx.filter_jit
+def _dof_points(V: FunctionSpace, scal):
+    """Coordinates of scalar dofs ``scal`` (Lagrange nodes), shape (dim, n)."""
+    return V.dof_coordinates()[scal].T
+
+
+@functools.partial(jax.jit, static_argnames="layout")
+def _pick_values(out, row, *, layout):
+    """Value of dof ``i`` from the row (component) ``row[i]`` of the arranged output at point ``i``."""
+    vals = _arrange(out, layout, row.shape[0])
+    return vals[row, jnp.arange(row.shape[0])]
+
+
+@functools.partial(jax.jit, static_argnames=("pattern", "layout", "method"))
+def _projected(out, phi, dx, slot, locs, row, sel, *, pattern, layout, method):
+    """L2 projections of the components of ``out`` onto the boundary trace space, as one SolveResult.
+
+    ``value`` holds the projected value of each constrained dof (component ``row[i]``, boundary position
+    ``sel[i]``); the diagnostics are the worst over the components (one multi-right-hand-side solve).
+    """
+    from igax.solvers.linear import _solve_result
+
+    ne, nq = dx.shape
+    nb = pattern.shape[0]
+    gv = _arrange(out, layout, ne * nq).reshape(-1, ne, nq)  # (ncomp_used, ne, nq)
+    Me = jnp.einsum("eqa,eqb,eq->eab", phi, phi, dx)
+    vals = jax.ops.segment_sum(Me.ravel(), slot.ravel(), num_segments=pattern.nnz + 1)[:-1]
+    M = SparseMatrix(vals, pattern, symmetric=True, positive_definite=True)
+    fe = jnp.einsum("eqa,ceq->cea", phi, gv * dx)
+    rhs = jax.vmap(lambda f: jax.ops.segment_sum(f.ravel(), locs.ravel(), num_segments=nb + 1)[:-1])(fe)
+    r = jax.vmap(lambda b: _solve_result(M, b, method=method, options=()))(rhs)
+    worst = jnp.argmax(r.status)
+    return type(r)(r.value[row, sel], r.status[worst], r.iterations.max(), r.residual.max(), r.cause[worst])
+
+
+def condense(A: SparseMatrix, b, dofs, values, constrained, diag) -> tuple[SparseMatrix, jax.Array]:
+    """:meth:`DirichletBC.condense` on plain arrays (traceable; ``dofs``, ``constrained``, ``diag`` as from
+    :meth:`DirichletBC._masks`), so it can run inside one compiled program with the solve."""
+    g_full = jnp.zeros(A.shape[0], jnp.result_type(A.values, values)).at[dofs].set(values)
+    add = A.values[diag]
+    vals = jnp.where(jnp.asarray(constrained), 0.0, A.values).at[diag].set(add)
+    bc = (b - A @ g_full).at[dofs].set(add * values)
+    return A.with_values(vals), bc
 
 
 def merge_bcs(bcs) -> DirichletBC | None:

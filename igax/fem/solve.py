@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
-import jax
+import functools
 
-from igax.fem.bc import DirichletBC, merge_bcs
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+
+from igax.fem.bc import DirichletBC, condense, merge_bcs
 from igax.fem.field import Field
 from igax.fem.space import FunctionSpace
 from igax.solvers import solve as linear_solve
+from igax.solvers.linear import (
+    SolveResult,
+    _check_method,
+    _check_options,
+    _freeze_options,
+    _raise_on_failure,
+    _solve_result,
+    _validate_operands,
+)
 from igax.solvers.sparse import SparseMatrix
 
 __all__ = ["solve"]
@@ -62,11 +75,36 @@ def solve(
         raise ValueError(
             f"A has shape {A.shape}, but the space has {space.ndofs} dofs; assemble A on that space."
         )
-    if bc is not None:
-        A, b = bc.condense(A, b)
     # The solvers know nothing of boundary conditions; tell them what to advise if A turns out singular.
     options.setdefault("_singular_advice", _BC_ADVICE if bc is not None else _NO_BC_ADVICE)
-    x = linear_solve(A, b, method=method, **options)
-    if bc is not None:
-        x = bc.expand(x)
-    return Field(space, x)
+    if bc is None:
+        return Field(space, linear_solve(A, b, method=method, **options))
+    # Elimination, factorisation, solve and expansion in one compiled program (see _program); checked here
+    # first, so malformed input raises the same errors as the separate steps would.
+    bc._check_system(A, b)
+    _validate_operands(A, jax.ShapeDtypeStruct(jnp.shape(b), jnp.result_type(b, A.values, bc.values)))
+    throw = options.pop("throw", True)
+    advice = options.pop("_singular_advice")
+    method = _check_method(method, A)
+    _check_options(options, method)
+    constrained, diag = bc._masks(A.pattern)
+    result = _program(
+        A, b, bc.dofs, bc.values, constrained, diag, method=method, options=_freeze_options(options)
+    )
+    if throw:
+        result = _raise_on_failure(result, method, advice)
+    return Field(space, result.value)
+
+
+@functools.partial(jax.jit, static_argnames=("method", "options"))
+def _program(A, b, dofs, values, constrained, diag, *, method, options) -> SolveResult:
+    """``condense``, the solve and ``expand`` as one program (per pattern, sizes and options).
+
+    Eagerly, these steps compiled about 25 small programs (scatters, gathers, casts, the factorisation
+    callback, the solve, the status test) for every new mesh size; inside a caller's trace it is inlined.
+    The result's ``value`` is the expanded solution (prescribed values set exactly); the rest of it are the
+    solve's diagnostics, for the caller to raise on.
+    """
+    Ac, bc = condense(A, b, dofs, values, constrained, diag)
+    result = _solve_result(Ac, bc, method=method, options=options)
+    return eqx.tree_at(lambda r: r.value, result, result.value.at[dofs].set(values))

@@ -217,19 +217,25 @@ def _check_structure(A: SparseMatrix) -> None:
             )
 
 
-def _check_operands(A, b):
+def _validate_operands(A, b):
+    """Check ``A`` and ``b`` (types, shapes, dtypes; no array operation) and return the working dtype."""
     A = _check_matrix(A)
     n = A.shape[0]
-    b = jnp.asarray(b)
-    if b.ndim != 1 or b.shape[0] != n:
+    shape = jnp.shape(b)
+    if len(shape) != 1 or shape[0] != n:
         raise ValueError(
-            f"b must have shape (n,) = ({n},) to match A of shape {A.shape}, got {b.shape}; for several "
+            f"b must have shape (n,) = ({n},) to match A of shape {A.shape}, got {shape}; for several "
             "right-hand sides use jax.vmap(lambda b: solve(A, b))(B) with B of shape (k, n)."
         )
-    dtype = _working_dtype(A.values.dtype, b.dtype)
+    dtype = _working_dtype(A.values.dtype, jnp.result_type(b))
     if dtype == jnp.float32:
         check_float64("solve")
-    return A.with_values(A.values.astype(dtype)), b.astype(dtype)
+    return dtype
+
+
+def _check_operands(A, b):
+    dtype = _validate_operands(A, b)
+    return A.with_values(A.values.astype(dtype)), jnp.asarray(b).astype(dtype)
 
 
 # -- factorisation token -------------------------------------------------------------------------------------
@@ -476,15 +482,19 @@ def _freeze(v):
     return tuple(sorted(v.items())) if isinstance(v, dict) else v
 
 
-def _finish(F: Factorization, b, *, mask: bool = True, **overrides) -> SolveResult:
-    opts = dict(F.options)
-    opts.update(overrides)
+def _check_options(opts: dict, method: str) -> None:
     unknown = set(opts) - _KNOWN_OPTIONS
     if unknown:
         known = sorted(_KNOWN_OPTIONS - {_ADVICE_OPTION})
         raise TypeError(f"unknown solver option(s) {sorted(unknown)}; known: {known}.")
-    if "restart" in opts and F.method != "gmres":
-        raise ValueError(f'the option restart= applies only to method="gmres", not "{F.method}".')
+    if "restart" in opts and method != "gmres":
+        raise ValueError(f'the option restart= applies only to method="gmres", not "{method}".')
+
+
+def _finish(F: Factorization, b, *, mask: bool = True, **overrides) -> SolveResult:
+    opts = dict(F.options)
+    opts.update(overrides)
+    _check_options(opts, F.method)
     throw = opts.pop("throw", True)
     advice = opts.pop(_ADVICE_OPTION, None)
     A, b = _check_operands(F.A, b)
@@ -557,8 +567,30 @@ def linear_solve(A: SparseMatrix, b: jax.Array, *, method: str | None = None, **
         >>> r = linear_solve(A, b, method="cg", rtol=1e-12, throw=False)
         >>> r.value, r.iterations, r.residual
     """
-    _check_operands(A, b)  # before the factorisation: nothing malformed reaches a host backend
-    return factorize(A, method=method, **options).linear_solve(b)
+    _validate_operands(A, b)  # before the factorisation: nothing malformed reaches a host backend
+    options = dict(options)
+    throw = options.pop("throw", True)
+    advice = options.pop(_ADVICE_OPTION, None)
+    method = _check_method(method, A)
+    _check_options(options, method)
+    result = _solve_program(A, b, method=method, options=_freeze_options(options))
+    return _raise_on_failure(result, method, advice) if throw else result
+
+
+def _freeze_options(options: dict) -> tuple:
+    """Solver options as a hashable tuple (the static argument of :func:`_solve_program`)."""
+    return tuple(sorted((k, _freeze(v)) for k, v in options.items()))
+
+
+def _solve_result(A: SparseMatrix, b: jax.Array, *, method: str, options: tuple) -> SolveResult:
+    """Factorise and solve without raising: the traceable body of :func:`_solve_program` (checked input)."""
+    return _finish(factorize(A, method=method, **dict(options)), b, throw=False)
+
+
+# Factorisation, solve and diagnostics in one compiled program per (pattern, shapes, method, options). Called
+# eagerly, the steps compiled one small program each (the factorisation callback, the solve, casts, the
+# status test), for every new matrix size; inside a caller's trace this is inlined.
+_solve_program = jax.jit(_solve_result, static_argnames=("method", "options"))
 
 
 def solve(A: SparseMatrix, b: jax.Array, *, method: str | None = None, **options) -> jax.Array:
