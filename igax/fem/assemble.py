@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from igax._compile import fast_compile_options, lazy_jit
 from igax._config import check_float64
 from igax.fem._kernel_checks import check_linear, check_no_constant_term, check_symmetric, dependencies
 from igax.fem.forms import _SHAPE_NAMES, Form, FormInputs, Jet, QuadValue, kernel_output
@@ -80,11 +81,12 @@ def _points(space: FunctionSpace, boundary):
 # -- tables computed once per geometry -----------------------------------------------------------------------
 # The basis tables of a rule (NURBS values, physical gradients, points, measures) depend only on the space's
 # geometry. When that geometry is concrete (an eager call, or a space closed over by a jitted function) and
-# the tables are small, they are computed once by one compiled program per (space plan, rule) and cached
-# with the geometry arrays. The assembly programs then take them as inputs instead of each recomputing them:
-# those programs compile 2-3x faster (2 cores, 2D degree 3: the table code is most of a small assembly
-# program, and a program of several forms on one space held several copies), and a new mesh size costs one
-# table compilation for all forms. Traced geometry (shape derivatives) and large tables keep the tables
+# the tables are small, they are computed once, in NumPy where the space has a host path (spline and
+# Lagrange spaces: nothing to compile) or else by one compiled program per (space structure, rule), and
+# cached with the geometry arrays. The assembly programs then take them as inputs instead of each
+# recomputing them: those programs compile 2-3x faster (2 cores, 2D degree 3: the table code was most of a
+# small assembly program, and a program of several forms on one space held several copies), and a new mesh
+# size compiles no table code at all. Traced geometry (shape derivatives) and large tables keep the tables
 # inside the assembly program: large constants must not be baked into a user's jitted program.
 _TABLE_ENTRIES_LIMIT = 2**19  # entries of (phi, dphi) per rule: 4 MB in float64
 _TABLE_CACHE_SIZE = 8
@@ -113,7 +115,7 @@ def _tables_program(space: FunctionSpace, rule: Rule):
             t = jax.tree_util.tree_unflatten(tree, leaves)._tables(rule)
             return t, jnp.moveaxis(t.x, -1, 0)
 
-        exe = jax.jit(tables).lower(leaves).compile()
+        exe = jax.jit(tables).lower(leaves).compile(compiler_options=fast_compile_options())
         while len(_PROGRAMS) >= _PROGRAMS_SIZE:
             _PROGRAMS.pop(next(iter(_PROGRAMS)))
         _PROGRAMS[key] = exe
@@ -140,7 +142,16 @@ def known_tables(space: FunctionSpace, rule: Rule):
     hit = _TABLE_CACHE.get(key)
     if hit is not None and all(r() is a for r, a in zip(hit[0], owners, strict=True)):
         return hit[1], hit[2]
-    tables, x = _tables_program(space, rule)
+    host = space._host_tables(rule)
+    if host is not None:  # NumPy: no compilation at all
+        dtype = jnp.result_type(*leaves)
+        host = Tables(*[None if a is None else np.asarray(a, dtype) for a in host])
+        with jax.ensure_compile_time_eval():  # concrete also while a caller's function is being traced
+            tables, x = jax.device_put((host, np.moveaxis(host.x, -1, 0)))
+    else:
+        tables, x = _tables_program(space, rule)
+    if any(isinstance(a, jax.core.Tracer) for a in jax.tree_util.tree_leaves((tables, x))):
+        return tables, x  # pragma: no cover - never cache a tracer (both paths above return concrete arrays)
     try:
         refs = tuple(weakref.ref(a, lambda _, k=key: _TABLE_CACHE.pop(k, None)) for a in owners)
     except TypeError:  # something that cannot be referenced weakly (e.g. a NumPy leaf): do not cache
@@ -465,7 +476,10 @@ def assemble(form: Form, space: FunctionSpace, *, boundary=None, **fields):
         elif isinstance(f, (int, float, complex, np.number)):
             fields[name] = jnp.asarray(f, dtype=float)
     field_tables = {k: t for k, t in field_tables.items() if t is not None}
-    out = _assemble_jit(form, space, boundary, fields, tables, field_tables)
+    p = space.plan
+    small = rule.elements.size * p.nloc * p.nloc <= _SMALL_ENTRIES
+    program = _assemble_small if small else _assemble_jit
+    out = program(form, space, boundary, fields, tables, field_tables)
     if form.symmetric and form.kind == "bilinear":
         values = check_symmetric(out.values, out.pattern, form, space.plan, boundary)
         if values is not out.values:
@@ -679,3 +693,8 @@ def _chunk_of(v, start, cs: int, ne: int, nq: int):
 # One compilation per (form, space plan, boundary, input structure): array inputs are traced, callables and
 # numbers are static. Inside a user's jit this is inlined; called eagerly it avoids op-by-op dispatch.
 _assemble_jit = eqx.filter_jit(_assemble)
+# Small assemblies (at most _SMALL_ENTRIES element-matrix entries: 2D degree 3 up to 16 x 16 elements) get
+# cheap compiler options: compiling dominates there (0.47 -> 0.28 s CPU for a 4 x 4 degree-3 diffusion
+# matrix), the run time stays below a millisecond.
+_SMALL_ENTRIES = 2**16
+_assemble_small = lazy_jit(eqx.filter_jit, _assemble)

@@ -14,7 +14,6 @@ the named boundaries (a small sparse SPD solve with the boundary mass matrix).
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Sequence
 
 import equinox as eqx
@@ -22,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from igax._compile import lazy_jit
 from igax.fem.space import FunctionSpace
 from igax.solvers.sparse import CSRPattern, SparseMatrix
 
@@ -294,20 +294,17 @@ def _arrange(out, layout, npts: int):
     return out if mode == "all" else out[c][None]
 
 
-@eqx.filter_jit
 def _dof_points(V: FunctionSpace, scal):
     """Coordinates of scalar dofs ``scal`` (Lagrange nodes), shape (dim, n)."""
     return V.dof_coordinates()[scal].T
 
 
-@functools.partial(jax.jit, static_argnames="layout")
 def _pick_values(out, row, *, layout):
     """Value of dof ``i`` from the row (component) ``row[i]`` of the arranged output at point ``i``."""
     vals = _arrange(out, layout, row.shape[0])
     return vals[row, jnp.arange(row.shape[0])]
 
 
-@functools.partial(jax.jit, static_argnames=("pattern", "layout", "method"))
 def _projected(out, phi, dx, slot, locs, row, sel, *, pattern, layout, method):
     """L2 projections of the components of ``out`` onto the boundary trace space, as one SolveResult.
 
@@ -337,6 +334,12 @@ def condense(A: SparseMatrix, b, dofs, values, constrained, diag) -> tuple[Spars
     vals = jnp.where(jnp.asarray(constrained), 0.0, A.values).at[diag].set(add)
     bc = (b - A @ g_full).at[dofs].set(add * values)
     return A.with_values(vals), bc
+
+
+# One-off programs (run once per boundary condition): cheap compiler options.
+_dof_points = lazy_jit(eqx.filter_jit, _dof_points)
+_pick_values = lazy_jit(jax.jit, _pick_values, static_argnames="layout")
+_projected = lazy_jit(jax.jit, _projected, static_argnames=("pattern", "layout", "method"))
 
 
 def merge_bcs(bcs) -> DirichletBC | None:

@@ -296,23 +296,27 @@ class LagrangeSpace(FunctionSpace):
         dofs = _facet_dofs(p.cell_dofs, p.facet_nodes, c, f) if len(c) else np.zeros(0, np.int64)
         return (c, f), dofs, int(mask.sum()), len(mask)
 
-    def _tables(self, rule: Rule) -> Tables:
+    def _tables(self, rule: Rule, xp=jnp) -> Tables:
         p = self.plan
-        X = self.points[p.cells]  # (nel, nv, dim)
+        X = xp.asarray(self.points)[p.cells]  # (nel, nv, dim)
         out, start = [], 0
         for count, xi, w, nref in rule.groups:
             elems = rule.elements[start : start + count]
             Xe = X if (start == 0 and count == p.nel and nref is None) else X[elems]
             start += count
-            out.append(self._group_tables(Xe, xi, w, nref))
+            out.append(self._group_tables(Xe, xi, w, nref, xp))
         if len(out) == 1:
             return out[0]
-        full = [t.full() for t in out]  # groups differ in their reference points: broadcast, then stack
+        full = [t.full(xp) for t in out]  # groups differ in their reference points: broadcast, then stack
         return Tables(
-            *[None if full[0][i] is None else jnp.concatenate([o[i] for o in full]) for i in range(5)]
+            *[None if full[0][i] is None else xp.concatenate([o[i] for o in full]) for i in range(5)]
         )
 
-    def _group_tables(self, Xe, xi, w, nref) -> Tables:
+    def _host_tables(self, rule: Rule) -> Tables:
+        """:meth:`_tables` in NumPy (concrete vertices): nothing to compile (see the base class)."""
+        return self._tables(rule, np)
+
+    def _group_tables(self, Xe, xi, w, nref, xp=jnp) -> Tables:
         """Tables of cells with vertex coordinates ``Xe`` (ne, nv, dim) at reference points ``xi``."""
         p = self.plan
         gv, gg = p.geo.values(xi), p.geo.gradients(xi)  # (nq, nv), (nq, nv, pdim)
@@ -323,11 +327,11 @@ class LagrangeSpace(FunctionSpace):
         # Unrolled over the vertices (constant tables): fused multiply-adds instead of small batched dots.
         x = sum(gv[None, :, v, None] * Xe[:, None, v, :] for v in range(gv.shape[1]))  # (ne, nq, dim)
         J = sum(gg[None, :, v, None, :] * Xe[:, None, v, :, None] for v in range(gv.shape[1]))
-        phi = jnp.asarray(p.ref.values(xi))[None]  # (1, nq, nloc)
-        dref = jnp.asarray(p.ref.gradients(xi))[None]  # (1, nq, nloc, pdim)
+        phi = xp.asarray(p.ref.values(xi))[None]  # (1, nq, nloc)
+        dref = xp.asarray(p.ref.gradients(xi))[None]  # (1, nq, nloc, pdim)
         if p.geo.reference.is_simplex and p.degree == 1:  # P1: constant gradients on each cell
             dref = dref[:, :1]
-        return finish_tables(phi, dref, x, J, jnp.asarray(w)[None], nref)
+        return finish_tables(phi, dref, x, J, xp.asarray(w)[None], nref, xp=xp)
 
     def _chunked_tables(self, rule: Rule):
         """Per-element data of a volume rule and the tables of any chunk of it (for chunked assembly).

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import functools
-
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 
+from igax._compile import lazy_jit
 from igax.fem.bc import DirichletBC, condense, merge_bcs
 from igax.fem.field import Field
 from igax.fem.space import FunctionSpace
 from igax.solvers import solve as linear_solve
 from igax.solvers.linear import (
+    SMALL_NNZ,
     SolveResult,
     _check_method,
     _check_options,
@@ -88,7 +88,8 @@ def solve(
     method = _check_method(method, A)
     _check_options(options, method)
     constrained, diag = bc._masks(A.pattern)
-    result = _program(
+    program = _program_small if A.nnz <= SMALL_NNZ else _program
+    result = program(
         A, b, bc.dofs, bc.values, constrained, diag, method=method, options=_freeze_options(options)
     )
     if throw:
@@ -96,7 +97,6 @@ def solve(
     return Field(space, result.value)
 
 
-@functools.partial(jax.jit, static_argnames=("method", "options"))
 def _program(A, b, dofs, values, constrained, diag, *, method, options) -> SolveResult:
     """``condense``, the solve and ``expand`` as one program (per pattern, sizes and options).
 
@@ -108,3 +108,7 @@ def _program(A, b, dofs, values, constrained, diag, *, method, options) -> Solve
     Ac, bc = condense(A, b, dofs, values, constrained, diag)
     result = _solve_result(Ac, bc, method=method, options=options)
     return eqx.tree_at(lambda r: r.value, result, result.value.at[dofs].set(values))
+
+
+_program_small = lazy_jit(jax.jit, _program, static_argnames=("method", "options"))  # see SMALL_NNZ
+_program = jax.jit(_program, static_argnames=("method", "options"))

@@ -48,11 +48,11 @@ class Tables(NamedTuple):
     dx: jax.Array
     n: jax.Array | None
 
-    def full(self) -> Tables:
-        """The tables with size-1 (broadcast) element or point axes expanded."""
+    def full(self, xp=jnp) -> Tables:
+        """The tables with size-1 (broadcast) element or point axes expanded (``xp``: jnp or np)."""
         ne, nq = self.dx.shape
-        phi = jnp.broadcast_to(self.phi, (ne, nq) + self.phi.shape[2:])
-        dphi = jnp.broadcast_to(self.dphi, (ne, nq) + self.dphi.shape[2:])
+        phi = xp.broadcast_to(self.phi, (ne, nq) + self.phi.shape[2:])
+        dphi = xp.broadcast_to(self.dphi, (ne, nq) + self.dphi.shape[2:])
         return Tables(phi, dphi, self.x, self.dx, self.n)
 
 
@@ -463,6 +463,14 @@ class FunctionSpace(eqx.Module):
         """Basis values, physical gradients, points, measures (and normals) at the rule's points (JAX)."""
         raise NotImplementedError
 
+    def _host_tables(self, rule: Rule) -> Tables | None:
+        """:meth:`_tables` computed in NumPy from the concrete geometry, or None (no host path).
+
+        Used for tables computed once per geometry (:func:`igax.fem.assemble.known_tables`): NumPy costs
+        nothing to compile, where the same code as a compiled program costs 0.2-0.4 s at every new mesh size.
+        """
+        return None
+
     def quadrature_points(self, boundary: str | Sequence[str] | None = None) -> jax.Array:
         """Physical quadrature points of the volume rule (or of named boundaries), shape ``(nel, nq, dim)``.
 
@@ -530,28 +538,29 @@ def det_inv(J, xp=jnp):
     return xp.linalg.det(J), xp.linalg.inv(J)
 
 
-def finish_tables(phi, dphi_ref, x, J, w, n_ref=None) -> Tables:
+def finish_tables(phi, dphi_ref, x, J, w, n_ref=None, xp=jnp) -> Tables:
     """Physical gradients, measures and normals from reference data.
 
     Arguments:
         phi: (ne, nq, nloc); dphi_ref: (ne, nq, nloc, pdim); x: (ne, nq, dim); J: (ne, nq, dim, pdim);
         w: (ne, nq) reference weights (on facets: the reference facet measure);
         n_ref: None (volume) or (ne, nq, pdim) / (pdim,) reference outward unit normals.
+        xp: ``jax.numpy`` (traceable) or ``numpy`` (host tables of a concrete geometry).
     """
-    det, Jinv = det_inv(J)  # (ne, nq), (ne, nq, pdim, dim)
+    det, Jinv = det_inv(J, xp)  # (ne, nq), (ne, nq, pdim, dim)
     # Unrolled over the reference axis (see assemble.py: faster than a batched einsum on CPU).
     dphi = sum(
         dphi_ref[..., k, None] * Jinv[:, :, None, k, :] for k in range(Jinv.shape[-2])
     )  # (ne, nq, nloc, dim)
     # |det J|: a patch may be parametrised with negative orientation (e.g. angle first, radius second); the
     # guard at space construction demands one sign everywhere, so |det J| is the volume element.
-    adet = jnp.abs(det)
+    adet = xp.abs(det)
     if n_ref is None:
         return Tables(phi, dphi, x, w * adet, None)
     # Nanson: n ds = |det J| J^{-T} n_ref dS; the covector J^{-T} n_ref is outward for either orientation.
-    m = jnp.einsum("eqki,...k->eqi", Jinv, jnp.asarray(n_ref, J.dtype))  # (ne, nq | 1, dim)
-    norm = jnp.linalg.norm(m, axis=-1)
-    return Tables(phi, dphi, x, w * adet * norm, jnp.broadcast_to(m / norm[..., None], x.shape))
+    m = xp.einsum("eqki,...k->eqi", Jinv, xp.asarray(n_ref, J.dtype))  # (ne, nq | 1, dim)
+    norm = xp.linalg.norm(m, axis=-1)
+    return Tables(phi, dphi, x, w * adet * norm, xp.broadcast_to(m / norm[..., None], x.shape))
 
 
 def check_jacobian(det, what: str, hint: str, *, orientation_free: bool = False):

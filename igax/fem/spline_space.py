@@ -550,14 +550,21 @@ class SplineSpace(FunctionSpace):
             ],
             axis=-1,
         )  # (ne, nq, nloc, pdim)
-        if xp is np:  # geometry Jacobian only (construction-time check)
-            cp = np.asarray(self.control_points).reshape(-1, p.dim)
-            return self._rational_J(
-                phi, dref, p.geo_cell_dofs[elems], cp, np.asarray(self.weights).reshape(-1)
-            )
         wspec = ",".join(f"{L[k]}{L[d + k]}" for k in range(d)) + "->" + out[: 2 * d]
-        wq = jnp.einsum(wspec, *[jnp.asarray(u[2]) for u in uni]).reshape(ne, nq)
+        wq = xp.einsum(wspec, *[xp.asarray(u[2]) for u in uni]).reshape(ne, nq)
+        if xp is np:  # the host tables of a concrete geometry (_host_tables)
+            dofs = p.geo_cell_dofs[elems]
+            cp = np.asarray(self.control_points).reshape(-1, p.dim)[dofs]
+            R, dR, x, J = _nurbs(phi, dref, np.asarray(self.weights).reshape(-1)[dofs], cp, np)
+            return finish_tables(R, dR, x, J, wq, nref, xp=np)
         return self._rational(phi, dref, p.geo_cell_dofs[elems], wq, nref, return_jacobian)
+
+    def _host_tables(self, rule: Rule) -> Tables:
+        """:meth:`_tables` in NumPy (concrete geometry): nothing to compile (see the base class)."""
+        out = [self._group_tables(rule, dirs, nref, xp=np) for dirs, nref in rule.groups]
+        if len(out) == 1:
+            return out[0]
+        return Tables(*[None if out[0][i] is None else np.concatenate([o[i] for o in out]) for i in range(5)])
 
     def _chunked_tables(self, rule: Rule):
         """Per-element data of a volume rule and the tables of any chunk of it (for chunked assembly).
@@ -600,11 +607,6 @@ class SplineSpace(FunctionSpace):
             return self._rational(phi, dref, chunk[:, d:], wq, None)
 
         return data, fn
-
-    @staticmethod
-    def _rational_J(B, dB, dofs, cp, weights):
-        """Geometry Jacobian (ne, nq, dim, pdim) in NumPy (the construction-time check)."""
-        return _nurbs(B, dB, weights[dofs], cp[dofs], np)[3]
 
     def _rational(self, B, dB, dofs, wq, nref, return_jacobian=False):
         """NURBS basis, geometry map and physical gradients from B-spline tables (the JAX part); ``dofs`` are
