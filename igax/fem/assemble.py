@@ -67,10 +67,19 @@ def _callable_input(f, x, name: str):
     not compile a broadcast or a reshape program of its own.
     """
     ne, nq = x.shape[1:]
-    val = jnp.asarray(f(x))
+    val = as_jax(f(x))
     if val.ndim == 0 or val.shape == (ne, nq):
         return val
     return _points_last(val, ne, nq, name)
+
+
+def as_jax(value):
+    """``jnp.asarray(value)``, with NumPy arrays moved by a transfer (``jnp.asarray`` compiles a program per
+    shape for them), concrete also while a caller's function is being traced."""
+    if isinstance(value, (np.ndarray, np.generic)):
+        with jax.ensure_compile_time_eval():
+            return jax.device_put(value)
+    return jnp.asarray(value)
 
 
 @eqx.filter_jit
@@ -127,8 +136,10 @@ def known_tables(space: FunctionSpace, rule: Rule):
 
     None when the geometry is traced (the tables must then be computed in the caller's trace, so that
     derivatives reach the geometry) or the tables would exceed ``_TABLE_ENTRIES_LIMIT`` entries. ``x`` is the
-    points with the coordinate axis first, ``(dim, ne, nq)``, as callables of ``x`` take them. ``rule`` may
-    belong to another space with the same elements (a Field on a compatible space).
+    points with the coordinate axis first, ``(dim, ne, nq)``, as callables of ``x`` take them, as a
+    read-only NumPy array: indexing it (``x[0]``) and arithmetic on it then run in NumPy instead of
+    compiling one small XLA program per operation and mesh size (``jnp`` functions accept it as well).
+    ``rule`` may belong to another space with the same elements (a Field on a compatible space).
     """
     leaves = jax.tree_util.tree_leaves(space)
     if any(isinstance(a, jax.core.Tracer) for a in leaves):
@@ -147,10 +158,14 @@ def known_tables(space: FunctionSpace, rule: Rule):
         dtype = jnp.result_type(*leaves)
         host = Tables(*[None if a is None else np.asarray(a, dtype) for a in host])
         with jax.ensure_compile_time_eval():  # concrete also while a caller's function is being traced
-            tables, x = jax.device_put((host, np.moveaxis(host.x, -1, 0)))
+            tables = jax.device_put(host)
+        x = np.moveaxis(host.x, -1, 0)
     else:
         tables, x = _tables_program(space, rule)
-    if any(isinstance(a, jax.core.Tracer) for a in jax.tree_util.tree_leaves((tables, x))):
+        x = np.asarray(x)
+    x = np.array(x)  # a copy of its own, read-only: callables receive it, the cache keeps it
+    x.setflags(write=False)
+    if any(isinstance(a, jax.core.Tracer) for a in jax.tree_util.tree_leaves(tables)):
         return tables, x  # pragma: no cover - never cache a tracer (both paths above return concrete arrays)
     try:
         refs = tuple(weakref.ref(a, lambda _, k=key: _TABLE_CACHE.pop(k, None)) for a in owners)
@@ -281,6 +296,11 @@ def _col(cols, k, q):
 # 3D degree-2 spline Laplacian and P2 tetrahedral elasticity 1.3-1.4x; below ~1e5 (2D splines up to degree
 # 3, Q1 hexahedral elasticity) the unrolled form was 15-80 % faster.
 _GEMM_WORK = 100_000
+# Small assemblies (at most this many multiply-adds in all: 2D degree 3 up to 16 x 16 elements, degree 2 up to
+# ~38 x 38) use the compact einsum forms too: their run time is the same there (0.5 ms either way at 16 x 16
+# cubic elements), and the unrolled forms' hundreds of indexing operations cost more to trace, lower and
+# compile than the whole run (~50 ms of tracing per form at every new mesh size).
+_SMALL_WORK = 2**22
 
 
 # Its derivatives are einsums (a custom JVP): the unrolled form's own JVP and transpose are the same hundreds
@@ -290,7 +310,8 @@ _GEMM_WORK = 100_000
 @jax.custom_jvp
 def _contract_bilinear(U, M, V):
     """K[e, c, i, d, j] = sum_q,k,l U_k[e, q, i] M[e, q, c, k, d, l] V_l[e, q, j] (U, V: jet columns)."""
-    if M.shape[1] * len(U) * len(V) * (M.shape[2] * U[0].shape[-1]) ** 2 >= _GEMM_WORK:
+    work = M.shape[1] * len(U) * len(V) * (M.shape[2] * U[0].shape[-1]) ** 2  # per element
+    if work >= _GEMM_WORK or M.shape[0] * work <= _SMALL_WORK:
         return _contract_bilinear_gemm(U, M, V)
     return _contract_bilinear_unrolled(U, M, V)
 
@@ -351,7 +372,10 @@ def _contract_bilinear_gemm(U, M, V):
 
 def _contract_linear(V, L):
     """b[e, c, i] = sum_q,k V_k[e, q, i] L[e, q, c, k]."""
-    nq = L.shape[1]
+    ne, nq = L.shape[:2]
+    if ne * nq * len(V) * L.shape[2] * V[0].shape[-1] <= _SMALL_WORK:  # small: one einsum (see _SMALL_WORK)
+        Va = jnp.stack([jnp.broadcast_to(c, (ne, nq, c.shape[-1])) for c in V], axis=2)  # (ne, nq, k, nloc)
+        return jnp.einsum("eqki,eqck->eci", Va, L)
     return sum(_col(V, k, q)[:, None, :] * L[:, q, :, None, k] for q in range(nq) for k in range(len(V)))
 
 

@@ -204,7 +204,7 @@ class DirichletBC:
 
     def _project(self, g):
         """L2 projection of g onto the trace space of the named boundaries, per component."""
-        from igax.fem.assemble import known_tables
+        from igax.fem.assemble import as_jax, known_tables
         from igax.solvers.linear import _check_method, _raise_on_failure
 
         V = self.space
@@ -232,9 +232,9 @@ class DirichletBC:
         ne, nq = t.dx.shape
         if xq is None:
             xs = jnp.moveaxis(t.x, -1, 0).reshape(p.dim, ne * nq)
-        else:  # concrete: reshaped on the host, no compiled reshape per mesh size
-            xs = jax.device_put(np.asarray(xq).reshape(p.dim, ne * nq))
-        out = jnp.asarray(g(xs))
+        else:  # concrete: g gets a read-only NumPy array (no compiled reshape or indexing per mesh size)
+            xs = xq.reshape(p.dim, ne * nq)
+        out = as_jax(g(xs))
         comps, layout = self._layout(out.shape, xs.shape)
         flags = SparseMatrix(np.zeros(pat.nnz, t.dx.dtype), pat, symmetric=True, positive_definite=True)
         method = _check_method(None, flags)  # the solver the projection's matrix gets
@@ -360,12 +360,15 @@ def merge_bcs(bcs) -> DirichletBC | None:
         if b.space.plan is not space.plan:
             raise ValueError("all DirichletBC objects passed together must be on the same space.")
     dofs = np.concatenate([b.dofs for b in bcs])
-    vals = jnp.concatenate([jnp.asarray(b.values) for b in bcs])
     # Keep the last occurrence of each dof: unique over the reversed list.
     _, idx = np.unique(dofs[::-1], return_index=True)
     keep = dofs.shape[0] - 1 - idx
     out = DirichletBC.__new__(DirichletBC)
     out.space, out.names, out.component = space, None, None
     out.dofs = dofs[keep]
-    out.values = vals[keep]
+    if any(isinstance(b.values, jax.core.Tracer) for b in bcs):
+        out.values = jnp.concatenate([jnp.asarray(b.values) for b in bcs])[keep]
+    else:  # concrete: merged on the host (no concatenate and gather programs per mesh size)
+        vals = np.concatenate([np.asarray(b.values) for b in bcs])[keep]
+        out.values = jax.device_put(vals)
     return out
