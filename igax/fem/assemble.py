@@ -419,7 +419,11 @@ def assemble(form: Form, space: FunctionSpace, *, boundary=None, **fields):
 
             - a number: a constant scalar;
             - a callable of ``x`` (``x`` of shape ``(dim, nel, nq)``, first axis = coordinate) returning a
-              scalar, shape ``(nel, nq)``, or value shape + ``(nel, nq)``;
+              scalar, shape ``(nel, nq)``, or value shape + ``(nel, nq)``. It is called once per call of
+              ``assemble``, outside the compiled kernel. Where the geometry is concrete, ``x`` is a read-only
+              NumPy array (indexing and arithmetic then compile nothing); where it is traced (shape
+              derivatives), a JAX array. Write it with ``x[0]``, ``x[1]``, ... and ``jnp`` functions, which
+              take both;
             - a :class:`~igax.fem.Field` on the same mesh / knot spans (any degree; also gives ``.grad``);
             - an array: a constant of the input's value shape, or values at the quadrature points of shape
               ``(nel, nq)`` + value shape (``V.quadrature_points(boundary)`` gives those points, shape
