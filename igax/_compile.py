@@ -1,7 +1,7 @@
 """Compilation: JAX's persistent cache for igax's programs, and cheap compiles for small one-off programs.
 
 Where start-up time goes (2 cores, JAX 0.10, CPU; ``benchmarks/bench_startup.py`` measures it): a script
-pays the imports (~1 s for JAX, ~0.7 s for igax), then one XLA compilation per compiled program and per
+pays the imports (~1 s for JAX, ~0.4 s for igax), then one XLA compilation per compiled program and per
 array size, which dominates a first run at small sizes (0.05-0.5 s each; a program holding ``jax.grad`` of
 assembly and solve takes 1-2 s). igax keeps the number of programs per new mesh size small (one per form and
 boundary, one for the solve with its boundary conditions, one for the basis tables of each rule) and gives
@@ -90,7 +90,7 @@ def fast_compile_options() -> dict | None:
 
     Such programs (basis tables computed once per geometry, boundary projections, small eager assemblies and
     solves) run for micro- to milliseconds, but compile for 0.1-0.5 s each at every new mesh size. Level 0
-    compiles them 1.4-2x faster (a 2D table program: 0.29 -> 0.17 s CPU) and runs them up to 2x slower,
+    compiles them 1.3-1.7x faster (a 2D table program: 0.29 -> 0.17 s CPU) and runs them up to 2x slower,
     which is why igax uses it only where the program is small or runs once. None off the CPU.
     """
     return {"xla_backend_optimization_level": 0} if jax.default_backend() == "cpu" else None
