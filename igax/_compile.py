@@ -2,10 +2,10 @@
 
 Where start-up time goes (2 cores, JAX 0.10, CPU; ``benchmarks/bench_startup.py`` measures it): a script
 pays the imports (~1 s for JAX, ~0.4 s for igax), then one XLA compilation per compiled program and per
-array size, which dominates a first run at small sizes (0.05-0.5 s each; a program holding ``jax.grad`` of
-assembly and solve takes 1-2 s). igax keeps the number of programs per new mesh size small (one per form and
-boundary, one for the solve with its boundary conditions, one for the basis tables of each rule) and gives
-its small one-off programs cheap compiler options (:func:`fast_compile_options`).
+array size, which dominates a first run at small sizes (0.05-0.3 s each; a program holding ``jax.grad`` of
+assembly and a solve takes 0.5-1 s). igax keeps the number of programs per new mesh size small (one per form
+and boundary, one for the solve with its boundary conditions; the basis tables of a concrete geometry are
+computed in NumPy) and gives its small one-off programs cheap compiler options (:func:`fast_compile_options`).
 
 A second run of the same script can skip most compilations through JAX's persistent compilation cache, which
 igax never turns on by itself (it is process-wide configuration): call :func:`enable_compilation_cache` at the
