@@ -43,6 +43,7 @@ patch). Compiling a traced-points program is the cost of the JAX basis evaluatio
 
 from __future__ import annotations
 
+import abc
 import functools
 import hashlib
 import weakref
@@ -275,14 +276,16 @@ def _knot_box(plan):
     return np.array([k[0] for k in plan.knots]), np.array([k[-1] for k in plan.knots])
 
 
-class _Locator:
+class _Locator(abc.ABC):
     """Host location for one space with concrete geometry; subclasses give ``locate`` and ``tables``."""
 
+    @abc.abstractmethod
     def locate(self, pts: np.ndarray) -> Location:
-        raise NotImplementedError
+        """Element (or patch) and reference coordinates of each point; raises for points outside."""
 
+    @abc.abstractmethod
     def tables(self, loc: Location):
-        raise NotImplementedError
+        """Basis tables at located points."""
 
     def evaluate(self, pts: np.ndarray):
         """``(location, tables)`` of ``pts``, remembered for the last few point sets: a script or a loop that
