@@ -16,6 +16,7 @@ from igax.solvers.linear import (  # noqa: E402
     linear_solve,
     solve,
 )
+from igax.solvers.multigrid import Hierarchy, amg_hierarchy  # noqa: E402
 from igax.solvers.newton import NewtonError, NewtonResult, newton_solve  # noqa: E402
 from igax.solvers.timestep import theta_method  # noqa: E402
 
@@ -32,6 +33,8 @@ __all__ += [
     "solve",
     "solver_stats",
     "ElementSystem",
+    "Hierarchy",
+    "amg_hierarchy",
     "NewtonError",
     "NewtonResult",
     "newton_solve",

@@ -8,7 +8,10 @@ the pattern.
 Direct backends run on the host through ``jax.pure_callback``. A factorisation is requested once per matrix
 (:func:`factorize`) and named by an integer token; the forward, tangent and transpose solves all reuse it
 (see :mod:`igax.solvers._backends`). Iterative backends (``"cg"``, ``"bicgstab"``, ``"gmres"``) are pure JAX
-and run on the device.
+and run on the device, as does ``"mg-cg"``: CG preconditioned by a multigrid V-cycle
+(:mod:`igax.solvers.multigrid`) whose coarse operators are recomputed in JAX from every new matrix; the
+forward, tangent and transposed solves share one setup (the matrix is SPD, so the transposed solve is the
+same solve).
 
 Failures are never silent. Every solve returns a status (:class:`SolveResult`); by default (``throw=True``) a
 failure raises :class:`SolverError`, eagerly or, inside ``jit``, from the running program with the same text
@@ -34,6 +37,7 @@ from igax._compile import lazy_jit
 from igax._config import check_float64
 from igax.solvers import _backends, _errors
 from igax.solvers import iterative as _it
+from igax.solvers import multigrid as _mg
 from igax.solvers.sparse import SparseMatrix
 
 __all__ = [
@@ -49,19 +53,24 @@ __all__ = [
 
 DIRECT_METHODS = ("superlu", "pardiso", "cholmod")
 ITERATIVE_METHODS = ("cg", "bicgstab", "gmres")
-METHODS = DIRECT_METHODS + ("amg-cg",) + ITERATIVE_METHODS
+MG_METHODS = ("mg-cg",)
+METHODS = DIRECT_METHODS + ("amg-cg",) + ITERATIVE_METHODS + MG_METHODS
+# CG's iteration cap for mg-cg when maxiter is not given: a V-cycle-preconditioned CG converges in tens of
+# iterations, so hitting this means the system is not SPD (or the hierarchy does not fit it).
+_MG_MAXITER = 500
 
 # Status codes of a SolveResult.
 SUCCESS, SINGULAR, NOT_CONVERGED, NONFINITE, BREAKDOWN = 0, 1, 2, 3, 4
 # Causes of a failure, where more is known than the status (SolveResult.cause). Negative causes are host
 # failure codes of a factorisation or solve whose backend reason _backends.failure_reason gives.
-CAUSE_NONE, CAUSE_NULLSPACE, CAUSE_RESIDUAL = 0, 1, 2
+CAUSE_NONE, CAUSE_NULLSPACE, CAUSE_RESIDUAL, CAUSE_NOT_SPD = 0, 1, 2, 3
 
 _MESSAGES = (
     "success",
     "the matrix is singular or too ill-conditioned for the solver",
     "the iterative solver did not converge within maxiter iterations; raise maxiter, loosen rtol, or use a "
-    'direct method (method="pardiso" / "superlu") or a better preconditioner (method="amg-cg" for SPD).',
+    'direct method (method="pardiso" / "superlu") or a better preconditioner (method="mg-cg" or "amg-cg" '
+    "for SPD).",
     "the matrix values or the right-hand side contain NaN or inf; check the assembly inputs.",
     "the iterative solver broke down (a zero inner product; for CG the matrix may not be symmetric "
     'positive definite): use method="bicgstab", "gmres" or a direct method.',
@@ -78,6 +87,12 @@ _ADVICE_OPTION = "_singular_advice"
 
 def _describe(status: int, cause: int, residual: float, *, advice: str | None = None) -> str:
     """The text of a status and its cause (host only)."""
+    if cause == CAUSE_NOT_SPD:
+        return (
+            "the matrix is not positive definite: mg-cg found a diagonal entry <= 0 or a coarse multigrid "
+            "level whose Cholesky factorisation failed. CG needs a symmetric positive definite matrix: use "
+            'method="pardiso", "superlu", "bicgstab" or "gmres" for an indefinite one'
+        )
     if status != SINGULAR:
         return _MESSAGES[status]
     if cause == CAUSE_NULLSPACE:
@@ -112,8 +127,9 @@ class SolveResult(eqx.Module):
             solution (before it is replaced by NaN on failure).
         cause: what more is known about a failure: 0 nothing, 1 ``A`` has a constant null space
             (``A @ ones = 0``, checked only when a solve fails), 2 a direct solve's residual is above
-            ``direct_rtol``, negative: the backend could not factorise or solve (its reason is in
-            :attr:`message`).
+            ``direct_rtol``, 3 ``A`` is not positive definite (``mg-cg``: a diagonal entry <= 0 or a
+            failed Cholesky factorisation of the coarsest level), negative: the backend could not factorise
+            or solve (its reason is in :attr:`message`).
     """
 
     value: jax.Array
@@ -139,7 +155,10 @@ def available_methods() -> tuple[str, ...]:
         out.append("cholmod")
     if _backends.pyamg_available():
         out.append("amg-cg")
-    return tuple(out) + ITERATIVE_METHODS
+    out += ITERATIVE_METHODS
+    if _backends.pyamg_available():  # mg-cg without hierarchy= builds an algebraic one with pyamg
+        out.append("mg-cg")
+    return tuple(out)
 
 
 @functools.cache
@@ -147,25 +166,36 @@ def _cpu_direct_default() -> str:
     return "pardiso" if _backends.pardiso_available() else "superlu"
 
 
-def default_method(A: SparseMatrix | None = None) -> str:
-    """The automatic choice: pardiso (else superlu) on CPU; on GPU/TPU CG for SPD matrices, else BiCGSTAB."""
+def default_method(A: SparseMatrix | None = None, hierarchy=None) -> str:
+    """The automatic choice: pardiso (else superlu) on CPU; on GPU/TPU for SPD matrices ``"mg-cg"`` when a
+    multigrid ``hierarchy`` is given (``igax.fem.solve`` passes one) and Jacobi-CG otherwise; BiCGSTAB for
+    other matrices."""
     if jax.default_backend() == "cpu":
         return _cpu_direct_default()
-    return "cg" if (A is not None and A.positive_definite) else "bicgstab"
+    if A is not None and A.positive_definite:
+        return "mg-cg" if hierarchy is not None else "cg"
+    return "bicgstab"
 
 
-def _check_method(method: str | None, A: SparseMatrix) -> str:
+def _check_method(method: str | None, A: SparseMatrix, hierarchy=None) -> str:
     if method is None:
-        return default_method(A)
+        return default_method(A, hierarchy)
     if not isinstance(method, str) or method not in METHODS:
         raise ValueError(f"method must be one of {METHODS} or None (automatic), got {method!r}.")
-    if method in ("cholmod", "amg-cg", "cg") and not A.symmetric:
+    if method in ("cholmod", "amg-cg", "cg", "mg-cg") and not A.symmetric:
         raise ValueError(
             f'method="{method}" needs a symmetric positive definite matrix, but A is not flagged symmetric. '
             "Build it with SparseMatrix(..., symmetric=True, positive_definite=True) if it is, or use "
             'method="bicgstab", "gmres", "pardiso" or "superlu".'
         )
-    _backends.check_available(method)
+    if method not in MG_METHODS:
+        _backends.check_available(method)
+    elif hierarchy is None and not _backends.pyamg_available():
+        raise ImportError(
+            'method="mg-cg" without hierarchy= builds an algebraic hierarchy with pyamg, which is not '
+            "installed: `pip install pyamg`, or pass hierarchy=igax.solvers.Hierarchy([...]) (igax.fem "
+            "builds geometric ones)."
+        )
     return method
 
 
@@ -255,6 +285,7 @@ class Factorization(eqx.Module):
     token: jax.Array | None
     method: str = eqx.field(static=True)
     options: tuple = eqx.field(static=True, default=())
+    mg: _mg.MGState | None = None  # mg-cg: the hierarchy set up for A (coarse operators, smoother, factor)
 
     def solve(self, b: jax.Array, **overrides) -> jax.Array:
         """``A^{-1} b`` (raises on failure by default, like :func:`solve`)."""
@@ -272,7 +303,8 @@ def factorize(A: SparseMatrix, *, method: str | None = None, **options) -> Facto
         A: square :class:`SparseMatrix`.
         method: backend (see :func:`solve`).
         **options: backend options (``rtol``, ``atol``, ``maxiter``, ``restart`` for iterative methods;
-            ``throw``).
+            ``hierarchy`` for ``"mg-cg"``, whose coarse operators, smoother and coarse factor are set up here
+            once; ``throw``).
 
     Returns:
         A :class:`Factorization` with ``.solve(b)``.
@@ -285,12 +317,27 @@ def factorize(A: SparseMatrix, *, method: str | None = None, **options) -> Facto
         >>> F = factorize(A)
         >>> x1, x2 = F.solve(b1), F.solve(b2)   # one factorisation
     """
+    return _factorize(A, method, options)
+
+
+def _factorize(A: SparseMatrix, method: str | None, options: dict, mg_arrays=None) -> Factorization:
+    """:func:`factorize`; ``mg_arrays``: the hierarchy's index maps as arguments of the caller's program
+    (from :meth:`Hierarchy.plan`), so that they are not baked into it as constants."""
     A = _check_matrix(A)
-    method = _check_method(method, A)
-    opts = tuple(sorted((k, _freeze(v)) for k, v in options.items()))  # hashable: a static field
+    options = dict(options)
+    method = _check_method(method, A, options.get("hierarchy"))
     if A.shape[0] == 0:
+        opts = tuple(sorted((k, _freeze(v)) for k, v in options.items()))
         return Factorization(A, None, method, opts)
     _check_structure(A)
+    if method in MG_METHODS:
+        H = _resolve_hierarchy(A, options.get("hierarchy"))
+        options["hierarchy"] = H
+        plan = H.plan(A.pattern)
+        arrays = plan.arrays if mg_arrays is None else mg_arrays
+        state = _mg.setup(plan.static, arrays, jax.lax.stop_gradient(A.values))
+        return Factorization(A, None, method, _freeze_options(options), state)
+    opts = tuple(sorted((k, _freeze(v)) for k, v in options.items()))  # hashable: a static field
     if method in ITERATIVE_METHODS:
         return Factorization(A, None, method, opts)
     # Host backends index the CSR arrays directly (PARDISO crashes the process on duplicate entries).
@@ -313,6 +360,14 @@ def factorize(A: SparseMatrix, *, method: str | None = None, **options) -> Facto
 _HOST_OPTIONS = ("rtol", "maxiter", "superlu_options")
 
 
+def _resolve_hierarchy(A: SparseMatrix, H) -> _mg.Hierarchy:
+    """``hierarchy=`` checked against ``A``, or the algebraic hierarchy of ``A``'s pattern (cached)."""
+    if H is None:
+        H = _mg.auto_hierarchy(A)
+    H.check_matrix(A)
+    return H
+
+
 def _kind(A: SparseMatrix) -> str:
     return "spd" if A.positive_definite else ("sym" if A.symmetric else "gen")
 
@@ -331,7 +386,7 @@ def _host_solve(values, token, b, transpose, *, pattern, kind, method, options):
     return jax.pure_callback(cb, shapes, token, values, b, vmap_method="expand_dims")
 
 
-def _solve_fns(values, token, *, pattern, kind, method, options):
+def _solve_fns(values, token, *, pattern, kind, method, options, mg=None):
     """``(solve, transpose_solve)`` for custom_linear_solve; each returns ``(x, (iterations, status, code))``.
 
     ``values`` are already cut from the gradient: derivatives with respect to the matrix flow through
@@ -340,6 +395,8 @@ def _solve_fns(values, token, *, pattern, kind, method, options):
     """
     zero = jnp.zeros((), jnp.int32)
     symmetric = kind != "gen"
+    if method in MG_METHODS:
+        return _mg_fns(values, pattern, options, mg)
     if method not in ITERATIVE_METHODS:
         host = functools.partial(
             _host_solve, values, token, pattern=pattern, kind=kind, method=method, options=options
@@ -361,6 +418,26 @@ def _solve_fns(values, token, *, pattern, kind, method, options):
         return r.x, (r.iterations, r.status, zero)
 
     return (lambda _mv, b: run(A, b)), (lambda _vm, b: run(A.T, b))
+
+
+def _mg_fns(values, pattern, options, mg: _mg.MGState):
+    """``(solve, transpose_solve)`` of mg-cg: CG preconditioned by one V-cycle; both the same (SPD)."""
+    opts = dict(options)
+    H = opts["hierarchy"]
+    kw = {k: opts[k] for k in ("rtol", "atol", "maxiter") if k in opts}
+    kw.setdefault("maxiter", _MG_MAXITER)
+    A = SparseMatrix(values, pattern, symmetric=True)
+    cycle = functools.partial(
+        _mg.vcycle, mg, degree=H.options["chebyshev_degree"], eig_ratio=H.options["eig_ratio"]
+    )
+    zero = jnp.zeros((), jnp.int32)
+
+    def run(b):
+        # A failed setup (not SPD) solves 0 = 0 at once; the status reports it and the value becomes NaN.
+        r = _it.cg(A.matvec, jnp.where(mg.ok, b, 0.0), cycle, **kw)
+        return r.x, (r.iterations, r.status, zero)
+
+    return (lambda _mv, b: run(b)), (lambda _vm, b: run(b))
 
 
 def _constant_nullspace(A: SparseMatrix) -> jax.Array:
@@ -413,12 +490,14 @@ def _unbatch_like(aux: tuple, like: jax.Array) -> tuple:
 
 
 @functools.partial(jax.jit, static_argnames=("pattern", "kind", "method", "options", "mask"))
-def _solve_core(values, token, b, *, pattern, kind, method, options, mask) -> SolveResult:
+def _solve_core(values, token, b, mg=None, *, pattern, kind, method, options, mask) -> SolveResult:
     # Jitted on the static pattern and options so that eager calls (and their grads) compile once.
     symmetric = kind != "gen"
     A = SparseMatrix(values, pattern, symmetric=symmetric)
     vs = jax.lax.stop_gradient(values)
-    solve_fn, tsolve_fn = _solve_fns(vs, token, pattern=pattern, kind=kind, method=method, options=options)
+    solve_fn, tsolve_fn = _solve_fns(
+        vs, token, pattern=pattern, kind=kind, method=method, options=options, mg=mg
+    )
     x, aux = jax.lax.custom_linear_solve(A.matvec, b, solve_fn, tsolve_fn, symmetric=symmetric, has_aux=True)
     iters, status, code = _unbatch_like(aux, x)
     # Diagnostics, outside the differentiated path.
@@ -451,6 +530,9 @@ def _solve_core(values, token, b, *, pattern, kind, method, options, mask) -> So
         # optimization_barrier: keep XLA from constant-folding this reduction over closed-over values.
         finite = finite & jnp.all(jnp.isfinite(jax.lax.optimization_barrier(vs)))
         status = jnp.where((status == SUCCESS) & ~jnp.isfinite(residual), BREAKDOWN, status)
+        if mg is not None:
+            status = jnp.where(mg.ok, status, BREAKDOWN)
+            cause = jnp.where(mg.ok, cause, CAUSE_NOT_SPD)
     status = jnp.where(finite, status, NONFINITE)
     # Diagnose a failure: one product with A, computed only when the solve failed (a cond, not a select,
     # outside vmap). A constant null space explains a breakdown or non-convergence of CG as well as a failed
@@ -475,6 +557,7 @@ _KNOWN_OPTIONS = {
     "throw",
     "direct_rtol",
     "superlu_options",
+    "hierarchy",
     _ADVICE_OPTION,
 }
 
@@ -490,9 +573,20 @@ def _check_options(opts: dict, method: str) -> None:
         raise TypeError(f"unknown solver option(s) {sorted(unknown)}; known: {known}.")
     if "restart" in opts and method != "gmres":
         raise ValueError(f'the option restart= applies only to method="gmres", not "{method}".')
+    if opts.get("hierarchy") is not None:
+        if method not in MG_METHODS:
+            raise ValueError(f'the option hierarchy= applies only to method="mg-cg", not "{method}".')
+        if not isinstance(opts["hierarchy"], _mg.Hierarchy):
+            raise TypeError(
+                f"hierarchy must be an igax.solvers.Hierarchy, got {type(opts['hierarchy']).__name__}; build "
+                "one with Hierarchy([P0, P1, ...]) from the prolongations, amg_hierarchy(A), or igax.fem's "
+                "geometric hierarchies."
+            )
 
 
 def _finish(F: Factorization, b, *, mask: bool = True, **overrides) -> SolveResult:
+    if "hierarchy" in overrides:
+        raise ValueError("hierarchy= belongs to factorize(A, method='mg-cg', hierarchy=H), not to F.solve.")
     opts = dict(F.options)
     opts.update(overrides)
     _check_options(opts, F.method)
@@ -504,7 +598,15 @@ def _finish(F: Factorization, b, *, mask: bool = True, **overrides) -> SolveResu
         return SolveResult(b, z, z, jnp.zeros((), b.dtype), z)
     options = tuple(sorted((k, _freeze(v)) for k, v in opts.items()))
     result = _solve_core(
-        A.values, F.token, b, pattern=A.pattern, kind=_kind(A), method=F.method, options=options, mask=mask
+        A.values,
+        F.token,
+        b,
+        F.mg,
+        pattern=A.pattern,
+        kind=_kind(A),
+        method=F.method,
+        options=options,
+        mask=mask,
     )
     if throw:
         result = _raise_on_failure(result, F.method, advice)
@@ -545,14 +647,18 @@ def linear_solve(A: SparseMatrix, b: jax.Array, *, method: str | None = None, **
         b: right-hand side ``(n,)``; use ``jax.vmap`` for several (one multi-RHS host solve for direct
             methods).
         method: ``"pardiso"`` (default on CPU where installed), ``"superlu"`` (always available),
-            ``"cholmod"`` (scikit-sparse, SPD), ``"amg-cg"`` (pyamg, SPD), or the pure-JAX
-            Jacobi-preconditioned ``"cg"`` (SPD), ``"bicgstab"``, ``"gmres"`` (default on GPU).
+            ``"cholmod"`` (scikit-sparse, SPD), ``"amg-cg"`` (pyamg, SPD), the pure-JAX
+            Jacobi-preconditioned ``"cg"`` (SPD), ``"bicgstab"``, ``"gmres"``, or ``"mg-cg"`` (SPD): CG with a
+            multigrid V-cycle, pure JAX, the default on GPU for SPD matrices when ``hierarchy=`` is given.
         **options: ``rtol`` (default 1e-10 in float64, 1e-5 in float32), ``atol``, ``maxiter``, ``restart``
             (GMRES); ``throw`` (default True): raise :class:`SolverError` when the solve fails (inside ``jit``
             from the running program: JAX reports it as a ``JaxRuntimeError`` whose text holds the
             ``SolverError`` line, and the message is logged first), ``throw=False``: return the status and
             NaN in ``value`` instead; ``direct_rtol``: the relative residual above which a direct solve
-            counts as singular (default ``eps**0.25``: 1.2e-4 in float64, 0.02 in float32).
+            counts as singular (default ``eps**0.25``: 1.2e-4 in float64, 0.02 in float32); ``hierarchy``
+            (``"mg-cg"`` only): a :class:`~igax.solvers.Hierarchy` (geometric from ``igax.fem``, or
+            :func:`~igax.solvers.amg_hierarchy`); without it the algebraic hierarchy of ``A``'s pattern is
+            built with pyamg on first use and cached. ``maxiter`` of ``"mg-cg"`` defaults to 500.
 
     Returns:
         :class:`SolveResult` ``(value, status, iterations, residual, cause)``; ``value`` is NaN when
@@ -572,10 +678,15 @@ def linear_solve(A: SparseMatrix, b: jax.Array, *, method: str | None = None, **
     options = dict(options)
     throw = options.pop("throw", True)
     advice = options.pop(_ADVICE_OPTION, None)
-    method = _check_method(method, A)
+    method = _check_method(method, A, options.get("hierarchy"))
     _check_options(options, method)
+    arrays = None
+    if method in MG_METHODS and A.shape[0] > 0:
+        _check_structure(A)
+        options["hierarchy"] = _resolve_hierarchy(A, options.get("hierarchy"))
+        arrays = options["hierarchy"].plan(A.pattern).arrays  # arguments of the program, not constants
     program = _solve_program_small if A.nnz <= SMALL_NNZ else _solve_program
-    result = program(A, b, method=method, options=_freeze_options(options))
+    result = program(A, b, arrays, method=method, options=_freeze_options(options))
     return _raise_on_failure(result, method, advice) if throw else result
 
 
@@ -584,9 +695,11 @@ def _freeze_options(options: dict) -> tuple:
     return tuple(sorted((k, _freeze(v)) for k, v in options.items()))
 
 
-def _solve_result(A: SparseMatrix, b: jax.Array, *, method: str, options: tuple) -> SolveResult:
+def _solve_result(
+    A: SparseMatrix, b: jax.Array, mg_arrays=None, *, method: str, options: tuple
+) -> SolveResult:
     """Factorise and solve without raising: the traceable body of :func:`_solve_program` (checked input)."""
-    return _finish(factorize(A, method=method, **dict(options)), b, throw=False)
+    return _finish(_factorize(A, method, dict(options), mg_arrays), b, throw=False)
 
 
 # Factorisation, solve and diagnostics in one compiled program per (pattern, shapes, method, options). Called
