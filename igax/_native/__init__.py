@@ -1,9 +1,10 @@
 """Native CPU kernels, compiled from C++ on first use and cached; igax falls back to pure JAX without them.
 
-Some hot layers (today: :func:`igax.bases.interpolate` for degrees 1 and 3) have a native CPU kernel that
-does in one XLA custom call what the pure-JAX version does in ~30 small XLA operations. The kernels are C++
-against XLA's FFI headers, which ship with jaxlib. They are compiled on first use with the system C++
-compiler and cached, so installing igax needs nothing but pip:
+Some hot layers (today: :func:`igax.bases.interpolate` for degrees 1 and 3, and the products of
+:class:`igax.solvers.SparseMatrix`) have a native CPU kernel that does in one XLA custom call what the
+pure-JAX version does in several XLA operations (~30 for interpolate; a gather and a segment sum for a
+product). The kernels are C++ against XLA's FFI headers, which ship with jaxlib. They are compiled on
+first use with the system C++ compiler and cached, so installing igax needs nothing but pip:
 
 * compiler: ``$CXX`` or ``g++`` (C++17);
 * cache: ``$IGAX_CACHE_DIR``, else ``$XDG_CACHE_HOME/igax``, else ``~/.cache/igax`` (where that is not
@@ -44,12 +45,16 @@ from pathlib import Path
 
 __all__ = ["available", "load", "reason", "cache_dir"]
 
-_SOURCES = ("interp_kernels.cc",)
+_SOURCES = ("interp_kernels.cc", "spmv_kernels.cc")
 _HANDLERS = {
     "igax_interp_forward_f64": "IgaxInterpForwardF64",
     "igax_interp_forward_f32": "IgaxInterpForwardF32",
     "igax_interp_transpose_f64": "IgaxInterpTransposeF64",
     "igax_interp_transpose_f32": "IgaxInterpTransposeF32",
+    "igax_spmv_forward_f64": "IgaxSpmvForwardF64",
+    "igax_spmv_forward_f32": "IgaxSpmvForwardF32",
+    "igax_spmv_transpose_f64": "IgaxSpmvTransposeF64",
+    "igax_spmv_transpose_f32": "IgaxSpmvTransposeF32",
 }
 _lock = threading.Lock()
 _state: dict = {}
