@@ -148,7 +148,7 @@ CASES = [
     ),
     (
         "duplicate site, degree 2 (pure path)",
-        lambda: _jit_interp(degree=2)(DUPLICATE, Y, XQ),
+        lambda: _jit_interp(degree=2, native=False)(DUPLICATE, Y, XQ),
         RuntimeFailure,
         r"interpolate: x must be strictly increasing",
     ),
@@ -178,7 +178,7 @@ CASES = [
     ),
     (
         "NaN value in a vmap, pure path",
-        lambda: jax.jit(jax.vmap(lambda y: interpolate(X, y, XQ, degree=2)))(
+        lambda: jax.jit(jax.vmap(lambda y: interpolate(X, y, XQ, degree=2, native=False)))(
             jnp.stack([Y, Y.at[3].set(jnp.nan)])
         ),
         RuntimeFailure,
