@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from igax.bases.lagrange import reference_element
+from igax.fem import mesh_refine
 from igax.fem.quadrature import facet_quadrature, quadrature
 from igax.fem.space import FunctionSpace, Rule, SpacePlan, Tables, check_jacobian, finish_tables
 from igax.solvers.sparse import CSRPattern, sort_keys
@@ -226,6 +227,8 @@ class LagrangeSpace(FunctionSpace):
                 mesh.cells, mesh.cell_type, dict(getattr(mesh, "boundaries", {}) or {}), int(degree), shape,
                 qdeg, pts.shape[1],
             )  # fmt: skip
+            # The mesh this one was refined from (fem.mesh_refine), kept for geometric multigrid.
+            cache[key].refinement = mesh_refine.parent(mesh)
         self.plan = cache[key]
         pts = mesh.points if points is None else points
         if jnp.shape(pts)[0] != np.shape(mesh.points)[0]:
