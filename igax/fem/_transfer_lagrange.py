@@ -17,26 +17,12 @@ of the mesh's dimension the rigid-body modes from the dof coordinates (3 in 2D, 
 
 from __future__ import annotations
 
-import weakref
-
 import numpy as np
 import scipy.sparse as sp
 
 from igax.bases.lagrange import reference_element
-from igax.fem import mesh_refine
 
-__all__ = ["lagrange_levels", "mesh_of", "near_nullspace"]
-
-
-def mesh_of(space):
-    """The mesh a LagrangeSpace was built on (through the space-plan cache), or None when it is gone."""
-    from igax.fem.lagrange_space import _PLANS
-
-    key = space.plan.partition_key
-    for mesh, plans in list(_PLANS.items()):
-        if any(p is space.plan or p.partition_key == key for p in plans.values()):
-            return mesh
-    return None
+__all__ = ["lagrange_levels", "near_nullspace"]
 
 
 def _first_occurrence(cell_dofs: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -71,24 +57,21 @@ def _prolongation(fine_plan, coarse_plan, refinement) -> sp.csr_matrix:
     return P
 
 
-_COARSE_SPACES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
 def lagrange_levels(
     space, *, coarse_size: int = 256, max_levels: int = 20
 ) -> list[tuple[int, sp.csr_matrix]]:
     """Coarse levels ``(ndofs, P)`` of a LagrangeSpace from the meshes its mesh was refined from.
 
-    Returns an empty list when the mesh has no recorded parent (see :func:`igax.fem.mesh_refine.parent`).
+    Returns an empty list when the mesh has no recorded parent (see :func:`igax.fem.mesh_refine.parent`; the
+    space's plan keeps the parent mesh, so the fine mesh itself need not be kept).
     Coarsening stops when a level has at most ``coarse_size`` dofs or after ``max_levels`` coarse levels.
     """
     from igax.fem.lagrange_space import LagrangeSpace
 
     plan = space.plan
-    mesh = mesh_of(space)
     levels = []
-    while mesh is not None and plan.ndofs > coarse_size and len(levels) < max_levels:
-        rec = mesh_refine.parent(mesh)
+    while plan.ndofs > coarse_size and len(levels) < max_levels:
+        rec = getattr(plan, "refinement", None)  # set by LagrangeSpace from mesh_refine.parent(mesh)
         if rec is None:
             break
         coarse = LagrangeSpace(rec.mesh, plan.degree, shape=plan.value_shape)
@@ -96,7 +79,7 @@ def lagrange_levels(
         if plan.ncomp > 1:
             P = sp.kron(sp.identity(plan.ncomp, format="csr"), P, format="csr")
         levels.append((coarse.plan.ndofs, P))
-        mesh, plan = rec.mesh, coarse.plan
+        plan = coarse.plan
     return levels
 
 

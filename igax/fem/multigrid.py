@@ -24,6 +24,7 @@ import weakref
 
 import jax
 import numpy as np
+import scipy.sparse.linalg as spla
 
 from igax.fem._transfer_lagrange import lagrange_levels, near_nullspace
 from igax.fem._transfer_spline import spline_levels
@@ -31,16 +32,16 @@ from igax.fem._transfer_spline import spline_levels
 __all__ = ["mg_hierarchy", "supports_geometric_mg"]
 
 
-def _spline(space, coarse_size, max_levels):
-    return [lv.prolongation for lv in spline_levels(space, coarse_size=coarse_size, max_levels=max_levels)]
+def _spline(space, max_coarse, max_levels):
+    return [lv.prolongation for lv in spline_levels(space, coarse_size=max_coarse, max_levels=max_levels)]
 
 
-def _lagrange(space, coarse_size, max_levels):
-    return [P for _, P in lagrange_levels(space, coarse_size=coarse_size, max_levels=max_levels)]
+def _lagrange(space, max_coarse, max_levels):
+    return [P for _, P in lagrange_levels(space, coarse_size=max_coarse, max_levels=max_levels)]
 
 
 # Geometric transfers by the kind of a space's plan. A new kind of space registers its builder here:
-# ``builder(space, coarse_size, max_levels) -> [P_0, P_1, ...]`` (scipy.sparse, finest first), empty when the
+# ``builder(space, max_coarse, max_levels) -> [P_0, P_1, ...]`` (scipy.sparse, finest first), empty when the
 # space has no geometric hierarchy.
 TRANSFERS = {"spline": _spline, "multipatch": _spline, "lagrange": _lagrange}
 
@@ -78,11 +79,7 @@ def supports_geometric_mg(space) -> bool:
     if build is None:
         return False
     if space.plan.kind == "lagrange":
-        from igax.fem import mesh_refine
-        from igax.fem._transfer_lagrange import mesh_of
-
-        mesh = mesh_of(space)
-        return mesh is not None and mesh_refine.parent(mesh) is not None
+        return getattr(space.plan, "refinement", None) is not None
     return True
 
 
@@ -91,7 +88,7 @@ def mg_hierarchy(
     *,
     bc=None,
     A=None,
-    coarse_size: int = 256,
+    max_coarse: int = 500,
     max_levels: int = 20,
     algebraic: bool | None = None,
     **options,
@@ -100,94 +97,121 @@ def mg_hierarchy(
 
     Geometric where the space has nested coarse spaces (always for spline spaces; for Lagrange spaces when
     the mesh was made by :func:`igax.fem.mesh_refine.refine`, which records the meshes it came from),
-    algebraic (smoothed aggregation on ``A``) otherwise. Cached per space plan, NURBS weights, Dirichlet dofs
-    and options: calling it again, e.g. in every step of an optimisation loop, costs a dictionary lookup.
+    algebraic (pyamg smoothed aggregation, :func:`igax.solvers.amg_hierarchy`) otherwise. When the coarsest
+    geometric level is still too large to factorise densely (a coarse mesh of thousands of nodes refined a few
+    times), algebraic levels continue below it. Cached per space plan, NURBS weights, Dirichlet dofs and
+    options: calling it again, e.g. in every step of an optimisation loop, costs a dictionary lookup.
 
     Arguments:
         space: the space the system is assembled on (scalar or vector).
         bc: the :class:`~igax.fem.DirichletBC` (or list) the system is condensed with; its dofs become the
             hierarchy's ``fixed`` dofs, so coarse corrections never touch prescribed values.
-        A: the assembled matrix, with concrete values: needed only for an algebraic hierarchy (a Lagrange
-            space on a mesh with no recorded refinement). Its sparsity pattern and values set up the
-            aggregation once; later matrices with new values reuse it.
-        coarse_size: geometric coarsening stops at a level with at most this many dofs (the coarsest level
-            is solved directly or by a long Krylov run, see :class:`igax.solvers.Hierarchy`).
+        A: the assembled matrix. Used only by algebraic levels: with concrete values, pyamg aggregates the
+            real operator (it sees anisotropy and coefficient jumps); without ``A``, or with traced values,
+            it aggregates the graph of the space's sparsity pattern. The hierarchy is reused for every later
+            matrix of the space, whatever its values.
+        max_coarse: coarsening stops at a level with at most this many dofs (the coarsest level is
+            factorised densely once per matrix).
         max_levels: at most this many coarse levels.
-        algebraic: True forces the algebraic hierarchy (needs ``A``), False refuses it (raises when the space
-            has no geometric one), None (default) picks.
-        **options: passed on to :class:`igax.solvers.Hierarchy` (smoother, cycle ...).
+        algebraic: True forces an algebraic hierarchy, False refuses it (raises when the space has no
+            geometric one), None (default) picks.
+        **options: passed on to :class:`igax.solvers.Hierarchy` (``chebyshev_degree``, ``eig_ratio``, ...).
 
     Returns:
         an :class:`igax.solvers.Hierarchy` (static and hashable: a ``jit`` static argument).
 
     Raises:
-        ValueError: an algebraic hierarchy is needed but ``A`` is missing or traced; ``bc`` is on another
-            space.
+        ValueError: ``bc`` is on another space; ``algebraic=False`` for a space with no geometric hierarchy.
 
     Example:
         >>> V = fem.SplineSpace(fem.geometry.quarter_annulus().refine(degree=2, elements=64))
         >>> bc = fem.DirichletBC(V, None, 0.0)
         >>> H = fem.mg_hierarchy(V, bc=bc)
-        >>> u = fem.solve(A, b, bc=bc, method="mg-cg", hierarchy=H)   # fem.solve would build the same H
+        >>> H.sizes
+        (4356, 1156, 324)
+        >>> u = fem.solve(A, b, bc=bc, method="mg-cg", hierarchy=H)   # fem.solve builds the same H itself
     """
     from igax.solvers import multigrid as smg
 
     plan = space.plan
     fixed = _fixed_dofs(space, bc)
-    use_amg = algebraic
-    if use_amg is None:
-        use_amg = not supports_geometric_mg(space) and plan.ndofs > coarse_size
+    geometric = supports_geometric_mg(space)
+    if algebraic is False and not geometric:
+        raise ValueError(
+            f"mg_hierarchy: this {plan.kind} space has no geometric hierarchy (a Lagrange space whose mesh "
+            "was not made by fem.mesh_refine.refine): build the mesh coarse and refine it with "
+            "fem.mesh_refine.refine, or leave algebraic=None for an algebraic hierarchy."
+        )
+    use_amg = bool(algebraic) or not geometric
+    concrete = A is not None and not isinstance(A.values, jax.core.Tracer)
     opts = tuple(sorted(options.items()))
     key = (
         "amg" if use_amg else "geo",
-        _geometry_key(space) if not use_amg else (),
+        () if use_amg else _geometry_key(space),
         None if fixed is None else _digest(fixed),
-        None if not use_amg or A is None else A.pattern,
-        int(coarse_size),
+        None if A is None else A.pattern,
+        int(max_coarse),
         int(max_levels),
         opts,
     )
     per_plan = _CACHE.setdefault(plan, {})
     if key in per_plan:
         return per_plan[key]
+    if A is not None and A.shape != (plan.ndofs, plan.ndofs):
+        raise ValueError(f"mg_hierarchy: A has shape {A.shape}, but the space has {plan.ndofs} dofs.")
     if use_amg:
-        H = _algebraic(space, A, fixed, options)
+        H = smg.amg_hierarchy(
+            A if A is not None else _graph(plan.pattern),
+            near_nullspace=near_nullspace(space),
+            max_coarse=int(max_coarse),
+            fixed=fixed,
+            components=plan.ncomp,
+            hierarchy_options=options,
+        )
     else:
-        build = TRANSFERS.get(plan.kind)
-        if build is None:
-            raise ValueError(
-                f"mg_hierarchy: spaces of kind {plan.kind!r} have no geometric hierarchy; pass A= and "
-                "algebraic=True for an algebraic one."
-            )
-        prolongations = build(space, int(coarse_size), int(max_levels))
-        if not prolongations and algebraic is False and plan.ndofs > coarse_size:
-            raise ValueError(
-                f"mg_hierarchy: this {plan.kind} space ({plan.ndofs} dofs) has no geometric hierarchy (its "
-                "mesh was not made by fem.mesh_refine.refine); build the mesh coarse and refine it, or pass "
-                "A= and leave algebraic=None for an algebraic hierarchy."
-            )
-        H = smg.Hierarchy(prolongations, fixed=fixed, **options)
+        Ps = TRANSFERS[plan.kind](space, int(max_coarse), int(max_levels))
+        H = _finish(space, Ps, fixed, A if concrete else None, int(max_coarse), options)
     if len(per_plan) >= 8:  # bounded: a hierarchy holds sizeable sparse matrices
         per_plan.pop(next(iter(per_plan)))
     per_plan[key] = H
     return H
 
 
-def _algebraic(space, A, fixed, options):
+def _graph(pattern):
+    """A concrete SPD matrix with the couplings of ``pattern`` (its graph Laplacian plus the identity)."""
     from igax.solvers import multigrid as smg
     from igax.solvers.sparse import SparseMatrix
 
-    if not isinstance(A, SparseMatrix):
-        raise ValueError(
-            f"mg_hierarchy: this {space.plan.kind} space has no geometric hierarchy (its mesh was not made "
-            "by fem.mesh_refine.refine), so an algebraic one is built from the matrix: pass A=<the assembled "
-            "SparseMatrix>. Or build the mesh coarse and refine it with fem.mesh_refine.refine."
-        )
-    if isinstance(A.values, jax.core.Tracer):
-        raise ValueError(
-            "mg_hierarchy: an algebraic hierarchy is set up on the host from concrete matrix values, but A's "
-            "values are traced (inside jit/grad). Build it once outside with a representative matrix, "
-            "H = fem.mg_hierarchy(V, bc=bc, A=A0), and pass hierarchy=H to fem.solve: the aggregation is "
-            "reused for every new matrix with the same pattern."
-        )
-    return smg.amg_hierarchy(A, near_nullspace=near_nullspace(space), fixed=fixed, **options)
+    return SparseMatrix.from_scipy(smg._graph_matrix(pattern), positive_definite=True)
+
+
+def _finish(space, Ps, fixed, A, max_coarse, options):
+    """The Hierarchy of geometric transfers ``Ps``, with algebraic levels below a coarsest level that is too
+    large to factorise densely (more than the Hierarchy's ``coarse_size``)."""
+    from igax.solvers import multigrid as smg
+    from igax.solvers.sparse import SparseMatrix
+
+    limit = smg._check_options(dict(options))["coarse_size"]
+    n_coarse = Ps[-1].shape[1] if Ps else space.plan.ndofs
+    if n_coarse <= limit:
+        return smg.Hierarchy(Ps, fixed=fixed, **options)
+    # The geometric levels with the fixed dofs taken out, then the coarsest operator: the Galerkin product of
+    # A (or of the pattern's graph matrix) through them, aggregated by pyamg.
+    geo = smg.Hierarchy(Ps, fixed=fixed, **{**options, "coarse_size": n_coarse}).prolongations
+    M = (A if A is not None else _graph(space.plan.pattern)).to_scipy()
+    B = near_nullspace(space)
+    for P in geo:
+        M = (P.T @ M @ P).tocsr()
+        # the coarse near-null space: least squares through P (exact for constants and rigid-body modes,
+        # which every nested coarse space contains)
+        B = spla.splu((P.T @ P).tocsc()).solve(np.asarray(P.T @ B))
+    # component-major blocks survive only when no coarse dof was dropped with the fixed ones
+    whole = geo[-1].shape[1] == Ps[-1].shape[1]
+    tail = smg.amg_hierarchy(
+        SparseMatrix.from_scipy(M, positive_definite=True),
+        near_nullspace=B,
+        max_coarse=max_coarse,
+        components=space.plan.ncomp if whole else 1,
+        hierarchy_options=options,
+    ).prolongations
+    return smg.Hierarchy(list(geo) + list(tail), **options)
