@@ -1,5 +1,6 @@
 """The native CPU kernels of interpolate against the pure-JAX path (and SciPy): values, every derivative
-that JAX can take (grad in y, x and x_new; jvp; jacfwd; second order), vmap, float32, point order."""
+that JAX can take (grad in y, x and x_new; jvp; jacfwd; second order), vmap, float32, point order; degrees
+1, 2 and 3 (the quadratic's own conventions: knots, ends, extrapolation, at the end of the file)."""
 
 import os
 import re
@@ -11,14 +12,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from scipy.interpolate import CubicSpline
+from scipy.interpolate import CubicSpline, make_interp_spline
 
 from igax import _native
 from igax.bases import interp
 
 pytestmark = pytest.mark.skipif(not _native.available(), reason=f"native kernels: {_native.reason()}")
 
-CASES = [
+CASES = [  # degree 2: test_quadratic_kernel_equals_pure_jax_to_1e12 below
     (1, None),
     (3, "not-a-knot"),
     (3, "natural"),
@@ -85,7 +86,7 @@ def test_matches_scipy_and_sorted_equals_shuffled():
     np.testing.assert_array_equal(np.asarray(shuffled), np.asarray(out)[perm])
 
 
-@pytest.mark.parametrize(("degree", "bc"), [(1, None), (3, "not-a-knot"), (3, "clamped")])
+@pytest.mark.parametrize(("degree", "bc"), [(1, None), (2, None), (3, "not-a-knot"), (3, "clamped")])
 def test_forward_mode_and_second_order(degree, bc):
     native, _, pure_fwd = _both(degree, bc)
     x, y, xq = _data(9, 5, m=15)
@@ -121,8 +122,9 @@ def test_gradient_matches_finite_differences_in_sites():
         assert abs(fd - g[i]) < 1e-6 * (1 + abs(g[i]))
 
 
-def test_vmap_nested_and_mixed_batching():
-    native, pure, _ = _both(3, "natural")
+@pytest.mark.parametrize(("degree", "bc"), [(2, None), (3, "natural")])
+def test_vmap_nested_and_mixed_batching(degree, bc):
+    native, pure, _ = _both(degree, bc)
     x, y, xq = _data(12, 8, m=20)
     Y = jnp.stack([y, 2 * y, -y])
     X = x[None] + 0.05 * jnp.arange(3.0)[:, None]
@@ -137,23 +139,24 @@ def test_vmap_nested_and_mixed_batching():
         _close(a, b, 1e-10)
 
 
-def test_float32_agrees_with_float64():
+@pytest.mark.parametrize("degree", [2, 3])
+def test_float32_agrees_with_float64(degree):
     x, y, xq = _data(40, 9, m=300)
-    out64 = interp.interpolate(x, y, xq)
-    out32 = interp.interpolate(*(a.astype(jnp.float32) for a in (x, y, xq)))
+    out64 = interp.interpolate(x, y, xq, degree=degree)
+    out32 = interp.interpolate(*(a.astype(jnp.float32) for a in (x, y, xq)), degree=degree)
     assert out32.dtype == jnp.float32
     np.testing.assert_allclose(np.asarray(out32), np.asarray(out64), atol=2e-5 * float(jnp.abs(out64).max()))
-    g32 = jax.grad(lambda y: jnp.sum(interp.interpolate(x.astype(jnp.float32), y, xq.astype(jnp.float32))))(
-        y.astype(jnp.float32)
-    )
-    g64 = jax.grad(lambda y: jnp.sum(interp.interpolate(x, y, xq)))(y)
+    x32, xq32 = x.astype(jnp.float32), xq.astype(jnp.float32)
+    g32 = jax.grad(lambda y: jnp.sum(interp.interpolate(x32, y, xq32, degree=degree)))(y.astype(jnp.float32))
+    g64 = jax.grad(lambda y: jnp.sum(interp.interpolate(x, y, xq, degree=degree)))(y)
     assert g32.dtype == jnp.float32
     np.testing.assert_allclose(np.asarray(g32), np.asarray(g64), atol=1e-4 * float(jnp.abs(g64).max()))
 
 
-def test_gradient_in_values_is_one_custom_call():
+@pytest.mark.parametrize("degree", [1, 2, 3])
+def test_gradient_in_values_is_one_custom_call(degree):
     x, y, xq = _data(64, 10, m=640, r=1)
-    f = jax.jit(jax.grad(lambda y: jnp.sum(interp.interpolate(x, y, xq))))
+    f = jax.jit(jax.grad(lambda y: jnp.sum(interp.interpolate(x, y, xq, degree=degree))))
     hlo = f.lower(y).compile().as_text()
     assert hlo.count("igax_interp_transpose") == 1 and "igax_interp_forward" not in hlo
 
@@ -198,7 +201,7 @@ def test_non_cpu_lowering_functions_equal_the_kernels():
 
     x, y, xq = _data(10, 11, m=23)
     g = jnp.asarray(np.random.default_rng(12).standard_normal((23, 2)))
-    for degree, left, right in ((1, 0, 0), (3, 0, 0), (3, 1, 2)):
+    for degree, left, right in ((1, 0, 0), (2, 0, 0), (3, 0, 0), (3, 1, 2)):
         p = dict(degree=degree, left=left, right=right)
         _close(nat._pure(x, xq, y, **p), nat.interp_apply_p.bind(x, xq, y, **p))
         _close(nat._pure_transpose(x, xq, g, **p), nat.interp_transpose_p.bind(x, xq, g, **p))
@@ -249,7 +252,7 @@ def test_disable_jit_export_and_the_native_switch():
     with pytest.raises(ValueError, match="custom calls"):
         jax.export.export(jax.jit(lambda y: interp.interpolate(x, y, xq)), platforms=["cpu"])(y)
     with pytest.raises(ValueError, match="native=True, but the native kernel does not apply"):
-        interp.interpolate(x, y, xq, degree=2, native=True)
+        interp.interpolate(x[:3], y[:3], xq, degree=2, native=True)  # the kernels need 4 sites
     with pytest.raises(ValueError, match="native must be None, True or False"):
         interp.interpolate(x, y, xq, native="yes")
 
@@ -272,18 +275,20 @@ def test_pure_path_has_forward_mode(degree):
     _close(t, -tq, 1e-10)
 
 
-def test_vmap_over_values_folds_the_batch_into_one_call():
+@pytest.mark.parametrize("degree", [2, 3])
+def test_vmap_over_values_folds_the_batch_into_one_call(degree):
     x, y, xq = _data(12, 16, m=20, r=1)
     Y = jnp.stack([y[:, 0] * s for s in (1.0, -2.0, 0.5)])  # (3, n)
-    f = jax.jit(jax.vmap(lambda y: interp.interpolate(x, y, xq)))
+    f = jax.jit(jax.vmap(lambda y: interp.interpolate(x, y, xq, degree=degree)))
     hlo = f.lower(Y).compile().as_text()
     # one forward call on (n, 3) columns, not three batched solves
     assert re.search(r"f64\[20,3\]\S* custom-call\(", hlo) and hlo.count("igax_interp_forward") == 1
-    _close(f(Y), jnp.stack([interp.interpolate(x, Yb, xq, native=False) for Yb in Y]))
-    g = jax.jit(jax.vmap(jax.grad(lambda y: jnp.sum(jnp.sin(interp.interpolate(x, y, xq))))))(Y)
-    gp = jnp.stack(
-        [jax.grad(lambda y: jnp.sum(jnp.sin(interp.interpolate(x, y, xq, native=False))))(Yb) for Yb in Y]
+    _close(f(Y), jnp.stack([interp.interpolate(x, Yb, xq, degree=degree, native=False) for Yb in Y]))
+    g = jax.jit(jax.vmap(jax.grad(lambda y: jnp.sum(jnp.sin(interp.interpolate(x, y, xq, degree=degree))))))(
+        Y
     )
+    pure = lambda y: jnp.sum(jnp.sin(interp.interpolate(x, y, xq, degree=degree, native=False)))
+    gp = jnp.stack([jax.grad(pure)(Yb) for Yb in Y])
     _close(g, gp, 1e-10)
 
 
@@ -300,3 +305,142 @@ def test_a_broken_cached_library_is_rebuilt(tmp_path):
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert res.returncode == 0, res.stderr
     assert res.stdout.split() == ["True", "True"]
+
+
+# ------------------------------------------------------------------------------------------------------------
+# degree 2: the quadratic kernel against the pure-JAX path to 1e-12, and the interpolant's conventions
+# ------------------------------------------------------------------------------------------------------------
+
+
+def _quadratic_points(x, m, rng):
+    """Points on every piece, on the sites, on the breaks (midpoints) and beyond both ends."""
+    mid = 0.5 * (x[1:] + x[:-1])
+    q = np.concatenate([np.linspace(x[0] - 0.7, x[-1] + 0.7, m), x, mid, mid - 1e-9, mid + 1e-9])
+    return jnp.asarray(rng.permutation(q))
+
+
+def test_quadratic_kernel_equals_pure_jax_to_1e12():
+    # float64, values, reverse mode in all three arguments and forward mode in the values, at 1e-12 of the
+    # scale: the two paths share the sites' knot arithmetic; the kernel's power form adds only rounding.
+    # Each program is compiled once per size and runs on sorted points (runs of points per piece) and on
+    # shuffled ones (located one by one).
+    native, pure, _ = _both(2, None)
+
+    def grads(f):
+        return jax.jit(jax.grad(lambda x, y, q, w: jnp.sum(w * jnp.sin(f(x, y, q))), argnums=(0, 1, 2)))
+
+    fwd_native, fwd_pure, grad_native, grad_pure = jax.jit(native), jax.jit(pure), grads(native), grads(pure)
+    jvp_native = jax.jit(lambda x, y, q, dy: jax.jvp(lambda y: native(x, y, q), (y,), (dy,))[1])
+    for n in (4, 5, 64):
+        rng = np.random.default_rng(100 + n)
+        x = jnp.asarray(np.cumsum(rng.uniform(0.05, 2.0, n)))  # uneven spacing, ratios up to 40
+        y = jnp.asarray(rng.standard_normal((n, 3)))
+        shuffled = _quadratic_points(np.asarray(x), 41, rng)
+        assert (
+            "igax_interp_forward" in fwd_native.lower(x, y, shuffled).compile().as_text()
+        )  # not the fallback
+        for xq in (shuffled, jnp.sort(shuffled)):
+            _close(fwd_native(x, y, xq), fwd_pure(x, y, xq), 1e-12)
+            w = jnp.asarray(rng.standard_normal((xq.shape[0], 3)))
+            for gn, gp in zip(grad_native(x, y, xq, w), grad_pure(x, y, xq, w), strict=True):
+                _close(gn, gp, 1e-12)
+            dy = jnp.asarray(rng.standard_normal(y.shape))
+            _close(jvp_native(x, y, xq, dy), fwd_pure(x, dy, xq), 1e-12)
+
+
+@pytest.mark.parametrize("n", [4, 9, 30])
+def test_quadratic_knots_ends_and_derivatives_match_scipy(n):
+    rng = np.random.default_rng(200 + n)
+    x = np.cumsum(rng.uniform(0.2, 1.8, n))
+    y = rng.standard_normal(n)
+    spl = make_interp_spline(x, y, k=2)
+    # SciPy's convention, which interpolate documents: knots at the midpoints, the second and the
+    # second-to-last left out, the ends repeated three times.
+    mid = 0.5 * (x[1:] + x[:-1])
+    np.testing.assert_allclose(spl.t, np.r_[[x[0]] * 3, mid[1:-1], [x[-1]] * 3], rtol=0, atol=1e-15)
+    xq = np.asarray(_quadratic_points(x, 61, rng))
+    f = jax.jit(lambda q: interp.interpolate(jnp.asarray(x), jnp.asarray(y), q, degree=2))
+    scale = np.abs(y).max()
+    np.testing.assert_allclose(np.asarray(f(jnp.asarray(xq))), spl(xq), rtol=0, atol=1e-12 * scale)
+    # interpolation at every site, the two ends included (the end coefficients are the end values)
+    np.testing.assert_allclose(np.asarray(f(jnp.asarray(x))), y, rtol=0, atol=1e-12 * scale)
+    # first and second derivatives in the points, beyond the ends too (the end pieces extrapolate); the
+    # second derivative jumps at the breaks, so those points are left out there
+    ones = jnp.ones(xq.shape)
+    d1 = lambda q: jax.jvp(f, (q,), (ones,))[1]
+    d2 = lambda q: jax.jvp(d1, (q,), (ones,))[1]
+    np.testing.assert_allclose(np.asarray(d1(jnp.asarray(xq))), spl(xq, 1), rtol=0, atol=1e-9 * scale)
+    away = np.min(np.abs(xq[:, None] - spl.t[None, 3:-3]), axis=1, initial=np.inf) > 1e-6
+    d2q = np.asarray(d2(jnp.asarray(xq)))
+    np.testing.assert_allclose(d2q[away], spl(xq, 2)[away], rtol=0, atol=1e-8 * scale)
+    # no break at the first and last midpoints: one parabola from beyond x[0] to (x[1] + x[2]) / 2, and
+    # from (x[-3] + x[-2]) / 2 to beyond x[-1]
+    first = (xq < mid[1]) & away
+    last = (xq > mid[-2]) & away
+    for piece in (first, last):
+        np.testing.assert_allclose(d2q[piece], d2q[piece][0], rtol=0, atol=1e-9 * scale)
+
+
+def test_quadratic_reproduces_quadratics_everywhere():
+    # A quadratic lies in the spline space, so its interpolant is itself, extrapolation included.
+    rng = np.random.default_rng(300)
+    x = np.cumsum(rng.uniform(0.1, 1.9, 12))
+    p = lambda v: 1.5 - 2.0 * v + 0.3 * v**2
+    xq = np.linspace(x[0] - 3, x[-1] + 3, 301)
+    out = interp.interpolate(jnp.asarray(x), jnp.asarray(p(x)), jnp.asarray(xq), degree=2, native=True)
+    np.testing.assert_allclose(np.asarray(out), p(xq), rtol=0, atol=1e-12 * np.abs(p(xq)).max())
+
+
+def test_quadratic_gradients_finite_differences_and_taylor_rate():
+    rng = np.random.default_rng(400)
+    x = jnp.asarray(np.cumsum(rng.uniform(0.3, 1.7, 10)))
+    y = jnp.asarray(rng.standard_normal(10))
+    xq = jnp.asarray(np.linspace(float(x[0]) - 0.3, float(x[-1]) + 0.3, 47))
+    w = jnp.asarray(np.cos(np.arange(47.0)))
+
+    @jax.jit
+    def loss(x, y, xq):
+        return jnp.sum(w * jnp.sin(interp.interpolate(x, y, xq, degree=2, native=True)))
+
+    grads = jax.grad(loss, argnums=(0, 1, 2))(x, y, xq)
+    eps = 1e-6
+    for k, (arg, g) in enumerate(zip((x, y, xq), grads, strict=True)):
+        for i in range(0, arg.shape[0], 3):
+            shifted = lambda s, k=k, i=i: loss(
+                *[(a.at[i].add(s) if j == k else a) for j, a in enumerate((x, y, xq))]
+            )
+            fd = (float(shifted(eps)) - float(shifted(-eps))) / (2 * eps)
+            assert abs(fd - float(g[i])) < 1e-6 * (1 + abs(float(g[i]))), (k, i)
+    # Taylor remainder in all three arguments at once: second order
+    d = [jnp.asarray(rng.standard_normal(a.shape)) * s for a, s in ((x, 0.03), (y, 1.0), (xq, 0.1))]
+    slope = sum(jnp.vdot(g, di) for g, di in zip(grads, d, strict=True))
+    hs = np.array([1.0, 0.5, 0.25, 0.125])
+    f0 = loss(x, y, xq)
+    rem = [
+        abs(float(loss(*(a + h * di for a, di in zip((x, y, xq), d, strict=True))) - f0 - h * slope))
+        for h in hs
+    ]
+    assert np.polyfit(np.log(hs), np.log(rem), 1)[0] > 1.9
+
+
+def test_quadratic_kernel_rejects_bad_values_and_codes():
+    x, y, xq = _data(8, 500, m=13, r=1)
+    y = y[:, 0]
+    f = jax.jit(lambda x, y, q: interp.interpolate(x, y, q, degree=2))
+    hlo = f.lower(x, y, xq).as_text()
+    assert "igax_interp" in hlo and "callback" not in hlo  # the kernel checks its operands itself
+    cases = (
+        ((x, y.at[3].set(jnp.nan), xq), "interpolate: y contains NaN or infinity"),
+        ((x.at[2].set(x[1]), y, xq), "interpolate: x must be strictly increasing, without duplicate sites"),
+        ((x, y, xq.at[4].set(jnp.inf)), "interpolate: x_new contains NaN or infinity"),
+    )
+    for args, match in cases:
+        with pytest.raises(jax.errors.JaxRuntimeError, match=match):
+            jax.block_until_ready(f(*args))
+    with pytest.raises(jax.errors.JaxRuntimeError, match="interpolate: x must be strictly increasing"):
+        jax.block_until_ready(jax.jit(jax.grad(lambda y, x: jnp.sum(f(x, y, xq))))(y, x[::-1]))
+    # the kernel's own guard on the degree (the Python side never sends another one)
+    from igax.bases import _interp_native as nat
+
+    with pytest.raises(jax.errors.JaxRuntimeError, match="degree must be 1, 2 or 3"):
+        jax.block_until_ready(nat.interp_apply_p.bind(x, xq, y[:, None], degree=4, left=0, right=0, check=0))

@@ -1,7 +1,8 @@
-// Native CPU kernels for igax.bases.interpolate (cubic and linear splines), registered with XLA's FFI.
+// Native CPU kernels for igax.bases.interpolate (linear, quadratic and cubic splines), registered with XLA's FFI.
 //
 // Two linear maps of the values y, for fixed sites x and evaluation points xq:
-//   forward:   out = L(x, xq) y        (slopes by one tridiagonal solve, then the piecewise polynomial at xq)
+//   forward:   out = L(x, xq) y        (slopes or B-spline coefficients by one tridiagonal solve, then the
+//                                       piecewise polynomial at xq)
 //   transpose: ybar = L(x, xq)^T g     (segment sums of g t^k, coefficient transpose, one transposed solve)
 // Each is one pass over the points and O(n) work on the sites, in a single XLA custom call: the pure-JAX
 // path needs ~30 XLA operations for the same thing, whose fixed costs dominate small problems. Points are
@@ -10,7 +11,10 @@
 // Python side takes them from the pure-JAX implementation (see igax/bases/_interp_native.py).
 //
 // All arrays carry the same leading batch dimensions (vmap); the core shapes are x (n), xq (m), y (n, r),
-// out (m, r). End conditions: 0 not-a-knot, 1 natural (zero second derivative), 2 clamped (zero slope).
+// out (m, r). Cubic end conditions: 0 not-a-knot, 1 natural (zero second derivative), 2 clamped (zero slope).
+// The quadratic spline is SciPy's make_interp_spline(k=2): knots at the midpoints between sites, the second and
+// second-to-last left out, so its n - 2 pieces break at x[0], the midpoints (x[i] + x[i+1]) / 2 for
+// i = 1..n-3, and x[n-1]; its B-spline coefficients solve the (totally positive) collocation system.
 // The tridiagonal solve uses partial pivoting like LAPACK gtsv: the not-a-knot rows are not diagonally
 // dominant.
 
@@ -181,10 +185,66 @@ void CubicRhsTranspose(const T* h, const T* rb, int64_t n, int64_t r, int32_t le
   }
 }
 
+// The quadratic spline's full knot vector t (n + 3): x[0] three times, the midpoints (x[i] + x[i+1]) / 2 for
+// i = 1..n-3, x[n-1] three times. Its breakpoints are t[2..n] (n - 1 of them, n - 2 pieces); piece j spans
+// [t[j+2], t[j+3]] and carries the B-splines j, j+1, j+2, whose local knots are t[j+1..j+4].
+template <typename T>
+void QuadraticKnots(const T* x, int64_t n, T* t) {
+  t[0] = t[1] = t[2] = x[0];
+  for (int64_t i = 1; i + 2 < n; ++i) t[i + 2] = T(0.5) * (x[i] + x[i + 1]);
+  t[n] = t[n + 1] = t[n + 2] = x[n - 1];
+}
+
+// The three quadratic B-splines that do not vanish on the piece with local knots k[0..3], at u in
+// [k[1], k[2]]: Cox-de Boor written out, the same operations as interp._quadratic_values (same rounding).
+template <typename T>
+inline void QuadraticValues(const T* k, T u, T* b) {
+  const T left1 = u - k[1], right1 = k[2] - u, left2 = u - k[0], right2 = k[3] - u;
+  const T tmp = T(1) / (right1 + left1);
+  const T tmp0 = right1 * tmp / (right1 + left2), tmp1 = left1 * tmp / (right2 + left1);
+  b[0] = right1 * tmp0;
+  b[1] = left2 * tmp0 + right2 * tmp1;
+  b[2] = left1 * tmp1;
+}
+
+// The collocation matrix (dl[i] = A[i+1, i], d[i] = A[i, i], du[i] = A[i, i+1]): rows 0 and n-1 pin the end
+// coefficients to the end values; row i = 1..n-2 holds the B-splines i-1, i, i+1 at x[i], which lies on piece
+// i - 1.
+template <typename T>
+void QuadraticMatrix(const T* x, const T* t, int64_t n, T* dl, T* d, T* du) {
+  d[0] = T(1);
+  du[0] = T(0);
+  for (int64_t i = 1; i + 1 < n; ++i) {
+    T b[3];
+    QuadraticValues(t + i, x[i], b);
+    dl[i - 1] = b[0];
+    d[i] = b[1];
+    du[i] = b[2];
+  }
+  dl[n - 2] = T(0);
+  d[n - 1] = T(1);
+}
+
+// Power form of piece j from its coefficients c[j..j+2] in t - t[j+2] (hs = k2 - k1, D0 = k2 - k0, D2 = k3 - k1):
+//   B0 = (hs - t)^2 / (hs D0), B2 = t^2 / (hs D2), B1 = 1 - B0 - B2, so with d0 = c0 - c1, d2 = c2 - c1
+//   p(t) = c1 + d0 B0 + d2 B2 = (c1 + d0 hs / D0) - (2 d0 / D0) t + (d0 / D0 + d2 / D2) / hs t^2.
+// Every factor is at most 1 on the piece (t <= hs <= D0, D2): no cancellation beyond that of the values.
+template <typename T>
+struct QuadraticPiece {
+  T hs, ia, ib, ih;  // k2 - k1, 1 / D0, 1 / D2, 1 / hs
+  explicit QuadraticPiece(const T* k) {
+    hs = k[2] - k[1];
+    ia = T(1) / (k[2] - k[0]);
+    ib = T(1) / (k[3] - k[1]);
+    ih = T(1) / hs;
+  }
+};
+
 template <typename T>
 struct Scratch {
-  std::vector<T> h, ih, delta, dl, d, du, du2, dinv, work, table;  // ih = 1 / h
+  std::vector<T> h, ih, delta, dl, d, du, du2, dinv, work, table, knots;  // ih = 1 / h
   void Resize(int64_t n, int64_t r, int64_t ncoef) {
+    knots.resize(n + 3);
     h.resize(n);
     ih.resize(n);
     delta.resize(n * r);
@@ -200,7 +260,7 @@ struct Scratch {
     return static_cast<int64_t>(sizeof(T)) *
            static_cast<int64_t>(h.capacity() + ih.capacity() + delta.capacity() + dl.capacity() + d.capacity() +
                                 du.capacity() + du2.capacity() + dinv.capacity() + work.capacity() +
-                                table.capacity());
+                                table.capacity() + knots.capacity());
   }
 };
 
@@ -333,9 +393,67 @@ class ScratchLease {
   std::unique_ptr<Scratch<T>> s_;
 };
 
+// Quadratic forward: coefficients c = A^{-1} y (one solve), their power form on each piece, evaluation.
+template <typename T>
+void QuadraticForward(const T* x, const T* y, const T* xq, int64_t n, int64_t m, int64_t r, bool sorted,
+                      Scratch<T>& s, T* out) {
+  const int64_t nseg = n - 2;
+  T* t = s.knots.data();
+  QuadraticKnots(x, n, t);
+  QuadraticMatrix(x, t, n, s.dl.data(), s.d.data(), s.du.data());
+  T* c = s.work.data();  // (n, r)
+  for (int64_t i = 0; i < n * r; ++i) c[i] = y[i];
+  TridiagonalSolve(n, r, s.dl.data(), s.d.data(), s.du.data(), s.du2.data(), s.dinv.data(), c);
+  T* tab = s.table.data();  // (nseg, r, 3), lowest power first
+  for (int64_t j = 0; j < nseg; ++j) {
+    const QuadraticPiece<T> p(t + j + 1);
+    for (int64_t col = 0; col < r; ++col) {
+      const T c1 = c[(j + 1) * r + col];
+      const T d0 = (c[j * r + col] - c1) * p.ia, d2 = (c[(j + 2) * r + col] - c1) * p.ib;
+      T* e = tab + (j * r + col) * 3;
+      e[0] = c1 + d0 * p.hs;
+      e[1] = T(-2) * d0;
+      e[2] = (d0 + d2) * p.ih;
+    }
+  }
+  const T* breaks = t + 2;
+  if (sorted) EvaluateSorted<T, 3>(breaks, xq, tab, nseg, m, r, out);
+  else EvaluatePieces<T, 3>(breaks, xq, tab, nseg, m, r, out);
+}
+
+// Quadratic transpose: segment sums of g t^p, the power form's transpose onto the coefficients, then
+// ybar = A^{-T} cbar (one transposed solve).
+template <typename T>
+void QuadraticTranspose(const T* x, const T* xq, const T* g, int64_t n, int64_t m, int64_t r, bool sorted,
+                        Scratch<T>& s, T* ybar) {
+  const int64_t nseg = n - 2;
+  T* t = s.knots.data();
+  QuadraticKnots(x, n, t);
+  const T* breaks = t + 2;
+  T* sums = s.table.data();  // (nseg, r, 3)
+  if (sorted) SumSorted<T, 3>(breaks, xq, g, nseg, m, r, sums);
+  else SumPieces<T, 3>(breaks, xq, g, nseg, m, r, sums);
+  for (int64_t i = 0; i < n * r; ++i) ybar[i] = T(0);  // cbar, solved in place below
+  for (int64_t j = 0; j < nseg; ++j) {
+    const QuadraticPiece<T> p(t + j + 1);
+    for (int64_t col = 0; col < r; ++col) {
+      const T* e = sums + (j * r + col) * 3;
+      const T a2b = e[2] * p.ih;
+      const T d0b = (e[0] * p.hs - T(2) * e[1] + a2b) * p.ia, d2b = a2b * p.ib;
+      ybar[j * r + col] += d0b;
+      ybar[(j + 1) * r + col] += e[0] - d0b - d2b;
+      ybar[(j + 2) * r + col] += d2b;
+    }
+  }
+  // The transposed matrix swaps the sub- and super-diagonals.
+  QuadraticMatrix(x, t, n, s.dl.data(), s.d.data(), s.du.data());
+  TridiagonalSolve(n, r, s.du.data(), s.d.data(), s.dl.data(), s.du2.data(), s.dinv.data(), ybar);
+}
+
 template <typename T>
 void Forward(const T* x, const T* y, const T* xq, int64_t n, int64_t m, int64_t r, int32_t degree,
              int32_t left, int32_t right, bool sorted, Scratch<T>& s, T* out) {
+  if (degree == 2) return QuadraticForward(x, y, xq, n, m, r, sorted, s, out);
   const int64_t nseg = n - 1;
   // One reciprocal per interval, reused: divisions dominate the O(n) part.
   T* ih = s.ih.data();
@@ -380,6 +498,7 @@ void Forward(const T* x, const T* y, const T* xq, int64_t n, int64_t m, int64_t 
 template <typename T>
 void Transpose(const T* x, const T* xq, const T* g, int64_t n, int64_t m, int64_t r, int32_t degree,
                int32_t left, int32_t right, bool sorted, Scratch<T>& s, T* ybar) {
+  if (degree == 2) return QuadraticTranspose(x, xq, g, n, m, r, sorted, s, ybar);
   const int64_t nseg = n - 1;
   T* sums = s.table.data();  // (nseg, r, K): sum of g t^p over the points in each interval
   if (degree == 1) {
@@ -429,7 +548,7 @@ void Transpose(const T* x, const T* xq, const T* g, int64_t n, int64_t m, int64_
 }
 
 inline ffi::Error CheckDegree(int32_t degree, int32_t left, int32_t right) {
-  if (degree != 1 && degree != 3) return ffi::Error::InvalidArgument("igax interp: degree must be 1 or 3");
+  if (degree < 1 || degree > 3) return ffi::Error::InvalidArgument("igax interp: degree must be 1, 2 or 3");
   if (left < 0 || left > 2 || right < 0 || right > 2)
     return ffi::Error::InvalidArgument("igax interp: end condition code must be 0, 1 or 2");
   return ffi::Error::Success();

@@ -4,12 +4,14 @@
 For fixed sites ``x`` and points ``xq`` the interpolant is linear in the values ``y``:
 ``out = L(x, xq) y``. Two primitives carry that map and its transpose,
 
-* ``interp_apply_p(x, xq, y) = L y``  (one custom call: slopes, coefficients, point location, evaluation),
+* ``interp_apply_p(x, xq, y) = L y``  (one custom call: slopes or B-spline coefficients, power-form
+  coefficients, point location, evaluation),
 * ``interp_transpose_p(x, xq, g) = L^T g`` (one custom call: segment sums, coefficient transpose,
   transposed tridiagonal solve),
 
-each the other's transpose, so reverse mode in ``y`` is one call of the second and forward mode one call
-of the first. The derivatives with respect to ``x`` and ``xq`` are the pure-JAX implementation's
+each the other's transpose, for degrees 1, 2 and 3 (parameter ``degree``; degree 2 has no end conditions
+and takes the codes of not-a-knot, 0). Reverse mode in ``y`` is one call of the second and forward mode
+one call of the first. The derivatives with respect to ``x`` and ``xq`` are the pure-JAX implementation's
 (``interp._pure_interpolate``), taken only when those tangents are not symbolically zero: the hot case
 (gradient in the values) never touches them. ``vmap`` adds leading batch dimensions, which the kernels
 loop over. On platforms other than the CPU the primitives lower to the pure-JAX implementation.
@@ -45,7 +47,7 @@ CHECK_ALL = CHECK_SITES | CHECK_POINTS | CHECK_VALUES
 
 def supports(n: int, degree: int, dtype) -> bool:
     """Whether the native kernels cover this case (and are available); otherwise use pure JAX."""
-    if degree not in (1, 3) or n < 4 or jnp.dtype(dtype) not in (jnp.float32, jnp.float64):
+    if degree not in (1, 2, 3) or n < 4 or jnp.dtype(dtype) not in (jnp.float32, jnp.float64):
         return False
     return _native.available()
 

@@ -4,14 +4,15 @@
 points. It is a pure function of ``(x, y, x_new)``: jit, vmap (batches of signals) and grad (with respect to
 the values *and* the sites) all work.
 
-On the CPU, degrees 1 and 3 run as native kernels (``igax/_native/interp_kernels.cc``, compiled on first
-use; see :mod:`igax._native`): the forward pass is one XLA custom call (slopes by one pivoted tridiagonal
-solve, then each run of sorted points evaluated with its interval's coefficients), and the gradient with
-respect to ``y`` is one custom call of the transposed map (segment sums of ``g t^k``, the coefficient
-transpose, one transposed solve); forward mode in ``y`` is one call of the first. A vmap over the values
-alone folds the batch into columns (one solve and one pass over the points for the whole batch).
-Derivatives with respect to the sites and points come from the pure-JAX path. Elsewhere (GPU, degree 2,
-fewer than 4 sites, ``native=False`` or ``IGAX_NATIVE=0``) the pure-JAX path runs: LAPACK's (cuSPARSE's)
+On the CPU, degrees 1, 2 and 3 run as native kernels (``igax/_native/interp_kernels.cc``, compiled on
+first use; see :mod:`igax._native`): the forward pass is one XLA custom call (cubic slopes or quadratic
+B-spline coefficients by one pivoted tridiagonal solve, the power form of each piece, then each run of
+sorted points evaluated with its piece's coefficients), and the gradient with respect to ``y`` is one
+custom call of the transposed map (segment sums of ``g t^k``, the coefficient transpose, one transposed
+solve); forward mode in ``y`` is one call of the first. A vmap over the values alone folds the batch into
+columns (one solve and one pass over the points for the whole batch). Derivatives with respect to the
+sites and points come from the pure-JAX path. Elsewhere (GPU, fewer than 4 sites, ``native=False`` or
+``IGAX_NATIVE=0``) the pure-JAX path runs: LAPACK's (cuSPARSE's)
 ``gtsv`` through ``jax.lax.linalg.tridiagonal_solve``, which JAX differentiates in both modes (reverse mode
 is one transposed solve), and an evaluation written so that its reverse mode is cheap: one 1-D gather per
 coefficient table, whose transposes are segment sums of ``g t^k`` that need no coefficient values.
@@ -20,7 +21,10 @@ Differentiating through a dense solve instead costs O(n^3).
 Measured (``benchmarks/bench_interp_grad.py``, 2-core CPU, m = 10 n sorted points, gradient in ``y``,
 medians): n = 64: 8 us called back to back (~19-22 us interleaved with other programs, where XLA's hand-off
 to a worker thread dominates); n = 1000: 55-89 us, ~230x faster than autodiff through a dense solve;
-n = 10^5: 6.3 ms; time ~ n^0.93. The pure-JAX path's gradient is 2.2-4.4x slower.
+n = 10^5: 6.3 ms; time ~ n^0.93. The pure-JAX path's gradient is 2.2-4.4x slower. Quadratic (same
+case): n = 64: 9.7 us back to back, 8.9x faster than autodiff through a dense solve (4.3x interleaved,
+20 against 87 us; the pure-JAX path took 51-95 us before it had a kernel); n = 1000: 44 us, ~290x; the
+pure-JAX path's gradient is 3.4x slower.
 
 The splines are the ones of SciPy:
 
@@ -316,8 +320,11 @@ def _quadratic_values(tl, u):
     return jnp.stack([right1 * tmp0, left2 * tmp0 + right2 * tmp1, left1 * tmp1], axis=1)
 
 
-def _quadratic(x, y, x_new, assume_sorted):
-    """SciPy's ``make_interp_spline(k=2)``: knots at midpoints (2nd and 2nd-to-last left out); tridiagonal."""
+def _quadratic(x, y, x_new, assume_sorted, solve=tridiagonal_solve):
+    """SciPy's ``make_interp_spline(k=2)``: knots at midpoints (2nd and 2nd-to-last left out); tridiagonal.
+
+    ``solve(lower, diag, upper, rhs)`` is a hook for the benchmarks' reference solvers.
+    """
     n = x.shape[0]
     mid = 0.5 * (x[1:] + x[:-1])
     breaks = jnp.concatenate([x[:1], mid[1:-1], x[-1:]])  # (n-1,) distinct knots
@@ -332,7 +339,7 @@ def _quadratic(x, y, x_new, assume_sorted):
     lower = jnp.concatenate([zero, vals[:, 0], zero])
     diag = jnp.concatenate([one, vals[:, 1], one])
     upper = jnp.concatenate([zero, vals[:, 2], zero])
-    c = tridiagonal_solve(lower, diag, upper, y)  # (n, r)
+    c = solve(lower, diag, upper, y)  # (n, r)
     j = locate(
         breaks, x_new, assume_sorted=assume_sorted
     )  # span j: [breaks[j], breaks[j+1]], functions j..j+2
@@ -364,8 +371,8 @@ def interpolate(
         assume_sorted: promise that ``x_new`` (flattened) is non-decreasing, so points are located by a merge
             in ``O(n + m)`` instead of a binary search each (see :func:`locate`). The native kernel needs no
             promise: it finds runs of sorted points itself.
-        native: ``None`` (default): the native CPU kernel where it applies (degrees 1 and 3, at least 4
-            sites, kernels available; see :mod:`igax._native`), else pure JAX. ``False``: pure JAX, e.g. for
+        native: ``None`` (default): the native CPU kernel where it applies (any degree, at least 4 sites,
+            kernels available; see :mod:`igax._native`), else pure JAX. ``False``: pure JAX, e.g. for
             ``jax.export`` of a CPU program (the kernel's custom call has no compatibility guarantee, so
             export refuses it). ``True``: the kernel, or an error saying why it does not apply.
         check: value checks: finite ``x``, ``y`` and ``x_new``, strictly increasing ``x`` (no duplicate
@@ -381,7 +388,7 @@ def interpolate(
     Validation: degree, bc_type, ``native``, ``check`` and all shapes are always checked, at trace time. At
     run time the native kernel checks its operands in its own pass over them and fails with
     ``JaxRuntimeError: INVALID_ARGUMENT: interpolate: y contains NaN or infinity; ...``; the pure-JAX path
-    (GPU, degree 2, ``native=False``) uses the mechanism of igax's solvers
+    (GPU, ``native=False``) uses the mechanism of igax's solvers
     (:func:`igax.solvers._errors.branched_error_if`: a branch that calls back to Python only on failure),
     with the same messages. Measured cost (2-core CPU, n = 64, m = 640, paired medians): native
     kernel +0.03 us on an 8 us forward call and on its 8.3 us gradient in ``y`` (n = 1000, m = 10^4:
@@ -412,8 +419,8 @@ def interpolate(
 
         why = _native.reason() or f"degree={degree} with {jnp.shape(x)[0]} sites in {jnp.dtype(dtype)}"
         raise ValueError(
-            f"native=True, but the native kernel does not apply here ({why}); it covers degrees 1 and 3 "
-            "with at least 4 sites in float32/float64. Leave native=None to fall back to pure JAX."
+            f"native=True, but the native kernel does not apply here ({why}); it covers degrees 1, 2 "
+            "and 3 with at least 4 sites in float32/float64. Leave native=None to fall back to pure JAX."
         )
     if check and not supported:
         # The pure-JAX path checks traced values through the solvers' run-time errors; the native kernel
@@ -448,11 +455,12 @@ def _interpolate(x, y, x_new, *, degree, bc, assume_sorted, native, check=True):
 def _pure_interpolate(x, y2, xq, *, degree, bc, assume_sorted=False, solve=tridiagonal_solve):
     """The pure-JAX interpolant: x (n,), y2 (n, r), xq (m,) -> (m, r). Reference and non-CPU path.
 
-    ``solve(lower, diag, upper, rhs)`` is the tridiagonal solver of the cubic (a hook for the benchmarks).
+    ``solve(lower, diag, upper, rhs)`` is the tridiagonal solver of degrees 2 and 3 (a hook for the
+    benchmarks).
     """
     if degree == 1:
         return _eval_linear(x, y2, xq, assume_sorted)
     if degree == 2:
-        return _quadratic(x, y2, xq, assume_sorted)
+        return _quadratic(x, y2, xq, assume_sorted, solve=solve)
     s = _cubic_slopes(x, y2, bc, solve=solve)
     return _eval_cubic(x, y2, s, xq, assume_sorted)
