@@ -13,7 +13,6 @@ a batch, ``grad`` through it (also with respect to the geometry).
 
 from __future__ import annotations
 
-import functools
 import weakref
 
 import equinox as eqx
@@ -23,6 +22,7 @@ import numpy as np
 
 from igax._compile import fast_compile_options, lazy_jit
 from igax._config import check_float64
+from igax.fem._contract import bilinear_einsum, contract_bilinear, contract_linear
 from igax.fem._kernel_checks import check_linear, check_no_constant_term, check_symmetric, dependencies
 from igax.fem.forms import _SHAPE_NAMES, Form, FormInputs, Jet, QuadValue, kernel_output
 from igax.fem.space import FunctionSpace, Rule, Tables
@@ -280,16 +280,11 @@ def _shape_message(form: Form, name: str, what: str, want, ne: int, nq: int, pla
     )
 
 
-# The contractions below are unrolled over the (small) quadrature and jet axes in Python. This differs from
-# the obvious jnp.einsum: XLA on CPU lowers these einsums to batched tiny matrix products, which are 5-10x
-# slower than the fused elementwise multiply-adds that the unrolled form compiles to (element axis kept
-# first).
-def _col(cols, k, q):
-    """Jet column k at point q, (ne | 1, nloc): tables may carry size-1 element or point axes."""
-    c = cols[k]
-    return c[:, q if c.shape[1] > 1 else 0]
-
-
+# The element contractions (igax.fem._contract) come in two forms: unrolled fused multiply-adds over the
+# (small) point and jet axes, which XLA on CPU runs 5-10x faster than the einsums of the same contraction
+# (they lower to batched tiny matrix products), and the einsums, which become GEMMs when an element has many
+# dofs per point. Their derivatives are written out in the same two forms.
+#
 # Element matrices that cost more multiply-adds than this (nq ku kv (C nloc)^2 per element) are formed by a
 # batched matrix product instead: one GEMM of sizes (C nloc C) x (nq kv) x nloc per element, where the
 # unrolled multiply-adds run out of cache. Measured (2 cores): 3D degree-2 spline elasticity 3.1x faster,
@@ -303,80 +298,32 @@ _GEMM_WORK = 100_000
 _SMALL_WORK = 2**22
 
 
-# Its derivatives are einsums (a custom JVP): the unrolled form's own JVP and transpose are the same hundreds
-# of small ops again and their transposes, which made a program holding jax.grad of an assembly 4-5 s slower
-# to compile (2 cores, 2D degree 3: 16 points, 2 jets) and no faster to run than the einsums. The primal
-# stays unrolled, so forward-only programs keep their speed.
-@jax.custom_jvp
+def _contract_jets_first(U, M, V):
+    """K[e, c, i, d, j] = sum_q,k,l U_k[e, q, i] M[c, k, d, l, e, q] V_l[e, q, j] (U, V: jet columns).
+
+    ``M`` holds the jet pairs in front (see :func:`_assemble`). Differentiable in all three with derivatives
+    that cost about one contraction each (see :mod:`igax.fem._contract`).
+    """
+    C, ne, nq = M.shape[0], M.shape[-2], M.shape[-1]
+    work = nq * len(U) * len(V) * (C * U[0].shape[-1]) ** 2  # per element
+    einsum = work >= _GEMM_WORK or ne * work <= _SMALL_WORK
+    return contract_bilinear(U, M, V, einsum=einsum)
+
+
 def _contract_bilinear(U, M, V):
-    """K[e, c, i, d, j] = sum_q,k,l U_k[e, q, i] M[e, q, c, k, d, l] V_l[e, q, j] (U, V: jet columns)."""
-    work = M.shape[1] * len(U) * len(V) * (M.shape[2] * U[0].shape[-1]) ** 2  # per element
-    if work >= _GEMM_WORK or M.shape[0] * work <= _SMALL_WORK:
-        return _contract_bilinear_gemm(U, M, V)
-    return _contract_bilinear_unrolled(U, M, V)
-
-
-@functools.partial(_contract_bilinear.defjvp, symbolic_zeros=True)
-def _contract_bilinear_jvp(primals, tangents):
-    """Trilinear: dK = C(dU, M, V) + C(U, dM, V) + C(U, M, dV), each term an einsum, zero tangents skipped."""
-    U, M, V = primals
-    dU, dM, dV = tangents
-    out = _contract_bilinear(U, M, V)
-    terms = []
-    if not _all_zero(dM):
-        terms.append(_contract_bilinear_gemm(U, dM, V))
-    if not _all_zero(dU):
-        terms.append(_contract_bilinear_gemm(_dense_cols(dU, U), M, V))
-    if not _all_zero(dV):
-        terms.append(_contract_bilinear_gemm(U, M, _dense_cols(dV, V)))
-    if not terms:  # not reached: JAX asks for this rule only when some input has a tangent
-        return out, jnp.zeros_like(out)
-    return out, functools.reduce(jnp.add, terms).astype(out.dtype)
-
-
-def _all_zero(t) -> bool:
-    zero = jax.custom_derivatives.SymbolicZero
-    leaves = jax.tree_util.tree_leaves(t, is_leaf=lambda x: isinstance(x, zero))
-    return all(isinstance(x, zero) for x in leaves)
-
-
-def _dense_cols(dcols, cols):
-    """Tangents of jet columns with symbolic zeros replaced by zeros of the column's shape."""
-    zero = jax.custom_derivatives.SymbolicZero
-    return [jnp.zeros_like(c) if isinstance(d, zero) else d for d, c in zip(dcols, cols, strict=True)]
-
-
-def _contract_bilinear_unrolled(U, M, V):
-    """:func:`_contract_bilinear` unrolled over the points and jets (fused multiply-adds on CPU)."""
-    nq = M.shape[1]
-    K = 0.0
-    for q in range(nq):
-        Mq = M[:, q]  # (ne, C, ku, C, kv)
-        for l in range(len(V)):
-            T = sum(_col(U, k, q)[:, None, :, None] * Mq[:, :, None, k, :, l] for k in range(len(U)))
-            K = K + T[:, :, :, :, None] * _col(V, l, q)[:, None, None, None, :]  # (ne, C, nloc, C, nloc)
-    return K
+    """:func:`_contract_jets_first` with ``M`` element-major, ``(ne, nq, C, ku, C, kv)``."""
+    return _contract_jets_first(U, jnp.moveaxis(M, (0, 1), (-2, -1)), V)
 
 
 def _contract_bilinear_gemm(U, M, V):
-    """:func:`_contract_bilinear` as one batched matrix product per element over the (point, jet) pairs."""
-    ne, nq = M.shape[:2]
-
-    def stack(cols):  # jet columns (ne | 1, nq | 1, nloc) -> (ne, nq, k, nloc)
-        return jnp.stack([jnp.broadcast_to(c, (ne, nq, c.shape[-1])) for c in cols], axis=2)
-
-    Ua, Va = stack(U), stack(V)
-    W = jnp.einsum("eqki,eqckdl->eqlcid", Ua, M)  # (ne, nq, kv, C, nloc, C)
-    return jnp.einsum("eqlcid,eqlj->ecidj", W, Va)  # (ne, C, nloc, C, nloc)
+    """The reference (einsum) form of :func:`_contract_bilinear` (tests compare against it)."""
+    return bilinear_einsum(U, jnp.moveaxis(M, (0, 1), (-2, -1)), V)
 
 
 def _contract_linear(V, L):
     """b[e, c, i] = sum_q,k V_k[e, q, i] L[e, q, c, k]."""
     ne, nq = L.shape[:2]
-    if ne * nq * len(V) * L.shape[2] * V[0].shape[-1] <= _SMALL_WORK:  # small: one einsum (see _SMALL_WORK)
-        Va = jnp.stack([jnp.broadcast_to(c, (ne, nq, c.shape[-1])) for c in V], axis=2)  # (ne, nq, k, nloc)
-        return jnp.einsum("eqki,eqck->eci", Va, L)
-    return sum(_col(V, k, q)[:, None, :] * L[:, q, :, None, k] for q in range(nq) for k in range(len(V)))
+    return contract_linear(V, L, einsum=ne * nq * len(V) * L.shape[2] * V[0].shape[-1] <= _SMALL_WORK)
 
 
 def _jet_columns(tables: Tables, keep):
@@ -626,22 +573,30 @@ def _assemble(form: Form, space: FunctionSpace, boundary, fields: dict, tables=N
     if not ku or not kv:  # the kernel ignores the trial or the test function: a zero matrix
         return SparseMatrix(jnp.zeros(p.pattern.nnz, dtype), p.pattern, symmetric=form.symmetric)
 
-    def point(xp, np_, fl):
-        w = w_at(xp, np_, fl)
+    def kernel_matrices(x, n, flat):
+        """(mu, mv, P): the kernel at every point for every pair of unit jets, jet pairs first.
 
-        def k(ua, ug, va, vg):
-            return kernel_output(form.kernel(Jet(ua, ug), Jet(va, vg), w), form)
+        With the jets as the outer (vmapped) axes, the kernel's transpose (the cotangent of its inputs) sums
+        over leading axes. With the points outer, it summed over short trailing axes, which XLA on CPU fuses,
+        together with the contraction's cotangent that feeds it, into a library (YNNPACK) fusion that runs
+        float64 3-10x slower than plain loops: a third of a gradient's assembly time at 96 x 96 degree-2
+        elements. The contraction takes ``M`` in this layout, so no transpose sits between the two.
+        """
 
-        inner = jax.vmap(k, (None, None, 0, 0))  # over test jets
-        return jax.vmap(inner, (0, 0, None, None))(uv, ug_, vv, vg_)  # (mu, mv)
+        def at_points(ua, ug, va, vg):
+            def k(xp, np_, fl):
+                w = w_at(xp, np_, fl)
+                return kernel_output(form.kernel(Jet(ua, ug), Jet(va, vg), w), form)
+
+            return jax.vmap(k, in_axes)(x, n, flat)
+
+        inner = jax.vmap(at_points, (None, None, 0, 0))  # over test jets
+        return jax.vmap(inner, (0, 0, None, None))(uv, ug_, vv, vg_)  # (mu, mv, P)
 
     def element_matrices(tables, x, n, flat):
         m = tables.dx.shape[0]
-        M = (
-            jax.vmap(point, in_axes)(x, n, flat).reshape(m, nq, C, len(ku), C, len(kv))
-            * tables.dx[..., None, None, None, None]
-        )
-        return _contract_bilinear(_jet_columns(tables, ku), M, _jet_columns(tables, kv)).reshape(m, -1)
+        M = kernel_matrices(x, n, flat).reshape(C, len(ku), C, len(kv), m, nq) * tables.dx
+        return _contract_jets_first(_jet_columns(tables, ku), M, _jet_columns(tables, kv)).reshape(m, -1)
 
     slots = p.slot[rule.elements].reshape(ne, -1)  # (ne, nloc * nloc)
     chunks = _chunking(space, rule, fields, slots.size)
