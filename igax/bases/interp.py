@@ -22,9 +22,9 @@ Measured (``benchmarks/bench_interp_grad.py``, 2-core CPU, m = 10 n sorted point
 medians): n = 64: 8 us called back to back (~19-22 us interleaved with other programs, where XLA's hand-off
 to a worker thread dominates); n = 1000: 55-89 us, ~230x faster than autodiff through a dense solve;
 n = 10^5: 6.3 ms; time ~ n^0.93. The pure-JAX path's gradient is 2.2-4.4x slower. Quadratic (same
-case): n = 64: 9.7 us back to back, 8.9x faster than autodiff through a dense solve (4.3x interleaved,
-20 against 87 us; the pure-JAX path took 51-95 us before it had a kernel); n = 1000: 44 us, ~290x; the
-pure-JAX path's gradient is 3.4x slower.
+case): n = 64: 9.7-9.9 us back to back, 9-20x faster than autodiff through a dense solve (4.3-5.6x
+interleaved; the pure-JAX path alone took 51-95 us before degree 2 had a kernel); n = 1000: 45 us, ~290-480x;
+n = 10^5: 12 ms. The pure-JAX path's gradient is 2.5-9x slower.
 
 The splines are the ones of SciPy:
 
