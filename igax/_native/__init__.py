@@ -55,6 +55,10 @@ _HANDLERS = {
     "igax_spmv_forward_f32": "IgaxSpmvForwardF32",
     "igax_spmv_transpose_f64": "IgaxSpmvTransposeF64",
     "igax_spmv_transpose_f32": "IgaxSpmvTransposeF32",
+    "igax_spmv_sample_f64": "IgaxSpmvSampleF64",
+    "igax_spmv_sample_f32": "IgaxSpmvSampleF32",
+    "igax_spmv_sample_transpose_f64": "IgaxSpmvSampleTransposeF64",
+    "igax_spmv_sample_transpose_f32": "IgaxSpmvSampleTransposeF32",
 }
 _lock = threading.Lock()
 _state: dict = {}

@@ -3,13 +3,16 @@
 // Two products with a CSR matrix A (row pointers indptr, column indices indices, values v):
 //   forward:   y[i, :] = sum_{p in row i} v[p] x[indices[p], :]              (A x)
 //   transpose: y[j, :] = sum_{p : indices[p] = j} v[p] x[row(p), :]         (A^T x, without forming A^T)
-// Both read the CSR arrays once, in storage order, like SciPy's csr_matvec / csc_matvec, and sum each output
+// and, for the derivative with respect to the values, the sampled product of two dense arrays:
+//   sample:    vbar[p] = sum_c ct[row(p), c] x[indices[p], c]     (ct[indices[p]] x[row(p)] for the transpose)
+// All read the CSR arrays once, in storage order, like SciPy's csr_matvec / csc_matvec, and sum each output
 // entry in the same order as SciPy (so one right-hand side gives SciPy's numbers to the last bit). XLA's own
 // gathers and segment sums need ~3x the time for the same product (see igax/solvers/_spmv.py).
 //
 // Shapes: indptr (nrows + 1) int64, indices (nnz) int32, values (..., nnz), x (..., m, k) and the result
 // (..., nout, k), where m = ncols and nout = nrows for the forward product (swapped for the transpose), and the
-// leading batch dimensions (vmap over matrices) are the same on values, x and the result.
+// leading batch dimensions (vmap over matrices) are the same on values, x and the result. The sampled product
+// takes ct (..., nout, k) and x (..., m, k) and returns (..., nnz).
 
 #include <cstdint>
 #include <cstring>
@@ -20,32 +23,42 @@ namespace ffi = xla::ffi;
 
 namespace {
 
-template <typename T>
-void Forward(int64_t nrows, int64_t k, const int64_t* ptr, const int32_t* ind, const T* v, const T* x, T* y) {
-  if (k == 1) {
-    for (int64_t i = 0; i < nrows; ++i) {
-      T s = 0;
-      const int64_t end = ptr[i + 1];
-      for (int64_t p = ptr[i]; p < end; ++p) s += v[p] * x[ind[p]];
-      y[i] = s;
-    }
-    return;
-  }
+// Columns c0 .. c0 + K - 1 of y = A x for x, y of k columns: the K sums of a row are kept in registers and
+// stored once. Column counts other than 1, 2, 4, 8 and 16 (vmap over right-hand sides gives k = the batch
+// size) are done in blocks of 8, 4, 2 and 1 columns, one pass over the matrix per block.
+template <typename T, int K>
+void ForwardBlock(int64_t nrows, int64_t k, int64_t c0, const int64_t* __restrict__ ptr,
+                  const int32_t* __restrict__ ind, const T* __restrict__ v, const T* __restrict__ x,
+                  T* __restrict__ y) {
   for (int64_t i = 0; i < nrows; ++i) {
-    T* yi = y + i * k;
-    for (int64_t c = 0; c < k; ++c) yi[c] = 0;
+    T acc[K];
+    for (int c = 0; c < K; ++c) acc[c] = 0;
     const int64_t end = ptr[i + 1];
     for (int64_t p = ptr[i]; p < end; ++p) {
       const T a = v[p];
-      const T* xr = x + int64_t(ind[p]) * k;
-      for (int64_t c = 0; c < k; ++c) yi[c] += a * xr[c];
+      const T* xr = x + int64_t(ind[p]) * k + c0;
+      for (int c = 0; c < K; ++c) acc[c] += a * xr[c];
     }
+    T* yi = y + i * k + c0;
+    for (int c = 0; c < K; ++c) yi[c] = acc[c];
   }
 }
 
 template <typename T>
-void Transpose(int64_t nrows, int64_t nout, int64_t k, const int64_t* ptr, const int32_t* ind, const T* v,
-               const T* x, T* y) {
+void Forward(int64_t nrows, int64_t k, const int64_t* ptr, const int32_t* ind, const T* v, const T* x, T* y) {
+  int64_t c0 = 0;
+  if (k % 16 == 0)
+    for (; c0 < k; c0 += 16) ForwardBlock<T, 16>(nrows, k, c0, ptr, ind, v, x, y);
+  for (; c0 + 8 <= k; c0 += 8) ForwardBlock<T, 8>(nrows, k, c0, ptr, ind, v, x, y);
+  if (c0 + 4 <= k) ForwardBlock<T, 4>(nrows, k, c0, ptr, ind, v, x, y), c0 += 4;
+  if (c0 + 2 <= k) ForwardBlock<T, 2>(nrows, k, c0, ptr, ind, v, x, y), c0 += 2;
+  if (c0 < k) ForwardBlock<T, 1>(nrows, k, c0, ptr, ind, v, x, y);
+}
+
+template <typename T>
+void Transpose(int64_t nrows, int64_t nout, int64_t k, const int64_t* __restrict__ ptr,
+               const int32_t* __restrict__ ind, const T* __restrict__ v, const T* __restrict__ x,
+               T* __restrict__ y) {
   std::memset(y, 0, sizeof(T) * nout * k);
   if (k == 1) {
     for (int64_t i = 0; i < nrows; ++i) {
@@ -105,6 +118,50 @@ ffi::Error Run(ffi::Buffer<ffi::S64> indptr, ffi::Buffer<ffi::S32> indices, ffi:
   return ffi::Error::Success();
 }
 
+template <typename T, bool kTranspose>
+void Sample(int64_t nrows, int64_t k, const int64_t* __restrict__ ptr, const int32_t* __restrict__ ind,
+            const T* __restrict__ ct, const T* __restrict__ x, T* __restrict__ out) {
+  for (int64_t i = 0; i < nrows; ++i) {
+    const int64_t end = ptr[i + 1];
+    const T* own = (kTranspose ? x : ct) + i * k;  // the row's own vector
+    const T* other = kTranspose ? ct : x;          // gathered at the column index
+    if (k == 1) {
+      for (int64_t p = ptr[i]; p < end; ++p) out[p] = kTranspose ? other[ind[p]] * own[0] : own[0] * other[ind[p]];
+      continue;
+    }
+    for (int64_t p = ptr[i]; p < end; ++p) {
+      const T* o = other + int64_t(ind[p]) * k;
+      T s = 0;
+      for (int64_t c = 0; c < k; ++c) s += kTranspose ? o[c] * own[c] : own[c] * o[c];
+      out[p] = s;
+    }
+  }
+}
+
+template <ffi::DataType DT, bool kTranspose>
+ffi::Error RunSample(ffi::Buffer<ffi::S64> indptr, ffi::Buffer<ffi::S32> indices, ffi::Buffer<DT> ct,
+                     ffi::Buffer<DT> x, ffi::ResultBuffer<DT> out) {
+  using T = ffi::NativeType<DT>;
+  const auto pd = indptr.dimensions(), id = indices.dimensions(), cd = ct.dimensions();
+  const auto xd = x.dimensions(), od = out->dimensions();
+  if (pd.size() != 1 || id.size() != 1 || od.size() < 1 || cd.size() != od.size() + 1 || xd.size() != cd.size())
+    return ffi::Error::InvalidArgument("igax spmv sample: expected indptr (r+1), indices (nnz), ct (..., n, k), "
+                                       "x (..., m, k), result (..., nnz)");
+  const int64_t nrows = pd[0] - 1, nnz = id[0];
+  const size_t nb = od.size() - 1;
+  const int64_t nc = cd[nb], m = xd[nb], k = cd[nb + 1];
+  const int64_t* ptr = indptr.typed_data();
+  if (nrows < 0 || od[nb] != nnz || xd[nb + 1] != k || ptr[nrows] != nnz || (kTranspose ? m : nc) != nrows)
+    return ffi::Error::InvalidArgument("igax spmv sample: the operands do not match the pattern");
+  for (size_t a = 0; a < nb; ++a)
+    if (cd[a] != od[a] || xd[a] != od[a]) return ffi::Error::InvalidArgument("igax spmv sample: batch dims differ");
+  const int64_t batch = Product(od, 0, nb);
+  for (int64_t b = 0; b < batch; ++b)
+    Sample<T, kTranspose>(nrows, k, ptr, indices.typed_data(), ct.typed_data() + b * nc * k,
+                          x.typed_data() + b * m * k, out->typed_data() + b * nnz);
+  return ffi::Error::Success();
+}
+
 }  // namespace
 
 #define IGAX_SPMV_BIND(DT)             \
@@ -119,3 +176,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(IgaxSpmvForwardF64, (Run<ffi::F64, false>), IGAX_S
 XLA_FFI_DEFINE_HANDLER_SYMBOL(IgaxSpmvForwardF32, (Run<ffi::F32, false>), IGAX_SPMV_BIND(ffi::F32));
 XLA_FFI_DEFINE_HANDLER_SYMBOL(IgaxSpmvTransposeF64, (Run<ffi::F64, true>), IGAX_SPMV_BIND(ffi::F64));
 XLA_FFI_DEFINE_HANDLER_SYMBOL(IgaxSpmvTransposeF32, (Run<ffi::F32, true>), IGAX_SPMV_BIND(ffi::F32));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(IgaxSpmvSampleF64, (RunSample<ffi::F64, false>), IGAX_SPMV_BIND(ffi::F64));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(IgaxSpmvSampleF32, (RunSample<ffi::F32, false>), IGAX_SPMV_BIND(ffi::F32));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(IgaxSpmvSampleTransposeF64, (RunSample<ffi::F64, true>), IGAX_SPMV_BIND(ffi::F64));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(IgaxSpmvSampleTransposeF32, (RunSample<ffi::F32, true>), IGAX_SPMV_BIND(ffi::F32));

@@ -17,6 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.sparse as sp
 
+from igax.solvers._spmv import spmv
+
 __all__ = ["CSRPattern", "SparseMatrix"]
 
 
@@ -430,13 +432,42 @@ class SparseMatrix(eqx.Module):
 
     # -- algebra ---------------------------------------------------------------------------------------------
     def matvec(self, x: jax.Array) -> jax.Array:
-        """``A @ x`` for ``x`` of shape ``(ncols,)`` or ``(ncols, k)``: gather + one segment_sum."""
+        """``A @ x`` for ``x`` of shape ``(ncols,)`` or ``(ncols, k)`` (more trailing axes are columns too).
+
+        One pass over the CSR arrays (a native kernel on the CPU, cuSPARSE on the GPU; see
+        :mod:`igax.solvers._spmv`), differentiable in the values and in ``x`` (``vmap`` too).
+
+        Example:
+            >>> A @ jnp.ones(A.shape[1])              # row sums
+        """
+        return self._product(x, transpose=False)
+
+    def rmatvec(self, x: jax.Array) -> jax.Array:
+        """``A.T @ x`` without forming ``A.T`` (no permuted copy of the values); x of shape ``(nrows, ...)``.
+
+        The same kernel as :meth:`matvec`, scattering instead of gathering (SciPy's CSC product).
+
+        Example:
+            >>> A.rmatvec(y)                          # equals A.T @ y
+        """
+        return self._product(x, transpose=True)
+
+    def _product(self, x, transpose: bool) -> jax.Array:
         p = self.pattern
-        if x.shape[0] != p.shape[1]:
-            raise ValueError(f"x must have leading dimension ncols={p.shape[1]}, got shape {x.shape}.")
-        v = self.values.reshape(self.values.shape + (1,) * (x.ndim - 1))
-        prod = v * x[p.indices]
-        return jax.ops.segment_sum(prod, p.rows, num_segments=p.shape[0], indices_are_sorted=True)
+        x = jnp.asarray(x)
+        m = p.shape[0] if transpose else p.shape[1]
+        if x.ndim == 0 or x.shape[0] != m:
+            what = "nrows" if transpose else "ncols"
+            raise ValueError(
+                f"x must have leading dimension {what}={m} to multiply {'A.T' if transpose else 'A'} of "
+                f"shape {p.shape}, got shape {x.shape}."
+            )
+        if jnp.ndim(self.values) != 1:
+            raise ValueError(
+                f"this matrix holds a batch of values {jnp.shape(self.values)}; multiply inside jax.vmap "
+                "(jax.vmap(lambda A, x: A @ x)(As, X)) instead of with the batch at once."
+            )
+        return spmv(self.values, p, x, transpose=transpose, symmetric=self.symmetric)
 
     def __matmul__(self, x):
         return self.matvec(x)

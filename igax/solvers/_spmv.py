@@ -1,0 +1,430 @@
+"""The product of a :class:`~igax.solvers.SparseMatrix` with vectors: ``A @ x``, ``A.T @ x``, ``A @ X``.
+
+This is the hot loop of every Krylov solver and smoother, so it is one JAX primitive, ``igax_spmv``, with a
+lowering per platform, all of them reading the CSR arrays as they are (no conversion of the values, which
+change with every assembly, into another layout):
+
+* **CPU**: one XLA custom call to a native kernel (``igax/_native/spmv_kernels.cc``), a loop over the rows
+  as in SciPy's ``csr_matvec``; the transposed product scatters over the same arrays (SciPy's
+  ``csc_matvec``), so ``A.T @ x`` needs neither the transposed values nor a second pattern.
+* **GPU** (CUDA, ROCm): cuSPARSE / hipSPARSE SpMV and SpMM through ``jax.experimental.sparse``
+  (``csr_matvec`` / ``csr_matmat``), the library a GPU-side baseline would call.
+* **Elsewhere**, and on the CPU without a C++ compiler (``IGAX_NATIVE=0``) or for other dtypes than
+  float32/float64: pure JAX, a fixed-width loop over each row's slots (:class:`_RowPlan`).
+
+Why not XLA's own operations on the CPU: the product as a gather of ``x`` plus a ``segment_sum`` (igax
+before issue 14, kept as :func:`segment_sum_product` for the benchmark) took 22 ms against SciPy's 7.6 ms
+for a 1M-DOF P1 matrix (2 cores); XLA's CPU scatter is serial and every nnz-sized temporary is a fresh
+allocation. Padded layouts (ELL, sliced ELL) reach SciPy's speed in XLA only once the values are in the
+padded layout, and putting them there (a gather of every value) cost 5-20 products on the CPU here, for
+each new matrix.
+
+Derivatives: the product is bilinear in ``(values, x)``. Its JVP is two products; its transpose in ``x`` is
+the transposed product (the same kernel), and in the values the sampled outer product
+``values_bar[p] = sum_c ct[row(p), c] x[col(p), c]`` (gathers in CSR order, no scatter). ``vmap`` over
+``x`` folds the batch into the columns (one ``A @ X`` call); ``vmap`` over the values (a batch of matrices)
+loops over the batch inside the kernel.
+
+Shapes of the primitive: values ``(*B, nnz)``, x ``(*B, m, k)`` -> ``(*B, n, k)`` with the same leading
+batch dimensions ``B`` on both (the batching rule makes them so); ``m, n`` are ``(ncols, nrows)``, swapped
+for ``transpose=True``.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.extend.core import Primitive
+from jax.interpreters import ad, batching, mlir
+
+__all__ = ["segment_sum_product", "spmv"]
+
+_NATIVE_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+_UNROLL = 32  # the pure-JAX kernel unrolls its loop over row slots (or columns) up to this many
+_BLOCK = 16  # wider rows: a loop over blocks of this many unrolled slots (compile time ~ block size)
+_PB = "promise_in_bounds"  # every index below is in range by construction
+
+
+def spmv(values, pattern, x, *, transpose: bool = False, symmetric: bool = False) -> jax.Array:
+    """``A @ x`` (or ``A.T @ x``) for the CSR matrix ``A = (pattern, values)``.
+
+    Arguments:
+        values: the stored entries in CSR order, shape ``(nnz,)``.
+        pattern: the :class:`~igax.solvers.CSRPattern`.
+        x: shape ``(m,)`` or ``(m, ...)`` with ``m = ncols`` (``nrows`` when ``transpose``).
+        transpose: multiply by ``A.T`` (without forming it).
+        symmetric: the caller asserts ``A == A.T``: the transposed products of the derivatives are then
+            computed as plain ones.
+
+    Returns:
+        Shape ``(n,) + x.shape[1:]`` (``n = nrows``, or ``ncols`` when ``transpose``), in the common dtype of
+        ``values`` and ``x``.
+
+    Example:
+        >>> p = CSRPattern(np.array([0, 1, 3]), np.array([1, 0, 1]), (2, 2))
+        >>> spmv(jnp.array([2.0, 3.0, 4.0]), p, jnp.array([1.0, 1.0]))
+        Array([2., 7.], dtype=float64)
+    """
+    nrows, ncols = pattern.shape
+    if transpose and symmetric and nrows == ncols:
+        transpose = False
+    m, n = (nrows, ncols) if transpose else (ncols, nrows)
+    dtype = jnp.result_type(values, x)
+    values = jnp.asarray(values, dtype)
+    x = jnp.asarray(x, dtype)
+    trailing = x.shape[1:]
+    k = int(np.prod(trailing, dtype=np.int64))
+    if pattern.nnz == 0 or n == 0 or k == 0:
+        return jnp.zeros((n, *trailing), dtype)
+    y = spmv_p.bind(
+        values, x.reshape(m, k), pattern=pattern, transpose=bool(transpose), symmetric=bool(symmetric)
+    )
+    return y.reshape((n, *trailing))
+
+
+def segment_sum_product(values, pattern, x) -> jax.Array:
+    """``A @ x`` as a gather and a sorted ``segment_sum``: igax's product before issue 14, kept to compare.
+
+    Same arguments as :func:`spmv` (no transpose). Differentiated by JAX's own rules (its transpose in ``x``
+    is a scatter).
+    """
+    v = values.reshape(values.shape + (1,) * (x.ndim - 1))
+    prod = v * x[pattern.indices]
+    return jax.ops.segment_sum(prod, pattern.rows, num_segments=pattern.shape[0], indices_are_sorted=True)
+
+
+# -- the pure-JAX kernel -------------------------------------------------------------------------------------
+class _RowPlan:
+    """How the pure-JAX kernel reads a CSR pattern (host arrays, built once per pattern and direction).
+
+    Row ``i``'s entries are slots ``ptr[i] .. ptr[i] + len[i] - 1``. The kernel visits slot ``ptr[i] + j``
+    of every row for ``j < width`` at once (one gather of the values and one of ``x`` per ``j``, masked
+    where ``j >= len[i]``): no padded copy of the values is made. ``width`` is chosen so that a few long
+    rows (a vertex of high valence, a glued seam) do not set the work of all rows: their slots past
+    ``width`` are summed apart by a ``segment_sum``.
+
+    For the transposed product the plan reads the transposed pattern, and the value of its slot ``q`` is
+    ``values[vperm[q]]``.
+    """
+
+    def __init__(self, indptr, indices, nrows: int, vperm=None):
+        indptr = np.asarray(indptr, np.int64)
+        lens = np.diff(indptr)
+        nnz = int(indptr[-1])
+        itype = np.int32 if nnz < 2**31 else np.int64
+        self.nrows, self.nnz = int(nrows), nnz
+        self.width = _width(lens)
+        self.ptr = indptr[:-1].astype(itype)
+        self.lens = np.minimum(lens, self.width).astype(np.int32)
+        self.indices = np.asarray(indices, np.int32)
+        self.vperm = None if vperm is None else np.asarray(vperm, itype)
+        long = np.flatnonzero(lens > self.width)
+        extra = lens[long] - self.width
+        self.tail_rows = np.repeat(long, extra).astype(np.int32)
+        starts = np.repeat(indptr[long] + self.width - np.cumsum(extra) + extra, extra)
+        self.tail_slots = (starts + np.arange(extra.sum())).astype(itype)
+
+    def value_slots(self, s):
+        return s if self.vperm is None else jnp.asarray(self.vperm).at[s].get(mode=_PB)
+
+
+def _width(lens: np.ndarray) -> int:
+    """Slots per row that the padded loop covers: minimises ``n * width + 8 * (slots past width)``.
+
+    A slot past the width costs a gather, a product and a scattered add (~8 padded slots on a CPU).
+    """
+    if lens.size == 0 or lens.max() == 0:
+        return 0
+    cand = np.unique(lens)
+    counts = np.bincount(lens)
+    # slots past w for every candidate w: sum over rows of max(len - w, 0)
+    over = np.array([np.sum(np.maximum(cand - w, 0) * counts[cand]) for w in cand])
+    return int(cand[np.argmin(lens.size * cand + 8 * over)])
+
+
+def _plan(pattern, transpose: bool) -> _RowPlan:
+    """The :class:`_RowPlan` of ``pattern`` (or of its transpose), cached on the pattern."""
+    cache = pattern.__dict__.setdefault("_spmv_plans", {})
+    if transpose not in cache:
+        if transpose:
+            pt, perm = pattern.transpose()
+            cache[transpose] = _RowPlan(pt.indptr, pt.indices, pt.shape[0], perm)
+        else:
+            cache[transpose] = _RowPlan(pattern.indptr, pattern.indices, pattern.shape[0])
+    return cache[transpose]
+
+
+def _pure_core(v, x, plan: _RowPlan):
+    """Pure-JAX product for one matrix: v (nnz,), x (m, k) -> (nrows, k)."""
+    n, k = plan.nrows, x.shape[1]
+    if plan.nnz == 0:
+        return jnp.zeros((n, k), v.dtype)
+    ptr, lens, ind = jnp.asarray(plan.ptr), jnp.asarray(plan.lens), jnp.asarray(plan.indices)
+    xs = x[:, 0] if k == 1 else x  # a 1-D gather is several times faster than a row gather on the CPU
+
+    def slot(j, acc):
+        s = jnp.minimum(ptr + j, plan.nnz - 1)
+        vs = v.at[plan.value_slots(s)].get(mode=_PB)
+        xv = xs.at[ind.at[s].get(mode=_PB)].get(mode=_PB)
+        if k > 1:
+            vs = vs[:, None]
+        term = vs * xv
+        return acc + jnp.where((j < lens) if k == 1 else (j < lens)[:, None], term, 0)
+
+    acc = jnp.zeros((n,) + xs.shape[1:], v.dtype)
+    w = plan.width
+    if w <= _UNROLL:
+        for j in range(w):
+            acc = slot(j, acc)
+    else:  # blocks of unrolled slots: one pass over the accumulator per block
+
+        def block(b, acc):
+            for jj in range(_BLOCK):
+                acc = slot(b * _BLOCK + jj, acc)
+            return acc
+
+        acc = jax.lax.fori_loop(0, -(-w // _BLOCK), block, acc)
+    if plan.tail_slots.size:
+        ts = jnp.asarray(plan.tail_slots)
+        tv = v.at[plan.value_slots(ts)].get(mode=_PB)
+        tx = xs.at[ind.at[ts].get(mode=_PB)].get(mode=_PB)
+        term = tv * tx if k == 1 else tv[:, None] * tx
+        acc = acc + jax.ops.segment_sum(term, jnp.asarray(plan.tail_rows), n, indices_are_sorted=True)
+    return acc[:, None] if k == 1 else acc
+
+
+def _pure(v, x, *, pattern, transpose, symmetric=False):
+    """The primitive in pure JAX (leading batch dimensions by vmap)."""
+    plan = _plan(pattern, transpose)
+    core = functools.partial(_pure_core, plan=plan)
+    for _ in range(v.ndim - 1):
+        core = jax.vmap(core)
+    return core(v, x)
+
+
+# -- the primitive -------------------------------------------------------------------------------------------
+spmv_p = Primitive("igax_spmv")
+
+
+def _abstract(v, x, *, pattern, transpose, symmetric):
+    nrows, ncols = pattern.shape
+    m, n = (nrows, ncols) if transpose else (ncols, nrows)
+    if v.shape[-1:] != (pattern.nnz,) or x.ndim != v.ndim + 1 or x.shape[-2] != m or v.dtype != x.dtype:
+        raise TypeError(f"igax_spmv: got values {v.shape} {v.dtype}, x {x.shape} {x.dtype} for {pattern}")
+    return jax.core.ShapedArray(v.shape[:-1] + (n, x.shape[-1]), v.dtype)
+
+
+spmv_p.def_abstract_eval(_abstract)
+
+
+@functools.lru_cache(maxsize=8)  # eager products: one program per pattern and direction
+def _jitted(pattern, transpose, symmetric):
+    return jax.jit(functools.partial(spmv_p.bind, pattern=pattern, transpose=transpose, symmetric=symmetric))
+
+
+def _impl(v, x, **params):
+    # Outside jit the primitive runs as its own compiled program; with jit disabled that would bind it again,
+    # forever, so the pure-JAX kernel runs op by op instead.
+    if jax.config.jax_disable_jit:
+        return _pure(v, x, **params)
+    return _jitted(params["pattern"], params["transpose"], params["symmetric"])(v, x)
+
+
+spmv_p.def_impl(_impl)
+
+
+def _cpu(v, x, *, pattern, transpose, symmetric):
+    """The native kernel where it is built and covers the dtype, else pure JAX."""
+    from igax import _native
+
+    if v.dtype not in _NATIVE_DTYPES or not _native.load():
+        return _pure(v, x, pattern=pattern, transpose=transpose)
+    name = f"igax_spmv_{'transpose' if transpose else 'forward'}_{'f64' if v.dtype == np.float64 else 'f32'}"
+    n = pattern.shape[1] if transpose else pattern.shape[0]
+    call = jax.ffi.ffi_call(name, jax.ShapeDtypeStruct(v.shape[:-1] + (n, x.shape[-1]), v.dtype))
+    return call(pattern.indptr, pattern.indices, v, x)
+
+
+def _gpu(v, x, *, pattern, transpose, symmetric):
+    """cuSPARSE / hipSPARSE (csr SpMV for one column, SpMM for several), one call per matrix of a batch."""
+    from jax.experimental import sparse as jsparse
+
+    if v.dtype not in _NATIVE_DTYPES or pattern.nnz >= 2**31:
+        return _pure(v, x, pattern=pattern, transpose=transpose)
+    ind = jnp.asarray(pattern.indices, jnp.int32)
+    ptr = jnp.asarray(pattern.indptr, jnp.int32)
+
+    def one(args):
+        vb, xb = args
+        mat = jsparse.CSR((vb, ind, ptr), shape=pattern.shape)
+        if xb.shape[1] == 1:
+            return jsparse.csr_matvec(mat, xb[:, 0], transpose=transpose)[:, None]
+        return jsparse.csr_matmat(mat, xb, transpose=transpose)
+
+    if v.ndim == 1:
+        return one((v, x))
+    batch = v.shape[:-1]
+    out = jax.lax.map(one, (v.reshape((-1,) + v.shape[-1:]), x.reshape((-1,) + x.shape[-2:])))
+    return out.reshape(batch + out.shape[1:])
+
+
+mlir.register_lowering(spmv_p, mlir.lower_fun(_pure, multiple_results=False))
+mlir.register_lowering(spmv_p, mlir.lower_fun(_cpu, multiple_results=False), platform="cpu")
+mlir.register_lowering(spmv_p, mlir.lower_fun(_gpu, multiple_results=False), platform="cuda")
+mlir.register_lowering(spmv_p, mlir.lower_fun(_gpu, multiple_results=False), platform="rocm")
+
+
+def _batch(args, dims, **params):
+    (v, x), (dv, dx) = args, dims
+    if dv is None:
+        # One matrix, a batch of vectors: the batch becomes more columns of x, one product for all.
+        x = jnp.moveaxis(x, dx, -1)  # (*B, m, k, S)
+        size = x.shape[-1]
+        y = spmv_p.bind(v, x.reshape(x.shape[:-2] + (-1,)), **params)
+        return y.reshape(y.shape[:-1] + (-1, size)), y.ndim
+    size = v.shape[dv]
+    v = batching.bdim_at_front(v, dv, size)
+    x = batching.bdim_at_front(x, dx, size)  # broadcast when x is shared by the matrices
+    return spmv_p.bind(v, x, **params), 0
+
+
+batching.primitive_batchers[spmv_p] = _batch
+
+
+def _jvp(primals, tangents, **params):
+    (v, x), (dv, dx) = primals, tangents
+    y = spmv_p.bind(v, x, **params)
+    t = None if type(dv) is ad.Zero else spmv_p.bind(dv, x, **params)
+    if type(dx) is not ad.Zero:
+        tx = spmv_p.bind(v, dx, **params)
+        t = tx if t is None else t + tx
+    return y, (ad.Zero.from_primal_value(y) if t is None else t)
+
+
+ad.primitive_jvps[spmv_p] = _jvp
+
+
+# -- the sampled product: the derivative in the values -----------------------------------------------------
+# vbar[p] = sum_c ct[out(p), c] x[in(p), c], (out, in) = (row, col), or (col, row) for the transposed product.
+# Its own primitive (bilinear in ct and x) so that the CPU runs it as one pass over the pattern, and so that
+# derivatives of gradients (Hessian-vector products) stay products with the matrix.
+sample_p = Primitive("igax_spmv_sample")
+
+
+def _sample_abstract(ct, x, *, pattern, transpose):
+    nrows, ncols = pattern.shape
+    m, n = (nrows, ncols) if transpose else (ncols, nrows)
+    if ct.shape[-2] != n or x.shape[-2] != m or ct.shape[-1] != x.shape[-1] or ct.dtype != x.dtype:
+        raise TypeError(
+            f"igax_spmv_sample: got ct {ct.shape} {ct.dtype}, x {x.shape} {x.dtype} for {pattern}"
+        )
+    return jax.core.ShapedArray(ct.shape[:-2] + (pattern.nnz,), ct.dtype)
+
+
+sample_p.def_abstract_eval(_sample_abstract)
+
+
+def _sample_pure(ct, x, *, pattern, transpose):
+    """Pure JAX: column by column, 1-D gathers (no (nnz, k) temporaries)."""
+    rows, cols = jnp.asarray(pattern.rows), jnp.asarray(pattern.indices)
+    out_idx, in_idx = (cols, rows) if transpose else (rows, cols)
+
+    def core(ct, x):
+        def col(c, acc):
+            return acc + ct[:, c].at[out_idx].get(mode=_PB) * x[:, c].at[in_idx].get(mode=_PB)
+
+        k = x.shape[1]
+        if k <= _UNROLL:
+            acc = col(0, 0)
+            for c in range(1, k):
+                acc = col(c, acc)
+            return acc
+        return jax.lax.fori_loop(0, k, col, jnp.zeros(pattern.nnz, ct.dtype))
+
+    for _ in range(ct.ndim - 2):
+        core = jax.vmap(core)
+    return core(ct, x)
+
+
+def _sample_cpu(ct, x, *, pattern, transpose):
+    from igax import _native
+
+    if ct.dtype not in _NATIVE_DTYPES or not _native.load():
+        return _sample_pure(ct, x, pattern=pattern, transpose=transpose)
+    name = f"igax_spmv_sample{'_transpose' if transpose else ''}_{'f64' if ct.dtype == np.float64 else 'f32'}"
+    call = jax.ffi.ffi_call(name, jax.ShapeDtypeStruct(ct.shape[:-2] + (pattern.nnz,), ct.dtype))
+    return call(pattern.indptr, pattern.indices, ct, x)
+
+
+@functools.lru_cache(maxsize=8)
+def _sample_jitted(pattern, transpose):
+    return jax.jit(functools.partial(sample_p.bind, pattern=pattern, transpose=transpose))
+
+
+def _sample_impl(ct, x, **params):
+    if jax.config.jax_disable_jit:
+        return _sample_pure(ct, x, **params)
+    return _sample_jitted(params["pattern"], params["transpose"])(ct, x)
+
+
+sample_p.def_impl(_sample_impl)
+mlir.register_lowering(sample_p, mlir.lower_fun(_sample_pure, multiple_results=False))
+mlir.register_lowering(sample_p, mlir.lower_fun(_sample_cpu, multiple_results=False), platform="cpu")
+
+
+def _sample_batch(args, dims, **params):
+    size = next(a.shape[d] for a, d in zip(args, dims, strict=True) if d is not None)
+    ct, x = (batching.bdim_at_front(a, d, size) for a, d in zip(args, dims, strict=True))
+    return sample_p.bind(ct, x, **params), 0
+
+
+batching.primitive_batchers[sample_p] = _sample_batch
+
+
+def _sample_jvp(primals, tangents, **params):
+    (ct, x), (dct, dx) = primals, tangents
+    out = sample_p.bind(ct, x, **params)
+    t = None if type(dct) is ad.Zero else sample_p.bind(dct, x, **params)
+    if type(dx) is not ad.Zero:
+        tx = sample_p.bind(ct, dx, **params)
+        t = tx if t is None else t + tx
+    return out, (ad.Zero.from_primal_value(out) if t is None else t)
+
+
+ad.primitive_jvps[sample_p] = _sample_jvp
+
+
+def _sample_transpose(g, ct, x, *, pattern, transpose):
+    # vbar = sample(ct, x) is the values-derivative of y = A x, and <g, sample(ct, x)> = <ct, A_g x> =
+    # <A_g^T ct, x> with A_g the matrix of values g (roles swapped for the transposed product).
+    if ad.is_undefined_primal(ct) and ad.is_undefined_primal(x):
+        raise ValueError("igax_spmv_sample is bilinear: it has no transpose in both operands together")
+    undefined = ct if ad.is_undefined_primal(ct) else x
+    if type(g) is ad.Zero:
+        return [ad.Zero(ct.aval), None] if undefined is ct else [None, ad.Zero(x.aval)]
+    params = dict(pattern=pattern, symmetric=False)
+    if undefined is ct:
+        return [spmv_p.bind(g, x, transpose=transpose, **params), None]
+    return [None, spmv_p.bind(g, ct, transpose=not transpose, **params)]
+
+
+ad.primitive_transposes[sample_p] = _sample_transpose
+
+
+def _transpose(ct, v, x, *, pattern, transpose, symmetric):
+    if ad.is_undefined_primal(v) and ad.is_undefined_primal(x):
+        raise ValueError("igax_spmv is bilinear: it has no transpose in values and x together")
+    if ad.is_undefined_primal(x):
+        if type(ct) is ad.Zero:
+            return [None, ad.Zero(x.aval)]
+        t = transpose if (symmetric and pattern.shape[0] == pattern.shape[1]) else not transpose
+        return [None, spmv_p.bind(v, ct, pattern=pattern, transpose=t, symmetric=symmetric)]
+    if type(ct) is ad.Zero:
+        return [ad.Zero(v.aval), None]
+    return [sample_p.bind(ct, x, pattern=pattern, transpose=transpose), None]
+
+
+ad.primitive_transposes[spmv_p] = _transpose
