@@ -179,6 +179,26 @@ def test_native_kernel_is_used_and_matches_scipy_bitwise():
     np.testing.assert_array_equal(np.asarray(A.rmatvec(jnp.asarray(x))), M.T @ x)
 
 
+def test_large_products_split_over_threads_give_the_same_numbers():
+    """Above ~0.5M multiply-adds the CPU kernels split the rows over XLA's thread pool: each output entry is
+    still summed by one thread in SciPy's order, so the numbers are SciPy's to the last bit."""
+    if not _native.available():
+        pytest.skip(f"native kernels: {_native.reason()}")
+    cells = np.asarray(mesh.unit_square(300).cells)
+    pat, _ = CSRPattern.from_cells(cells, int(cells.max()) + 1)
+    rng = np.random.default_rng(12)
+    M = sp.csr_matrix((rng.normal(size=pat.nnz), pat.indices, pat.indptr), shape=pat.shape)
+    A = SparseMatrix.from_scipy(M, symmetric=False)
+    x, X = rng.normal(size=M.shape[0]), rng.normal(size=(M.shape[0], 3))
+    y, Y, vbar = jax.jit(
+        lambda A, x, X: (A @ x, A @ X, jax.grad(lambda v: jnp.vdot(X, A.with_values(v) @ X))(A.values))
+    )(A, jnp.asarray(x), jnp.asarray(X))
+    np.testing.assert_array_equal(np.asarray(y), M @ x)
+    np.testing.assert_allclose(np.asarray(Y), M @ X, rtol=1e-14, atol=1e-14)
+    expected = np.einsum("pc,pc->p", X[pat.rows], X[pat.indices])
+    np.testing.assert_allclose(np.asarray(vbar), expected, rtol=1e-14, atol=1e-14)
+
+
 @pytest.mark.parametrize("impl", sorted(IMPLS))
 def test_float32(impl):
     M = _scipy("p1-mesh")

@@ -7,15 +7,25 @@
 //   sample:    vbar[p] = sum_c ct[row(p), c] x[indices[p], c]     (ct[indices[p]] x[row(p)] for the transpose)
 // All read the CSR arrays once, in storage order, like SciPy's csr_matvec / csc_matvec, and sum each output
 // entry in the same order as SciPy (so one right-hand side gives SciPy's numbers to the last bit). XLA's own
-// gathers and segment sums need ~3x the time for the same product (see igax/solvers/_spmv.py).
+// gathers and segment sums need 3-14x the time for the same product (see igax/solvers/_spmv.py).
+//
+// The forward and sampled products split their rows over XLA's intra-op thread pool when the matrix is large
+// (ranges of equal numbers of stored entries; each output entry is still summed by one thread in the same
+// order, so the result does not depend on the number of threads). The transposed product scatters and stays
+// on one thread.
 //
 // Shapes: indptr (nrows + 1) int64, indices (nnz) int32, values (..., nnz), x (..., m, k) and the result
 // (..., nout, k), where m = ncols and nout = nrows for the forward product (swapped for the transpose), and the
 // leading batch dimensions (vmap over matrices) are the same on values, x and the result. The sampled product
 // takes ct (..., nout, k) and x (..., m, k) and returns (..., nnz).
 
+#include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <cstring>
+#include <memory>
+#include <thread>
+#include <vector>
 
 #include "xla/ffi/api/ffi.h"
 
@@ -23,14 +33,14 @@ namespace ffi = xla::ffi;
 
 namespace {
 
-// Columns c0 .. c0 + K - 1 of y = A x for x, y of k columns: the K sums of a row are kept in registers and
-// stored once. Column counts other than 1, 2, 4, 8 and 16 (vmap over right-hand sides gives k = the batch
-// size) are done in blocks of 8, 4, 2 and 1 columns, one pass over the matrix per block.
+// Columns c0 .. c0 + K - 1 of rows r0 .. r1 - 1 of y = A x, for x and y of k columns: the K sums of a row
+// are kept in registers and stored once. Column counts other than 1, 2, 4, 8 and 16 (vmap over right-hand
+// sides gives k = the batch size) are done in blocks of 8, 4, 2 and 1 columns, one pass over the rows each.
 template <typename T, int K>
-void ForwardBlock(int64_t nrows, int64_t k, int64_t c0, const int64_t* __restrict__ ptr,
+void ForwardBlock(int64_t r0, int64_t r1, int64_t k, int64_t c0, const int64_t* __restrict__ ptr,
                   const int32_t* __restrict__ ind, const T* __restrict__ v, const T* __restrict__ x,
                   T* __restrict__ y) {
-  for (int64_t i = 0; i < nrows; ++i) {
+  for (int64_t i = r0; i < r1; ++i) {
     T acc[K];
     for (int c = 0; c < K; ++c) acc[c] = 0;
     const int64_t end = ptr[i + 1];
@@ -45,14 +55,15 @@ void ForwardBlock(int64_t nrows, int64_t k, int64_t c0, const int64_t* __restric
 }
 
 template <typename T>
-void Forward(int64_t nrows, int64_t k, const int64_t* ptr, const int32_t* ind, const T* v, const T* x, T* y) {
+void Forward(int64_t r0, int64_t r1, int64_t k, const int64_t* ptr, const int32_t* ind, const T* v,
+             const T* x, T* y) {
   int64_t c0 = 0;
   if (k % 16 == 0)
-    for (; c0 < k; c0 += 16) ForwardBlock<T, 16>(nrows, k, c0, ptr, ind, v, x, y);
-  for (; c0 + 8 <= k; c0 += 8) ForwardBlock<T, 8>(nrows, k, c0, ptr, ind, v, x, y);
-  if (c0 + 4 <= k) ForwardBlock<T, 4>(nrows, k, c0, ptr, ind, v, x, y), c0 += 4;
-  if (c0 + 2 <= k) ForwardBlock<T, 2>(nrows, k, c0, ptr, ind, v, x, y), c0 += 2;
-  if (c0 < k) ForwardBlock<T, 1>(nrows, k, c0, ptr, ind, v, x, y);
+    for (; c0 < k; c0 += 16) ForwardBlock<T, 16>(r0, r1, k, c0, ptr, ind, v, x, y);
+  for (; c0 + 8 <= k; c0 += 8) ForwardBlock<T, 8>(r0, r1, k, c0, ptr, ind, v, x, y);
+  if (c0 + 4 <= k) ForwardBlock<T, 4>(r0, r1, k, c0, ptr, ind, v, x, y), c0 += 4;
+  if (c0 + 2 <= k) ForwardBlock<T, 2>(r0, r1, k, c0, ptr, ind, v, x, y), c0 += 2;
+  if (c0 < k) ForwardBlock<T, 1>(r0, r1, k, c0, ptr, ind, v, x, y);
 }
 
 template <typename T>
@@ -79,6 +90,64 @@ void Transpose(int64_t nrows, int64_t nout, int64_t k, const int64_t* __restrict
   }
 }
 
+template <typename T, bool kTranspose>
+void Sample(int64_t r0, int64_t r1, int64_t k, const int64_t* __restrict__ ptr, const int32_t* __restrict__ ind,
+            const T* __restrict__ ct, const T* __restrict__ x, T* __restrict__ out) {
+  const T* other = kTranspose ? ct : x;  // gathered at the column index
+  for (int64_t i = r0; i < r1; ++i) {
+    const int64_t end = ptr[i + 1];
+    const T* own = (kTranspose ? x : ct) + i * k;  // the row's own vector
+    if (k == 1) {
+      for (int64_t p = ptr[i]; p < end; ++p) out[p] = kTranspose ? other[ind[p]] * own[0] : own[0] * other[ind[p]];
+      continue;
+    }
+    for (int64_t p = ptr[i]; p < end; ++p) {
+      const T* o = other + int64_t(ind[p]) * k;
+      T s = 0;
+      for (int64_t c = 0; c < k; ++c) s += kTranspose ? o[c] * own[c] : own[c] * o[c];
+      out[p] = s;
+    }
+  }
+}
+
+// Below this many multiply-adds a product runs on the calling thread (a task costs a few microseconds).
+constexpr int64_t kParallelWork = int64_t(1) << 18;
+
+// body(r0, r1) over all rows: on the calling thread, or in ranges of about equal numbers of stored entries
+// on the calling thread and XLA's intra-op pool. Ranges are claimed through an atomic counter and the caller
+// works until none is left, then waits only for ranges that other threads have claimed (so are running): a
+// pool task that starts after the work is gone returns at once, so the call never waits for the pool to
+// reach its tasks (no deadlock when the pool is busy, or when the caller is itself a pool thread).
+template <typename F>
+void ParallelRows(ffi::ThreadPool& pool, int64_t nrows, const int64_t* ptr, int64_t work, F&& body) {
+  const int64_t threads = work >= 2 * kParallelWork && nrows > 1 ? pool.num_threads() : 0;
+  const int64_t nranges = std::min<int64_t>({4 * threads, work / kParallelWork, nrows});
+  if (threads <= 1 || nranges <= 1) {
+    body(int64_t(0), nrows);
+    return;
+  }
+  struct State {
+    std::vector<int64_t> bounds;
+    std::atomic<int64_t> next{0}, done{0};
+  };
+  auto st = std::make_shared<State>();
+  st->bounds.resize(nranges + 1);
+  const int64_t nnz = ptr[nrows];
+  for (int64_t r = 0; r <= nranges; ++r)  // the first row whose entries start at or after r / nranges of nnz
+    st->bounds[r] = r == nranges ? nrows
+                                 : std::lower_bound(ptr, ptr + nrows, (nnz / nranges) * r +
+                                                                          (nnz % nranges) * r / nranges) - ptr;
+  auto run = [st, nranges, body]() {
+    for (int64_t r; (r = st->next.fetch_add(1, std::memory_order_relaxed)) < nranges;) {
+      body(st->bounds[r], st->bounds[r + 1]);
+      st->done.fetch_add(1, std::memory_order_release);
+    }
+  };
+  for (int64_t t = 0; t < std::min(threads, nranges) - 1; ++t) pool.Schedule(decltype(run)(run));
+  run();
+  while (st->done.load(std::memory_order_acquire) < nranges) std::this_thread::yield();
+}
+
 int64_t Product(ffi::Span<const int64_t> dims, size_t first, size_t last) {
   int64_t n = 1;
   for (size_t a = first; a < last; ++a) n *= dims[a];
@@ -86,8 +155,8 @@ int64_t Product(ffi::Span<const int64_t> dims, size_t first, size_t last) {
 }
 
 template <ffi::DataType DT, bool kTranspose>
-ffi::Error Run(ffi::Buffer<ffi::S64> indptr, ffi::Buffer<ffi::S32> indices, ffi::Buffer<DT> values,
-               ffi::Buffer<DT> x, ffi::ResultBuffer<DT> y) {
+ffi::Error Run(ffi::ThreadPool pool, ffi::Buffer<ffi::S64> indptr, ffi::Buffer<ffi::S32> indices,
+               ffi::Buffer<DT> values, ffi::Buffer<DT> x, ffi::ResultBuffer<DT> y) {
   using T = ffi::NativeType<DT>;
   const auto pd = indptr.dimensions(), id = indices.dimensions(), vd = values.dimensions();
   const auto xd = x.dimensions(), yd = y->dimensions();
@@ -106,41 +175,23 @@ ffi::Error Run(ffi::Buffer<ffi::S64> indptr, ffi::Buffer<ffi::S32> indices, ffi:
     if (xd[a] != vd[a] || yd[a] != vd[a]) return ffi::Error::InvalidArgument("igax spmv: batch dims differ");
   const int64_t batch = Product(vd, 0, nb);
   const int32_t* ind = indices.typed_data();
-  const T* v = values.typed_data();
-  const T* xs = x.typed_data();
-  T* ys = y->typed_data();
   for (int64_t b = 0; b < batch; ++b) {
-    if (kTranspose)
-      Transpose<T>(nrows, nout, k, ptr, ind, v + b * nnz, xs + b * m * k, ys + b * nout * k);
-    else
-      Forward<T>(nrows, k, ptr, ind, v + b * nnz, xs + b * m * k, ys + b * nout * k);
+    const T* v = values.typed_data() + b * nnz;
+    const T* xs = x.typed_data() + b * m * k;
+    T* ys = y->typed_data() + b * nout * k;
+    if (kTranspose) {
+      Transpose<T>(nrows, nout, k, ptr, ind, v, xs, ys);
+    } else {
+      ParallelRows(pool, nrows, ptr, nnz * k,
+                   [=](int64_t r0, int64_t r1) { Forward<T>(r0, r1, k, ptr, ind, v, xs, ys); });
+    }
   }
   return ffi::Error::Success();
 }
 
-template <typename T, bool kTranspose>
-void Sample(int64_t nrows, int64_t k, const int64_t* __restrict__ ptr, const int32_t* __restrict__ ind,
-            const T* __restrict__ ct, const T* __restrict__ x, T* __restrict__ out) {
-  for (int64_t i = 0; i < nrows; ++i) {
-    const int64_t end = ptr[i + 1];
-    const T* own = (kTranspose ? x : ct) + i * k;  // the row's own vector
-    const T* other = kTranspose ? ct : x;          // gathered at the column index
-    if (k == 1) {
-      for (int64_t p = ptr[i]; p < end; ++p) out[p] = kTranspose ? other[ind[p]] * own[0] : own[0] * other[ind[p]];
-      continue;
-    }
-    for (int64_t p = ptr[i]; p < end; ++p) {
-      const T* o = other + int64_t(ind[p]) * k;
-      T s = 0;
-      for (int64_t c = 0; c < k; ++c) s += kTranspose ? o[c] * own[c] : own[c] * o[c];
-      out[p] = s;
-    }
-  }
-}
-
 template <ffi::DataType DT, bool kTranspose>
-ffi::Error RunSample(ffi::Buffer<ffi::S64> indptr, ffi::Buffer<ffi::S32> indices, ffi::Buffer<DT> ct,
-                     ffi::Buffer<DT> x, ffi::ResultBuffer<DT> out) {
+ffi::Error RunSample(ffi::ThreadPool pool, ffi::Buffer<ffi::S64> indptr, ffi::Buffer<ffi::S32> indices,
+                     ffi::Buffer<DT> ct, ffi::Buffer<DT> x, ffi::ResultBuffer<DT> out) {
   using T = ffi::NativeType<DT>;
   const auto pd = indptr.dimensions(), id = indices.dimensions(), cd = ct.dimensions();
   const auto xd = x.dimensions(), od = out->dimensions();
@@ -156,9 +207,14 @@ ffi::Error RunSample(ffi::Buffer<ffi::S64> indptr, ffi::Buffer<ffi::S32> indices
   for (size_t a = 0; a < nb; ++a)
     if (cd[a] != od[a] || xd[a] != od[a]) return ffi::Error::InvalidArgument("igax spmv sample: batch dims differ");
   const int64_t batch = Product(od, 0, nb);
-  for (int64_t b = 0; b < batch; ++b)
-    Sample<T, kTranspose>(nrows, k, ptr, indices.typed_data(), ct.typed_data() + b * nc * k,
-                          x.typed_data() + b * m * k, out->typed_data() + b * nnz);
+  const int32_t* ind = indices.typed_data();
+  for (int64_t b = 0; b < batch; ++b) {
+    const T* cs = ct.typed_data() + b * nc * k;
+    const T* xs = x.typed_data() + b * m * k;
+    T* os = out->typed_data() + b * nnz;
+    ParallelRows(pool, nrows, ptr, nnz * k,
+                 [=](int64_t r0, int64_t r1) { Sample<T, kTranspose>(r0, r1, k, ptr, ind, cs, xs, os); });
+  }
   return ffi::Error::Success();
 }
 
@@ -166,6 +222,7 @@ ffi::Error RunSample(ffi::Buffer<ffi::S64> indptr, ffi::Buffer<ffi::S32> indices
 
 #define IGAX_SPMV_BIND(DT)             \
   ffi::Ffi::Bind()                     \
+      .Ctx<ffi::ThreadPool>()          \
       .Arg<ffi::Buffer<ffi::S64>>()    \
       .Arg<ffi::Buffer<ffi::S32>>()    \
       .Arg<ffi::Buffer<DT>>()          \
