@@ -5,25 +5,35 @@ lowering per platform, all of them reading the CSR arrays as they are (no conver
 change with every assembly, into another layout):
 
 * **CPU**: one XLA custom call to a native kernel (``igax/_native/spmv_kernels.cc``), a loop over the rows
-  as in SciPy's ``csr_matvec``; the transposed product scatters over the same arrays (SciPy's
-  ``csc_matvec``), so ``A.T @ x`` needs neither the transposed values nor a second pattern.
+  as in SciPy's ``csr_matvec`` (rows split over XLA's thread pool for large matrices); the transposed product
+  scatters over the same arrays (SciPy's ``csc_matvec``), so ``A.rmatvec(x)`` needs neither the transposed
+  values nor a second pattern.
 * **GPU** (CUDA, ROCm): cuSPARSE / hipSPARSE SpMV and SpMM through ``jax.experimental.sparse``
   (``csr_matvec`` / ``csr_matmat``), the library a GPU-side baseline would call.
 * **Elsewhere**, and on the CPU without a C++ compiler (``IGAX_NATIVE=0``) or for other dtypes than
   float32/float64: pure JAX, a fixed-width loop over each row's slots (:class:`_RowPlan`).
+
+Nothing is prepared per matrix: a Krylov loop calls ``A.matvec`` (or ``A @ x``) on the assembled values as
+they are, and gets the fast path. For a non-symmetric matrix, ``A.rmatvec(x)`` is cheaper than ``A.T @ x``
+(``A.T`` permutes the values into the transposed pattern: one gather of every value).
 
 Why not XLA's own operations on the CPU: the product as a gather of ``x`` plus a ``segment_sum`` (igax
 before issue 14, kept as :func:`segment_sum_product` for the benchmark) took 22 ms against SciPy's 7.6 ms
 for a 1M-DOF P1 matrix (2 cores); XLA's CPU scatter is serial and every nnz-sized temporary is a fresh
 allocation. Padded layouts (ELL, sliced ELL) reach SciPy's speed in XLA only once the values are in the
 padded layout, and putting them there (a gather of every value) cost 5-20 products on the CPU here, for
-each new matrix.
+each new matrix. Figures of this module against SciPy: ``benchmarks/bench_spmv.py`` (the native kernel is
+within 1.0-1.2x of SciPy's ``csr_matvec`` at 1M DOFs on 2 loaded cores).
 
 Derivatives: the product is bilinear in ``(values, x)``. Its JVP is two products; its transpose in ``x`` is
-the transposed product (the same kernel), and in the values the sampled outer product
-``values_bar[p] = sum_c ct[row(p), c] x[col(p), c]`` (gathers in CSR order, no scatter). ``vmap`` over
-``x`` folds the batch into the columns (one ``A @ X`` call); ``vmap`` over the values (a batch of matrices)
-loops over the batch inside the kernel.
+the transposed product (the same kernel), and in the values the sampled product
+``values_bar[p] = sum_c ct[row(p), c] x[col(p), c]`` (a second primitive, ``igax_spmv_sample``: one pass in
+CSR order on the CPU, gathers elsewhere; its own derivatives are products again, so Hessian-vector products
+stay sparse). ``vmap`` over ``x`` folds the batch into the columns (one ``A @ X`` call); ``vmap`` over the
+values (a batch of matrices) loops over the batch inside the kernel.
+
+``jax.export`` refuses custom calls without a compatibility guarantee (the native kernel, cuSPARSE's SpMV):
+export a CPU program with ``IGAX_NATIVE=0`` set, which lowers the products to pure JAX.
 
 Shapes of the primitive: values ``(*B, nnz)``, x ``(*B, m, k)`` -> ``(*B, n, k)`` with the same leading
 batch dimensions ``B`` on both (the batching rule makes them so); ``m, n`` are ``(ncols, nrows)``, swapped
