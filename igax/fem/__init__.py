@@ -12,7 +12,8 @@ from igax.fem.field import Field  # noqa: E402
 from igax.fem.assemble import assemble  # noqa: E402
 from igax.fem.bc import DirichletBC  # noqa: E402
 from igax.fem.solve import solve  # noqa: E402
-from igax.fem import mesh, mesh_io  # noqa: E402
+from igax.fem.multigrid import mg_hierarchy  # noqa: E402
+from igax.fem import mesh, mesh_io, mesh_refine  # noqa: E402
 from igax.fem.mesh import Mesh, box, rectangle, unit_cube, unit_square  # noqa: E402
 from igax.fem.mesh_io import from_meshio, read_mesh, write_mesh, write_time_series  # noqa: E402
 from igax.fem.export import sample, to_pyvista, write_vtu, write_vtu_series  # noqa: E402

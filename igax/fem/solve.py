@@ -9,6 +9,7 @@ import jax.numpy as jnp
 from igax._compile import lazy_jit
 from igax.fem.bc import DirichletBC, condense, merge_bcs
 from igax.fem.field import Field
+from igax.fem.multigrid import TRANSFERS, mg_hierarchy
 from igax.fem.space import FunctionSpace
 from igax.solvers import solve as linear_solve
 from igax.solvers.linear import (
@@ -55,14 +56,20 @@ def solve(
         b: the load vector, shape ``(ndofs,)``.
         bc: a :class:`DirichletBC`, a list of them (later ones win on shared dofs), or None.
         space: the space of the solution; defaults to the space of ``bc`` (required when ``bc`` is None).
-        method: linear solver (see :func:`igax.solvers.linear_solve`); None picks automatically.
-        **options: passed on to :func:`igax.solvers.solve` (``rtol``, ``maxiter``, ...).
+        method: linear solver (see :func:`igax.solvers.linear_solve`); None picks automatically: the direct
+            solver on CPU; on a GPU, for a matrix flagged SPD (``positive_definite=True``), ``"mg-cg"``.
+            ``"mg-cg"`` (multigrid-preconditioned CG) uses the space's hierarchy,
+            :func:`igax.fem.mg_hierarchy` ``(space, bc=bc, A=A)`` (geometric for spline spaces and refined
+            meshes, algebraic otherwise), built on the first solve and cached.
+        **options: passed on to :func:`igax.solvers.solve` (``rtol``, ``maxiter``, ...);
+            ``hierarchy=`` overrides the space's multigrid hierarchy of ``"mg-cg"``.
 
     Returns:
         A :class:`Field` on the space.
 
     Example:
         >>> u = fem.solve(A, b, bc=fem.DirichletBC(V, None, 0.0))
+        >>> u = fem.solve(A, b, bc=bc, method="mg-cg", rtol=1e-10)     # multigrid-preconditioned CG
     """
     bc = merge_bcs(bc)
     if space is None:
@@ -77,6 +84,7 @@ def solve(
         )
     # The solvers know nothing of boundary conditions; tell them what to advise if A turns out singular.
     options.setdefault("_singular_advice", _BC_ADVICE if bc is not None else _NO_BC_ADVICE)
+    method = _multigrid(method, A, space, bc, options)
     if bc is None:
         return Field(space, linear_solve(A, b, method=method, **options))
     # Elimination, factorisation, solve and expansion in one compiled program (see _program); checked here
@@ -85,19 +93,39 @@ def solve(
     _validate_operands(A, jax.ShapeDtypeStruct(jnp.shape(b), jnp.result_type(b, A.values, bc.values)))
     throw = options.pop("throw", True)
     advice = options.pop("_singular_advice")
-    method = _check_method(method, A)
+    method = _check_method(method, A, options.get("hierarchy"))
     _check_options(options, method)
     constrained, diag = bc._masks(A.pattern)
+    # mg-cg: the hierarchy's index maps are arguments of the program, not constants baked into it
+    arrays = options["hierarchy"].plan(A.pattern).arrays if method == "mg-cg" else None
     program = _program_small if A.nnz <= SMALL_NNZ else _program
     result = program(
-        A, b, bc.dofs, bc.values, constrained, diag, method=method, options=_freeze_options(options)
+        A, b, bc.dofs, bc.values, constrained, diag, arrays, method=method, options=_freeze_options(options)
     )
     if throw:
         result = _raise_on_failure(result, method, advice)
     return Field(space, result.value)
 
 
-def _program(A, b, dofs, values, constrained, diag, *, method, options) -> SolveResult:
+def _multigrid(method, A, space, bc, options) -> str | None:
+    """The method, with the space's multigrid hierarchy put in ``options`` where mg-cg will run.
+
+    ``method="mg-cg"`` without ``hierarchy=``: :func:`mg_hierarchy` of the space (cached). ``method=None``
+    on a GPU for a matrix flagged SPD: mg-cg with that hierarchy (on CPU the direct solver stays the
+    default).
+    """
+    auto = (
+        method is None
+        and jax.default_backend() != "cpu"
+        and A.positive_definite
+        and space.plan.kind in TRANSFERS
+    )
+    if (method == "mg-cg" or auto) and options.get("hierarchy") is None:
+        options["hierarchy"] = mg_hierarchy(space, bc=bc, A=A)
+    return "mg-cg" if auto else method
+
+
+def _program(A, b, dofs, values, constrained, diag, mg_arrays=None, *, method, options) -> SolveResult:
     """``condense``, the solve and ``expand`` as one program (per pattern, sizes and options).
 
     Eagerly, these steps compiled about 25 small programs (scatters, gathers, casts, the factorisation
@@ -106,7 +134,7 @@ def _program(A, b, dofs, values, constrained, diag, *, method, options) -> Solve
     solve's diagnostics, for the caller to raise on.
     """
     Ac, bc = condense(A, b, dofs, values, constrained, diag)
-    result = _solve_result(Ac, bc, method=method, options=options)
+    result = _solve_result(Ac, bc, mg_arrays, method=method, options=options)
     return eqx.tree_at(lambda r: r.value, result, result.value.at[dofs].set(values))
 
 
