@@ -27,12 +27,13 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-__all__ = ["lanczos_lmax", "smooth"]
+__all__ = ["lanczos_tridiagonal", "largest_eigenvalues", "smooth"]
 
 
-def lanczos_lmax(matvec, dinv: jax.Array, *, steps: int) -> jax.Array:
-    """The largest Ritz value of ``D^-1 A`` after ``steps`` Lanczos steps (a lower bound of ``lmax``).
+def lanczos_tridiagonal(matvec, dinv: jax.Array, *, steps: int) -> jax.Array:
+    """The ``(steps, steps)`` Lanczos matrix of ``D^-1 A``: its largest eigenvalue bounds ``lmax`` below.
 
     Arguments:
         matvec: ``x -> A x`` (symmetric ``A``).
@@ -40,29 +41,58 @@ def lanczos_lmax(matvec, dinv: jax.Array, *, steps: int) -> jax.Array:
         steps: Lanczos steps (matrix products).
 
     Returns:
-        A scalar.
+        The symmetric tridiagonal matrix ``T`` (dense); the eigenvalues of the ``T`` of every level are
+        computed together by :func:`largest_eigenvalues` (one small batched call instead of one per level).
     """
     n = dinv.shape[0]
     dt = dinv.dtype
     s = jnp.sqrt(dinv)
-    v = jax.random.normal(jax.random.key(0), (n,), dt)
+    # A fixed start with components on every eigenvector in practice (golden-angle phases; cheaper to compile
+    # than a random number generator).
+    v = jnp.sin(jnp.arange(1, n + 1, dtype=dt) * 2.399963229728653) + 0.5
     v = v / jnp.linalg.norm(v)
     tiny = jnp.finfo(dt).tiny
 
     def body(j, st):
         v, v_prev, beta, alphas, betas = st
         w = s * matvec(s * v) - beta * v_prev
+        # alpha and |w - alpha v| from two sums over the same w (one fused pass; fewer kernels to compile
+        # than a norm after the update). |w|^2 - alpha^2 loses digits only when beta << alpha, i.e. once an
+        # invariant subspace is found, where the estimate is already exact.
         alpha = jnp.vdot(v, w)
+        beta_new = jnp.sqrt(jnp.maximum(jnp.vdot(w, w) - alpha * alpha, 0.0))
         w = w - alpha * v
-        w = w - jnp.vdot(v, w) * v  # reorthogonalise against v once: cheap, keeps the recurrence honest
-        beta_new = jnp.linalg.norm(w)
         v_next = w / jnp.where(beta_new > tiny, beta_new, 1.0)
         return v_next, v, beta_new, alphas.at[j].set(alpha), betas.at[j].set(beta_new)
 
     init = (v, jnp.zeros_like(v), jnp.zeros((), dt), jnp.zeros(steps, dt), jnp.zeros(steps, dt))
     _, _, _, alphas, betas = jax.lax.fori_loop(0, steps, body, init)
-    T = jnp.diag(alphas) + jnp.diag(betas[:-1], 1) + jnp.diag(betas[:-1], -1)
-    return jnp.linalg.eigvalsh(T)[-1]
+    return jnp.diag(alphas) + jnp.diag(betas[:-1], 1) + jnp.diag(betas[:-1], -1)
+
+
+def largest_eigenvalues(Ts) -> jax.Array:
+    """The largest eigenvalue of each of the tridiagonal matrices ``Ts`` (same shape), as one array."""
+    return jnp.linalg.eigvalsh(jnp.stack(Ts))[..., -1]
+
+
+def _coefficients(degree: int, eig_ratio: float) -> tuple[np.ndarray, np.ndarray]:
+    """``(a, c)`` of the three-term recurrence ``d_k = a_k d_(k-1) + (c_k / lmax) D^-1 r_k``, ``k >= 1``.
+
+    With the interval ``[lmax / eig_ratio, lmax]`` (centre ``theta``, half-width ``delta``) the ratios
+    ``sigma = theta / delta`` and ``rho_k`` depend on ``eig_ratio`` only, so the coefficients are computed
+    here (host, static) and scaled by ``1 / lmax`` in the traced code.
+    """
+    theta = 0.5 * (1.0 + 1.0 / eig_ratio)  # in units of lmax
+    delta = 0.5 * (1.0 - 1.0 / eig_ratio)
+    sigma = theta / delta
+    rho = 1.0 / sigma
+    a, c = [0.0], [1.0 / theta]  # k = 0: d_0 = D^-1 r_0 / theta
+    for _ in range(1, degree):
+        rho_new = 1.0 / (2.0 * sigma - rho)
+        a.append(rho_new * rho)
+        c.append(2.0 * rho_new / delta)
+        rho = rho_new
+    return np.asarray(a), np.asarray(c)
 
 
 def smooth(matvec, dinv, lmax, b, x, *, degree: int, eig_ratio: float):
@@ -71,21 +101,16 @@ def smooth(matvec, dinv, lmax, b, x, *, degree: int, eig_ratio: float):
     The error becomes ``p(D^-1 A) e`` with ``p`` the scaled Chebyshev polynomial of degree ``degree`` that is
     smallest on ``[lmax / eig_ratio, lmax]``; ``p(D^-1 A)`` is self-adjoint in the ``A`` inner product, so
     the same call before and after a coarse correction gives a symmetric cycle. Costs ``degree`` products
-    with ``A`` (``degree - 1`` from zero).
+    with ``A`` (``degree - 1`` from zero). The steps are unrolled: a ``fori_loop`` compiles slower (0.35
+    against 0.22 s per call site for degree 3, 2 cores) and runs no faster.
     """
-    upper = lmax
-    lower = lmax / eig_ratio
-    theta = 0.5 * (upper + lower)
-    delta = 0.5 * (upper - lower)
-    sigma = theta / delta
-    rho = 1.0 / sigma
+    a, c = _coefficients(degree, eig_ratio)
+    inv = 1.0 / lmax
     r = b if x is None else b - matvec(x)
-    d = dinv * r / theta
+    d = (c[0] * inv) * (dinv * r)
     x = d if x is None else x + d
-    for _ in range(1, degree):
+    for k in range(1, degree):
         r = r - matvec(d)
-        rho_new = 1.0 / (2.0 * sigma - rho)
-        d = (rho_new * rho) * d + (2.0 * rho_new / delta) * (dinv * r)
+        d = a[k] * d + (c[k] * inv) * (dinv * r)
         x = x + d
-        rho = rho_new
     return x

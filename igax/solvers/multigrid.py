@@ -32,6 +32,7 @@ exactly ``P^T A P``.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 from collections import OrderedDict
@@ -375,19 +376,23 @@ class MGState(NamedTuple):
     ok: jax.Array  # False when a diagonal entry is <= 0 or the coarse Cholesky failed: A is not SPD
 
 
+@functools.partial(jax.jit, static_argnums=0)
 def setup(static: _Static, arrays: tuple, values: jax.Array) -> MGState:
     """Set a hierarchy up for ``A.values`` (traced: value work only). ``values`` should carry no gradient."""
     opts = dict(static.options)
     mats = _operators(static, arrays, values)
     ok = jnp.bool_(True)
-    dinvs, lmaxs = [], []
+    dinvs, Ts = [], []
     for M in mats[:-1]:
         d = M.diagonal()
         ok = ok & jnp.all(d > 0)
         dinv = 1.0 / jnp.where(d > 0, d, 1.0)
-        lmax = _chebyshev.lanczos_lmax(M.matvec, dinv, steps=opts["lanczos_steps"]) * opts["eig_safety"]
+        Ts.append(_chebyshev.lanczos_tridiagonal(M.matvec, dinv, steps=opts["lanczos_steps"]))
         dinvs.append(dinv)
-        lmaxs.append(lmax)
+    lmaxs = ()
+    if Ts:
+        lmax = _chebyshev.largest_eigenvalues(Ts) * opts["eig_safety"]
+        lmaxs = tuple(lmax[k] for k in range(len(Ts)))
     C = mats[-1]
     n = C.shape[0]
     dense = jnp.zeros((n, n), C.values.dtype).at[C.pattern.rows, C.pattern.indices].add(C.values)
