@@ -6,6 +6,8 @@ annulus, a polar disk with a pole, multi-patch interfaces, 3D and vector spaces,
 meshes.
 """
 
+import importlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -344,3 +346,46 @@ def test_mg_cg_gradient_matches_direct():
         err = float(jnp.linalg.norm(a - d) / jnp.linalg.norm(d))
         assert err < 1e-7, err
     assert fem.mg_hierarchy(V, bc=bc, max_coarse=100).levels == 2
+
+
+# -- choosing and caching hierarchies ------------------------------------------------------------------------
+def test_mg_hierarchy_is_cached_and_chosen_on_gpu(monkeypatch):
+    solve_module = importlib.import_module("igax.fem.solve")
+    V = fem.SplineSpace(fem.geometry.quarter_annulus().refine(degree=2, elements=32))
+    A, _, bc = _poisson(V)
+    H = fem.mg_hierarchy(V, bc=bc)
+    assert fem.mg_hierarchy(V, bc=bc) is H  # cached per plan, weights and Dirichlet dofs
+    assert fem.mg_hierarchy(V) != H  # no fixed dofs: another hierarchy
+    spd = A.with_values(A.values, positive_definite=True)
+    opts = {}
+    assert solve_module._multigrid(None, spd, V, bc, opts) is None and not opts  # CPU: the direct default
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    assert solve_module._multigrid(None, A, V, bc, opts) is None and not opts  # not flagged SPD
+    assert solve_module._multigrid(None, spd, V, bc, opts) == "mg-cg" and opts["hierarchy"] == H
+    other = fem.mg_hierarchy(V, bc=bc, max_coarse=100)
+    opts = {"hierarchy": other}
+    assert solve_module._multigrid("mg-cg", spd, V, bc, opts) == "mg-cg" and opts["hierarchy"] is other
+
+
+def test_mg_hierarchy_errors():
+    V = fem.LagrangeSpace(fem.mesh.unit_square(8))
+    W = fem.LagrangeSpace(refine(fem.mesh.unit_square(4)))
+    with pytest.raises(ValueError, match=r"bc was built on a different space.*fem.DirichletBC\(V"):
+        fem.mg_hierarchy(V, bc=fem.DirichletBC(W, None, 0.0))
+    with pytest.raises(ValueError, match=r"no geometric hierarchy.*fem.mesh_refine.refine"):
+        fem.mg_hierarchy(V, algebraic=False)
+    assert fem.mg_hierarchy(W, algebraic=False).levels == 1  # 81 dofs: already small enough
+
+
+def test_algebraic_levels_below_a_large_coarsest_mesh():
+    # the coarsest recorded mesh has 2401 dofs, more than the Hierarchy factorises densely (2000): smoothed
+    # aggregation continues below it
+    V = fem.LagrangeSpace(refine(fem.mesh.unit_square(48)))
+    A, b, bc = _poisson(V)
+    H = fem.mg_hierarchy(V, bc=bc, A=A)
+    assert H.levels == 3 and H.sizes[:2] == (V.ndofs, 2399) and H.sizes[2] <= 500  # 2 corner dofs dropped
+    P = lagrange_levels(V, coarse_size=500, max_levels=1)[0][1].tolil()
+    P[bc.dofs] = 0.0
+    P = P.tocsc()
+    P = P[:, np.flatnonzero(np.diff(P.indptr))]  # coarse dofs with fine support left
+    assert abs(H.prolongations[0] - P).max() == 0.0
