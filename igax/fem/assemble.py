@@ -184,12 +184,14 @@ def _inputs_at(
     tables: Tables,
     form: Form | None = None,
     field_tables: dict | None = None,
+    ids=None,
 ) -> dict:
     """Each named input as (value (ne, nq, ...), grad or None) at the rule's quadrature points.
 
     With a ``form`` that declares its inputs, every input's value shape is checked against the declaration
     (shapes are static: this costs nothing at run time). ``field_tables`` holds, by input name, tables of
-    Field inputs computed beforehand (:func:`known_tables`).
+    Field inputs computed beforehand (:func:`known_tables`, or a chunk's). ``ids``: the positions of the
+    elements in the rule when ``tables`` are those of a chunk of them (chunked assembly), else None.
     """
     Field = _field_type()
     ne, nq = tables.dx.shape
@@ -216,7 +218,7 @@ def _inputs_at(
                 raise ValueError(
                     _shape_message(form, name, f"a Field of value shape {fs.value_shape}", want, ne, nq, p)
                 )
-            out[name] = fs._eval_coeffs(f.coeffs, t, rule)
+            out[name] = fs._eval_coeffs(f.coeffs, t, rule, ids)
         elif callable(f):
             val = _callable_values(f, tables.x, name)
             if want is not None and val.shape[2:] != want:
@@ -526,7 +528,6 @@ def _assemble(form: Form, space: FunctionSpace, boundary, fields: dict, tables=N
 
     uval, ugrad = _unit_jets(space, dtype)
     C = p.ncomp
-    edofs = p.element_dofs[rule.elements]  # (ne, nloc)
     # Abstract per-point arguments, to find which jet entries the kernel reads.
     pt = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), (x, n, flat))
     jv = jax.ShapeDtypeStruct(uval.shape[1:], dtype), jax.ShapeDtypeStruct(ugrad.shape[1:], dtype)
@@ -552,7 +553,9 @@ def _assemble(form: Form, space: FunctionSpace, boundary, fields: dict, tables=N
 
         L = jax.vmap(point, in_axes)(x, n, flat).reshape(ne, nq, C, len(keep)) * tables.dx[..., None, None]
         be = _contract_linear(_jet_columns(tables, keep), L)
-        be = jnp.broadcast_to(be, (ne, C, p.nloc_scalar)).reshape(ne, p.nloc)  # (ne, nloc)
+        be = jnp.broadcast_to(be, (ne, C, p.nloc_scalar))
+        # Component-major element dofs, (ne, C, nloc_scalar).
+        edofs = space._element_dofs(rule)[:, None, :] + p.nscalar * jnp.arange(C, dtype=jnp.int32)[:, None]
         return jax.ops.segment_sum(be.ravel(), edofs.ravel(), num_segments=p.ndofs)
 
     if form.kind != "bilinear":
@@ -598,14 +601,14 @@ def _assemble(form: Form, space: FunctionSpace, boundary, fields: dict, tables=N
         M = kernel_matrices(x, n, flat).reshape(C, len(ku), C, len(kv), m, nq) * tables.dx
         return _contract_jets_first(_jet_columns(tables, ku), M, _jet_columns(tables, kv)).reshape(m, -1)
 
-    slots = p.slot[rule.elements].reshape(ne, -1)  # (ne, nloc * nloc)
-    chunks = _chunking(space, rule, fields, slots.size)
+    chunks = _chunking(space, rule, fields, ne * p.nloc * p.nloc)
     if chunks is not None:
         values = _scatter_chunks(
-            *chunks, element_matrices, form, fields, space, rule, nq, slots, p.pattern.nnz, dtype
+            *chunks, element_matrices, form, fields, space, rule, nq, p.pattern.nnz, dtype
         )
     else:
         K = element_matrices(tables, x, n, flat)
+        slots = space._element_slots(rule)  # (ne, nloc * nloc)
         values = jax.ops.segment_sum(K.ravel(), slots.ravel(), num_segments=p.pattern.nnz)
     return SparseMatrix(values, p.pattern, symmetric=form.symmetric)
 
@@ -616,55 +619,74 @@ _CHUNK_ENTRIES = 2**20
 
 
 def _chunking(space: FunctionSpace, rule: Rule, fields: dict, nentries: int):
-    """``(data, tables_fn, nchunks)`` when a bilinear volume assembly should run over element chunks.
+    """``(tables_fn, field_fns, nchunks)`` when a bilinear volume assembly should run over element chunks.
 
     Assembled in one piece, every per-element temporary (vertex coordinates, Jacobians, element matrices:
     hundreds of MB at a million DOFs) is a fresh allocation on every call, and memory traffic and page faults
     dominate. A ``lax.scan`` over chunks computes tables and element matrices chunk by chunk and scatters them
     into the values carried by the loop, so the temporaries are a few MB, allocated once. Used when the space
-    can compute the tables of a chunk (``_chunked_tables``) and no input is a Field (whose values come from
-    whole-rule tables).
+    can compute the tables of a chunk (``_chunked_tables``), and so can the space of every Field input
+    (``field_fns``: by input name, None for a Field on the assembled space itself, whose tables are the
+    chunk's).
     """
     hook = getattr(space, "_chunked_tables", None)
     if hook is None or nentries < 2 * _CHUNK_ENTRIES:
         return None
-    if any(isinstance(f, _field_type()) for f in fields.values()):
+    tables_fn = hook(rule)
+    if tables_fn is None:
         return None
-    got = hook(rule)
-    if got is None:
-        return None
-    data, tables_fn = got
-    return data, tables_fn, -(-nentries // _CHUNK_ENTRIES)
+    field_fns = {}
+    for name, f in fields.items():
+        if isinstance(f, _field_type()):
+            if f.space.plan is space.plan:
+                field_fns[name] = None
+                continue
+            fn = getattr(f.space, "_chunked_tables", lambda rule: None)(rule)
+            if fn is None:
+                return None
+            field_fns[name] = fn
+    return tables_fn, field_fns, -(-nentries // _CHUNK_ENTRIES)
 
 
 def _scatter_chunks(
-    data, tables_fn, nchunks, element_matrices, form, fields, space, rule, nq, slots, nnz, dtype
+    tables_fn, field_fns, nchunks, element_matrices, form, fields, space, rule, nq, nnz, dtype
 ):
-    """CSR values: ``lax.scan`` over element chunks, each scatter-added into the carried values."""
-    ne = slots.shape[0]
+    """CSR values: ``lax.scan`` over element chunks, each scatter-added into the carried values.
+
+    A chunk's element ids, tables and CSR slots are all formed inside the loop from its start (the space's
+    ``_chunked_tables`` and ``_element_slots``): nothing of size nel enters the program as a constant.
+    """
+    ne = rule.elements.shape[0]
     cs = -(-ne // nchunks)
     # Chunk i covers elements [start_i, start_i + cs); the last one ends at ne and overlaps its predecessor,
     # whose elements it repeats with dropped slots (nnz). No padding: inputs with values at the points are
     # sliced in place, constants are broadcast inside the loop (not materialised for all points).
-    starts = np.minimum(np.arange(nchunks) * cs, ne - cs).astype(np.int32)
-    idx = starts[:, None] + np.arange(cs)  # (nchunks, cs)
-    data, slots = data[idx], slots[idx]
-    slots[idx < (np.arange(nchunks) * cs)[:, None]] = nnz
+    owned = (np.arange(nchunks) * cs).astype(np.int32)  # the first element each chunk owns
+    starts = np.minimum(owned, ne - cs).astype(np.int32)
 
     def body(values, chunk):
-        start, cells, slot = chunk
-        t = tables_fn(cells)
+        start, own = chunk
+        ids = start + jnp.arange(cs, dtype=jnp.int32)
+        t = tables_fn(ids)
         sliced = {
-            k: v if callable(v) else _chunk_of(jnp.asarray(v), start, cs, ne, nq) for k, v in fields.items()
+            k: v
+            if callable(v) or isinstance(v, _field_type())
+            else _chunk_of(jnp.asarray(v), start, cs, ne, nq)
+            for k, v in fields.items()
         }
+        ftabs = {k: t if fn is None else fn(ids) for k, fn in field_fns.items()}
         fl = {
-            k: (v.reshape((cs * nq,) + v.shape[2:]), None)
-            for k, (v, _) in _inputs_at(sliced, space, rule, t, form).items()
+            k: (
+                v.reshape((cs * nq,) + v.shape[2:]),
+                None if g is None else g.reshape((cs * nq,) + g.shape[2:]),
+            )
+            for k, (v, g) in _inputs_at(sliced, space, rule, t, form, ftabs, ids).items()
         }
         K = element_matrices(t, t.x.reshape(cs * nq, -1), None, fl)  # (cs, nloc * nloc)
+        slot = jnp.where((ids >= own)[:, None], space._element_slots(rule, ids), nnz)
         return values.at[slot.ravel()].add(K.ravel().astype(values.dtype), mode="drop"), None
 
-    values, _ = jax.lax.scan(body, jnp.zeros(nnz, dtype), (starts, data, slots))
+    values, _ = jax.lax.scan(body, jnp.zeros(nnz, dtype), (starts, owned))
     return values
 
 

@@ -13,7 +13,7 @@ import numpy as np
 from igax.bases.lagrange import reference_element
 from igax.fem import mesh_refine
 from igax.fem.quadrature import facet_quadrature, quadrature
-from igax.fem.space import FunctionSpace, Rule, SpacePlan, Tables, check_jacobian, finish_tables
+from igax.fem.space import FunctionSpace, Rule, SpacePlan, Tables, check_jacobian, finish_tables, pin
 from igax.solvers.sparse import CSRPattern, sort_keys
 
 __all__ = ["LagrangeSpace"]
@@ -301,7 +301,11 @@ class LagrangeSpace(FunctionSpace):
 
     def _tables(self, rule: Rule, xp=jnp) -> Tables:
         p = self.plan
-        X = xp.asarray(self.points)[p.cells]  # (nel, nv, dim)
+        if xp is np:
+            X = np.asarray(self.points)[p.cells]  # (nel, nv, dim)
+        else:
+            cells, points = self._pinned_geometry(slice(None))
+            X = points[cells]
         out, start = [], 0
         for count, xi, w, nref in rule.groups:
             elems = rule.elements[start : start + count]
@@ -337,16 +341,27 @@ class LagrangeSpace(FunctionSpace):
         return finish_tables(phi, dref, x, J, xp.asarray(w)[None], nref, xp=xp)
 
     def _chunked_tables(self, rule: Rule):
-        """Per-element data of a volume rule and the tables of any chunk of it (for chunked assembly).
+        """The tables of any chunk of a volume rule's elements (for chunked assembly), or None.
 
-        Returns ``(cells, fn)``: ``cells`` (ne, nv) the vertices of the rule's elements (NumPy) and
-        ``fn(cells_chunk)`` the :class:`Tables` of the elements with those vertices (traceable, e.g. inside
-        ``lax.scan``); None for boundary rules.
+        Returns ``fn``: ``fn(ids)`` gives the :class:`Tables` of the elements ``ids`` (an int array, traced:
+        e.g. computed from the loop counter inside ``lax.scan``); None for boundary rules.
         """
         if rule.boundary is not None or len(rule.groups) != 1:
             return None
         _, xi, w, nref = rule.groups[0]
-        return self.plan.cells[rule.elements], lambda c: self._group_tables(self.points[c], xi, w, nref)
+
+        def fn(ids):
+            cells, points = self._pinned_geometry(rule.elements)
+            return self._group_tables(points[cells[ids]], xi, w, nref)
+
+        return fn
+
+    def _pinned_geometry(self, elements):
+        """``(cells of the elements, points)`` as JAX arrays, concrete ones behind :func:`pin` (see there)."""
+        cells, points = pin(self.plan.cells[elements]), self.points
+        if not isinstance(points, jax.core.Tracer):
+            points = pin(points)
+        return cells, points
 
     def jacobian_determinant(self) -> jax.Array:
         """Signed determinant of the cell maps at the volume quadrature points, shape (nel, nq)."""

@@ -492,11 +492,29 @@ class FunctionSpace(eqx.Module):
     def _compatible(self, other: FunctionSpace) -> bool:
         return type(other) is type(self) and other.plan.partition_key == self.plan.partition_key
 
+    # -- index maps ----------------------------------------------------------------------------------------
+    def _element_dofs(self, rule: Rule, ids=None) -> jax.Array:
+        """Scalar dofs ``(ne, nloc_scalar)`` of the rule's elements, or of the elements at positions ``ids``
+        (an int array, traced: a chunk of the volume rule), as a JAX array.
+
+        By default a gather from the plan's table (a constant of the program, behind :func:`pin`); spaces
+        with structure compute it in the program instead (:class:`SplineSpace`).
+        """
+        d = pin(self.plan.cell_dofs[rule.elements])
+        return d if ids is None else d[ids]
+
+    def _element_slots(self, rule: Rule, ids=None) -> jax.Array:
+        """CSR slots ``(ne, (C nloc)^2)`` of the entries of the (component-major) element matrices of the
+        rule's elements, or of the elements at positions ``ids``; see :meth:`_element_dofs`."""
+        s = pin(self.plan.slot[rule.elements].reshape(len(rule.elements), -1))
+        return s if ids is None else s[ids]
+
     # -- interpolation of coefficients ---------------------------------------------------------------------
-    def _eval_coeffs(self, coeffs, tables: Tables, rule: Rule):
-        """Value (ne, nq, *vs) and gradient (ne, nq, *vs, dim) of coefficients at the rule's points."""
+    def _eval_coeffs(self, coeffs, tables: Tables, rule: Rule, ids=None):
+        """Value (ne, nq, *vs) and gradient (ne, nq, *vs, dim) of coefficients at the rule's points (or at
+        those of the elements at positions ``ids``, whose tables ``tables`` are)."""
         p = self.plan
-        c = coeffs.reshape(p.ncomp, p.nscalar)[:, p.cell_dofs[rule.elements]]  # (ncomp, ne, nloc)
+        c = coeffs.reshape(p.ncomp, p.nscalar)[:, self._element_dofs(rule, ids)]  # (ncomp, ne, nloc)
         t = tables.full()
         val = jnp.einsum("cea,eqa->eqc", c, t.phi)
         grad = jnp.einsum("cea,eqak->eqck", c, t.dphi)
@@ -552,15 +570,35 @@ def finish_tables(phi, dphi_ref, x, J, w, n_ref=None, xp=jnp) -> Tables:
     dphi = sum(
         dphi_ref[..., k, None] * Jinv[:, :, None, k, :] for k in range(Jinv.shape[-2])
     )  # (ne, nq, nloc, dim)
+    dx, n = measure_and_normals(det, Jinv, w, n_ref, x.shape, xp)
+    return Tables(phi, dphi, x, dx, n)
+
+
+def measure_and_normals(det, Jinv, w, n_ref, xshape, xp=jnp):
+    """``(dx, n)``: weights times the volume (or, with reference normals ``n_ref``, surface) measure, and the
+    outward unit normals (None on volumes); ``det`` (ne, nq) and ``Jinv`` (ne, nq, pdim, dim) of the map."""
     # |det J|: a patch may be parametrised with negative orientation (e.g. angle first, radius second); the
     # guard at space construction demands one sign everywhere, so |det J| is the volume element.
     adet = xp.abs(det)
     if n_ref is None:
-        return Tables(phi, dphi, x, w * adet, None)
+        return w * adet, None
     # Nanson: n ds = |det J| J^{-T} n_ref dS; the covector J^{-T} n_ref is outward for either orientation.
-    m = xp.einsum("eqki,...k->eqi", Jinv, xp.asarray(n_ref, J.dtype))  # (ne, nq | 1, dim)
+    m = xp.einsum("eqki,...k->eqi", Jinv, xp.asarray(n_ref, Jinv.dtype))  # (ne, nq | 1, dim)
     norm = xp.linalg.norm(m, axis=-1)
-    return Tables(phi, dphi, x, w * adet * norm, xp.broadcast_to(m / norm[..., None], x.shape))
+    return w * adet * norm, xp.broadcast_to(m / norm[..., None], xshape)
+
+
+def pin(tree):
+    """The arrays of ``tree`` as JAX arrays behind an optimization barrier (inside a compiled program).
+
+    Basis tables, index maps and geometry of a space closed over by a jitted function are constants of the
+    compiled program, and whatever is computed from constants alone is a candidate for XLA's constant
+    folding, which evaluates it at compile time: a gather of the vertices of two million triangles took 4 s
+    to fold (logging "Constant folding an instruction is taking > 1s") and its result is stored in the
+    executable. Behind the barrier such work runs with the program instead. The barrier is differentiable and
+    vmappable.
+    """
+    return jax.lax.optimization_barrier(jax.tree_util.tree_map(jnp.asarray, tree))
 
 
 def check_jacobian(det, what: str, hint: str, *, orientation_free: bool = False):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import operator
 import string
 from collections.abc import Sequence
 
@@ -24,6 +26,8 @@ from igax.fem.space import (
     finish_tables,
     kron_pattern,
     kron_slots,
+    measure_and_normals,
+    pin,
 )
 from igax.solvers.sparse import CSRPattern
 
@@ -72,6 +76,7 @@ class _SplinePlan(SpacePlan):
                 }
             )
         )
+        self.kron_1d = None  # per-direction pattern data, when the pattern is a Kronecker product
         bdofs = {}
         for name in self.sides:
             if name not in glued:
@@ -102,7 +107,7 @@ class _SplinePlan(SpacePlan):
         the pattern is kron(P_0, P_1, ...) with the C-order dof numbering.
         """
         pdim = len(self.degrees)
-        pats, slots = [], []
+        pats, slots, kron = [], [], []
         for k in range(pdim):
             idx = self.first[k][:, None] + np.arange(self.degrees[k] + 1)[None, :]  # (ne_k, p + 1)
             r = np.broadcast_to(idx[:, :, None], idx.shape + idx.shape[1:])
@@ -110,6 +115,11 @@ class _SplinePlan(SpacePlan):
             pat, sl = CSRPattern.from_coo(r, c, (self.shape[k], self.shape[k]))
             pats.append(pat)
             slots.append((idx, sl.reshape(r.shape).astype(np.int64)))
+            # Row lengths and each element entry's position within its row: what SplineSpace._element_slots
+            # needs to form the slots of kron(P_0, P_1, ...) inside a compiled program.
+            pos = (sl.reshape(r.shape) - pat.indptr[r]).astype(np.int32)  # (ne_k, p + 1, p + 1)
+            kron.append((np.diff(pat.indptr).astype(np.int32), pos))
+        self.kron_1d = tuple(kron)
         P, (rows, sl) = pats[0], slots[0]
         # Running product over directions; arrays indexed (e_0..e_k, a_0..a_k, b_0..b_k) flattened in C order.
         rows, sl = rows[:, :, None], sl  # rows (E, A, 1), slots (E, A, B)
@@ -163,6 +173,68 @@ def _nurbs(B, dB, wl, P, xp):
     return R, dR, x, J
 
 
+def _tensor(factors, op=operator.mul, shared=None):
+    """Tensor product of per-direction tables with three axes each -> the product table.
+
+    Each axis of the result is the C-order product of the factors' axes over the directions (the order of the
+    element, point and local-function numbering), whatever the roles of the axes: ``(n_k, ne_k, nq_k)``
+    factors give ``(nloc, ne, nq)``, ``(ne_k, nq_k, n_k)`` ones ``(ne, nq, nloc)``. ``shared``: an axis all
+    factors share instead (the elements of a chunk). ``op`` is ``operator.add`` for sums of indices.
+    """
+    out = factors[0]
+    for f in factors[1:]:
+        ix = [(slice(None), None), (None, slice(None))]
+        lhs = tuple(s for ax in range(3) for s in ((slice(None),) if ax == shared else ix[0]))
+        rhs = tuple(s for ax in range(3) for s in ((slice(None),) if ax == shared else ix[1]))
+        shape = tuple(
+            n if ax == shared else n * m for ax, (n, m) in enumerate(zip(out.shape, f.shape, strict=True))
+        )
+        out = op(out[lhs], f[rhs]).reshape(shape)
+    return out
+
+
+def _full_shape(x, plan, multi) -> tuple[int, ...]:
+    """The broadcast shape ``(e_0 .. e_{d-1} | m, a_0 .. a_{d-1}, b_0 .. b_{d-1})`` of an index array."""
+    loc = tuple(q + 1 for q in plan.degrees)
+    lead = tuple(plan.ne) if multi is None else (x.shape[0],)
+    return lead + loc + loc
+
+
+def _geometry_by_directions(B1, D1, Pe):
+    """The rational map's denominator, the geometry and their derivatives, one direction at a time.
+
+    Arguments: per direction k the univariate values ``B1[k]`` and derivatives ``D1[k]`` of each element
+    (``(m, nq_k, p_k + 1)``), and ``Pe`` (m, p_0 + 1, ..., p_{d-1} + 1, dim + 1) the homogeneous control
+    points ``(w P, w)`` of each element's functions. Returns ``W`` (m, nq), ``dW`` (list of pdim such), ``x``
+    (m, nq, dim) and ``J`` (m, nq, dim, pdim): ``x = A / W`` and ``J_k = (dA_k - x dW_k) / W`` for the
+    homogeneous map ``(A, W) = sum_a N_a (w_a P_a, w_a)``.
+
+    The sums over the element's functions are contractions with the univariate tables, direction by
+    direction (sum factorisation: ``(p + 1)`` multiply-adds per point and direction instead of ``(p + 1)^d``),
+    written as batched matrix products, which XLA keeps as separate operations: their results are computed
+    once, not again inside every table entry that uses them (written as fused multiply-adds, the sums were
+    recomputed for each local function and gradient component of the tables: 96 x 96 degree-2 elements, 14 ms
+    for the tables against 6.5 ms; 64 x 64 degree-3 elements, 50 ms against 6.5 ms; 1 core).
+    """
+    d = len(B1)
+    m = Pe.shape[0]
+
+    def contract(tabs):
+        T = Pe  # (m, a_0 .. a_{d-1}, c) -> (m, q_0 .. q_{d-1}, c), one a_k at a time
+        for k in range(d):
+            T = jnp.einsum("mqa,ma...->mq...", tabs[k], jnp.moveaxis(T, 1 + k, 1))
+            T = jnp.moveaxis(T, 1, 1 + k)
+        return T.reshape(m, -1, T.shape[-1])  # (m, nq, dim + 1)
+
+    A = contract(B1)
+    dA = [contract([D1[k] if k == j else B1[k] for k in range(d)]) for j in range(d)]
+    W = A[..., -1]
+    x = A[..., :-1] / W[..., None]
+    dW = [t[..., -1] for t in dA]
+    J = jnp.stack([(t[..., :-1] - x * w[..., None]) / W[..., None] for t, w in zip(dA, dW, strict=True)], -1)
+    return W, dW, x, J
+
+
 def _mask_blocks(mask: np.ndarray) -> list[tuple[np.ndarray, ...]]:
     """Tensor-product blocks (element lists per tangential direction) covering the True entries of a mask.
 
@@ -202,6 +274,9 @@ def _side_ranges(range_, ntangent: int) -> list[tuple[float, float]]:
 
 
 _PLANS: dict = {}
+_INDEX_ENTRIES = (
+    2**22
+)  # element-matrix slots above which a volume rule's index maps are formed in the program
 
 
 def _plan(key, make):
@@ -522,6 +597,10 @@ class SplineSpace(FunctionSpace):
         )
 
     def _group_tables(self, rule: Rule, dirs, nref, return_jacobian=False, xp=jnp):
+        if xp is not np:
+            uni = [self.plan.univariate(k, e, t, w) for k, (e, t, w) in enumerate(dirs)]
+            G = [self._geometry_index_1d(k, e) for k, (e, _, _) in enumerate(dirs)]
+            return self._nurbs_tables(uni, G, nref, return_jacobian=return_jacobian)
         p = self.plan
         d = p.pdim
         uni = [p.univariate(k, e, t, w) for k, (e, t, w) in enumerate(dirs)]
@@ -552,12 +631,10 @@ class SplineSpace(FunctionSpace):
         )  # (ne, nq, nloc, pdim)
         wspec = ",".join(f"{L[k]}{L[d + k]}" for k in range(d)) + "->" + out[: 2 * d]
         wq = xp.einsum(wspec, *[xp.asarray(u[2]) for u in uni]).reshape(ne, nq)
-        if xp is np:  # the host tables of a concrete geometry (_host_tables)
-            dofs = p.geo_cell_dofs[elems]
-            cp = np.asarray(self.control_points).reshape(-1, p.dim)[dofs]
-            R, dR, x, J = _nurbs(phi, dref, np.asarray(self.weights).reshape(-1)[dofs], cp, np)
-            return finish_tables(R, dR, x, J, wq, nref, xp=np)
-        return self._rational(phi, dref, p.geo_cell_dofs[elems], wq, nref, return_jacobian)
+        dofs = p.geo_cell_dofs[elems]
+        cp = np.asarray(self.control_points).reshape(-1, p.dim)[dofs]
+        R, dR, x, J = _nurbs(phi, dref, np.asarray(self.weights).reshape(-1)[dofs], cp, np)
+        return finish_tables(R, dR, x, J, wq, nref, xp=np)
 
     def _host_tables(self, rule: Rule) -> Tables:
         """:meth:`_tables` in NumPy (concrete geometry): nothing to compile (see the base class)."""
@@ -567,50 +644,191 @@ class SplineSpace(FunctionSpace):
         return Tables(*[None if out[0][i] is None else np.concatenate([o[i] for o in out]) for i in range(5)])
 
     def _chunked_tables(self, rule: Rule):
-        """Per-element data of a volume rule and the tables of any chunk of it (for chunked assembly).
+        """The tables of any chunk of a volume rule's elements (for chunked assembly), or None.
 
-        Returns ``(data, fn)``: ``data`` (ne, pdim + nloc) int32 holds each element's index in every direction
-        and its control-point indices; ``fn(data_chunk)`` gathers the univariate tables of those elements,
-        forms their tensor products and the NURBS tables (traceable, e.g. inside ``lax.scan``). None for
-        boundary rules. Assembled in one piece, the (ne, nq, nloc) tables of a degree-3 space with 250k
-        elements are hundreds of MB per call.
+        Returns ``fn``: ``fn(ids)`` gives the :class:`Tables` of the elements ``ids`` (an int array, traced:
+        e.g. computed from the loop counter inside ``lax.scan``), from the univariate tables of each direction
+        gathered by the elements' multi-indices. None for boundary rules. Assembled in one piece, the
+        (ne, nq, nloc) tables of a degree-3 space with 250k elements are hundreds of MB per call.
         """
         if rule.boundary is not None or len(rule.groups) != 1:
             return None
         p = self.plan
-        d = p.pdim
         ((dirs, nref),) = rule.groups
         if nref is not None or any(len(e) != n for (e, _, _), n in zip(dirs, p.ne, strict=True)):
             return None
         uni = [p.univariate(k, e, t, w) for k, (e, t, w) in enumerate(dirs)]
-        multi = np.stack(np.unravel_index(rule.elements, p.ne), axis=1)  # (ne, pdim)
-        data = np.concatenate([multi, p.geo_cell_dofs[rule.elements]], axis=1).astype(np.int32)
-        nq = int(np.prod([len(t) for _, t, _ in dirs]))
+        G = [self._geometry_index_1d(k, e) for k, (e, _, _) in enumerate(dirs)]
+        strides = np.cumprod((1,) + p.ne[:0:-1])[::-1]  # element multi-index from the C-order element id
 
-        def tensor(factors):
-            """(m, nq_k, n_k) per direction -> (m, nq, nloc), C order over the directions."""
-            out = factors[0]
-            for f in factors[1:]:
-                m, q, a = out.shape
-                out = (out[:, :, None, :, None] * f[:, None, :, None, :]).reshape(m, q * f.shape[1], -1)
-            return out
+        def fn(ids):
+            multi = [(ids // int(strides[k])) % p.ne[k] for k in range(p.pdim)]
+            return self._nurbs_tables(uni, G, None, zipped=multi)
 
-        def fn(chunk):
-            e = [chunk[:, k] for k in range(d)]
-            B = [jnp.asarray(uni[k][0])[e[k]] for k in range(d)]  # (m, nq_k, p_k + 1)
-            D = [jnp.asarray(uni[k][1])[e[k]] for k in range(d)]
-            W = [jnp.asarray(uni[k][2])[e[k]][..., None] for k in range(d)]  # (m, nq_k, 1)
-            phi = tensor(B)
-            grads = [tensor([D[k] if k == j else B[k] for k in range(d)]) for j in range(d)]
-            dref = jnp.stack(grads, axis=-1)  # (m, nq, nloc, pdim)
-            wq = tensor(W).reshape(-1, nq)
-            return self._rational(phi, dref, chunk[:, d:], wq, None)
+        return fn
 
-        return data, fn
+    # -- index maps of the volume rule, computed inside the compiled program ------------------------------
+    # The element dofs (nel, nloc) and above all the CSR slots of the element matrices (nel, (C nloc)^2: 324
+    # MB for degree 2 on 1000 x 1000 elements) would be constants of every assembly program. On a patch they
+    # are sums and products of per-direction tables of a few KB, so they are formed when the program runs.
+    def _whole_volume(self, rule: Rule) -> bool:
+        """Whether the rule is the volume's and large enough for its maps to be formed in the program.
+
+        Below ``_INDEX_ENTRIES`` slots (16 MB) the tables are used: forming the slots costs ~3 ns per entry
+        at every call (div/mod index arithmetic; a gather from the table ~0.5 ns), and a small constant does
+        not slow a compilation.
+        """
+        p = self.plan
+        return rule.boundary is None and len(rule.elements) == p.nel and p.nel * p.nloc**2 > _INDEX_ENTRIES
+
+    def _element_multi(self, ids):
+        """Per-direction element indices of C-order element ids (traced), or None for all elements."""
+        if ids is None:
+            return None
+        p = self.plan
+        strides = np.cumprod((1,) + p.ne[:0:-1])[::-1]
+        return [(ids // int(strides[k])) % p.ne[k] for k in range(p.pdim)]
+
+    def _place(self, x, k: int, multi):
+        """A per-direction array ``(ne_k | m, n_a[, n_b])`` with its axes in the positions of direction k in
+        ``(e_0 .. e_{d-1} | m, a_0 .. a_{d-1}[, b_0 .. b_{d-1}])`` (size 1 elsewhere), for broadcasting."""
+        d = self.plan.pdim
+        nlead = 1 if multi is not None else d
+        shape = [1] * (nlead + d * (x.ndim - 1))
+        shape[0 if multi is not None else k] = x.shape[0]
+        for j, n in enumerate(x.shape[1:]):
+            shape[nlead + j * d + k] = n
+        return x.reshape(shape)
+
+    def _element_dofs(self, rule: Rule, ids=None):
+        if not self._whole_volume(rule):
+            return super()._element_dofs(rule, ids)
+        p = self.plan
+        multi = self._element_multi(ids)
+        G = pin([self._geometry_index_1d(k, np.arange(p.ne[k]))[:, :, 0].T for k in range(p.pdim)])
+        if multi is not None:
+            G = [g[m] for g, m in zip(G, multi, strict=True)]
+        geo = sum(self._place(g, k, multi) for k, g in enumerate(G))  # control points (e.., a..)
+        geo = geo.reshape(p.nel if multi is None else ids.shape[0], p.nloc_scalar)
+        if p.nscalar < p.dof_map.shape[0]:  # glued or collapsed sides: control points -> dofs
+            geo = pin(p.dof_map.astype(np.int32))[geo]
+        return geo
+
+    def _element_slots(self, rule: Rule, ids=None):
+        p = self.plan
+        if not self._whole_volume(rule) or p.kron_1d is None:
+            return super()._element_slots(rule, ids)
+        multi = self._element_multi(ids)
+        d, C = p.pdim, p.ncomp
+        itype = jnp.int32 if p.pattern.nnz < 2**31 else jnp.int64
+        lens, poss = pin(([ln for ln, _ in p.kron_1d], [ps for _, ps in p.kron_1d]))
+        firsts = pin([(p.first[k][:, None] + np.arange(p.degrees[k] + 1)).astype(np.int32) for k in range(d)])
+
+        def with_b(x):  # (e.., a..) -> (e.., a.., 1..): broadcast against the b axes
+            return x.reshape(x.shape + (1,) * d)
+
+        # Slot of entry (a, b) of an element of kron(P_0, P_1, ...): the start of row r = (r_0, r_1, ...) plus
+        # the entry's position in that row, sum_k pos_k(a_k, b_k) prod_{k' > k} len_{k'}(r_{k'}) (the row
+        # holds the C-order product of the 1D rows' columns).
+        rows, lenr, pos_k = 0, [], []
+        for k in range(d):
+            r, ps = (firsts[k], poss[k]) if multi is None else (firsts[k][multi[k]], poss[k][multi[k]])
+            stride = int(np.prod(p.shape[k + 1 :], dtype=np.int64))
+            rows = rows + self._place(r * stride, k, multi)  # (e.., a..): the scalar dof is the row
+            lenr.append(self._place(lens[k][r], k, multi))
+            pos_k.append(self._place(ps, k, multi))  # (e.., a.., b..)
+        one = jnp.ones((), jnp.int32)
+        pos = sum(pos_k[k] * with_b(functools.reduce(jnp.multiply, lenr[k + 1 :], one)) for k in range(d))
+        grid = [ln.reshape((1,) * k + (-1,) + (1,) * (d - k - 1)) for k, ln in enumerate(lens)]
+        counts = functools.reduce(jnp.multiply, grid).ravel().astype(itype)  # row lengths of all rows
+        start = jnp.cumsum(counts) - counts  # row starts of the scalar pattern
+        m = p.nel if multi is None else ids.shape[0]
+        nl = p.nloc_scalar
+        base = with_b(start[rows]).astype(itype)
+        if C == 1:
+            out = base + pos
+            return jnp.broadcast_to(out, _full_shape(out, p, multi)).reshape(m, nl * nl)
+        # Vector spaces, kron(1_{C x C}, P): row (c, r) starts at c C nnz + C start[r], column block d at
+        # d len(r) within it.
+        nnz = p.pattern.nnz // (C * C)
+        base = jnp.broadcast_to(C * base + pos, _full_shape(pos, p, multi)).reshape(m, 1, nl, 1, nl)
+        rl = jnp.broadcast_to(with_b(functools.reduce(jnp.multiply, lenr)), _full_shape(pos, p, multi))
+        rl = rl.reshape(m, nl, nl)[:, None, :, None, :1].astype(itype)
+        c = jnp.arange(C, dtype=itype)
+        out = c[None, :, None, None, None] * (C * nnz) + base + c[None, None, None, :, None] * rl
+        return out.reshape(m, -1)
+
+    def _geometry_index_1d(self, k: int, elems: np.ndarray) -> np.ndarray:
+        """Control-point index offsets of direction k, ``(p_k + 1, ne_k, 1)``: their sum over the directions
+        (a tensor sum) is the control point of every (local function, element)."""
+        p = self.plan
+        stride = int(np.prod(p.shape[k + 1 :], dtype=np.int64))
+        idx = (p.first[k][elems][None, :] + np.arange(p.degrees[k] + 1)[:, None]) * stride
+        return idx[:, :, None].astype(np.int32)
+
+    def _nurbs_tables(self, uni, G, nref, zipped=None, return_jacobian=False):
+        """Tables from univariate data, in JAX (``uni``: per direction the values, derivatives and weights of
+        :meth:`_SplinePlan.univariate`; ``G``: :meth:`_geometry_index_1d`).
+
+        ``zipped``: None for a tensor-product group of elements; else a list of traced element indices per
+        direction (a chunk), by which the univariate data are gathered.
+
+        The B-spline tables are formed twice from the univariate ones (a broadcast product, cheap): with the
+        local functions first, for the sums over them (:func:`_geometry_sums`), and last, the layout of
+        :class:`Tables`, for the rational basis and its physical gradients, so that no table is transposed
+        (a transposed copy fused with its producer cost as much as the rest of the tables).
+
+        Every concrete input (the univariate tables, the control points of a closed-over space) goes through
+        :func:`igax.fem.space.pin`, so that XLA computes the tables when the program runs instead of folding
+        them into constants at compile time (a degree-2 space with 1000 x 1000 elements logged four
+        constant-folding alarms and needed 12 GB to compile).
+        """
+        p = self.plan
+        d = p.pdim
+        dtype = self.control_points.dtype
+        B1 = [u[0].astype(dtype) for u in uni]  # (ne_k, nq_k, p_k + 1)
+        D1 = [u[1].astype(dtype) for u in uni]
+        W1 = [u[2][..., None].astype(dtype) for u in uni]  # (ne_k, nq_k, 1)
+        G = [g.transpose(1, 2, 0) for g in G]  # (ne_k, 1, p_k + 1)
+        (B1, D1, W1, G), cp, w = pin((B1, D1, W1, G)), self.control_points, self.weights
+        if not any(isinstance(a, jax.core.Tracer) for a in (cp, w)):
+            cp, w = pin((cp, w))
+        if zipped is not None:
+            B1, D1, W1, G = ([t[e] for t, e in zip(ts, zipped, strict=True)] for ts in (B1, D1, W1, G))
+        shared = None if zipped is None else 0
+
+        B = _tensor(B1, shared=shared)  # (ne, nq, nloc)
+        dB = [_tensor([D1[k] if k == j else B1[k] for k in range(d)], shared=shared) for j in range(d)]
+        wq = _tensor(W1, shared=shared)[..., 0]  # (ne, nq)
+        dofs = _tensor(G, operator.add, shared=shared)[:, 0, :]  # (ne, nloc) control points
+        wl = w.reshape(-1)[dofs]
+        Pe = jnp.concatenate([cp.reshape(-1, p.dim)[dofs] * wl[..., None], wl[..., None]], axis=-1)
+        ne = dofs.shape[0]
+        if zipped is None:  # per-element univariate tables: (ne, nq_k, p_k + 1) by the element's index in k
+            strides = np.cumprod((1,) + tuple(len(t) for t in B1)[:0:-1])[::-1]
+            multi = [jnp.arange(ne) // int(strides[k]) % B1[k].shape[0] for k in range(d)]
+            B1e, D1e = (
+                [t[e] for t, e in zip(B1, multi, strict=True)],
+                [t[e] for t, e in zip(D1, multi, strict=True)],
+            )
+        else:
+            B1e, D1e = B1, D1
+        Pe = Pe.reshape((ne,) + tuple(t.shape[-1] for t in B1) + (p.dim + 1,))
+        W, dW, x, J = _geometry_by_directions(B1e, D1e, Pe)
+        det, Jinv = det_inv(J)
+        iW = (1.0 / W)[..., None]
+        R = B * wl[:, None, :] * iW  # (ne, nq, nloc)
+        dR = [(D * wl[:, None, :] - R * dWk[..., None]) * iW for D, dWk in zip(dB, dW, strict=True)]
+        dphi = jnp.stack(
+            [sum(dR[k] * Jinv[:, :, None, k, j] for k in range(d)) for j in range(p.dim)], axis=-1
+        )
+        dx, n = measure_and_normals(det, Jinv, wq, nref, x.shape)
+        t = Tables(R, dphi, x, dx, n)
+        return (t, J) if return_jacobian else t
 
     def _rational(self, B, dB, dofs, wq, nref, return_jacobian=False):
-        """NURBS basis, geometry map and physical gradients from B-spline tables (the JAX part); ``dofs`` are
-        control-point (geometry) indices."""
+        """NURBS basis, geometry map and physical gradients from B-spline tables (the JAX part, functions
+        last; for point evaluation); ``dofs`` are control-point (geometry) indices."""
         P = self.control_points.reshape(-1, self.plan.dim)[dofs]  # (ne, nloc, dim)
         wl = self.weights.reshape(-1)[dofs]  # (ne, nloc)
         R, dR, x, J = _nurbs(B, dB, wl, P, jnp)
