@@ -25,8 +25,25 @@ Ratio = baseline time / igax time (bigger is better); the table also prints igax
 within 1.5x of SciPy at 1M DOFs on the CPU). ``memory`` lines give the CSR arrays' size and what the product
 adds per pattern (the native and GPU paths: nothing; the pure kernel: row starts and lengths).
 
-Measured on the development machine (2 shared cores, load 5-9 from other jobs, float64; medians, ms):
-see the report of issue 14 item 4 and ``docs/solvers.md``.
+Measured on the development machine (2 shared cores, load ~8 from other jobs, float64, medians in ms; igax
+native / SciPy / previous igax product):
+
+=================  ===================  ===================  ===================  ==================
+case               matvec               rmatvec (A.T x)      matmat16             grad (old / new)
+=================  ===================  ===================  ===================  ==================
+p1-2d 1M           14.0 / 14.8 / 93.7   20.4 / 16.6 / 100    215 / 102 / 1260     264 / 99
+spline2-2d 250k    9.1 / 7.9 / 80.0     8.4 / 8.6 / 121      36 / 42 / 961        196 / 80
+spline2-2d 1M      39.9 / 29.4 / 420    40.5 / 39.4 / 508    311 / 259 / -        1028 / 294
+q1-3d 262k         12.6 / 13.4 / 144    12.8 / 13.9 / 172    56 / 82 / 1208       261 / 89
+spline2-3d 262k    58.2 / 49.6 / 526    59.7 / 45.3 / 1064   250 / 258 / -        1200 / 314
+=================  ===================  ===================  ===================  ==================
+
+igax / SciPy is 0.9-1.4 for every product (goal: within 1.5x at 1M DOFs); the previous product was 6-23x
+slower than SciPy. The per-call ``matmat16`` times of the 1M-row cases include page faults on the 128 MB
+output, which XLA allocates afresh for every call (above glibc's mmap threshold): inside a jitted loop, or
+with ``MALLOC_MMAP_THRESHOLD_=4000000000``, the same product took 45 ms against SciPy's 72 ms (P1, 1M).
+The pure-JAX kernel (``pure``, for platforms without the native kernel or cuSPARSE) is 1.4-3.7x SciPy up
+to 27 entries per row and 12x at 125 (its loop over blocks of slots).
 
 Usage: ``python benchmarks/bench_spmv.py [--quick] [--cases p1-2d q1-3d] [--reps 15] [--float32]``
 """

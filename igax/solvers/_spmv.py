@@ -22,8 +22,8 @@ before issue 14, kept as :func:`segment_sum_product` for the benchmark) took 22 
 for a 1M-DOF P1 matrix (2 cores); XLA's CPU scatter is serial and every nnz-sized temporary is a fresh
 allocation. Padded layouts (ELL, sliced ELL) reach SciPy's speed in XLA only once the values are in the
 padded layout, and putting them there (a gather of every value) cost 5-20 products on the CPU here, for
-each new matrix. Figures of this module against SciPy: ``benchmarks/bench_spmv.py`` (the native kernel is
-within 1.0-1.2x of SciPy's ``csr_matvec`` at 1M DOFs on 2 loaded cores).
+each new matrix. Figures of this module against SciPy: ``benchmarks/bench_spmv.py`` (the native kernel took
+0.9-1.4x the time of SciPy's ``csr_matvec`` at 0.25-1M DOFs on 2 loaded cores, the previous product 6-14x).
 
 Derivatives: the product is bilinear in ``(values, x)``. Its JVP is two products; its transpose in ``x`` is
 the transposed product (the same kernel), and in the values the sampled product
