@@ -42,8 +42,9 @@ igax / SciPy is 0.9-1.4 for every product (goal: within 1.5x at 1M DOFs); the pr
 slower than SciPy. The per-call ``matmat16`` times of the 1M-row cases include page faults on the 128 MB
 output, which XLA allocates afresh for every call (above glibc's mmap threshold): inside a jitted loop, or
 with ``MALLOC_MMAP_THRESHOLD_=4000000000``, the same product took 45 ms against SciPy's 72 ms (P1, 1M).
-The pure-JAX kernel (``pure``, for platforms without the native kernel or cuSPARSE) is 1.4-3.7x SciPy up
-to 27 entries per row and 12x at 125 (its loop over blocks of slots).
+The pure-JAX kernel (``pure``, for platforms without the native kernel or cuSPARSE) took 1.4-2.7x SciPy's
+time up to 27 entries per row (spline2-2d 1M: 83 against 41 ms) and 8.5x at 125 (its loop over blocks of
+slots: 335 against 40 ms).
 
 Usage: ``python benchmarks/bench_spmv.py [--quick] [--cases p1-2d q1-3d] [--reps 15] [--float32]``
 """

@@ -137,8 +137,9 @@ class _RowPlan:
         starts = np.repeat(indptr[long] + self.width - np.cumsum(extra) + extra, extra)
         self.tail_slots = (starts + np.arange(extra.sum())).astype(itype)
 
-    def value_slots(self, s):
-        return s if self.vperm is None else jnp.asarray(self.vperm).at[s].get(mode=_PB)
+    def arrays(self):
+        """``(ptr, lens, indices, vperm or None, tail_slots, tail_rows)``."""
+        return self.ptr, self.lens, self.indices, self.vperm, self.tail_slots, self.tail_rows
 
 
 def _width(lens: np.ndarray) -> int:
@@ -172,12 +173,20 @@ def _pure_core(v, x, plan: _RowPlan):
     n, k = plan.nrows, x.shape[1]
     if plan.nnz == 0:
         return jnp.zeros((n, k), v.dtype)
-    ptr, lens, ind = jnp.asarray(plan.ptr), jnp.asarray(plan.lens), jnp.asarray(plan.indices)
+    # The index arrays are constants of the program: behind a barrier, the slot indices computed from them
+    # are computed when the program runs, not folded by XLA at compile time (6-9 s and 25 index arrays
+    # stored in the executable for a 250k-row spline matrix).
+    ptr, lens, ind, vperm, tail_slots, tail_rows = jax.lax.optimization_barrier(
+        tuple(None if a is None else jnp.asarray(a) for a in plan.arrays())
+    )
     xs = x[:, 0] if k == 1 else x  # a 1-D gather is several times faster than a row gather on the CPU
+
+    def value_slots(s):
+        return s if vperm is None else vperm.at[s].get(mode=_PB)
 
     def slot(j, acc):
         s = jnp.minimum(ptr + j, plan.nnz - 1)
-        vs = v.at[plan.value_slots(s)].get(mode=_PB)
+        vs = v.at[value_slots(s)].get(mode=_PB)
         xv = xs.at[ind.at[s].get(mode=_PB)].get(mode=_PB)
         if k > 1:
             vs = vs[:, None]
@@ -198,11 +207,10 @@ def _pure_core(v, x, plan: _RowPlan):
 
         acc = jax.lax.fori_loop(0, -(-w // _BLOCK), block, acc)
     if plan.tail_slots.size:
-        ts = jnp.asarray(plan.tail_slots)
-        tv = v.at[plan.value_slots(ts)].get(mode=_PB)
-        tx = xs.at[ind.at[ts].get(mode=_PB)].get(mode=_PB)
+        tv = v.at[value_slots(tail_slots)].get(mode=_PB)
+        tx = xs.at[ind.at[tail_slots].get(mode=_PB)].get(mode=_PB)
         term = tv * tx if k == 1 else tv[:, None] * tx
-        acc = acc + jax.ops.segment_sum(term, jnp.asarray(plan.tail_rows), n, indices_are_sorted=True)
+        acc = acc + jax.ops.segment_sum(term, tail_rows, n, indices_are_sorted=True)
     return acc[:, None] if k == 1 else acc
 
 
@@ -339,7 +347,7 @@ sample_p.def_abstract_eval(_sample_abstract)
 
 def _sample_pure(ct, x, *, pattern, transpose):
     """Pure JAX: column by column, 1-D gathers (no (nnz, k) temporaries)."""
-    rows, cols = jnp.asarray(pattern.rows), jnp.asarray(pattern.indices)
+    rows, cols = jax.lax.optimization_barrier((jnp.asarray(pattern.rows), jnp.asarray(pattern.indices)))
     out_idx, in_idx = (cols, rows) if transpose else (rows, cols)
 
     def core(ct, x):
