@@ -272,8 +272,8 @@ def _gpu(v, x, *, pattern, transpose, symmetric):
 
     if v.dtype not in _NATIVE_DTYPES or pattern.nnz >= 2**31:
         return _pure(v, x, pattern=pattern, transpose=transpose)
-    ind = jnp.asarray(pattern.indices, jnp.int32)
-    ptr = jnp.asarray(pattern.indptr, jnp.int32)
+    ind = np.asarray(pattern.indices, np.int32)  # cuSPARSE takes both index arrays in one dtype
+    ptr = np.asarray(pattern.indptr, np.int32)
 
     def one(args):
         vb, xb = args
