@@ -94,13 +94,14 @@ def rel(a, b):
 def p1_problem():
     """2D bilinear (degree-1 spline) Laplacian on 16^2 elements (15^2 dofs) with its 3-level hierarchy."""
     A, Ps = spline_2d(1, 16)
-    return SparseMatrix.from_scipy(A, positive_definite=True), Hierarchy(Ps), A
+    # stop_size=0 keeps all levels (by default a level this small is factorised densely at once)
+    return SparseMatrix.from_scipy(A, positive_definite=True), Hierarchy(Ps, stop_size=0), A
 
 
 # -- the hierarchy -------------------------------------------------------------------------------------------
 def test_galerkin_operators_equal_scipy_triple_products():
     A, Ps = spline_2d(3, 16)
-    H = Hierarchy(Ps)
+    H = Hierarchy(Ps, stop_size=0)
     ops = H.galerkin(SparseMatrix.from_scipy(A, positive_definite=True))
     assert len(ops) == H.levels == 3 and H.sizes == tuple(M.shape[0] for M in ops)
     ref = A
@@ -113,7 +114,7 @@ def test_fixed_dofs_are_removed_from_the_transfers():
     A, Ps = spline_2d(1, 16, interior=False)  # 17^2 -> 9^2 -> 5^2 bilinear dofs
     grid = np.arange(17 * 17).reshape(17, 17)
     fixed = np.concatenate([grid[:2].ravel(), grid[:, 0]])  # two layers at the bottom, the left edge
-    H = Hierarchy(Ps, fixed=fixed)
+    H = Hierarchy(Ps, fixed=fixed, stop_size=0)
     P0 = H.prolongations[0]
     assert abs(P0[fixed]).sum() == 0  # coarse spaces never touch the prescribed dofs
     assert np.all(np.bincount(P0.indices, minlength=P0.shape[1]) > 0)  # no coarse dof without support
@@ -126,6 +127,13 @@ def test_fixed_dofs_are_removed_from_the_transfers():
         ref = (P.T @ ref @ P).tocsr()
         assert rel(M.todense(), ref.toarray()) < 1e-14
         assert np.linalg.eigvalsh(np.asarray(M.todense())).min() > 0
+
+
+def test_levels_below_stop_size_are_dropped():
+    _, Ps = spline_2d(2, 64)  # 64^2 -> 4^2 elements, (ne + 2 - 2)^2 interior dofs
+    assert Hierarchy(Ps, stop_size=0).sizes == (4096, 1024, 256, 64, 16)
+    assert Hierarchy(Ps).sizes == (4096, 1024, 256)  # the first level with at most 256 dofs is the coarsest
+    assert Hierarchy(Ps, stop_size=5000, coarse_size=5000).sizes == (4096,)  # dense Cholesky of A
 
 
 def test_hierarchy_is_hashable_by_content():
@@ -170,8 +178,8 @@ def test_explicit_spline_hierarchy_agrees_with_the_direct_solve(p):
     A, Ps = spline_2d(p, 16)
     As = SparseMatrix.from_scipy(A, positive_definite=True)
     b = rhs(A.shape[0])
-    r = linear_solve(As, b, method="mg-cg", hierarchy=Hierarchy(Ps), rtol=1e-12)
-    assert int(r.status) == 0 and float(r.residual) <= 1e-12
+    r = linear_solve(As, b, method="mg-cg", hierarchy=Hierarchy(Ps, stop_size=0), rtol=1e-12)
+    assert int(r.status) == 0 and float(r.residual) <= 1e-12 and int(r.iterations) > 1
     assert rel(r.value, solve(As, b, method="superlu")) < 1e-8
 
 
@@ -180,14 +188,14 @@ def test_condensed_dirichlet_with_fixed_dofs_agrees_and_converges_as_fast():
     fixed = boundary_2d(int(round(np.sqrt(A.shape[0]))))
     Ac = SparseMatrix.from_scipy(condensed(A, fixed), positive_definite=True)
     b = rhs(A.shape[0])
-    r = linear_solve(Ac, b, method="mg-cg", hierarchy=Hierarchy(Ps, fixed=fixed), rtol=1e-12)
+    r = linear_solve(Ac, b, method="mg-cg", hierarchy=Hierarchy(Ps, fixed=fixed, stop_size=0), rtol=1e-12)
     assert rel(r.value, solve(Ac, b, method="superlu")) < 1e-8
     A_int, Ps_int = spline_2d(2, 16)
     r_int = linear_solve(
         SparseMatrix.from_scipy(A_int, positive_definite=True),
         rhs(A_int.shape[0]),
         method="mg-cg",
-        hierarchy=Hierarchy(Ps_int),
+        hierarchy=Hierarchy(Ps_int, stop_size=0),
         rtol=1e-12,
     )
     assert int(r.iterations) <= int(r_int.iterations) + 2
@@ -207,7 +215,7 @@ def test_algebraic_hierarchy_on_a_p1_poisson_problem():
     r = linear_solve(A, b, method="mg-cg", rtol=1e-10)  # algebraic hierarchy built from A, cached
     assert int(r.status) == 0 and rel(r.value, ref) < 1e-8
     assert int(r.iterations) <= 15
-    H = amg_hierarchy(A, max_coarse=50)
+    H = amg_hierarchy(A, max_coarse=50, hierarchy_options={"stop_size": 0})
     assert H.levels >= 3 and H.fixed is not None  # the condensed boundary rows were detected
     r2 = linear_solve(A, b, method="mg-cg", hierarchy=H, rtol=1e-10)
     assert rel(r2.value, ref) < 1e-8 and int(r2.iterations) <= 15
@@ -258,7 +266,7 @@ def _iterations(p, sizes, **options):
             SparseMatrix.from_scipy(A, positive_definite=True),
             rhs(A.shape[0]),
             method="mg-cg",
-            hierarchy=Hierarchy(Ps, **options),
+            hierarchy=Hierarchy(Ps, **{"stop_size": 0, **options}),
             rtol=1e-8,
         )
         assert int(r.status) == 0
@@ -368,6 +376,6 @@ def test_singular_neumann_matrix_is_diagnosed():
     Ps = [sp.kron(P, P).tocsr() for P in (spline_prolongation_1d(1, 8), spline_prolongation_1d(1, 4))]
     b = rhs(A.shape[0])
     with pytest.raises(SolverError, match="constant null space"):
-        solve(A, b, method="mg-cg", hierarchy=Hierarchy(Ps))
-    r = linear_solve(A, b, method="mg-cg", hierarchy=Hierarchy(Ps), throw=False)
+        solve(A, b, method="mg-cg", hierarchy=Hierarchy(Ps, stop_size=0))
+    r = linear_solve(A, b, method="mg-cg", hierarchy=Hierarchy(Ps, stop_size=0), throw=False)
     assert int(r.status) == 1 and bool(jnp.all(jnp.isnan(r.value)))

@@ -43,7 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.sparse as sp
 
-from igax.solvers import _chebyshev
+from igax.solvers import _chebyshev, _galerkin
 from igax.solvers.sparse import CSRPattern, SparseMatrix
 
 __all__ = ["Hierarchy", "amg_hierarchy"]
@@ -56,6 +56,7 @@ _DEFAULTS = {
     "eig_safety": 1.1,  # lmax = eig_safety * (largest Ritz value)
     "lanczos_steps": 12,
     "coarse_size": 2000,  # the largest coarsest level factorised densely
+    "stop_size": 256,  # levels after the first one this small are dropped
 }
 
 
@@ -77,14 +78,16 @@ def _check_options(options: dict) -> dict:
     steps = out["lanczos_steps"]
     if not isinstance(steps, (int, np.integer)) or steps < 2:
         raise ValueError(f"lanczos_steps must be an integer >= 2 (e.g. 12), got {steps!r}.")
-    if not isinstance(out["coarse_size"], (int, np.integer)) or out["coarse_size"] < 1:
-        raise ValueError(f"coarse_size must be a positive integer, got {out['coarse_size']!r}.")
+    for name in ("coarse_size", "stop_size"):
+        if not isinstance(out[name], (int, np.integer)) or out[name] < 0:
+            raise ValueError(f"{name} must be a non-negative integer, got {out[name]!r}.")
     return {
         "chebyshev_degree": int(deg),
         "eig_ratio": float(out["eig_ratio"]),
         "eig_safety": float(out["eig_safety"]),
         "lanczos_steps": int(steps),
         "coarse_size": int(out["coarse_size"]),
+        "stop_size": int(out["stop_size"]),
     }
 
 
@@ -140,7 +143,10 @@ class Hierarchy:
             :mod:`igax.solvers._chebyshev` for the choice and measured figures), ``eig_ratio`` (30: the
             smoother damps ``[lmax / eig_ratio, lmax]`` of ``D^-1 A_k``), ``eig_safety`` (1.1),
             ``lanczos_steps`` (12: products per level of the eigenvalue estimate), ``coarse_size`` (2000: the
-            largest coarsest level, factorised densely).
+            largest coarsest level allowed, factorised densely), ``stop_size`` (256: the hierarchy stops at
+            the first level with at most this many dofs and drops the coarser ones given: a dense Cholesky
+            factor of that size costs less than more levels, each of which adds about 1 s of compile time on
+            2 CPU cores; 0 keeps every level).
 
     Two hierarchies with the same content compare equal (a digest of the matrices, ``fixed`` and the
     options), so programs compiled for one serve the other.
@@ -175,9 +181,14 @@ class Hierarchy:
         for k, P in enumerate(Ps):
             if P.shape[1] == 0:
                 raise ValueError(f"level {k + 1} of the hierarchy has no dofs left (prolongations[{k}]).")
+        self._n0 = Ps[0].shape[0] if Ps else None
+        sizes = [P.shape[0] for P in Ps] + [P.shape[1] for P in Ps[-1:]]
+        small = [k for k, n in enumerate(sizes) if n <= self.options["stop_size"]]
+        if small:
+            Ps = Ps[: small[0]]
         self.prolongations = tuple(Ps)
         self.fixed = fixed
-        n_coarse = Ps[-1].shape[1] if Ps else None
+        n_coarse = Ps[-1].shape[1] if Ps else self._n0
         if n_coarse is not None and n_coarse > self.options["coarse_size"]:
             raise ValueError(
                 f"the coarsest level has {n_coarse} dofs, more than coarse_size="
@@ -190,7 +201,7 @@ class Hierarchy:
             for a in (np.asarray(P.shape, np.int64), P.indptr.astype(np.int64), P.indices.astype(np.int64)):
                 h.update(a.tobytes())
             h.update(P.data.tobytes())
-        h.update(b"fixed" + (b"" if fixed is None else fixed.tobytes()))
+        h.update(b"fixed" + (b"" if fixed is None else fixed.tobytes()) + repr(self._n0).encode())
         h.update(repr(sorted(self.options.items())).encode())
         self._digest = h.digest()
         self._plans: OrderedDict = OrderedDict()
@@ -204,7 +215,7 @@ class Hierarchy:
     def sizes(self) -> tuple[int, ...]:
         """Dofs per level, finest first (``None`` for level 0 of a hierarchy without transfers)."""
         if not self.prolongations:
-            return (None,)
+            return (self._n0,)
         return (self.prolongations[0].shape[0],) + tuple(P.shape[1] for P in self.prolongations)
 
     def __eq__(self, other):
@@ -226,12 +237,12 @@ class Hierarchy:
                 "use the algebraic one (method='mg-cg')."
             )
 
-    def plan(self, pattern: CSRPattern) -> Plan:
+    def plan(self, pattern: CSRPattern) -> _galerkin.Plan:
         """The structural data of this hierarchy for a fine pattern (computed once; the last 2 cached)."""
         key = pattern._digest
         p = self._plans.get(key)
         if p is None:
-            p = _make_plan(self, pattern)
+            p = _galerkin.make_plan(self.prolongations, self.options, self.sizes, pattern)
             self._plans[key] = p
             while len(self._plans) > 2:
                 self._plans.popitem(last=False)
@@ -246,125 +257,10 @@ class Hierarchy:
         """
         self.check_matrix(A)
         p = self.plan(A.pattern)
-        return _operators(p.static, p.arrays, A.values)
+        return _galerkin.operators(p.static, p.arrays, A.values)
 
 
-# -- the host plan -------------------------------------------------------------------------------------------
-class _LevelArrays(NamedTuple):
-    """Device arrays of one transfer (level k -> k + 1); a pytree passed to compiled programs as arguments."""
-
-    p_idx: jax.Array  # (n_k, r) int32: ELL of P_k (padding: column 0, value 0)
-    p_val: jax.Array  # (n_k, r)
-    pt_idx: jax.Array  # (n_{k+1}, rt) int32: ELL of P_k^T
-    pt_val: jax.Array  # (n_{k+1}, rt)
-    a_cols: jax.Array  # (nnz(A_k),) int32: column of each entry of A_k
-    b_slot: jax.Array  # (nnz(A_k) * r,) int32: slot of each term of A_k P_k in B (nnz(B) for padding)
-    b_rows: jax.Array  # (nnz(B),) int32: row (level k) of each entry of B = A_k P_k
-    c_slot: jax.Array  # (nnz(B) * r,) int32: slot of each term of P_k^T B in A_{k+1}
-
-
-class _Static(NamedTuple):
-    """Hashable structure of a plan: the patterns of all levels and the sizes of B."""
-
-    patterns: tuple  # CSRPattern of every level (level 0: the fine pattern)
-    b_nnz: tuple  # nnz(A_k P_k) per transfer
-    options: tuple
-
-
-class Plan(NamedTuple):
-    static: _Static
-    arrays: tuple  # _LevelArrays per transfer
-
-
-def _ell(P: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
-    """``(idx, val)`` of shape ``(nrows, r)``: each row's columns and values, padded with (0, 0.0)."""
-    counts = np.diff(P.indptr)
-    r = max(int(counts.max(initial=0)), 1)
-    pos = np.arange(P.nnz) - np.repeat(P.indptr[:-1], counts)
-    rows = np.repeat(np.arange(P.shape[0]), counts)
-    idx = np.zeros((P.shape[0], r), np.int32)
-    val = np.zeros((P.shape[0], r), np.float64)
-    idx[rows, pos] = P.indices
-    val[rows, pos] = P.data
-    return idx, val
-
-
-def _slots(rows, cols, valid, pattern: CSRPattern, chunk: int = 1 << 23) -> np.ndarray:
-    """CSR slot of each (rows, cols) pair of ``pattern`` (all present), ``pattern.nnz`` where not valid.
-
-    Keys ``row * ncols + col`` of the sorted pattern are searched in chunks (bounded host memory).
-    """
-    ncols = np.int64(pattern.shape[1])
-    keys = pattern.rows.astype(np.int64) * ncols + pattern.indices
-    out = np.empty(rows.shape[0], np.int32)
-    for s in range(0, rows.shape[0], chunk):
-        q = rows[s : s + chunk].astype(np.int64) * ncols + cols[s : s + chunk]
-        slot = np.searchsorted(keys, q)
-        out[s : s + chunk] = np.where(valid[s : s + chunk], slot, pattern.nnz)
-    return out
-
-
-def _structure(pattern: CSRPattern) -> sp.csr_matrix:
-    return sp.csr_matrix(
-        (np.ones(pattern.nnz, np.float64), pattern.indices, pattern.indptr), shape=pattern.shape
-    )
-
-
-def _make_plan(H: Hierarchy, pattern: CSRPattern) -> Plan:
-    patterns = [pattern]
-    arrays = []
-    b_nnz = []
-    for P in H.prolongations:
-        pat = patterns[-1]
-        if P.shape[0] != pat.shape[0]:
-            raise ValueError(f"the hierarchy's sizes {H.sizes} do not match A of shape {pattern.shape}.")
-        Ps = sp.csr_matrix((np.ones(P.nnz), P.indices, P.indptr), shape=P.shape)
-        # Stage 1: B = A P. Term (e, s) of fine entry e = (i, l) and the s-th entry of row l of P.
-        p_idx, p_val = _ell(P)
-        r = p_idx.shape[1]
-        Bs = (_structure(pat) @ Ps).tocsr()
-        Bs.sort_indices()
-        b_pat = CSRPattern(Bs.indptr, Bs.indices, Bs.shape)
-        counts = np.diff(P.indptr)
-        a_cols = pat.indices
-        valid = (np.arange(r)[None, :] < counts[a_cols][:, None]).ravel()
-        b_slot = _slots(np.repeat(pat.rows, r), p_idx[a_cols].ravel(), valid, b_pat)
-        # Stage 2: C = P^T B. Term (f, s) of B's entry f = (l, j) and the s-th entry (l, a) of row l of P.
-        Cs = (Ps.T @ Bs).tocsr()
-        Cs.sort_indices()
-        c_pat = CSRPattern(Cs.indptr, Cs.indices, Cs.shape)
-        b_rows = b_pat.rows
-        valid = (np.arange(r)[None, :] < counts[b_rows][:, None]).ravel()
-        c_slot = _slots(p_idx[b_rows].ravel(), np.repeat(b_pat.indices, r), valid, c_pat)
-        pt_idx, pt_val = _ell(sp.csr_matrix(P.T))
-        with jax.ensure_compile_time_eval():  # concrete arrays even when planned while a caller traces
-            ints = (np.asarray(a, np.int32) for a in (a_cols, b_slot, b_rows, c_slot))
-            arrays.append(_LevelArrays(*(jax.device_put(a) for a in (p_idx, p_val, pt_idx, pt_val, *ints))))
-        b_nnz.append(b_pat.nnz)
-        patterns.append(c_pat)
-    static = _Static(tuple(patterns), tuple(b_nnz), tuple(sorted(H.options.items())))
-    return Plan(static, tuple(arrays))
-
-
-# -- value work (traced) -------------------------------------------------------------------------------------
-def _galerkin(arr: _LevelArrays, values: jax.Array, b_nnz: int, c_nnz: int) -> jax.Array:
-    """Values of ``P^T A P`` on the coarse pattern from those of ``A`` (two gathers, two segment sums)."""
-    dt = values.dtype
-    t = values[:, None] * arr.p_val.astype(dt)[arr.a_cols]  # (nnz_A, r)
-    bv = jax.ops.segment_sum(t.ravel(), arr.b_slot, num_segments=b_nnz + 1)[:b_nnz]
-    t = arr.p_val.astype(dt)[arr.b_rows] * bv[:, None]  # (nnz_B, r)
-    return jax.ops.segment_sum(t.ravel(), arr.c_slot, num_segments=c_nnz + 1)[:c_nnz]
-
-
-def _operators(static: _Static, arrays: tuple, values: jax.Array) -> list[SparseMatrix]:
-    pats = static.patterns
-    out = [SparseMatrix(values, pats[0], symmetric=True)]
-    for k, arr in enumerate(arrays):
-        v = _galerkin(arr, out[-1].values, static.b_nnz[k], pats[k + 1].nnz)
-        out.append(SparseMatrix(v, pats[k + 1], symmetric=True))
-    return out
-
-
+# -- set-up and cycle (traced) -----------------------------------------------------------------------------
 class MGState(NamedTuple):
     """A hierarchy set up for one matrix: operators, smoother data, the coarse factor (a pytree)."""
 
@@ -372,15 +268,15 @@ class MGState(NamedTuple):
     dinv: tuple  # inverse diagonal per level (all but the coarsest)
     lmax: tuple  # upper end of the smoothed interval of D^-1 A_k per level (all but the coarsest)
     chol: jax.Array  # lower Cholesky factor of the coarsest operator (dense)
-    transfers: tuple  # _LevelArrays per transfer
+    transfers: tuple  # _galerkin.LevelArrays per transfer
     ok: jax.Array  # False when a diagonal entry is <= 0 or the coarse Cholesky failed: A is not SPD
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def setup(static: _Static, arrays: tuple, values: jax.Array) -> MGState:
+def setup(static: _galerkin.Static, arrays: tuple, values: jax.Array) -> MGState:
     """Set a hierarchy up for ``A.values`` (traced: value work only). ``values`` should carry no gradient."""
     opts = dict(static.options)
-    mats = _operators(static, arrays, values)
+    mats = _galerkin.operators(static, arrays, values)
     ok = jnp.bool_(True)
     dinvs, Ts = [], []
     for M in mats[:-1]:
@@ -402,11 +298,11 @@ def setup(static: _Static, arrays: tuple, values: jax.Array) -> MGState:
     return MGState(tuple(mats), tuple(dinvs), tuple(lmaxs), L, tuple(arrays), ok)
 
 
-def _prolong(arr: _LevelArrays, xc):
+def _prolong(arr: _galerkin.LevelArrays, xc):
     return jnp.sum(arr.p_val.astype(xc.dtype) * xc[arr.p_idx], axis=1)
 
 
-def _restrict(arr: _LevelArrays, r):
+def _restrict(arr: _galerkin.LevelArrays, r):
     return jnp.sum(arr.pt_val.astype(r.dtype) * r[arr.pt_idx], axis=1)
 
 
@@ -443,7 +339,7 @@ def amg_hierarchy(
     A: SparseMatrix,
     *,
     near_nullspace=None,
-    max_coarse: int = 500,
+    max_coarse: int = 256,
     fixed=None,
     components: int = 1,
     hierarchy_options: dict | None = None,
@@ -454,8 +350,9 @@ def amg_hierarchy(
     When ``A.values`` are concrete, pyamg aggregates ``A`` itself: its strength of connection sees the
     coefficients (anisotropy, jumps) and the prolongation smoothing uses the real operator. When they are
     traced (inside ``jit``/``grad`` of a caller) only the pattern is known: pyamg then aggregates the
-    pattern's graph (its graph Laplacian plus the identity), which for the isotropic Laplacian-like systems
-    of a mesh gives nearly the same aggregates; build the hierarchy once outside the traced function from a
+    pattern's graph (its graph Laplacian plus the identity; with ``components > 1`` that of one component's
+    block, once per component), which for the isotropic Laplacian-like systems of a mesh gives nearly the
+    same aggregates; build the hierarchy once outside the traced function from a
     representative ``A`` for anything strongly anisotropic.
 
     Arguments:
@@ -481,6 +378,9 @@ def amg_hierarchy(
     import pyamg
 
     n = A.shape[0]
+    components = int(components)
+    if components < 1 or n % components:
+        raise ValueError(f"components must be a positive divisor of n={n}, got {components}.")
     concrete = not isinstance(A.values, jax.core.Tracer)
     if concrete and np.ndim(A.values) == 1:
         M = A.to_scipy()
@@ -488,13 +388,19 @@ def amg_hierarchy(
         offdiag = M - sp.diags(M.diagonal())
         offdiag.eliminate_zeros()
         decoupled = np.flatnonzero(np.diff(offdiag.tocsr().indptr) == 0)
-    else:
+    elif components == 1:
         M = _graph_matrix(A.pattern)
         decoupled = np.zeros(0, np.int64)
+    else:
+        # One graph per component, of the first component's block: the graph of the whole vector pattern
+        # couples every component to every other, and its aggregates fit elasticity badly.
+        ns = n // components
+        p = A.pattern
+        keep = (p.rows < ns) & (p.indices < ns)
+        scalar, _ = CSRPattern.from_coo(p.rows[keep], p.indices[keep], (ns, ns))
+        M = sp.kron(sp.identity(components), _graph_matrix(scalar), format="csr")
+        decoupled = np.zeros(0, np.int64)
     fixed_all = decoupled if fixed is None else np.union1d(np.asarray(fixed, np.int64).ravel(), decoupled)
-    components = int(components)
-    if components < 1 or n % components:
-        raise ValueError(f"components must be a positive divisor of n={n}, got {components}.")
     perm = None
     if components > 1:
         ns = n // components
