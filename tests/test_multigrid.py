@@ -231,6 +231,18 @@ def test_algebraic_hierarchy_from_the_pattern_when_values_are_traced():
     assert int(traced(A.values)) >= 2
 
 
+def test_automatic_hierarchy_is_rebuilt_when_iterations_double():
+    A, b = _fem_poisson_p1(28)
+    base = int(linear_solve(A, b, method="mg-cg", rtol=1e-10).iterations)
+    # D A D with D spanning 6 decades: the same pattern, but the aggregation of A no longer fits
+    d = np.exp(np.random.default_rng(0).uniform(0.0, np.log(1e6), A.shape[0]))
+    A2 = A.with_values(A.values * d[A.pattern.rows] * d[A.pattern.indices])
+    stale = int(linear_solve(A2, b, method="mg-cg", rtol=1e-10).iterations)
+    fresh = linear_solve(A2, b, method="mg-cg", rtol=1e-10)  # rebuilt from A2's values
+    assert stale > 2 * base and int(fresh.iterations) < stale, (base, stale, int(fresh.iterations))
+    assert rel(fresh.value, solve(A2, b, method="superlu")) < 1e-8
+
+
 def _rigid_body_modes(V):
     x = np.asarray(V.dof_coordinates())  # (nscalar, 2)
     ns = x.shape[0]

@@ -680,13 +680,16 @@ def linear_solve(A: SparseMatrix, b: jax.Array, *, method: str | None = None, **
     advice = options.pop(_ADVICE_OPTION, None)
     method = _check_method(method, A, options.get("hierarchy"))
     _check_options(options, method)
-    arrays = None
+    arrays = auto = None
     if method in MG_METHODS and A.shape[0] > 0:
         _check_structure(A)
+        auto = options.get("hierarchy") is None
         options["hierarchy"] = _resolve_hierarchy(A, options.get("hierarchy"))
         arrays = options["hierarchy"].plan(A.pattern).arrays  # arguments of the program, not constants
     program = _solve_program_small if A.nnz <= SMALL_NNZ else _solve_program
     result = program(A, b, arrays, method=method, options=_freeze_options(options))
+    if auto:  # eager solves only: the automatic hierarchy is rebuilt when it stops fitting the values
+        _mg.record_iterations(A.pattern, options["hierarchy"], result.iterations)
     return _raise_on_failure(result, method, advice) if throw else result
 
 

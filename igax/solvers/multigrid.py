@@ -429,17 +429,38 @@ def amg_hierarchy(
     return Hierarchy(Ps, fixed=fixed_all if fixed_all.size else None, **(hierarchy_options or {}))
 
 
+# pattern digest -> [Hierarchy, iterations of its first solve with concrete values (or None)]
 _AUTO: OrderedDict = OrderedDict()
 
 
 def auto_hierarchy(A: SparseMatrix) -> Hierarchy:
-    """The algebraic hierarchy of ``A``'s pattern (built on first use, the last 4 patterns cached)."""
+    """The algebraic hierarchy of ``A``'s pattern (built on first use, the last 4 patterns cached).
+
+    It is built again from the values of a later solve when :func:`record_iterations` saw an eager solve take
+    more than twice the iterations of the first one (the aggregation no longer fits the values).
+    """
     key = A.pattern._digest
-    H = _AUTO.get(key)
-    if H is None:
-        H = amg_hierarchy(A)
-        _AUTO[key] = H
+    entry = _AUTO.get(key)
+    if entry is None:
+        entry = [amg_hierarchy(A), None]
+        _AUTO[key] = entry
         while len(_AUTO) > 4:
             _AUTO.popitem(last=False)
     _AUTO.move_to_end(key)
-    return H
+    return entry[0]
+
+
+def record_iterations(pattern: CSRPattern, H: Hierarchy, iterations) -> None:
+    """Note the CG iterations of an eager solve with the automatic hierarchy ``H`` of ``pattern``; more than
+    twice those of its first solve drop it, so the next solve rebuilds it from its own values."""
+    entry = _AUTO.get(pattern._digest)
+    if entry is None or entry[0] is not H or isinstance(iterations, jax.core.Tracer) or np.ndim(iterations):
+        return
+    its = int(iterations)
+    if entry[1] is None:
+        entry[1] = its
+    elif its > 2 * max(entry[1], 1):
+        logger.info(
+            "mg-cg: %d iterations against %d with a fresh algebraic hierarchy; rebuilding it", its, entry[1]
+        )
+        _AUTO.pop(pattern._digest, None)
