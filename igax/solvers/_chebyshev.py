@@ -10,17 +10,20 @@ same polynomial before and after the coarse correction keeps the V-cycle symmetr
 For high spline degree no point smoother is robust: the spline stiffness matrix has high-frequency modes
 with small eigenvalues (the outliers of the B-spline mass matrix, whose condition number grows
 exponentially with the degree), which both Jacobi and Gauss-Seidel damp poorly, so V-cycle rates degrade
-with ``p`` (Gahalaut, Kraus, Tomar 2013; Hofreither, Takacs, Zulehner 2017, whose p-robust subspace-corrected
+with ``p`` (Gahalaut, Kraus, Tomar 2013; Hofreither and Takacs 2017, whose p-robust subspace-corrected
 mass smoothers need the tensor-product structure and factorised 1D mass matrices). As a CG preconditioner
 the degradation is mild, and a higher Chebyshev degree buys most of it back cheaply; igax uses degree 3 by
-default. Measured (CG + V-cycle to rtol 1e-8, 2D unit-square spline Laplacian, dyadic knot-insertion
-hierarchy down to 4 x 4 elements, homogeneous Dirichlet): see ``docs/api/solvers.md`` and
-``tests/test_multigrid.py`` for the figures per degree and mesh size.
+default. Measured (CG iterations to rtol 1e-8, 2D unit-square spline Laplacian, dyadic knot-insertion
+hierarchy, homogeneous Dirichlet, 32^2 to 512^2 elements): 9 at every size for degrees 1, 2 and 3; 19-20 for
+degree 4, and 13-14 there with ``chebyshev_degree=4, eig_ratio=100`` (a wider interval reaches the small
+eigenvalues of the high-frequency outliers; below degree 4 it costs iterations: 16 instead of 9 at degree 3).
+Degree 2 with ``chebyshev_degree`` 2 / 3 / 4: 13 / 9 / 7 iterations, about the same number of products.
 
 The largest eigenvalue of ``D^-1 A`` is estimated by ``steps`` Lanczos steps on the similar symmetric matrix
 ``D^-1/2 A D^-1/2`` from a fixed pseudo-random start. The largest Ritz value is a lower bound that converges
-fast at the edge of the spectrum (12 steps: within a few percent); the safety factor (1.1) puts the
-interval's end above the true value, where a Chebyshev polynomial still has modulus below one.
+fast at the edge of the spectrum. Measured after 12 steps, as a fraction of the true value: 0.934 (P1
+Laplacian, 64^2 mesh), 0.970 / 0.993 / 0.998 / 0.998 (spline degrees 1-4, 64^2 elements); so the safety factor
+1.1 puts the interval's end above the true value, where a Chebyshev polynomial still has modulus below one.
 """
 
 from __future__ import annotations

@@ -1,21 +1,25 @@
 """Galerkin coarse operators of a multigrid hierarchy: index maps on the host, values in JAX.
 
-For each transfer ``P`` (level k+1 -> k) and the pattern of ``A_k``, :func:`make_plan` computes once in NumPy
-the pattern of ``B = A_k P``, of ``A_{k+1} = P^T B``, and two int32 maps: the slot in ``B`` of every term
-``A_il P_lj`` and the slot in ``A_{k+1}`` of every term ``P_ia B_ij``. :func:`operators` then turns any new
-``A.values`` into the values of every level with two gathers, two products and two ``segment_sum`` per level.
+``A`` is symmetric, so ``P^T A P = C + C^T`` with ``C = P^T L P`` and ``L`` the lower triangle of ``A`` with
+half its diagonal. For each transfer ``P`` (level k+1 -> k) and the pattern of ``A_k``, :func:`make_plan`
+computes once in NumPy the pattern of ``B = L P`` and of ``P^T A_k P``, and two int32 maps: the slot in ``B``
+of every term ``L_il P_lj`` and the slot in ``A_{k+1}`` of every term ``P_ia B_ij``. :func:`galerkin_values`
+then turns any new ``A.values`` into the coarse values with two gathers, two products, two ``segment_sum``
+and one permutation (``C + C^T``, exactly symmetric).
 
-Sizes (2D degree-2 spline Laplacian, 25 entries a row, ``P`` with 4 a row): the one-shot map from fine to
-coarse entries would hold ``nnz(A) * 16`` = 400 terms a fine dof; the two stages hold
-``nnz(A) * 4 + nnz(A P) * 4`` = 100 + 64 = 164 (``nnz(A P)`` is about 16 a row). The rows of ``P`` are stored
-padded to the longest (ELL), which wastes terms where rows differ (bilinear transfers have rows of 1, 2 or 4
-entries, 2.25 on average, padded to 4) but needs one index array per stage instead of three. The maps reach
-the compiled program as arguments (:class:`LevelArrays`), never as constants, which XLA would fold slowly
-(1.1 s of compile for a 20M-entry constant on 2 cores).
+Terms per fine dof (2D degree-2 spline Laplacian, 24.8 entries a row, ``P`` with 4 a row): a one-shot map
+from fine to coarse entries would hold ``24.8 * 16`` = 400; the two stages with the whole of ``A``,
+``24.8 * 4 + nnz(A P) * 4`` = 164; with the lower triangle, 51.5 + 45.3 = 97 (degree 1: 39, degree 3: 410).
+The rows of ``P`` are stored padded to the longest (ELL), which wastes terms where rows differ (bilinear
+transfers have rows of 1, 2 or 4 entries, 2.25 on average, padded to 4; cubic ones 4, 6 or 9, padded to 9) but
+needs one index array per stage instead of three. The maps reach the compiled program as arguments
+(:class:`LevelArrays`), never as constants, which XLA would fold slowly (1.1 s of compile for a 20M-entry
+constant on 2 cores). Measured (CPU seconds, shared 2-core machine): the Galerkin values of all levels of a
+262k-dof degree-2 spline Laplacian take 0.24 s (0.42 s with the whole of ``A``).
 
 Host cost, once per (hierarchy, pattern): the slots are found by ``searchsorted`` on the sorted keys
-``row * ncols + col`` of the product patterns (about 1.4 s CPU for the 26M terms of the first level of a
-262k-dof degree-2 spline Laplacian; a sort-based construction measured the same).
+``row * ncols + col`` of the product patterns (2.1 s CPU for all levels at 262k degree-2 dofs; a sort-based
+construction measured the same).
 """
 
 from __future__ import annotations
@@ -37,17 +41,20 @@ class LevelArrays(NamedTuple):
     p_val: jax.Array  # (n_k, r)
     pt_idx: jax.Array  # (n_{k+1}, rt) int32: ELL of P_k^T
     pt_val: jax.Array  # (n_{k+1}, rt)
-    a_cols: jax.Array  # (nnz(A_k),) int32: column of each entry of A_k
-    b_slot: jax.Array  # (nnz(A_k) * r,) int32: slot of each term of A_k P_k in B (nnz(B) for padding)
-    b_rows: jax.Array  # (nnz(B),) int32: row (level k) of each entry of B = A_k P_k
+    a_sel: jax.Array  # (nnz(L),) int32: the entries of A_k on and below the diagonal (L = tril(A_k))
+    a_diag: jax.Array  # (n_k,) int32: slots of the diagonal of A_k
+    a_cols: jax.Array  # (nnz(L),) int32: their columns
+    b_slot: jax.Array  # (nnz(L) * r,) int32: slot of each term of L P_k in B (nnz(B) for padding)
+    b_rows: jax.Array  # (nnz(B),) int32: row (level k) of each entry of B = L P_k
     c_slot: jax.Array  # (nnz(B) * r,) int32: slot of each term of P_k^T B in A_{k+1}
+    c_perm: jax.Array  # (nnz(A_{k+1}),) int32: the transpose permutation of the coarse pattern
 
 
 class Static(NamedTuple):
     """Hashable structure of a plan: the patterns of all levels and the sizes of B."""
 
     patterns: tuple  # CSRPattern of every level (level 0: the fine pattern)
-    b_nnz: tuple  # nnz(A_k P_k) per transfer
+    b_nnz: tuple  # nnz(L_k P_k) per transfer
     options: tuple
 
 
@@ -102,26 +109,43 @@ def make_plan(prolongations, options: dict, sizes, pattern: CSRPattern) -> Plan:
         if P.shape[0] != pat.shape[0]:
             raise ValueError(f"the hierarchy's sizes {sizes} do not match A of shape {pattern.shape}.")
         Ps = sp.csr_matrix((np.ones(P.nnz), P.indices, P.indptr), shape=P.shape)
-        # Stage 1: B = A P. Term (e, s) of fine entry e = (i, l) and the s-th entry of row l of P.
+        # A is symmetric: P^T A P = C + C^T with C = P^T L P and L = tril(A) with half its diagonal, which
+        # has about half the terms of P^T A P.
+        lower = pat.rows >= pat.indices
+        a_sel = np.flatnonzero(lower)
+        L = sp.csr_matrix(
+            (
+                np.ones(a_sel.size),
+                pat.indices[a_sel],
+                np.concatenate([[0], np.cumsum(np.bincount(pat.rows[a_sel], minlength=pat.shape[0]))]),
+            ),
+            shape=pat.shape,
+        )
+        # Stage 1: B = L P. Term (e, s) of entry e = (i, l) of L and the s-th entry of row l of P.
         p_idx, p_val = _ell(P)
         r = p_idx.shape[1]
-        Bs = (_structure(pat) @ Ps).tocsr()
+        Bs = (L @ Ps).tocsr()
         Bs.sort_indices()
         b_pat = CSRPattern(Bs.indptr, Bs.indices, Bs.shape)
         counts = np.diff(P.indptr)
-        a_cols = pat.indices
+        a_cols = pat.indices[a_sel]
         valid = (np.arange(r)[None, :] < counts[a_cols][:, None]).ravel()
-        b_slot = _slots(np.repeat(pat.rows, r), p_idx[a_cols].ravel(), valid, b_pat)
-        # Stage 2: C = P^T B. Term (f, s) of B's entry f = (l, j) and the s-th entry (l, a) of row l of P.
-        Cs = (Ps.T @ Bs).tocsr()
+        b_slot = _slots(np.repeat(pat.rows[a_sel], r), p_idx[a_cols].ravel(), valid, b_pat)
+        # Stage 2: C = P^T B. Term (f, s) of B's entry f = (l, j) and the s-th entry (l, a) of row l of P;
+        # its slot in the pattern of P^T A P (symmetric, and holding that of C).
+        Cs = (Ps.T @ _structure(pat) @ Ps).tocsr()
         Cs.sort_indices()
         c_pat = CSRPattern(Cs.indptr, Cs.indices, Cs.shape)
         b_rows = b_pat.rows
         valid = (np.arange(r)[None, :] < counts[b_rows][:, None]).ravel()
         c_slot = _slots(p_idx[b_rows].ravel(), np.repeat(b_pat.indices, r), valid, c_pat)
+        c_perm = c_pat.transpose()[1]
+        a_diag = pat.diagonal_slots
+        if np.any(a_diag < 0):
+            raise ValueError("A must store its diagonal for mg-cg (every row needs a diagonal entry).")
         pt_idx, pt_val = _ell(sp.csr_matrix(P.T))
         with jax.ensure_compile_time_eval():  # concrete arrays even when planned while a caller traces
-            ints = (np.asarray(a, np.int32) for a in (a_cols, b_slot, b_rows, c_slot))
+            ints = (np.asarray(a, np.int32) for a in (a_sel, a_diag, a_cols, b_slot, b_rows, c_slot, c_perm))
             arrays.append(LevelArrays(*(jax.device_put(a) for a in (p_idx, p_val, pt_idx, pt_val, *ints))))
         b_nnz.append(b_pat.nnz)
         patterns.append(c_pat)
@@ -133,10 +157,13 @@ def make_plan(prolongations, options: dict, sizes, pattern: CSRPattern) -> Plan:
 def galerkin_values(arr: LevelArrays, values: jax.Array, b_nnz: int, c_nnz: int) -> jax.Array:
     """Values of ``P^T A P`` on the coarse pattern from those of ``A`` (two gathers, two segment sums)."""
     dt = values.dtype
-    t = values[:, None] * arr.p_val.astype(dt)[arr.a_cols]  # (nnz_A, r)
+    p_val = arr.p_val.astype(dt)
+    low = values.at[arr.a_diag].multiply(0.5)[arr.a_sel]  # tril(A), half diagonal
+    t = low[:, None] * p_val[arr.a_cols]  # (nnz_L, r)
     bv = jax.ops.segment_sum(t.ravel(), arr.b_slot, num_segments=b_nnz + 1)[:b_nnz]
-    t = arr.p_val.astype(dt)[arr.b_rows] * bv[:, None]  # (nnz_B, r)
-    return jax.ops.segment_sum(t.ravel(), arr.c_slot, num_segments=c_nnz + 1)[:c_nnz]
+    t = p_val[arr.b_rows] * bv[:, None]  # (nnz_B, r)
+    c = jax.ops.segment_sum(t.ravel(), arr.c_slot, num_segments=c_nnz + 1)[:c_nnz]
+    return c + c[arr.c_perm]  # C + C^T: exactly symmetric
 
 
 def operators(static: Static, arrays: tuple, values: jax.Array) -> list[SparseMatrix]:

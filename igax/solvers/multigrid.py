@@ -6,13 +6,10 @@ both), or smoothed-aggregation transfers from pyamg (:func:`amg_hierarchy`). Eve
 once in NumPy per (hierarchy, fine pattern) and cached (:meth:`Hierarchy.plan`): the coarse CSR patterns
 and the index maps that turn fine values into coarse values. A compiled program only does value work:
 
-* the Galerkin products ``A_{k+1} = P_k^T A_k P_k`` from every new ``A.values``, in two stages (``B = A P``,
-  then ``P^T B``), each a gather, a multiply and one ``segment_sum``. A one-shot map from the fine entries to
-  the coarse ones has ``nnz(A) r^2`` terms (``r`` the entries of a row of ``P``); the two stages have
-  ``nnz(A) r + nnz(A P) r``. Measured for the 2D degree-2 spline Laplacian (25 entries a row, ``r = 4``):
-  ``nnz(A P)`` is about 16 a row, so 164 instead of 400 terms a fine dof; the maps are int32 and reach the
-  compiled program as arguments (never as constants, which XLA would fold slowly: 1.1 s of compile for
-  20M entries);
+* the Galerkin products ``A_{k+1} = P_k^T A_k P_k`` from every new ``A.values``, in two stages through the
+  lower triangle of ``A`` (:mod:`igax.solvers._galerkin`: 97 terms per fine dof for the 2D degree-2 spline
+  Laplacian, where a one-shot map from fine to coarse entries would hold 400); the int32 maps reach the
+  compiled program as arguments, not as constants;
 * the smoother's data (:mod:`igax.solvers._chebyshev`): the inverse diagonal and an estimate of the largest
   eigenvalue of ``D^-1 A_k``, by a few Lanczos steps;
 * a dense Cholesky factor of the coarsest operator.
@@ -292,7 +289,7 @@ def setup(static: _galerkin.Static, arrays: tuple, values: jax.Array) -> MGState
     C = mats[-1]
     n = C.shape[0]
     dense = jnp.zeros((n, n), C.values.dtype).at[C.pattern.rows, C.pattern.indices].add(C.values)
-    dense = 0.5 * (dense + dense.T)  # Galerkin products are symmetric up to rounding
+    dense = 0.5 * (dense + dense.T)  # A itself (one level) may be symmetric only up to rounding
     L = jnp.linalg.cholesky(dense)
     ok = ok & jnp.all(jnp.isfinite(L))
     return MGState(tuple(mats), tuple(dinvs), tuple(lmaxs), L, tuple(arrays), ok)
