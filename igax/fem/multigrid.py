@@ -91,9 +91,10 @@ def mg_hierarchy(
     *,
     bc=None,
     A=None,
-    max_coarse: int = 500,
+    max_coarse: int = 256,
     max_levels: int = 20,
     algebraic: bool | None = None,
+    refresh: bool = False,
     **options,
 ):
     """The multigrid hierarchy of a space, for ``solvers.solve(..., method="mg-cg", hierarchy=H)``.
@@ -111,14 +112,18 @@ def mg_hierarchy(
             hierarchy's ``fixed`` dofs, so coarse corrections never touch prescribed values.
         A: the assembled matrix. Used only by algebraic levels: with concrete values, pyamg aggregates the
             real operator (it sees anisotropy and coefficient jumps); without ``A``, or with traced values,
-            it aggregates the graph of the space's scalar sparsity pattern, once per component. The first
+            it aggregates the space's Laplacian stiffness matrix, once per component (computed in NumPy
+            from the concrete geometry, also inside ``jit``). The first
             hierarchy built is reused for every later matrix of the space, whatever its values (build it
             once outside ``jit`` from a representative matrix for strongly anisotropic problems).
         max_coarse: coarsening stops at a level with at most this many dofs (the coarsest level is
-            factorised densely once per matrix).
+            factorised densely once per matrix; the Hierarchy itself stops at its ``stop_size``, 256 by
+            default).
         max_levels: at most this many coarse levels.
         algebraic: True forces an algebraic hierarchy, False refuses it (raises when the space has no
             geometric one), None (default) picks.
+        refresh: build the hierarchy anew and replace the cached one (e.g. when the coefficients of an
+            algebraic problem changed so much that the iteration counts grew).
         **options: passed on to :class:`igax.solvers.Hierarchy` (``chebyshev_degree``, ``eig_ratio``, ...).
 
     Returns:
@@ -159,13 +164,13 @@ def mg_hierarchy(
         opts,
     )
     per_plan = _CACHE.setdefault(plan, {})
-    if key in per_plan:
+    if key in per_plan and not refresh:
         return per_plan[key]
     if A is not None and A.shape != (plan.ndofs, plan.ndofs):
         raise ValueError(f"mg_hierarchy: A has shape {A.shape}, but the space has {plan.ndofs} dofs.")
     if use_amg:
         H = smg.amg_hierarchy(
-            A if concrete else _graph(plan),
+            A if concrete else _stand_in(space),
             near_nullspace=near_nullspace(space),
             max_coarse=int(max_coarse),
             fixed=fixed,
@@ -175,30 +180,57 @@ def mg_hierarchy(
     else:
         Ps = TRANSFERS[plan.kind](space, int(max_coarse), int(max_levels))
         H = _finish(space, Ps, fixed, A if concrete else None, int(max_coarse), options)
+    per_plan.pop(key, None)
     if len(per_plan) >= 8:  # bounded: a hierarchy holds sizeable sparse matrices
         per_plan.pop(next(iter(per_plan)))
     per_plan[key] = H
     return H
 
 
-def _graph(plan):
-    """A concrete SPD stand-in for the operator when its values are unknown (traced) or not given: the graph
-    Laplacian (plus the identity) of the scalar pattern, once per component.
+def _laplacian(space):
+    """The Laplacian stiffness matrix of a scalar space, in NumPy from its host tables (None: no host path,
+    or traced geometry). NumPy, so that it is concrete also while a caller's function is being traced."""
+    import scipy.sparse as sp
 
-    For vector spaces this decouples the components. Aggregating the graph of the whole vector pattern instead
-    (every component coupled to every other) gave 116 CG iterations where the real elasticity operator gives
-    16; this stand-in gives 16 (P1 displacements on a 64 x 64 square, clamped on one side).
+    if any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(space)):
+        return None
+    rule = space._rule()
+    t = space._host_tables(rule)
+    if t is None:
+        return None
+    t = t.full(np)
+    Ke = np.einsum("eqad,eqbd,eq->eab", t.dphi, t.dphi, t.dx)  # (nel, nloc, nloc)
+    p = space.plan
+    vals = np.bincount(p.slot[rule.elements].ravel(), Ke.ravel(), minlength=p.pattern.nnz)
+    return sp.csr_matrix((vals, p.pattern.indices, p.pattern.indptr), shape=p.pattern.shape)
+
+
+def _stand_in(space):
+    """A concrete SPD-like operator to aggregate when the matrix's values are unknown (traced) or not given.
+
+    The Laplacian stiffness of the space's scalar companion, once per component, from the concrete geometry.
+    For a 256 x 256 P1 Poisson problem its aggregates give 12 CG iterations, as the real matrix does, where
+    the graph of the sparsity pattern gave 55 (its couplings have the wrong strengths: P1 stiffness entries
+    across the diagonals of right triangles vanish). For vector spaces it also decouples the components:
+    aggregating the whole vector pattern's graph gave 116 iterations where the real elasticity operator gives
+    16 (P1 displacements, 64 x 64 square). Without host tables (traced geometry) the graph Laplacian (plus the
+    identity) of the scalar pattern stands in.
     """
     import scipy.sparse as sp
 
+    from igax.fem.recovery import scalar_space
     from igax.solvers import multigrid as smg
     from igax.solvers.sparse import CSRPattern, SparseMatrix
 
-    p, ns = plan.pattern, plan.nscalar
-    keep = (p.rows < ns) & (p.indices < ns)  # the first component's block: the scalar pattern
-    scalar, _ = CSRPattern.from_coo(p.rows[keep], p.indices[keep], (ns, ns))
-    G = sp.kron(sp.identity(plan.ncomp), smg._graph_matrix(scalar), format="csr")
-    return SparseMatrix.from_scipy(G, positive_definite=True)
+    plan = space.plan
+    K = _laplacian(scalar_space(space))
+    if K is None:
+        p, ns = plan.pattern, plan.nscalar
+        keep = (p.rows < ns) & (p.indices < ns)  # the first component's block: the scalar pattern
+        K = smg._graph_matrix(CSRPattern.from_coo(p.rows[keep], p.indices[keep], (ns, ns))[0])
+    G = sp.kron(sp.identity(plan.ncomp), K, format="csr") if plan.ncomp > 1 else K.tocsr()
+    with jax.ensure_compile_time_eval():  # concrete values also while a caller's function is traced
+        return SparseMatrix.from_scipy(G, positive_definite=True)
 
 
 def _finish(space, Ps, fixed, A, max_coarse, options):
@@ -214,7 +246,7 @@ def _finish(space, Ps, fixed, A, max_coarse, options):
     # The geometric levels with the fixed dofs taken out, then the coarsest operator: the Galerkin product of
     # A (or of the pattern's graph matrix) through them, aggregated by pyamg.
     geo = smg.Hierarchy(Ps, fixed=fixed, **{**options, "coarse_size": n_coarse}).prolongations
-    M = (A if A is not None else _graph(space.plan)).to_scipy()
+    M = (A if A is not None else _stand_in(space)).to_scipy()
     B = near_nullspace(space)
     for P in geo:
         M = (P.T @ M @ P).tocsr()
