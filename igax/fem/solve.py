@@ -120,7 +120,8 @@ def _multigrid(method, A, space, bc, options) -> str | None:
         and A.positive_definite
         and space.plan.kind in TRANSFERS
     )
-    if (method == "mg-cg" or auto) and options.get("hierarchy") is None:
+    # (a matrix not flagged symmetric is refused by the solver's own check, with advice, before any setup)
+    if (method == "mg-cg" or auto) and options.get("hierarchy") is None and A.symmetric:
         options["hierarchy"] = mg_hierarchy(space, bc=bc, A=A)
     return "mg-cg" if auto else method
 
