@@ -53,16 +53,21 @@ def _stack(cols, ne: int, nq: int):
 
 def _bilinear_unrolled(U, M, V):
     """K unrolled over the points and jets: fused multiply-adds on CPU (element axis kept first)."""
-    nq = M.shape[-1]
+    C, nq = M.shape[-6], M.shape[-1]
     K = 0.0
     for q in range(nq):
+        if C == 1:  # scalar: strided slices of M, no transpose inside the fused loop
+            for l in range(len(V)):
+                T = sum(_col(U, k, q) * M[..., 0, k, 0, l, :, q][..., None] for k in range(len(U)))
+                K = K + T[..., :, None] * _col(V, l, q)[..., None, :]  # (..., ne, nloc, nloc)
+            continue
         Mq = jnp.moveaxis(M[..., q], -1, -5)  # (..., ne, C, ku, C, kv)
         for l in range(len(V)):
             T = sum(
                 _col(U, k, q)[..., :, None, :, None] * Mq[..., :, :, None, k, :, l] for k in range(len(U))
             )
             K = K + T[..., None] * _col(V, l, q)[..., :, None, None, None, :]  # (..., ne, C, nloc, C, nloc)
-    return K
+    return K[..., :, None, :, None, :] if C == 1 else K
 
 
 def bilinear_einsum(U, M, V):
@@ -105,20 +110,22 @@ def _cot_M(U, Kb, V, nq: int, einsum: bool):
         Ua, Va = _stack(U, ne, nq), _stack(V, ne, nq)
         W = jnp.einsum("...ecidj,...eqlj->...eqlcid", Kb, Va)
         return jnp.einsum("...eqlcid,...eqki->...ckdleq", W, Ua)
-    W = _kbar_v(Kb, V)  # (..., ne, C, nloc, C, nqV, kv)
-    C, ku, kv = Kb.shape[-4], len(U), len(V)
-    # One (ne, nq) slab per jet pair, stacked in front: the consumer (the kernel's transpose) then sums
-    # over leading axes (see the module docstring of igax.fem.assemble on the layout of M).
+    C = Kb.shape[-4]
+    # P_l[e, c, d, q, i] = sum_j Kbar[e, c, i, d, j] V_l[e, q, j] as a batched matrix product: XLA keeps its
+    # result (and the gather of Kbar from the CSR cotangent that feeds it) as one array. Written as fused
+    # multiply-adds, both were recomputed inside every consumer (2-3x the work).
+    Kcd = jnp.moveaxis(Kb, -2, -3)  # (..., ne, C, C, nloc_i, nloc_j)
+    P = [jnp.einsum("...ecdij,...eqj->...ecdqi", Kcd, v) for v in V]  # each (..., ne, C, C, nqV, nloc)
     slabs = [
         [
             [
-                [sum(W[..., :, c, i, d, :, l] * _col_q(U[k], i) for i in range(nloc)) for l in range(kv)]
+                [sum(P[l][..., :, c, d, :, i] * _col_q(u, i) for i in range(nloc)) for l in range(len(V))]
                 for d in range(C)
             ]
-            for k in range(ku)
+            for u in U
         ]
         for c in range(C)
-    ]
+    ]  # [c][k][d][l]: (..., ne, nq | 1)
     Mb = jnp.stack([jnp.stack([jnp.stack([jnp.stack(x) for x in y]) for y in z]) for z in slabs])
     Mb = jnp.moveaxis(Mb, (0, 1, 2, 3), (-6, -5, -4, -3))  # (..., C, ku, C, kv, ne, nq | 1)
     return jnp.broadcast_to(Mb, Mb.shape[:-1] + (nq,))

@@ -13,6 +13,7 @@ a batch, ``grad`` through it (also with respect to the geometry).
 
 from __future__ import annotations
 
+import functools
 import weakref
 
 import equinox as eqx
@@ -551,12 +552,26 @@ def _assemble(form: Form, space: FunctionSpace, boundary, fields: dict, tables=N
             w = w_at(xp, np_, fl)
             return jax.vmap(lambda a, b: kernel_output(form.kernel(Jet(a, b), w), form))(tval, tgrad)
 
-        L = jax.vmap(point, in_axes)(x, n, flat).reshape(ne, nq, C, len(keep)) * tables.dx[..., None, None]
-        be = _contract_linear(_jet_columns(tables, keep), L)
-        be = jnp.broadcast_to(be, (ne, C, p.nloc_scalar))
-        # Component-major element dofs, (ne, C, nloc_scalar).
-        edofs = space._element_dofs(rule)[:, None, :] + p.nscalar * jnp.arange(C, dtype=jnp.int32)[:, None]
-        return jax.ops.segment_sum(be.ravel(), edofs.ravel(), num_segments=p.ndofs)
+        def element_vectors(tables, x, n, flat):
+            m = tables.dx.shape[0]
+            L = jax.vmap(point, in_axes)(x, n, flat).reshape(m, nq, C, len(keep)) * tables.dx[..., None, None]
+            be = _contract_linear(_jet_columns(tables, keep), L)
+            return jnp.broadcast_to(be, (m, C, p.nloc_scalar)).reshape(m, -1)
+
+        def element_dofs(ids=None):  # component-major, (m, C nloc_scalar)
+            d = (
+                space._element_dofs(rule, ids)[:, None, :]
+                + p.nscalar * jnp.arange(C, dtype=jnp.int32)[:, None]
+            )
+            return d.reshape(d.shape[0], -1)
+
+        chunks = _chunking(space, rule, fields, ne * p.nloc * p.nloc)
+        if chunks is not None:
+            return _scatter_chunks(
+                *chunks, element_vectors, element_dofs, form, fields, space, rule, nq, p.ndofs, dtype
+            )
+        be = element_vectors(tables, x, n, flat)
+        return jax.ops.segment_sum(be.ravel(), element_dofs().ravel(), num_segments=p.ndofs)
 
     if form.kind != "bilinear":
         raise ValueError(f"unknown form kind {form.kind!r}.")
@@ -603,8 +618,9 @@ def _assemble(form: Form, space: FunctionSpace, boundary, fields: dict, tables=N
 
     chunks = _chunking(space, rule, fields, ne * p.nloc * p.nloc)
     if chunks is not None:
+        slots = functools.partial(space._element_slots, rule)
         values = _scatter_chunks(
-            *chunks, element_matrices, form, fields, space, rule, nq, p.pattern.nnz, dtype
+            *chunks, element_matrices, slots, form, fields, space, rule, nq, p.pattern.nnz, dtype
         )
     else:
         K = element_matrices(tables, x, n, flat)
@@ -619,7 +635,7 @@ _CHUNK_ENTRIES = 2**20
 
 
 def _chunking(space: FunctionSpace, rule: Rule, fields: dict, nentries: int):
-    """``(tables_fn, field_fns, nchunks)`` when a bilinear volume assembly should run over element chunks.
+    """``(tables_fn, field_fns, nchunks)`` when a volume assembly should run over element chunks.
 
     Assembled in one piece, every per-element temporary (vertex coordinates, Jacobians, element matrices:
     hundreds of MB at a million DOFs) is a fresh allocation on every call, and memory traffic and page faults
@@ -649,18 +665,20 @@ def _chunking(space: FunctionSpace, rule: Rule, fields: dict, nentries: int):
 
 
 def _scatter_chunks(
-    tables_fn, field_fns, nchunks, element_matrices, form, fields, space, rule, nq, nnz, dtype
+    tables_fn, field_fns, nchunks, element_values, element_indices, form, fields, space, rule, nq, size, dtype
 ):
-    """CSR values: ``lax.scan`` over element chunks, each scatter-added into the carried values.
+    """A vector of ``size`` values (CSR values or a load vector): ``lax.scan`` over element chunks.
 
-    A chunk's element ids, tables and CSR slots are all formed inside the loop from its start (the space's
-    ``_chunked_tables`` and ``_element_slots``): nothing of size nel enters the program as a constant.
+    ``element_values(tables, x, n, inputs)`` gives the entries of a chunk's elements, ``(m, k)``, and
+    ``element_indices(ids)`` their positions in the vector; each chunk's entries are scatter-added into the
+    values the loop carries. A chunk's element ids, tables and positions are all formed inside the loop from
+    its start (the space's ``_chunked_tables`` and index maps): nothing of size nel need enter the program.
     """
     ne = rule.elements.shape[0]
     cs = -(-ne // nchunks)
     # Chunk i covers elements [start_i, start_i + cs); the last one ends at ne and overlaps its predecessor,
-    # whose elements it repeats with dropped slots (nnz). No padding: inputs with values at the points are
-    # sliced in place, constants are broadcast inside the loop (not materialised for all points).
+    # whose elements it repeats with dropped positions (size). No padding: inputs with values at the points
+    # are sliced in place, constants are broadcast inside the loop (not materialised for all points).
     owned = (np.arange(nchunks) * cs).astype(np.int32)  # the first element each chunk owns
     starts = np.minimum(owned, ne - cs).astype(np.int32)
 
@@ -682,11 +700,11 @@ def _scatter_chunks(
             )
             for k, (v, g) in _inputs_at(sliced, space, rule, t, form, ftabs, ids).items()
         }
-        K = element_matrices(t, t.x.reshape(cs * nq, -1), None, fl)  # (cs, nloc * nloc)
-        slot = jnp.where((ids >= own)[:, None], space._element_slots(rule, ids), nnz)
-        return values.at[slot.ravel()].add(K.ravel().astype(values.dtype), mode="drop"), None
+        K = element_values(t, t.x.reshape(cs * nq, -1), None, fl)  # (cs, k)
+        where = jnp.where((ids >= own)[:, None], element_indices(ids), size)
+        return values.at[where.ravel()].add(K.ravel().astype(values.dtype), mode="drop"), None
 
-    values, _ = jax.lax.scan(body, jnp.zeros(nnz, dtype), (starts, owned))
+    values, _ = jax.lax.scan(body, jnp.zeros(size, dtype), (starts, owned))
     return values
 
 

@@ -158,8 +158,24 @@ class SpacePlan:
             cols = np.broadcast_to(cd[:, None, :], (self.nel,) + (self.nloc_scalar,) * 2)
             pat, slot = CSRPattern.from_coo(rows, cols, (self.nscalar, self.nscalar))
             scalar_pattern = (pat, slot.reshape(self.nel, self.nloc_scalar, self.nloc_scalar))
-        self.pattern, self.slot = _vector_pattern(*scalar_pattern, self.cell_dofs, self.ncomp)
+        self._scalar_pattern = scalar_pattern
+        self.pattern = _vector_pattern(scalar_pattern[0], self.ncomp)
+        self._slot = None
         self.rules: dict = {}
+
+    @property
+    def slot(self) -> np.ndarray:
+        """CSR slots ``(nel, C nloc, C nloc)`` (int32) of the entries of every element matrix.
+
+        A scalar pattern may give its slots as a function (tensor-product spaces, whose large ones form
+        them inside the assembly program instead): they are then formed on first use (for degree 2 on
+        1000 x 1000 elements: 324 MB, and 1 GB of temporaries, that such a space never needs).
+        """
+        if self._slot is None:
+            pattern, slot = self._scalar_pattern
+            slot = slot() if callable(slot) else slot
+            self._slot = _vector_slots(pattern, slot, self.cell_dofs, self.ncomp)
+        return self._slot
 
     def __hash__(self):
         return id(self)
@@ -224,12 +240,20 @@ def kron_pattern(A: CSRPattern, B: CSRPattern) -> CSRPattern:
     return CSRPattern(k.indptr, k.indices, k.shape)
 
 
-def _vector_pattern(pattern: CSRPattern, slot: np.ndarray, cell_dofs: np.ndarray, ncomp: int):
-    """Pattern and element slots (nel, C nloc, C nloc) of the component-major vector space, kron(1_CxC, P)."""
+def _full_block(ncomp: int) -> CSRPattern:
+    return CSRPattern(np.arange(ncomp + 1) * ncomp, np.tile(np.arange(ncomp), ncomp), (ncomp, ncomp))
+
+
+def _vector_pattern(pattern: CSRPattern, ncomp: int) -> CSRPattern:
+    """Pattern of the component-major vector space, kron(1_CxC, P)."""
+    return pattern if ncomp == 1 else kron_pattern(_full_block(ncomp), pattern)
+
+
+def _vector_slots(pattern: CSRPattern, slot: np.ndarray, cell_dofs: np.ndarray, ncomp: int) -> np.ndarray:
+    """Element slots (nel, C nloc, C nloc) in the component-major vector pattern, kron(1_CxC, P)."""
     if ncomp == 1:
-        return pattern, slot.astype(np.int32, copy=False)  # no copy of an (nel, nloc, nloc) map
-    full = CSRPattern(np.arange(ncomp + 1) * ncomp, np.tile(np.arange(ncomp), ncomp), (ncomp, ncomp))
-    vec = kron_pattern(full, pattern)
+        return slot.astype(np.int32, copy=False)  # no copy of an (nel, nloc, nloc) map
+    full = _full_block(ncomp)
     nel, nl, _ = slot.shape
     c = np.arange(ncomp)
     ra = np.broadcast_to(c[None, :, None, None, None], (nel, ncomp, nl, ncomp, nl))
@@ -237,7 +261,7 @@ def _vector_pattern(pattern: CSRPattern, slot: np.ndarray, cell_dofs: np.ndarray
     rb = np.broadcast_to(cell_dofs[:, None, :, None, None].astype(np.int64), ra.shape)
     sb = np.broadcast_to(slot[:, None, :, None, :].astype(np.int64), ra.shape)
     out = kron_slots(full, pattern, ra, sa, rb, sb).reshape(nel, ncomp * nl, ncomp * nl)
-    return vec, out.astype(np.int32)
+    return out.astype(np.int32)
 
 
 class FunctionSpace(eqx.Module):

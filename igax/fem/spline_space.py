@@ -120,22 +120,28 @@ class _SplinePlan(SpacePlan):
             pos = (sl.reshape(r.shape) - pat.indptr[r]).astype(np.int32)  # (ne_k, p + 1, p + 1)
             kron.append((np.diff(pat.indptr).astype(np.int32), pos))
         self.kron_1d = tuple(kron)
-        P, (rows, sl) = pats[0], slots[0]
-        # Running product over directions; arrays indexed (e_0..e_k, a_0..a_k, b_0..b_k) flattened in C order.
-        rows, sl = rows[:, :, None], sl  # rows (E, A, 1), slots (E, A, B)
+        chain = [pats[0]]  # kron(P_0, .., P_k) for k = 0 .. pdim - 1
         for k in range(1, pdim):
-            idx, slk = slots[k]
-            E, A, B = sl.shape
-            e2, a2, b2 = slk.shape
-            ra = np.broadcast_to(rows[:, None, :, None, :, None], (E, e2, A, a2, 1, 1))[..., 0, 0]
-            rb = np.broadcast_to(idx[None, :, None, :], (E, e2, A, a2))
-            sa = np.broadcast_to(sl[:, None, :, None, :, None], (E, e2, A, a2, B, b2))
-            sb = np.broadcast_to(slk[None, :, None, :, None, :], sa.shape)
-            new = kron_slots(P, pats[k], ra[..., None, None], sa, rb[..., None, None], sb)
-            P = kron_pattern(P, pats[k])
-            rows = (ra * self.shape[k] + rb).reshape(E * e2, A * a2)[:, :, None]
-            sl = new.reshape(E * e2, A * a2, B * b2)
-        return P, sl
+            chain.append(kron_pattern(chain[-1], pats[k]))
+
+        def element_slots():  # formed on first use only (see SpacePlan.slot)
+            (rows, sl) = slots[0]
+            # Running product over directions; arrays indexed (e_0..e_k, a_0..a_k, b_0..b_k) in C order.
+            rows = rows[:, :, None]  # rows (E, A, 1), slots (E, A, B)
+            for k in range(1, pdim):
+                idx, slk = slots[k]
+                E, A, B = sl.shape
+                e2, a2, b2 = slk.shape
+                ra = np.broadcast_to(rows[:, None, :, None, :, None], (E, e2, A, a2, 1, 1))[..., 0, 0]
+                rb = np.broadcast_to(idx[None, :, None, :], (E, e2, A, a2))
+                sa = np.broadcast_to(sl[:, None, :, None, :, None], (E, e2, A, a2, B, b2))
+                sb = np.broadcast_to(slk[None, :, None, :, None, :], sa.shape)
+                new = kron_slots(chain[k - 1], pats[k], ra[..., None, None], sa, rb[..., None, None], sb)
+                rows = (ra * self.shape[k] + rb).reshape(E * e2, A * a2)[:, :, None]
+                sl = new.reshape(E * e2, A * a2, B * b2)
+            return sl
+
+        return chain[-1], element_slots
 
     def univariate(self, d: int, elems: np.ndarray, t: np.ndarray, w: np.ndarray):
         """Basis values, derivatives (ne', nq', p+1) and scaled weights (ne', nq') at local t in [0, 1]."""

@@ -1,0 +1,299 @@
+"""The cost of a gradient through assemble -> DirichletBC -> solve, piece by piece, against its forward.
+
+The pattern is the README's: a jitted loss that closes over a space, a coefficient ``Field`` as the parameter,
+a direct solver (PARDISO where installed, else SuperLU), fresh coefficient values on every call (as in an
+optimisation loop; the factorisation cache cannot serve a repeated matrix). For each case we time (medians)
+
+* ``forward``: ``loss(c)``, assembly + boundary conditions + solve + a quadratic loss of the solution;
+* ``grad``: ``jax.grad(loss)(c)``; the ratio ``grad / forward`` is the headline (goal <= 1.5);
+* the pieces: ``assembly`` (the matrix alone), ``assembly VJP`` (the cotangent of the coefficients from a
+  cotangent of the matrix values: the program a gradient runs for its assembly part, tables included;
+  goal <= 1.2x ``assembly``), ``bc`` (condensation alone), ``solve`` (condensation, factorisation, solve and
+  diagnostics from given matrix values), ``solve grad`` (the same with its gradient: one transposed solve
+  with the same factorisation); ``transposed`` = solve grad - solve, and ``other`` = grad - (assembly VJP +
+  solve grad): what the gradient does beyond its parts (the assembly VJP program recomputes the tables the
+  forward already has, so ``other`` can be negative).
+
+Cases (full size / ``--quick``): degree-2 and degree-3 splines on the quarter annulus at ~10k and ~250k DOFs
+(quick: the 10k ones only), P1 on the unit square at 1M DOFs (quick: 10k), and 3D linear elasticity with Q1
+hexahedra at 108k DOFs (E a Field; quick: 8^3 cells).
+
+``--large`` (minutes) instead measures compilation: a jitted gradient of P1 at 1M DOFs and a jitted forward
+of degree-2 spline Poisson at 1000 x 1000 elements, each in a fresh process: first call (trace, compile, run)
+against a steady call, the XLA constant-folding alarms on stderr, peak memory (the process's maximum
+resident set), and for the spline case the forward against the sum of its parts timed alone (assembly,
+solve). ``--large-quick`` runs the same at 1/16 of the sizes.
+
+Usage: ``python benchmarks/bench_gradient.py [--quick] [--reps 7] [--cases spline2-10k p1-1M] [--large]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+CASES = ("spline2-10k", "spline3-10k", "spline2-250k", "spline3-250k", "p1-1M", "q1-elasticity3d-108k")
+QUICK = {"spline2-10k": 96, "spline3-10k": 97, "p1-1M": 99, "q1-elasticity3d-108k": 8}
+FULL = {"spline2-10k": 96, "spline3-10k": 97, "spline2-250k": 498, "spline3-250k": 497, "p1-1M": 999,
+        "q1-elasticity3d-108k": 32}  # fmt: skip
+
+
+def _method():
+    from igax.solvers import available_methods
+
+    return "pardiso" if "pardiso" in available_methods() else "superlu"
+
+
+def _median_fresh(fn, make, reps: int) -> float:
+    """Median wall time of ``fn(*make())`` over ``reps`` calls with fresh arguments, after two warm-ups."""
+    for _ in range(2):
+        jax.block_until_ready(fn(*make()))
+    ts = []
+    for _ in range(reps):
+        args = make()
+        jax.block_until_ready(args)
+        t = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        ts.append(time.perf_counter() - t)
+    return float(np.median(ts))
+
+
+def build(case: str, n: int):
+    """``(space, coefficient space, form, matrix(c), b, bc)`` of a case with ``n`` elements per direction."""
+    from igax import fem
+    from igax.fem import library, mesh
+
+    if case.startswith("spline"):
+        deg = int(case[6])
+        V = fem.SplineSpace(fem.geometry.quarter_annulus().refine(degree=deg, elements=(n, n)))
+        S, form = V, library.diffusion
+        b = fem.assemble(library.source, V, f=1.0)
+        bc = fem.DirichletBC(V, None, 0.0)
+        matrix = lambda c: fem.assemble(form, V, kappa=fem.Field(S, c))  # noqa: E731
+    elif case.startswith("p1"):
+        V = fem.LagrangeSpace(mesh.unit_square(n), degree=1)
+        S, form = V, library.diffusion
+        b = fem.assemble(library.source, V, f=1.0)
+        bc = fem.DirichletBC(V, None, 0.0)
+        matrix = lambda c: fem.assemble(form, V, kappa=fem.Field(S, c))  # noqa: E731
+    else:  # 3D linear elasticity on Q1 hexahedra, Young's modulus a Field, clamped on the left
+        M = mesh.unit_cube(n, cell="hexahedron")
+        V = fem.LagrangeSpace(M, degree=1, shape=(3,))
+        S = fem.LagrangeSpace(M, degree=1)
+        form = library.linear_elasticity(None, 0.3, "3d")
+        b = fem.assemble(library.source, V, f=np.array([0.0, 0.0, -1.0]))
+        bc = fem.DirichletBC(V, "left", 0.0)
+        matrix = lambda c: fem.assemble(form, V, E=fem.Field(S, c))  # noqa: E731
+    return V, S, matrix, b, bc
+
+
+def run_case(case: str, n: int, reps: int) -> dict:
+    from igax import fem
+    from igax.fem.bc import condense
+
+    V, S, matrix, b, bc = build(case, n)
+    method = _method()
+    rng = np.random.default_rng(0)
+
+    def fresh_c():
+        return (jnp.asarray(1.0 + 0.5 * rng.random(S.ndofs)),)
+
+    matrix(jnp.ones(S.ndofs))  # eagerly once, as a set-up would: the symmetry check is then done
+
+    def loss(c):
+        u = fem.solve(matrix(c), b, bc=bc, method=method)
+        return jnp.sum(u.coeffs**2)
+
+    A0 = matrix(jnp.ones(S.ndofs))
+    pattern = A0.pattern
+    nnz = A0.nnz
+
+    def solve_loss(v):
+        u = fem.solve(A0.with_values(v), b, bc=bc, method=method)
+        return jnp.sum(u.coeffs**2)
+
+    def fresh_v():  # a new scalar factor: symmetric positive definite, and a new factorisation every call
+        return (A0.values * (1.0 + 0.5 * rng.random()),)
+
+    def fresh_cw():
+        return fresh_c() + (jnp.asarray(rng.standard_normal(nnz)),)
+
+    constrained, diag = bc._masks(pattern)
+
+    def bc_only(v):
+        Ac, bcond = condense(A0.with_values(v), b, bc.dofs, bc.values, constrained, diag)
+        return Ac.values, bcond
+
+    values = jax.jit(lambda c: matrix(c).values)
+    vjp = jax.jit(lambda c, w: jax.vjp(lambda c: matrix(c).values, c)[1](w)[0])
+    t = {
+        "forward": _median_fresh(jax.jit(loss), fresh_c, reps),
+        "grad": _median_fresh(jax.jit(jax.grad(loss)), fresh_c, reps),
+        "assembly": _median_fresh(values, fresh_c, reps),
+        "assembly_vjp": _median_fresh(vjp, fresh_cw, reps),
+        "bc": _median_fresh(jax.jit(bc_only), fresh_v, reps),
+        "solve": _median_fresh(jax.jit(solve_loss), fresh_v, reps),
+        "solve_grad": _median_fresh(jax.jit(jax.grad(solve_loss)), fresh_v, reps),
+    }
+    t["transposed"] = t["solve_grad"] - t["solve"]
+    t["other"] = t["grad"] - t["assembly_vjp"] - t["solve_grad"]
+    return {"case": case, "ndofs": V.ndofs, "method": method, "times": t}
+
+
+# -- --large: compilation of big programs, each in a fresh process ------------------------------------------
+def _large_child(case: str, n: int) -> dict:
+    from igax import fem
+    from igax.fem import library, mesh
+
+    from igax import solvers
+
+    method = _method()
+    # Keep one factorisation (a loop with fresh coefficients never reuses one; the default keeps four, each
+    # gigabytes at this size). A gradient still reuses its forward's factorisation for the transposed solve.
+    solvers.set_cache_size(1)
+    out = {"case": case, "n": n, "method": method}
+    t0 = time.perf_counter()
+    if case == "p1-grad":
+        V = fem.LagrangeSpace(mesh.unit_square(n), degree=1)
+        b = fem.assemble(library.source, V, f=1.0)
+        bc = fem.DirichletBC(V, None, 0.0)
+        fem.assemble(library.diffusion, V, kappa=1.0)  # the eager set-up (symmetry verified once)
+
+        def f(c):
+            A = fem.assemble(library.diffusion, V, kappa=fem.Field(V, c))
+            return jnp.sum(fem.solve(A, b, bc=bc, method=method).coeffs ** 2)
+
+        f = jax.jit(jax.grad(f))
+        parts = None
+    else:  # degree-2 spline Poisson, jitted forward: kappa a Field, solution's coefficients out
+        V = fem.SplineSpace(fem.geometry.quarter_annulus().refine(degree=2, elements=(n, n)))
+        b = fem.assemble(library.source, V, f=1.0)
+        bc = fem.DirichletBC(V, None, 0.0)
+        fem.assemble(library.diffusion, V, kappa=1.0)
+
+        def matrix(c):
+            return fem.assemble(library.diffusion, V, kappa=fem.Field(V, c))
+
+        f = jax.jit(lambda c: fem.solve(matrix(c), b, bc=bc, method=method).coeffs)
+        parts = (jax.jit(lambda c: matrix(c).values), matrix)
+    out["build_s"] = time.perf_counter() - t0
+    out["ndofs"] = V.ndofs
+    rng = np.random.default_rng(0)
+
+    def fresh():
+        return jnp.asarray(1.0 + 0.5 * rng.random(V.ndofs))
+
+    c = fresh()
+    t = time.perf_counter()
+    jax.block_until_ready(f(c))
+    out["first_s"] = time.perf_counter() - t
+    out["steady_s"] = _median_fresh(f, lambda: (fresh(),), 3)
+    if parts is not None:
+        values, matrix = parts
+        out["assembly_s"] = _median_fresh(values, lambda: (fresh(),), 3)
+        A = matrix(fresh())
+        solve = jax.jit(lambda v: fem.solve(A.with_values(v), b, bc=bc, method=method).coeffs)
+        out["solve_s"] = _median_fresh(solve, lambda: (A.values * (1.0 + 0.1 * rng.random()),), 3)
+    out["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    return out
+
+
+def run_large(quick: bool) -> list[dict]:
+    sizes = {"p1-grad": 249 if quick else 999, "spline2-forward": 250 if quick else 1000}
+    rows = []
+    for case, n in sizes.items():
+        cmd = [sys.executable, __file__, "--large-child", case, str(n)]
+        p = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
+        if p.returncode != 0:
+            raise RuntimeError(f"{case} failed:\n{p.stderr[-4000:]}")
+        r = json.loads(p.stdout.strip().splitlines()[-1])
+        r["alarms"] = p.stderr.count("Constant folding an instruction is taking")
+        rows.append(r)
+    return rows
+
+
+def main(argv=None) -> list[dict]:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="small sizes (seconds)")
+    ap.add_argument("--reps", type=int, default=7)
+    ap.add_argument("--cases", nargs="*", default=None, choices=CASES)
+    ap.add_argument("--large", action="store_true", help="compile time and memory of 1M-DOF programs")
+    ap.add_argument("--large-quick", action="store_true", help="--large at 1/16 of the sizes")
+    ap.add_argument("--large-child", nargs=2, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    jax.config.update("jax_enable_x64", True)
+    jnp.zeros(1).block_until_ready()  # start the backend outside the timings
+    if args.large_child:
+        print(json.dumps(_large_child(args.large_child[0], int(args.large_child[1]))), flush=True)
+        return []
+    head = f"platform {platform.platform()}, {os.cpu_count()} CPUs, jax {jax.__version__}"
+    if args.large or args.large_quick:
+        print(f"bench_gradient --large: {head}, {'1/16 sizes' if args.large_quick else 'full sizes'}")
+        rows = run_large(args.large_quick)
+        print(
+            f"{'case':16s} {'ndofs':>8s} {'build':>7s} {'first':>7s} {'steady':>7s} {'first/st':>8s} "
+            f"{'alarms':>6s} {'peak GB':>7s} {'parts':>7s} {'fwd/parts':>9s}"
+        )
+        for r in rows:
+            parts = r.get("assembly_s", 0.0) + r.get("solve_s", 0.0)
+            fp = f"{r['steady_s'] / parts:9.2f}" if parts else f"{'-':>9s}"
+            print(
+                f"{r['case']:16s} {r['ndofs']:8d} {r['build_s']:7.2f} {r['first_s']:7.2f} "
+                f"{r['steady_s']:7.3f} {r['first_s'] / r['steady_s']:8.2f} {r['alarms']:6d} "
+                f"{r['peak_rss_gb']:7.2f} {parts:7.3f} {fp}"
+            )
+            rec = {"bench": "gradient-compile", "case": f"{r['case']}-{r['ndofs'] // 1000}k",
+                   "igax": "first-call", "igax_s": r["first_s"], "baseline": "steady-call",
+                   "baseline_s": r["steady_s"], "ratio": r["steady_s"] / r["first_s"], "alarms": r["alarms"],
+                   "peak_rss_gb": r["peak_rss_gb"]}  # fmt: skip
+            if parts:
+                rec.update(
+                    assembly_s=r["assembly_s"], solve_s=r["solve_s"], forward_over_parts=r["steady_s"] / parts
+                )
+            print(json.dumps(rec), flush=True)
+        return rows
+    sizes = QUICK if args.quick else FULL
+    cases = args.cases or [c for c in CASES if c in sizes]
+    print(f"bench_gradient: {head}, {'quick' if args.quick else 'full'} sizes, median of {args.reps}")
+    cols = ("forward", "grad", "assembly", "assembly_vjp", "bc", "solve", "solve_grad", "transposed", "other")
+    print(
+        f"{'case':22s} {'ndofs':>8s} " + " ".join(f"{c[:10]:>10s}" for c in cols) + "  grad/fwd vjp/asm  (ms)"
+    )
+    records = []
+    for case in cases:
+        r = run_case(case, sizes[case], args.reps)
+        t = r["times"]
+        g, v = t["grad"] / t["forward"], t["assembly_vjp"] / t["assembly"]
+        print(
+            f"{case:22s} {r['ndofs']:8d} "
+            + " ".join(f"{1e3 * t[c]:10.2f}" for c in cols)
+            + f"  {g:8.2f} {v:7.2f}",
+            flush=True,
+        )
+        name = f"{case.rsplit('-', 1)[0]}-{r['ndofs'] // 1000}k"
+        recs = [
+            {"bench": "gradient", "case": name, "igax": "grad", "igax_s": t["grad"], "baseline": "forward",
+             "baseline_s": t["forward"], "ratio": t["forward"] / t["grad"], "grad_over_forward": g,
+             "method": r["method"], "pieces_s": t},
+            {"bench": "gradient", "case": name, "igax": "assembly-vjp", "igax_s": t["assembly_vjp"],
+             "baseline": "assembly", "baseline_s": t["assembly"], "ratio": t["assembly"] / t["assembly_vjp"],
+             "vjp_over_forward": v},
+        ]  # fmt: skip
+        for rec in recs:
+            print(json.dumps(rec), flush=True)
+        records.append(r)
+    return records
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,344 @@
+"""Gradients through assemble -> DirichletBC -> solve on the fast paths, and what compiled programs hold.
+
+The element contraction has written-out derivative rules (igax.fem._contract), spline tables are formed by sum
+factorisation, large spline patches form their index maps inside the program, large assemblies run in element
+chunks, and concrete tables, geometry and index maps sit behind an optimization barrier. Every path is checked
+here at a small size with the large-problem switches forced: gradients against central finite differences
+(1e-6) and the Taylor remainder (rate 2), the primitive against autodiff of its einsum form, and the compiled
+programs against constant folding and nel-sized constants.
+"""
+
+import json
+import os
+import re
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from igax import fem
+from igax.fem import _contract, library, mesh
+
+_ASSEMBLE = sys.modules["igax.fem.assemble"]
+_SPLINE = sys.modules["igax.fem.spline_space"]
+
+
+@pytest.fixture
+def large_paths(monkeypatch):
+    """The switches of large problems at small sizes: tables computed in the program, index maps of spline
+    patches formed in it, and assembly in element chunks (a few elements each)."""
+    monkeypatch.setattr(_ASSEMBLE, "_TABLE_ENTRIES_LIMIT", 0)
+    monkeypatch.setattr(_SPLINE, "_INDEX_ENTRIES", 0)
+    monkeypatch.setattr(_ASSEMBLE, "_CHUNK_ENTRIES", 400)
+    jax.clear_caches()
+    yield
+    jax.clear_caches()
+
+
+def _arr(rng, *shape):
+    return jnp.asarray(rng.standard_normal(shape))
+
+
+# -- the contraction primitive ------------------------------------------------------------------------------
+@pytest.mark.parametrize("C, einsum, broadcast", [(1, False, True), (2, False, True), (2, True, False)])
+def test_contraction_derivatives_match_autodiff_of_the_einsum_form(C, einsum, broadcast):
+    rng = np.random.default_rng(0)
+    ne, nq, nloc = 7, 4, 5
+    U = [_arr(rng, *((1, nq, nloc) if broadcast else (ne, nq, nloc))), _arr(rng, ne, nq, nloc)]
+    V = [
+        _arr(rng, ne, nq, nloc),
+        _arr(rng, *((ne, 1, nloc) if broadcast else (ne, nq, nloc))),
+        _arr(rng, ne, nq, nloc),
+    ]
+    M = _arr(rng, C, 2, C, 3, ne, nq)
+    W = _arr(rng, ne, C, nloc, C, nloc)
+
+    def fast(U, M, V):
+        return _contract.contract_bilinear(U, M, V, einsum=einsum)
+
+    ref = _contract.bilinear_einsum
+    np.testing.assert_allclose(fast(U, M, V), ref(U, M, V), rtol=1e-13, atol=1e-12)
+
+    tangents = ([_arr(rng, *u.shape) for u in U], _arr(rng, *M.shape), [_arr(rng, *v.shape) for v in V])
+
+    @jax.jit
+    def derivatives(U, M, V, tangents):
+        out = []
+        for f in (fast, ref):
+            g = jax.grad(lambda U, M, V, f=f: jnp.sum(f(U, M, V) * W), argnums=(0, 1, 2))(U, M, V)
+            out.append((g, jax.jvp(f, (U, M, V), tangents)[1]))
+        return out
+
+    got, want = derivatives(U, M, V, tangents)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-11)
+    Mb = _arr(rng, 3, *M.shape)  # vmap of grad and grad of vmap, through the batching rule
+
+    def batched(f):
+        vg = jax.vmap(jax.grad(lambda m, U: jnp.sum(f(U, m, V) * W), argnums=(0, 1)), (0, None))(Mb, U)
+        gv = jax.grad(lambda U: jnp.sum(jax.vmap(lambda m: f(U, m, V))(Mb) * W))(U)
+        return vg, gv
+
+    for a, b in zip(*(jax.tree.leaves(jax.jit(lambda f=f: batched(f))()) for f in (fast, ref)), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-11)
+
+
+# -- index maps and tables formed in the program ------------------------------------------------------------
+_SPLINES = {
+    "2d-degree2": lambda: fem.SplineSpace(fem.geometry.quarter_annulus().refine(degree=2, elements=(5, 7))),
+    "2d-degree3-vector": lambda: fem.SplineSpace(
+        fem.geometry.plate_with_hole().refine(degree=3, elements=3), shape=(2,)
+    ),
+    "3d-degree2-vector": lambda: fem.SplineSpace(
+        fem.geometry.box().refine(degree=2, elements=(3, 2, 4)), shape=(3,)
+    ),
+    "glued-ring": lambda: fem.SplineSpace(fem.geometry.annulus().refine(degree=2, elements=(3, 8))),
+}
+
+
+@pytest.mark.parametrize("name", list(_SPLINES))
+def test_spline_index_maps_and_tables_formed_in_the_program_equal_the_host_ones(name, large_paths):
+    V = _SPLINES[name]()
+    p, rule = V.plan, V._rule()
+    ids = jnp.array([0, 3, p.nel - 1, 1], jnp.int32)
+    dofs, dofs_ids, slots, slots_ids = jax.jit(
+        lambda ids: (
+            V._element_dofs(rule),
+            V._element_dofs(rule, ids),
+            V._element_slots(rule),
+            V._element_slots(rule, ids),
+        )
+    )(ids)
+    want_slots = p.slot.reshape(p.nel, -1)
+    np.testing.assert_array_equal(dofs, p.cell_dofs)
+    np.testing.assert_array_equal(dofs_ids, p.cell_dofs[np.asarray(ids)])
+    np.testing.assert_array_equal(slots, want_slots)
+    np.testing.assert_array_equal(slots_ids, want_slots[np.asarray(ids)])
+    host = V._host_tables(rule)
+    for got, want in zip(jax.jit(lambda: V._tables(rule))(), host, strict=True):
+        if want is not None:
+            np.testing.assert_allclose(
+                np.broadcast_to(got, want.shape), want, rtol=0, atol=1e-13 * np.abs(want).max()
+            )
+    chunk = jax.jit(V._chunked_tables(rule))(ids)
+    for got, want in zip(chunk, host, strict=True):
+        if want is not None:
+            np.testing.assert_allclose(got, want[np.asarray(ids)], rtol=0, atol=1e-13 * np.abs(want).max())
+    side = V.boundary_names[0]
+    for got, want in zip(
+        jax.jit(lambda: V._tables(V._rule(side)))(), V._host_tables(V._rule(side)), strict=True
+    ):
+        if want is not None:
+            np.testing.assert_allclose(
+                np.broadcast_to(got, want.shape), want, rtol=0, atol=1e-13 * np.abs(want).max()
+            )
+
+
+# -- gradients through assemble -> DirichletBC -> solve on the forced large paths ---------------------------
+@fem.functional
+def _misfit(w):
+    return (w.u - w.target) ** 2
+
+
+def _check_gradient(loss, x0, d, h):
+    """The gradient against central differences (1e-6) and the Taylor remainder (rate 2), and the JVP too.
+
+    One compiled program gives the value, the gradient and the JVP; the differences reuse its value.
+    """
+    run = jax.jit(lambda x, t: (*jax.value_and_grad(loss)(x), jax.jvp(loss, (x,), (t,))[1]))
+    f0, g, jvp = run(x0, d)
+    slope = float(jnp.vdot(g, d))
+    f = lambda x: float(run(x, d)[0])  # noqa: E731
+    fd = (f(x0 + h * d) - f(x0 - h * d)) / (2 * h)
+    assert abs(slope - fd) <= 1e-6 * abs(fd), (slope, fd)
+    assert abs(float(jvp) - slope) <= 1e-10 * abs(slope)
+    hs = (2000 * h, 1000 * h)
+    rem = [abs(f(x0 + t * d) - float(f0) - t * slope) for t in hs]
+    assert 3.5 < rem[0] / rem[1] < 4.5, rem
+
+
+def _spline():
+    return fem.SplineSpace(fem.geometry.quarter_annulus().refine(degree=2, elements=(5, 4)))
+
+
+def _solve_misfit(V, A, *, rhs=1.0):
+    u = fem.solve(A, fem.assemble(library.source, V, f=rhs), bc=fem.DirichletBC(V, None, 0.0))
+    return fem.assemble(_misfit, V, u=u, target=lambda x: 0.01 * x[0])
+
+
+def test_gradient_wrt_a_coefficient_field(large_paths):
+    V = _spline()
+
+    def loss(c):
+        return _solve_misfit(V, fem.assemble(library.diffusion, V, kappa=fem.Field(V, jnp.exp(c))))
+
+    rng = np.random.default_rng(1)
+    _check_gradient(loss, 0.2 * _arr(rng, V.ndofs), _arr(rng, V.ndofs), 1e-5)
+
+
+def test_gradient_wrt_values_at_the_quadrature_points(large_paths):
+    V = _spline()
+    shape = V.quadrature_points().shape[:2]
+
+    def loss(k):
+        return _solve_misfit(V, fem.assemble(library.diffusion, V, kappa=jnp.exp(k)))
+
+    rng = np.random.default_rng(2)
+    _check_gradient(loss, 0.2 * _arr(rng, *shape), _arr(rng, *shape), 1e-5)
+
+
+def test_gradient_wrt_control_points(large_paths):
+    V0 = _spline()
+    c = jnp.asarray(np.linspace(1.0, 2.0, V0.ndofs))
+
+    def loss(P):
+        V = V0.with_geometry(control_points=P)
+        return _solve_misfit(V, fem.assemble(library.diffusion, V, kappa=fem.Field(V, c)), rhs=lambda x: x[1])
+
+    rng = np.random.default_rng(3)
+    P0 = V0.control_points
+    _check_gradient(loss, P0, 0.01 * _arr(rng, *P0.shape), 1e-5)
+
+
+@pytest.mark.parametrize("vector", [False, True])
+def test_gradient_wrt_mesh_nodes(vector, large_paths):
+    M = mesh.unit_square(4, cell="quad" if vector else "triangle")
+    S = fem.LagrangeSpace(M, degree=1)
+    coef = fem.Field(S, jnp.asarray(np.linspace(1.0, 2.0, S.ndofs)))
+    rng = np.random.default_rng(4)
+    interior = ~np.isin(np.arange(S.ndofs), S.boundary())
+    d = jnp.asarray(rng.standard_normal(M.points.shape) * interior[:, None])  # moving inner nodes only
+
+    def loss(X):
+        if not vector:
+            V = fem.LagrangeSpace(M, degree=1, points=X)
+            return _solve_misfit(V, fem.assemble(library.diffusion, V, kappa=fem.Field(V, coef.coeffs)))
+        V = fem.LagrangeSpace(M, degree=1, shape=(2,), points=X)
+        A = fem.assemble(library.linear_elasticity(None, 0.3), V, E=fem.Field(S.with_points(X), coef.coeffs))
+        b = fem.assemble(library.source, V, f=jnp.array([0.0, -1.0]))
+        u = fem.solve(A, b, bc=fem.DirichletBC(V, "left", 0.0))
+        return jnp.sum(u.coeffs**2)
+
+    _check_gradient(loss, jnp.asarray(M.points, float), 0.02 * d, 1e-5)
+
+
+def test_gradient_wrt_a_coefficient_of_vector_elasticity(large_paths):
+    V = fem.SplineSpace(fem.geometry.plate_with_hole().refine(degree=2, elements=3), shape=(2,))
+    S = fem.SplineSpace(fem.geometry.plate_with_hole().refine(degree=2, elements=3))
+
+    def loss(c):
+        A = fem.assemble(library.linear_elasticity(None, 0.3), V, E=fem.Field(S, jnp.exp(c)))
+        b = fem.assemble(library.neumann, V, boundary="outer", g=jnp.array([1.0, 0.5]))
+        u = fem.solve(
+            A,
+            b,
+            bc=[
+                fem.DirichletBC(V, "right", 0.0, component=0),
+                fem.DirichletBC(V, "bottom", 0.0, component=1),
+            ],
+        )
+        return jnp.sum(u.coeffs**2)
+
+    rng = np.random.default_rng(5)
+    _check_gradient(loss, 0.2 * _arr(rng, S.ndofs), _arr(rng, S.ndofs), 1e-5)
+
+
+# -- what the compiled programs hold ------------------------------------------------------------------------
+_HLO_TYPES = {"pred": "i1", "s32": "i32", "s64": "i64", "u8": "ui8"}
+
+
+def _constants(text: str, compiled: bool, skip: str | None = None) -> list[tuple[str, tuple[int, ...]]]:
+    """(dtype, shape) of the array constants of a program's text (StableHLO, or compiled HLO).
+
+    With ``skip``, StableHLO constants whose location (``as_text(debug_info=True)``) names it are left out.
+    """
+    locs = dict(re.findall(r"^(#loc\d+) = loc\((.*)\)$", text, re.M)) if skip else {}
+    out = []
+    for line in text.splitlines():
+        if compiled:
+            m = re.search(r"= (\w+)\[([\d,]+)\]\S* constant\(", line)
+            if m:
+                out.append(
+                    (_HLO_TYPES.get(m.group(1), m.group(1)), tuple(int(x) for x in m.group(2).split(",")))
+                )
+            continue
+        m = re.search(r"stablehlo\.constant dense.*: tensor<([0-9x]+)x([a-z0-9]+)>", line)
+        if m:
+            loc = re.search(r"loc\((#loc\d+)\)", line)
+            if skip and loc and skip in locs.get(loc.group(1), ""):
+                continue
+            out.append((m.group(2), tuple(int(x) for x in m.group(1).split("x"))))
+    return out
+
+
+def _p1_gradient_program():
+    """The structure of the 1M-DOF case: a jitted gradient closing over a P1 space, a Field, BCs, a solve."""
+    V = fem.LagrangeSpace(mesh.unit_square(24), degree=1)
+    b = fem.assemble(library.source, V, f=1.0)
+    bc = fem.DirichletBC(V, None, 0.0)
+
+    def loss(c):
+        A = fem.assemble(library.diffusion, V, kappa=fem.Field(V, c))
+        return jnp.sum(fem.solve(A, b, bc=bc).coeffs ** 2)
+
+    return V, jax.jit(jax.grad(loss))
+
+
+def test_xla_folds_nothing_computed_from_a_closed_over_space(large_paths):
+    # Before: the vertex coordinates of every cell (a gather of constants) were folded at compile time (4 s
+    # and an XLA alarm at 2M cells) into new constants of nel rows. Behind the barrier, nothing is folded.
+    V, f = _p1_gradient_program()
+    lowered = f.lower(jnp.ones(V.ndofs))
+    before = {(t, int(np.prod(s))) for t, s in _constants(lowered.as_text(), compiled=False)}
+    after = _constants(lowered.compile().as_text(), compiled=True)
+    new = [(t, s) for t, s in after if int(np.prod(s)) >= V.nel and (t, int(np.prod(s))) not in before]
+    assert not new, f"constants folded by XLA: {new}"
+
+
+def test_a_large_spline_program_holds_no_element_sized_index_constant(large_paths):
+    V = fem.SplineSpace(fem.geometry.quarter_annulus().refine(degree=2, elements=(6, 5)))
+    b = fem.assemble(library.source, V, f=1.0)
+
+    def loss(c):
+        A = fem.assemble(library.diffusion, V, kappa=fem.Field(V, c))
+        return fem.assemble(_misfit, V, u=fem.Field(V, A @ b), target=0.0)
+
+    text = jax.jit(jax.grad(loss)).lower(jnp.ones(V.ndofs)).as_text()
+    per_element = [
+        (t, s) for t, s in _constants(text, compiled=False) if t.startswith("i") and V.nel in s[:2]
+    ]
+    assert not per_element, f"element-indexed integer constants in the program: {per_element}"
+
+
+def test_with_jax_hoisting_switch_the_1m_program_holds_no_large_constant():
+    # The documented pattern for large meshes (docs/performance.md): JAX_USE_SIMPLIFIED_JAXPR_CONSTANTS=True
+    # passes everything a jitted function closes over as arguments of the executable. Same gradient. Left
+    # out: the CSR pattern that the sparse product's own lowering rule writes into the program as constants
+    # (igax/solvers/_spmv.py), which JAX cannot hoist.
+    V, f = _p1_gradient_program()
+    c = jnp.asarray(np.linspace(1.0, 2.0, V.ndofs))
+    want = np.asarray(f(c))
+    script = textwrap.dedent(
+        f"""
+        import json, sys
+        import jax, jax.numpy as jnp, numpy as np
+        jax.config.update("jax_enable_x64", True)
+        sys.path.insert(0, {os.path.dirname(__file__)!r})
+        from test_gradient_cost import _p1_gradient_program, _constants
+        V, f = _p1_gradient_program()
+        c = jnp.asarray(np.linspace(1.0, 2.0, V.ndofs))
+        text = f.lower(c).as_text(debug_info=True)
+        sizes = [int(np.prod(s)) for _, s in _constants(text, compiled=False, skip="igax_spmv")]
+        print(json.dumps({{"largest": max(sizes, default=0), "grad": np.asarray(f(c)).tolist()}}))
+        """
+    )
+    env = dict(os.environ, JAX_USE_SIMPLIFIED_JAXPR_CONSTANTS="True")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["largest"] < V.ndofs, got["largest"]  # only small tables (quadrature rules, 1D data) remain
+    np.testing.assert_allclose(got["grad"], want, rtol=1e-10, atol=1e-14 * np.abs(want).max())
