@@ -362,8 +362,11 @@ def test_mg_hierarchy_is_cached_and_chosen_on_gpu(monkeypatch):
     opts = {}
     assert solve_module._multigrid(None, spd, V, bc, opts) is None and not opts  # CPU: the direct default
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
-    assert solve_module._multigrid(None, A, V, bc, opts) is None and not opts  # not flagged SPD
-    assert solve_module._multigrid(None, spd, V, bc, opts) == "mg-cg" and opts["hierarchy"] == H
+    general = A.with_values(A.values, symmetric=False)
+    assert solve_module._multigrid(None, general, V, bc, opts) is None and not opts  # not symmetric
+    # an assembled symmetric form (flagged symmetric, not positive definite) gets mg-cg on a GPU
+    assert A.symmetric and not A.positive_definite
+    assert solve_module._multigrid(None, A, V, bc, opts) == "mg-cg" and opts["hierarchy"] == H
     other = fem.mg_hierarchy(V, bc=bc, max_coarse=100)
     opts = {"hierarchy": other}
     assert solve_module._multigrid("mg-cg", spd, V, bc, opts) == "mg-cg" and opts["hierarchy"] is other

@@ -57,7 +57,7 @@ def solve(
         bc: a :class:`DirichletBC`, a list of them (later ones win on shared dofs), or None.
         space: the space of the solution; defaults to the space of ``bc`` (required when ``bc`` is None).
         method: linear solver (see :func:`igax.solvers.linear_solve`); None picks automatically: the direct
-            solver on CPU; on a GPU, for a matrix flagged SPD (``positive_definite=True``), ``"mg-cg"``.
+            solver on CPU; on a GPU, for a symmetric matrix (every symmetric form), ``"mg-cg"``.
             ``"mg-cg"`` (multigrid-preconditioned CG) uses the space's hierarchy,
             :func:`igax.fem.mg_hierarchy` ``(space, bc=bc, A=A)`` (geometric for spline spaces and refined
             meshes, algebraic otherwise), built on the first solve and cached.
@@ -111,15 +111,12 @@ def _multigrid(method, A, space, bc, options) -> str | None:
     """The method, with the space's multigrid hierarchy put in ``options`` where mg-cg will run.
 
     ``method="mg-cg"`` without ``hierarchy=``: :func:`mg_hierarchy` of the space (cached). ``method=None``
-    on a GPU for a matrix flagged SPD: mg-cg with that hierarchy (on CPU the direct solver stays the
-    default).
+    on a GPU for a symmetric matrix: mg-cg with that hierarchy (on CPU the direct solver stays the default).
+    Assembled stiffness matrices are flagged symmetric, not positive definite (the form cannot know the sign
+    of its coefficients), so symmetry is the test: CG judges convergence by the true residual, and an
+    indefinite or singular matrix ends in a SolverError that names the cause, never in a wrong value.
     """
-    auto = (
-        method is None
-        and jax.default_backend() != "cpu"
-        and A.positive_definite
-        and space.plan.kind in TRANSFERS
-    )
+    auto = method is None and jax.default_backend() != "cpu" and A.symmetric and space.plan.kind in TRANSFERS
     # (a matrix not flagged symmetric is refused by the solver's own check, with advice, before any setup)
     if (method == "mg-cg" or auto) and options.get("hierarchy") is None and A.symmetric:
         options["hierarchy"] = mg_hierarchy(space, bc=bc, A=A)
