@@ -254,11 +254,20 @@ def _impl(v, x, **params):
 spmv_p.def_impl(_impl)
 
 
-def _cpu(v, x, *, pattern, transpose, symmetric):
-    """The native kernel where it is built and covers the dtype, else pure JAX."""
+def _native_ok(dtype) -> bool:
+    """Whether the native kernel covers this product: its dtype, the kernel is built, 64-bit indices exist.
+
+    The kernels read the pattern's row pointers as int64; with ``jax_enable_x64`` off (float32 work) JAX
+    would hand them over as int32, so the pure-JAX kernel runs instead (the same numbers, slower).
+    """
     from igax import _native
 
-    if v.dtype not in _NATIVE_DTYPES or not _native.load():
+    return dtype in _NATIVE_DTYPES and bool(jax.config.jax_enable_x64) and _native.load()
+
+
+def _cpu(v, x, *, pattern, transpose, symmetric):
+    """The native kernel where it is built and covers the dtype, else pure JAX."""
+    if not _native_ok(v.dtype):
         return _pure(v, x, pattern=pattern, transpose=transpose)
     name = f"igax_spmv_{'transpose' if transpose else 'forward'}_{'f64' if v.dtype == np.float64 else 'f32'}"
     n = pattern.shape[1] if transpose else pattern.shape[0]
@@ -368,9 +377,7 @@ def _sample_pure(ct, x, *, pattern, transpose):
 
 
 def _sample_cpu(ct, x, *, pattern, transpose):
-    from igax import _native
-
-    if ct.dtype not in _NATIVE_DTYPES or not _native.load():
+    if not _native_ok(ct.dtype):
         return _sample_pure(ct, x, pattern=pattern, transpose=transpose)
     name = f"igax_spmv_sample{'_transpose' if transpose else ''}_{'f64' if ct.dtype == np.float64 else 'f32'}"
     call = jax.ffi.ffi_call(name, jax.ShapeDtypeStruct(ct.shape[:-2] + (pattern.nnz,), ct.dtype))
