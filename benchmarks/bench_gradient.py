@@ -7,12 +7,13 @@ optimisation loop; the factorisation cache cannot serve a repeated matrix). For 
 * ``forward``: ``loss(c)``, assembly + boundary conditions + solve + a quadratic loss of the solution;
 * ``grad``: ``jax.grad(loss)(c)``; the ratio ``grad / forward`` is the headline (goal <= 1.5);
 * the pieces: ``assembly`` (the matrix alone), ``assembly VJP`` (the cotangent of the coefficients from a
-  cotangent of the matrix values: the program a gradient runs for its assembly part, tables included;
-  goal <= 1.2x ``assembly``), ``bc`` (condensation alone), ``solve`` (condensation, factorisation, solve and
-  diagnostics from given matrix values), ``solve grad`` (the same with its gradient: one transposed solve
-  with the same factorisation); ``transposed`` = solve grad - solve, and ``other`` = grad - (assembly VJP +
-  solve grad): what the gradient does beyond its parts (the assembly VJP program recomputes the tables the
-  forward already has, so ``other`` can be negative).
+  cotangent of the matrix values, as one program: what a gradient runs for its assembly part, tables
+  included; goal <= 1.2x ``assembly``), ``assembly bwd`` (the backward pass alone, the forward's residuals
+  given: what the gradient adds for its assembly part), ``bc`` (condensation alone), ``solve``
+  (condensation, factorisation, solve and diagnostics from given matrix values), ``solve grad`` (the same
+  with its gradient: one transposed solve with the same factorisation); ``transposed`` = solve grad -
+  solve, and ``other`` = grad - (assembly + assembly bwd + solve grad): what the gradient does beyond its
+  parts.
 
 Cases (full size / ``--quick``): degree-2 and degree-3 splines on the quarter annulus at ~10k and ~250k DOFs
 (quick: the 10k ones only), P1 on the unit square at 1M DOFs (quick: 10k), and 3D linear elasticity with Q1
@@ -136,26 +137,28 @@ def run_case(case: str, n: int, reps: int) -> dict:
 
     values = jax.jit(lambda c: matrix(c).values)
     vjp = jax.jit(lambda c, w: jax.vjp(lambda c: matrix(c).values, c)[1](w)[0])
+    # The backward pass alone: the residuals of one forward (tables, ...) given, a fresh cotangent each call.
+    _, pullback = jax.vjp(lambda c: matrix(c).values, fresh_c()[0])
+    backward = jax.jit(lambda pullback, w: pullback(w)[0])
     t = {
         "forward": _median_fresh(jax.jit(loss), fresh_c, reps),
         "grad": _median_fresh(jax.jit(jax.grad(loss)), fresh_c, reps),
         "assembly": _median_fresh(values, fresh_c, reps),
         "assembly_vjp": _median_fresh(vjp, fresh_cw, reps),
+        "assembly_bwd": _median_fresh(backward, lambda: (pullback, fresh_cw()[1]), reps),
         "bc": _median_fresh(jax.jit(bc_only), fresh_v, reps),
         "solve": _median_fresh(jax.jit(solve_loss), fresh_v, reps),
         "solve_grad": _median_fresh(jax.jit(jax.grad(solve_loss)), fresh_v, reps),
     }
     t["transposed"] = t["solve_grad"] - t["solve"]
-    t["other"] = t["grad"] - t["assembly_vjp"] - t["solve_grad"]
+    t["other"] = t["grad"] - t["assembly"] - t["assembly_bwd"] - t["solve_grad"]
     return {"case": case, "ndofs": V.ndofs, "method": method, "times": t}
 
 
 # -- --large: compilation of big programs, each in a fresh process ------------------------------------------
 def _large_child(case: str, n: int) -> dict:
-    from igax import fem
+    from igax import fem, solvers
     from igax.fem import library, mesh
-
-    from igax import solvers
 
     method = _method()
     # Keep one factorisation (a loop with fresh coefficients never reuses one; the default keeps four, each
@@ -265,7 +268,8 @@ def main(argv=None) -> list[dict]:
     sizes = QUICK if args.quick else FULL
     cases = args.cases or [c for c in CASES if c in sizes]
     print(f"bench_gradient: {head}, {'quick' if args.quick else 'full'} sizes, median of {args.reps}")
-    cols = ("forward", "grad", "assembly", "assembly_vjp", "bc", "solve", "solve_grad", "transposed", "other")
+    cols = ("forward", "grad", "assembly", "assembly_vjp", "assembly_bwd", "bc", "solve", "solve_grad")
+    cols = cols + ("transposed", "other")
     print(
         f"{'case':22s} {'ndofs':>8s} " + " ".join(f"{c[:10]:>10s}" for c in cols) + "  grad/fwd vjp/asm  (ms)"
     )
@@ -273,11 +277,15 @@ def main(argv=None) -> list[dict]:
     for case in cases:
         r = run_case(case, sizes[case], args.reps)
         t = r["times"]
-        g, v = t["grad"] / t["forward"], t["assembly_vjp"] / t["assembly"]
+        g, v, w = (
+            t["grad"] / t["forward"],
+            t["assembly_vjp"] / t["assembly"],
+            t["assembly_bwd"] / t["assembly"],
+        )
         print(
             f"{case:22s} {r['ndofs']:8d} "
             + " ".join(f"{1e3 * t[c]:10.2f}" for c in cols)
-            + f"  {g:8.2f} {v:7.2f}",
+            + f"  {g:8.2f} {v:7.2f} {w:7.2f}",
             flush=True,
         )
         name = f"{case.rsplit('-', 1)[0]}-{r['ndofs'] // 1000}k"
@@ -288,6 +296,9 @@ def main(argv=None) -> list[dict]:
             {"bench": "gradient", "case": name, "igax": "assembly-vjp", "igax_s": t["assembly_vjp"],
              "baseline": "assembly", "baseline_s": t["assembly"], "ratio": t["assembly"] / t["assembly_vjp"],
              "vjp_over_forward": v},
+            {"bench": "gradient", "case": name, "igax": "assembly-backward", "igax_s": t["assembly_bwd"],
+             "baseline": "assembly", "baseline_s": t["assembly"], "ratio": t["assembly"] / t["assembly_bwd"],
+             "backward_over_forward": w},
         ]  # fmt: skip
         for rec in recs:
             print(json.dumps(rec), flush=True)
