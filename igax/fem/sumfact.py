@@ -87,17 +87,37 @@ def _chunk_size(sf: SumFactPlan, sched: list, S0: int, nblocks: int, ninputs: in
     return int(max(1, min(d0.nv, _CHUNK_ENTRIES // max(peak, 1))))
 
 
+def _chunk_matrices(form: Form, space, sf: SumFactPlan, prepared: dict, ks, blk: int, blocks, w0):
+    """``chunk_D(dir0_chunk, start) -> D (S, blocks, blk nq_0, Nq_1, ..., Nq_{d-1})``: geometry, inputs and
+    kernel matrices of the ``blk`` direction-0 elements from ``start`` (``w0``: see :func:`_values`)."""
+    d0, d = sf.dirs[0], sf.d
+    rational = w0 is None
+    scale = None if rational else w0 * w0  # a polynomial patch: R_i = w0 B_i / W, W = w0
+
+    def chunk_D(d0c, start):
+        dirs = [d0c] + sf.dirs[1:]
+
+        def rows(a):  # the control-net rows of the chunk's elements
+            return jax.lax.dynamic_slice_in_dim(a, start, blk + d0.p, axis=0)
+
+        geo = geometry(dirs, rows(space.control_points), rows(space.weights), jnp).flat()
+        inputs = _chunk_inputs(prepared, dirs, start, geo, rows)
+        M = kernel_matrices(form, ks, space.plan.ncomp, geo.x, inputs)
+        D, _, _ = reference_matrices(M, ks.ku, ks.kv, geo, rational, d, blocks, scale)
+        return D.reshape(D.shape[:2] + (blk * d0.nq,) + sf.nq[1:])
+
+    return chunk_D
+
+
 def _values(form: Form, space, fields: dict, csr_idx, w0, blocks):
     """CSR values of a bilinear form (traceable; ``w0``: the common weight of a polynomial patch or None;
     ``blocks``: the component blocks computed, see :func:`_blocks`)."""
     sf = sumfact_plan(space)
     p = space.plan
     d, C = sf.d, p.ncomp
-    d0 = sf.dirs[0]
     dtype = jnp.result_type(space.control_points.dtype, space.weights.dtype)
     prepared = _prepare_inputs(sf, space, fields, form)
     rational = w0 is None
-    scale = None if rational else w0 * w0
     shapes = _input_shapes(prepared, d, p.dim, dtype)
     ks = kernel_structure(form, space, (p.dim,), shapes, dtype)
     if ks is None:
@@ -106,22 +126,8 @@ def _values(form: Form, space, fields: dict, csr_idx, w0, blocks):
     Rv = list(_reference_columns(ks.kv, None, rational, d, dry=True))
     sched = scalar_steps(Ru, Rv, d)
     chunks = sf.chunks(_chunk_size(sf, sched, len(Ru) * len(Rv), len(blocks), len(prepared)))
-    blk = chunks.size
-    cp, wts = space.control_points, space.weights
-
-    def chunk_D(d0c, start):
-        dirs = [d0c] + sf.dirs[1:]
-
-        def rows(a):  # the control-net rows of the chunk's elements
-            return jax.lax.dynamic_slice_in_dim(a, start, blk + d0.p, axis=0)
-
-        geo = geometry(dirs, rows(cp), rows(wts), jnp).flat()
-        inputs = _chunk_inputs(prepared, dirs, start, geo, rows)
-        M = kernel_matrices(form, ks, C, geo.x, inputs)
-        D, _, _ = reference_matrices(M, ks.ku, ks.kv, geo, rational, d, blocks, scale)
-        return D.reshape(D.shape[:2] + (blk * d0.nq,) + sf.nq[1:])
-
-    V = contract(sf, chunk_D, sched, chunks, len(blocks), dtype, wts if rational else None)
+    chunk_D = _chunk_matrices(form, space, sf, prepared, ks, chunks.size, blocks, w0)
+    V = contract(sf, chunk_D, sched, chunks, len(blocks), dtype, space.weights if rational else None)
     return jnp.take(V.reshape(-1), csr_idx, unique_indices=True, indices_are_sorted=C == 1)
 
 
@@ -167,7 +173,6 @@ def assemble_factorised(form: Form, space, fields: dict, *, force: bool = False)
     """
     from igax._config import check_float64
     from igax.fem._kernel_checks import check_symmetric
-    from igax.fem.assemble import _callable_input, _field_type, _shape_message
     from igax.solvers.sparse import SparseMatrix
 
     if not applicable(space, form):
@@ -176,6 +181,28 @@ def assemble_factorised(form: Form, space, fields: dict, *, force: bool = False)
     if not force and (min(p.degrees) < _MIN_DEGREE or p.nel * p.nloc * p.nloc < _MIN_ENTRIES):
         return None
     sf = sumfact_plan(space)
+    fields = _eager_inputs(form, space, sf, fields)
+    w0 = _polynomial_weight(space.weights)
+    dtype = jnp.result_type(space.control_points.dtype, space.weights.dtype)
+    shapes = _input_shapes(_prepare_inputs(sf, space, fields, form, abstract=True), sf.d, p.dim, dtype)
+    ks = kernel_structure(form, space, (p.dim,), shapes, dtype)
+    if ks is None:
+        return SparseMatrix(jnp.zeros(p.pattern.nnz, dtype), p.pattern, symmetric=form.symmetric)
+    if dtype != jnp.float64:
+        check_float64("assemble")
+    blocks = _blocks(space, ks)
+    values = _values_jit(form, space, fields, _csr_index(space, blocks), w0, blocks)
+    if form.symmetric:
+        values = check_symmetric(values, p.pattern, form, p, None)
+    return SparseMatrix(values, p.pattern, symmetric=form.symmetric)
+
+
+def _eager_inputs(form: Form, space, sf: SumFactPlan, fields: dict) -> dict:
+    """Callables of ``x`` evaluated at the points (outside any compiled program, as assemble does) and
+    numbers made arrays; Fields and arrays as given."""
+    from igax.fem.assemble import _callable_input, _field_type, _shape_message
+
+    p = space.plan
     expected = form.input_shapes(p.value_shape, p.dim)
     fields = dict(fields)
     x = None
@@ -193,19 +220,7 @@ def assemble_factorised(form: Form, space, fields: dict, *, force: bool = False)
                 raise ValueError(_shape_message(form, name, what, want, *x.shape[1:], p))
         elif isinstance(f, (int, float, complex, np.number)):
             fields[name] = jnp.asarray(f, dtype=float)
-    w0 = _polynomial_weight(space.weights)
-    dtype = jnp.result_type(space.control_points.dtype, space.weights.dtype)
-    shapes = _input_shapes(_prepare_inputs(sf, space, fields, form, abstract=True), sf.d, p.dim, dtype)
-    ks = kernel_structure(form, space, (p.dim,), shapes, dtype)
-    if ks is None:
-        return SparseMatrix(jnp.zeros(p.pattern.nnz, dtype), p.pattern, symmetric=form.symmetric)
-    if dtype != jnp.float64:
-        check_float64("assemble")
-    blocks = _blocks(space, ks)
-    values = _values_jit(form, space, fields, _csr_index(space, blocks), w0, blocks)
-    if form.symmetric:
-        values = check_symmetric(values, p.pattern, form, p, None)
-    return SparseMatrix(values, p.pattern, symmetric=form.symmetric)
+    return fields
 
 
 def _points_elementwise(sf: SumFactPlan, space):
