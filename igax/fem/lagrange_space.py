@@ -110,6 +110,11 @@ class _LagrangePlan(SpacePlan):
             boundary_dofs=bdofs,
             scalar_pattern=(pattern, slot),
         )
+        # The vertices of the cells in the narrowest integer type, and one array with the dofs when they are
+        # the same (P1/Q1 on a mesh whose points are all used, in order): inside a compiled program these are
+        # constants, and the two then share one.
+        same = self.cell_dofs.shape == cells.shape and np.array_equal(self.cell_dofs, cells)
+        cells = self.cell_dofs if same else cells.astype(itype)
         self.ref, self.geo, self.cells, self.degree = ref, geo, cells, degree
         self.quad = quadrature(ref.cell, qdeg)
         self.facet_quad = facet_quadrature(ref.cell, qdeg)
