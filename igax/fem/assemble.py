@@ -426,6 +426,12 @@ def assemble(form: Form, space: FunctionSpace, *, boundary=None, **fields):
     expected = form.input_shapes(space.plan.value_shape, space.plan.dim)
     if expected is not None:
         _check_input_names(form, expected, fields)
+    if boundary is None and form.kind == "bilinear":  # large spline patches: sum factorisation, or None
+        from igax.fem.sumfact import assemble_factorised
+
+        out = assemble_factorised(form, space, fields)
+        if out is not None:
+            return out
     # Callables are evaluated here, outside the compiled kernel, so a new lambda does not trigger a new
     # compilation (their few jnp ops are cached by JAX); numbers become arrays for the same reason.
     Field = _field_type()
