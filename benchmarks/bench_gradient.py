@@ -270,9 +270,8 @@ def main(argv=None) -> list[dict]:
     print(f"bench_gradient: {head}, {'quick' if args.quick else 'full'} sizes, median of {args.reps}")
     cols = ("forward", "grad", "assembly", "assembly_vjp", "assembly_bwd", "bc", "solve", "solve_grad")
     cols = cols + ("transposed", "other")
-    print(
-        f"{'case':22s} {'ndofs':>8s} " + " ".join(f"{c[:10]:>10s}" for c in cols) + "  grad/fwd vjp/asm  (ms)"
-    )
+    names = " ".join(f"{c[:10]:>10s}" for c in cols)
+    print(f"{'case':22s} {'ndofs':>8s} {names}  grad/fwd vjp/asm bwd/asm (ms)")
     records = []
     for case in cases:
         r = run_case(case, sizes[case], args.reps)
