@@ -122,18 +122,18 @@ def _step(G, tables: list, outs: list, p: int):
 
 
 class ChunkDirection:
-    """Direction 0 restricted to the ``size`` virtual elements from ``start`` (traced tables)."""
+    """Direction 0 restricted to one chunk of ``chunks.size`` virtual elements from ``start`` (traced)."""
 
-    def __init__(self, dd: Direction, start, size: int, mask):
+    def __init__(self, chunks: Chunks, dd: Direction, start):
+        size = chunks.size
         self.p, self.nq, self.nv, self.n, self.L = dd.p, dd.nq, size, size + dd.p, dd.L
-        self.uniform = dd.uniform
+        self.uniform = chunks.uniform
 
         def cut(a):
             return jax.lax.dynamic_slice_in_dim(jnp.asarray(a), start, size, axis=0)
 
-        self.B, self.dB = cut(dd.B), cut(dd.dB)
-        self.wq = cut(dd.wq) * mask[:, None]  # elements an earlier chunk added get zero weight
-        self.real = None if dd.uniform else cut(dd.real)
+        self.B, self.dB, self.wq = cut(chunks.B), cut(chunks.dB), cut(chunks.wq)
+        self.real = None if chunks.uniform else cut(chunks.real)
 
 
 def _weights_factor(wpad, dirs, start, rows: int):
@@ -154,61 +154,63 @@ def _weights_factor(wpad, dirs, start, rows: int):
     return wi.reshape(wi.shape + (1,) * d) * wj
 
 
-_BLOCKS_PER_ITERATION = 1
-
-
 def contract(sf: SumFactPlan, chunk_D, sched: list, chunks: Chunks, nblocks: int, dtype, weights=None):
-    """The banded values ``(blocks, n_0, ..., n_{d-1}, L_0, ..., L_{d-1})`` of a bilinear form.
+    """The band of a bilinear form, ``(rows, blocks, n_1, ..., n_{d-1}, L_0, ..., L_{d-1})`` with
+    ``rows = chunks.nchunks * chunks.size >= n_0`` (the rows beyond ``n_0`` are zero).
 
     A ``lax.scan`` over chunks of direction-0 elements: each iteration computes the kernel matrices of the
-    chunk's points (``chunk_D(dir0, start)`` -> ``(S, blocks, size nq_0, Nq_1, ..., Nq_{d-1})``), contracts
-    directions ``d-1, ..., 1`` whole and then direction 0, and adds the chunk's rows into the carried
-    result. Everything of an iteration stays a few MB, and every operation is a slice, a pad, a stack or a
-    matrix product, whose derivatives are the same kinds of operations (no scatter). ``weights``: the
-    control-point weights of a rational patch (each entry is multiplied by ``w_i w_j``), or None.
+    chunk's points (``chunk_D(dir0_chunk, start)`` -> ``(S, blocks, size nq_0, Nq_1, ..., Nq_{d-1})``),
+    contracts directions ``d-1, ..., 1`` whole and then direction 0 (an inner scan over the component
+    blocks: smaller arrays, faster on CPU), adds the ``p`` rows the previous chunk left unfinished, emits the
+    ``size`` rows it finished and carries the next ``p``. Nothing large is carried, so reverse-mode
+    differentiation neither stores nor copies the result per iteration; every operation is a slice, a pad, a
+    stack or a matrix product, whose derivatives are the same kinds of operations (no scatter). Chunks
+    beyond the elements only pass the unfinished rows on. ``weights``: the control-point weights of a
+    rational patch (entries are multiplied by ``w_i w_j``), or None.
     """
     dirs = sf.dirs
     d0 = dirs[0]
     d = sf.d
-    blk = chunks.size
+    blk, p0 = chunks.size, d0.p
     tables = [[jnp.asarray(dirs[st["k"]].band_table(fl), dtype) for _, fl in st["outs"]] for st in sched]
-    shape = (nblocks,) + tuple(dd.n for dd in dirs) + tuple(dd.L for dd in dirs)
-    V = jnp.zeros(shape, dtype)
-    zero = jnp.zeros((), jnp.int32)
-    # slab axes (rows, L_0, n_1, L_1, ..., n_{d-1}, L_{d-1}, blocks) -> (blocks, rows, n_1.., L_0, L_1, ..)
-    perm = [2 * d] + [0] + [2 * k for k in range(1, d)] + [2 * k + 1 for k in range(d)]
-    wpad = None if weights is None else jnp.pad(weights, [(dd.p, dd.p) for dd in dirs])
+    rest = tuple(dd.n for dd in dirs[1:]) + tuple(dd.L for dd in dirs)  # a row: (n_1.., L_0, L_1..)
+    # slab axes (rows, L_0, n_1, L_1, ..., n_{d-1}, L_{d-1}) -> (rows, n_1, ..., L_0, L_1, ...)
+    perm = [0] + [2 * k for k in range(1, d)] + [2 * k + 1 for k in range(d)]
+    wpad = None
+    if weights is not None:
+        wpad = jnp.pad(
+            weights, [(dd.p, dd.p + (chunks.pad if k == 0 else 0)) for k, dd in enumerate(dirs)], mode="edge"
+        )
 
-    bpi = _BLOCKS_PER_ITERATION if nblocks % _BLOCKS_PER_ITERATION == 0 else 1
-    ngroups = nblocks // bpi
-
-    def blocks_body(start, D, V, g):
-        G = jax.lax.dynamic_slice_in_dim(D, g * bpi, bpi, axis=1)  # (S, bpi, q_0, ..., q_{d-1})
+    def block_slab(start, D, b):
+        """One component block's rows ``(blk + p, n_1, ..., L_0, ...)`` of the chunk."""
+        G = jax.lax.dynamic_slice_in_dim(D, b, 1, axis=1)  # (S, 1, q_0, ..., q_{d-1})
         for st, tabs in zip(sched[:-1], tables[:-1], strict=True):
             G = _step(G, tabs, st["outs"], dirs[st["k"]].p)  # (S', n_k, L_k, pre...)
             G = G.reshape((G.shape[0], -1) + G.shape[3:])  # the band merged; the next direction is last
-        G = G.reshape((G.shape[0], -1, blk * d0.nq))  # (S, Y bpi, q_0)
+        G = G.reshape((G.shape[0], -1, blk * d0.nq))  # (S, Y, q_0)
         tabs0 = [jax.lax.dynamic_slice_in_dim(A, start, blk, axis=0) for A in tables[-1]]
-        slab = _step(G, tabs0, sched[-1]["outs"], d0.p)[0]  # (blk + p, L_0, Y bpi)
-        slab = slab.reshape((blk + d0.p, d0.L) + tuple(x for dd in dirs[1:] for x in (dd.n, dd.L)) + (bpi,))
-        slab = jnp.transpose(slab, perm)
+        slab = _step(G, tabs0, sched[-1]["outs"], p0)[0]  # (blk + p, L_0, Y)
+        slab = slab.reshape((blk + p0, d0.L) + tuple(x for dd in dirs[1:] for x in (dd.n, dd.L)))
+        return jnp.transpose(slab, perm)
+
+    def work(pending, start):
+        D = chunk_D(ChunkDirection(chunks, d0, start), start)  # (S, blocks, q_0, ..., q_{d-1})
+        _, slabs = jax.lax.scan(lambda c, b: (c, block_slab(start, D, b)), None, jnp.arange(nblocks))
+        slab = jnp.moveaxis(slabs, 0, 1)  # (blk + p, blocks, n_1, ..., L_0, ...)
         if wpad is not None:
-            slab = slab * _weights_factor(wpad, dirs, start, blk + d0.p)
-        at = (g * bpi, start) + (zero,) * (2 * d - 1)
-        cur = jax.lax.dynamic_slice(V, at, slab.shape)
-        return jax.lax.dynamic_update_slice(V, cur + slab, at)
+            slab = slab * _weights_factor(wpad, dirs, start, blk + p0)[:, None]
+        return slab
 
-    def body(V, xs):
-        start, mask = xs
-        d0c = ChunkDirection(d0, start, blk, mask)
-        D = chunk_D(d0c, start)  # (S, blocks, q_0, ..., q_{d-1})
-        if ngroups == 1:
-            return blocks_body(start, D, V, zero), None
-        V, _ = jax.lax.scan(
-            lambda V, g: (blocks_body(start, D, V, g), None), V, jnp.arange(ngroups, dtype=jnp.int32)
-        )
-        return V, None
+    def nothing(pending, start):  # a chunk past the elements: only the unfinished rows move on
+        return jnp.zeros((blk + p0,) + pending.shape[1:], pending.dtype)
 
-    xs = (jnp.asarray(chunks.starts), jnp.asarray(chunks.owned, dtype))
-    V, _ = jax.lax.scan(body, V, xs)
-    return V
+    def body(pending, start):
+        slab = jax.lax.cond(start < chunks.nv, work, nothing, pending, start)
+        full = jnp.concatenate([slab[:p0] + pending, slab[p0:]]) if p0 else slab
+        return full[blk:], full[:blk]
+
+    pending = jnp.zeros((p0, nblocks) + rest, dtype)
+    starts = jnp.asarray(np.arange(chunks.nchunks, dtype=np.int32) * blk)
+    _, rows = jax.lax.scan(body, pending, starts)
+    return rows.reshape((chunks.nchunks * blk, nblocks) + rest)

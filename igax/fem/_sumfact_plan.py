@@ -110,23 +110,28 @@ def scalar_steps(Ru: list[int], Rv: list[int], d: int) -> list[dict]:
 
 
 class Chunks:
-    """Virtual elements of direction 0 in chunks of ``size`` (the last chunk overlaps its predecessor).
+    """Virtual elements of direction 0 in chunks of ``size``, padded with empty elements to whole chunks.
+
+    The chunks run over ``nchunks * size >= n`` elements: enough that chunk ``c`` completes the rows
+    ``[c size, (c + 1) size)`` of the band, all ``n`` rows in all. Elements beyond the knot vector's
+    (``v >= nv``) have zero weights (and a neighbour's tables, so everything evaluated there is finite).
 
     Attributes:
-        starts: ``(nchunks,)`` first virtual element (and first row) of each chunk.
-        owned: ``(nchunks, size)`` whether the chunk adds an element (False where the last chunk repeats
-            elements of its predecessor).
+        size, nchunks: elements per chunk and chunks; ``nv``: real virtual elements; ``pad``: elements added.
+        B, dB, wq, real: direction 0's tables, weights and real-element flags over the padded elements.
     """
 
     def __init__(self, d0: Direction, size: int):
-        nv = d0.nv
-        size = max(1, min(int(size), nv))
-        nchunks = -(-nv // size)
-        starts = np.minimum(np.arange(nchunks) * size, nv - size)
-        owned = starts[:, None] + np.arange(size)[None, :] >= (np.arange(nchunks) * size)[:, None]
-        self.size, self.nchunks = size, nchunks
-        self.starts = starts.astype(np.int32)
-        self.owned = owned
+        size = max(1, min(int(size), d0.nv))
+        nchunks = -(-d0.n // size)
+        total = nchunks * size
+        last = np.minimum(np.arange(total), d0.nv - 1)
+        self.size, self.nchunks, self.nv, self.pad = size, nchunks, d0.nv, total - d0.nv
+        self.B, self.dB = d0.B[last], d0.dB[last]
+        inside = np.arange(total) < d0.nv
+        self.wq = np.where(inside[:, None], d0.wq[last], 0.0)
+        self.real = np.where(inside, d0.real[last], False)
+        self.uniform = bool(self.real.all())
 
 
 def _band_valid(dd: Direction) -> np.ndarray:
@@ -141,7 +146,8 @@ def _band_valid(dd: Direction) -> np.ndarray:
 
 def csr_index(plan, dirs: list[Direction], blocks: list[tuple[int, int]]) -> np.ndarray:
     """For each CSR slot of ``plan.pattern``, its position in the padded layout
-    ``(blocks, i_0, ..., i_{d-1}, delta_0, ..., delta_{d-1})``.
+    ``(i_0, blocks, i_1, ..., i_{d-1}, delta_0, ..., delta_{d-1})`` (rows of direction 0 outermost, so rows
+    beyond ``n_0`` at the end do not move anything).
 
     ``blocks`` lists the component pairs ``(c, c')`` that are computed; a pair whose mirror ``(c', c)`` is
     listed instead reads the mirrored entry (symmetric forms). Built from the tensor structure (the CSR
@@ -166,32 +172,39 @@ def csr_index(plan, dirs: list[Direction], blocks: list[tuple[int, int]]) -> np.
                     raise RuntimeError("internal error: a component block is missing from the layout.")
                 where[a, b] = (where[b, a][0], True)
     dt = np.int64
-    local = np.arange(N * Ld, dtype=dt).reshape(N, Ld)
+    nb = len(blocks)
+    N1 = N // dirs[0].n  # rows of one direction-0 row (directions 1, ...)
+
+    def position(b: int, row, delta):
+        """Layout (i_0, block, i_1.., delta..) from a flat row index (C order) and a flat delta."""
+        return (((row // N1) * nb + b) * N1 + row % N1) * Ld + delta
+
+    local = (np.arange(N, dtype=dt)[:, None], np.arange(Ld, dtype=dt)[None, :])
     mirror = None
     if any(m for _, m in where.values()):
-        # Position of (j, delta') with j = i + delta - p, delta' = 2p - delta, per direction, combined.
+        # The transposed entry: row j = i + delta - p and delta' = 2p - delta, per direction, combined.
         jidx = np.zeros((), dtype=dt)
         didx = np.zeros((), dtype=dt)
         for dd in dirs:
             i = np.arange(dd.n)[:, None]
             delta = np.arange(dd.L)[None, :]
             j = np.clip(i + delta - dd.p, 0, dd.n - 1)
-            jidx = jidx[..., None, None] * dd.n + j.reshape((1,) * jidx.ndim + (dd.n, dd.L))
             flip = np.broadcast_to(dd.L - 1 - delta, (dd.n, dd.L))
+            jidx = jidx[..., None, None] * dd.n + j.reshape((1,) * jidx.ndim + (dd.n, dd.L))
             didx = didx[..., None, None] * dd.L + flip.reshape((1,) * didx.ndim + (dd.n, dd.L))
-        mirror = (np.transpose(jidx, perm) * Ld + np.transpose(didx, perm)).reshape(N, Ld)
+        mirror = (np.transpose(jidx, perm).reshape(N, Ld), np.transpose(didx, perm).reshape(N, Ld))
     rows = []
     for a in range(C):
         row = []
         for b in range(C):
             bi, flip = where[a, b]
-            row.append(bi * N * Ld + (mirror if flip else local))
-        rows.append(np.stack(row, axis=1))  # (N, C, Ld)
+            row.append(position(bi, *(mirror if flip else local)))
+        rows.append(np.stack(np.broadcast_arrays(*row), axis=1))  # (N, C, Ld)
     pos = np.stack(rows)  # (C, N, C, Ld): the CSR order of a component-major vector pattern
     out = pos[np.broadcast_to(valid[None, :, None, :], pos.shape)]
     if out.size != plan.pattern.nnz:  # pragma: no cover - guarded by applicable()
         raise RuntimeError("internal error: the sum-factorised band does not match the space's pattern.")
-    total = len(blocks) * N * Ld
+    total = nb * N * Ld
     return out.astype(np.int32 if total < 2**31 else np.int64)
 
 

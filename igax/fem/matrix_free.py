@@ -158,9 +158,10 @@ def _stored_matrices(form: Form, space, fields: dict, w0):
     ks = kernel_structure(form, space, (p.dim,), _input_shapes(prepared, sf.d, p.dim, dtype), dtype)
     blocks = tuple((a, b) for a in range(p.ncomp) for b in range(p.ncomp))
     d0 = sf.dirs[0]
-    chunk_D = _chunk_matrices(form, space, sf, prepared, ks, d0.nv, blocks, w0)
+    chunks = sf.chunks(d0.nv)  # one chunk holds every element
+    chunk_D = _chunk_matrices(form, space, sf, prepared, ks, chunks, blocks, w0)
     zero = jnp.zeros((), jnp.int32)
-    D = chunk_D(ChunkDirection(d0, zero, d0.nv, jnp.ones(d0.nv, dtype)), zero)  # (S, C C, grid)
+    D = chunk_D(ChunkDirection(chunks, d0, zero), zero)  # (S, C C, grid)
     return D.reshape((D.shape[0], p.ncomp, p.ncomp, -1))
 
 

@@ -87,12 +87,37 @@ def _chunk_size(sf: SumFactPlan, sched: list, S0: int, nblocks: int, ninputs: in
     return int(max(1, min(d0.nv, _CHUNK_ENTRIES // max(peak, 1))))
 
 
-def _chunk_matrices(form: Form, space, sf: SumFactPlan, prepared: dict, ks, blk: int, blocks, w0):
-    """``chunk_D(dir0_chunk, start) -> D (S, blocks, blk nq_0, Nq_1, ..., Nq_{d-1})``: geometry, inputs and
-    kernel matrices of the ``blk`` direction-0 elements from ``start`` (``w0``: see :func:`_values`)."""
+def _pad_axis(a, axis: int, n: int):
+    """``a`` with ``n`` copies of its last entry along ``axis`` appended (finite values there)."""
+    if a is None or n == 0:
+        return a
+    widths = [(0, 0)] * a.ndim
+    widths[axis] = (0, n)
+    return jnp.pad(a, widths, mode="edge")
+
+
+def _chunk_matrices(form: Form, space, sf: SumFactPlan, prepared: dict, ks, chunks, blocks, w0):
+    """``chunk_D(dir0_chunk, start) -> D (S, blocks, size nq_0, Nq_1, ..., Nq_{d-1})``: geometry, inputs and
+    kernel matrices of the chunk's direction-0 elements (``w0``: see :func:`_values`). The arrays that the
+    chunks read are padded for the empty elements that complete the last chunk (``chunks.pad``)."""
     d0, d = sf.dirs[0], sf.d
+    blk, pad = chunks.size, chunks.pad
     rational = w0 is None
     scale = None if rational else w0 * w0  # a polynomial patch: R_i = w0 B_i / W, W = w0
+    cp, wts = _pad_axis(space.control_points, 0, pad), _pad_axis(space.weights, 0, pad)
+    padded = {}
+    for name, item in prepared.items():
+        if item[0] == "points":
+            padded[name] = (
+                "points",
+                *[None if a is None else _pad_axis(a, a.ndim - d, pad * d0.nq) for a in item[1:]],
+            )
+        elif item[0] == "field":
+            _, cw, vs, own = item
+            own = None if own is None else tuple(_pad_axis(a, 0, pad) for a in own)
+            padded[name] = ("field", _pad_axis(cw, 0, pad), vs, own)
+        else:
+            padded[name] = item
 
     def chunk_D(d0c, start):
         dirs = [d0c] + sf.dirs[1:]
@@ -100,8 +125,8 @@ def _chunk_matrices(form: Form, space, sf: SumFactPlan, prepared: dict, ks, blk:
         def rows(a):  # the control-net rows of the chunk's elements
             return jax.lax.dynamic_slice_in_dim(a, start, blk + d0.p, axis=0)
 
-        geo = geometry(dirs, rows(space.control_points), rows(space.weights), jnp).flat()
-        inputs = _chunk_inputs(prepared, dirs, start, geo, rows)
+        geo = geometry(dirs, rows(cp), rows(wts), jnp).flat()
+        inputs = _chunk_inputs(padded, dirs, start, geo, rows)
         M = kernel_matrices(form, ks, space.plan.ncomp, geo.x, inputs)
         D, _, _ = reference_matrices(M, ks.ku, ks.kv, geo, rational, d, blocks, scale)
         return D.reshape(D.shape[:2] + (blk * d0.nq,) + sf.nq[1:])
@@ -126,8 +151,11 @@ def _values(form: Form, space, fields: dict, csr_idx, w0, blocks):
     Rv = list(_reference_columns(ks.kv, None, rational, d, dry=True))
     sched = scalar_steps(Ru, Rv, d)
     chunks = sf.chunks(_chunk_size(sf, sched, len(Ru) * len(Rv), len(blocks), len(prepared)))
-    chunk_D = _chunk_matrices(form, space, sf, prepared, ks, chunks.size, blocks, w0)
+    chunk_D = _chunk_matrices(form, space, sf, prepared, ks, chunks, blocks, w0)
     V = contract(sf, chunk_D, sched, chunks, len(blocks), dtype, space.weights if rational else None)
+    # The index map behind a barrier: inside a user's jit it is a constant, and XLA would otherwise fold the
+    # scatter of a constant cotangent through it (gradients of a fixed linear functional) at compile time.
+    csr_idx = jax.lax.optimization_barrier(csr_idx)
     return jnp.take(V.reshape(-1), csr_idx, unique_indices=True, indices_are_sorted=C == 1)
 
 
