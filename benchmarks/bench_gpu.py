@@ -18,11 +18,19 @@ Cases (full size / ``--quick``):
 * ``spline2-poisson``: degree-2 SplineSpace, quarter annulus, 998^2 elements, 1,000,000 DOFs (quick: 62^2);
 * ``q1-elasticity3d``: Q1 hexahedra, 64^3 cells, 3 x 65^3 = 823,875 DOFs (quick: 8^3);
 * ``spline2-elasticity3d``: degree-2 SplineSpace on the unit box, 67^3 elements, 3 x 69^3 = 985,527 DOFs
-  (quick: 6^3).
+  (quick: 6^3); ``--spline3d-elements N`` sets another size (for machines with less memory).
+
+Two more CPU cases measure mg-cg where a direct factorisation is slowest (3D fill-in), against PARDISO:
+
+* ``q1-poisson3d``: Q1 hexahedra, 63^3 cells, 64^3 = 262,144 DOFs (quick: 8^3 cells);
+* ``q1-elasticity3d-108k``: Q1 hexahedra, 32^3 cells, 3 x 33^3 = 107,811 DOFs (quick: 6^3 cells).
 
 The baseline method is measured in the same run: on CPU the default direct solver (PARDISO, else SuperLU; it
-is skipped for the 3D cases above 300k DOFs, where its fill makes one factorisation take minutes), on a GPU
-Jacobi-preconditioned CG (``method="cg"``, the only device method before mg-cg). Ratio = baseline / mg-cg.
+is skipped for the 3D cases above 300k DOFs, where its fill makes one factorisation take minutes), and for
+``p1-poisson`` also pyamg's smoothed-aggregation CG (``method="amg-cg"``, when pyamg is installed); on a GPU
+Jacobi-preconditioned CG (``method="cg"``, the only device method before mg-cg). Ratios = baseline / mg-cg,
+one per baseline (``forward_ratio_<method>``, ``grad_ratio_<method>``, ``total_ratio_<method>`` for
+forward + gradient).
 
 Usage: ``python benchmarks/bench_gpu.py [--quick] [--reps 3] [--cases p1-poisson spline2-poisson]``
 Output: a table, then one JSON line per measurement.
@@ -41,11 +49,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-CASES = ("p1-poisson", "spline2-poisson", "q1-elasticity3d", "spline2-elasticity3d")
+CASES = ("p1-poisson", "spline2-poisson", "q1-elasticity3d", "spline2-elasticity3d", "q1-poisson3d",
+         "q1-elasticity3d-108k")  # fmt: skip
 DIRECT_3D_MAX = 300_000  # direct baseline skipped above this many DOFs in 3D (fill-in: minutes per factor)
 
 
-def _problem(case: str, quick: bool):
+def _problem(case: str, quick: bool, spline3d_elements: int | None = None):
     """``(V, S, form, input_name, bc, load)``: solution space, coefficient space, form, its input name, the
     Dirichlet condition and the load vector."""
     from igax import fem
@@ -64,8 +73,17 @@ def _problem(case: str, quick: bool):
         m = mesh.unit_cube(n, cell="hexahedron")
         V = fem.LagrangeSpace(m, degree=1, shape=(3,))
         S = fem.LagrangeSpace(m, degree=1)
+    elif case == "q1-poisson3d":
+        n = 8 if quick else 63
+        V = fem.LagrangeSpace(mesh.unit_cube(n, cell="hexahedron"), degree=1)
+        S = V
+    elif case == "q1-elasticity3d-108k":
+        n = 6 if quick else 32
+        m = mesh.unit_cube(n, cell="hexahedron")
+        V = fem.LagrangeSpace(m, degree=1, shape=(3,))
+        S = fem.LagrangeSpace(m, degree=1)
     elif case == "spline2-elasticity3d":
-        n = 6 if quick else 67
+        n = spline3d_elements or (6 if quick else 67)
         geo = fem.geometry.box().refine(degree=2, elements=n)
         V = fem.SplineSpace(geo, shape=(3,))
         S = fem.SplineSpace(geo)
@@ -130,12 +148,14 @@ def _spmv(A, reps):
     return t_igax, float(np.median(ts)), "cupy-cusparse"
 
 
-def run_case(case: str, quick: bool, reps: int, rtol: float) -> list[dict]:
+def run_case(
+    case: str, quick: bool, reps: int, rtol: float, spline3d_elements: int | None = None
+) -> list[dict]:
     from igax import fem, solvers
 
     on_gpu = jax.default_backend() != "cpu"
     t = time.perf_counter()
-    V, S, form, name, bc, load = _problem(case, quick)
+    V, S, form, name, bc, load = _problem(case, quick, spline3d_elements)
     t_build = time.perf_counter() - t
     rng = np.random.default_rng(1)
     coeffs = [jnp.asarray(1.0 + 0.5 * rng.random(S.ndofs)) for _ in range(reps + 2)]
@@ -144,13 +164,17 @@ def run_case(case: str, quick: bool, reps: int, rtol: float) -> list[dict]:
         methods.append("cg")
     elif not (V.dim == 3 and V.ndofs > DIRECT_3D_MAX):
         methods.append(solvers.default_method())
+    if not on_gpu and case == "p1-poisson" and "amg-cg" in solvers.available_methods():
+        methods.append("amg-cg")
     t = time.perf_counter()
     H = fem.mg_hierarchy(V, bc=bc)
     t_hier = time.perf_counter() - t
     out = []
     for method in methods:
         opts = {"rtol": rtol, "maxiter": 20_000} if method != "mg-cg" else {"rtol": rtol, "hierarchy": H}
-        if method not in ("mg-cg", "cg"):
+        if method == "amg-cg":
+            opts = {"rtol": rtol}
+        elif method not in ("mg-cg", "cg"):
             opts = {}
 
         def loss(c, method=method, opts=opts):
@@ -190,11 +214,12 @@ def run_case(case: str, quick: bool, reps: int, rtol: float) -> list[dict]:
             rec.update({"spmv_s": s_igax, "spmv_baseline": s_name, "spmv_baseline_s": s_base,
                         "spmv_ratio": None if s_base is None else s_igax / s_base})  # fmt: skip
         out.append(rec)
-    base = [r for r in out if r["method"] != "mg-cg"]
-    if base:
-        out[0]["baseline"] = base[0]["method"]
-        out[0]["forward_ratio"] = base[0]["forward_s"] / out[0]["forward_s"]
-        out[0]["grad_ratio"] = base[0]["grad_s"] / out[0]["grad_s"]
+    mg = out[0]
+    for b in out[1:]:
+        m = b["method"]
+        mg[f"forward_ratio_{m}"] = b["forward_s"] / mg["forward_s"]
+        mg[f"grad_ratio_{m}"] = b["grad_s"] / mg["grad_s"]
+        mg[f"total_ratio_{m}"] = (b["forward_s"] + b["grad_s"]) / (mg["forward_s"] + mg["grad_s"])
     return out
 
 
@@ -204,6 +229,9 @@ def main(argv=None) -> list[dict]:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--rtol", type=float, default=1e-8)
     ap.add_argument("--cases", nargs="*", default=list(CASES), choices=CASES)
+    ap.add_argument(
+        "--spline3d-elements", type=int, default=None, help="elements per direction of spline2-elasticity3d"
+    )
     args = ap.parse_args(argv)
     jax.config.update("jax_enable_x64", True)
     jnp.zeros(1).block_until_ready()  # start the backend outside the timings
@@ -219,7 +247,7 @@ def main(argv=None) -> list[dict]:
     )
     records = []
     for case in args.cases:
-        for r in run_case(case, args.quick, args.reps, args.rtol):
+        for r in run_case(case, args.quick, args.reps, args.rtol, args.spline3d_elements):
             spmv = r.get("spmv_ratio")
             print(
                 f"{case:22s} {r['method']:8s} {r['ndofs']:9d} {r['first_s']:7.3f} {r['forward_s']:7.3f} "
@@ -229,6 +257,10 @@ def main(argv=None) -> list[dict]:
                 flush=True,
             )
             records.append(r)
+            for k in sorted(k for k in r if k.startswith("total_ratio_")):
+                m = k[len("total_ratio_") :]
+                print(f"{'':22s} {m} / mg-cg: forward {r['forward_ratio_' + m]:.2f}x, gradient "
+                      f"{r['grad_ratio_' + m]:.2f}x, forward + gradient {r[k]:.2f}x", flush=True)  # fmt: skip
     for r in records:
         print(json.dumps(r), flush=True)
     return records
