@@ -1,8 +1,8 @@
 """Every ``>>>`` example in igax runs as a doctest (or says why not with ``# doctest: +SKIP``).
 
-One test per module, so a failure names its file. Each docstring runs in a fresh namespace, not in the module's
-globals: an example that works here works when a reader pastes it, because it carries its own imports. The
-tests' conftest enables float64, as a reader's script is told to.
+One test per module, so a failure names its file. Each docstring runs in a fresh namespace, not in the
+module's globals: an example that works here works when a reader pastes it, because it carries its own
+imports. The tests' conftest enables float64, as a reader's script is told to.
 """
 
 import doctest
@@ -45,4 +45,5 @@ def test_docstring_examples(name, tmp_path, monkeypatch):
     for test in finder.find(mod, name, globs={"__name__": name}):
         runner.run(test)
     result = runner.summarize(verbose=False)
-    assert result.failed == 0, f"{result.failed} of {result.attempted} doctest examples in {name} failed (above)"
+    failed = f"{result.failed} of {result.attempted} doctest examples in {name} failed (printed above)"
+    assert result.failed == 0, failed
