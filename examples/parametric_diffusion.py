@@ -49,7 +49,7 @@ from igax import fem
 from igax.bases.bspline import design_matrix
 from igax.fem import library
 from igax.inverse.random_fields import kl_expansion
-from igax.inverse.training import DirichletLift, discrete_energy, fit, make_dataset, relative_l2_errors
+from igax.inverse.training import DirichletLift, discrete_energy, make_dataset, relative_l2_errors, train
 
 DEMO = {
     "name": "training",
@@ -383,7 +383,7 @@ def main(
     # Context: the coarse solve with the true nu (what a coarse model knowing nu achieves, no network).
     coarse_true = make_dataset(lambda z: P @ coarse.solve(z), xi_test, batch_size=n_test)[0]
     res["coarse_solve_rel_l2"] = float(jnp.mean(relative_l2_errors(fine.V, coarse_true, u_test)))
-    r = fit(loss, net, adam(sil_learning_rate), (xi_train, u_train), key=keys[3], batch_size=batch_size,
+    r = train(loss, net, adam(sil_learning_rate), (xi_train, u_train), key=keys[3], batch_size=batch_size,
             budget_s=budget_s, checkpoint=ckpt / "solver_in_loop.eqx", resume=False, progress=progress,
             eval_batch=(xi_test, u_test), eval_every=eval_every)  # fmt: skip
     models["sil"] = r
@@ -392,7 +392,7 @@ def main(
 
     # (b) discrete energy
     net, loss, predict = energy_model(fine, width, keys[4])
-    r = fit(loss, net, opt, lambda k: kl.sample(k, batch_size), key=keys[5], budget_s=budget_s,
+    r = train(loss, net, opt, lambda k: kl.sample(k, batch_size), key=keys[5], budget_s=budget_s,
             checkpoint=ckpt / "energy.eqx", resume=False, progress=progress, eval_batch=xi_test,
             eval_every=eval_every)  # fmt: skip
     pred_b = eqx.filter_jit(jax.vmap(predict, (None, 0)))
@@ -403,7 +403,7 @@ def main(
     # (c) collocation PINN
     net, loss, predict_pinn = pinn_model(kl, width, keys[6], pinn_depth)
     sampler = pinn_sampler(kl, n_xi=max(2, batch_size // 2), n_interior=128, n_boundary=32)
-    r = fit(loss, net, opt, sampler, key=keys[7], budget_s=budget_s, checkpoint=ckpt / "pinn.eqx",
+    r = train(loss, net, opt, sampler, key=keys[7], budget_s=budget_s, checkpoint=ckpt / "pinn.eqx",
             resume=False, progress=progress, eval_batch=sampler(jax.random.key(seed + 1)),
             eval_every=max(1, eval_every // 5))  # fmt: skip
     models["pinn"] = r

@@ -26,5 +26,17 @@ from igax.bases.approx import free_knot_fit, segment, segment_projection
 from igax.bases import approx2d
 from igax.bases.approx2d import piecewise_constant_2d, region_projection, segment_image
 from igax.bases.fit import fit as spline_fit
-from igax.bases.fit import fit_grid, project
-from igax.bases.interp import interpolate, locate
+from igax.bases.fit import fit_grid, spline_project
+from igax.bases.interp import find_interval, interpolate
+
+from igax._deprecation import renamed
+
+# Names before issue 17: bases.project and fem.project were different projections, bases.locate and
+# fem.locate.locate different searches.
+__getattr__ = renamed(
+    __name__,
+    {
+        "project": ("igax.bases.spline_project (igax.fem.project projects onto a space)", spline_project),
+        "locate": ("igax.bases.find_interval (igax.fem.locate.locate finds elements)", find_interval),
+    },
+)

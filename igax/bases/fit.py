@@ -7,7 +7,8 @@
   Differentiable in the values ``y``, the sites ``x``, the weights and the smoothing parameter.
 * :func:`fit_grid`: data on a tensor grid; the normal matrix is a Kronecker product of 1D band matrices, so
   the fit is one banded solve per direction.
-* :func:`project`: L2 projection of a function (Gauss quadrature on every knot span, then :func:`fit_grid`).
+* :func:`spline_project`: L2 projection of a function (Gauss quadrature on every knot span, then
+  :func:`fit_grid`); once ``project``, the name of :func:`igax.fem.project` (onto a function space).
 
 The normal equations are never solved densely. In 1D they are a symmetric band matrix of half-bandwidth ``p``,
 solved by a banded Cholesky factorisation whose adjoint reuses the factor
@@ -26,12 +27,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from igax._deprecation import renamed
 from igax.bases._banded import spd_banded_solve
 from igax.bases._checks import is_concrete, runtime_check
 from igax.bases.bspline import basis_functions
 from igax.bases.knots import num_basis, unique_knots, validate_degree, validate_knots
 
-__all__ = ["fit", "fit_grid", "project"]
+__all__ = ["fit", "fit_grid", "spline_project"]
 
 
 def _float_dtype(*arrays):
@@ -468,7 +470,7 @@ def _fit_grid_compiled(grids, weights, Y, *, knots, degrees):
     return Y
 
 
-def project(knots, degree, f, *, n_quad: int | None = None) -> jax.Array:
+def spline_project(knots, degree, f, *, n_quad: int | None = None) -> jax.Array:
     """L2 projection of a function onto a spline space (Gauss quadrature on every knot span).
 
     Arguments:
@@ -482,7 +484,11 @@ def project(knots, degree, f, *, n_quad: int | None = None) -> jax.Array:
         Coefficients (n, ...) or (n_1, ..., n_dim, ...). Differentiable in anything ``f`` closes over.
 
     Example:
-        >>> c = project(open_uniform(3, 6), 3, jnp.sin)
+        >>> import jax.numpy as jnp
+        >>> from igax.bases import open_uniform, spline_project
+        >>> c = spline_project(open_uniform(3, 6), 3, jnp.sin)
+        >>> c.shape
+        (9,)
     """
     ts, ps, one_d = _normalise_space(knots, degree)
     dim = len(ts)
@@ -504,3 +510,7 @@ def project(knots, degree, f, *, n_quad: int | None = None) -> jax.Array:
         vals,
         weights=wts[0] if one_d else tuple(wts),
     )
+
+
+# The name before issue 17, when igax.bases.project and igax.fem.project were different functions.
+__getattr__ = renamed(__name__, {"project": ("spline_project", spline_project)})

@@ -10,8 +10,8 @@ exact nodal values. Gradients of Lagrange fields are evaluated at the nodes in e
 averaged over those cells (they are discontinuous across cells).
 
 The result is plain NumPy data (:class:`Sampled`), turned into a pyvista grid with :func:`to_pyvista` or
-written with :func:`write_vtu` (any meshio format) and :func:`write_vtu_series` (``.pvd`` or ``.xdmf`` time
-series).
+written with :func:`write_vtu` (any meshio format) and :func:`write_field_series` (``.pvd`` or ``.xdmf`` time
+series; once ``write_vtu_series``, a name that hid the formats it writes).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import jax
 import numpy as np
 
+from igax._deprecation import renamed
 from igax.bases.bspline import basis_functions
 from igax.fem.field import Field
 from igax.fem.lagrange_space import LagrangeSpace
@@ -30,7 +31,7 @@ from igax.fem.multipatch import MultiPatchSpace
 from igax.fem.space import FunctionSpace
 from igax.fem.spline_space import SplineSpace
 
-__all__ = ["Sampled", "sample", "to_pyvista", "write_vtu", "write_vtu_series", "default_resolution"]
+__all__ = ["Sampled", "sample", "to_pyvista", "write_vtu", "write_field_series", "default_resolution"]
 
 FieldsLike = Field | Sequence[Field] | Mapping[str, Field]
 
@@ -452,7 +453,7 @@ def write_vtu(path: str | os.PathLike, fields: FieldsLike, resolution: int | Non
     return os.fspath(path)
 
 
-def write_vtu_series(
+def write_field_series(
     path: str | os.PathLike,
     times: Sequence[float],
     fields: Sequence[FieldsLike],
@@ -473,7 +474,7 @@ def write_vtu_series(
         The files written (the collection first).
 
     Example:
-        >>> write_vtu_series("heat.pvd", ts, [fem.Field(V, c) for c in cs])     # doctest: +SKIP
+        >>> write_field_series("heat.pvd", ts, [fem.Field(V, c) for c in cs])   # doctest: +SKIP
     """
     from igax.fem.mesh_io import write_time_series
 
@@ -497,3 +498,7 @@ def write_vtu_series(
         data.append(_evaluate(s, step))
     mesh = Sampled(s.points, s.cells, s.cell_type).to_mesh()
     return write_time_series(path, mesh, times, data)
+
+
+# The name before issue 17: the function writes .pvd or .xdmf, not .vtu alone.
+__getattr__ = renamed(__name__, {"write_vtu_series": ("write_field_series", write_field_series)})

@@ -24,9 +24,10 @@ from typing import Any
 
 import numpy as np
 
+from igax._deprecation import renamed
 from igax.bases.lagrange import ReferenceCell, reference_cell, reference_element
 
-__all__ = ["Mesh", "unit_square", "rectangle", "unit_cube", "box"]
+__all__ = ["Mesh", "unit_square", "rectangle_mesh", "unit_cube", "box_mesh"]
 
 MESH_CELLS = ("triangle", "quad", "tetra", "hexahedron")
 _REL_TOL = 1e-12  # a cell is degenerate when det J <= _REL_TOL * (its edge length) ** dim
@@ -686,7 +687,7 @@ def _structured(
     return Mesh._trusted(points, cells.astype(np.int64, copy=False), cell_type, boundaries, {})
 
 
-def rectangle(
+def rectangle_mesh(
     lower: Sequence[float] = (0.0, 0.0),
     upper: Sequence[float] = (1.0, 1.0),
     n: int | Sequence[int] = 8,
@@ -695,6 +696,9 @@ def rectangle(
     diagonal: str = "right",
 ) -> Mesh:
     """Structured mesh of a rectangle with boundaries "left", "right", "bottom", "top".
+
+    Named ``rectangle_mesh`` (once ``rectangle``) because ``igax.fem.geometry.rectangle`` is the spline
+    patch of a rectangle.
 
     Arguments:
         lower, upper: opposite corners.
@@ -706,7 +710,8 @@ def rectangle(
         A :class:`Mesh` with ``(nx + 1) * (ny + 1)`` points, numbered with x fastest.
 
     Example:
-        >>> rectangle((0, 0), (2, 1), n=(4, 2), cell="quad").ncells
+        >>> from igax.fem import rectangle_mesh
+        >>> rectangle_mesh((0, 0), (2, 1), n=(4, 2), cell="quad").ncells
         8
     """
     nx, ny = _counts(n, 2)
@@ -727,13 +732,13 @@ def rectangle(
 
 
 def unit_square(n: int | Sequence[int] = 8, cell: str = "triangle", *, diagonal: str = "right") -> Mesh:
-    """Structured mesh of ``[0, 1]^2``; see :func:`rectangle`.
+    """Structured mesh of ``[0, 1]^2``; see :func:`rectangle_mesh`.
 
     Example:
         >>> unit_square(2, cell="quad").npoints
         9
     """
-    return rectangle((0.0, 0.0), (1.0, 1.0), n, cell, diagonal=diagonal)
+    return rectangle_mesh((0.0, 0.0), (1.0, 1.0), n, cell, diagonal=diagonal)
 
 
 # Kuhn subdivision of the unit cube into 6 tetrahedra: one per ordering of the axes, walking from corner
@@ -756,13 +761,15 @@ def _kuhn_offsets() -> np.ndarray:
     return np.array(tets)  # (6, 4, 3)
 
 
-def box(
+def box_mesh(
     lower: Sequence[float] = (0.0, 0.0, 0.0),
     upper: Sequence[float] = (1.0, 1.0, 1.0),
     n: int | Sequence[int] = 4,
     cell: str = "tetra",
 ) -> Mesh:
     """Structured mesh of a box with boundaries "left"/"right" (x), "bottom"/"top" (y), "front"/"back" (z).
+
+    Named ``box_mesh`` (once ``box``) because ``igax.fem.geometry.box`` is the spline patch of a box.
 
     Arguments:
         lower, upper: opposite corners.
@@ -773,7 +780,8 @@ def box(
         A :class:`Mesh` with ``(nx + 1) (ny + 1) (nz + 1)`` points, numbered with x fastest, then y, then z.
 
     Example:
-        >>> box(n=(2, 1, 1), cell="hexahedron").ncells
+        >>> from igax.fem import box_mesh
+        >>> box_mesh(n=(2, 1, 1), cell="hexahedron").ncells
         2
     """
     counts = _counts(n, 3)
@@ -788,10 +796,16 @@ def box(
 
 
 def unit_cube(n: int | Sequence[int] = 4, cell: str = "tetra") -> Mesh:
-    """Structured mesh of ``[0, 1]^3``; see :func:`box`.
+    """Structured mesh of ``[0, 1]^3``; see :func:`box_mesh`.
 
     Example:
         >>> unit_cube(2).ncells
         48
     """
-    return box((0.0, 0.0, 0.0), (1.0, 1.0, 1.0), n, cell)
+    return box_mesh((0.0, 0.0, 0.0), (1.0, 1.0, 1.0), n, cell)
+
+
+# The names before the geometry/mesh split (issue 17): they warn and name the new ones.
+__getattr__ = renamed(
+    __name__, {"rectangle": ("rectangle_mesh", rectangle_mesh), "box": ("box_mesh", box_mesh)}
+)

@@ -11,7 +11,7 @@ Two ways of putting a PDE into a training loss, both differentiable end to end:
   (:func:`galerkin_residual`), with ``K`` assembled by igax; Dirichlet data are imposed exactly by
   :class:`DirichletLift` (``u = base + mask * output``).
 
-Around them: :func:`fit` (optax over minibatches under ``jit``, a wall-clock or step budget, checkpoints
+Around them: :func:`train` (optax over minibatches under ``jit``, a wall-clock or step budget, checkpoints
 written with ``equinox.tree_serialise_leaves`` and resumed from exactly, a tqdm progress bar with the loss;
 Ctrl-C saves the last completed step and raises :class:`igax.inverse.Interrupted` carrying the result so far),
 :func:`batched` (a chunked, jitted ``vmap`` of a per-sample map), :func:`make_dataset` (reference solutions by
@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from igax._deprecation import renamed
 from igax.fem.assemble import assemble
 from igax.fem.bc import DirichletBC, merge_bcs
 from igax.fem.library import mass
@@ -49,7 +50,7 @@ __all__ = [
     "make_dataset",
     "relative_l2_errors",
     "TrainResult",
-    "fit",
+    "train",
     "save_checkpoint",
     "load_checkpoint",
 ]
@@ -310,7 +311,7 @@ def save_checkpoint(path: str | os.PathLike, state: Any, history: dict | None = 
     The history (lists of numbers) goes to ``path + ".json"``. Each write is atomic (a temporary file then a
     rename), so an interrupted run never leaves a truncated checkpoint. The history is written first: if an
     interrupt falls between the two writes, the history runs ahead of the state, never behind it, and
-    :func:`fit` drops the entries past the saved step when it resumes.
+    :func:`train` drops the entries past the saved step when it resumes.
     """
     path = os.fspath(path)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -337,7 +338,7 @@ def load_checkpoint(path: str | os.PathLike, like: Any) -> tuple[Any, dict | Non
 # -- the training loop ---------------------------------------------------------------------------------------
 @dataclass
 class TrainResult:
-    """Outcome of :func:`fit`.
+    """Outcome of :func:`train`.
 
     Attributes:
         model: the trained model.
@@ -371,7 +372,7 @@ def _batch_of(data, key, batch_size):
     return jax.tree_util.tree_map(lambda a: a[idx], data)
 
 
-def fit(
+def train(
     loss_fn: Callable[[Any, Any], jax.Array],
     model: Any,
     optimizer: optax.GradientTransformation,
@@ -390,6 +391,8 @@ def fit(
     eval_every: int | None = None,
 ) -> TrainResult:
     """Train a model with optax: minibatches, ``jit``-compiled steps, a step and/or time budget, checkpoints.
+
+    Named ``train`` (once ``fit``, the name of the module :mod:`igax.bases.fit` of spline fits).
 
     Arguments:
         loss_fn: ``loss_fn(model, batch) -> scalar``; typically the mean over ``jax.vmap`` of a per-sample
@@ -422,7 +425,7 @@ def fit(
     Raises:
         Interrupted: on Ctrl-C (a ``KeyboardInterrupt``, also one raised in a host callback of the compiled
             step); its ``result`` is the :class:`TrainResult` of the last completed step, which is also
-            written to ``checkpoint``: call ``fit`` again with the same arguments to continue exactly.
+            written to ``checkpoint``: call ``train`` again with the same arguments to continue exactly.
         FloatingPointError: when the training loss becomes NaN or inf.
 
     Example:
@@ -504,7 +507,7 @@ def fit(
         if progress:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=None if steps is None else int(steps), initial=step0, desc="fit", leave=False)
+            bar = tqdm(total=None if steps is None else int(steps), initial=step0, desc="train", leave=False)
         record_eval(state)  # outside the timed training
         start = time.perf_counter()
         while (steps is None or state[2] < int(steps)) and (budget_s is None or train_seconds < budget_s):
@@ -552,11 +555,11 @@ def fit(
         history.clear()
         history.update(kept)
         save(state)
-        where = "" if checkpoint is None else f", saved to {os.fspath(checkpoint)} (fit resumes from it)"
-        logger.info("fit interrupted at step %d%s", state[2], where)
+        where = "" if checkpoint is None else f", saved to {os.fspath(checkpoint)} (train resumes from it)"
+        logger.info("train interrupted at step %d%s", state[2], where)
         # from None: an interrupt in a host callback arrives as a JAX error whose text is a long traceback.
         raise Interrupted(
-            f"fit interrupted by the user (KeyboardInterrupt) at step {state[2]}{where}. The model, "
+            f"train interrupted by the user (KeyboardInterrupt) at step {state[2]}{where}. The model, "
             "optimiser state and history of that step are in this exception's .result "
             "(except KeyboardInterrupt as err: res = err.result).",
             result(state),
@@ -591,3 +594,8 @@ def _history_upto(history: dict, step: int) -> dict:
                 if k in out:
                     out[k] = list(out[k][:n])
     return out
+
+
+# The name before issue 17, when igax.inverse.fit (this loop) and igax.bases.fit (spline fits) were both
+# "fit".
+__getattr__ = renamed(__name__, {"fit": ("train", train)})
