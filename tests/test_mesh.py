@@ -524,12 +524,12 @@ def test_million_vertex_triangle_mesh():
 
 @pytest.mark.parametrize("k, top", [(2, 50), (3, 1000), (4, 10**6)])  # the last one takes the lexsort path
 def test_unique_rows_matches_numpy(k, top):
-    from igax.fem.mesh import _unique_rows
+    from igax.fem.mesh import unique_rows
 
     rng = np.random.default_rng(k)
     base = rng.integers(0, top, size=(200, k))
     rows = base[rng.integers(0, 200, size=1000)]  # many repeats
-    first, inverse, counts = _unique_rows(rows)
+    first, inverse, counts = unique_rows(rows)
     uniq, np_inverse, np_counts = np.unique(rows, axis=0, return_inverse=True, return_counts=True)
     np.testing.assert_array_equal(rows[first], uniq)  # groups in sorted order, first = a member
     np.testing.assert_array_equal(inverse, np_inverse.reshape(-1))

@@ -160,7 +160,7 @@ def _prepare_inputs(sf: SumFactPlan, space, fields: dict, form: Form, abstract: 
         want = None if expected is None else expected.get(name)
         if isinstance(f, Field):
             fs = f.space
-            if not space._compatible(fs):
+            if not space.compatible(fs):
                 raise ValueError(
                     f"form input {name!r} is a Field on a space whose elements differ from the space being "
                     "assembled on; a Field input must live on the same mesh / the same knot spans (any "
@@ -181,7 +181,7 @@ def _prepare_inputs(sf: SumFactPlan, space, fields: dict, form: Form, abstract: 
                 out[name] = ("field", _homogeneous_coeffs(f), fs.value_shape, own)
                 continue
             # Another degree: evaluated once on its own grid, then moved to this space's grid.
-            sff = sumfact_plan(fs, space._rule(None))
+            sff = sumfact_plan(fs, space.quadrature_rule(None))
             gf = geometry(sff.dirs, fs.control_points, fs.weights, jnp).flat()
             val, grad = _field_at(sff.dirs, _homogeneous_coeffs(f), fs.value_shape, gf)
             conv = [_regrid(sff, sf, a) for a in (val, grad)]

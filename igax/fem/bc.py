@@ -28,8 +28,32 @@ from igax.solvers.sparse import CSRPattern, SparseMatrix
 __all__ = ["DirichletBC", "merge_bcs"]
 
 
+class _Dofs:
+    """Constrained dofs as static pytree data: hashable (by content, hashed once) and compared by value, so
+    that equal conditions rebuilt on every call reuse one compiled program."""
+
+    __slots__ = ("array", "_hash")
+
+    def __init__(self, array: np.ndarray):
+        self.array = array
+        self._hash = hash((array.shape, array.tobytes()))
+
+    def __hash__(self):
+        return self._hash
+
+    def __eq__(self, other):
+        return (
+            isinstance(other, _Dofs) and self._hash == other._hash and np.array_equal(self.array, other.array)
+        )
+
+
+@jax.tree_util.register_pytree_node_class
 class DirichletBC:
     """Prescribe dof values strongly.
+
+    A pytree: its children are the space (whose leaves are its geometry) and ``values``; the dofs, boundary
+    names and component are static. A DirichletBC can therefore be an argument of ``jax.jit``, ``jax.vmap``
+    (a batch of values: stacked ``values``) and ``jax.grad`` (derivatives with respect to the values).
 
     Arguments:
         space: the space the system is assembled on.
@@ -69,10 +93,10 @@ class DirichletBC:
         if (
             where is None
             or isinstance(where, str)
-            or callable(where)  # refused by _check_names, which points to tag_boundary
+            or callable(where)  # refused by check_names, which points to tag_boundary
             or (isinstance(where, (list, tuple)) and all(isinstance(w, str) for w in where))
         ):
-            names = space._check_names(where)
+            names = space.check_names(where)
             dofs = space.boundary(names, component=component)
         else:
             dofs = np.asarray(where)
@@ -107,6 +131,17 @@ class DirichletBC:
             self.dofs = np.unique(self.dofs)
         self.values = values[order] if values is not None else self._values(value)
 
+    # -- pytree ----------------------------------------------------------------------------------------------
+    def tree_flatten(self):
+        return (self.space, self.values), (_Dofs(self.dofs), self.names, self.component)
+
+    @classmethod
+    def tree_unflatten(cls, aux, children):
+        out = cls.__new__(cls)  # no checks: transformations rebuild it with tracers or placeholders
+        out.space, out.values = children
+        out.dofs, out.names, out.component = aux[0].array, aux[1], aux[2]
+        return out
+
     # -- prescribed values -----------------------------------------------------------------------------------
     @staticmethod
     def _per_dof_array(value, n: int):
@@ -138,7 +173,7 @@ class DirichletBC:
             v = jnp.asarray(value, dtype=float if not hasattr(value, "dtype") else None)
             return jnp.broadcast_to(v, (n,))
         V = self.space
-        if V.plan.kind == "lagrange":
+        if V.nodal:  # dofs are point values: interpolate, else L2-project on the boundary
             return self._interpolate(value)
         if self.names is None:
             raise ValueError(
@@ -209,7 +244,7 @@ class DirichletBC:
 
         V = self.space
         p = V.plan
-        rule = V._rule(self.names)
+        rule = V.quadrature_rule(self.names)
         key = ("trace-mass", self.names)
         if key not in p.rules:
             bsc = np.unique(np.concatenate([p.named_dofs(n) for n in self.names]))
@@ -228,7 +263,7 @@ class DirichletBC:
         pat, slot, pos, locs = p.rules[key]
         # The tables: computed once per geometry when it is concrete (else in the caller's trace).
         known = known_tables(V, rule)
-        t, xq = known if known is not None else (V._tables(rule), None)
+        t, xq = known if known is not None else (V.tables(rule), None)
         ne, nq = t.dx.shape
         if xq is None:
             xs = jnp.moveaxis(t.x, -1, 0).reshape(p.dim, ne * nq)

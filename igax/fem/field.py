@@ -112,17 +112,17 @@ class Field(eqx.Module):
     def integrate(self, boundary=None) -> jax.Array:
         """Integral over the domain (or a named boundary); vector fields give one value per component."""
         V = self.space
-        rule = V._rule(boundary)
-        t = V._tables(rule)
-        val, _ = V._eval_coeffs(self.coeffs, t, rule)
+        rule = V.quadrature_rule(boundary)
+        t = V.tables(rule)
+        val, _ = V.eval_coeffs(self.coeffs, t, rule)
         dx = t.dx.reshape(t.dx.shape + (1,) * (val.ndim - 2))
         return jnp.sum(val * dx, axis=(0, 1))
 
     def at_quadrature(self):
         """Value and gradient at the space's volume quadrature points, ``(nel, nq, ...)`` each."""
         V = self.space
-        rule = V._rule()
-        return V._eval_coeffs(self.coeffs, V._tables(rule), rule)
+        rule = V.quadrature_rule()
+        return V.eval_coeffs(self.coeffs, V.tables(rule), rule)
 
     def __repr__(self):
         return f"Field({type(self.space).__name__}, ndofs={self.space.ndofs}, shape={self.value_shape})"

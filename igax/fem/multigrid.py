@@ -194,8 +194,8 @@ def _laplacian(space):
 
     if any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(space)):
         return None
-    rule = space._rule()
-    t = space._host_tables(rule)
+    rule = space.quadrature_rule()
+    t = space.host_tables(rule)
     if t is None:
         return None
     t = t.full(np)

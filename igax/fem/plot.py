@@ -99,6 +99,7 @@ def _to_sampled(obj, resolution) -> tuple[Sampled, Any]:
     from igax.bases.patch import NURBSPatch
     from igax.fem.lagrange_space import LagrangeSpace
     from igax.fem.mesh import Mesh
+    from igax.fem.space import FunctionSpace
     from igax.fem.spline_space import SplineSpace
 
     if isinstance(obj, Sampled):
@@ -107,12 +108,12 @@ def _to_sampled(obj, resolution) -> tuple[Sampled, Any]:
         obj = SplineSpace(obj)
     if isinstance(obj, Mesh):
         obj = LagrangeSpace(obj, 1)
-    if isinstance(obj, (SplineSpace, LagrangeSpace)):
+    if isinstance(obj, FunctionSpace):
         import jax.numpy as jnp
 
         s = sample(Field(obj, jnp.zeros(obj.ndofs)), resolution)
         s.point_data = {}
-        return s, obj if isinstance(obj, SplineSpace) else None
+        return s, _with_net(obj)
     if isinstance(obj, Field):
         space = obj.space
     elif isinstance(obj, Mapping) and obj:
@@ -125,7 +126,13 @@ def _to_sampled(obj, resolution) -> tuple[Sampled, Any]:
             "Mesh; "
             f"got {type(obj).__name__}."
         )
-    return sample(obj, resolution), space if isinstance(space, SplineSpace) else None
+    return sample(obj, resolution), _with_net(space)
+
+
+def _with_net(space):
+    """The space when it has a control net to draw (a single patch's control points), else None."""
+    cp = getattr(space, "control_points", None)
+    return space if cp is not None else None
 
 
 def _vector_names(s: Sampled) -> list[str]:

@@ -17,9 +17,7 @@ displacement, the material parameters, the loads and the geometry::
 
 from __future__ import annotations
 
-import copy
 import functools
-import weakref
 from collections.abc import Callable
 
 import equinox as eqx
@@ -27,12 +25,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from igax.fem.assemble import _callable_values, _inputs_at, _points, assemble
+from igax.fem.assemble import assemble, inputs_at, known_tables, prepare_inputs
 from igax.fem.field import Field
 from igax.fem.forms import FormInputs, QuadValue
 from igax.fem.library import lame, stress, von_mises
 from igax.fem.library import mass as _mass_form
-from igax.fem.space import FunctionSpace, SpacePlan
+from igax.fem.space import FunctionSpace
 from igax.solvers import factorize
 
 __all__ = [
@@ -46,57 +44,28 @@ __all__ = [
 
 MASS_KINDS = ("consistent", "lumped")
 
-# Scalar companion plan of each vector plan: built once, so the projections of every displacement Field of a
-# space share one plan (and one compilation).
-_SCALAR_PLANS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
 def scalar_space(space: FunctionSpace) -> FunctionSpace:
     """The scalar space with the same basis as ``space`` (itself when it is already scalar).
 
-    A vector space of shape ``(c,)`` is ``c`` copies of a scalar space (component-major dofs); the companion
-    shares the basis, the elements, the quadrature rules and the geometry (the same JAX leaves, so derivatives
-    with respect to the geometry reach it), and Fields of either can be inputs of forms assembled on the
-    other.
+    The same as ``space.scalar()`` (:meth:`igax.fem.space.FunctionSpace.scalar`): the companion shares the
+    basis, the elements, the quadrature rules and the geometry (the same JAX leaves), and Fields of either
+    can be inputs of forms assembled on the other.
 
     Arguments:
-        space: a :class:`SplineSpace` or :class:`LagrangeSpace` of any value shape.
+        space: a :class:`SplineSpace`, :class:`LagrangeSpace` (any space) of any value shape.
 
     Returns:
         A space of the same type with value shape ``()``.
 
     Example:
-        >>> V2 = fem.SplineSpace(geo, shape=(2,))
-        >>> scalar_space(V2).ndofs == V2.ndofs // 2
+        >>> import igax.fem as fem
+        >>> V2 = fem.SplineSpace(fem.geometry.rectangle(1.0, 1.0).refine(degree=2, elements=2), shape=(2,))
+        >>> fem.scalar_space(V2).ndofs == V2.ndofs // 2
         True
     """
     if not isinstance(space, FunctionSpace):
         raise TypeError(f"space must be a SplineSpace or LagrangeSpace, got {type(space).__name__}.")
-    if not space.value_shape:
-        return space
-    plan = space.plan
-    splan = _SCALAR_PLANS.get(plan)
-    if splan is None:
-        # A shallow copy keeps everything specific to the space type (knots and breaks, reference element,
-        # quadrature, facets); re-running the base initialiser with value shape () rebuilds the parts that
-        # depend on the number of components (element dofs, sparsity pattern, slots) and empties the
-        # rule cache.
-        splan = copy.copy(plan)
-        SpacePlan.__init__(
-            splan,
-            kind=plan.kind,
-            partition_key=plan.partition_key,
-            dim=plan.dim,
-            pdim=plan.pdim,
-            value_shape=(),
-            cell_dofs=plan.cell_dofs,
-            nscalar=plan.nscalar,
-            boundary_dofs=plan.boundary_dofs,
-        )
-        _SCALAR_PLANS[plan] = splan
-    out = copy.copy(space)  # same geometry leaves
-    object.__setattr__(out, "plan", splan)
-    return out
+    return space.scalar()
 
 
 class TensorField(eqx.Module):
@@ -191,8 +160,8 @@ class TensorField(eqx.Module):
     def at_quadrature(self) -> jax.Array:
         """Values at the space's volume quadrature points, ``(nel, nq) + value_shape``."""
         S = self.space
-        rule = S._rule()
-        t = S._tables(rule).full()
+        rule = S.quadrature_rule()
+        t = S.tables(rule).full()
         c = self.coeffs.reshape(-1, S.ndofs)[:, S.plan.cell_dofs[rule.elements]]  # (k, ne, nloc)
         val = jnp.einsum("kea,eqa->eqk", c, t.phi)
         return val.reshape(val.shape[:2] + self.value_shape)
@@ -205,31 +174,22 @@ class TensorField(eqx.Module):
 
 
 def _prepare_inputs(space: FunctionSpace, inputs: dict) -> dict:
-    """Callables evaluated at the quadrature points and numbers made arrays (outside jit, like assemble)."""
-    out, x = {}, None
+    """Callables evaluated at the quadrature points and numbers made arrays, outside jit (as in assemble)."""
     for name, f in inputs.items():
-        if isinstance(f, (Field, TensorField)):
-            if isinstance(f, TensorField):
-                raise TypeError(
-                    f"input {name!r} is a TensorField; pass its components (e.g. {name}=t[0, 0]) or its "
-                    "quadrature values t.at_quadrature()."
-                )
-            out[name] = f
-        elif callable(f):
-            x = _points(space, None) if x is None else x
-            out[name] = _callable_values(f, x, name)
-        elif isinstance(f, (int, float, np.number)):
-            out[name] = jnp.asarray(f, dtype=float)
-        else:
-            out[name] = f
-    return out
+        if isinstance(f, TensorField):
+            raise TypeError(
+                f"input {name!r} is a TensorField; pass its components (e.g. {name}=t[0, 0]) or its "
+                "quadrature values t.at_quadrature()."
+            )
+    known = known_tables(space, space.quadrature_rule())  # NumPy points when the geometry is concrete
+    return prepare_inputs(space, inputs, x=None if known is None else known[1])
 
 
 def _values(expr: Callable, space: FunctionSpace, fields: dict) -> jax.Array:
-    rule = space._rule()
-    tables = space._tables(rule)
+    rule = space.quadrature_rule()
+    tables = space.tables(rule)
     ne, nq = tables.dx.shape
-    inputs = _inputs_at(fields, space, rule, tables)
+    inputs = inputs_at(fields, space, rule, tables)
     P = ne * nq
     x = tables.x.reshape(P, -1)
     flat = {
@@ -286,8 +246,8 @@ def _project(expr, S: FunctionSpace, fields: dict, mass: str, method):
     vals = _values(expr, S, fields)  # (ne, nq, *shape)
     shape = vals.shape[2:]
     ne, nq = vals.shape[:2]
-    rule = S._rule()
-    t = S._tables(rule).full()
+    rule = S.quadrature_rule()
+    t = S.tables(rule).full()
     g = vals.reshape(ne, nq, -1)  # (ne, nq, k)
     k = g.shape[-1]
     edofs = S.plan.cell_dofs[rule.elements]  # (ne, nloc)
@@ -386,7 +346,7 @@ def _target(u_space: FunctionSpace, space):
         return scalar_space(u_space)
     if not isinstance(space, FunctionSpace) or space.value_shape:
         raise ValueError("space must be a scalar SplineSpace or LagrangeSpace (or None for u's own basis).")
-    if not (space.plan is u_space.plan or space._compatible(u_space)):
+    if not (space.plan is u_space.plan or space.compatible(u_space)):
         raise ValueError(
             "space must share the elements of u's space (same mesh / same knot spans, any degree); leave "
             "space=None to recover on u's own basis."

@@ -77,8 +77,11 @@ class PointObservation:
             >>> obs = PointObservation.from_parameters(V, np.array([[0.5, 0.5]]))   # doctest: +SKIP
             >>> obs.points                                     # the physical points   # doctest: +SKIP
         """
-        if space.plan.kind != "spline":
-            raise TypeError("from_parameters needs a SplineSpace; for meshes give physical points.")
+        if not callable(getattr(space, "basis_at", None)):
+            raise TypeError(
+                f"from_parameters needs a space with parameter points (a SplineSpace), got "
+                f"{type(space).__name__}; for meshes give physical points: PointObservation(space, points)."
+            )
         u = np.asarray(u, dtype=np.float64)
         if u.ndim != 2 or u.shape[1] != space.plan.pdim:
             raise ValueError(f"u must have shape (npts, {space.plan.pdim}), got {u.shape}.")
@@ -86,9 +89,7 @@ class PointObservation:
         hi = np.array([k[-1] for k in space.plan.knots])
         if np.any(u < lo) or np.any(u > hi):
             raise ValueError(f"parameters must lie in the patch's parameter box [{lo}, {hi}].")
-        from igax.fem.locate import spline_basis
-
-        dofs, R, _, x, _ = spline_basis(space, u)
+        dofs, R, _, x, _ = space.basis_at(u)
         obs = cls.__new__(cls)
         obs.space, obs.points, obs.dofs, obs.phi = space, x, dofs, R
         return obs
