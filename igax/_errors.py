@@ -1,4 +1,8 @@
-"""Run-time errors from inside compiled programs, with igax's message first.
+"""Run-time errors from inside compiled programs, with igax's message first (the lowest layer of igax).
+
+Every subpackage uses this one mechanism (``bases`` for its value checks, ``solvers`` for failed solves,
+``fem`` for point location and kernel checks), so it lives at package level: ``bases`` and ``solvers``
+import nothing of each other for it.
 
 A failed solve (or Newton iteration, or any check on values) is often only known when a ``jit``-compiled
 program runs. :func:`error_if` returns its array unchanged and raises igax's own exception where a predicate
@@ -9,7 +13,7 @@ holds:
 * under ``jit``/``vmap`` a ``lax.cond`` calls back to Python only when the predicate holds (no host round trip
   on success). The callback builds the exception from the *run-time* diagnostics it is given (residual,
   iterations, a failure code; under ``vmap`` their worst values over the failing elements), logs its message
-  (logger ``igax.solvers._errors``, level ERROR) and raises it.
+  (logger ``igax.solvers._errors``, the name it had when it lived there, level ERROR) and raises it.
 
 Why not ``equinox.error_if``, which igax used before: under ``jax.jit`` JAX turns any exception raised in a
 host callback into ``JaxRuntimeError("INTERNAL: CpuCallback error calling callback: <traceback>")`` and
@@ -40,7 +44,10 @@ import numpy as np
 
 __all__ = ["branched_error_if", "error_if"]
 
-logger = logging.getLogger(__name__)
+# Not __name__: the logger keeps the name it had in igax.solvers._errors, on which users and
+# igax.inverse (CapturedErrors) install their filters.
+LOGGER_NAME = "igax.solvers._errors"
+logger = logging.getLogger(LOGGER_NAME)
 
 _MARK = "_igax_runtime_error"
 
@@ -96,8 +103,16 @@ def error_if(x: jax.Array, pred, make_error: Callable[..., Exception], *diagnost
         ``x``, unchanged in value and in its derivatives.
 
     Example:
-        >>> make = lambda s, r: SolverError(f"failed (status {s}, residual {r:.1e})")
-        >>> x = error_if(x, status != 0, make, status, res)
+        >>> import jax.numpy as jnp
+        >>> from igax._errors import error_if
+        >>> x, status = jnp.ones(3), jnp.int32(2)
+        >>> make = lambda s: RuntimeError(f"failed with status {s}")
+        >>> float(error_if(x, status == 7, make, status).sum())
+        3.0
+        >>> error_if(x, status != 0, make, status)
+        Traceback (most recent call last):
+        ...
+        RuntimeError: failed with status 2
     """
     p = _concrete(pred)
     if p is not None and all(_concrete(d) is not None for d in diagnostics):
