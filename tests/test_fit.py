@@ -110,7 +110,7 @@ def test_grid_fit_and_projection():
     c0 = np.random.default_rng(5).standard_normal((6, 6))
     f = lambda X: jnp.einsum(
         "mi,mj,ij->m",
-        *(jnp.asarray(_design(np.asarray(X[:, d]), t, 2)) for d, t in enumerate((t1, t1))),
+        *(jnp.asarray(_design(np.asarray(X[d]), t, 2)) for d, t in enumerate((t1, t1))),  # X: (dim, m)
         jnp.asarray(c0),
     )
     np.testing.assert_allclose(np.asarray(spline_project((t1, t1), 2, f)), c0, atol=1e-12)

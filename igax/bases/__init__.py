@@ -36,7 +36,8 @@ from igax._deprecation import renamed
 __getattr__ = renamed(
     __name__,
     {
-        "project": ("igax.bases.spline_project (igax.fem.project projects onto a space)", spline_project),
+        # The old name keeps its callable of points as rows (m, dim); spline_project's f takes (dim, m).
+        "project": ("igax.bases.spline_project (note: its f takes x of shape (dim, m))", fit._project_rows),
         "locate": ("igax.bases.find_interval (igax.fem.locate.locate finds elements)", find_interval),
     },
 )

@@ -405,8 +405,11 @@ def interpolate(
     Forward and backward passes are O(n + m) (plus ``log`` for the point search unless ``assume_sorted``).
 
     Example:
+        >>> import jax.numpy as jnp
+        >>> from igax.bases import interpolate
         >>> x = jnp.linspace(0.0, 1.0, 8)
         >>> interpolate(x, jnp.sin(x), jnp.array([0.25, 0.5]), bc_type="natural")
+        Array([0.2474..., 0.4794...], dtype=float64)
     """
     bc = _validate(x, y, x_new, degree, bc_type, check)
     dtype = _float_dtype(x, y, x_new)

@@ -182,6 +182,8 @@ def summarise_pytree(x, *, edgeitems: int = 3) -> str:
     its shape; for a pytree of several leaves, each leaf's dtype and shape.
 
     Example:
+        >>> import numpy as np
+        >>> from igax.inverse.optimize import summarise_pytree
         >>> summarise_pytree(np.arange(100.0))
         '[ 0.000e+00  1.000e+00  2.000e+00 ...  9.700e+01  9.800e+01  9.900e+01] (shape (100,))'
     """
@@ -480,6 +482,9 @@ def minimize(
             trial point of the line search only shortens the step.
 
     Example:
+        >>> import jax.numpy as jnp
+        >>> import numpy as np
+        >>> from igax.inverse import minimize
         >>> res = minimize(lambda x: jnp.sum((x - 2.0) ** 2), jnp.zeros(3), progress=False)
         >>> np.allclose(res.x, 2.0)
         True

@@ -75,9 +75,16 @@ class DirichletLift(eqx.Module):
         free: ``(n_free,)`` indices of the unconstrained dofs (NumPy; stored as a static tuple).
 
     Example:
+        >>> import equinox as eqx
+        >>> import jax
+        >>> from igax import fem
+        >>> from igax.inverse import DirichletLift
+        >>> V = fem.SplineSpace(fem.geometry.rectangle().refine(degree=2, elements=4))
         >>> lift = DirichletLift([fem.DirichletBC(V, "left", 1.0), fem.DirichletBC(V, "right", 0.0)])
-        >>> net = eqx.nn.MLP(6, lift.n_free, 64, 2, key=key)
-        >>> u = lift(net(xi))                      # (ndofs,), exact on the Dirichlet boundary
+        >>> net = eqx.nn.MLP(6, lift.n_free, 16, 2, key=jax.random.key(0))
+        >>> u = lift(net(jax.numpy.ones(6)))       # (ndofs,), exact on the Dirichlet boundary
+        >>> V.ndofs, lift.n_free, float(u[0])     # dof 0 sits on the left side
+        (36, 24, 1.0)
     """
 
     base: jax.Array
@@ -137,8 +144,14 @@ def discrete_energy(K: SparseMatrix, u: jax.Array, f: jax.Array | None = None) -
         A scalar.
 
     Example:
-        >>> K = fem.assemble(library.diffusion, V, kappa=nu)
-        >>> loss = discrete_energy(K, lift(net(xi)))
+        >>> import jax.numpy as jnp
+        >>> from igax import fem
+        >>> from igax.fem import library
+        >>> from igax.inverse import discrete_energy
+        >>> V = fem.SplineSpace(fem.geometry.rectangle().refine(degree=2, elements=4))
+        >>> K = fem.assemble(library.diffusion, V, kappa=1.0)
+        >>> abs(float(discrete_energy(K, jnp.ones(V.ndofs)))) < 1e-12   # no energy in a constant
+        True
     """
     u = jnp.asarray(u)
     e = 0.5 * jnp.dot(u, K @ u)
@@ -203,8 +216,11 @@ def batched(fn: Callable, batch_size: int | None = None) -> Callable:
         A function of the stacked inputs.
 
     Example:
-        >>> solve_all = batched(lambda xi: forward(xi).coeffs, batch_size=64)
-        >>> U = solve_all(Xi)                      # (n, ndofs)
+        >>> import jax.numpy as jnp
+        >>> from igax.inverse import batched
+        >>> square_all = batched(lambda x: x**2, batch_size=4)   # e.g. lambda xi: forward(xi).coeffs
+        >>> square_all(jnp.arange(10.0).reshape(5, 2)).tolist()  # 5 samples: chunks of 4 (the last padded)
+        [[0.0, 1.0], [4.0, 9.0], [16.0, 25.0], [36.0, 49.0], [64.0, 81.0]]
     """
     vfn = jax.jit(jax.vmap(fn))
     if batch_size is not None and int(batch_size) < 1:
@@ -246,7 +262,17 @@ def make_dataset(
         compilation (per-sample cost = seconds / n).
 
     Example:
-        >>> U, t = make_dataset(reference, kl.sample(key, 256))
+        >>> import jax.numpy as jnp
+        >>> from igax import fem
+        >>> from igax.fem import library
+        >>> from igax.inverse import make_dataset
+        >>> V = fem.SplineSpace(fem.geometry.rectangle().refine(degree=2, elements=4))
+        >>> A, b = fem.assemble(library.diffusion, V, kappa=1.0), fem.assemble(library.source, V, f=1.0)
+        >>> bc = fem.DirichletBC(V, "left", 0.0)
+        >>> reference = lambda k: fem.solve(A * k, b, bc=bc).coeffs    # one conductivity k per sample
+        >>> U, seconds = make_dataset(reference, jnp.array([1.0, 2.0, 4.0]))
+        >>> U.shape, round(float(U[0].max() / U[1].max()), 6)           # u scales like 1 / k
+        ((3, 36), 2.0)
     """
     leaves = jax.tree_util.tree_leaves(inputs)
     n = int(np.shape(leaves[0])[0])
@@ -280,8 +306,14 @@ def relative_l2_errors(space: FunctionSpace, predicted: jax.Array, reference: ja
         use the squared ratio instead (the square root has an infinite derivative at zero error).
 
     Example:
-        >>> err = relative_l2_errors(V, model_coeffs, reference_coeffs)
-        >>> float(err.mean())
+        >>> import jax.numpy as jnp
+        >>> from igax import fem
+        >>> from igax.inverse import relative_l2_errors
+        >>> V = fem.SplineSpace(fem.geometry.rectangle().refine(degree=2, elements=4))
+        >>> reference = jnp.ones((2, V.ndofs))
+        >>> err = relative_l2_errors(V, reference * jnp.array([[1.1], [0.5]]), reference)
+        >>> tuple(round(float(e), 10) for e in err)
+        (0.1, 0.5)
     """
     predicted, reference = jnp.asarray(predicted), jnp.asarray(reference)
     if predicted.shape != reference.shape or predicted.shape[-1:] != (space.ndofs,):
@@ -429,8 +461,16 @@ def train(
         FloatingPointError: when the training loss becomes NaN or inf.
 
     Example:
-        >>> res = fit(loss, net, optax.adam(1e-3), data, key=jax.random.key(0), batch_size=32, budget_s=60)
-        >>> min(res.history["loss"])
+        >>> import jax
+        >>> import jax.numpy as jnp
+        >>> import optax
+        >>> from igax.inverse import train
+        >>> data = (jnp.linspace(0.0, 1.0, 64), 3.0 * jnp.linspace(0.0, 1.0, 64))   # y = 3 x
+        >>> loss = lambda w, batch: jnp.mean((w * batch[0] - batch[1]) ** 2)
+        >>> res = train(loss, jnp.array(0.0), optax.adam(0.1), data, key=jax.random.key(0),
+        ...             batch_size=16, steps=300, progress=False)
+        >>> round(float(res.model), 2)      # also budget_s=60 for a time budget, checkpoint= to resume
+        3.0
     """
     if steps is None and budget_s is None:
         raise ValueError("give steps= (number of optimiser steps) or budget_s= (seconds), or both.")
