@@ -29,11 +29,11 @@ from igax.bases.fit import fit as spline_fit
 from igax.bases.fit import fit_grid, spline_project
 from igax.bases.interp import find_interval, interpolate
 
-from igax._deprecation import renamed
+from igax._deprecation import renamed as _renamed
 
 # Names before issue 17: bases.project and fem.project were different projections, bases.locate and
 # fem.locate.locate different searches.
-__getattr__ = renamed(
+__getattr__ = _renamed(
     __name__,
     {
         # The old name keeps its callable of points as rows (m, dim); spline_project's f takes (dim, m).

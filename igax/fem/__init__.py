@@ -24,11 +24,11 @@ from igax.fem.norms import h1_error, h1_seminorm, l2_error, l2_norm  # noqa: E40
 from igax.fem import recovery  # noqa: E402
 from igax.fem.recovery import TensorField, project, recover_stress, recover_von_mises, scalar_space  # noqa: E402
 
-from igax._deprecation import renamed  # noqa: E402
+from igax._deprecation import renamed as _renamed  # noqa: E402
 
 # Names that meant something else before issue 17: fem.rectangle/fem.box were meshes while
 # fem.geometry.rectangle/box are spline patches, and write_vtu_series writes .pvd or .xdmf.
-__getattr__ = renamed(
+__getattr__ = _renamed(
     __name__,
     {
         "rectangle": ("igax.fem.rectangle_mesh (fem.geometry.rectangle is the spline patch)", rectangle_mesh),

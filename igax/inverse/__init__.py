@@ -43,7 +43,7 @@ from igax.inverse.training import (
     save_checkpoint,
     train,
 )
-from igax._deprecation import renamed
+from igax._deprecation import renamed as _renamed
 
 __all__ = [
     "minimize",
@@ -101,4 +101,4 @@ __all__ = [
 
 # The name before issue 17, when igax.inverse.fit (the training loop) and igax.bases.fit (spline fits)
 # were both "fit".
-__getattr__ = renamed(__name__, {"fit": ("igax.inverse.train", train)})
+__getattr__ = _renamed(__name__, {"fit": ("igax.inverse.train", train)})
