@@ -130,6 +130,13 @@ def test_sampling_returns_points_as_rows(V):
     np.testing.assert_allclose(s.points.max(axis=0), [2.0, 1.0], atol=1e-12)
 
 
+def test_patches_map_parameter_points_as_rows():
+    patch = fem.geometry.rectangle((0.0, 0.0), (2.0, 1.0))
+    u = np.array([[0.5, 0.5], [1.0, 0.25]])  # (npts, pdim)
+    np.testing.assert_allclose(patch(u), [[1.0, 0.5], [2.0, 0.25]], atol=1e-12)
+    np.testing.assert_allclose(_spline().map_points(u), [[1.0, 0.5], [2.0, 0.25]], atol=1e-12)
+
+
 def test_exact_solutions_and_dirichlet_data_are_functions_of_position(V):
     u = _x_field(V)
     assert float(fem.l2_error(u, lambda x: x[0])) < 1e-10
