@@ -91,6 +91,16 @@ def test_builtin_backends_declare_what_they_need():
     assert solvers.default_method() == expected
 
 
+def test_automatic_choice_on_an_accelerator(monkeypatch):
+    # the same choices as before the registry: mg-cg with a hierarchy, else CG for SPD, BiCGSTAB otherwise
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    spd = solvers.SparseMatrix.from_scipy(sp.eye(3, format="csr"), symmetric=True, positive_definite=True)
+    sym = solvers.SparseMatrix.from_scipy(sp.eye(3, format="csr"), symmetric=True)
+    assert solvers.default_method(spd, hierarchy=object()) == "mg-cg"
+    assert solvers.default_method(spd) == "cg"
+    assert solvers.default_method(sym) == "bicgstab" and solvers.default_method() == "bicgstab"
+
+
 def test_pardiso_factor_is_a_factor():
     if not get_backend("pardiso").available():
         pytest.skip("pypardiso is not installed")

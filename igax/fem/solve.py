@@ -6,6 +6,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
+from igax import solvers
 from igax._compile import lazy_jit
 from igax.fem.bc import DirichletBC, condense, merge_bcs
 from igax.fem.field import Field
@@ -22,7 +23,6 @@ from igax.solvers.linear import (
     _solve_result,
     _validate_operands,
 )
-from igax.solvers.linear import solve as solvers_solve
 from igax.solvers.sparse import SparseMatrix
 
 __all__ = ["solve"]
@@ -97,7 +97,7 @@ def solve(
     options.setdefault("_singular_advice", _BC_ADVICE if bc is not None else _NO_BC_ADVICE)
     method = _multigrid(method, A, space, bc, options)
     if bc is None:
-        return Field(space, solvers_solve(A, b, method=method, **options))
+        return Field(space, solvers.solve(A, b, method=method, **options))
     # Elimination, factorisation, solve and expansion in one compiled program (see _program); checked here
     # first, so malformed input raises the same errors as the separate steps would.
     bc._check_system(A, b)
