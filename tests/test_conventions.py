@@ -152,6 +152,12 @@ def test_spline_project_and_kl_fields_take_the_coordinate_axis_first():
     np.testing.assert_allclose(c, g[:, None] + 2 * g[None, :], atol=1e-12)
     with pytest.raises(ValueError, match=r"reads x\[0\] now"):
         spline_project((t, t), 1, lambda x: x[:, 0])
+    # vector values come components first, value_shape + (m,), like every function of position; the
+    # coefficients have the value axes last, (n_1, n_2, 2)
+    cv = spline_project((t, t), 1, lambda x: jnp.stack([x[0], 3 * x[1]]))
+    np.testing.assert_allclose(cv[..., 0], np.broadcast_to(g[:, None], (3, 3)), atol=1e-12)
+    np.testing.assert_allclose(cv[..., 1], np.broadcast_to(3 * g[None, :], (3, 3)), atol=1e-12)
+    np.testing.assert_allclose(spline_project(t, 1, lambda x: jnp.stack([x, -x])), np.c_[g, -g], atol=1e-12)
     kl = kl_expansion(3, correlation_length=0.5, lower=(0.0, 0.0), upper=(2.0, 1.0))
     xi = jnp.array([1.0, -0.5, 0.25])
     grid = np.stack(np.meshgrid([0.1, 1.9], [0.2, 0.4, 0.6], indexing="ij"))  # (dim, 2, 3)
