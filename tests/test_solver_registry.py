@@ -81,6 +81,19 @@ def test_builtin_backends_are_registered_in_the_order_of_the_method_list():
     assert {"superlu", "cg", "bicgstab", "gmres"} <= set(usable)
 
 
+def test_old_method_lists_are_derived_and_warn():
+    old = {
+        "DIRECT_METHODS": ("superlu", "pardiso", "cholmod"),
+        "ITERATIVE_METHODS": ("cg", "bicgstab", "gmres"),
+        "MG_METHODS": ("mg-cg",),
+    }
+    for name, value in old.items():
+        with pytest.warns(DeprecationWarning, match=f"linear.{name} is deprecated; use igax.solvers.back"):
+            assert getattr(linear, name) == value
+    with pytest.raises(AttributeError, match="no attribute 'NO_SUCH_LIST'"):
+        linear.NO_SUCH_LIST  # noqa: B018
+
+
 def test_builtin_backends_declare_what_they_need():
     spd = {n for n in BUILT_IN if get_backend(n).spd}
     assert spd == {"cholmod", "amg-cg", "cg", "mg-cg"}

@@ -28,6 +28,7 @@ length, an unsorted pattern) is rejected before any host backend runs.
 from __future__ import annotations
 
 import functools
+import warnings
 
 import equinox as eqx
 import jax
@@ -56,10 +57,26 @@ __all__ = [
 ]
 
 
+# The method lists that were constants here, derived from the registry now (so they include backends
+# registered later). METHODS stays; the others warn: the backends' own declarations replace them.
+_OLD_LISTS = {
+    "DIRECT_METHODS": lambda b: b.on_host and not b.iterative,
+    "ITERATIVE_METHODS": lambda b: not b.on_host and not b.setup_options,
+    "MG_METHODS": lambda b: "hierarchy" in b.options,
+}
+
+
 def __getattr__(name: str):
-    # METHODS is derived from the registry when asked for, so it includes backends registered later.
     if name == "METHODS":
         return backend_names()
+    if name in _OLD_LISTS:
+        warnings.warn(
+            f"{__name__}.{name} is deprecated; use igax.solvers.backends.registered_backends() and each "
+            "backend's on_host, spd and options instead.",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return tuple(b.name for b in registered_backends() if _OLD_LISTS[name](b))
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
