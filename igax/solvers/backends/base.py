@@ -265,7 +265,7 @@ def register_backend(backend: Backend, *, replace: bool = False) -> Backend:
         ...         return jnp.linalg.solve(M, b), jnp.int32(0), jnp.int32(0)
         >>> _ = solvers.register_backend(Dense(), replace=True)
         >>> A = solvers.SparseMatrix.from_scipy(sp.csr_matrix([[4.0, 1.0], [2.0, 3.0]]))
-        >>> [round(float(v), 6) for v in solvers.solve(A, jnp.array([1.0, 2.0]), method="dense-example")]
+        >>> solvers.solve(A, jnp.array([1.0, 2.0]), method="dense-example").round(6).tolist()
         [0.1, 0.6]
         >>> solvers.unregister_backend("dense-example")
     """
