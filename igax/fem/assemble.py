@@ -405,9 +405,14 @@ def assemble(form: Form, space: FunctionSpace, *, boundary=None, **fields):
         TypeError: an input a form with declared inputs does not take.
 
     Example:
-        >>> A = assemble(diffusion, V, kappa=lambda x: 1 + x[0])
-        >>> b = assemble(load, V, f=1.0)
-        >>> g = assemble(neumann, V, boundary="outer", g=2.0)
+        >>> from igax import fem
+        >>> from igax.fem.library import diffusion, neumann, source
+        >>> V = fem.SplineSpace(fem.geometry.quarter_annulus().refine(degree=2, elements=4))
+        >>> A = fem.assemble(diffusion, V, kappa=lambda x: 1 + x[0])
+        >>> b = fem.assemble(source, V, f=1.0)
+        >>> g = fem.assemble(neumann, V, boundary="outer", g=2.0)
+        >>> A.shape, b.shape, round(float(g.sum()), 6)      # g times the outer arc's length: 2 * pi
+        ((36, 36), (36,), 6.283185)
     """
     if not isinstance(form, Form):
         raise TypeError(

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from igax._compile import lazy_jit
+from igax.fem.recovery import l2_system
 from igax.fem.space import FunctionSpace
 from igax.solvers.sparse import CSRPattern, SparseMatrix
 
@@ -72,10 +73,16 @@ class DirichletBC:
         dofs: the constrained dofs, sorted and unique; ``values`` holds their prescribed values in that order.
 
     Example:
-        >>> bc = DirichletBC(V, "left", 0.0)                       # u = 0 on the left
-        >>> bc = DirichletBC(V, ["inner", "outer"], lambda x: x[0] * x[1])
-        >>> fix_x = DirichletBC(V2, "left", 0.0, component=0)      # u_x = 0 on the left
-        >>> bc = DirichletBC(V, np.array([5, 3, 1]), jnp.array([50.0, 30.0, 10.0]))  # dof 5 gets 50, ...
+        >>> import jax.numpy as jnp, numpy as np
+        >>> from igax import fem
+        >>> V = fem.SplineSpace(fem.geometry.quarter_annulus().refine(degree=2, elements=4))
+        >>> bc = fem.DirichletBC(V, "inner", 0.0)                       # u = 0 on the inner arc
+        >>> bc = fem.DirichletBC(V, ["inner", "outer"], lambda x: x[0] * x[1])
+        >>> V2 = fem.SplineSpace(fem.geometry.quarter_annulus().refine(degree=2, elements=4), shape=(2,))
+        >>> fix_x = fem.DirichletBC(V2, "inner", 0.0, component=0)      # u_x = 0 on the inner arc
+        >>> bc = fem.DirichletBC(V, np.array([5, 3, 1]), jnp.array([50.0, 30.0, 10.0]))  # dof 5 gets 50
+        >>> bc.dofs.tolist(), bc.values.tolist()
+        ([1, 3, 5], [10.0, 30.0, 50.0])
     """
 
     def __init__(
@@ -349,13 +356,8 @@ def _projected(out, phi, dx, slot, locs, row, sel, *, pattern, layout, method):
     from igax.solvers.linear import _solve_result
 
     ne, nq = dx.shape
-    nb = pattern.shape[0]
     gv = _arrange(out, layout, ne * nq).reshape(-1, ne, nq)  # (ncomp_used, ne, nq)
-    Me = jnp.einsum("eqa,eqb,eq->eab", phi, phi, dx)
-    vals = jax.ops.segment_sum(Me.ravel(), slot.ravel(), num_segments=pattern.nnz + 1)[:-1]
-    M = SparseMatrix(vals, pattern, symmetric=True, positive_definite=True)
-    fe = jnp.einsum("eqa,ceq->cea", phi, gv * dx)
-    rhs = jax.vmap(lambda f: jax.ops.segment_sum(f.ravel(), locs.ravel(), num_segments=nb + 1)[:-1])(fe)
+    M, rhs = l2_system(phi, dx, gv, locs, pattern.shape[0], slot, pattern)
     r = jax.vmap(lambda b: _solve_result(M, b, method=method, options=()))(rhs)
     worst = jnp.argmax(r.status)
     return type(r)(r.value[row, sel], r.status[worst], r.iterations.max(), r.residual.max(), r.cause[worst])

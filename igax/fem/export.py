@@ -135,7 +135,11 @@ def sample(fields: FieldsLike, resolution: int | None = None) -> Sampled:
         A :class:`Sampled` with the points, cells, element edges and, per field, ``name`` and ``grad_<name>``.
 
     Example:
-        >>> s = sample(u, resolution=4)
+        >>> import jax.numpy as jnp
+        >>> from igax import fem
+        >>> V = fem.SplineSpace(fem.geometry.quarter_annulus().refine(degree=2, elements=4))
+        >>> u = fem.Field(V, jnp.ones(V.ndofs))
+        >>> s = fem.sample(u, resolution=4)
         >>> s.point_data["u"].shape == (len(s.points),)
         True
     """
@@ -181,8 +185,8 @@ def to_pyvista(fields: FieldsLike | Sampled, resolution: int | None = None, *, g
         work.
 
     Example:
-        >>> grid = to_pyvista(u, resolution=8)
-        >>> grid.point_data["u"]           # doctest: +SKIP
+        >>> grid = to_pyvista(u, resolution=8)   # pyvista is optional  # doctest: +SKIP
+        >>> grid.point_data["u"]                     # doctest: +SKIP
     """
     import pyvista as pv
 

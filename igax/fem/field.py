@@ -46,9 +46,16 @@ class Field(eqx.Module):
     for fixed points, build the operator once with :class:`igax.inverse.PointObservation` instead.
 
     Example:
-        >>> u = Field(V, jnp.zeros(V.ndofs))
-        >>> u(np.array([[1.5, 0.2]]))          # values at physical points
-        >>> jax.jit(lambda c, x: Field(V, c)(x))(c, x)          # also with traced points
+        >>> import jax, jax.numpy as jnp, numpy as np
+        >>> from igax import fem
+        >>> V = fem.SplineSpace(fem.geometry.quarter_annulus().refine(degree=2, elements=4))
+        >>> c = jnp.ones(V.ndofs)                # the constant 1 (a partition of unity)
+        >>> u = fem.Field(V, c)
+        >>> x = np.array([[1.5, 0.2]])
+        >>> u(x).round(12).tolist()              # values at physical points
+        [1.0]
+        >>> jax.jit(lambda c, x: fem.Field(V, c)(x))(c, jnp.asarray(x)).round(12).tolist()  # traced points
+        [1.0]
     """
 
     space: FunctionSpace

@@ -192,7 +192,8 @@ class LagrangeSpace(FunctionSpace):
         points: node coordinates to use instead of ``mesh.points`` (a JAX array for shape derivatives).
 
     Example:
-        >>> V = LagrangeSpace(fem.mesh.unit_square(8), degree=2)
+        >>> from igax import fem
+        >>> V = fem.LagrangeSpace(fem.unit_square(8), degree=2)
         >>> V.ndofs
         289
     """

@@ -78,6 +78,8 @@ def unique_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     ``inverse`` (n,): group of each row, ``counts`` (nu,).
 
     Example:
+        >>> import numpy as np
+        >>> from igax.fem.mesh import unique_rows
         >>> first, inverse, counts = unique_rows(np.array([[1, 2], [0, 5], [1, 2]]))
         >>> first.tolist(), inverse.tolist(), counts.tolist()
         ([1, 0], [1, 0, 1], [1, 2])
@@ -126,6 +128,7 @@ def determinant(j):
 
     Example:
         >>> import numpy as np
+        >>> from igax.fem.mesh import determinant
         >>> float(determinant(np.array([[2.0, 1.0], [1.0, 3.0]])))
         5.0
     """
@@ -160,6 +163,7 @@ class Mesh:
     Equality and hashing are by identity, so a mesh can sit in a static field of an ``equinox`` module.
 
     Example:
+        >>> from igax.fem import unit_square
         >>> mesh = unit_square(4)
         >>> mesh.ncells, sorted(mesh.boundaries)
         (32, ['bottom', 'left', 'right', 'top'])
@@ -315,6 +319,7 @@ class Mesh:
             nedges_per_cell)`` where column ``e`` is the cell's local edge ``reference.edges[e]``.
 
         Example:
+            >>> from igax.fem import unit_square
             >>> e, c2e = unit_square(1, cell="quad").edges()
             >>> e.tolist(), c2e.tolist()
             ([[0, 1], [0, 2], [1, 3], [2, 3]], [[0, 2, 3, 1]])
@@ -376,6 +381,7 @@ class Mesh:
             facet ``i``. Interior facets report the first of their two cells.
 
         Example:
+            >>> from igax.fem import unit_square
             >>> mesh = unit_square(2)
             >>> cells, local = mesh.locate_facets(mesh.boundaries["left"])
         """
@@ -431,6 +437,8 @@ class Mesh:
             A new :class:`Mesh` sharing points, cells and cached topology.
 
         Example:
+            >>> import numpy as np
+            >>> from igax.fem import unit_square
             >>> mesh = unit_square(4).tag_boundary("inlet", lambda x: np.isclose(x[0], 0.0) & (x[1] < 0.5))
             >>> mesh.boundaries["inlet"].shape
             (2, 2)
@@ -550,6 +558,7 @@ class Mesh:
         when nothing coincides.
 
         Example:
+            >>> from igax.fem import Mesh
             >>> pts = [[0.0, 0], [1, 0], [0, 1], [1, 0], [1, 1], [0, 1]]      # the diagonal stored twice
             >>> m = Mesh(pts, [[0, 1, 2], [3, 4, 5]], "triangle", check=False).merge_duplicate_vertices()
             >>> m.npoints, m.cells.tolist()
@@ -751,6 +760,7 @@ def unit_square(n: int | Sequence[int] = 8, cell: str = "triangle", *, diagonal:
     """Structured mesh of ``[0, 1]^2``; see :func:`rectangle_mesh`.
 
     Example:
+        >>> from igax.fem import unit_square
         >>> unit_square(2, cell="quad").npoints
         9
     """
@@ -815,6 +825,7 @@ def unit_cube(n: int | Sequence[int] = 4, cell: str = "tetra") -> Mesh:
     """Structured mesh of ``[0, 1]^3``; see :func:`box_mesh`.
 
     Example:
+        >>> from igax.fem import unit_cube
         >>> unit_cube(2).ncells
         48
     """

@@ -53,6 +53,8 @@ def coincident_vertex_pairs(points: np.ndarray, cells: np.ndarray) -> np.ndarray
         ``(npairs, 2)`` int64 vertex ids, ``pairs[:, 0] < pairs[:, 1]``, sorted; empty when none.
 
     Example:
+        >>> import numpy as np
+        >>> from igax.fem.mesh_duplicates import coincident_vertex_pairs
         >>> pts = np.array([[0.0, 0], [1, 0], [0, 1], [1, 0], [1, 1], [0, 1]])
         >>> coincident_vertex_pairs(pts, np.array([[0, 1, 2], [3, 4, 5]])).tolist()
         [[1, 3], [2, 5]]
@@ -174,6 +176,8 @@ def repeated_cells(cells: np.ndarray) -> np.ndarray:
         sorted by the first column); empty when every cell is distinct.
 
     Example:
+        >>> import numpy as np
+        >>> from igax.fem.mesh_duplicates import repeated_cells
         >>> repeated_cells(np.array([[0, 1, 2], [1, 2, 3], [2, 0, 1]])).tolist()
         [[0, 2]]
     """

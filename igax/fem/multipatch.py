@@ -116,9 +116,10 @@ class MultiPatchSpace(FunctionSpace):
         quad_points: Gauss points per element and direction (default ``degree + 1``).
 
     Example:
+        >>> from igax import fem
         >>> left = fem.geometry.rectangle((0, 0), (1, 1)).refine(degree=2, elements=4)
         >>> right = fem.geometry.rectangle((1, 0), (2, 1)).refine(degree=2, elements=4)
-        >>> V = MultiPatchSpace({"L": left, "R": right}, [(("L", "right"), ("R", "left"))])
+        >>> V = fem.MultiPatchSpace({"L": left, "R": right}, [(("L", "right"), ("R", "left"))])
         >>> V.ndofs, V.boundary_names
         (66, ('left', 'bottom', 'top', 'right'))
     """

@@ -480,7 +480,11 @@ def plot_convergence(
         The ``matplotlib.figure.Figure``; the legend shows each fitted slope (``np.polyfit``, log e on log h).
 
     Example:
-        >>> fig = plot_convergence(h, {"L2": e_l2, "H1": e_h1}, rates={"L2": 4, "H1": 3}, path="rates.png")
+        >>> import numpy as np
+        >>> from igax import fem
+        >>> h = np.array([0.5, 0.25, 0.125])
+        >>> errors = {"L2": h**4, "H1": h**3}
+        >>> fig = fem.plot_convergence(h, errors, rates={"L2": 4, "H1": 3}, path="rates.png")
     """
     h = np.asarray(h, dtype=float).reshape(-1)
     series = dict(errors) if isinstance(errors, Mapping) else {"error": errors}

@@ -32,6 +32,7 @@ from igax.fem.library import lame, stress, von_mises
 from igax.fem.library import mass as _mass_form
 from igax.fem.space import FunctionSpace
 from igax.solvers import factorize
+from igax.solvers.sparse import SparseMatrix
 
 __all__ = [
     "TensorField",
@@ -43,6 +44,7 @@ __all__ = [
 ]
 
 MASS_KINDS = ("consistent", "lumped")
+
 
 def scalar_space(space: FunctionSpace) -> FunctionSpace:
     """The scalar space with the same basis as ``space`` (itself when it is already scalar).
@@ -59,7 +61,7 @@ def scalar_space(space: FunctionSpace) -> FunctionSpace:
 
     Example:
         >>> import igax.fem as fem
-        >>> V2 = fem.SplineSpace(fem.geometry.rectangle(1.0, 1.0).refine(degree=2, elements=2), shape=(2,))
+        >>> V2 = fem.SplineSpace(fem.geometry.rectangle().refine(degree=2, elements=2), shape=(2,))
         >>> fem.scalar_space(V2).ndofs == V2.ndofs // 2
         True
     """
@@ -79,10 +81,16 @@ class TensorField(eqx.Module):
         coeffs: shape ``value_shape + (space.ndofs,)``.
 
     Example:
-        >>> sigma = recover_stress(u, 1e5, 0.3, "plane_strain")
+        >>> import jax.numpy as jnp, numpy as np
+        >>> from igax import fem
+        >>> geo = fem.geometry.rectangle((0, 0), (2, 1)).refine(degree=2, elements=2)
+        >>> V = fem.SplineSpace(geo, shape=(2,))
+        >>> u = fem.Field(V, jnp.zeros(V.ndofs))
+        >>> sigma = fem.recover_stress(u, 1e5, 0.3, "plane_strain")
         >>> sigma.value_shape
         (2, 2)
-        >>> sigma(np.array([[0.0, 1.0]]))          # (1, 2, 2) values at a physical point
+        >>> sigma(np.array([[0.5, 0.5]])).shape          # values at a physical point
+        (1, 2, 2)
     """
 
     space: FunctionSpace
@@ -126,7 +134,14 @@ class TensorField(eqx.Module):
             symmetric: for a symmetric tensor, only the components ``i <= j``.
 
         Example:
-            >>> fem.write_vtu("s.vtu", {"u": u, **sigma.components("sigma_", symmetric=True)})
+            >>> import jax.numpy as jnp
+            >>> from igax import fem
+            >>> V = fem.SplineSpace(fem.geometry.rectangle().refine(degree=2, elements=2), shape=(2,))
+            >>> u = fem.Field(V, jnp.zeros(V.ndofs))
+            >>> sigma = fem.recover_stress(u, 1e5, 0.3, "plane_strain")
+            >>> sorted(sigma.components("sigma_", symmetric=True))
+            ['sigma_xx', 'sigma_xy', 'sigma_yy']
+            >>> path = fem.write_vtu("s.vtu", {"u": u, **sigma.components("sigma_", symmetric=True)})
         """
         axes = "xyz" if self.space.dim <= 3 else None
         out = {}
@@ -230,7 +245,14 @@ def quadrature_values(expr: Callable, space: FunctionSpace, **inputs) -> jax.Arr
         Values of shape ``(nel, nq) + shape of expr``.
 
     Example:
-        >>> eps = quadrature_values(lambda w: library.strain(w.u.grad), V, u=u)
+        >>> import jax.numpy as jnp
+        >>> from igax import fem
+        >>> from igax.fem import library
+        >>> from igax.fem.recovery import quadrature_values
+        >>> V = fem.SplineSpace(fem.geometry.rectangle().refine(degree=2, elements=2), shape=(2,))
+        >>> u = fem.Field(V, jnp.zeros(V.ndofs))
+        >>> quadrature_values(lambda w: library.strain(w.u.grad), V, u=u).shape   # 4 elements, 9 points
+        (4, 9, 2, 2)
     """
     _check_expr(expr, space)
     return _values_jit(expr, space, _prepare_inputs(space, inputs))
@@ -249,11 +271,8 @@ def _project(expr, S: FunctionSpace, fields: dict, mass: str, method):
     rule = S.quadrature_rule()
     t = S.tables(rule).full()
     g = vals.reshape(ne, nq, -1)  # (ne, nq, k)
-    k = g.shape[-1]
     edofs = S.plan.cell_dofs[rule.elements]  # (ne, nloc)
-    # b[i, c] = int g_c phi_i, all components at once.
-    be = jnp.einsum("eqa,eqc,eq->eac", t.phi, g, t.dx)  # (ne, nloc, k)
-    B = jax.ops.segment_sum(be.reshape(-1, k), edofs.ravel(), num_segments=S.ndofs).T  # (k, n)
+    _, B = l2_system(t.phi, t.dx, jnp.moveaxis(g, -1, 0), edofs, S.ndofs)  # (k, n)
     if mass == "lumped":
         # Row sums of M (= int phi_i for a partition of unity). Positive for B-splines / NURBS and for
         # P1 and Q1; P2 vertex functions on triangles integrate to zero or less, so lumping must refuse.
@@ -273,6 +292,40 @@ def _project(expr, S: FunctionSpace, fields: dict, mass: str, method):
 
 
 _project_jit = eqx.filter_jit(_project)
+
+
+def l2_system(phi, dx, g, positions, n: int, slot=None, pattern=None):
+    """The system of L2 projections onto a set of basis functions: loads ``b_c[i] = int g_c phi_i`` and, with
+    a ``pattern``, the mass matrix ``M[i, j] = int phi_i phi_j`` (traceable; the one projection kernel of
+    :func:`project` and :class:`~igax.fem.DirichletBC`'s boundary projection).
+
+    Arguments:
+        phi: ``(ne, nq, nloc)`` basis values; dx: ``(ne, nq)`` weights times measure (a rule's tables).
+        g: ``(k, ne, nq)`` values of k functions at the points.
+        positions: ``(ne, nloc)`` row of each local function in the system; ``n`` drops it (a function
+            outside the projected set, e.g. one that vanishes on the boundary).
+        n: the number of rows.
+        slot, pattern: ``(ne, nloc, nloc)`` CSR slots of the element entries (``pattern.nnz`` drops one) and
+            the matrix's pattern; None: loads only (the caller has the mass matrix, e.g. from assemble).
+
+    Returns:
+        ``(M or None, B (k, n))``; ``M`` is flagged symmetric positive definite.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from igax.fem.recovery import l2_system
+        >>> phi, dx = jnp.full((1, 2, 2), 0.5), jnp.full((1, 2), 0.5)   # one element, two points
+        >>> _, B = l2_system(phi, dx, jnp.ones((1, 1, 2)), jnp.array([[0, 1]]), 2)
+        >>> B.tolist()
+        [[0.5, 0.5]]
+    """
+    fe = jnp.einsum("eqa,ceq->cea", phi, g * dx)  # (k, ne, nloc)
+    B = jax.vmap(lambda f: jax.ops.segment_sum(f.ravel(), positions.ravel(), num_segments=n + 1)[:-1])(fe)
+    if pattern is None:
+        return None, B
+    Me = jnp.einsum("eqa,eqb,eq->eab", phi, phi, dx)
+    vals = jax.ops.segment_sum(Me.ravel(), slot.ravel(), num_segments=pattern.nnz + 1)[:-1]
+    return SparseMatrix(vals, pattern, symmetric=True, positive_definite=True), B
 
 
 def project(
@@ -300,8 +353,15 @@ def project(
         A :class:`Field` or :class:`TensorField` on ``space``.
 
     Example:
+        >>> import jax.numpy as jnp, numpy as np
+        >>> from igax import fem
+        >>> V = fem.SplineSpace(fem.geometry.rectangle().refine(degree=2, elements=2), shape=(2,))
+        >>> X = np.asarray(V.scalar().control_points).reshape(-1, 2)
+        >>> u = fem.Field(V, jnp.asarray(X.T.ravel()))     # u(x) = x (control points reproduce it)
         >>> S = fem.scalar_space(u.space)
-        >>> div_u = project(lambda w: jnp.trace(w.u.grad), S, u=u)
+        >>> div_u = fem.project(lambda w: jnp.trace(w.u.grad), S, u=u)
+        >>> np.round(div_u(np.array([[0.3, 0.6]])), 10).tolist()   # div x = 2
+        [2.0]
     """
     _check_expr(expr, space)
     if mass not in MASS_KINDS:
@@ -400,9 +460,14 @@ def recover_stress(
         A :class:`TensorField` of shape ``(dim, dim)``; ``sigma[0, 0]`` is the Field ``sigma_xx``.
 
     Example:
-        >>> sigma = recover_stress(u, 1e5, 0.3, "plane_strain")
+        >>> import jax.numpy as jnp, numpy as np
+        >>> from igax import fem
+        >>> V = fem.SplineSpace(fem.geometry.rectangle().refine(degree=2, elements=2), shape=(2,))
+        >>> u = fem.Field(V, jnp.zeros(V.ndofs))
+        >>> sigma = fem.recover_stress(u, 1e5, 0.3, "plane_strain")
         >>> sxx = sigma[0, 0]                        # a scalar Field
-        >>> sxx(np.array([[0.0, 1.0]]))
+        >>> sxx(np.array([[0.5, 0.5]])).tolist()
+        [0.0]
     """
     S = _target(_check_displacement(u, kind), space)
     return project(_stress_expr(kind), S, mass=mass, method=method, u=u, E=E, nu=nu)
@@ -431,7 +496,12 @@ def recover_von_mises(
         A scalar :class:`Field`.
 
     Example:
-        >>> vm = recover_von_mises(u, 1e5, 0.3, "plane_strain")
+        >>> import jax.numpy as jnp
+        >>> from igax import fem
+        >>> V = fem.SplineSpace(fem.geometry.rectangle().refine(degree=2, elements=2), shape=(2,))
+        >>> vm = fem.recover_von_mises(fem.Field(V, jnp.zeros(V.ndofs)), 1e5, 0.3, "plane_strain")
+        >>> vm.value_shape
+        ()
     """
     S = _target(_check_displacement(u, kind), space)
     return project(_von_mises_expr(kind), S, mass=mass, method=method, u=u, E=E, nu=nu)

@@ -396,7 +396,12 @@ class FunctionSpace(eqx.Module):
             Sorted global dof indices.
 
         Example:
-            >>> V.boundary("left", component=0)    # x-displacement dofs on the left edge
+            >>> from igax import fem
+            >>> V2 = fem.LagrangeSpace(fem.unit_square(1, "quad"), degree=1, shape=(2,))
+            >>> V2.boundary("left", component=0).tolist()    # x-displacement dofs on the left edge
+            [0, 2]
+            >>> V2.boundary("left").tolist()                 # both components
+            [0, 2, 4, 6]
         """
         names = self.check_names(name)
         scal = np.unique(np.concatenate([self.plan.named_dofs(n) for n in names] + [np.zeros(0, np.int64)]))
@@ -448,10 +453,14 @@ class FunctionSpace(eqx.Module):
             other as ``space=``.
 
         Example:
+            >>> import numpy as np
+            >>> from igax import fem
             >>> V = fem.SplineSpace(fem.geometry.plate_with_hole().refine(degree=2, elements=8))
             >>> V = V.tag_boundary("outer_left", lambda x: np.isclose(x[0], -4.0), side="outer")
             >>> V = V.tag_boundary("outer_top", side="outer", range=(0.5, 1.0))
-            >>> float(fem.assemble(length, V, boundary="outer_left"))   # a functional of 1: 4.0
+            >>> length = fem.functional(lambda w: 1.0)
+            >>> round(float(fem.assemble(length, V, boundary="outer_left")), 8)   # the left side: 4.0
+            4.0
         """
         if not isinstance(name, str) or not name:
             raise TypeError(f"tag_boundary: name must be a non-empty string, got {name!r}.")
@@ -597,6 +606,10 @@ class FunctionSpace(eqx.Module):
             ``(nel, nq, dim)`` array; on boundaries the first axis runs over the boundary facets.
 
         Example:
+            >>> from igax import fem
+            >>> V = fem.LagrangeSpace(fem.unit_square(2), degree=1)
+            >>> V.quadrature_points().shape                     # 8 triangles, 3 points each
+            (8, 3, 2)
             >>> X = V.quadrature_points().reshape(-1, V.dim)    # (npoints, dim)
         """
         return _quadrature_points(self, None if boundary is None else self.check_names(boundary))

@@ -332,11 +332,12 @@ class SplineSpace(FunctionSpace):
             :meth:`with_geometry`).
 
     Example:
+        >>> from igax import fem
         >>> geo = fem.geometry.quarter_annulus().refine(degree=3, elements=8)
-        >>> V = SplineSpace(geo)
+        >>> V = fem.SplineSpace(geo)
         >>> V.ndofs
         121
-        >>> ring = SplineSpace(fem.geometry.annulus().refine(degree=2, elements=(4, 16)))
+        >>> ring = fem.SplineSpace(fem.geometry.annulus().refine(degree=2, elements=(4, 16)))
         >>> ring.boundary_names, ring.glued
         (('inner', 'outer'), (('seam_start', 'seam_end'),))
     """
@@ -897,7 +898,7 @@ class SplineSpace(FunctionSpace):
 
         Example:
             >>> import numpy as np, igax.fem as fem
-            >>> V = fem.SplineSpace(fem.geometry.rectangle(2.0, 1.0).refine(degree=2, elements=2))
+            >>> V = fem.SplineSpace(fem.geometry.rectangle((0, 0), (2, 1)).refine(degree=2, elements=2))
             >>> dofs, R, dR, x, J = V.basis_at(np.array([[0.5, 0.5]]))
             >>> x.round(6).tolist(), float(R.sum())
             ([[1.0, 0.5]], 1.0)

@@ -216,6 +216,8 @@ def add_noise(data, level: float, *, seed: int = 0, relative: bool = True) -> tu
         ``(noisy_data, sigma)`` with ``sigma`` the absolute standard deviation used (for weighting misfits).
 
     Example:
+        >>> import jax.numpy as jnp
+        >>> from igax.inverse import add_noise
         >>> d, s = add_noise(jnp.array([1.0, -2.0]), 0.01, seed=1)
         >>> s
         0.02
