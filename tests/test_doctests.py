@@ -37,7 +37,12 @@ def test_the_walk_finds_the_package():
 
 @pytest.mark.parametrize("name", MODULES)
 def test_docstring_examples(name, tmp_path, monkeypatch):
-    mod = importlib.import_module(name)
+    try:
+        mod = importlib.import_module(name)
+    except ImportError as e:  # an optional dependency (e.g. pypardiso off x86); igax's own must import
+        if (e.name or "igax").startswith("igax"):
+            raise
+        pytest.skip(f"{name} needs the optional package {e.name!r}")
     # Examples that write files (meshes, VTU) write them into a temporary folder.
     monkeypatch.chdir(tmp_path)
     finder = doctest.DocTestFinder(exclude_empty=True)
