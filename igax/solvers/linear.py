@@ -41,7 +41,7 @@ from igax._compile import lazy_jit
 from igax._config import check_float64
 from igax.solvers import _backends
 from igax.solvers._errors import Status, raise_on_failure
-from igax.solvers.backends import Backend, backend_names, get_backend, registered_backends
+from igax.solvers.backends import Backend, JaxBackend, backend_names, get_backend, registered_backends
 from igax.solvers.backends.base import _listeners
 from igax.solvers.sparse import SparseMatrix
 
@@ -381,7 +381,9 @@ def _factorize(A: SparseMatrix, method: str | None, options: dict, arrays=None) 
     _check_structure(A)
     backend = get_backend(method)
     if not backend.on_host:
-        state = backend.setup(A.with_values(jax.lax.stop_gradient(A.values)), options, arrays)
+        state = None
+        if type(backend).setup is not JaxBackend.setup:  # (no setup: nothing traced for it, not even a cut)
+            state = backend.setup(A.with_values(jax.lax.stop_gradient(A.values)), options, arrays)
         return Factorization(A, None, method, _freeze_options(options), state)  # options: hashable, static
     opts = _freeze_options(options)
     # Host backends index the CSR arrays directly (PARDISO crashes the process on duplicate entries).
