@@ -149,7 +149,7 @@ class SolveResult(eqx.Module):
         value: the solution ``x``; NaN where ``status`` is not 0 (success), so a failed solve returned with
             ``throw=False`` cannot be used by mistake.
         status: 0 success, 1 singular / failed factorisation, 2 not converged, 3 NaN or inf input,
-            4 breakdown.
+            4 breakdown (the codes of :class:`~igax.solvers.Status`, shared with Newton and the Krylov loops).
         iterations: Krylov iterations used (0 for the direct methods).
         residual: relative residual ``|b - A x| / |b|`` (``|b - A x|`` when ``b = 0``) of the computed
             solution (before it is replaced by NaN on failure).

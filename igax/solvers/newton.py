@@ -53,7 +53,8 @@ class NewtonResult(eqx.Module):
         value: the solution ``u*`` (differentiable in ``args`` by the implicit function theorem).
         iterations: Newton steps taken.
         residual_norms: ``|R(u_k)|`` for ``k = 0 .. maxiter`` (entries after ``iterations`` are 0).
-        status: 0 converged, 1 linear solve failed, 2 not converged, 3 NaN or inf residual.
+        status: 0 converged, 1 linear solve failed, 2 not converged, 3 NaN or inf residual (the codes of
+            :class:`~igax.solvers.Status`, shared with the linear solves).
     """
 
     value: jax.Array
