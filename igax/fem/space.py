@@ -752,21 +752,27 @@ def _of_elements(table: np.ndarray, rule: Rule, nel: int) -> np.ndarray:
 
 
 def det_inv(J, xp=jnp):
-    """Determinant (:func:`igax.fem.mesh.determinant`) and inverse (closed forms: the adjugate over the
-    determinant) of small square Jacobians (..., d, d), d <= 3."""
+    """Determinant and inverse of small square Jacobians (..., d, d), closed forms for d <= 3.
+
+    For d <= 2 the determinant is :func:`igax.fem.mesh.determinant`; for d = 3 it is the first row dotted with
+    its cofactors, which the inverse needs anyway (computing it by the expansion of ``determinant`` as well
+    made XLA's CPU program of a Q1-hexahedra elasticity assembly twice as slow: 9 ms against 4.4 ms).
+    """
     d = J.shape[-1]
     if d > 3:
         return xp.linalg.det(J), xp.linalg.inv(J)
-    det = determinant(J)
     if d == 1:
+        det = determinant(J)
         return det, (1.0 / det)[..., None, None]
     if d == 2:
+        det = determinant(J)
         a, b, c, e = J[..., 0, 0], J[..., 0, 1], J[..., 1, 0], J[..., 1, 1]
         inv = xp.stack([xp.stack([e, -b], -1), xp.stack([-c, a], -1)], -2) / det[..., None, None]
         return det, inv
     cof0 = xp.cross(J[..., 1, :], J[..., 2, :])
     cof1 = xp.cross(J[..., 2, :], J[..., 0, :])
     cof2 = xp.cross(J[..., 0, :], J[..., 1, :])
+    det = xp.sum(J[..., 0, :] * cof0, axis=-1)
     return det, xp.stack([cof0, cof1, cof2], axis=-1) / det[..., None, None]
 
 
