@@ -22,6 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from igax._compile import lazy_jit
+from igax.fem.assemble import as_jax, known_tables
+from igax.fem.field import Field
 from igax.fem.recovery import l2_system
 from igax.fem.space import FunctionSpace
 from igax.solvers.sparse import CSRPattern, SparseMatrix
@@ -153,8 +155,6 @@ class DirichletBC:
     @staticmethod
     def _per_dof_array(value, n: int):
         """``value`` as an array of shape (n,) when it is one (n = number of given dofs), else None."""
-        from igax.fem.field import Field
-
         if callable(value) or isinstance(value, Field):
             return None
         v = jnp.asarray(value, dtype=float if not hasattr(value, "dtype") else None)
@@ -168,8 +168,6 @@ class DirichletBC:
         return v
 
     def _values(self, value):
-        from igax.fem.field import Field
-
         n = self.dofs.shape[0]
         if isinstance(value, Field):
             return self._field_values(value)
@@ -246,7 +244,6 @@ class DirichletBC:
 
     def _project(self, g):
         """L2 projection of g onto the trace space of the named boundaries, per component."""
-        from igax.fem.assemble import as_jax, known_tables
         from igax.solvers.linear import _check_method, _raise_on_failure
 
         V = self.space

@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from igax.fem.locate import locate
 from igax.fem.space import FunctionSpace
 
 __all__ = ["Field"]
@@ -79,8 +80,6 @@ class Field(eqx.Module):
 
     # -- evaluation at physical points -----------------------------------------------------------------------
     def _at(self, points):
-        from igax.fem.locate import locate
-
         if not isinstance(points, jax.core.Tracer):
             # Concrete points (NumPy, or a constant closed over by jit) stay concrete: location then happens
             # now, on the host, instead of in a callback at run time.

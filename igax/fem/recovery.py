@@ -30,6 +30,7 @@ from igax.fem.field import Field
 from igax.fem.forms import FormInputs, QuadValue
 from igax.fem.library import lame, stress, von_mises
 from igax.fem.library import mass as _mass_form
+from igax.fem.locate import locate
 from igax.fem.space import FunctionSpace
 from igax.solvers import factorize
 from igax.solvers.sparse import SparseMatrix
@@ -154,8 +155,6 @@ class TensorField(eqx.Module):
 
     def __call__(self, points) -> jax.Array:
         """Values at physical points ``(npts, dim)`` -> ``(npts,) + value_shape`` (points located once)."""
-        from igax.fem.locate import locate
-
         points = jnp.asarray(points)
         if points.ndim != 2 or points.shape[1] != self.space.dim:
             raise ValueError(

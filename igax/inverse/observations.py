@@ -16,12 +16,14 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.sparse as sp
 
+from igax import fem
+from igax.fem import Field
+from igax.fem.locate import host_locate, host_tables, points_error
+
 __all__ = ["PointObservation", "SubdomainIntegral", "boundary_flux", "reaction_flux", "add_noise"]
 
 
 def _coeffs_of(u, space):
-    from igax.fem import Field
-
     if isinstance(u, Field):
         if u.space.plan is not space.plan:
             raise ValueError(
@@ -52,8 +54,6 @@ class PointObservation:
     """
 
     def __init__(self, space, points):
-        from igax.fem.locate import host_locate, host_tables, points_error
-
         pts = np.asarray(points, dtype=np.float64)
         if pts.ndim != 2 or pts.shape[1] != space.dim:
             raise ValueError(f"points must have shape (npts, {space.dim}), got {pts.shape}.")
@@ -130,8 +130,6 @@ class SubdomainIntegral:
     """
 
     def __init__(self, space, indicators: Callable | Sequence[Callable]):
-        from igax import fem
-
         if callable(indicators):
             indicators = [indicators]
         if not indicators or not all(callable(c) for c in indicators):
@@ -168,7 +166,6 @@ def boundary_flux(u, boundary: str | Sequence[str], kappa=1.0) -> jax.Array:
     Example:
         >>> q = boundary_flux(u, "outer", kappa=kappa_field)   # doctest: +SKIP
     """
-    from igax import fem
 
     @fem.functional
     def flux(w):
