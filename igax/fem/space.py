@@ -8,6 +8,14 @@ CSR slots, boundary dof sets by name, quadrature rules). Basis values and physic
 points are computed in JAX from the geometry (:meth:`FunctionSpace.tables`), so assembled quantities are
 differentiable in the geometry (shape derivatives).
 
+The space protocol: :class:`FunctionSpace` declares what every space provides, as public methods with written
+contracts; assembly, fields, boundary conditions, export, plotting and point location call only these (no
+switch on space types). Abstract, so a subclass that lacks one cannot be instantiated: :meth:`build_rule`
+(quadrature rules), :meth:`tables` (basis tables in JAX), :meth:`sampler` (sampling for pictures and files),
+:meth:`locator` and :meth:`tables_at` (point location on the host, differentiable tables at located points).
+With defaults: :meth:`host_tables`, :meth:`chunked_tables` (None), :meth:`eval_coeffs`, :meth:`element_dofs`,
+:meth:`element_slots`, :meth:`default_resolution`, :meth:`same_geometry`, :attr:`nodal` and :meth:`scalar`.
+
 Vector-valued spaces (``shape=(2,)`` or ``(3,)``) number their dofs component-major:
 ``dof = component * nscalar + i`` where ``i`` is the scalar dof; locally, element dof ``a = component * nloc
 + i``.
@@ -308,7 +316,18 @@ def _vector_slots(pattern: CSRPattern, slot: np.ndarray, cell_dofs: np.ndarray, 
 
 
 class FunctionSpace(eqx.Module):
-    """Base class of finite-element and spline spaces (see the module docstring for the dof ordering)."""
+    """Base class of finite-element and spline spaces: the space protocol (see the module docstring, and
+    ``tests/test_space_protocol.py`` for a space written against it alone).
+
+    Example:
+        >>> from igax.fem.space import FunctionSpace
+        >>> class Half(FunctionSpace):          # no sampler, locator or tables_at
+        ...     def build_rule(self, names): ...
+        ...     def tables(self, rule): ...
+        >>> Half()                              # doctest: +IGNORE_EXCEPTION_DETAIL
+        Traceback (most recent call last):
+        TypeError: Can't instantiate abstract class Half with abstract methods locator, sampler, tables_at
+    """
 
     plan: SpacePlan = eqx.field(static=True)
 
