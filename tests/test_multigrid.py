@@ -391,3 +391,22 @@ def test_singular_neumann_matrix_is_diagnosed():
         solve(A, b, method="mg-cg", hierarchy=Hierarchy(Ps, stop_size=0))
     r = linear_solve(A, b, method="mg-cg", hierarchy=Hierarchy(Ps, stop_size=0), throw=False)
     assert int(r.status) == 1 and bool(jnp.all(jnp.isnan(r.value)))
+
+
+
+def test_amg_hierarchy_is_deterministic_and_leaves_numpys_random_state_alone():
+    # pyamg draws random vectors from NumPy's global generator: no dependence on earlier draws.
+    T = sp.diags([-1.0, 2.0, -1.0], [-1, 0, 1], shape=(40, 40))
+    K = (sp.kron(T, sp.eye(40)) + sp.kron(sp.eye(40), T)).tocsr()
+    A = SparseMatrix.from_scipy(K, positive_definite=True)
+    np.random.seed(123)
+    H1 = amg_hierarchy(A, max_coarse=50)
+    after = np.random.random()
+    np.random.seed(123)
+    np.random.random(7)  # another draw history before the second build
+    H2 = amg_hierarchy(A, max_coarse=50)
+    np.random.seed(123)
+    assert after == np.random.random()  # the caller's stream goes on as if amg_hierarchy had drawn nothing
+    assert len(H1.prolongations) >= 1 and H1 == H2
+    for a, b in zip(H1.prolongations, H2.prolongations, strict=True):
+        assert abs(a - b).max() == 0.0

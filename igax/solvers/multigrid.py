@@ -468,7 +468,15 @@ def amg_hierarchy(
             B = B[inv]
     opts = {"max_coarse": int(max_coarse), "max_levels": 30, "symmetry": "symmetric", "keep": False}
     opts.update(pyamg_options)
-    ml = pyamg.smoothed_aggregation_solver(M, B=B, **opts)
+    # pyamg estimates spectral radii from random vectors drawn from NumPy's global generator: seed it for the
+    # call (and restore the caller's state), so the same matrix always gives the same hierarchy, whatever ran
+    # before (hierarchies are compared and cached by content).
+    state = np.random.get_state()
+    np.random.seed(0)
+    try:
+        ml = pyamg.smoothed_aggregation_solver(M, B=B, **opts)
+    finally:
+        np.random.set_state(state)
     Ps = [sp.csr_matrix(lvl.P) for lvl in ml.levels[:-1]]
     if perm is not None and Ps:
         Ps[0] = Ps[0][perm].tocsr()
