@@ -25,6 +25,10 @@ against a steady call, the XLA constant-folding alarms on stderr, peak memory (t
 resident set), and for the spline case the forward against the sum of its parts timed alone (assembly,
 solve). ``--large-quick`` runs the same at 1/16 of the sizes.
 
+igax raises glibc's ``malloc`` thresholds when imported (:mod:`igax.fem._allocator`: XLA's per-call
+temporaries then reuse freed memory instead of being page-faulted in afresh on every call); run with
+``IGAX_MALLOC_TUNING=0`` to measure without it.
+
 Usage: ``python benchmarks/bench_gradient.py [--quick] [--reps 7] [--cases spline2-10k p1-1M] [--large]``
 """
 
