@@ -10,12 +10,14 @@ patch with 96 x 96 elements (9,604 DOFs), ``perf`` put 40 % of the assembly VJP'
 VJP from 30 to 13 ms of CPU time and the gradient of assemble + solve from 68 to 50 ms, forward unchanged.
 The 32 MB threshold alone does not help (the worker threads' arenas), nor the trim threshold alone.
 
-:func:`keep_freed_memory` sets the two thresholds once per process (``mallopt``), when igax's assembly is
-imported. The cost: up to the threshold of freed memory stays with the process (its resident size stays
-near its peak instead of shrinking between calls; the peak itself does not grow). Set the environment
-variable ``IGAX_MALLOC_TUNING=0`` to leave ``malloc`` alone; the setting is also left alone where the user
-configured ``malloc`` (``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_`` or ``glibc.malloc`` tunables),
-and on systems without glibc.
+:func:`keep_freed_memory` (``igax.fem.keep_freed_memory``) sets the two thresholds once per process
+(``mallopt``). It is opt-in: importing igax changes nothing, because the setting is process-wide and has a
+cost: up to the threshold of freed memory stays with the process (its resident size stays near its peak
+instead of shrinking between calls; the peak itself does not grow), which a larger application embedding
+igax may not want. Call it once at the start of an optimisation or training script. It does nothing where
+the environment variable ``IGAX_MALLOC_TUNING=0`` is set, where the user configured ``malloc``
+(``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_`` or ``glibc.malloc`` tunables), and on systems
+without glibc.
 """
 
 from __future__ import annotations
@@ -35,10 +37,22 @@ _done: list[bool] = []
 
 
 def keep_freed_memory(threshold: int = THRESHOLD) -> bool:
-    """Raise glibc's ``mmap`` and trim thresholds to ``threshold`` bytes (once; see the module docstring).
+    """Raise glibc's ``mmap`` and trim thresholds to ``threshold`` bytes, once per process (opt-in).
 
-    Returns True when the thresholds were set (now or by an earlier call), False where they were left alone:
-    opted out (``IGAX_MALLOC_TUNING=0``), ``malloc`` configured by the user, or no glibc.
+    Compiled programs then reuse the memory their previous call freed instead of page-faulting fresh memory
+    in (see the module docstring for figures and the cost).
+
+    Arguments:
+        threshold: bytes; blocks up to this size come from the heaps, and this much free heap top is kept.
+
+    Returns:
+        True when the thresholds were set (now or by an earlier call), False where they were left alone:
+        ``IGAX_MALLOC_TUNING=0``, ``malloc`` configured by the user, or no glibc.
+
+    Example:
+        >>> from igax import fem
+        >>> fem.keep_freed_memory() in (True, False)
+        True
     """
     if _done:
         return _done[0]

@@ -23,7 +23,6 @@ import numpy as np
 
 from igax._compile import fast_compile_options, lazy_jit
 from igax._config import check_float64
-from igax.fem._allocator import keep_freed_memory
 from igax.fem._contract import bilinear_einsum, broadcast_over_jets, contract_bilinear, contract_linear
 from igax.fem._kernel_checks import check_linear, check_no_constant_term, check_symmetric, dependencies
 from igax.fem.forms import _SHAPE_NAMES, Form, FormInputs, Jet, QuadValue, kernel_output
@@ -31,10 +30,6 @@ from igax.fem.space import FunctionSpace, Rule, Tables
 from igax.solvers.sparse import SparseMatrix
 
 __all__ = ["assemble"]
-
-# Temporaries of compiled programs reuse freed memory instead of page-faulting fresh memory in on every call
-# (igax.fem._allocator: assembly VJP of a 9,604-DOF degree-2 spline patch 30 -> 13 ms).
-keep_freed_memory()
 
 
 def _field_type():
