@@ -10,6 +10,7 @@ from igax.fem.multipatch import MultiPatchSpace  # noqa: E402
 from igax.fem.lagrange_space import LagrangeSpace  # noqa: E402
 from igax.fem.field import Field  # noqa: E402
 from igax.fem.assemble import assemble  # noqa: E402
+from igax.fem._allocator import keep_freed_memory  # noqa: E402
 from igax.fem.matrix_free import SplineOperator, operator  # noqa: E402
 from igax.fem.bc import DirichletBC  # noqa: E402
 from igax.fem.solve import solve  # noqa: E402
