@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 OUT ?= demo-output
 
-.PHONY: demo test test-slow lint bench docs clean
+.PHONY: demo test test-slow doctest lint bench docs clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	MPLBACKEND=Agg $(PY) -m pytest -q -n 2 -m slow
+
+# The `>>>` examples of every module (part of `make test` too): one test per module names the failing file.
+doctest: $(STAMP)
+	MPLBACKEND=Agg $(PY) -m pytest -q tests/test_doctests.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check igax tests examples benchmarks

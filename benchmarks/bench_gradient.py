@@ -25,6 +25,11 @@ against a steady call, the XLA constant-folding alarms on stderr, peak memory (t
 resident set), and for the spline case the forward against the sum of its parts timed alone (assembly,
 solve). ``--large-quick`` runs the same at 1/16 of the sizes.
 
+The benchmark calls ``igax.fem.keep_freed_memory()`` first, as the performance guide advises for loops
+(opt-in: glibc's ``malloc`` thresholds raised, so XLA's per-call temporaries reuse freed memory instead of
+being page-faulted in afresh on every call; :mod:`igax.fem._allocator`); run with ``IGAX_MALLOC_TUNING=0``
+to measure without it. The header line says which.
+
 Usage: ``python benchmarks/bench_gradient.py [--quick] [--reps 7] [--cases spline2-10k p1-1M] [--large]``
 """
 
@@ -235,11 +240,15 @@ def main(argv=None) -> list[dict]:
     ap.add_argument("--large-child", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     jax.config.update("jax_enable_x64", True)
+    from igax.fem import keep_freed_memory
+
+    tuned = keep_freed_memory()  # the opt-in the performance guide advises for loops (see the docstring)
     jnp.zeros(1).block_until_ready()  # start the backend outside the timings
     if args.large_child:
         print(json.dumps(_large_child(args.large_child[0], int(args.large_child[1]))), flush=True)
         return []
     head = f"platform {platform.platform()}, {os.cpu_count()} CPUs, jax {jax.__version__}"
+    head += f", malloc tuning {'on' if tuned else 'off'}"
     if args.large or args.large_quick:
         print(f"bench_gradient --large: {head}, {'1/16 sizes' if args.large_quick else 'full sizes'}")
         rows = run_large(args.large_quick)

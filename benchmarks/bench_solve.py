@@ -33,7 +33,7 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
 from igax import solvers
-from igax.solvers import _backends
+from igax.solvers.backends import pardiso as _pardiso_backend
 
 SPSOLVE_MAX = 200_000  # jax spsolve (scipy spsolve, three factorisations per gradient) beyond this: skipped
 CG_MAX = 200_000  # Jacobi-CG needs O(m) iterations: skipped beyond this
@@ -107,7 +107,7 @@ def bench_method(method, K, A, m, reps, rows, case, t_splu, t_sps, t_sps_grad) -
     jax.block_until_ready(fwd(vals, b))  # compile
     if method == "pardiso":
         # a cold call: symbolic analysis (ordering) + factorisation + solve, as for a one-off solve
-        _backends._plans.clear()
+        _pardiso_backend._plans.clear()
         _fresh()
         t_first = _median(lambda: fwd(vals, b), 1)
     t_fwd = _median(lambda: fwd(vals, b), reps, _fresh)

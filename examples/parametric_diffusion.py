@@ -49,7 +49,7 @@ from igax import fem
 from igax.bases.bspline import design_matrix
 from igax.fem import library
 from igax.inverse.random_fields import kl_expansion
-from igax.inverse.training import DirichletLift, discrete_energy, fit, make_dataset, relative_l2_errors
+from igax.inverse.training import DirichletLift, discrete_energy, make_dataset, relative_l2_errors, train
 
 DEMO = {
     "name": "training",
@@ -203,9 +203,9 @@ def pinn_model(kl, width: int, key, depth: int = 3):
         xi, xin, xbd = batch
         return jnp.mean(jax.vmap(sample_loss, (None, 0, 0, 0))(net, xi, xin, xbd))
 
-    def predict(net, xi, x):  # x: (dim, ...) -> (...)
-        pts = x.reshape(2, -1).T
-        return jax.vmap(lambda p: u_at(net, p, xi))(pts).reshape(x.shape[1:])
+    def predict(net, xi, x):  # points as rows, x: (..., dim) -> (...), like Field(points)
+        pts = x.reshape(-1, 2)
+        return jax.vmap(lambda p: u_at(net, p, xi))(pts).reshape(x.shape[:-1])
 
     return net, loss, predict
 
@@ -234,11 +234,6 @@ def _timed(fn, *args, repeat: int = 3) -> float:
         jax.block_until_ready(fn(*args))
         best = min(best, time.perf_counter() - t0)
     return best
-
-
-def quadrature_points(V) -> jax.Array:
-    """Physical quadrature points of a space, shape ``(dim, nel, nq)`` (the layout of form inputs)."""
-    return jnp.moveaxis(V.quadrature_points(), -1, 0)
 
 
 def errors_at_quadrature(V, values, u_ref):
@@ -383,7 +378,7 @@ def main(
     # Context: the coarse solve with the true nu (what a coarse model knowing nu achieves, no network).
     coarse_true = make_dataset(lambda z: P @ coarse.solve(z), xi_test, batch_size=n_test)[0]
     res["coarse_solve_rel_l2"] = float(jnp.mean(relative_l2_errors(fine.V, coarse_true, u_test)))
-    r = fit(loss, net, adam(sil_learning_rate), (xi_train, u_train), key=keys[3], batch_size=batch_size,
+    r = train(loss, net, adam(sil_learning_rate), (xi_train, u_train), key=keys[3], batch_size=batch_size,
             budget_s=budget_s, checkpoint=ckpt / "solver_in_loop.eqx", resume=False, progress=progress,
             eval_batch=(xi_test, u_test), eval_every=eval_every)  # fmt: skip
     models["sil"] = r
@@ -392,7 +387,7 @@ def main(
 
     # (b) discrete energy
     net, loss, predict = energy_model(fine, width, keys[4])
-    r = fit(loss, net, opt, lambda k: kl.sample(k, batch_size), key=keys[5], budget_s=budget_s,
+    r = train(loss, net, opt, lambda k: kl.sample(k, batch_size), key=keys[5], budget_s=budget_s,
             checkpoint=ckpt / "energy.eqx", resume=False, progress=progress, eval_batch=xi_test,
             eval_every=eval_every)  # fmt: skip
     pred_b = eqx.filter_jit(jax.vmap(predict, (None, 0)))
@@ -403,14 +398,14 @@ def main(
     # (c) collocation PINN
     net, loss, predict_pinn = pinn_model(kl, width, keys[6], pinn_depth)
     sampler = pinn_sampler(kl, n_xi=max(2, batch_size // 2), n_interior=128, n_boundary=32)
-    r = fit(loss, net, opt, sampler, key=keys[7], budget_s=budget_s, checkpoint=ckpt / "pinn.eqx",
+    r = train(loss, net, opt, sampler, key=keys[7], budget_s=budget_s, checkpoint=ckpt / "pinn.eqx",
             resume=False, progress=progress, eval_batch=sampler(jax.random.key(seed + 1)),
             eval_every=max(1, eval_every // 5))  # fmt: skip
     models["pinn"] = r
     pred_c = eqx.filter_jit(jax.vmap(predict_pinn, (None, 0, None)))
     # Inference of the PINN: its values at the quadrature points of the fine space (what its error
     # integrates).
-    x_quad = quadrature_points(fine.V)  # (dim, nel, nq)
+    x_quad = fine.V.quadrature_points()  # (nel, nq, dim): the points of form inputs, as rows
     res["pinn_infer_s_per_sample"] = _timed(pred_c, r.model, xi_test, x_quad) / n_test
 
     err = {
@@ -434,15 +429,17 @@ def main(
     # Pictures of the held-out sample farthest from the linear profile 1 - x (the most informative one).
     xs = np.linspace(0.0, 1.0, 60)
     k = int(jnp.argmax(relative_l2_errors(fine.V, lin, u_test)))
-    grid = np.stack(np.meshgrid(xs, xs, indexing="ij"))
+    X, Y = np.meshgrid(xs, xs, indexing="ij")
     ref = fine.grid_values(u_test[k], xs)
     preds = {
         "(a) solver in the loop": fine.grid_values(preds_test["sil"][k], xs),
         "(b) discrete energy": fine.grid_values(preds_test["energy"][k], xs),
         # Eager evaluation: a handful of operations, not worth a compilation.
-        "(c) PINN": np.asarray(predict_pinn(models["pinn"].model, xi_test[k], jnp.asarray(grid))),
+        "(c) PINN": np.asarray(predict_pinn(models["pinn"].model, xi_test[k], jnp.stack([X, Y], axis=-1))),
     }
-    plot_sample(out / "training_sample.png", fine, xs, np.asarray(kl.field(xi_test[k], grid)), ref, preds)
+    # kl.field is a function of position: x with the coordinate axis first, (dim, ...), as igax calls it.
+    kappa = np.asarray(kl.field(xi_test[k], np.stack([X, Y])))
+    plot_sample(out / "training_sample.png", fine, xs, kappa, ref, preds)
     # Learning curves on the fixed evaluation batches. The energy loss is shifted by its minimum (the mean
     # energy of the reference solutions), so that it reads as the energy-norm error 1/2 |u - u_h|_K^2.
     e_min = float(

@@ -47,7 +47,7 @@ NU = 0.3
 
 def make_problem(problem: str, nelx: int, nely: int):
     """Space, load vector and boundary conditions of the MBB beam or the cantilever."""
-    mesh = fem.rectangle((0.0, 0.0), (float(nelx), float(nely)), n=(nelx, nely), cell="quad")
+    mesh = fem.rectangle_mesh((0.0, 0.0), (float(nelx), float(nely)), n=(nelx, nely), cell="quad")
     V = fem.LagrangeSpace(mesh, degree=1, shape=(2,))
     pts = np.asarray(mesh.points)
     ns = V.nscalar

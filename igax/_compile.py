@@ -72,7 +72,7 @@ def enable_compilation_cache(path: str | os.PathLike | None = None, *, min_compi
 
     Example:
         >>> import igax
-        >>> igax.enable_compilation_cache()          # before the first compilation
+        >>> igax.enable_compilation_cache()   # sets JAX's global configuration  # doctest: +SKIP
         PosixPath('/home/me/.cache/igax/jax')
     """
     directory = Path(path) if path is not None else compilation_cache_dir()

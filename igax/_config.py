@@ -72,6 +72,7 @@ def check_float64(where: str) -> None:
             that met float32. Later steps stay silent, since the cause is the same.
 
     Example:
+        >>> from igax import check_float64
         >>> check_float64("solve")   # silent when x64 is on
     """
     if x64_enabled() or "float32" in _warned:

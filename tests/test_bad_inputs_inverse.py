@@ -18,7 +18,7 @@ import pytest
 
 from igax import fem, inverse
 from igax.inverse import Interrupted, minimize
-from igax.inverse.training import fit
+from igax.inverse.training import train
 
 _V = fem.SplineSpace(fem.geometry.rectangle().refine(degree=2, elements=(3, 3)))  # 25 dofs
 _VV = fem.SplineSpace(fem.geometry.rectangle().refine(degree=1, elements=(2, 2)), shape=(2,))  # 2 x 9 dofs
@@ -229,7 +229,7 @@ def _toy():
 def test_fit_interrupt_saves_a_checkpoint_and_resume_is_exact(tmp_path):
     model, loss, sample = _toy()
     opt, key = optax.adam(0.1), jax.random.key(3)
-    full = fit(loss, model, opt, sample, key=key, steps=12, progress=False)
+    full = train(loss, model, opt, sample, key=key, steps=12, progress=False)
 
     calls = [0]
 
@@ -241,7 +241,7 @@ def test_fit_interrupt_saves_a_checkpoint_and_resume_is_exact(tmp_path):
 
     ckpt = tmp_path / "toy.eqx"
     with pytest.raises(KeyboardInterrupt) as info:
-        fit(
+        train(
             loss,
             model,
             opt,
@@ -256,7 +256,7 @@ def test_fit_interrupt_saves_a_checkpoint_and_resume_is_exact(tmp_path):
     part = info.value.result
     assert part.steps == 7 and part.history["step"] == list(range(1, 8))
     assert Path(str(ckpt) + ".json").exists()  # saved at the interrupt, though checkpoint_every=100
-    resumed = fit(loss, model, opt, sample, key=key, steps=12, checkpoint=ckpt, progress=False)
+    resumed = train(loss, model, opt, sample, key=key, steps=12, checkpoint=ckpt, progress=False)
     assert resumed.resumed_from == 7 and resumed.history["step"] == list(range(1, 13))
     np.testing.assert_array_equal(resumed.model.weight, full.model.weight)
     np.testing.assert_array_equal(resumed.model.bias, full.model.bias)
@@ -267,7 +267,7 @@ def test_fit_interrupt_saves_a_checkpoint_and_resume_is_exact(tmp_path):
 def test_fit_interrupt_inside_the_jitted_loss(tmp_path, log_every):
     model, loss, sample = _toy()
     opt, key = optax.adam(0.1), jax.random.key(3)
-    full = fit(loss, model, opt, sample, key=key, steps=10, progress=False)
+    full = train(loss, model, opt, sample, key=key, steps=10, progress=False)
     count = [0]
 
     def tick(_):
@@ -282,7 +282,7 @@ def test_fit_interrupt_inside_the_jitted_loss(tmp_path, log_every):
 
     ckpt = tmp_path / "toy.eqx"
     with pytest.raises(Interrupted) as info:
-        fit(
+        train(
             loss_with_callback,
             model,
             opt,
@@ -296,7 +296,7 @@ def test_fit_interrupt_inside_the_jitted_loss(tmp_path, log_every):
     part = info.value.result
     # The failed step is not kept; what is kept is a state whose steps all completed.
     assert 1 <= part.steps <= 5 and all(s <= part.steps for s in part.history["step"])
-    resumed = fit(loss, model, opt, sample, key=key, steps=10, checkpoint=ckpt, progress=False)
+    resumed = train(loss, model, opt, sample, key=key, steps=10, checkpoint=ckpt, progress=False)
     assert resumed.resumed_from == part.steps
     np.testing.assert_array_equal(resumed.model.weight, full.model.weight)
 

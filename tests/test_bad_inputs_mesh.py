@@ -17,7 +17,7 @@ from scipy.spatial import cKDTree
 
 from igax import fem
 from igax.fem import mesh_duplicates
-from igax.fem.mesh import Mesh, box, rectangle, unit_cube, unit_square
+from igax.fem.mesh import Mesh, box_mesh, rectangle_mesh, unit_cube, unit_square
 from igax.fem.mesh_io import MeshReadError
 
 P1 = fem.LagrangeSpace(unit_square(2), degree=1)  # 9 dofs
@@ -61,7 +61,7 @@ NO_CELLS_MSH += "$Elements\n0\n$EndElements\n"
 TRUNCATED_MSH = "$MeshFormat\n2.2 0 8\n$EndMeshFormat\n$Nodes\n3\n1 0 0 0\n"
 SQUARE = unit_square(1, cell="quad")
 TRI = unit_square(2)
-HEX = box(n=(2, 1, 1), cell="hexahedron")
+HEX = box_mesh(n=(2, 1, 1), cell="hexahedron")
 
 # ---------------------------------------------------------------------------------------------- the table
 CASES = [
@@ -422,7 +422,7 @@ def test_binning_finds_every_pair_a_kd_tree_finds():
 @pytest.mark.parametrize(
     "mesh",
     [unit_square(5), unit_square((3, 4), diagonal="left"), unit_square(4, cell="quad"),
-     rectangle((-1e5, 3.0), (1e5, 3.0 + 1e-3), n=(7, 2)), unit_cube(3), unit_cube(2, cell="hexahedron"),
+     rectangle_mesh((-1e5, 3.0), (1e5, 3.0 + 1e-3), n=(7, 2)), unit_cube(3), unit_cube(2, cell="hexahedron"),
      unit_square(3).refine(2), unit_cube(2).refine(1), unit_cube(2, cell="hexahedron").refine(1)],
     ids=["tri", "tri-left", "quad", "thin-offset", "tet", "hex", "tri-refined", "tet-refined", "hex-refined"],
 )  # fmt: skip

@@ -167,7 +167,7 @@ def test_time_series_pvd(tmp_path):
     X = np.asarray(V.dof_coordinates())
     times = [0.0, 0.5, 1.0]
     steps = [fem.Field(V, jnp.asarray(np.exp(-t) * X[:, 0])) for t in times]
-    files = export.write_vtu_series(tmp_path / "heat.pvd", times, steps)
+    files = export.write_field_series(tmp_path / "heat.pvd", times, steps)
     assert len(files) == 4 and files[0].endswith("heat.pvd")
     entries = ET.parse(files[0]).getroot().findall(".//DataSet")
     assert [float(e.get("timestep")) for e in entries] == times
@@ -197,7 +197,7 @@ def test_errors(annulus_field):
     with pytest.raises(ValueError, match="sampled at their nodes"):
         export.sample(fem.Field(V, jnp.zeros(V.ndofs)), resolution=3)
     with pytest.raises(ValueError, match="one entry per time"):
-        export.write_vtu_series("x.pvd", [0.0, 1.0], [fem.Field(V, jnp.zeros(V.ndofs))])
+        export.write_field_series("x.pvd", [0.0, 1.0], [fem.Field(V, jnp.zeros(V.ndofs))])
 
 
 @pytest.mark.slow

@@ -131,7 +131,7 @@ def test_vector_space_component_boundaries_and_ordering():
 def test_plane_stress_uniaxial_tension_is_exact():
     # A rectangle pulled on the right edge: u_x = T x / E, u_y = -nu T y / E (plane stress) -- in the space.
     E, nu, T = 200.0, 0.25, 3.0
-    V = fem.LagrangeSpace(mesh.rectangle((0.0, 0.0), (2.0, 1.0), (4, 2), cell="quad"), shape=(2,))
+    V = fem.LagrangeSpace(mesh.rectangle_mesh((0.0, 0.0), (2.0, 1.0), (4, 2), cell="quad"), shape=(2,))
     K = fem.assemble(library.linear_elasticity(E, nu, "plane_stress"), V)
     f = fem.assemble(library.traction, V, boundary="right", t=jnp.array([T, 0.0]))
     bcs = [fem.DirichletBC(V, "left", 0.0, component=0), fem.DirichletBC(V, "bottom", 0.0, component=1)]

@@ -178,7 +178,7 @@ def test_vector_space_rigid_motions_and_geometry_gradient():
         for k in range(2):
             cp = W.spaces[k].control_points
             W = eqx.tree_at(lambda w, k=k: w.spaces[k].control_points, W, cp * jnp.array([1.0, s]))
-        return jnp.sum(W._tables(W._rule()).dx)
+        return jnp.sum(W.tables(W.quadrature_rule()).dx)
 
     np.testing.assert_allclose(float(jax.grad(area)(1.0)), 2.0, rtol=1e-12)
 

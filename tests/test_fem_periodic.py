@@ -309,7 +309,7 @@ def test_quadrature_points_lagrange():
     X = np.asarray(V.quadrature_points())
     assert X.shape[0] == 4 and X.shape[-1] == 2
     xs = fem.assemble(fem.functional(lambda w: w.x[0] * w.x[1] ** 2), V)
-    dx = V._tables(V._rule()).dx
+    dx = V.tables(V.quadrature_rule()).dx
     np.testing.assert_allclose(float(jnp.sum(X[..., 0] * X[..., 1] ** 2 * dx)), float(xs), rtol=1e-13)
     np.testing.assert_allclose(float(xs), 1 / 6, rtol=1e-12)
     Xb = np.asarray(V.quadrature_points("left"))

@@ -18,7 +18,6 @@ import pytest
 
 from igax import bases, fem, inverse
 from igax.fem import mesh
-from igax.fem.locate import spline_basis
 
 
 def _quarter(k):
@@ -215,7 +214,7 @@ def test_bad_points_under_jit_raise_the_eager_message(name):
 def test_singular_point_under_jit():
     # geometry.disk(): the map degenerates at the four parametric corners; gradients are undefined there.
     V = fem.SplineSpace(fem.geometry.disk().refine(degree=2, elements=2))
-    corner = spline_basis(V, np.zeros((1, 2)))[3]  # the image of the parameter corner (0, 0)
+    corner = V.basis_at(np.zeros((1, 2)))[3]  # the image of the parameter corner (0, 0)
     u = fem.Field(V, jnp.ones(V.ndofs))
     text = _runtime_message(lambda: jax.jit(lambda p: u(p))(jnp.asarray(corner)))
     assert "where the geometry map is singular" in text and "PointObservation" in text

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.interpolate import BSpline
 
-from igax.bases import fit_grid, open_uniform, project, spline_fit
+from igax.bases import fit_grid, open_uniform, spline_fit, spline_project
 
 
 def _design(x, t, p):
@@ -110,10 +110,10 @@ def test_grid_fit_and_projection():
     c0 = np.random.default_rng(5).standard_normal((6, 6))
     f = lambda X: jnp.einsum(
         "mi,mj,ij->m",
-        *(jnp.asarray(_design(np.asarray(X[:, d]), t, 2)) for d, t in enumerate((t1, t1))),
+        *(jnp.asarray(_design(np.asarray(X[d]), t, 2)) for d, t in enumerate((t1, t1))),  # X: (dim, m)
         jnp.asarray(c0),
     )
-    np.testing.assert_allclose(np.asarray(project((t1, t1), 2, f)), c0, atol=1e-12)
+    np.testing.assert_allclose(np.asarray(spline_project((t1, t1), 2, f)), c0, atol=1e-12)
 
 
 def test_projection_converges_at_rate_p_plus_1():
@@ -121,7 +121,7 @@ def test_projection_converges_at_rate_p_plus_1():
     xs = np.linspace(0, 1, 2001)
     for ne in (4, 8, 16):
         t = open_uniform(2, ne)
-        c = project(t, 2, jnp.sin)
+        c = spline_project(t, 2, jnp.sin)
         errs.append(np.sqrt(np.mean((_design(xs, t, 2) @ np.asarray(c) - np.sin(xs)) ** 2)))
         hs.append(1 / ne)
     rate = np.polyfit(np.log(hs), np.log(errs), 1)[0]

@@ -103,14 +103,14 @@ _SPLINES = {
 @pytest.mark.parametrize("name", list(_SPLINES))
 def test_spline_index_maps_and_tables_formed_in_the_program_equal_the_host_ones(name, large_paths):
     V = _SPLINES[name]()
-    p, rule = V.plan, V._rule()
+    p, rule = V.plan, V.quadrature_rule()
     ids = jnp.array([0, 3, p.nel - 1, 1], jnp.int32)
     dofs, dofs_ids, slots, slots_ids = jax.jit(
         lambda ids: (
-            V._element_dofs(rule),
-            V._element_dofs(rule, ids),
-            V._element_slots(rule),
-            V._element_slots(rule, ids),
+            V.element_dofs(rule),
+            V.element_dofs(rule, ids),
+            V.element_slots(rule),
+            V.element_slots(rule, ids),
         )
     )(ids)
     want_slots = p.slot.reshape(p.nel, -1)
@@ -118,19 +118,19 @@ def test_spline_index_maps_and_tables_formed_in_the_program_equal_the_host_ones(
     np.testing.assert_array_equal(dofs_ids, p.cell_dofs[np.asarray(ids)])
     np.testing.assert_array_equal(slots, want_slots)
     np.testing.assert_array_equal(slots_ids, want_slots[np.asarray(ids)])
-    host = V._host_tables(rule)
-    for got, want in zip(jax.jit(lambda: V._tables(rule))(), host, strict=True):
+    host = V.host_tables(rule)
+    for got, want in zip(jax.jit(lambda: V.tables(rule))(), host, strict=True):
         if want is not None:
             np.testing.assert_allclose(
                 np.broadcast_to(got, want.shape), want, rtol=0, atol=1e-13 * np.abs(want).max()
             )
-    chunk = jax.jit(V._chunked_tables(rule))(ids)
+    chunk = jax.jit(V.chunked_tables(rule))(ids)
     for got, want in zip(chunk, host, strict=True):
         if want is not None:
             np.testing.assert_allclose(got, want[np.asarray(ids)], rtol=0, atol=1e-13 * np.abs(want).max())
     side = V.boundary_names[0]
     for got, want in zip(
-        jax.jit(lambda: V._tables(V._rule(side)))(), V._host_tables(V._rule(side)), strict=True
+        jax.jit(lambda: V.tables(V.quadrature_rule(side)))(), V.host_tables(V.quadrature_rule(side)), strict=True
     ):
         if want is not None:
             np.testing.assert_allclose(

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.interpolate import CubicSpline, make_interp_spline
 
-from igax.bases import interpolate, locate
+from igax.bases import find_interval, interpolate
 from igax.bases._banded import band_matvec, spd_banded_solve, tridiagonal_solve
 
 
@@ -81,7 +81,7 @@ def test_locate_paths_agree():
     xq = jnp.linspace(br[0] - 1, br[-1] + 1, 500)
     ref = np.clip(np.searchsorted(np.asarray(br), np.asarray(xq), side="right") - 1, 0, 198)
     for kw in ({}, {"assume_sorted": True}):
-        np.testing.assert_array_equal(np.asarray(locate(br, xq, **kw)), ref)
+        np.testing.assert_array_equal(np.asarray(find_interval(br, xq, **kw)), ref)
 
 
 # ------------------------------------------------------------------------------------------------------------

@@ -67,14 +67,4 @@ def test_error_names_the_argument():
         K.open_knots([0, 0, 1], 2)
 
 
-@pytest.mark.parametrize(
-    "module",
-    ["knots", "bspline", "nurbs", "patch", "refine", "bezier", "geometry"],
-)
-def test_docstring_examples(module):
-    import doctest
-    import importlib
-
-    mod = importlib.import_module(f"igax.fem.{module}" if module == "geometry" else f"igax.bases.{module}")
-    result = doctest.testmod(mod, optionflags=doctest.NORMALIZE_WHITESPACE)
-    assert result.attempted > 0 and result.failed == 0
+# The docstring examples of every module run in tests/test_doctests.py.

@@ -4,15 +4,15 @@ import numpy as np
 import pytest
 
 from igax.bases.lagrange import reference_element
-from igax.fem.mesh import Mesh, box, rectangle, unit_cube, unit_square
+from igax.fem.mesh import Mesh, box_mesh, rectangle_mesh, unit_cube, unit_square
 from igax.fem.mesh_io import read_mesh, write_mesh, write_time_series
 
 # (generator, cells, points, edges, faces, boundary facets, facets per named side)
 CASES = {
     "triangle": (lambda: unit_square((3, 2)), 12, 12, 23, None, 10),
     "quad": (lambda: unit_square((3, 2), cell="quad"), 6, 12, 17, None, 10),
-    "tetra": (lambda: box(n=(2, 3, 4)), 144, 60, 255, 340, 104),
-    "hexahedron": (lambda: box(n=(2, 3, 4), cell="hexahedron"), 24, 60, 133, 98, 52),
+    "tetra": (lambda: box_mesh(n=(2, 3, 4)), 144, 60, 255, 340, 104),
+    "hexahedron": (lambda: box_mesh(n=(2, 3, 4), cell="hexahedron"), 24, 60, 133, 98, 52),
 }
 
 
@@ -49,7 +49,7 @@ def test_generated_meshes_are_positive_and_fill_the_box(cell):
     )  # all cases fill the unit square or cube
     # a shifted, stretched box
     lo, hi = (-1.0, 2.0, 0.5)[: mesh.dim], (3.0, 2.5, 4.0)[: mesh.dim]
-    other = rectangle(lo, hi, 3, cell) if mesh.dim == 2 else box(lo, hi, 2, cell)
+    other = rectangle_mesh(lo, hi, 3, cell) if mesh.dim == 2 else box_mesh(lo, hi, 2, cell)
     assert other.cell_volumes().sum() == pytest.approx(np.prod(np.subtract(hi, lo)), rel=1e-13)
     np.testing.assert_allclose(other.points.min(axis=0), lo)
     np.testing.assert_allclose(other.points.max(axis=0), hi)
@@ -192,7 +192,7 @@ def test_constructor_validates_input():
         with pytest.raises(ValueError, match="n must be a positive int"):
             unit_square(bad)
     with pytest.raises(ValueError, match="upper must exceed lower"):
-        rectangle((0, 0), (1, -1))
+        rectangle_mesh((0, 0), (1, -1))
     with pytest.raises(ValueError, match="cell must be 'tetra' or 'hexahedron'"):
         unit_cube(2, cell="triangle")
     with pytest.raises(ValueError, match="faces\\(\\) is for 3D meshes"):
@@ -524,12 +524,12 @@ def test_million_vertex_triangle_mesh():
 
 @pytest.mark.parametrize("k, top", [(2, 50), (3, 1000), (4, 10**6)])  # the last one takes the lexsort path
 def test_unique_rows_matches_numpy(k, top):
-    from igax.fem.mesh import _unique_rows
+    from igax.fem.mesh import unique_rows
 
     rng = np.random.default_rng(k)
     base = rng.integers(0, top, size=(200, k))
     rows = base[rng.integers(0, 200, size=1000)]  # many repeats
-    first, inverse, counts = _unique_rows(rows)
+    first, inverse, counts = unique_rows(rows)
     uniq, np_inverse, np_counts = np.unique(rows, axis=0, return_inverse=True, return_counts=True)
     np.testing.assert_array_equal(rows[first], uniq)  # groups in sorted order, first = a member
     np.testing.assert_array_equal(inverse, np_inverse.reshape(-1))

@@ -254,7 +254,7 @@ def _rigid_body_modes(V):
 
 
 def test_algebraic_hierarchy_on_2d_elasticity_with_rigid_body_modes():
-    V = fem.LagrangeSpace(mesh.rectangle((0.0, 0.0), (4.0, 1.0), (40, 10), cell="quad"), shape=(2,))
+    V = fem.LagrangeSpace(mesh.rectangle_mesh((0.0, 0.0), (4.0, 1.0), (40, 10), cell="quad"), shape=(2,))
     K = fem.assemble(library.linear_elasticity(100.0, 0.3, "plane_stress"), V)
     f = fem.assemble(library.traction, V, boundary="right", t=jnp.array([0.0, -1.0]))
     A, b = fem.DirichletBC(V, "left", 0.0).condense(K, f)

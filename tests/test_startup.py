@@ -163,8 +163,8 @@ _SPACES = {
 def test_host_tables_equal_the_traced_tables(name):
     V = _SPACES[name]()
     for boundary in [None, *[(b,) for b in V.boundary_names], V.boundary_names]:
-        rule = V._rule(boundary)
-        traced, host = jax.jit(lambda W, r=rule: W._tables(r))(V), V._host_tables(rule)
+        rule = V.quadrature_rule(boundary)
+        traced, host = jax.jit(lambda W, r=rule: W.tables(r))(V), V.host_tables(rule)
         for a, b in zip(traced, host, strict=True):
             assert (a is None) == (b is None)
             if a is not None:
@@ -174,7 +174,7 @@ def test_host_tables_equal_the_traced_tables(name):
 
 def test_known_tables_cached_for_concrete_geometry_only():
     V = _square(2, 5)
-    rule = V._rule(None)
+    rule = V.quadrature_rule(None)
     t1, x1 = _ASSEMBLE.known_tables(V, rule)
     t2, x2 = _ASSEMBLE.known_tables(V, rule)
     assert t1 is t2 and x1 is x2  # computed once per geometry

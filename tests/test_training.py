@@ -19,10 +19,10 @@ from igax.inverse.training import (
     DirichletLift,
     batched,
     discrete_energy,
-    fit,
     galerkin_residual,
     make_dataset,
     relative_l2_errors,
+    train,
 )
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -200,20 +200,20 @@ def test_fit_checkpoint_resume_reproduces_an_uninterrupted_run(tmp_path):
     opt = optax.adam(0.2)
     key = jax.random.key(8)
     kw = dict(key=key, batch_size=8, progress=False)
-    full = fit(loss, model, opt, data, steps=12, **kw)
+    full = train(loss, model, opt, data, steps=12, **kw)
     assert full.steps == 12 and full.history["step"] == list(range(1, 13))
     assert full.history["loss"][-1] < 0.5 * full.history["loss"][0]
 
     ckpt = tmp_path / "toy.eqx"
-    part = fit(loss, model, opt, data, steps=5, checkpoint=ckpt, checkpoint_every=2, **kw)
+    part = train(loss, model, opt, data, steps=5, checkpoint=ckpt, checkpoint_every=2, **kw)
     assert part.steps == 5 and ckpt.exists() and Path(str(ckpt) + ".json").exists()
-    resumed = fit(loss, model, opt, data, steps=12, checkpoint=ckpt, **kw)
+    resumed = train(loss, model, opt, data, steps=12, checkpoint=ckpt, **kw)
     assert resumed.resumed_from == 5 and resumed.steps == 12
     assert resumed.history["step"] == list(range(1, 13))
     np.testing.assert_allclose(resumed.history["loss"], full.history["loss"], rtol=1e-12)
     np.testing.assert_allclose(resumed.model.weight, full.model.weight, rtol=1e-12)
     # resume=False starts afresh and overwrites the checkpoint.
-    again = fit(loss, model, opt, data, steps=3, checkpoint=ckpt, resume=False, **kw)
+    again = train(loss, model, opt, data, steps=3, checkpoint=ckpt, resume=False, **kw)
     assert again.resumed_from is None and again.steps == 3
 
 
@@ -225,14 +225,14 @@ def test_fit_budget_callable_data_and_errors():
         idx = jax.random.randint(k, (4,), 0, X.shape[0])
         return X[idx], y[idx]
 
-    r = fit(loss, model, opt, sample, key=jax.random.key(9), budget_s=0.05, progress=True, log_every=2)
+    r = train(loss, model, opt, sample, key=jax.random.key(9), budget_s=0.05, progress=True, log_every=2)
     assert r.steps >= 1 and r.train_seconds >= 0.05 and r.compile_seconds > 0
     assert all(s % 2 == 0 for s in r.history["step"])
     with pytest.raises(ValueError, match="steps= .* or budget_s="):
-        fit(loss, model, opt, sample, key=jax.random.key(0))
+        train(loss, model, opt, sample, key=jax.random.key(0))
     with pytest.raises(FloatingPointError, match="became nan"):
         bad = lambda m, b: jnp.sum(jnp.log(-1.0 + 0 * m.bias))  # noqa: E731
-        fit(bad, model, opt, sample, key=jax.random.key(0), steps=2, progress=False)
+        train(bad, model, opt, sample, key=jax.random.key(0), steps=2, progress=False)
 
 
 # -- the example ---------------------------------------------------------------------------------------------

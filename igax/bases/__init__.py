@@ -26,5 +26,18 @@ from igax.bases.approx import free_knot_fit, segment, segment_projection
 from igax.bases import approx2d
 from igax.bases.approx2d import piecewise_constant_2d, region_projection, segment_image
 from igax.bases.fit import fit as spline_fit
-from igax.bases.fit import fit_grid, project
-from igax.bases.interp import interpolate, locate
+from igax.bases.fit import fit_grid, spline_project
+from igax.bases.interp import find_interval, interpolate
+
+from igax._deprecation import renamed as _renamed
+
+# Names before issue 17: bases.project and fem.project were different projections, bases.locate and
+# fem.locate.locate different searches.
+__getattr__ = _renamed(
+    __name__,
+    {
+        # The old name keeps its callable of points as rows (m, dim); spline_project's f takes (dim, m).
+        "project": ("igax.bases.spline_project (note: its f takes x of shape (dim, m))", fit._project_rows),
+        "locate": ("igax.bases.find_interval (igax.fem.locate.locate finds elements)", find_interval),
+    },
+)

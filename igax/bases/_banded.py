@@ -147,6 +147,8 @@ def tridiagonal_solve(
         x with the shape of ``rhs``.
 
     Example:
+        >>> import jax.numpy as jnp
+        >>> from igax.bases._banded import tridiagonal_solve
         >>> x = tridiagonal_solve(jnp.ones(4), 4 * jnp.ones(4), jnp.ones(4), jnp.ones(4))
     """
     n = diag.shape[0]
@@ -176,6 +178,8 @@ def banded_cholesky(band: jax.Array) -> jax.Array:
         (n, p+1) lower band of ``L``.
 
     Example:
+        >>> import jax.numpy as jnp
+        >>> from igax.bases._banded import banded_cholesky
         >>> L = banded_cholesky(jnp.array([[2.0, 0.0], [2.0, 1.0], [2.0, 1.0]]))
     """
     n, w = band.shape
@@ -302,6 +306,8 @@ def spd_banded_solve(band: jax.Array, rhs: jax.Array) -> jax.Array:
         x with the shape of ``rhs``.
 
     Example:
+        >>> import jax.numpy as jnp
+        >>> from igax.bases._banded import spd_banded_solve
         >>> band = jnp.array([[2.0, 0.0], [2.0, -1.0], [2.0, -1.0]])
         >>> x = spd_banded_solve(band, jnp.ones(3))
     """

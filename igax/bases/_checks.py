@@ -2,7 +2,7 @@
 
 Shapes, dtypes and static options are checked when a function is traced. Values (finite numbers, positive
 weights, increasing sites) are only known at run time under ``jit``/``vmap``/``grad``; there igax uses the
-mechanism of its solvers, :func:`igax.solvers._errors.branched_error_if`: a ``lax.cond`` that calls back to
+mechanism of the whole package, :func:`igax._errors.branched_error_if`: a ``lax.cond`` that calls back to
 Python only when a check fails, raises igax's message (also logged first, so it is the first line a user
 reads) and passes derivatives through. Concrete input is checked at once in NumPy by the callers, with the
 offending index in the message.
@@ -22,8 +22,8 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
-# bases may use solvers (DESIGN.md): one run-time error mechanism for the whole package
-from igax.solvers._errors import branched_error_if
+# one run-time error mechanism for the whole package, at package level (bases imports neither fem nor solvers)
+from igax._errors import branched_error_if
 
 __all__ = ["is_concrete", "runtime_check"]
 

@@ -172,6 +172,8 @@ def segment(y: jax.Array, n_segments: int, degree: int = 1, *, candidates: int |
         Not differentiable (integers).
 
     Example:
+        >>> import jax.numpy as jnp
+        >>> from igax.bases import segment
         >>> segment(jnp.array([0., 0, 0, 5, 5, 5]), 2, degree=0)
         Array([0, 3, 6], dtype=int32)
     """
@@ -313,6 +315,9 @@ def free_knot_fit(
     igax's solvers raise).
 
     Example:
+        >>> import jax
+        >>> import jax.numpy as jnp
+        >>> from igax.bases import free_knot_fit
         >>> y = jnp.concatenate([jnp.zeros(10), jnp.linspace(0.0, 1.0, 10)])
         >>> yhat = free_knot_fit(y, n_segments=2, degree=1)
         >>> g = jax.grad(lambda y: jnp.sum(free_knot_fit(y, 2, 1) ** 2))(y)

@@ -257,6 +257,8 @@ def segment_image(
     host, so under ``jit`` a NaN surfaces as a runtime error carrying the same message.
 
     Example:
+        >>> import jax.numpy as jnp
+        >>> from igax.bases import segment_image
         >>> img = jnp.array([[0.0, 0.0, 1.0], [0.0, 1.0, 1.0]])
         >>> segment_image(img, 2, value_range=(0.0, 1.0))
         Array([[0, 0, 1],
@@ -344,9 +346,10 @@ def region_projection(image: jax.Array, labels: jax.Array) -> jax.Array:
         Array shaped like ``image``: every pixel holds the mean of its region (per channel).
 
     Example:
-        >>> region_projection(jnp.array([[1.0, 3.0], [5.0, 7.0]]), jnp.array([[0, 0], [1, 1]]))
-        Array([[2., 2.],
-               [6., 6.]], dtype=float32)
+        >>> import jax.numpy as jnp
+        >>> from igax.bases import region_projection
+        >>> region_projection(jnp.array([[1.0, 3.0], [5.0, 7.0]]), jnp.array([[0, 0], [1, 1]])).tolist()
+        [[2.0, 2.0], [6.0, 6.0]]
     """
     _check_image(image)
     shape = jnp.shape(image)
@@ -393,6 +396,9 @@ def piecewise_constant_2d(
         The approximation, shaped like ``image`` (and the labels if asked).
 
     Example:
+        >>> import jax
+        >>> import jax.numpy as jnp
+        >>> from igax.bases import piecewise_constant_2d
         >>> img = jnp.array([[0.1, 0.2, 0.9], [0.0, 0.8, 1.0]])
         >>> approx = piecewise_constant_2d(img, 2, value_range=(0.0, 1.0))
         >>> g = jax.grad(lambda x: jnp.sum(piecewise_constant_2d(x, 2, value_range=(0, 1)) ** 2))(img)

@@ -28,6 +28,7 @@ def bernstein(degree: int, t, nderiv: int = 0):
         array ``(nderiv + 1, *S, p + 1)``.
 
     Example:
+        >>> from igax.bases import bernstein
         >>> bernstein(2, [0.5])[0].tolist()
         [[0.25, 0.5, 0.25]]
     """
@@ -50,6 +51,7 @@ def bezier_extraction(knots, degree: int) -> np.ndarray:
         float64 array ``(n_elements, p + 1, p + 1)``.
 
     Example:
+        >>> from igax.bases import bezier_extraction
         >>> bezier_extraction([0, 0, 0, 0.5, 1, 1, 1], 2)[0].tolist()
         [[1.0, 0.0, 0.0], [0.0, 1.0, 0.5], [0.0, 0.0, 0.5]]
     """

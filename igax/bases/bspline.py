@@ -94,6 +94,7 @@ def find_span(knots, degree: int, x):
         int array of the shape of ``x`` with values in ``[degree, nknots - degree - 2]``.
 
     Example:
+        >>> from igax.bases.bspline import find_span
         >>> find_span([0, 0, 0, 0.5, 1, 1, 1], 2, [0.0, 0.5, 1.0]).tolist()
         [2, 3, 3]
     """
@@ -124,6 +125,7 @@ def basis_functions(knots, degree: int, x, nderiv: int = 0):
         a) / dx^k (x[j])``.
 
     Example:
+        >>> from igax.bases.bspline import basis_functions
         >>> first, ders = basis_functions([0, 0, 0, 1, 1, 1], 2, [0.5], nderiv=1)
         >>> ders[0].tolist(), ders[1].tolist()
         ([[0.25, 0.5, 0.25]], [[-1.0, 0.0, 1.0]])
@@ -208,6 +210,8 @@ def evaluate(knots, degree: int, coeffs, x, nderiv: int = 0):
         array ``(nderiv + 1, *S, *C)``: entry ``k`` is the k-th derivative.
 
     Example:
+        >>> import numpy as np
+        >>> from igax.bases.bspline import evaluate
         >>> float(evaluate([0, 0, 1, 1], 1, np.array([1.0, 3.0]), 0.5)[0])
         2.0
     """
@@ -242,6 +246,7 @@ def design_matrix(knots, degree: int, x, nderiv: int = 0):
         then).
 
     Example:
+        >>> from igax.bases.bspline import design_matrix
         >>> design_matrix([0, 0, 1, 1], 1, [0.25])[0].tolist()
         [[0.75, 0.25]]
     """

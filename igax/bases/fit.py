@@ -7,7 +7,8 @@
   Differentiable in the values ``y``, the sites ``x``, the weights and the smoothing parameter.
 * :func:`fit_grid`: data on a tensor grid; the normal matrix is a Kronecker product of 1D band matrices, so
   the fit is one banded solve per direction.
-* :func:`project`: L2 projection of a function (Gauss quadrature on every knot span, then :func:`fit_grid`).
+* :func:`spline_project`: L2 projection of a function (Gauss quadrature on every knot span, then
+  :func:`fit_grid`); once ``project``, the name of :func:`igax.fem.project` (onto a function space).
 
 The normal equations are never solved densely. In 1D they are a symmetric band matrix of half-bandwidth ``p``,
 solved by a banded Cholesky factorisation whose adjoint reuses the factor
@@ -26,12 +27,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from igax._deprecation import renamed
 from igax.bases._banded import spd_banded_solve
 from igax.bases._checks import is_concrete, runtime_check
 from igax.bases.bspline import basis_functions
 from igax.bases.knots import num_basis, unique_knots, validate_degree, validate_knots
 
-__all__ = ["fit", "fit_grid", "project"]
+__all__ = ["fit", "fit_grid", "spline_project"]
 
 
 def _float_dtype(*arrays):
@@ -290,9 +292,14 @@ def fit(knots, degree, x, y, *, weights=None, smoothing=0.0, penalty_order: int 
     yields non-finite coefficients.
 
     Example:
+        >>> import jax.numpy as jnp
+        >>> from igax.bases import open_uniform
+        >>> from igax.bases.fit import fit
         >>> t = open_uniform(3, 8)
         >>> x = jnp.linspace(0, 1, 50)
         >>> c = fit(t, 3, x, jnp.sin(6 * x), smoothing=1e-6)
+        >>> c.shape
+        (11,)
     """
     ts, ps, one_d = _normalise_space(knots, degree)
     dim = len(ts)
@@ -427,9 +434,13 @@ def fit_grid(knots, degree, grid, values, *, weights=None) -> jax.Array:
         Coefficients (n_1, ..., n_dim, ...).
 
     Example:
+        >>> import jax.numpy as jnp
+        >>> from igax.bases import fit_grid, open_uniform
         >>> t = open_uniform(2, 4)
         >>> g = jnp.linspace(0, 1, 12)
         >>> c = fit_grid((t, t), 2, (g, g), jnp.outer(g, 1 - g))
+        >>> c.shape
+        (6, 6)
     """
     ts, ps, one_d = _normalise_space(knots, degree)
     dim = len(ts)
@@ -468,22 +479,41 @@ def _fit_grid_compiled(grids, weights, Y, *, knots, degrees):
     return Y
 
 
-def project(knots, degree, f, *, n_quad: int | None = None) -> jax.Array:
+def spline_project(knots, degree, f, *, n_quad: int | None = None) -> jax.Array:
     """L2 projection of a function onto a spline space (Gauss quadrature on every knot span).
 
     Arguments:
         knots: knot vector or tuple of knot vectors.
         degree: int or tuple of ints.
-        f: callable; in 1D ``f(x)`` with x (m,), otherwise ``f(x)`` with x (m, dim); returns (m, ...).
+        f: function of position, called once on all quadrature points as every function of position in igax
+            is (docs/conventions.md): ``x`` has the coordinate axis first, shape ``(dim, m)`` (``x[0]`` holds
+            the first coordinate of the m points; in 1D ``x`` is ``(m,)``), and ``f`` returns ``(m,)``,
+            ``value_shape + (m,)`` (components first) or a scalar.
         n_quad: Gauss points per span and direction (default degree + 1; exact when f is a spline of the
             same space).
 
     Returns:
-        Coefficients (n, ...) or (n_1, ..., n_dim, ...). Differentiable in anything ``f`` closes over.
+        Coefficients (n, ...) or (n_1, ..., n_dim, ...), value axes last. Differentiable in anything ``f``
+        closes over.
+
+    Raises:
+        ValueError: when ``f`` returns another shape, e.g. a function written for points as rows
+            (``x[:, 0]``), as the deprecated ``igax.bases.project`` took them.
 
     Example:
-        >>> c = project(open_uniform(3, 6), 3, jnp.sin)
+        >>> import jax.numpy as jnp
+        >>> from igax.bases import open_uniform, spline_project
+        >>> c = spline_project(open_uniform(3, 6), 3, jnp.sin)
+        >>> c.shape
+        (9,)
+        >>> t = open_uniform(1, 2)   # degree 1 reproduces x * y: coefficients = values at the Greville points
+        >>> spline_project((t, t), 1, lambda x: x[0] * x[1])[1:, 1:].round(12).tolist()
+        [[0.25, 0.5], [0.5, 1.0]]
     """
+    return _project(knots, degree, f, n_quad, coordinates_first=True)
+
+
+def _project(knots, degree, f, n_quad, *, coordinates_first: bool) -> jax.Array:
     ts, ps, one_d = _normalise_space(knots, degree)
     dim = len(ts)
     pts, wts = [], []
@@ -491,12 +521,25 @@ def project(knots, degree, f, *, n_quad: int | None = None) -> jax.Array:
         xq, wq = _gauss_on_spans(t, n_quad or p + 1)
         pts.append(xq)
         wts.append(wq)
+    grid = tuple(len(p) for p in pts)
+    m = math.prod(grid)
     if one_d:
-        vals = f(jnp.asarray(pts[0]))
+        x = pts[0]
     else:
-        mesh = np.stack(np.meshgrid(*pts, indexing="ij"), axis=-1).reshape(-1, dim)
-        vals = f(jnp.asarray(mesh))
-        vals = jnp.reshape(vals, tuple(len(p) for p in pts) + jnp.shape(vals)[1:])
+        x = np.stack(np.meshgrid(*pts, indexing="ij"), axis=0).reshape(dim, m)  # (dim, m)
+        x = x if coordinates_first else x.T  # the deprecated project's points as rows (m, dim)
+    vals = jnp.asarray(f(jnp.asarray(x)))
+    if coordinates_first:
+        if vals.ndim == 0:
+            vals = jnp.broadcast_to(vals, (m,))
+        elif vals.shape[-1] != m:
+            raise ValueError(
+                f"f returned shape {vals.shape}; with x of shape {np.shape(x)} (the coordinate axis first, "
+                f"so x[0] is the first coordinate of the {m} points) it must return ({m},), value_shape + "
+                f"({m},) or a scalar. A function written for points as rows (x[:, 0]) reads x[0] now."
+            )
+        vals = jnp.moveaxis(vals, -1, 0)  # (m, ...): value axes last, as fit_grid takes them
+    vals = jnp.reshape(vals, grid + jnp.shape(vals)[1:])
     return fit_grid(
         ts[0] if one_d else ts,
         ps[0] if one_d else ps,
@@ -504,3 +547,17 @@ def project(knots, degree, f, *, n_quad: int | None = None) -> jax.Array:
         vals,
         weights=wts[0] if one_d else tuple(wts),
     )
+
+
+def _project_rows(knots, degree, f, *, n_quad: int | None = None) -> jax.Array:
+    """The deprecated ``igax.bases.project``: ``f`` takes the points as rows, ``(m, dim)``, and returns
+    ``(m, ...)``. Kept as it was, so that scripts written for it compute what they computed."""
+    return _project(knots, degree, f, n_quad, coordinates_first=False)
+
+
+# The name before issue 17, when igax.bases.project and igax.fem.project were different functions. The old
+# name keeps its points-as-rows callable; spline_project takes x with the coordinate axis first.
+__getattr__ = renamed(
+    __name__,
+    {"project": ("spline_project (whose f takes x of shape (dim, m), coordinates first)", _project_rows)},
+)

@@ -50,6 +50,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from igax._deprecation import renamed
 from igax.bases._checks import is_concrete as _is_concrete
 from igax.bases._checks import runtime_check
 
@@ -58,7 +59,7 @@ from igax.bases._checks import runtime_check
 # (in x, 15-40 % faster).
 tridiagonal_solve = jax.lax.linalg.tridiagonal_solve
 
-__all__ = ["interpolate", "locate"]
+__all__ = ["interpolate", "find_interval"]
 
 _BC_NAMES = ("not-a-knot", "natural", "clamped")
 
@@ -69,8 +70,11 @@ def _float_dtype(*arrays):
 
 
 @partial(jax.jit, static_argnames=("assume_sorted",))
-def locate(breaks: jax.Array, x_new: jax.Array, *, assume_sorted: bool = False) -> jax.Array:
+def find_interval(breaks: jax.Array, x_new: jax.Array, *, assume_sorted: bool = False) -> jax.Array:
     """Index ``i`` of the interval ``[breaks[i], breaks[i+1])`` holding each point, clipped to ``[0, nb-2]``.
+
+    Named like :func:`igax.bases.find_span` (its counterpart on knot vectors); once ``locate``, the name of
+    :func:`igax.fem.locate.locate` (the element of a space that holds a physical point).
 
     Arguments:
         breaks: (nb,) increasing breakpoints.
@@ -85,7 +89,9 @@ def locate(breaks: jax.Array, x_new: jax.Array, *, assume_sorted: bool = False) 
         ``breaks[-1]`` get ``nb-2``: the end pieces extrapolate.
 
     Example:
-        >>> locate(jnp.array([0.0, 1.0, 2.0]), jnp.array([-1.0, 0.5, 1.0, 3.0]))
+        >>> import jax.numpy as jnp
+        >>> from igax.bases import find_interval
+        >>> find_interval(jnp.array([0.0, 1.0, 2.0]), jnp.array([-1.0, 0.5, 1.0, 3.0]))
         Array([0, 0, 1, 1], dtype=int32)
     """
     inner = breaks[1:-1]
@@ -294,13 +300,13 @@ def _cubic_coefs(x, y, s):
 
 def _eval_cubic(x, y, s, x_new, assume_sorted):
     """Hermite cubic on each interval, as a piecewise polynomial in ``t = x_new - x[i]``."""
-    idx = locate(x, x_new, assume_sorted=assume_sorted)  # (m,)
+    idx = find_interval(x, x_new, assume_sorted=assume_sorted)  # (m,)
     return _pp_eval(x[:-1], _cubic_coefs(x, y, s), x_new, idx, assume_sorted)  # (m, r)
 
 
 def _eval_linear(x, y, x_new, assume_sorted):
     slope = jnp.diff(y, axis=0) / jnp.diff(x)[:, None]
-    idx = locate(x, x_new, assume_sorted=assume_sorted)
+    idx = find_interval(x, x_new, assume_sorted=assume_sorted)
     return _pp_eval(x[:-1], (y[:-1], slope), x_new, idx, assume_sorted)
 
 
@@ -340,7 +346,7 @@ def _quadratic(x, y, x_new, assume_sorted, solve=tridiagonal_solve):
     diag = jnp.concatenate([one, vals[:, 1], one])
     upper = jnp.concatenate([zero, vals[:, 2], zero])
     c = solve(lower, diag, upper, y)  # (n, r)
-    j = locate(
+    j = find_interval(
         breaks, x_new, assume_sorted=assume_sorted
     )  # span j: [breaks[j], breaks[j+1]], functions j..j+2
     tq = jnp.stack([t[j + 1], t[j + 2], t[j + 3], t[j + 4]], axis=1)  # (m, 4)
@@ -369,8 +375,8 @@ def interpolate(
         bc_type: cubic end conditions ``"not-a-knot"`` (default), ``"natural"``, ``"clamped"`` or a pair
             ``(left, right)``; only ``None`` for degrees 1 and 2.
         assume_sorted: promise that ``x_new`` (flattened) is non-decreasing, so points are located by a merge
-            in ``O(n + m)`` instead of a binary search each (see :func:`locate`). The native kernel needs no
-            promise: it finds runs of sorted points itself.
+            in ``O(n + m)`` instead of a binary search each (see :func:`find_interval`). The native kernel
+            needs no promise: it finds runs of sorted points itself.
         native: ``None`` (default): the native CPU kernel where it applies (any degree, at least 4 sites,
             kernels available; see :mod:`igax._native`), else pure JAX. ``False``: pure JAX, e.g. for
             ``jax.export`` of a CPU program (the kernel's custom call has no compatibility guarantee, so
@@ -399,8 +405,11 @@ def interpolate(
     Forward and backward passes are O(n + m) (plus ``log`` for the point search unless ``assume_sorted``).
 
     Example:
+        >>> import jax.numpy as jnp
+        >>> from igax.bases import interpolate
         >>> x = jnp.linspace(0.0, 1.0, 8)
         >>> interpolate(x, jnp.sin(x), jnp.array([0.25, 0.5]), bc_type="natural")
+        Array([0.2474..., 0.4794...], dtype=float64)
     """
     bc = _validate(x, y, x_new, degree, bc_type, check)
     dtype = _float_dtype(x, y, x_new)
@@ -464,3 +473,7 @@ def _pure_interpolate(x, y2, xq, *, degree, bc, assume_sorted=False, solve=tridi
         return _quadratic(x, y2, xq, assume_sorted, solve=solve)
     s = _cubic_slopes(x, y2, bc, solve=solve)
     return _eval_cubic(x, y2, s, xq, assume_sorted)
+
+
+# The name before issue 17, when igax.bases.locate and igax.fem.locate.locate were different functions.
+__getattr__ = renamed(__name__, {"locate": ("find_interval", find_interval)})

@@ -40,6 +40,7 @@ def validate_degree(degree, *, name: str = "degree") -> int:
         ``int(degree)``.
 
     Example:
+        >>> from igax.bases.knots import validate_degree
         >>> validate_degree(2)
         2
     """
@@ -69,6 +70,7 @@ def validate_knots(knots, degree: int, *, name: str = "knots") -> np.ndarray:
         The knots as a read-only-safe float64 copy, shape ``(nknots,)``.
 
     Example:
+        >>> from igax.bases import validate_knots
         >>> validate_knots([0, 0, 0, 0.5, 1, 1, 1], 2)
         array([0. , 0. , 0. , 0.5, 1. , 1. , 1. ])
     """
@@ -139,6 +141,7 @@ def open_uniform(degree: int, n_elements: int, lower: float = 0.0, upper: float 
         float64 array of ``n_elements + 2 * degree + 1`` knots.
 
     Example:
+        >>> from igax.bases import open_uniform
         >>> open_uniform(2, 2)
         array([0. , 0. , 0. , 0.5, 1. , 1. , 1. ])
     """
@@ -166,6 +169,7 @@ def open_knots(breakpoints, degree: int, multiplicity=1) -> np.ndarray:
         The validated knot vector.
 
     Example:
+        >>> from igax.bases import open_knots
         >>> open_knots([0, 0.5, 1], 2, multiplicity=2)
         array([0. , 0. , 0. , 0.5, 0.5, 1. , 1. , 1. ])
     """
@@ -188,6 +192,7 @@ def unique_knots(knots) -> np.ndarray:
     """The distinct knot values (the element breakpoints), sorted.
 
     Example:
+        >>> from igax.bases import unique_knots
         >>> unique_knots([0, 0, 0.5, 0.5, 1, 1])
         array([0. , 0.5, 1. ])
     """
@@ -198,6 +203,7 @@ def multiplicities(knots) -> np.ndarray:
     """How often each distinct knot (see :func:`unique_knots`) is repeated, int array.
 
     Example:
+        >>> from igax.bases import multiplicities
         >>> multiplicities([0, 0, 0.5, 0.5, 1, 1])
         array([2, 2, 2])
     """
@@ -210,6 +216,7 @@ def continuity(knots, degree: int) -> np.ndarray:
     ``-1`` means discontinuous. The ends of an open knot vector are not included.
 
     Example:
+        >>> from igax.bases import continuity
         >>> continuity([0, 0, 0, 0.5, 0.5, 0.7, 1, 1, 1], 2)
         array([0, 1])
     """
@@ -221,6 +228,7 @@ def num_basis(knots, degree: int) -> int:
     """Number of B-spline basis functions, ``len(knots) - degree - 1``.
 
     Example:
+        >>> from igax.bases import num_basis, open_uniform
         >>> num_basis(open_uniform(3, 4), 3)
         7
     """
@@ -231,6 +239,7 @@ def elements(knots) -> np.ndarray:
     """The non-empty knot spans as an array of shape ``(n_elements, 2)`` of ``[lower, upper]`` bounds.
 
     Example:
+        >>> from igax.bases import elements
         >>> elements([0, 0, 0.5, 1, 1]).tolist()
         [[0.0, 0.5], [0.5, 1.0]]
     """
@@ -242,6 +251,7 @@ def n_elements(knots) -> int:
     """Number of non-empty knot spans.
 
     Example:
+        >>> from igax.bases import n_elements, open_uniform
         >>> n_elements(open_uniform(2, 5))
         5
     """
@@ -255,6 +265,7 @@ def greville(knots, degree: int) -> np.ndarray:
     (Schoenberg-Whitney), which makes them good collocation points.
 
     Example:
+        >>> from igax.bases import greville, open_uniform
         >>> greville(open_uniform(2, 2), 2)
         array([0.  , 0.25, 0.75, 1.  ])
     """

@@ -105,6 +105,7 @@ def reference_cell(cell: str) -> ReferenceCell:
         The ``ReferenceCell`` with vertices, edges, faces and outward-oriented facets.
 
     Example:
+        >>> from igax.bases import reference_cell
         >>> reference_cell("triangle").facets
         ((0, 1), (1, 2), (2, 0))
     """
@@ -261,6 +262,8 @@ class ReferenceElement:
             (npts, nbasis) values; NumPy for NumPy input, JAX (same float dtype) for JAX input.
 
         Example:
+            >>> import numpy as np
+            >>> from igax.bases import reference_element
             >>> reference_element("triangle", 1).values(np.array([[0.25, 0.25]]))
             array([[0.5 , 0.25, 0.25]])
         """
@@ -280,6 +283,8 @@ class ReferenceElement:
             (npts, nbasis, dim) with ``out[q, b, d] = d phi_b / d xi_d (xi[q])``.
 
         Example:
+            >>> import numpy as np
+            >>> from igax.bases import reference_element
             >>> reference_element("quad", 1).gradients(np.array([[0.0, 0.0]]))[0, 0]
             array([-1., -1.])
         """
@@ -338,6 +343,7 @@ def reference_element(cell: str, degree: int) -> ReferenceElement:
         A cached ``ReferenceElement``.
 
     Example:
+        >>> from igax.bases import reference_element
         >>> el = reference_element("tetra", 2)
         >>> el.nbasis, el.meshio_cell
         (10, 'tetra10')

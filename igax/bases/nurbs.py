@@ -67,6 +67,7 @@ def rational_basis_1d(knots, degree: int, weights, x, nderiv: int = 0):
         ``(nderiv + 1, *S, p + 1)``, ``ders[k, j, a] = d^k R_(first[j] + a) / dx^k (x[j])``.
 
     Example:
+        >>> from igax.bases.nurbs import rational_basis_1d
         >>> first, R = rational_basis_1d([0, 0, 0, 1, 1, 1], 2, [1, 0.5 ** 0.5, 1], [0.0, 1.0])
         >>> R[0].tolist()
         [[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]
@@ -109,6 +110,8 @@ def tensor_basis(knots, degrees, u, nderiv: int = 0):
         or None. ``nloc = prod(p_d + 1)``, local functions ordered C-order over ``(a_1, ..., a_pdim)``.
 
     Example:
+        >>> import numpy as np
+        >>> from igax.bases.nurbs import tensor_basis
         >>> idx, N, dN, _ = tensor_basis(([0, 0, 1, 1], [0, 0, 1, 1]), (1, 1), np.array([[0.5, 0.5]]), 1)
         >>> N.tolist()
         [[0.25, 0.25, 0.25, 0.25]]
@@ -172,6 +175,8 @@ def rational_tensor_basis(knots, degrees, weights, u, nderiv: int = 0):
         ``(index, values, grads, hessians)`` with the shapes of :func:`tensor_basis`.
 
     Example:
+        >>> import numpy as np
+        >>> from igax.bases.nurbs import rational_tensor_basis
         >>> w = np.ones((2, 2))
         >>> _, R, _, _ = rational_tensor_basis(([0, 0, 1, 1],) * 2, (1, 1), w, np.array([[0.5, 0.5]]))
         >>> R.tolist()

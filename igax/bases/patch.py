@@ -47,6 +47,8 @@ class NURBSPatch(eqx.Module):
             upper end; default ``xi_min, xi_max, eta_min, ...``.
 
     Example:
+        >>> import numpy as np
+        >>> from igax.bases import NURBSPatch
         >>> patch = NURBSPatch(([0, 0, 1, 1], [0, 0, 1, 1]), (1, 1),
         ...                    np.array([[[0., 0.], [0., 1.]], [[2., 0.], [2., 1.]]]))
         >>> patch.evaluate(np.array([[0.5, 0.5]])).tolist()

@@ -44,6 +44,7 @@ def knot_insertion_matrix(knots, degree: int, new_knots) -> tuple[np.ndarray, np
         ``(T, refined_knots)`` with ``T`` of shape ``(n + m, n)`` (``m`` inserted knots).
 
     Example:
+        >>> from igax.bases import knot_insertion_matrix
         >>> T, t = knot_insertion_matrix([0, 0, 1, 1], 1, [0.5])
         >>> T.tolist(), t.tolist()
         ([[1.0, 0.0], [0.5, 0.5], [0.0, 1.0]], [0.0, 0.0, 0.5, 1.0, 1.0])
@@ -74,6 +75,8 @@ def oslo_matrix(knots: np.ndarray, degree: int, refined: np.ndarray) -> np.ndarr
     positive. The inputs must already be valid (``refined`` contains ``knots``).
 
     Example:
+        >>> import numpy as np
+        >>> from igax.bases.refine import oslo_matrix
         >>> oslo_matrix(np.array([0., 0, 1, 1]), 1, np.array([0., 0, 0.5, 1, 1])).tolist()
         [[1.0, 0.0], [0.5, 0.5], [0.0, 1.0]]
     """
@@ -101,6 +104,7 @@ def elevate_knots(knots, degree: int, times: int = 1) -> np.ndarray:
     """Knot vector of the degree-elevated space: every distinct knot gains ``times`` in multiplicity.
 
     Example:
+        >>> from igax.bases.refine import elevate_knots
         >>> elevate_knots([0, 0, 1, 1], 1).tolist()
         [0.0, 0.0, 0.0, 1.0, 1.0, 1.0]
     """
@@ -125,6 +129,8 @@ def degree_elevation_matrix(knots, degree: int, times: int = 1) -> tuple[np.ndar
         cheap).
 
     Example:
+        >>> import numpy as np
+        >>> from igax.bases import degree_elevation_matrix
         >>> E, t = degree_elevation_matrix([0, 0, 1, 1], 1)
         >>> np.round(E, 12).tolist()
         [[1.0, 0.0], [0.5, 0.5], [0.0, 1.0]]
@@ -171,6 +177,7 @@ def uniform_refinement_knots(knots, n_elements: int) -> np.ndarray:
         sorted array of new knot values (possibly empty).
 
     Example:
+        >>> from igax.bases import uniform_refinement_knots
         >>> uniform_refinement_knots([0, 0, 1, 1], 4).tolist()
         [0.25, 0.5, 0.75]
     """

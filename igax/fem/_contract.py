@@ -297,7 +297,13 @@ def contract_bilinear(U, M, V, *, einsum: bool = False):
         ``(ne, C, nloc, C, nloc)``. Differentiable in all three (JVP and VJP each about one contraction).
 
     Example:
-        >>> K = contract_bilinear([t.dphi[..., 0], t.dphi[..., 1]], M, [t.dphi[..., 0], t.dphi[..., 1]])
+        >>> import jax.numpy as jnp
+        >>> from igax.fem._contract import contract_bilinear
+        >>> U = [jnp.ones((3, 4, 6)), jnp.ones((3, 4, 6))]       # two jets, (ne, nq, nloc)
+        >>> M = jnp.ones((1, 2, 1, 2, 3, 4))                      # (C, ku, C, kv, ne, nq)
+        >>> K = contract_bilinear(U, M, U)
+        >>> K.shape, float(K[0, 0, 0, 0, 0])                      # 4 points x 2 x 2 jet pairs
+        ((3, 1, 6, 1, 6), 16.0)
     """
     dtype = jnp.result_type(M, *U, *V)
     args = [jnp.asarray(a, dtype) for a in (*U, *V, M)]

@@ -210,6 +210,13 @@ def contract(sf: SumFactPlan, chunk_D, sched: list, chunks: Chunks, nblocks: int
         full = jnp.concatenate([slab[:p0] + pending, slab[p0:]]) if p0 else slab
         return full[blk:], full[:blk]
 
+    # Differentiated, the loop body is rematerialised: the backward loop recomputes a chunk's geometry and
+    # kernel matrices instead of storing them per chunk. The matrix is linear in the kernel matrices, so an
+    # assembly VJP then runs no forward loop at all (XLA drops it: nothing of it is used), where it ran the
+    # whole forward contraction to store the residuals: VJP 163 -> 105 ms on 200 x 200 degree-2 elements
+    # (2 cores; the forward assembly 75 ms); gradients of assemble + solve unchanged, and no per-chunk
+    # residuals in memory.
+    body = jax.checkpoint(body, prevent_cse=False)
     pending = jnp.zeros((p0, nblocks) + rest, dtype)
     starts = jnp.asarray(np.arange(chunks.nchunks, dtype=np.int32) * blk)
     _, rows = jax.lax.scan(body, pending, starts)

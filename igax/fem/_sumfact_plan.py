@@ -281,7 +281,7 @@ _PLANS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 def sumfact_plan(space, rule=None) -> SumFactPlan:
     """The (cached) :class:`SumFactPlan` of a spline space on a volume rule (default: its own)."""
     plan = space.plan
-    rule = space._rule(None) if rule is None else rule
+    rule = space.quadrature_rule(None) if rule is None else rule
     byrule = _PLANS.setdefault(plan, {})
     hit = byrule.get(rule)
     if hit is None:

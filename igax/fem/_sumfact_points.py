@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from igax.fem._contract import broadcast_over_jets
 from igax.fem._sumfact_ops import barrier, evaluate
 from igax.fem._sumfact_plan import SumFactPlan, sumfact_plan
 from igax.fem.forms import Form, FormInputs, Jet, QuadValue, kernel_output
@@ -160,7 +161,7 @@ def _prepare_inputs(sf: SumFactPlan, space, fields: dict, form: Form, abstract: 
         want = None if expected is None else expected.get(name)
         if isinstance(f, Field):
             fs = f.space
-            if not space._compatible(fs):
+            if not space.compatible(fs):
                 raise ValueError(
                     f"form input {name!r} is a Field on a space whose elements differ from the space being "
                     "assembled on; a Field input must live on the same mesh / the same knot spans (any "
@@ -181,7 +182,7 @@ def _prepare_inputs(sf: SumFactPlan, space, fields: dict, form: Form, abstract: 
                 out[name] = ("field", _homogeneous_coeffs(f), fs.value_shape, own)
                 continue
             # Another degree: evaluated once on its own grid, then moved to this space's grid.
-            sff = sumfact_plan(fs, space._rule(None))
+            sff = sumfact_plan(fs, space.quadrature_rule(None))
             gf = geometry(sff.dirs, fs.control_points, fs.weights, jnp).flat()
             val, grad = _field_at(sff.dirs, _homogeneous_coeffs(f), fs.value_shape, gf)
             conv = [_regrid(sff, sf, a) for a in (val, grad)]
@@ -322,7 +323,20 @@ def kernel_matrices(form: Form, ks: KernelStructure, C: int, x, inputs: dict):
         return ks.constant
     flat = {k: (v, g) for k, (v, g, _) in inputs.items()}
     axes = {k: (-1 if b else None, None if g is None else -1) for k, (v, g, b) in inputs.items()}
-    M = jax.vmap(lambda xp, fl: _point_matrix(form, ks.unit, xp, fl), (-1, axes), out_axes=-1)(x, flat)
+    # The points and inputs broadcast over the jet pairs explicitly (igax.fem._contract.broadcast_over_jets),
+    # then the kernel vmapped over jets and points: the cotangent of an input is then a sum of slabs written
+    # as adds. Vmapped over jets with unbatched inputs, JAX's transpose is a reduction over the jet axes,
+    # which XLA on CPU runs as a float64 YNNPACK fusion several times slower than plain loops.
+    uv, ug_, vv, vg_ = ks.unit
+    bx, bflat = broadcast_over_jets((x, flat), (uv.shape[0], vv.shape[0]))
+    kern = _kernel(form)
+
+    def k(ua, ug, va, vg, xp, fl):
+        return kernel_output(kern(ua, ug, va, vg, xp, None, fl), form)
+
+    over_points = jax.vmap(k, (None, None, None, None, -1, axes), out_axes=-1)
+    over_v = jax.vmap(over_points, (None, None, 0, 0, 0, 0))
+    M = jax.vmap(over_v, (0, 0, None, None, 0, 0))(uv, ug_, vv, vg_, bx, bflat)  # (C ku, C kv, P)
     return barrier(M.reshape(C, len(ks.ku), C, len(ks.kv), -1))
 
 
@@ -385,11 +399,15 @@ def reference_matrices(M, ku, kv, geo: Geometry, rational: bool, d: int, blocks,
                     rows.append(sum(terms) if terms else zero)
         Y = jnp.stack(rows).reshape((C, Ku, C) + Tv[:, 0].shape)  # (C, Ku, C, Rv, P)
     else:
+        # Stacks over the reference jets instead of broadcasts along a new axis: the cotangent of M (inputs
+        # differentiated) is then a sum of products written as adds, where the transpose of a broadcast was a
+        # reduction over a middle axis, a float64 YNNPACK fusion on CPU that took 2/3 of the backward pass.
         M = M if M.ndim == 5 else M[..., None]
-        Y = sum(M[:, :, :, l, None, :] * Tv[None, None, None, :, l, :] for l in range(Kv))
-    D = sum(
-        Tu[:, None, None, None, k, :] * Y[None, :, k, :, :, :].transpose(0, 3, 1, 2, 4) for k in range(Ku)
-    )
+        Y = jnp.stack(
+            [sum(M[:, :, :, l, :] * Tv[r, l] for l in range(Kv)) for r in range(Tv.shape[0])], axis=3
+        )  # (C, Ku, C, Rv, P)
+    Yk = [jnp.transpose(Y[:, k], (2, 0, 1, 3)) for k in range(Ku)]  # (Rv, C, C, P) each
+    D = jnp.stack([sum(Tu[r, k] * Yk[k] for k in range(Ku)) for r in range(Tu.shape[0])])
     D = D * dx  # (Ru, Rv, C, C, P)
     C = D.shape[2]
     D = D.reshape((D.shape[0] * D.shape[1], C * C, -1))

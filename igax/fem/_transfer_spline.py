@@ -56,6 +56,7 @@ def coarsen_knots(knots, degree: int) -> np.ndarray:
     be dropped.
 
     Example:
+        >>> from igax.fem._transfer_spline import coarsen_knots
         >>> coarsen_knots([0, 0, 0, .25, .5, .75, 1, 1, 1], 2).tolist()
         [0.0, 0.0, 0.0, 0.5, 1.0, 1.0, 1.0]
     """

@@ -85,7 +85,7 @@ def as_jax(value):
 
 @eqx.filter_jit
 def _points(space: FunctionSpace, boundary):
-    return space._tables(space._rule(boundary)).x
+    return space.tables(space.quadrature_rule(boundary)).x
 
 
 # -- tables computed once per geometry -----------------------------------------------------------------------
@@ -122,7 +122,7 @@ def _tables_program(space: FunctionSpace, rule: Rule):
     if exe is None:
 
         def tables(leaves):
-            t = jax.tree_util.tree_unflatten(tree, leaves)._tables(rule)
+            t = jax.tree_util.tree_unflatten(tree, leaves).tables(rule)
             return t, jnp.moveaxis(t.x, -1, 0)
 
         exe = jax.jit(tables).lower(leaves).compile(compiler_options=fast_compile_options())
@@ -154,7 +154,7 @@ def known_tables(space: FunctionSpace, rule: Rule):
     hit = _TABLE_CACHE.get(key)
     if hit is not None and all(r() is a for r, a in zip(hit[0], owners, strict=True)):
         return hit[1], hit[2]
-    host = space._host_tables(rule)
+    host = space.host_tables(rule)
     if host is not None:  # NumPy: no compilation at all
         dtype = jnp.result_type(*leaves)
         host = Tables(*[None if a is None else np.asarray(a, dtype) for a in host])
@@ -178,7 +178,7 @@ def known_tables(space: FunctionSpace, rule: Rule):
     return tables, x
 
 
-def _inputs_at(
+def inputs_at(
     fields: dict,
     space: FunctionSpace,
     rule: Rule,
@@ -187,7 +187,9 @@ def _inputs_at(
     field_tables: dict | None = None,
     ids=None,
 ) -> dict:
-    """Each named input as (value (ne, nq, ...), grad or None) at the rule's quadrature points.
+    """Each named input as (value (ne, nq, ...), grad or None) at the rule's quadrature points (traceable).
+
+    The inputs are those of :func:`prepare_inputs` (Fields, arrays, 0-d constants).
 
     With a ``form`` that declares its inputs, every input's value shape is checked against the declaration
     (shapes are static: this costs nothing at run time). ``field_tables`` holds, by input name, tables of
@@ -206,9 +208,9 @@ def _inputs_at(
             if field_tables and name in field_tables:
                 t = field_tables[name]
             elif fs is space or fs.plan is space.plan:
-                t = tables if fs is space else fs._tables(rule)
-            elif space._compatible(fs):
-                t = fs._tables(rule)
+                t = tables if fs is space else fs.tables(rule)
+            elif space.compatible(fs):
+                t = fs.tables(rule)
             else:
                 raise ValueError(
                     f"form input {name!r} is a Field on a space whose elements differ from the space being "
@@ -219,7 +221,7 @@ def _inputs_at(
                 raise ValueError(
                     _shape_message(form, name, f"a Field of value shape {fs.value_shape}", want, ne, nq, p)
                 )
-            out[name] = fs._eval_coeffs(f.coeffs, t, rule, ids)
+            out[name] = fs.eval_coeffs(f.coeffs, t, rule, ids)
         elif callable(f):
             val = _callable_values(f, tables.x, name)
             if want is not None and val.shape[2:] != want:
@@ -403,9 +405,14 @@ def assemble(form: Form, space: FunctionSpace, *, boundary=None, **fields):
         TypeError: an input a form with declared inputs does not take.
 
     Example:
-        >>> A = assemble(diffusion, V, kappa=lambda x: 1 + x[0])
-        >>> b = assemble(load, V, f=1.0)
-        >>> g = assemble(neumann, V, boundary="outer", g=2.0)
+        >>> from igax import fem
+        >>> from igax.fem.library import diffusion, neumann, source
+        >>> V = fem.SplineSpace(fem.geometry.quarter_annulus().refine(degree=2, elements=4))
+        >>> A = fem.assemble(diffusion, V, kappa=lambda x: 1 + x[0])
+        >>> b = fem.assemble(source, V, f=1.0)
+        >>> g = fem.assemble(neumann, V, boundary="outer", g=2.0)
+        >>> A.shape, b.shape, round(float(g.sum()), 6)      # g times the outer arc's length: 2 * pi
+        ((36, 36), (36,), 6.283185)
     """
     if not isinstance(form, Form):
         raise TypeError(
@@ -415,7 +422,7 @@ def assemble(form: Form, space: FunctionSpace, *, boundary=None, **fields):
     if not isinstance(space, FunctionSpace):
         raise TypeError(f"space must be a SplineSpace or LagrangeSpace, got {type(space).__name__}.")
     if boundary is not None:
-        boundary = space._check_names(boundary)
+        boundary = space.check_names(boundary)
     elif form.boundary:
         raise ValueError(
             f"{form!r} is a boundary form (declared with boundary=True): it integrates over boundary facets "
@@ -436,7 +443,7 @@ def assemble(form: Form, space: FunctionSpace, *, boundary=None, **fields):
     # compilation (their few jnp ops are cached by JAX); numbers become arrays for the same reason.
     Field = _field_type()
     fields = dict(fields)
-    rule = space._rule(boundary)
+    rule = space.quadrature_rule(boundary)
     known = known_tables(space, rule)
     tables, x = (None, None) if known is None else known
     # Tables of Field inputs on other spaces (same elements), when known: by name, for the compiled program.
@@ -445,20 +452,9 @@ def assemble(form: Form, space: FunctionSpace, *, boundary=None, **fields):
         if isinstance(f, Field):
             if f.space is space:
                 field_tables[name] = tables
-            elif f.space.plan is space.plan or space._compatible(f.space):
+            elif f.space.plan is space.plan or space.compatible(f.space):
                 field_tables[name] = (known_tables(f.space, rule) or (None,))[0]
-            continue
-        if callable(f):
-            if x is None:
-                x = jnp.moveaxis(_points(space, boundary), -1, 0)
-            fields[name] = _callable_input(f, x, name)
-            want = None if expected is None else expected.get(name)
-            got = fields[name].shape[2:] if fields[name].ndim >= 2 else ()
-            if want is not None and got != want:
-                what = f"a callable of x whose values have shape {got}"
-                raise ValueError(_shape_message(form, name, what, want, *x.shape[1:], space.plan))
-        elif isinstance(f, (int, float, complex, np.number)):
-            fields[name] = jnp.asarray(f, dtype=float)
+    fields = prepare_inputs(space, fields, boundary, form=form, expected=expected, x=x)
     field_tables = {k: t for k, t in field_tables.items() if t is not None}
     p = space.plan
     small = rule.elements.size * p.nloc * p.nloc <= _SMALL_ENTRIES
@@ -468,6 +464,51 @@ def assemble(form: Form, space: FunctionSpace, *, boundary=None, **fields):
         values = check_symmetric(out.values, out.pattern, form, space.plan, boundary)
         if values is not out.values:
             out = eqx.tree_at(lambda A: A.values, out, values)
+    return out
+
+
+def prepare_inputs(
+    space: FunctionSpace,
+    fields: dict,
+    boundary=None,
+    *,
+    form: Form | None = None,
+    expected: dict | None = None,
+    x=None,
+) -> dict:
+    """Named form inputs made ready for a compiled program, on the host (outside any kernel).
+
+    Callables of ``x`` are evaluated at the rule's quadrature points here, so a new lambda does not trigger
+    a new compilation (their few jnp ops are cached by JAX): a constant stays 0-d, values become ``(ne, nq)``
+    or ``(ne, nq) + value shape``. Numbers become arrays for the same reason; Fields and arrays pass as they
+    are (:func:`inputs_at` evaluates them at the points inside the program).
+
+    Arguments:
+        space: the space whose rule gives the points; boundary: None or the boundary names of the rule.
+        fields: name -> number, callable of ``x`` (dim, ne, nq), array or Field.
+        form, expected: the form and its declared input shapes (checked for callables), or None.
+        x: the rule's points ``(dim, ne, nq)`` when known (NumPy for a concrete geometry: callables then
+            run in NumPy, compiling nothing), else None (computed here when a callable needs them).
+
+    Returns:
+        A new dict with the same names.
+    """
+    Field = _field_type()
+    out = dict(fields)
+    for name, f in fields.items():
+        if isinstance(f, Field):
+            continue
+        if callable(f):
+            if x is None:
+                x = jnp.moveaxis(_points(space, boundary), -1, 0)
+            out[name] = _callable_input(f, x, name)
+            want = None if expected is None else expected.get(name)
+            got = out[name].shape[2:] if out[name].ndim >= 2 else ()
+            if want is not None and got != want:
+                what = f"a callable of x whose values have shape {got}"
+                raise ValueError(_shape_message(form, name, what, want, *x.shape[1:], space.plan))
+        elif isinstance(f, (int, float, complex, np.number)):
+            out[name] = jnp.asarray(f, dtype=float)
     return out
 
 
@@ -503,13 +544,13 @@ def _checked_kernel(form: Form, point_args, checks) -> set[int]:
 
 
 def _assemble(form: Form, space: FunctionSpace, boundary, fields: dict, tables=None, field_tables=None):
-    rule = space._rule(boundary)
+    rule = space.quadrature_rule(boundary)
     if tables is None:
-        tables = space._tables(rule)
+        tables = space.tables(rule)
     dtype = tables.dx.dtype
     if dtype != jnp.float64:
         check_float64("assemble")
-    inputs = _inputs_at(fields, space, rule, tables, form, field_tables)
+    inputs = inputs_at(fields, space, rule, tables, form, field_tables)
     ne, nq = tables.dx.shape
     P = ne * nq
     x = tables.x.reshape(P, -1)
@@ -566,7 +607,7 @@ def _assemble(form: Form, space: FunctionSpace, boundary, fields: dict, tables=N
 
         def element_dofs(ids=None):  # component-major, (m, C nloc_scalar)
             d = (
-                space._element_dofs(rule, ids)[:, None, :]
+                space.element_dofs(rule, ids)[:, None, :]
                 + p.nscalar * jnp.arange(C, dtype=jnp.int32)[:, None]
             )
             return d.reshape(d.shape[0], -1)
@@ -625,13 +666,13 @@ def _assemble(form: Form, space: FunctionSpace, boundary, fields: dict, tables=N
 
     chunks = _chunking(space, rule, fields, ne * p.nloc * p.nloc)
     if chunks is not None:
-        slots = functools.partial(space._element_slots, rule)
+        slots = functools.partial(space.element_slots, rule)
         values = _scatter_chunks(
             *chunks, element_matrices, slots, form, fields, space, rule, nq, p.pattern.nnz, dtype
         )
     else:
         K = element_matrices(tables, x, n, flat)
-        slots = space._element_slots(rule)  # (ne, nloc * nloc)
+        slots = space.element_slots(rule)  # (ne, nloc * nloc)
         values = jax.ops.segment_sum(K.ravel(), slots.ravel(), num_segments=p.pattern.nnz)
     return SparseMatrix(values, p.pattern, symmetric=form.symmetric)
 
@@ -648,14 +689,13 @@ def _chunking(space: FunctionSpace, rule: Rule, fields: dict, nentries: int):
     hundreds of MB at a million DOFs) is a fresh allocation on every call, and memory traffic and page faults
     dominate. A ``lax.scan`` over chunks computes tables and element matrices chunk by chunk and scatters them
     into the values carried by the loop, so the temporaries are a few MB, allocated once. Used when the space
-    can compute the tables of a chunk (``_chunked_tables``), and so can the space of every Field input
+    can compute the tables of a chunk (``chunked_tables``), and so can the space of every Field input
     (``field_fns``: by input name, None for a Field on the assembled space itself, whose tables are the
     chunk's).
     """
-    hook = getattr(space, "_chunked_tables", None)
-    if hook is None or nentries < 2 * _CHUNK_ENTRIES:
+    if nentries < 2 * _CHUNK_ENTRIES:
         return None
-    tables_fn = hook(rule)
+    tables_fn = space.chunked_tables(rule)
     if tables_fn is None:
         return None
     field_fns = {}
@@ -664,7 +704,7 @@ def _chunking(space: FunctionSpace, rule: Rule, fields: dict, nentries: int):
             if f.space.plan is space.plan:
                 field_fns[name] = None
                 continue
-            fn = getattr(f.space, "_chunked_tables", lambda rule: None)(rule)
+            fn = f.space.chunked_tables(rule)
             if fn is None:
                 return None
             field_fns[name] = fn
@@ -679,7 +719,7 @@ def _scatter_chunks(
     ``element_values(tables, x, n, inputs)`` gives the entries of a chunk's elements, ``(m, k)``, and
     ``element_indices(ids)`` their positions in the vector; each chunk's entries are scatter-added into the
     values the loop carries. A chunk's element ids, tables and positions are all formed inside the loop from
-    its start (the space's ``_chunked_tables`` and index maps): nothing of size nel need enter the program.
+    its start (the space's ``chunked_tables`` and index maps): nothing of size nel need enter the program.
     """
     ne = rule.elements.shape[0]
     cs = -(-ne // nchunks)
@@ -705,7 +745,7 @@ def _scatter_chunks(
                 v.reshape((cs * nq,) + v.shape[2:]),
                 None if g is None else g.reshape((cs * nq,) + g.shape[2:]),
             )
-            for k, (v, g) in _inputs_at(sliced, space, rule, t, form, ftabs, ids).items()
+            for k, (v, g) in inputs_at(sliced, space, rule, t, form, ftabs, ids).items()
         }
         K = element_values(t, t.x.reshape(cs * nq, -1), None, fl)  # (cs, k)
         where = jnp.where((ids >= own)[:, None], element_indices(ids), size)

@@ -22,14 +22,41 @@ import jax.numpy as jnp
 import numpy as np
 
 from igax._compile import lazy_jit
+from igax.fem.assemble import as_jax, known_tables
+from igax.fem.field import Field
+from igax.fem.recovery import l2_system
 from igax.fem.space import FunctionSpace
 from igax.solvers.sparse import CSRPattern, SparseMatrix
 
 __all__ = ["DirichletBC", "merge_bcs"]
 
 
+class _Dofs:
+    """Constrained dofs as static pytree data: hashable (by content, hashed once) and compared by value, so
+    that equal conditions rebuilt on every call reuse one compiled program."""
+
+    __slots__ = ("array", "_hash")
+
+    def __init__(self, array: np.ndarray):
+        self.array = array
+        self._hash = hash((array.shape, array.tobytes()))
+
+    def __hash__(self):
+        return self._hash
+
+    def __eq__(self, other):
+        return (
+            isinstance(other, _Dofs) and self._hash == other._hash and np.array_equal(self.array, other.array)
+        )
+
+
+@jax.tree_util.register_pytree_node_class
 class DirichletBC:
     """Prescribe dof values strongly.
+
+    A pytree: its children are the space (whose leaves are its geometry) and ``values``; the dofs, boundary
+    names and component are static. A DirichletBC can therefore be an argument of ``jax.jit``, ``jax.vmap``
+    (a batch of values: stacked ``values``) and ``jax.grad`` (derivatives with respect to the values).
 
     Arguments:
         space: the space the system is assembled on.
@@ -48,10 +75,16 @@ class DirichletBC:
         dofs: the constrained dofs, sorted and unique; ``values`` holds their prescribed values in that order.
 
     Example:
-        >>> bc = DirichletBC(V, "left", 0.0)                       # u = 0 on the left
-        >>> bc = DirichletBC(V, ["inner", "outer"], lambda x: x[0] * x[1])
-        >>> fix_x = DirichletBC(V2, "left", 0.0, component=0)      # u_x = 0 on the left
-        >>> bc = DirichletBC(V, np.array([5, 3, 1]), jnp.array([50.0, 30.0, 10.0]))  # dof 5 gets 50, ...
+        >>> import jax.numpy as jnp, numpy as np
+        >>> from igax import fem
+        >>> V = fem.SplineSpace(fem.geometry.quarter_annulus().refine(degree=2, elements=4))
+        >>> bc = fem.DirichletBC(V, "inner", 0.0)                       # u = 0 on the inner arc
+        >>> bc = fem.DirichletBC(V, ["inner", "outer"], lambda x: x[0] * x[1])
+        >>> V2 = fem.SplineSpace(fem.geometry.quarter_annulus().refine(degree=2, elements=4), shape=(2,))
+        >>> fix_x = fem.DirichletBC(V2, "inner", 0.0, component=0)      # u_x = 0 on the inner arc
+        >>> bc = fem.DirichletBC(V, np.array([5, 3, 1]), jnp.array([50.0, 30.0, 10.0]))  # dof 5 gets 50
+        >>> bc.dofs.tolist(), bc.values.tolist()
+        ([1, 3, 5], [10.0, 30.0, 50.0])
     """
 
     def __init__(
@@ -69,10 +102,10 @@ class DirichletBC:
         if (
             where is None
             or isinstance(where, str)
-            or callable(where)  # refused by _check_names, which points to tag_boundary
+            or callable(where)  # refused by check_names, which points to tag_boundary
             or (isinstance(where, (list, tuple)) and all(isinstance(w, str) for w in where))
         ):
-            names = space._check_names(where)
+            names = space.check_names(where)
             dofs = space.boundary(names, component=component)
         else:
             dofs = np.asarray(where)
@@ -107,12 +140,21 @@ class DirichletBC:
             self.dofs = np.unique(self.dofs)
         self.values = values[order] if values is not None else self._values(value)
 
+    # -- pytree ----------------------------------------------------------------------------------------------
+    def tree_flatten(self):
+        return (self.space, self.values), (_Dofs(self.dofs), self.names, self.component)
+
+    @classmethod
+    def tree_unflatten(cls, aux, children):
+        out = cls.__new__(cls)  # no checks: transformations rebuild it with tracers or placeholders
+        out.space, out.values = children
+        out.dofs, out.names, out.component = aux[0].array, aux[1], aux[2]
+        return out
+
     # -- prescribed values -----------------------------------------------------------------------------------
     @staticmethod
     def _per_dof_array(value, n: int):
         """``value`` as an array of shape (n,) when it is one (n = number of given dofs), else None."""
-        from igax.fem.field import Field
-
         if callable(value) or isinstance(value, Field):
             return None
         v = jnp.asarray(value, dtype=float if not hasattr(value, "dtype") else None)
@@ -126,8 +168,6 @@ class DirichletBC:
         return v
 
     def _values(self, value):
-        from igax.fem.field import Field
-
         n = self.dofs.shape[0]
         if isinstance(value, Field):
             return self._field_values(value)
@@ -138,7 +178,7 @@ class DirichletBC:
             v = jnp.asarray(value, dtype=float if not hasattr(value, "dtype") else None)
             return jnp.broadcast_to(v, (n,))
         V = self.space
-        if V.plan.kind == "lagrange":
+        if V.nodal:  # dofs are point values: interpolate, else L2-project on the boundary
             return self._interpolate(value)
         if self.names is None:
             raise ValueError(
@@ -204,12 +244,11 @@ class DirichletBC:
 
     def _project(self, g):
         """L2 projection of g onto the trace space of the named boundaries, per component."""
-        from igax.fem.assemble import as_jax, known_tables
         from igax.solvers.linear import _check_method, _raise_on_failure
 
         V = self.space
         p = V.plan
-        rule = V._rule(self.names)
+        rule = V.quadrature_rule(self.names)
         key = ("trace-mass", self.names)
         if key not in p.rules:
             bsc = np.unique(np.concatenate([p.named_dofs(n) for n in self.names]))
@@ -228,7 +267,7 @@ class DirichletBC:
         pat, slot, pos, locs = p.rules[key]
         # The tables: computed once per geometry when it is concrete (else in the caller's trace).
         known = known_tables(V, rule)
-        t, xq = known if known is not None else (V._tables(rule), None)
+        t, xq = known if known is not None else (V.tables(rule), None)
         ne, nq = t.dx.shape
         if xq is None:
             xs = jnp.moveaxis(t.x, -1, 0).reshape(p.dim, ne * nq)
@@ -314,13 +353,8 @@ def _projected(out, phi, dx, slot, locs, row, sel, *, pattern, layout, method):
     from igax.solvers.linear import _solve_result
 
     ne, nq = dx.shape
-    nb = pattern.shape[0]
     gv = _arrange(out, layout, ne * nq).reshape(-1, ne, nq)  # (ncomp_used, ne, nq)
-    Me = jnp.einsum("eqa,eqb,eq->eab", phi, phi, dx)
-    vals = jax.ops.segment_sum(Me.ravel(), slot.ravel(), num_segments=pattern.nnz + 1)[:-1]
-    M = SparseMatrix(vals, pattern, symmetric=True, positive_definite=True)
-    fe = jnp.einsum("eqa,ceq->cea", phi, gv * dx)
-    rhs = jax.vmap(lambda f: jax.ops.segment_sum(f.ravel(), locs.ravel(), num_segments=nb + 1)[:-1])(fe)
+    M, rhs = l2_system(phi, dx, gv, locs, pattern.shape[0], slot, pattern)
     r = jax.vmap(lambda b: _solve_result(M, b, method=method, options=()))(rhs)
     worst = jnp.argmax(r.status)
     return type(r)(r.value[row, sel], r.status[worst], r.iterations.max(), r.residual.max(), r.cause[worst])

@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from igax.fem.locate import locate
 from igax.fem.space import FunctionSpace
 
 __all__ = ["Field"]
@@ -46,9 +47,16 @@ class Field(eqx.Module):
     for fixed points, build the operator once with :class:`igax.inverse.PointObservation` instead.
 
     Example:
-        >>> u = Field(V, jnp.zeros(V.ndofs))
-        >>> u(np.array([[1.5, 0.2]]))          # values at physical points
-        >>> jax.jit(lambda c, x: Field(V, c)(x))(c, x)          # also with traced points
+        >>> import jax, jax.numpy as jnp, numpy as np
+        >>> from igax import fem
+        >>> V = fem.SplineSpace(fem.geometry.quarter_annulus().refine(degree=2, elements=4))
+        >>> c = jnp.ones(V.ndofs)                # the constant 1 (a partition of unity)
+        >>> u = fem.Field(V, c)
+        >>> x = np.array([[1.5, 0.2]])
+        >>> u(x).round(12).tolist()              # values at physical points
+        [1.0]
+        >>> jax.jit(lambda c, x: fem.Field(V, c)(x))(c, jnp.asarray(x)).round(12).tolist()  # traced points
+        [1.0]
     """
 
     space: FunctionSpace
@@ -72,8 +80,6 @@ class Field(eqx.Module):
 
     # -- evaluation at physical points -----------------------------------------------------------------------
     def _at(self, points):
-        from igax.fem.locate import locate
-
         if not isinstance(points, jax.core.Tracer):
             # Concrete points (NumPy, or a constant closed over by jit) stay concrete: location then happens
             # now, on the host, instead of in a callback at run time.
@@ -112,17 +118,17 @@ class Field(eqx.Module):
     def integrate(self, boundary=None) -> jax.Array:
         """Integral over the domain (or a named boundary); vector fields give one value per component."""
         V = self.space
-        rule = V._rule(boundary)
-        t = V._tables(rule)
-        val, _ = V._eval_coeffs(self.coeffs, t, rule)
+        rule = V.quadrature_rule(boundary)
+        t = V.tables(rule)
+        val, _ = V.eval_coeffs(self.coeffs, t, rule)
         dx = t.dx.reshape(t.dx.shape + (1,) * (val.ndim - 2))
         return jnp.sum(val * dx, axis=(0, 1))
 
     def at_quadrature(self):
         """Value and gradient at the space's volume quadrature points, ``(nel, nq, ...)`` each."""
         V = self.space
-        rule = V._rule()
-        return V._eval_coeffs(self.coeffs, V._tables(rule), rule)
+        rule = V.quadrature_rule()
+        return V.eval_coeffs(self.coeffs, V.tables(rule), rule)
 
     def __repr__(self):
         return f"Field({type(self.space).__name__}, ndofs={self.space.ndofs}, shape={self.value_shape})"

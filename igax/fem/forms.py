@@ -190,6 +190,7 @@ def bilinear_form(
         A :class:`Form`.
 
     Example:
+        >>> from igax.fem import bilinear_form
         >>> @bilinear_form(symmetric=True)
         ... def mass(u, v, w):
         ...     return u.value * v.value
@@ -217,6 +218,7 @@ def linear_form(fn: Callable | None = None, *, boundary: bool = False, inputs=No
         A :class:`Form`.
 
     Example:
+        >>> from igax.fem import linear_form
         >>> @linear_form
         ... def load(v, w):
         ...     return w.f * v.value
@@ -245,6 +247,7 @@ def functional(fn: Callable | None = None, *, boundary: bool = False, inputs=Non
         A :class:`Form`.
 
     Example:
+        >>> from igax.fem import functional
         >>> @functional
         ... def misfit(w):
         ...     return (w.u - w.target) ** 2

@@ -58,6 +58,8 @@ def rectangle(lower=(0.0, 0.0), upper=(1.0, 1.0)) -> NURBSPatch:
     """The rectangle ``[x0, x1] x [y0, y1]`` as a bilinear patch (one element).
 
     Example:
+        >>> import numpy as np
+        >>> from igax.fem.geometry import rectangle
         >>> rectangle((0, 0), (2, 1)).evaluate(np.array([[0.5, 0.5]])).tolist()
         [[1.0, 0.5]]
     """
@@ -78,6 +80,8 @@ def box(lower=(0.0, 0.0, 0.0), upper=(1.0, 1.0, 1.0)) -> NURBSPatch:
     """The box ``[x0, x1] x [y0, y1] x [z0, z1]`` as a trilinear patch (one element).
 
     Example:
+        >>> import numpy as np
+        >>> from igax.fem.geometry import box
         >>> box().evaluate(np.array([[0.5, 0.5, 0.5]])).tolist()
         [[0.5, 0.5, 0.5]]
     """
@@ -115,6 +119,8 @@ def quarter_annulus(r_inner: float = 1.0, r_outer: float = 2.0) -> NURBSPatch:
     (2,2), (0,2), weights 1, 1/sqrt(2), 1 on each arc.
 
     Example:
+        >>> import numpy as np
+        >>> from igax.fem.geometry import quarter_annulus
         >>> x = quarter_annulus().evaluate(np.array([[0.0, 0.3]]))
         >>> round(float(np.hypot(*x[0])), 12)
         1.0
@@ -138,6 +144,7 @@ def thick_quarter_cylinder(r_inner: float = 1.0, r_outer: float = 2.0, length: f
     Directions: radial (degree 1), angular (degree 2), axial (degree 1).
 
     Example:
+        >>> from igax.fem.geometry import thick_quarter_cylinder
         >>> thick_quarter_cylinder().shape
         (2, 3, 2)
     """
@@ -168,6 +175,7 @@ def annulus(r_inner: float = 1.0, r_outer: float = 2.0) -> NURBSPatch:
     slit with two free sides, which is wrong for a closed ring (natural boundary conditions on the seam).
 
     Example:
+        >>> from igax.fem.geometry import annulus
         >>> annulus().shape
         (2, 9)
     """
@@ -196,6 +204,8 @@ def disk(radius: float = 1.0, center=(0.0, 0.0)) -> NURBSPatch:
     meshes (it reports the point as outside).
 
     Example:
+        >>> import numpy as np
+        >>> from igax.fem.geometry import disk
         >>> x = disk().evaluate(np.array([[0.5, 0.0]]))
         >>> np.round(x, 12).tolist()
         [[0.0, -1.0]]
@@ -233,6 +243,7 @@ def plate_with_hole(radius: float = 1.0, length: float = 4.0) -> NURBSPatch:
     0.85355339, 0.85355339, 1; outer (-4,0), (-4,2), (-4,4), (-2,4), (0,4) with weights 1.
 
     Example:
+        >>> from igax.fem.geometry import plate_with_hole
         >>> plate_with_hole().shape
         (5, 2)
     """
@@ -262,6 +273,7 @@ def l_shape() -> NURBSPatch:
     direction 1 from the inner edges to the outer ones.
 
     Example:
+        >>> from igax.fem.geometry import l_shape
         >>> l_shape().n_elements
         (2, 1)
     """

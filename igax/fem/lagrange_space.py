@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import weakref
 from collections.abc import Sequence
@@ -12,48 +13,33 @@ import numpy as np
 
 from igax.bases.lagrange import reference_element
 from igax.fem import mesh_refine
+from igax.fem.locate import CellLocator, cell_map, inverse_map
+from igax.fem.mesh import Mesh, determinant, sort_rows, unique_rows
 from igax.fem.quadrature import facet_quadrature, quadrature
+from igax.fem.sampling import NodalSampler
 from igax.fem.space import FunctionSpace, Rule, SpacePlan, Tables, check_jacobian, finish_tables, pin
-from igax.solvers.sparse import CSRPattern, sort_keys
+from igax.solvers.sparse import CSRPattern
 
 __all__ = ["LagrangeSpace"]
 
 
-def _unique_rows(a: np.ndarray):
-    """Ids of rows equal up to order (lexicographic in the sorted rows) and the number of distinct rows."""
-    if a.shape[0] == 0:
-        return np.zeros(0, np.int64), 0
-    if a.shape[1] == 2:  # edges: min/max instead of a row sort
-        a = np.stack([np.minimum(a[:, 0], a[:, 1]), np.maximum(a[:, 0], a[:, 1])], axis=1)
-    else:
-        a = np.sort(a, axis=1)
-    # One int64 key per row when it fits (much faster than np.unique(axis=0)); lexsort otherwise.
-    base = int(a.max()) + 1
-    if base ** a.shape[1] < 2**62:
-        key = np.zeros(a.shape[0], np.int64)
-        for j in range(a.shape[1]):
-            key *= base
-            key += a[:, j]
-        order, sk = sort_keys(key, base ** a.shape[1])
-        new = np.empty(len(sk), bool)
-        new[0] = True
-        np.not_equal(sk[1:], sk[:-1], out=new[1:])
-    else:
-        order = np.lexsort(a.T[::-1])
-        sa = a[order]
-        new = np.empty(len(sa), bool)
-        new[0] = True
-        new[1:] = np.any(sa[1:] != sa[:-1], axis=1)
-    ids = np.cumsum(new) - 1
-    inv = np.empty(a.shape[0], np.int64)
-    inv[order] = ids
-    return inv, int(ids[-1]) + 1
+def _entity_ids(cells: np.ndarray, local, topology) -> tuple[np.ndarray, int]:
+    """Ids ``(nel * nlocal,)`` of the cells' edges or faces (vertex sets ``local``), numbered in the sorted
+    order of their vertex sets, and their number: the mesh's cached topology when there is one (a
+    :class:`~igax.fem.Mesh`: ``topology`` is its ``edges`` or ``faces`` method), else grouped here."""
+    if topology is not None:
+        ents, cell_to = topology()
+        return cell_to.ravel(), len(ents)
+    _, inverse, counts = unique_rows(sort_rows(cells[:, np.array(local)].reshape(-1, len(local[0]))))
+    return inverse, len(counts)
 
 
 class _LagrangePlan(SpacePlan):
     """Dof numbering (vertices, then edges, faces, cell interiors) and facet lookup of a mesh."""
 
-    def __init__(self, cells: np.ndarray, cell_type: str, named: dict, degree: int, value_shape, qdeg, dim):
+    def __init__(
+        self, cells: np.ndarray, cell_type: str, named: dict, degree: int, value_shape, qdeg, dim, mesh=None
+    ):
         ref = reference_element(cell_type, degree)
         geo = reference_element(cell_type, 1)
         nv = geo.nbasis
@@ -68,11 +54,11 @@ class _LagrangePlan(SpacePlan):
         parts, offset = [newid[cells]], used.shape[0]
         counts = ref.dofs_per_entity
         if counts[1]:
-            eid, ne = _unique_rows(cells[:, np.array(ref.edges)].reshape(-1, 2))
+            eid, ne = _entity_ids(cells, ref.edges, None if mesh is None else mesh.edges)
             parts.append(offset + eid.reshape(nel, len(ref.edges)))
             offset += ne
         if counts[2]:
-            fid, nf = _unique_rows(cells[:, np.array(ref.faces)].reshape(-1, len(ref.faces[0])))
+            fid, nf = _entity_ids(cells, ref.faces, None if mesh is None else mesh.faces)
             parts.append(offset + fid.reshape(nel, len(ref.faces)))
             offset += nf
         if counts[3]:
@@ -136,7 +122,7 @@ def _not_boundary(name: str) -> ValueError:
 def _sorted_facets(allf: np.ndarray, named_rows: dict) -> dict:
     """Boundary and named facets (indices ``cell * nfac + local facet``) by sorting all cell facets."""
     stacked = np.concatenate([allf] + [r.reshape(-1, allf.shape[1]) for r in named_rows.values()])
-    fid, _ = _unique_rows(stacked)
+    _, fid, _ = unique_rows(sort_rows(stacked))
     cell_fid = fid[: allf.shape[0]]
     count = np.bincount(cell_fid)
     first = np.full(count.shape[0], -1, dtype=np.int64)
@@ -206,7 +192,8 @@ class LagrangeSpace(FunctionSpace):
         points: node coordinates to use instead of ``mesh.points`` (a JAX array for shape derivatives).
 
     Example:
-        >>> V = LagrangeSpace(fem.mesh.unit_square(8), degree=2)
+        >>> from igax import fem
+        >>> V = fem.LagrangeSpace(fem.unit_square(8), degree=2)
         >>> V.ndofs
         289
     """
@@ -230,7 +217,7 @@ class LagrangeSpace(FunctionSpace):
             pts = np.asarray(mesh.points)
             cache[key] = _LagrangePlan(
                 mesh.cells, mesh.cell_type, dict(getattr(mesh, "boundaries", {}) or {}), int(degree), shape,
-                qdeg, pts.shape[1],
+                qdeg, pts.shape[1], mesh if isinstance(mesh, Mesh) else None,
             )  # fmt: skip
             # The mesh this one was refined from (fem.mesh_refine), kept for geometric multigrid.
             cache[key].refinement = mesh_refine.parent(mesh)
@@ -265,7 +252,7 @@ class LagrangeSpace(FunctionSpace):
 
         return eqx.tree_at(lambda s: s.points, self, jnp.asarray(points))
 
-    def _make_rule(self, names) -> Rule:
+    def build_rule(self, names) -> Rule:
         p = self.plan
         if names is None:
             return Rule(np.arange(p.nel), ((p.nel, p.quad[0], p.quad[1], None),), None)
@@ -304,7 +291,7 @@ class LagrangeSpace(FunctionSpace):
         dofs = _facet_dofs(p.cell_dofs, p.facet_nodes, c, f) if len(c) else np.zeros(0, np.int64)
         return (c, f), dofs, int(mask.sum()), len(mask)
 
-    def _tables(self, rule: Rule, xp=jnp) -> Tables:
+    def tables(self, rule: Rule, xp=jnp) -> Tables:
         p = self.plan
         if xp is np:
             X = np.asarray(self.points)[p.cells]  # (nel, nv, dim)
@@ -324,9 +311,9 @@ class LagrangeSpace(FunctionSpace):
             *[None if full[0][i] is None else xp.concatenate([o[i] for o in full]) for i in range(5)]
         )
 
-    def _host_tables(self, rule: Rule) -> Tables:
-        """:meth:`_tables` in NumPy (concrete vertices): nothing to compile (see the base class)."""
-        return self._tables(rule, np)
+    def host_tables(self, rule: Rule) -> Tables:
+        """:meth:`tables` in NumPy (concrete vertices): nothing to compile (see the base class)."""
+        return self.tables(rule, np)
 
     def _group_tables(self, Xe, xi, w, nref, xp=jnp) -> Tables:
         """Tables of cells with vertex coordinates ``Xe`` (ne, nv, dim) at reference points ``xi``."""
@@ -345,7 +332,7 @@ class LagrangeSpace(FunctionSpace):
             dref = dref[:, :1]
         return finish_tables(phi, dref, x, J, xp.asarray(w)[None], nref, xp=xp)
 
-    def _chunked_tables(self, rule: Rule):
+    def chunked_tables(self, rule: Rule):
         """The tables of any chunk of a volume rule's elements (for chunked assembly), or None.
 
         Returns ``fn``: ``fn(ids)`` gives the :class:`Tables` of the elements ``ids`` (an int array, traced:
@@ -379,7 +366,7 @@ class LagrangeSpace(FunctionSpace):
 
         def det(cells):  # one vertex at a time: (ne, dim) gathers instead of one (ne, nv, dim) array
             J = sum(gg[None, :, v, None, :] * pts[cells[:, v]][:, None, :, None] for v in range(gg.shape[1]))
-            return _det(J)  # J: (ne, nq', dim, pdim)
+            return determinant(J)  # J: (ne, nq', dim, pdim)
 
         if xp is jnp:
             return jnp.broadcast_to(det(p.cells), (p.nel, nq))
@@ -389,26 +376,38 @@ class LagrangeSpace(FunctionSpace):
             out[s : s + 2**16] = det(p.cells[s : s + 2**16])
         return np.broadcast_to(out, (p.nel, nq))
 
+    # -- the space protocol: sampling and point location ----------------------------------------------------
+    def sampler(self, resolution: int) -> NodalSampler:
+        """The nodes (degree-2 cells cut into sub-cells through them); ``resolution`` must be 1."""
+        return NodalSampler(self, resolution)
+
+    @property
+    def nodal(self) -> bool:
+        """True: every dof is the value at a node (:meth:`dof_coordinates`)."""
+        return True
+
+    def same_geometry(self, other) -> bool:
+        return super().same_geometry(other) and other.plan.degree == self.plan.degree
+
+    def locator(self) -> CellLocator:
+        """Candidate cells from a k-d tree of cell centres, Newton on each candidate's vertex map (NumPy)."""
+        return CellLocator(self)
+
+    def tables_at(self, index, ref, points):
+        p = self.plan
+        Xc = self.points[jnp.asarray(p.cells)[index]]  # (npts, nv, dim)
+        xi = inverse_map(functools.partial(cell_map, p.geo), ref, Xc, points)
+        x, J = cell_map(p.geo, xi, Xc)
+        phi, dref = p.ref.values(xi)[:, None], p.ref.gradients(xi)[:, None]
+        tables = finish_tables(phi, dref, x[:, None], J[:, None], jnp.ones((xi.shape[0], 1), xi.dtype), None)
+        return jnp.asarray(p.cell_dofs)[index], tables
+
     def dof_coordinates(self) -> jax.Array:
         """Physical coordinates of the scalar dofs (nodes), shape ``(nscalar, dim)``."""
         p = self.plan
         gv = p.geo.values(p.ref.nodes)  # (nloc, nv)
         xn = jnp.einsum("av,evi->eai", gv, self.points[p.cells])  # (nel, nloc, dim)
         return jnp.zeros((p.nscalar, p.dim), xn.dtype).at[p.cell_dofs].set(xn)
-
-
-def _det(J):
-    """Determinant of (..., d, d) Jacobians, d <= 3 (closed forms; the inverse is not needed here)."""
-    d = J.shape[-1]
-    if d == 1:
-        return J[..., 0, 0]
-    if d == 2:
-        return J[..., 0, 0] * J[..., 1, 1] - J[..., 0, 1] * J[..., 1, 0]
-    return (
-        J[..., 0, 0] * (J[..., 1, 1] * J[..., 2, 2] - J[..., 1, 2] * J[..., 2, 1])
-        - J[..., 0, 1] * (J[..., 1, 0] * J[..., 2, 2] - J[..., 1, 2] * J[..., 2, 0])
-        + J[..., 0, 2] * (J[..., 1, 0] * J[..., 2, 1] - J[..., 1, 1] * J[..., 2, 0])
-    )
 
 
 def _digest(a: np.ndarray) -> bytes:

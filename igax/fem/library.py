@@ -135,10 +135,15 @@ def robin_ambient(space: FunctionSpace, *, boundary, alpha, u_inf) -> tuple[Spar
         ``(A_robin, b_robin)``: a SparseMatrix on the space's pattern and a load vector ``(ndofs,)``.
 
     Example:
+        >>> from igax import fem
+        >>> from igax.fem import library
+        >>> V = fem.SplineSpace(fem.geometry.rectangle().refine(degree=2, elements=4))
         >>> A = fem.assemble(library.diffusion, V, kappa=1.0)
         >>> b = fem.assemble(library.source, V, f=0.0)
         >>> Ar, br = library.robin_ambient(V, boundary="right", alpha=2.0, u_inf=20.0)
         >>> u = fem.solve(A + Ar, b + br, bc=fem.DirichletBC(V, "left", 0.0))
+        >>> round(float(u([[1.0, 0.5]])[0]), 6)   # u'(1) = -alpha (u(1) - u_inf), u(0) = 0: u = 40 x / 3
+        13.333333
     """
     from igax.fem.assemble import assemble  # assemble imports forms; keep library importable on its own
 
@@ -225,8 +230,13 @@ def linear_elasticity(E: float | None = None, nu: float | None = None, kind: str
         A symmetric bilinear form.
 
     Example:
+        >>> from igax import fem
+        >>> from igax.fem.library import linear_elasticity
         >>> a = linear_elasticity(1e5, 0.3, "plane_strain")
-        >>> K = fem.assemble(a, V2)                      # V2 = SplineSpace(geo, shape=(2,))
+        >>> V2 = fem.SplineSpace(fem.geometry.rectangle().refine(degree=2, elements=2), shape=(2,))
+        >>> K = fem.assemble(a, V2)
+        >>> K.shape
+        (32, 32)
     """
     lame(1.0, 0.3, kind)  # validates kind
 

@@ -56,9 +56,23 @@ import jax.numpy as jnp
 import numpy as np
 from scipy.spatial import cKDTree
 
-from igax.fem.space import FunctionSpace, Tables, det_inv, finish_tables
+from igax.fem.space import FunctionSpace, Tables, det_inv
 
-__all__ = ["Location", "locate", "host_locate", "host_tables", "points_error", "spline_basis"]
+__all__ = [
+    "Location",
+    "Locator",
+    "SplineLocator",
+    "PatchesLocator",
+    "CellLocator",
+    "locate",
+    "host_locate",
+    "host_tables",
+    "points_error",
+    "spline_tables",
+    "inverse_map",
+    "spline_map",
+    "cell_map",
+]
 
 _TOL = 1e-9
 
@@ -98,7 +112,7 @@ def locate(space: FunctionSpace, points, *, n_valid: int | None = None) -> tuple
         ``(dofs, tables)``: NumPy arrays for concrete points and geometry, JAX arrays otherwise. Bad points
         raise a ``ValueError`` (at run time when the points are traced).
     """
-    _check_kind(space)
+    _check_space(space)
     if _concrete(points) and _concrete(space):
         pts = np.asarray(jax.device_get(points), dtype=np.float64)
         n = len(pts) if n_valid is None else n_valid
@@ -117,7 +131,7 @@ def locate(space: FunctionSpace, points, *, n_valid: int | None = None) -> tuple
 def host_locate(space: FunctionSpace, pts: np.ndarray) -> Location:
     """Locate concrete points (npts, dim) in a space with concrete geometry, on the host; never raises for
     bad points (see ``Location.status``)."""
-    _check_kind(space)
+    _check_space(space)
     return _locator(space).locate(np.asarray(pts, dtype=np.float64))
 
 
@@ -174,11 +188,10 @@ def _message(kind: int, count: int, n: int, i: int, point) -> str:
     )
 
 
-def _check_kind(space):
-    if getattr(getattr(space, "plan", None), "kind", None) not in ("spline", "multipatch", "lagrange"):
-        raise ValueError(
-            f"point evaluation is not available for a {type(space).__name__}; evaluate at the quadrature "
-            "points instead (Field.at_quadrature, V.quadrature_points())."
+def _check_space(space):
+    if not isinstance(space, FunctionSpace):
+        raise TypeError(
+            f"point evaluation needs an igax.fem space (a FunctionSpace), got {type(space).__name__}."
         )
 
 
@@ -201,7 +214,7 @@ def _locator(space):
     if hit is not None and all(r() is a for r, a in zip(hit[0], leaves, strict=True)):
         _CACHE.move_to_end(key)
         return hit[1]
-    loc = _make_locator(jax.device_get(space))
+    loc = jax.device_get(space).locator()
 
     def forget(_, key=key):  # a geometry array died: drop its entry now, not when it is evicted
         _CACHE.pop(key, None)
@@ -216,55 +229,14 @@ def _locator(space):
     return loc
 
 
-def _make_locator(space):
-    kind = space.plan.kind
-    if kind == "spline":
-        return _SplineLocator(space)
-    if kind == "multipatch":
-        return _MultiPatchLocator(space)
-    return _LagrangeLocator(space)
-
-
-def spline_basis(V, u: np.ndarray):
-    """NURBS basis of a SplineSpace at parameters ``u`` (npts, pdim), in NumPy.
-
-    Returns:
-        ``(dofs (npts, nloc) solution dofs, R (npts, nloc) values, dR (npts, nloc, pdim) parameter
-        derivatives, x (npts, dim) points, J (npts, dim, pdim) the geometry Jacobian)``.
-    """
-    from igax.bases.bspline import basis_functions
-
-    p = V.plan
-    d = p.pdim
-    npts = u.shape[0]
-    firsts, vals, ders = [], [], []
-    for k in range(d):
-        f, dk = basis_functions(p.knots[k], p.degrees[k], u[:, k], nderiv=1)
-        firsts.append(np.asarray(f))
-        vals.append(np.asarray(dk[0]))
-        ders.append(np.asarray(dk[1]))
-
-    def tensor(factors):  # (npts, p1+1), (npts, p2+1), ... -> (npts, nloc), C order over directions
-        out = factors[0]
-        for fct in factors[1:]:
-            out = (out[:, :, None] * fct[:, None, :]).reshape(npts, -1)
-        return out
-
-    N = tensor(vals)
-    dN = np.stack([tensor([ders[k] if k == j else vals[k] for k in range(d)]) for j in range(d)], axis=-1)
-    grids = np.meshgrid(*[np.arange(q + 1) for q in p.degrees], indexing="ij")
-    multi = tuple(firsts[k][:, None] + grids[k].ravel()[None, :] for k in range(d))
-    cps = np.ravel_multi_index(multi, p.shape)  # (npts, nloc) control points
-    w = np.asarray(V.weights).reshape(-1)[cps]
-    P = np.asarray(V.control_points).reshape(-1, p.dim)[cps]  # (npts, nloc, dim)
-    Nw, dNw = N * w, dN * w[..., None]
-    W, dW = Nw.sum(-1), dNw.sum(-2)
-    R = Nw / W[:, None]
-    dR = (dNw - R[..., None] * dW[:, None, :]) / W[:, None, None]
-    x = np.matmul(R[:, None, :], P)[:, 0]  # (npts, dim); matmul: NumPy's einsum is several times slower here
-    J = np.matmul(P.transpose(0, 2, 1), dR)  # (npts, dim, pdim)
-    # dof_map: control points -> solution dofs (they differ where sides are glued, e.g. a periodic seam).
-    return p.dof_map[cps], R, dR, x, J
+def spline_tables(V, u: np.ndarray):
+    """Dofs ``(npts, nloc)``, NURBS values ``(npts, nloc)``, physical gradients ``(npts, nloc, dim)`` and
+    points ``(npts, dim)`` of a spline patch at parameters ``u`` (npts, pdim), in NumPy (from
+    :meth:`igax.fem.SplineSpace.basis_at`); gradients are not finite where the map is singular."""
+    dofs, R, dR, x, J = V.basis_at(u)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        dphi = np.matmul(dR, det_inv(J, np)[1])
+    return dofs, R, dphi, x
 
 
 def _mv(A, v):
@@ -276,8 +248,9 @@ def _knot_box(plan):
     return np.array([k[0] for k in plan.knots]), np.array([k[-1] for k in plan.knots])
 
 
-class _Locator(abc.ABC):
-    """Host location for one space with concrete geometry; subclasses give ``locate`` and ``tables``."""
+class Locator(abc.ABC):
+    """Host location for one space with concrete geometry (what :meth:`FunctionSpace.locator` returns);
+    subclasses give ``locate`` and ``tables``, :meth:`evaluate` remembers recent point sets."""
 
     @abc.abstractmethod
     def locate(self, pts: np.ndarray) -> Location:
@@ -304,7 +277,7 @@ class _Locator(abc.ABC):
         return out
 
 
-class _SplineLocator(_Locator):
+class SplineLocator(Locator):
     """One patch: Newton on the NURBS map from the nearest of a few images per element."""
 
     def __init__(self, V):
@@ -325,7 +298,7 @@ class _SplineLocator(_Locator):
         self.det_scale = float(np.median(np.abs(np.linalg.det(Js))))
 
     def map(self, u):
-        _, _, _, x, J = spline_basis(self.V, u)
+        _, _, _, x, J = self.V.basis_at(u)
         return x, J
 
     def _step(self, u, du):
@@ -382,18 +355,15 @@ class _SplineLocator(_Locator):
         return Location(np.zeros(n, np.int32), ref, status)
 
     def tables(self, loc):
-        dofs, R, dR, x, J = spline_basis(self.V, loc.ref)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            dphi = np.matmul(dR, det_inv(J, np)[1])
-        return dofs, R, dphi, x
+        return spline_tables(self.V, loc.ref)
 
 
-class _MultiPatchLocator(_Locator):
+class PatchesLocator(Locator):
     """Each point on the first patch whose map reaches it regularly (on an interface: the first listed)."""
 
     def __init__(self, V):
         self.plan = V.plan
-        self.subs = [_SplineLocator(s) for s in V.spaces]
+        self.subs = [SplineLocator(s) for s in V.spaces]
 
     def locate(self, pts):
         n = len(pts)
@@ -452,7 +422,7 @@ def _inside(xi, simplex):
     return np.all((xi >= -_TOL) & (xi <= 1 + _TOL), axis=-1)
 
 
-class _LagrangeLocator(_Locator):
+class CellLocator(Locator):
     """A mesh: candidate cells from a k-d tree of cell centres, Newton on each candidate's vertex map."""
 
     def __init__(self, V):
@@ -526,10 +496,11 @@ def _locate_traced(space, points):
         ref = np.zeros(batch + (n, pdim))
         status = np.zeros(batch + (n,), np.int8)
         if all(int(np.prod(s)) == 1 for s in leads[1:]):  # one geometry: all point sets in one go
-            loc = locator or _make_locator(
-                jax.tree.unflatten(
+            loc = (
+                locator
+                or jax.tree.unflatten(
                     treedef, [g.reshape(g.shape[-b:] if b else ()) for g, b in zip(geo, base, strict=True)]
-                )
+                ).locator()
             )
             out = loc.locate(pts.reshape(-1, dim))
             for o, a in zip((index, ref, status), out, strict=True):
@@ -540,7 +511,7 @@ def _locate_traced(space, points):
                     np.broadcast_to(a, batch + a.shape[len(a.shape) - nb :])[b]
                     for a, nb in zip(geo, base, strict=True)
                 ]
-                loc = _make_locator(jax.tree.unflatten(treedef, g))
+                loc = jax.tree.unflatten(treedef, g).locator()
                 p = np.broadcast_to(pts, batch + (n, dim))[b]
                 for o, a in zip((index, ref, status), loc.locate(p), strict=True):
                     o[b] = a
@@ -576,7 +547,7 @@ def _check_status(ref, status, points):
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
-def _inverse_map(map_fn, ref0, geometry, points):
+def inverse_map(map_fn, ref0, geometry, points):
     """Reference coordinates ``ref`` with ``map_fn(ref, geometry)[0] == points``, given the solution ``ref0``.
 
     The value is ``ref0`` (located on the host); the derivatives are the implicit ones,
@@ -590,7 +561,7 @@ def _inverse_map(map_fn, ref0, geometry, points):
 def _inverse_map_jvp(map_fn, primals, tangents):
     ref0, geometry, points = primals
     _, dgeometry, dpoints = tangents
-    ref = _inverse_map(map_fn, ref0, geometry, points)
+    ref = inverse_map(map_fn, ref0, geometry, points)
     # Symbolic zeros: with a fixed geometry (the usual case: derivatives in the points only) the geometry's
     # tangent map is not built at all, which keeps the compiled derivative small.
     leaves = jax.tree.leaves(dgeometry, is_leaf=_is_zero)
@@ -609,19 +580,23 @@ def _inverse_map_jvp(map_fn, primals, tangents):
     return ref, jnp.einsum("nki,ni->nk", Jinv, rhs)
 
 
-_inverse_map.defjvp(_inverse_map_jvp, symbolic_zeros=True)
+inverse_map.defjvp(_inverse_map_jvp, symbolic_zeros=True)
 
 
 def _is_zero(t) -> bool:
     return isinstance(t, jax.custom_derivatives.SymbolicZero)
 
 
-def _spline_map(u, V):
+def spline_map(u, V):
+    """Points ``(npts, dim)`` and Jacobians ``(npts, dim, pdim)`` of a spline patch's map at parameters ``u``
+    (JAX): the ``map_fn`` of :func:`inverse_map` for a SplineSpace ``V``."""
     _, t, J = V._param_tables(u, return_jacobian=True)
     return t.x[:, 0], J[:, 0]
 
 
-def _cell_map(geo, xi, Xc):
+def cell_map(geo, xi, Xc):
+    """Points and Jacobians of mesh cells with vertices ``Xc`` (npts, nv, dim) at reference coordinates ``xi``
+    under the vertex basis ``geo`` (JAX): the ``map_fn`` of :func:`inverse_map` for a mesh cell."""
     x = jnp.einsum("nv,nvi->ni", geo.values(xi), Xc)
     J = jnp.einsum("nvk,nvi->nik", geo.gradients(xi), Xc)
     return x, J
@@ -632,33 +607,9 @@ def _cell_map(geo, xi, Xc):
 @eqx.filter_jit
 def _tables_at(space, index, ref, points):
     """Dofs and basis tables at located points, differentiable in the points and the geometry."""
-    p = space.plan
-    if p.kind == "spline":
-        return space._param_tables(_inverse_map(_spline_map, ref, space, points))
-    if p.kind == "lagrange":
-        Xc = space.points[jnp.asarray(p.cells)[index]]  # (npts, nv, dim)
-        xi = _inverse_map(functools.partial(_cell_map, p.geo), ref, Xc, points)
-        x, J = _cell_map(p.geo, xi, Xc)
-        phi, dref = p.ref.values(xi)[:, None], p.ref.gradients(xi)[:, None]
-        tables = finish_tables(phi, dref, x[:, None], J[:, None], jnp.ones((xi.shape[0], 1), xi.dtype), None)
-        return jnp.asarray(p.cell_dofs)[index], tables
-    # Multi-patch: which patch holds a point is known only at run time, so every patch evaluates every point
-    # (the others at the patch's centre, where the map is regular) and the owner's result is selected.
-    dofs = tables = None
-    for k, sub in enumerate(space.spaces):
-        own = index == k
-        lo, hi = _knot_box(sub.plan)
-        u0 = jnp.where(own[:, None], ref, jnp.asarray(0.5 * (lo + hi), ref.dtype))
-        d, t = sub._param_tables(_inverse_map(_spline_map, u0, sub, points))
-        d = jnp.asarray(p.dof_map)[int(p.dof_off[k]) + d]
-        if dofs is None:
-            dofs, tables = d, t
-            continue
-        dofs = jnp.where(own[:, None], d, dofs)
-        tables = jax.tree.map(functools.partial(_select, own), t, tables)
-    return dofs, tables
+    return space.tables_at(index, ref, points)
 
 
-def _select(mask, a, b):
+def select(mask, a, b):
     """``a`` where ``mask`` (npts,) holds, else ``b``, broadcast over the trailing axes."""
     return jnp.where(mask.reshape((-1,) + (1,) * (a.ndim - 1)), a, b)

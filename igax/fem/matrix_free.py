@@ -103,8 +103,15 @@ def operator(form: Form, space: FunctionSpace, **inputs) -> SplineOperator:
         ValueError: the space is not a single spline patch without glued or collapsed sides.
 
     Example:
-        >>> A = fem.operator(library.diffusion, V, kappa=kappa_field)
-        >>> res = igax.solvers.iterative.cg(A.matvec, b, igax.solvers.iterative.jacobi(A))
+        >>> import jax.numpy as jnp, numpy as np
+        >>> from igax import fem
+        >>> V = fem.SplineSpace(fem.geometry.quarter_annulus().refine(degree=3, elements=8))
+        >>> kappa = fem.Field(V, jnp.ones(V.ndofs))
+        >>> A = fem.operator(fem.library.diffusion, V, kappa=kappa)
+        >>> x = jnp.linspace(0.0, 1.0, V.ndofs)
+        >>> M = fem.assemble(fem.library.diffusion, V, kappa=kappa)
+        >>> bool(np.allclose(A.matvec(x), M @ x, atol=1e-10))
+        True
     """
     from igax.fem.assemble import _check_input_names
     from igax.fem.sumfact import _eager_inputs, applicable

@@ -24,9 +24,11 @@ from typing import Any
 
 import numpy as np
 
+from igax._deprecation import renamed
 from igax.bases.lagrange import ReferenceCell, reference_cell, reference_element
+from igax.solvers.sparse import sort_keys
 
-__all__ = ["Mesh", "unit_square", "rectangle", "unit_cube", "box"]
+__all__ = ["Mesh", "unit_square", "rectangle_mesh", "unit_cube", "box_mesh"]
 
 MESH_CELLS = ("triangle", "quad", "tetra", "hexahedron")
 _REL_TOL = 1e-12  # a cell is degenerate when det J <= _REL_TOL * (its edge length) ** dim
@@ -54,7 +56,7 @@ def _as_index_array(value: Any, name: str, ncols: int | None, upper: int) -> np.
     return arr
 
 
-def _sort_rows(rows: np.ndarray) -> np.ndarray:
+def sort_rows(rows: np.ndarray) -> np.ndarray:
     """Sort each row of a small (n, k) int array (min/max network for k <= 4: np.sort on rows is slow)."""
     k = rows.shape[1]
     if k > 4:
@@ -68,11 +70,19 @@ def _sort_rows(rows: np.ndarray) -> np.ndarray:
     return np.stack(cols, axis=1)
 
 
-def _unique_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Group equal rows of an (n, k) int array.
+def unique_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Group equal rows of an (n, k) int array (the one row grouping of igax.fem: mesh topology, Lagrange dof
+    numbering, duplicate detection; sort each row first, :func:`sort_rows`, to group rows equal up to order).
 
     Returns ``first`` (nu,): index of each group's first occurrence (groups numbered in sorted order),
     ``inverse`` (n,): group of each row, ``counts`` (nu,).
+
+    Example:
+        >>> import numpy as np
+        >>> from igax.fem.mesh import unique_rows
+        >>> first, inverse, counts = unique_rows(np.array([[1, 2], [0, 5], [1, 2]]))
+        >>> first.tolist(), inverse.tolist(), counts.tolist()
+        ([1, 0], [1, 0, 1], [1, 2])
     """
     n, k = rows.shape
     if n == 0:
@@ -80,15 +90,14 @@ def _unique_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     top = int(rows.max()) + 1
     new = np.empty(n, dtype=bool)
     new[0] = True
-    if top**k < 2**62:  # pack each row into one int64 key: one argsort instead of a k-key lexsort
+    if top**k < 2**62:  # pack each row into one int64 key: one (packed, stable) sort instead of a lexsort
         key = rows[:, 0].astype(np.int64)
         for j in range(1, k):
             key = key * top + rows[:, j]
-        order = np.argsort(key)
-        sk = key[order]
-        new[1:] = sk[1:] != sk[:-1]
+        order, sk = sort_keys(key, top**k)
+        np.not_equal(sk[1:], sk[:-1], out=new[1:])
     else:
-        order = np.lexsort(rows.T[::-1])
+        order = np.lexsort(rows.T[::-1])  # stable
         sr = rows[order]
         new[1:] = np.any(sr[1:] != sr[:-1], axis=1)
     group = np.cumsum(new) - 1
@@ -96,8 +105,7 @@ def _unique_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     inverse[order] = group
     starts = np.flatnonzero(new)
     counts = np.diff(np.append(starts, n))
-    first = np.minimum.reduceat(order, starts)  # the sort is not stable: take the smallest index per group
-    return first, inverse, counts
+    return order[starts], inverse, counts  # stable sorts: a group's first entry is its smallest index
 
 
 @dataclass(frozen=True)
@@ -112,8 +120,20 @@ class _Entities:
     counts: np.ndarray  # (n,) number of cells that share the entity
 
 
-def _determinant(j: np.ndarray) -> np.ndarray:
-    """det of (..., d, d) matrices, d = 2, 3 (explicit formulas: faster than np.linalg.det on 1e6 cells)."""
+def determinant(j):
+    """det of (..., d, d) matrices, d <= 3, NumPy or JAX: the one determinant of igax.fem (cell maps of
+    meshes, Lagrange and spline spaces, :func:`igax.fem.space.det_inv`).
+
+    Explicit formulas: faster than ``np.linalg.det`` on 1e6 cells, and plain arithmetic under JAX (no LU).
+
+    Example:
+        >>> import numpy as np
+        >>> from igax.fem.mesh import determinant
+        >>> float(determinant(np.array([[2.0, 1.0], [1.0, 3.0]])))
+        5.0
+    """
+    if j.shape[-1] == 1:
+        return j[..., 0, 0]
     if j.shape[-1] == 2:
         return j[..., 0, 0] * j[..., 1, 1] - j[..., 0, 1] * j[..., 1, 0]
     return (
@@ -143,6 +163,7 @@ class Mesh:
     Equality and hashing are by identity, so a mesh can sit in a static field of an ``equinox`` module.
 
     Example:
+        >>> from igax.fem import unit_square
         >>> mesh = unit_square(4)
         >>> mesh.ncells, sorted(mesh.boundaries)
         (32, ['bottom', 'left', 'right', 'top'])
@@ -262,8 +283,8 @@ class Mesh:
     def _entities(self, local: Sequence[tuple[int, ...]]) -> _Entities:
         loc = np.array(local, dtype=np.int64)  # (nlocal, k)
         verts = self.cells[:, loc].reshape(-1, loc.shape[1])  # (ncells * nlocal, k)
-        key = _sort_rows(verts)
-        first, inverse, counts = _unique_rows(key)
+        key = sort_rows(verts)
+        first, inverse, counts = unique_rows(key)
         ents = _Entities(
             vertices=verts[first],
             sorted_vertices=key[first],
@@ -298,6 +319,7 @@ class Mesh:
             nedges_per_cell)`` where column ``e`` is the cell's local edge ``reference.edges[e]``.
 
         Example:
+            >>> from igax.fem import unit_square
             >>> e, c2e = unit_square(1, cell="quad").edges()
             >>> e.tolist(), c2e.tolist()
             ([[0, 1], [0, 2], [1, 3], [2, 3]], [[0, 2, 3, 1]])
@@ -359,6 +381,7 @@ class Mesh:
             facet ``i``. Interior facets report the first of their two cells.
 
         Example:
+            >>> from igax.fem import unit_square
             >>> mesh = unit_square(2)
             >>> cells, local = mesh.locate_facets(mesh.boundaries["left"])
         """
@@ -371,8 +394,8 @@ class Mesh:
         t = self._facet_table
         if len(facets) == 0:
             return np.zeros(0, np.int64)
-        both = np.concatenate([t.sorted_vertices, _sort_rows(facets)])
-        first, inverse, _ = _unique_rows(both)
+        both = np.concatenate([t.sorted_vertices, sort_rows(facets)])
+        first, inverse, _ = unique_rows(both)
         ids = inverse[len(t.sorted_vertices) :]
         # a query is a facet iff the first (smallest-index) row of its group is a row of the facet table
         found = first[ids] < len(t.sorted_vertices)
@@ -414,6 +437,8 @@ class Mesh:
             A new :class:`Mesh` sharing points, cells and cached topology.
 
         Example:
+            >>> import numpy as np
+            >>> from igax.fem import unit_square
             >>> mesh = unit_square(4).tag_boundary("inlet", lambda x: np.isclose(x[0], 0.0) & (x[1] < 0.5))
             >>> mesh.boundaries["inlet"].shape
             (2, 2)
@@ -462,7 +487,7 @@ class Mesh:
 
     def jacobian_determinants(self) -> np.ndarray:
         """det J of each cell at its vertices, (ncells, nv) (nv = 1 for simplices, whose J is constant)."""
-        return _determinant(self._vertex_jacobians())
+        return determinant(self._vertex_jacobians())
 
     def cell_volumes(self) -> np.ndarray:
         """Area (2D) or volume (3D) of each cell, (ncells,), exact for straight-sided cells."""
@@ -472,7 +497,7 @@ class Mesh:
         x, w = quadrature(ref.cell, 2 if ref.is_simplex else 3)  # det J of a Q1 map is Q_(dim-1)
         dn = reference_element(ref.cell, 1).gradients(x)
         jac = np.einsum("cbi,qbj->cqij", self.points[self.cells], dn)
-        return _determinant(jac) @ w
+        return determinant(jac) @ w
 
     def check_quality(self) -> None:
         """Raise ``ValueError`` naming the first cell whose Jacobian is not positive at one of its vertices.
@@ -481,7 +506,7 @@ class Mesh:
         (clockwise / left-handed), degenerate (zero area) or non-convex quadrilaterals and hexahedra.
         """
         jac = self._vertex_jacobians()  # (ncells, nv, dim, dim)
-        det = _determinant(jac)
+        det = determinant(jac)
         # scale: the longest J column (an edge at that vertex), so the test is invariant to the mesh's size
         length2 = np.square(jac).sum(axis=-2).max(axis=-1)  # (ncells, nv)
         bad_mask = det <= _REL_TOL * length2 ** (self.dim / 2)
@@ -533,6 +558,7 @@ class Mesh:
         when nothing coincides.
 
         Example:
+            >>> from igax.fem import Mesh
             >>> pts = [[0.0, 0], [1, 0], [0, 1], [1, 0], [1, 1], [0, 1]]      # the diagonal stored twice
             >>> m = Mesh(pts, [[0, 1, 2], [3, 4, 5]], "triangle", check=False).merge_duplicate_vertices()
             >>> m.npoints, m.cells.tolist()
@@ -605,7 +631,7 @@ def _merged(
     bnd = {}
     for name, facets in boundaries.items():
         f = renumber[facets]
-        _, first = np.unique(_sort_rows(f), axis=0, return_index=True)  # both sides of a closed slit: once
+        _, first = np.unique(sort_rows(f), axis=0, return_index=True)  # both sides of a closed slit: once
         bnd[name] = f[np.sort(first)]
     new_points = points[kept]
     new_cells = renumber[cells]
@@ -686,7 +712,7 @@ def _structured(
     return Mesh._trusted(points, cells.astype(np.int64, copy=False), cell_type, boundaries, {})
 
 
-def rectangle(
+def rectangle_mesh(
     lower: Sequence[float] = (0.0, 0.0),
     upper: Sequence[float] = (1.0, 1.0),
     n: int | Sequence[int] = 8,
@@ -695,6 +721,9 @@ def rectangle(
     diagonal: str = "right",
 ) -> Mesh:
     """Structured mesh of a rectangle with boundaries "left", "right", "bottom", "top".
+
+    Named ``rectangle_mesh`` (once ``rectangle``) because ``igax.fem.geometry.rectangle`` is the spline
+    patch of a rectangle.
 
     Arguments:
         lower, upper: opposite corners.
@@ -706,7 +735,8 @@ def rectangle(
         A :class:`Mesh` with ``(nx + 1) * (ny + 1)`` points, numbered with x fastest.
 
     Example:
-        >>> rectangle((0, 0), (2, 1), n=(4, 2), cell="quad").ncells
+        >>> from igax.fem import rectangle_mesh
+        >>> rectangle_mesh((0, 0), (2, 1), n=(4, 2), cell="quad").ncells
         8
     """
     nx, ny = _counts(n, 2)
@@ -727,13 +757,14 @@ def rectangle(
 
 
 def unit_square(n: int | Sequence[int] = 8, cell: str = "triangle", *, diagonal: str = "right") -> Mesh:
-    """Structured mesh of ``[0, 1]^2``; see :func:`rectangle`.
+    """Structured mesh of ``[0, 1]^2``; see :func:`rectangle_mesh`.
 
     Example:
+        >>> from igax.fem import unit_square
         >>> unit_square(2, cell="quad").npoints
         9
     """
-    return rectangle((0.0, 0.0), (1.0, 1.0), n, cell, diagonal=diagonal)
+    return rectangle_mesh((0.0, 0.0), (1.0, 1.0), n, cell, diagonal=diagonal)
 
 
 # Kuhn subdivision of the unit cube into 6 tetrahedra: one per ordering of the axes, walking from corner
@@ -756,13 +787,15 @@ def _kuhn_offsets() -> np.ndarray:
     return np.array(tets)  # (6, 4, 3)
 
 
-def box(
+def box_mesh(
     lower: Sequence[float] = (0.0, 0.0, 0.0),
     upper: Sequence[float] = (1.0, 1.0, 1.0),
     n: int | Sequence[int] = 4,
     cell: str = "tetra",
 ) -> Mesh:
     """Structured mesh of a box with boundaries "left"/"right" (x), "bottom"/"top" (y), "front"/"back" (z).
+
+    Named ``box_mesh`` (once ``box``) because ``igax.fem.geometry.box`` is the spline patch of a box.
 
     Arguments:
         lower, upper: opposite corners.
@@ -773,7 +806,8 @@ def box(
         A :class:`Mesh` with ``(nx + 1) (ny + 1) (nz + 1)`` points, numbered with x fastest, then y, then z.
 
     Example:
-        >>> box(n=(2, 1, 1), cell="hexahedron").ncells
+        >>> from igax.fem import box_mesh
+        >>> box_mesh(n=(2, 1, 1), cell="hexahedron").ncells
         2
     """
     counts = _counts(n, 3)
@@ -788,10 +822,17 @@ def box(
 
 
 def unit_cube(n: int | Sequence[int] = 4, cell: str = "tetra") -> Mesh:
-    """Structured mesh of ``[0, 1]^3``; see :func:`box`.
+    """Structured mesh of ``[0, 1]^3``; see :func:`box_mesh`.
 
     Example:
+        >>> from igax.fem import unit_cube
         >>> unit_cube(2).ncells
         48
     """
-    return box((0.0, 0.0, 0.0), (1.0, 1.0, 1.0), n, cell)
+    return box_mesh((0.0, 0.0, 0.0), (1.0, 1.0, 1.0), n, cell)
+
+
+# The names before the geometry/mesh split (issue 17): they warn and name the new ones.
+__getattr__ = renamed(
+    __name__, {"rectangle": ("rectangle_mesh", rectangle_mesh), "box": ("box_mesh", box_mesh)}
+)

@@ -53,6 +53,8 @@ def coincident_vertex_pairs(points: np.ndarray, cells: np.ndarray) -> np.ndarray
         ``(npairs, 2)`` int64 vertex ids, ``pairs[:, 0] < pairs[:, 1]``, sorted; empty when none.
 
     Example:
+        >>> import numpy as np
+        >>> from igax.fem.mesh_duplicates import coincident_vertex_pairs
         >>> pts = np.array([[0.0, 0], [1, 0], [0, 1], [1, 0], [1, 1], [0, 1]])
         >>> coincident_vertex_pairs(pts, np.array([[0, 1, 2], [3, 4, 5]])).tolist()
         [[1, 3], [2, 5]]
@@ -151,11 +153,11 @@ def _groups(pairs: np.ndarray, npts: int) -> np.ndarray:
 
 def _drop_shared_cell(pairs: np.ndarray, cells: np.ndarray, npts: int) -> np.ndarray:
     """Remove vertex pairs that belong to one cell (a short edge, not a slit)."""
-    from igax.fem.mesh import _sort_rows
+    from igax.fem.mesh import sort_rows
 
     # A cell holds a coincident pair iff two of its vertices fall in one group: look at the (rare) cells with
     # a repeated group label, not at every vertex pair of every cell.
-    lab = _sort_rows(_groups(pairs, npts)[cells])
+    lab = sort_rows(_groups(pairs, npts)[cells])
     bad = np.flatnonzero((lab[:, 1:] == lab[:, :-1]).any(axis=1))
     if not len(bad):
         return pairs
@@ -174,10 +176,12 @@ def repeated_cells(cells: np.ndarray) -> np.ndarray:
         sorted by the first column); empty when every cell is distinct.
 
     Example:
+        >>> import numpy as np
+        >>> from igax.fem.mesh_duplicates import repeated_cells
         >>> repeated_cells(np.array([[0, 1, 2], [1, 2, 3], [2, 0, 1]])).tolist()
         [[0, 2]]
     """
-    from igax.fem.mesh import _sort_rows, _unique_rows
+    from igax.fem.mesh import sort_rows, unique_rows
 
     none = np.zeros((0, 2), np.int64)
     # An order-independent 64-bit hash of each cell's vertex set (a sum of mixed ids, wrapping modulo 2**64)
@@ -189,8 +193,8 @@ def repeated_cells(cells: np.ndarray) -> np.ndarray:
     (cand,) = _in_shared_bins(h, np.arange(len(cells)))[1:]
     if not len(cand):
         return none
-    rows = _sort_rows(cells[cand])
-    first, inverse, counts = _unique_rows(rows)
+    rows = sort_rows(cells[cand])
+    first, inverse, counts = unique_rows(rows)
     again = np.flatnonzero(first[inverse] != np.arange(len(cand)))  # rows that are not their group's first
     if not len(again):
         return none  # hash collisions only

@@ -116,9 +116,11 @@ def read_mesh(
         ``tetra10``, ...) are read as straight-sided cells through their corner vertices, with a warning.
 
     Example:
-        >>> mesh = read_mesh("part.msh")          # doctest: +SKIP
-        >>> mesh.boundaries["inlet"].shape        # doctest: +SKIP
-        (24, 2)
+        >>> from igax.fem import read_mesh, unit_square, write_mesh
+        >>> write_mesh(unit_square(2), "square.msh")   # boundaries become physical groups
+        >>> mesh = read_mesh("square.msh")
+        >>> mesh.ncells, mesh.boundaries["left"].shape
+        (8, (2, 2))
     """
     path = os.fspath(path)
     return from_meshio(_read_raw(path), reorient=reorient, check=check, with_data=with_data,
@@ -146,6 +148,7 @@ def from_meshio(
         As :func:`read_mesh`.
 
     Example:
+        >>> from igax.fem import from_meshio
         >>> import meshio
         >>> raw = meshio.Mesh([[0, 0], [1, 0], [0, 1]], [("triangle", [[0, 1, 2]])])
         >>> from_meshio(raw).ncells
@@ -313,8 +316,12 @@ def write_mesh(
     back. In VTU/XDMF, 2D points and 2-vectors are padded with a zero z component (VTK's convention).
 
     Example:
-        >>> mesh = unit_square(4)                                      # doctest: +SKIP
-        >>> write_mesh(mesh, "u.vtu", point_data={"u": u_coeffs})      # doctest: +SKIP
+        >>> import meshio
+        >>> from igax.fem import unit_square, write_mesh
+        >>> mesh = unit_square(4)
+        >>> write_mesh(mesh, "u.vtu", point_data={"u": mesh.points[:, 0]})   # e.g. a P1 field's coefficients
+        >>> meshio.read("u.vtu").point_data["u"].shape
+        (25,)
     """
     path = os.fspath(path)
     point_data = _check_data(point_data, mesh.npoints, "point_data")
@@ -552,7 +559,13 @@ def write_time_series(
         The files written.
 
     Example:
-        >>> write_time_series("heat.pvd", mesh, ts, {"u": us})     # doctest: +SKIP
+        >>> from igax.fem import write_time_series
+        >>> import numpy as np
+        >>> from igax.fem import unit_square
+        >>> mesh = unit_square(2)
+        >>> us = np.stack([t * mesh.points[:, 0] for t in (0.0, 0.5, 1.0)])   # (ntimes, npoints)
+        >>> len(write_time_series("heat.pvd", mesh, [0.0, 0.5, 1.0], {"u": us}))   # the .pvd and 3 .vtu
+        4
     """
     path = os.fspath(path)
     times = [float(t) for t in np.asarray(times, dtype=float).reshape(-1)]

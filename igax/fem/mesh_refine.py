@@ -24,7 +24,7 @@ from typing import NamedTuple
 import numpy as np
 
 from igax.bases.lagrange import reference_cell, reference_element
-from igax.fem.mesh import Mesh, _determinant
+from igax.fem.mesh import Mesh, determinant
 
 __all__ = ["refine", "parent", "Refinement"]
 
@@ -68,7 +68,7 @@ def _plan(cell: str) -> tuple[np.ndarray, np.ndarray]:
     at = ref.vertices[:1] if ref.is_simplex else ref.vertices
     dn = geo.gradients(at)  # (nv, nverts, dim)
     coords = el.nodes[templates]  # (nvar, nchild, nverts, dim)
-    det = _determinant(np.einsum("xcbi,vbj->xcvij", coords, dn)).min(axis=-1)
+    det = determinant(np.einsum("xcbi,vbj->xcvij", coords, dn)).min(axis=-1)
     flip = {"triangle": [0, 2, 1], "quad": [0, 3, 2, 1], "tetra": [0, 2, 1, 3]}
     if np.any(det < 0):
         templates[det < 0] = templates[det < 0][:, flip[cell]]

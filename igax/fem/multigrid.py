@@ -133,12 +133,15 @@ def mg_hierarchy(
         ValueError: ``bc`` is on another space; ``algebraic=False`` for a space with no geometric hierarchy.
 
     Example:
+        >>> from igax import fem
         >>> V = fem.SplineSpace(fem.geometry.quarter_annulus().refine(degree=2, elements=64))
         >>> bc = fem.DirichletBC(V, None, 0.0)
         >>> H = fem.mg_hierarchy(V, bc=bc)
         >>> H.sizes
-        (4356, 1156, 324)
-        >>> u = fem.solve(A, b, bc=bc, method="mg-cg", hierarchy=H)   # fem.solve builds the same H itself
+        (4356, 1156, 324, 100)
+        >>> A = fem.assemble(fem.library.laplace, V)
+        >>> b = fem.assemble(fem.library.source, V, f=1.0)
+        >>> u = fem.solve(A, b, bc=bc, method="mg-cg", hierarchy=H)  # a CPU/GPU solve  # doctest: +SKIP
     """
     from igax.solvers import multigrid as smg
 
@@ -194,8 +197,8 @@ def _laplacian(space):
 
     if any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(space)):
         return None
-    rule = space._rule()
-    t = space._host_tables(rule)
+    rule = space.quadrature_rule()
+    t = space.host_tables(rule)
     if t is None:
         return None
     t = t.full(np)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from igax.fem.locate import PatchesLocator, select
+from igax.fem.sampling import JoinedSampler
 from igax.fem.space import FunctionSpace, Rule, SpacePlan, Tables
 from igax.fem.spline_space import SplineSpace
 
@@ -113,9 +116,10 @@ class MultiPatchSpace(FunctionSpace):
         quad_points: Gauss points per element and direction (default ``degree + 1``).
 
     Example:
+        >>> from igax import fem
         >>> left = fem.geometry.rectangle((0, 0), (1, 1)).refine(degree=2, elements=4)
         >>> right = fem.geometry.rectangle((1, 0), (2, 1)).refine(degree=2, elements=4)
-        >>> V = MultiPatchSpace({"L": left, "R": right}, [(("L", "right"), ("R", "left"))])
+        >>> V = fem.MultiPatchSpace({"L": left, "R": right}, [(("L", "right"), ("R", "left"))])
         >>> V.ndofs, V.boundary_names
         (66, ('left', 'bottom', 'top', 'right'))
     """
@@ -226,12 +230,12 @@ class MultiPatchSpace(FunctionSpace):
         return self.plan.patch_names
 
     # -- quadrature ----------------------------------------------------------------------------------------
-    def _make_rule(self, names) -> Rule:
+    def build_rule(self, names) -> Rule:
         p = self.plan
         groups, elements = [], []
         if names is None:
             for k, s in enumerate(self.spaces):
-                r = s._rule()
+                r = s.quadrature_rule()
                 groups.append((k, r))
                 elements.append(p.el_off[k] + r.elements)
         else:
@@ -240,13 +244,13 @@ class MultiPatchSpace(FunctionSpace):
                 for k, side in p.boundary_parts[nm]:
                     per_patch.setdefault(k, []).append(side)
             for k in sorted(per_patch):
-                r = self.spaces[k]._rule(tuple(per_patch[k]))
+                r = self.spaces[k].quadrature_rule(tuple(per_patch[k]))
                 groups.append((k, r))
                 elements.append(p.el_off[k] + r.elements)
         return Rule(np.concatenate(elements), tuple(groups), None if names is None else tuple(names))
 
-    def _tables(self, rule: Rule) -> Tables:
-        out = [self.spaces[k]._tables(r) for k, r in rule.groups]
+    def tables(self, rule: Rule) -> Tables:
+        out = [self.spaces[k].tables(r) for k, r in rule.groups]
         nq = {t.dx.shape[1] for t in out}
         if len(nq) != 1:  # pragma: no cover - equal degrees and quad_points give equal counts
             raise ValueError("internal: patches with different numbers of quadrature points per element.")
@@ -255,6 +259,38 @@ class MultiPatchSpace(FunctionSpace):
         return Tables(
             *[None if out[0][i] is None else jnp.concatenate([o[i] for o in out]) for i in range(5)]
         )
+
+    # -- the space protocol: sampling and point location ----------------------------------------------------
+    def sampler(self, resolution: int) -> JoinedSampler:
+        """The patches' grids side by side (points on an interface appear once per patch)."""
+        return JoinedSampler(self, resolution)
+
+    def default_resolution(self) -> int:
+        """The patches' own default, the same for all (the finest)."""
+        return max(sub.default_resolution() for sub in self.spaces)
+
+    def locator(self) -> PatchesLocator:
+        """Each point on the first patch whose map reaches it regularly (on an interface: the first)."""
+        return PatchesLocator(self)
+
+    def tables_at(self, index, ref, points):
+        # Which patch holds a point is known only at run time, so every patch evaluates every point (the
+        # others at the patch's centre, where the map is regular) and the owner's result is selected.
+        p = self.plan
+        dofs = tables = None
+        for k, sub in enumerate(self.spaces):
+            own = index == k
+            lo = np.array([t[0] for t in sub.plan.knots])
+            hi = np.array([t[-1] for t in sub.plan.knots])
+            u0 = jnp.where(own[:, None], ref, jnp.asarray(0.5 * (lo + hi), ref.dtype))
+            d, t = sub.tables_at(jnp.zeros_like(index), u0, points)
+            d = jnp.asarray(p.dof_map)[int(p.dof_off[k]) + d]
+            if dofs is None:
+                dofs, tables = d, t
+                continue
+            dofs = jnp.where(own[:, None], d, dofs)
+            tables = jax.tree.map(functools.partial(select, own), t, tables)
+        return dofs, tables
 
     def jacobian_determinant(self) -> jax.Array:
         """Signed geometry Jacobian determinants at the volume quadrature points, ``(nel, nq)``."""

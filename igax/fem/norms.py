@@ -60,7 +60,12 @@ def l2_error(u: Field, exact: Callable) -> jax.Array:
             shape ``(...)`` for scalar fields or ``(ncomp, ...)`` for vector fields.
 
     Example:
-        >>> err = l2_error(u, lambda x: jnp.sin(x[0]) * x[1])
+        >>> import jax.numpy as jnp
+        >>> from igax import fem
+        >>> V = fem.SplineSpace(fem.geometry.rectangle().refine(degree=2, elements=4))
+        >>> u = fem.Field(V, jnp.ones(V.ndofs))       # u = 1
+        >>> round(float(fem.l2_error(u, lambda x: x[0])), 8)   # ||1 - x||: sqrt(1/3) on [0, 1]^2
+        0.57735027
     """
     _check(u)
     return jnp.sqrt(assemble(_sq_value_error, u.space, u=u, exact=exact))

@@ -99,6 +99,7 @@ def _to_sampled(obj, resolution) -> tuple[Sampled, Any]:
     from igax.bases.patch import NURBSPatch
     from igax.fem.lagrange_space import LagrangeSpace
     from igax.fem.mesh import Mesh
+    from igax.fem.space import FunctionSpace
     from igax.fem.spline_space import SplineSpace
 
     if isinstance(obj, Sampled):
@@ -107,12 +108,12 @@ def _to_sampled(obj, resolution) -> tuple[Sampled, Any]:
         obj = SplineSpace(obj)
     if isinstance(obj, Mesh):
         obj = LagrangeSpace(obj, 1)
-    if isinstance(obj, (SplineSpace, LagrangeSpace)):
+    if isinstance(obj, FunctionSpace):
         import jax.numpy as jnp
 
         s = sample(Field(obj, jnp.zeros(obj.ndofs)), resolution)
         s.point_data = {}
-        return s, obj if isinstance(obj, SplineSpace) else None
+        return s, _with_net(obj)
     if isinstance(obj, Field):
         space = obj.space
     elif isinstance(obj, Mapping) and obj:
@@ -125,7 +126,13 @@ def _to_sampled(obj, resolution) -> tuple[Sampled, Any]:
             "Mesh; "
             f"got {type(obj).__name__}."
         )
-    return sample(obj, resolution), space if isinstance(space, SplineSpace) else None
+    return sample(obj, resolution), _with_net(space)
+
+
+def _with_net(space):
+    """The space when it has a control net to draw (a single patch's control points), else None."""
+    cp = getattr(space, "control_points", None)
+    return space if cp is not None else None
 
 
 def _vector_names(s: Sampled) -> list[str]:
@@ -473,7 +480,11 @@ def plot_convergence(
         The ``matplotlib.figure.Figure``; the legend shows each fitted slope (``np.polyfit``, log e on log h).
 
     Example:
-        >>> fig = plot_convergence(h, {"L2": e_l2, "H1": e_h1}, rates={"L2": 4, "H1": 3}, path="rates.png")
+        >>> import numpy as np
+        >>> from igax import fem
+        >>> h = np.array([0.5, 0.25, 0.125])
+        >>> errors = {"L2": h**4, "H1": h**3}
+        >>> fig = fem.plot_convergence(h, errors, rates={"L2": 4, "H1": 3}, path="rates.png")
     """
     h = np.asarray(h, dtype=float).reshape(-1)
     series = dict(errors) if isinstance(errors, Mapping) else {"error": errors}

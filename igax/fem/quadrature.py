@@ -56,6 +56,7 @@ def gauss_legendre(n: int) -> tuple[np.ndarray, np.ndarray]:
         ``(points (n,), weights (n,))``, weights summing to 1. The arrays are read-only (cached).
 
     Example:
+        >>> from igax.fem.quadrature import gauss_legendre
         >>> x, w = gauss_legendre(2)
         >>> round(float(w @ x**3), 14)   # = 1/4
         0.25
@@ -77,6 +78,7 @@ def tensor_gauss(n: int | tuple[int, ...], dim: int | None = None) -> tuple[np.n
         ``(points (prod n, dim), weights (prod n,))``; the last coordinate varies fastest.
 
     Example:
+        >>> from igax.fem.quadrature import tensor_gauss
         >>> x, w = tensor_gauss(3, 2)
         >>> x.shape, round(float(w.sum()), 14)
         ((9, 2), 1.0)
@@ -157,6 +159,7 @@ def simplex_quadrature(dim: int, degree: int, rule: str = "auto") -> tuple[np.nd
         interior.
 
     Example:
+        >>> from igax.fem.quadrature import simplex_quadrature
         >>> x, w = simplex_quadrature(2, 2)
         >>> float(w @ (x[:, 0] * x[:, 1]))   # = 1! 1! / 4! = 1/24
         0.041666666666666664
@@ -185,6 +188,7 @@ def quadrature(cell: str, degree: int) -> tuple[np.ndarray, np.ndarray]:
         ``(points (nq, dim), weights (nq,))`` on the reference cell (read-only arrays).
 
     Example:
+        >>> from igax.fem.quadrature import quadrature
         >>> x, w = quadrature("quad", 3)
         >>> x.shape
         (4, 2)
@@ -215,6 +219,7 @@ def reference_facet_maps(cell: str) -> tuple[np.ndarray, np.ndarray]:
         ``origins (nfacets, dim)`` and ``axes (nfacets, dim, dim - 1)``.
 
     Example:
+        >>> from igax.fem.quadrature import reference_facet_maps
         >>> o, a = reference_facet_maps("triangle")
         >>> o[1], a[1, :, 0]      # facet (1, 2): from e1 towards e2
         (array([1., 0.]), array([-1.,  1.]))
@@ -284,6 +289,7 @@ def facet_quadrature(cell: str, degree: int) -> FacetQuadrature:
         A ``FacetQuadrature`` (points in the cell, weights, outward reference normals).
 
     Example:
+        >>> from igax.fem.quadrature import facet_quadrature
         >>> fq = facet_quadrature("triangle", 2)
         >>> fq.points.shape, fq.weights.sum(axis=1)      # edge lengths 1, sqrt(2), 1
         ((3, 2, 2), array([1.        , 1.41421356, 1.        ]))

@@ -17,9 +17,7 @@ displacement, the material parameters, the loads and the geometry::
 
 from __future__ import annotations
 
-import copy
 import functools
-import weakref
 from collections.abc import Callable
 
 import equinox as eqx
@@ -27,13 +25,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from igax.fem.assemble import _callable_values, _inputs_at, _points, assemble
+from igax.fem.assemble import assemble, inputs_at, known_tables, prepare_inputs
 from igax.fem.field import Field
 from igax.fem.forms import FormInputs, QuadValue
 from igax.fem.library import lame, stress, von_mises
 from igax.fem.library import mass as _mass_form
-from igax.fem.space import FunctionSpace, SpacePlan
+from igax.fem.locate import locate
+from igax.fem.space import FunctionSpace
 from igax.solvers import factorize
+from igax.solvers.sparse import SparseMatrix
 
 __all__ = [
     "TensorField",
@@ -46,57 +46,29 @@ __all__ = [
 
 MASS_KINDS = ("consistent", "lumped")
 
-# Scalar companion plan of each vector plan: built once, so the projections of every displacement Field of a
-# space share one plan (and one compilation).
-_SCALAR_PLANS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
 
 def scalar_space(space: FunctionSpace) -> FunctionSpace:
     """The scalar space with the same basis as ``space`` (itself when it is already scalar).
 
-    A vector space of shape ``(c,)`` is ``c`` copies of a scalar space (component-major dofs); the companion
-    shares the basis, the elements, the quadrature rules and the geometry (the same JAX leaves, so derivatives
-    with respect to the geometry reach it), and Fields of either can be inputs of forms assembled on the
-    other.
+    The same as ``space.scalar()`` (:meth:`igax.fem.space.FunctionSpace.scalar`): the companion shares the
+    basis, the elements, the quadrature rules and the geometry (the same JAX leaves), and Fields of either
+    can be inputs of forms assembled on the other.
 
     Arguments:
-        space: a :class:`SplineSpace` or :class:`LagrangeSpace` of any value shape.
+        space: a :class:`SplineSpace`, :class:`LagrangeSpace` (any space) of any value shape.
 
     Returns:
         A space of the same type with value shape ``()``.
 
     Example:
-        >>> V2 = fem.SplineSpace(geo, shape=(2,))
-        >>> scalar_space(V2).ndofs == V2.ndofs // 2
+        >>> import igax.fem as fem
+        >>> V2 = fem.SplineSpace(fem.geometry.rectangle().refine(degree=2, elements=2), shape=(2,))
+        >>> fem.scalar_space(V2).ndofs == V2.ndofs // 2
         True
     """
     if not isinstance(space, FunctionSpace):
         raise TypeError(f"space must be a SplineSpace or LagrangeSpace, got {type(space).__name__}.")
-    if not space.value_shape:
-        return space
-    plan = space.plan
-    splan = _SCALAR_PLANS.get(plan)
-    if splan is None:
-        # A shallow copy keeps everything specific to the space type (knots and breaks, reference element,
-        # quadrature, facets); re-running the base initialiser with value shape () rebuilds the parts that
-        # depend on the number of components (element dofs, sparsity pattern, slots) and empties the
-        # rule cache.
-        splan = copy.copy(plan)
-        SpacePlan.__init__(
-            splan,
-            kind=plan.kind,
-            partition_key=plan.partition_key,
-            dim=plan.dim,
-            pdim=plan.pdim,
-            value_shape=(),
-            cell_dofs=plan.cell_dofs,
-            nscalar=plan.nscalar,
-            boundary_dofs=plan.boundary_dofs,
-        )
-        _SCALAR_PLANS[plan] = splan
-    out = copy.copy(space)  # same geometry leaves
-    object.__setattr__(out, "plan", splan)
-    return out
+    return space.scalar()
 
 
 class TensorField(eqx.Module):
@@ -110,10 +82,16 @@ class TensorField(eqx.Module):
         coeffs: shape ``value_shape + (space.ndofs,)``.
 
     Example:
-        >>> sigma = recover_stress(u, 1e5, 0.3, "plane_strain")
+        >>> import jax.numpy as jnp, numpy as np
+        >>> from igax import fem
+        >>> geo = fem.geometry.rectangle((0, 0), (2, 1)).refine(degree=2, elements=2)
+        >>> V = fem.SplineSpace(geo, shape=(2,))
+        >>> u = fem.Field(V, jnp.zeros(V.ndofs))
+        >>> sigma = fem.recover_stress(u, 1e5, 0.3, "plane_strain")
         >>> sigma.value_shape
         (2, 2)
-        >>> sigma(np.array([[0.0, 1.0]]))          # (1, 2, 2) values at a physical point
+        >>> sigma(np.array([[0.5, 0.5]])).shape          # values at a physical point
+        (1, 2, 2)
     """
 
     space: FunctionSpace
@@ -157,7 +135,14 @@ class TensorField(eqx.Module):
             symmetric: for a symmetric tensor, only the components ``i <= j``.
 
         Example:
-            >>> fem.write_vtu("s.vtu", {"u": u, **sigma.components("sigma_", symmetric=True)})
+            >>> import jax.numpy as jnp
+            >>> from igax import fem
+            >>> V = fem.SplineSpace(fem.geometry.rectangle().refine(degree=2, elements=2), shape=(2,))
+            >>> u = fem.Field(V, jnp.zeros(V.ndofs))
+            >>> sigma = fem.recover_stress(u, 1e5, 0.3, "plane_strain")
+            >>> sorted(sigma.components("sigma_", symmetric=True))
+            ['sigma_xx', 'sigma_xy', 'sigma_yy']
+            >>> path = fem.write_vtu("s.vtu", {"u": u, **sigma.components("sigma_", symmetric=True)})
         """
         axes = "xyz" if self.space.dim <= 3 else None
         out = {}
@@ -170,8 +155,6 @@ class TensorField(eqx.Module):
 
     def __call__(self, points) -> jax.Array:
         """Values at physical points ``(npts, dim)`` -> ``(npts,) + value_shape`` (points located once)."""
-        from igax.fem.locate import locate
-
         points = jnp.asarray(points)
         if points.ndim != 2 or points.shape[1] != self.space.dim:
             raise ValueError(
@@ -191,8 +174,8 @@ class TensorField(eqx.Module):
     def at_quadrature(self) -> jax.Array:
         """Values at the space's volume quadrature points, ``(nel, nq) + value_shape``."""
         S = self.space
-        rule = S._rule()
-        t = S._tables(rule).full()
+        rule = S.quadrature_rule()
+        t = S.tables(rule).full()
         c = self.coeffs.reshape(-1, S.ndofs)[:, S.plan.cell_dofs[rule.elements]]  # (k, ne, nloc)
         val = jnp.einsum("kea,eqa->eqk", c, t.phi)
         return val.reshape(val.shape[:2] + self.value_shape)
@@ -205,31 +188,22 @@ class TensorField(eqx.Module):
 
 
 def _prepare_inputs(space: FunctionSpace, inputs: dict) -> dict:
-    """Callables evaluated at the quadrature points and numbers made arrays (outside jit, like assemble)."""
-    out, x = {}, None
+    """Callables evaluated at the quadrature points and numbers made arrays, outside jit (as in assemble)."""
     for name, f in inputs.items():
-        if isinstance(f, (Field, TensorField)):
-            if isinstance(f, TensorField):
-                raise TypeError(
-                    f"input {name!r} is a TensorField; pass its components (e.g. {name}=t[0, 0]) or its "
-                    "quadrature values t.at_quadrature()."
-                )
-            out[name] = f
-        elif callable(f):
-            x = _points(space, None) if x is None else x
-            out[name] = _callable_values(f, x, name)
-        elif isinstance(f, (int, float, np.number)):
-            out[name] = jnp.asarray(f, dtype=float)
-        else:
-            out[name] = f
-    return out
+        if isinstance(f, TensorField):
+            raise TypeError(
+                f"input {name!r} is a TensorField; pass its components (e.g. {name}=t[0, 0]) or its "
+                "quadrature values t.at_quadrature()."
+            )
+    known = known_tables(space, space.quadrature_rule())  # NumPy points when the geometry is concrete
+    return prepare_inputs(space, inputs, x=None if known is None else known[1])
 
 
 def _values(expr: Callable, space: FunctionSpace, fields: dict) -> jax.Array:
-    rule = space._rule()
-    tables = space._tables(rule)
+    rule = space.quadrature_rule()
+    tables = space.tables(rule)
     ne, nq = tables.dx.shape
-    inputs = _inputs_at(fields, space, rule, tables)
+    inputs = inputs_at(fields, space, rule, tables)
     P = ne * nq
     x = tables.x.reshape(P, -1)
     flat = {
@@ -270,7 +244,14 @@ def quadrature_values(expr: Callable, space: FunctionSpace, **inputs) -> jax.Arr
         Values of shape ``(nel, nq) + shape of expr``.
 
     Example:
-        >>> eps = quadrature_values(lambda w: library.strain(w.u.grad), V, u=u)
+        >>> import jax.numpy as jnp
+        >>> from igax import fem
+        >>> from igax.fem import library
+        >>> from igax.fem.recovery import quadrature_values
+        >>> V = fem.SplineSpace(fem.geometry.rectangle().refine(degree=2, elements=2), shape=(2,))
+        >>> u = fem.Field(V, jnp.zeros(V.ndofs))
+        >>> quadrature_values(lambda w: library.strain(w.u.grad), V, u=u).shape   # 4 elements, 9 points
+        (4, 9, 2, 2)
     """
     _check_expr(expr, space)
     return _values_jit(expr, space, _prepare_inputs(space, inputs))
@@ -286,14 +267,11 @@ def _project(expr, S: FunctionSpace, fields: dict, mass: str, method):
     vals = _values(expr, S, fields)  # (ne, nq, *shape)
     shape = vals.shape[2:]
     ne, nq = vals.shape[:2]
-    rule = S._rule()
-    t = S._tables(rule).full()
+    rule = S.quadrature_rule()
+    t = S.tables(rule).full()
     g = vals.reshape(ne, nq, -1)  # (ne, nq, k)
-    k = g.shape[-1]
     edofs = S.plan.cell_dofs[rule.elements]  # (ne, nloc)
-    # b[i, c] = int g_c phi_i, all components at once.
-    be = jnp.einsum("eqa,eqc,eq->eac", t.phi, g, t.dx)  # (ne, nloc, k)
-    B = jax.ops.segment_sum(be.reshape(-1, k), edofs.ravel(), num_segments=S.ndofs).T  # (k, n)
+    _, B = l2_system(t.phi, t.dx, jnp.moveaxis(g, -1, 0), edofs, S.ndofs)  # (k, n)
     if mass == "lumped":
         # Row sums of M (= int phi_i for a partition of unity). Positive for B-splines / NURBS and for
         # P1 and Q1; P2 vertex functions on triangles integrate to zero or less, so lumping must refuse.
@@ -313,6 +291,40 @@ def _project(expr, S: FunctionSpace, fields: dict, mass: str, method):
 
 
 _project_jit = eqx.filter_jit(_project)
+
+
+def l2_system(phi, dx, g, positions, n: int, slot=None, pattern=None):
+    """The system of L2 projections onto a set of basis functions: loads ``b_c[i] = int g_c phi_i`` and, with
+    a ``pattern``, the mass matrix ``M[i, j] = int phi_i phi_j`` (traceable; the one projection kernel of
+    :func:`project` and :class:`~igax.fem.DirichletBC`'s boundary projection).
+
+    Arguments:
+        phi: ``(ne, nq, nloc)`` basis values; dx: ``(ne, nq)`` weights times measure (a rule's tables).
+        g: ``(k, ne, nq)`` values of k functions at the points.
+        positions: ``(ne, nloc)`` row of each local function in the system; ``n`` drops it (a function
+            outside the projected set, e.g. one that vanishes on the boundary).
+        n: the number of rows.
+        slot, pattern: ``(ne, nloc, nloc)`` CSR slots of the element entries (``pattern.nnz`` drops one) and
+            the matrix's pattern; None: loads only (the caller has the mass matrix, e.g. from assemble).
+
+    Returns:
+        ``(M or None, B (k, n))``; ``M`` is flagged symmetric positive definite.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from igax.fem.recovery import l2_system
+        >>> phi, dx = jnp.full((1, 2, 2), 0.5), jnp.full((1, 2), 0.5)   # one element, two points
+        >>> _, B = l2_system(phi, dx, jnp.ones((1, 1, 2)), jnp.array([[0, 1]]), 2)
+        >>> B.tolist()
+        [[0.5, 0.5]]
+    """
+    fe = jnp.einsum("eqa,ceq->cea", phi, g * dx)  # (k, ne, nloc)
+    B = jax.vmap(lambda f: jax.ops.segment_sum(f.ravel(), positions.ravel(), num_segments=n + 1)[:-1])(fe)
+    if pattern is None:
+        return None, B
+    Me = jnp.einsum("eqa,eqb,eq->eab", phi, phi, dx)
+    vals = jax.ops.segment_sum(Me.ravel(), slot.ravel(), num_segments=pattern.nnz + 1)[:-1]
+    return SparseMatrix(vals, pattern, symmetric=True, positive_definite=True), B
 
 
 def project(
@@ -340,8 +352,15 @@ def project(
         A :class:`Field` or :class:`TensorField` on ``space``.
 
     Example:
+        >>> import jax.numpy as jnp, numpy as np
+        >>> from igax import fem
+        >>> V = fem.SplineSpace(fem.geometry.rectangle().refine(degree=2, elements=2), shape=(2,))
+        >>> X = np.asarray(V.scalar().control_points).reshape(-1, 2)
+        >>> u = fem.Field(V, jnp.asarray(X.T.ravel()))     # u(x) = x (control points reproduce it)
         >>> S = fem.scalar_space(u.space)
-        >>> div_u = project(lambda w: jnp.trace(w.u.grad), S, u=u)
+        >>> div_u = fem.project(lambda w: jnp.trace(w.u.grad), S, u=u)
+        >>> np.round(div_u(np.array([[0.3, 0.6]])), 10).tolist()   # div x = 2
+        [2.0]
     """
     _check_expr(expr, space)
     if mass not in MASS_KINDS:
@@ -386,7 +405,7 @@ def _target(u_space: FunctionSpace, space):
         return scalar_space(u_space)
     if not isinstance(space, FunctionSpace) or space.value_shape:
         raise ValueError("space must be a scalar SplineSpace or LagrangeSpace (or None for u's own basis).")
-    if not (space.plan is u_space.plan or space._compatible(u_space)):
+    if not (space.plan is u_space.plan or space.compatible(u_space)):
         raise ValueError(
             "space must share the elements of u's space (same mesh / same knot spans, any degree); leave "
             "space=None to recover on u's own basis."
@@ -440,9 +459,14 @@ def recover_stress(
         A :class:`TensorField` of shape ``(dim, dim)``; ``sigma[0, 0]`` is the Field ``sigma_xx``.
 
     Example:
-        >>> sigma = recover_stress(u, 1e5, 0.3, "plane_strain")
+        >>> import jax.numpy as jnp, numpy as np
+        >>> from igax import fem
+        >>> V = fem.SplineSpace(fem.geometry.rectangle().refine(degree=2, elements=2), shape=(2,))
+        >>> u = fem.Field(V, jnp.zeros(V.ndofs))
+        >>> sigma = fem.recover_stress(u, 1e5, 0.3, "plane_strain")
         >>> sxx = sigma[0, 0]                        # a scalar Field
-        >>> sxx(np.array([[0.0, 1.0]]))
+        >>> sxx(np.array([[0.5, 0.5]])).tolist()
+        [0.0]
     """
     S = _target(_check_displacement(u, kind), space)
     return project(_stress_expr(kind), S, mass=mass, method=method, u=u, E=E, nu=nu)
@@ -471,7 +495,12 @@ def recover_von_mises(
         A scalar :class:`Field`.
 
     Example:
-        >>> vm = recover_von_mises(u, 1e5, 0.3, "plane_strain")
+        >>> import jax.numpy as jnp
+        >>> from igax import fem
+        >>> V = fem.SplineSpace(fem.geometry.rectangle().refine(degree=2, elements=2), shape=(2,))
+        >>> vm = fem.recover_von_mises(fem.Field(V, jnp.zeros(V.ndofs)), 1e5, 0.3, "plane_strain")
+        >>> vm.value_shape
+        ()
     """
     S = _target(_check_displacement(u, kind), space)
     return project(_von_mises_expr(kind), S, mass=mass, method=method, u=u, E=E, nu=nu)

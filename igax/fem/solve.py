@@ -6,18 +6,19 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
+from igax import solvers
 from igax._compile import lazy_jit
 from igax.fem.bc import DirichletBC, condense, merge_bcs
 from igax.fem.field import Field
 from igax.fem.multigrid import TRANSFERS, mg_hierarchy
 from igax.fem.space import FunctionSpace
-from igax.solvers import solve as linear_solve
 from igax.solvers.linear import (
     SMALL_NNZ,
     SolveResult,
     _check_method,
     _check_options,
     _freeze_options,
+    _prepare,
     _raise_on_failure,
     _solve_result,
     _validate_operands,
@@ -68,8 +69,18 @@ def solve(
         A :class:`Field` on the space.
 
     Example:
-        >>> u = fem.solve(A, b, bc=fem.DirichletBC(V, None, 0.0))
-        >>> u = fem.solve(A, b, bc=bc, method="mg-cg", rtol=1e-10)     # multigrid-preconditioned CG
+        >>> from igax import fem
+        >>> from igax.fem import library
+        >>> V = fem.SplineSpace(fem.geometry.rectangle().refine(degree=2, elements=4))
+        >>> A = fem.assemble(library.laplace, V)
+        >>> b = fem.assemble(library.source, V, f=-2.0)                      # -lap(u) = -2
+        >>> bc = fem.DirichletBC(V, None, lambda x: x[0] ** 2)                # u = x^2 on the boundary
+        >>> u = fem.solve(A, b, bc=bc)
+        >>> round(float(u([[0.5, 0.5]])[0]), 10)                               # u = x^2 exactly
+        0.25
+        >>> u = fem.solve(A, b, bc=bc, method="mg-cg", rtol=1e-12)           # multigrid-preconditioned CG
+        >>> round(float(u([[0.5, 0.5]])[0]), 8)
+        0.25
     """
     bc = merge_bcs(bc)
     if space is None:
@@ -86,7 +97,7 @@ def solve(
     options.setdefault("_singular_advice", _BC_ADVICE if bc is not None else _NO_BC_ADVICE)
     method = _multigrid(method, A, space, bc, options)
     if bc is None:
-        return Field(space, linear_solve(A, b, method=method, **options))
+        return Field(space, solvers.solve(A, b, method=method, **options))
     # Elimination, factorisation, solve and expansion in one compiled program (see _program); checked here
     # first, so malformed input raises the same errors as the separate steps would.
     bc._check_system(A, b)
@@ -96,8 +107,9 @@ def solve(
     method = _check_method(method, A, options.get("hierarchy"))
     _check_options(options, method)
     constrained, diag = bc._masks(A.pattern)
-    # mg-cg: the hierarchy's index maps are arguments of the program, not constants baked into it
-    arrays = options["hierarchy"].plan(A.pattern).arrays if method == "mg-cg" else None
+    # A JAX backend's host-side preparation (mg-cg: the hierarchy's index maps, arguments of the program, not
+    # constants baked into it); the space's hierarchy is given, so nothing is recorded after the solve.
+    arrays, _ = _prepare(A, method, options)
     program = _program_small if A.nnz <= SMALL_NNZ else _program
     result = program(
         A, b, bc.dofs, bc.values, constrained, diag, arrays, method=method, options=_freeze_options(options)

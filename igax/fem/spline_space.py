@@ -15,7 +15,9 @@ import numpy as np
 from igax.bases.bspline import basis_functions
 from igax.bases.nurbs import rational_tensor_basis
 from igax.fem.glue import collapsed_sides, glued_dof_map, normalise_glue
+from igax.fem.locate import SplineLocator, inverse_map, spline_map
 from igax.fem.quadrature import gauss_legendre
+from igax.fem.sampling import GridSampler
 from igax.fem.space import (
     FunctionSpace,
     Rule,
@@ -115,7 +117,7 @@ class _SplinePlan(SpacePlan):
             pat, sl = CSRPattern.from_coo(r, c, (self.shape[k], self.shape[k]))
             pats.append(pat)
             slots.append((idx, sl.reshape(r.shape).astype(np.int64)))
-            # Row lengths and each element entry's position within its row: what SplineSpace._element_slots
+            # Row lengths and each element entry's position within its row: what SplineSpace.element_slots
             # needs to form the slots of kron(P_0, P_1, ...) inside a compiled program.
             pos = (sl.reshape(r.shape) - pat.indptr[r]).astype(np.int32)  # (ne_k, p + 1, p + 1)
             kron.append((np.diff(pat.indptr).astype(np.int32), pos))
@@ -330,11 +332,12 @@ class SplineSpace(FunctionSpace):
             :meth:`with_geometry`).
 
     Example:
+        >>> from igax import fem
         >>> geo = fem.geometry.quarter_annulus().refine(degree=3, elements=8)
-        >>> V = SplineSpace(geo)
+        >>> V = fem.SplineSpace(geo)
         >>> V.ndofs
         121
-        >>> ring = SplineSpace(fem.geometry.annulus().refine(degree=2, elements=(4, 16)))
+        >>> ring = fem.SplineSpace(fem.geometry.annulus().refine(degree=2, elements=(4, 16)))
         >>> ring.boundary_names, ring.glued
         (('inner', 'outer'), (('seam_start', 'seam_end'),))
     """
@@ -420,9 +423,9 @@ class SplineSpace(FunctionSpace):
         """Patch sides collapsed to a single point (poles); their dofs are tied into one (``()``: none)."""
         return self.plan.collapsed
 
-    def _check_names(self, name) -> tuple[str, ...]:
+    def check_names(self, name) -> tuple[str, ...]:
         if callable(name):
-            return super()._check_names(name)  # raises, pointing to tag_boundary
+            return super().check_names(name)  # raises, pointing to tag_boundary
         names = (name,) if isinstance(name, str) else (() if name is None else tuple(name))
         for nm in names:
             if nm in self.plan.collapsed:
@@ -444,7 +447,7 @@ class SplineSpace(FunctionSpace):
                         f"applies there. This space has boundaries {list(self.boundary_names)}; build the "
                         "space with glue=() to treat the sides as two separate boundaries (a slit)."
                     )
-        return super()._check_names(name)
+        return super().check_names(name)
 
     def with_geometry(self, control_points=None, weights=None) -> SplineSpace:
         """The same space with new control points and/or weights (reuses the plan; differentiable).
@@ -460,7 +463,7 @@ class SplineSpace(FunctionSpace):
         return out
 
     # -- quadrature ----------------------------------------------------------------------------------------
-    def _make_rule(self, names) -> Rule:
+    def build_rule(self, names) -> Rule:
         p = self.plan
         gauss = [gauss_legendre(n) for n in p.nq]
         full = [(np.arange(p.ne[d]), np.asarray(gauss[d][0]), np.asarray(gauss[d][1])) for d in range(p.pdim)]
@@ -548,7 +551,7 @@ class SplineSpace(FunctionSpace):
 
     def jacobian_determinant(self) -> jax.Array:
         """Signed determinant of the geometry Jacobian at the volume quadrature points, shape (nel, nq)."""
-        ((dirs, nref),) = self._rule().groups
+        ((dirs, nref),) = self.quadrature_rule().groups
         concrete = not any(isinstance(a, jax.core.Tracer) for a in (self.control_points, self.weights))
         if concrete:  # the construction-time check: NumPy, sum-factorised, nothing to compile
             # In blocks of direction-0 elements (contiguous in the element order), so that the temporaries
@@ -561,7 +564,7 @@ class SplineSpace(FunctionSpace):
                 with np.errstate(all="ignore"):
                     out.append(det_inv(J, np)[0])
             return np.concatenate(out)
-        _, J = self._group_tables(self._rule(), dirs, nref, return_jacobian=True, xp=jnp)
+        _, J = self._group_tables(self.quadrature_rule(), dirs, nref, return_jacobian=True, xp=jnp)
         return det_inv(J, jnp)[0]
 
     def _geometry_jacobian_numpy(self, dirs) -> np.ndarray:
@@ -601,7 +604,7 @@ class SplineSpace(FunctionSpace):
         x = A[:, :, :-1] / W[..., None]
         return (dA[:, :, :-1, :] - x[..., None] * dA[:, :, -1:, :]) / W[..., None, None]
 
-    def _tables(self, rule: Rule) -> Tables:
+    def tables(self, rule: Rule) -> Tables:
         out = [self._group_tables(rule, dirs, nref) for dirs, nref in rule.groups]
         if len(out) == 1:
             return out[0]
@@ -649,14 +652,14 @@ class SplineSpace(FunctionSpace):
         R, dR, x, J = _nurbs(phi, dref, np.asarray(self.weights).reshape(-1)[dofs], cp, np)
         return finish_tables(R, dR, x, J, wq, nref, xp=np)
 
-    def _host_tables(self, rule: Rule) -> Tables:
-        """:meth:`_tables` in NumPy (concrete geometry): nothing to compile (see the base class)."""
+    def host_tables(self, rule: Rule) -> Tables:
+        """:meth:`tables` in NumPy (concrete geometry): nothing to compile (see the base class)."""
         out = [self._group_tables(rule, dirs, nref, xp=np) for dirs, nref in rule.groups]
         if len(out) == 1:
             return out[0]
         return Tables(*[None if out[0][i] is None else np.concatenate([o[i] for o in out]) for i in range(5)])
 
-    def _chunked_tables(self, rule: Rule):
+    def chunked_tables(self, rule: Rule):
         """The tables of any chunk of a volume rule's elements (for chunked assembly), or None.
 
         Returns ``fn``: ``fn(ids)`` gives the :class:`Tables` of the elements ``ids`` (an int array, traced:
@@ -713,9 +716,9 @@ class SplineSpace(FunctionSpace):
             shape[nlead + j * d + k] = n
         return x.reshape(shape)
 
-    def _element_dofs(self, rule: Rule, ids=None):
+    def element_dofs(self, rule: Rule, ids=None):
         if not self._whole_volume(rule):
-            return super()._element_dofs(rule, ids)
+            return super().element_dofs(rule, ids)
         p = self.plan
         multi = self._element_multi(ids)
         G = pin([self._geometry_index_1d(k, np.arange(p.ne[k]))[:, :, 0].T for k in range(p.pdim)])
@@ -727,10 +730,10 @@ class SplineSpace(FunctionSpace):
             geo = pin(p.dof_map.astype(np.int32))[geo]
         return geo
 
-    def _element_slots(self, rule: Rule, ids=None):
+    def element_slots(self, rule: Rule, ids=None):
         p = self.plan
         if not self._whole_volume(rule) or p.kron_1d is None:
-            return super()._element_slots(rule, ids)
+            return super().element_slots(rule, ids)
         multi = self._element_multi(ids)
         d, C = p.pdim, p.ncomp
         itype = jnp.int32 if p.pattern.nnz < 2**31 else jnp.int64
@@ -882,3 +885,50 @@ class SplineSpace(FunctionSpace):
         """Physical points of parameter points ``u`` (npts, pdim) -> (npts, dim)."""
         _, t = self._param_tables(jnp.asarray(u))
         return t.x[:, 0]
+
+    def basis_at(self, u):
+        """The NURBS basis and the geometry map at parameter points ``u`` (npts, pdim), in NumPy.
+
+        Host evaluation (concrete geometry), for point location and sampling; :meth:`map_points` is the
+        JAX (differentiable) map. The basis is :func:`igax.bases.nurbs.rational_tensor_basis`.
+
+        Returns:
+            ``(dofs (npts, nloc) solution dofs, R (npts, nloc) values, dR (npts, nloc, pdim) parameter
+            derivatives, x (npts, dim) points, J (npts, dim, pdim) the geometry Jacobian)``.
+
+        Example:
+            >>> import numpy as np, igax.fem as fem
+            >>> V = fem.SplineSpace(fem.geometry.rectangle((0, 0), (2, 1)).refine(degree=2, elements=2))
+            >>> dofs, R, dR, x, J = V.basis_at(np.array([[0.5, 0.5]]))
+            >>> x.round(6).tolist(), float(R.sum())
+            ([[1.0, 0.5]], 1.0)
+        """
+        p = self.plan
+        u = np.asarray(u, dtype=np.float64)
+        w = np.asarray(jax.device_get(self.weights), dtype=np.float64).reshape(p.shape)
+        cps, R, dR, _ = rational_tensor_basis(p.knots, p.degrees, w, u, 1)
+        P = np.asarray(jax.device_get(self.control_points), dtype=np.float64).reshape(-1, p.dim)[cps]
+        x = np.matmul(R[:, None, :], P)[:, 0]  # (npts, dim); matmul: NumPy's einsum is several times slower
+        J = np.matmul(P.transpose(0, 2, 1), dR)  # (npts, dim, pdim)
+        # dof_map: control points -> solution dofs (they differ where sides are glued, e.g. a periodic seam).
+        return p.dof_map[cps], R, dR, x, J
+
+    # -- the space protocol: sampling and point location ----------------------------------------------------
+    def sampler(self, resolution: int) -> GridSampler:
+        """A grid of the parameter domain, every knot span cut into ``resolution`` parts per direction."""
+        return GridSampler(self, resolution)
+
+    def default_resolution(self) -> int:
+        """Sub-intervals per knot span: enough for about 64 (2D) or 16 (3D) points per direction, >= 2."""
+        target = 64 if self.plan.pdim == 2 else 16
+        return int(max(2, min(16, int(np.ceil(target / max(self.plan.ne))))))
+
+    def same_geometry(self, other) -> bool:
+        return super().same_geometry(other) and other.plan.shape == self.plan.shape
+
+    def locator(self) -> SplineLocator:
+        """Newton on the NURBS map from the nearest of a few images per element (NumPy)."""
+        return SplineLocator(self)
+
+    def tables_at(self, index, ref, points):
+        return self._param_tables(inverse_map(spline_map, ref, self, points))

@@ -36,13 +36,14 @@ from igax.inverse.training import (
     TrainResult,
     batched,
     discrete_energy,
-    fit,
     galerkin_residual,
     load_checkpoint,
     make_dataset,
     relative_l2_errors,
     save_checkpoint,
+    train,
 )
+from igax._deprecation import renamed as _renamed
 
 __all__ = [
     "minimize",
@@ -90,10 +91,14 @@ __all__ = [
     "TrainResult",
     "batched",
     "discrete_energy",
-    "fit",
     "galerkin_residual",
     "load_checkpoint",
     "make_dataset",
     "relative_l2_errors",
     "save_checkpoint",
+    "train",
 ]
+
+# The name before issue 17, when igax.inverse.fit (the training loop) and igax.bases.fit (spline fits)
+# were both "fit".
+__getattr__ = _renamed(__name__, {"fit": ("igax.inverse.train", train)})

@@ -38,6 +38,7 @@ def quadratic_penalty(value, target=0.0, *, weight: float = 1.0, kind: str = "eq
         A scalar.
 
     Example:
+        >>> from igax.inverse import quadratic_penalty
         >>> float(quadratic_penalty(1.5, 1.0, weight=2.0, kind="le"))
         0.25
     """
@@ -146,6 +147,9 @@ def augmented_lagrangian(
         A :class:`ConstrainedResult`.
 
     Example:
+        >>> import jax.numpy as jnp
+        >>> import numpy as np
+        >>> from igax.inverse import augmented_lagrangian
         >>> res = augmented_lagrangian(lambda x: jnp.sum(x**2), jnp.zeros(2), eq=lambda x: jnp.sum(x) - 1.0)
         >>> np.allclose(res.x, 0.5, atol=1e-5)
         True

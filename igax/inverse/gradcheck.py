@@ -116,6 +116,8 @@ def taylor_test(
         A :class:`TaylorResult`; ``rate1`` should be close to 2 and ``rate0`` close to 1.
 
     Example:
+        >>> import jax.numpy as jnp
+        >>> from igax.inverse import taylor_test
         >>> res = taylor_test(lambda x: jnp.sum(jnp.sin(x)), jnp.ones(4))
         >>> abs(res.rate1 - 2) < 0.1
         True
@@ -212,6 +214,8 @@ def check_grad(
         A :class:`GradCheckResult`; ``max_rel_error`` of order ``1e-6`` or smaller in float64 means agreement.
 
     Example:
+        >>> import jax.numpy as jnp
+        >>> from igax.inverse import check_grad
         >>> check_grad(lambda x: jnp.sum(x ** 3), jnp.arange(3.0)).max_rel_error < 1e-6
         True
     """

@@ -23,6 +23,8 @@ def least_squares(predicted, observed, *, weights=None, sigma=None) -> jax.Array
         A scalar.
 
     Example:
+        >>> import jax.numpy as jnp
+        >>> from igax.inverse import least_squares
         >>> float(least_squares(jnp.array([1.0, 2.0]), jnp.array([1.0, 0.0]), sigma=2.0))
         0.5
     """
@@ -57,6 +59,8 @@ def relative_error(estimate, truth, *, weights=None) -> jax.Array:
         A scalar.
 
     Example:
+        >>> import jax.numpy as jnp
+        >>> from igax.inverse import relative_error
         >>> float(relative_error(jnp.array([1.1, 2.0]), jnp.array([1.0, 2.0])))  # doctest: +ELLIPSIS
         0.0447...
     """

@@ -16,12 +16,14 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.sparse as sp
 
+from igax import fem
+from igax.fem import Field
+from igax.fem.locate import host_locate, host_tables, points_error
+
 __all__ = ["PointObservation", "SubdomainIntegral", "boundary_flux", "reaction_flux", "add_noise"]
 
 
 def _coeffs_of(u, space):
-    from igax.fem import Field
-
     if isinstance(u, Field):
         if u.space.plan is not space.plan:
             raise ValueError(
@@ -52,8 +54,6 @@ class PointObservation:
     """
 
     def __init__(self, space, points):
-        from igax.fem.locate import host_locate, host_tables, points_error
-
         pts = np.asarray(points, dtype=np.float64)
         if pts.ndim != 2 or pts.shape[1] != space.dim:
             raise ValueError(f"points must have shape (npts, {space.dim}), got {pts.shape}.")
@@ -77,8 +77,11 @@ class PointObservation:
             >>> obs = PointObservation.from_parameters(V, np.array([[0.5, 0.5]]))   # doctest: +SKIP
             >>> obs.points                                     # the physical points   # doctest: +SKIP
         """
-        if space.plan.kind != "spline":
-            raise TypeError("from_parameters needs a SplineSpace; for meshes give physical points.")
+        if not callable(getattr(space, "basis_at", None)):
+            raise TypeError(
+                f"from_parameters needs a space with parameter points (a SplineSpace), got "
+                f"{type(space).__name__}; for meshes give physical points: PointObservation(space, points)."
+            )
         u = np.asarray(u, dtype=np.float64)
         if u.ndim != 2 or u.shape[1] != space.plan.pdim:
             raise ValueError(f"u must have shape (npts, {space.plan.pdim}), got {u.shape}.")
@@ -86,9 +89,7 @@ class PointObservation:
         hi = np.array([k[-1] for k in space.plan.knots])
         if np.any(u < lo) or np.any(u > hi):
             raise ValueError(f"parameters must lie in the patch's parameter box [{lo}, {hi}].")
-        from igax.fem.locate import spline_basis
-
-        dofs, R, _, x, _ = spline_basis(space, u)
+        dofs, R, _, x, _ = space.basis_at(u)
         obs = cls.__new__(cls)
         obs.space, obs.points, obs.dofs, obs.phi = space, x, dofs, R
         return obs
@@ -129,8 +130,6 @@ class SubdomainIntegral:
     """
 
     def __init__(self, space, indicators: Callable | Sequence[Callable]):
-        from igax import fem
-
         if callable(indicators):
             indicators = [indicators]
         if not indicators or not all(callable(c) for c in indicators):
@@ -167,7 +166,6 @@ def boundary_flux(u, boundary: str | Sequence[str], kappa=1.0) -> jax.Array:
     Example:
         >>> q = boundary_flux(u, "outer", kappa=kappa_field)   # doctest: +SKIP
     """
-    from igax import fem
 
     @fem.functional
     def flux(w):
@@ -215,6 +213,8 @@ def add_noise(data, level: float, *, seed: int = 0, relative: bool = True) -> tu
         ``(noisy_data, sigma)`` with ``sigma`` the absolute standard deviation used (for weighting misfits).
 
     Example:
+        >>> import jax.numpy as jnp
+        >>> from igax.inverse import add_noise
         >>> d, s = add_noise(jnp.array([1.0, -2.0]), 0.01, seed=1)
         >>> s
         0.02

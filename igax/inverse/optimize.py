@@ -52,7 +52,7 @@ far and ``x`` the best iterate recorded (the lowest objective; for L-BFGS the la
 (in a notebook, after an interrupted cell: ``res = sys.last_value.result``). Raising rather than returning
 keeps Ctrl-C's meaning: the script or cell stops instead of carrying on with a half-optimised ``x``. An
 interrupt that arrives while a host callback of the compiled objective runs reaches JAX as a callback failure;
-it is turned back into :class:`Interrupted` here. :func:`igax.inverse.fit` does the same with a
+it is turned back into :class:`Interrupted` here. :func:`igax.inverse.train` does the same with a
 ``TrainResult``.
 
 Printing an :class:`OptimizeResult` gives a short summary, like SciPy's (the arrays are in ``.history``).
@@ -182,6 +182,8 @@ def summarise_pytree(x, *, edgeitems: int = 3) -> str:
     its shape; for a pytree of several leaves, each leaf's dtype and shape.
 
     Example:
+        >>> import numpy as np
+        >>> from igax.inverse.optimize import summarise_pytree
         >>> summarise_pytree(np.arange(100.0))
         '[ 0.000e+00  1.000e+00  2.000e+00 ...  9.700e+01  9.800e+01  9.900e+01] (shape (100,))'
     """
@@ -225,13 +227,13 @@ class Iterate:
 
 
 class Interrupted(KeyboardInterrupt):
-    """Ctrl-C during :func:`minimize` or :func:`igax.inverse.fit`, carrying the run so far in ``result``.
+    """Ctrl-C during :func:`minimize` or :func:`igax.inverse.train`, carrying the run so far in ``result``.
 
     A ``KeyboardInterrupt``, so an interrupted script still stops (``except KeyboardInterrupt`` catches it).
 
     Attributes:
         result: an :class:`OptimizeResult` (``minimize``; ``success=False``, ``x`` the best iterate recorded,
-            the history so far) or a :class:`igax.inverse.TrainResult` (``fit``; the last completed step,
+            the history so far) or a :class:`igax.inverse.TrainResult` (``train``; the last completed step,
             whose state was also written to the checkpoint, so that resuming is exact).
     """
 
@@ -480,6 +482,9 @@ def minimize(
             trial point of the line search only shortens the step.
 
     Example:
+        >>> import jax.numpy as jnp
+        >>> import numpy as np
+        >>> from igax.inverse import minimize
         >>> res = minimize(lambda x: jnp.sum((x - 2.0) ** 2), jnp.zeros(3), progress=False)
         >>> np.allclose(res.x, 2.0)
         True

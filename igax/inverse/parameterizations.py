@@ -43,6 +43,7 @@ class Sigmoid:
         lower, upper: finite bounds (scalars or arrays broadcastable to the parameters).
 
     Example:
+        >>> from igax.inverse import Sigmoid
         >>> m = Sigmoid(0.5, 2.0)
         >>> float(m(m.inverse(1.5)))  # doctest: +ELLIPSIS
         1.5...
@@ -70,6 +71,7 @@ class Softplus:
         lower: the lower bound (default 0).
 
     Example:
+        >>> from igax.inverse import Softplus
         >>> m = Softplus(1.0)
         >>> float(m(m.inverse(3.0)))  # doctest: +ELLIPSIS
         3.0...
@@ -97,6 +99,7 @@ class Exp:
         scale: reference value (``z = 0`` maps to ``scale``).
 
     Example:
+        >>> from igax.inverse import Exp
         >>> float(Exp(2.0)(0.0))
         2.0
     """

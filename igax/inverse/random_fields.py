@@ -133,6 +133,8 @@ def kl_expansion(
         A :class:`KLExpansion`.
 
     Example:
+        >>> import jax.numpy as jnp
+        >>> from igax.inverse import kl_expansion
         >>> kl = kl_expansion(6, correlation_length=0.3, sigma=1.0)
         >>> nu = kl.field(jnp.ones(6), jnp.array([[0.5], [0.5]]))    # at the point (0.5, 0.5)
     """

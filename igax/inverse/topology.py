@@ -42,6 +42,9 @@ class DensityFilter:
     and differentiable (its transpose, used by ``jax.grad``, is the same sparse sum the other way round).
 
     Example:
+        >>> import jax.numpy as jnp
+        >>> import numpy as np
+        >>> from igax.inverse import DensityFilter
         >>> H = DensityFilter(np.array([[0.5, 0.5], [1.5, 0.5]]), rmin=1.5)
         >>> H(jnp.array([1.0, 0.0]))   # weights 1.5 and 0.5 on each side
         Array([0.75, 0.25], dtype=float64)
@@ -78,6 +81,7 @@ def simp(x, penal: float = 3.0, E0: float = 1.0, Emin: float = 1e-9) -> jax.Arra
     """SIMP interpolation ``Emin + x^penal (E0 - Emin)`` of a density in ``[0, 1]``.
 
     Example:
+        >>> from igax.inverse import simp
         >>> float(simp(0.5, 3.0))   # doctest: +ELLIPSIS
         0.125...
     """
@@ -111,6 +115,8 @@ def oc_update(
         ``(x_new, lambda)``; ``volume(x_new)`` equals ``volfrac`` to the bisection tolerance.
 
     Example:
+        >>> import numpy as np
+        >>> from igax.inverse import oc_update
         >>> x, lam = oc_update(np.full(4, 0.5), -np.ones(4), np.ones(4), np.mean, 0.4)
         >>> round(float(np.mean(x)), 8)
         0.4
@@ -165,7 +171,13 @@ def optimality_criteria(
         iteration (0 for the start).
 
     Example:
-        >>> res = optimality_criteria(c, jnp.full(nel, 0.5), volume=vol, volfrac=0.5)  # doctest: +SKIP
+        >>> import jax.numpy as jnp
+        >>> from igax.inverse import optimality_criteria
+        >>> w = jnp.array([1.0, 4.0, 9.0, 16.0])       # a compliance-like objective, decreasing in x
+        >>> res = optimality_criteria(lambda x: jnp.sum(w / x), jnp.full(4, 0.5), volume=jnp.mean,
+        ...                           volfrac=0.5, progress=False)
+        >>> round(float(jnp.mean(res.x)), 3), bool(res.x[3] > res.x[0])   # the volume; more where it pays
+        (0.5, True)
     """
     vg = value_and_grad_flat(
         objective, jnp.asarray(x0, dtype=float)

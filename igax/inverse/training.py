@@ -11,7 +11,7 @@ Two ways of putting a PDE into a training loss, both differentiable end to end:
   (:func:`galerkin_residual`), with ``K`` assembled by igax; Dirichlet data are imposed exactly by
   :class:`DirichletLift` (``u = base + mask * output``).
 
-Around them: :func:`fit` (optax over minibatches under ``jit``, a wall-clock or step budget, checkpoints
+Around them: :func:`train` (optax over minibatches under ``jit``, a wall-clock or step budget, checkpoints
 written with ``equinox.tree_serialise_leaves`` and resumed from exactly, a tqdm progress bar with the loss;
 Ctrl-C saves the last completed step and raises :class:`igax.inverse.Interrupted` carrying the result so far),
 :func:`batched` (a chunked, jitted ``vmap`` of a per-sample map), :func:`make_dataset` (reference solutions by
@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from igax._deprecation import renamed
 from igax.fem.assemble import assemble
 from igax.fem.bc import DirichletBC, merge_bcs
 from igax.fem.library import mass
@@ -49,7 +50,7 @@ __all__ = [
     "make_dataset",
     "relative_l2_errors",
     "TrainResult",
-    "fit",
+    "train",
     "save_checkpoint",
     "load_checkpoint",
 ]
@@ -74,9 +75,16 @@ class DirichletLift(eqx.Module):
         free: ``(n_free,)`` indices of the unconstrained dofs (NumPy; stored as a static tuple).
 
     Example:
+        >>> import equinox as eqx
+        >>> import jax
+        >>> from igax import fem
+        >>> from igax.inverse import DirichletLift
+        >>> V = fem.SplineSpace(fem.geometry.rectangle().refine(degree=2, elements=4))
         >>> lift = DirichletLift([fem.DirichletBC(V, "left", 1.0), fem.DirichletBC(V, "right", 0.0)])
-        >>> net = eqx.nn.MLP(6, lift.n_free, 64, 2, key=key)
-        >>> u = lift(net(xi))                      # (ndofs,), exact on the Dirichlet boundary
+        >>> net = eqx.nn.MLP(6, lift.n_free, 16, 2, key=jax.random.key(0))
+        >>> u = lift(net(jax.numpy.ones(6)))       # (ndofs,), exact on the Dirichlet boundary
+        >>> V.ndofs, lift.n_free, float(u[0])     # dof 0 sits on the left side
+        (36, 24, 1.0)
     """
 
     base: jax.Array
@@ -136,8 +144,14 @@ def discrete_energy(K: SparseMatrix, u: jax.Array, f: jax.Array | None = None) -
         A scalar.
 
     Example:
-        >>> K = fem.assemble(library.diffusion, V, kappa=nu)
-        >>> loss = discrete_energy(K, lift(net(xi)))
+        >>> import jax.numpy as jnp
+        >>> from igax import fem
+        >>> from igax.fem import library
+        >>> from igax.inverse import discrete_energy
+        >>> V = fem.SplineSpace(fem.geometry.rectangle().refine(degree=2, elements=4))
+        >>> K = fem.assemble(library.diffusion, V, kappa=1.0)
+        >>> abs(float(discrete_energy(K, jnp.ones(V.ndofs)))) < 1e-12   # no energy in a constant
+        True
     """
     u = jnp.asarray(u)
     e = 0.5 * jnp.dot(u, K @ u)
@@ -202,8 +216,11 @@ def batched(fn: Callable, batch_size: int | None = None) -> Callable:
         A function of the stacked inputs.
 
     Example:
-        >>> solve_all = batched(lambda xi: forward(xi).coeffs, batch_size=64)
-        >>> U = solve_all(Xi)                      # (n, ndofs)
+        >>> import jax.numpy as jnp
+        >>> from igax.inverse import batched
+        >>> square_all = batched(lambda x: x**2, batch_size=4)   # e.g. lambda xi: forward(xi).coeffs
+        >>> square_all(jnp.arange(10.0).reshape(5, 2)).tolist()  # 5 samples: chunks of 4 (the last padded)
+        [[0.0, 1.0], [4.0, 9.0], [16.0, 25.0], [36.0, 49.0], [64.0, 81.0]]
     """
     vfn = jax.jit(jax.vmap(fn))
     if batch_size is not None and int(batch_size) < 1:
@@ -245,7 +262,17 @@ def make_dataset(
         compilation (per-sample cost = seconds / n).
 
     Example:
-        >>> U, t = make_dataset(reference, kl.sample(key, 256))
+        >>> import jax.numpy as jnp
+        >>> from igax import fem
+        >>> from igax.fem import library
+        >>> from igax.inverse import make_dataset
+        >>> V = fem.SplineSpace(fem.geometry.rectangle().refine(degree=2, elements=4))
+        >>> A, b = fem.assemble(library.diffusion, V, kappa=1.0), fem.assemble(library.source, V, f=1.0)
+        >>> bc = fem.DirichletBC(V, "left", 0.0)
+        >>> reference = lambda k: fem.solve(A * k, b, bc=bc).coeffs    # one conductivity k per sample
+        >>> U, seconds = make_dataset(reference, jnp.array([1.0, 2.0, 4.0]))
+        >>> U.shape, round(float(U[0].max() / U[1].max()), 6)           # u scales like 1 / k
+        ((3, 36), 2.0)
     """
     leaves = jax.tree_util.tree_leaves(inputs)
     n = int(np.shape(leaves[0])[0])
@@ -279,8 +306,14 @@ def relative_l2_errors(space: FunctionSpace, predicted: jax.Array, reference: ja
         use the squared ratio instead (the square root has an infinite derivative at zero error).
 
     Example:
-        >>> err = relative_l2_errors(V, model_coeffs, reference_coeffs)
-        >>> float(err.mean())
+        >>> import jax.numpy as jnp
+        >>> from igax import fem
+        >>> from igax.inverse import relative_l2_errors
+        >>> V = fem.SplineSpace(fem.geometry.rectangle().refine(degree=2, elements=4))
+        >>> reference = jnp.ones((2, V.ndofs))
+        >>> err = relative_l2_errors(V, reference * jnp.array([[1.1], [0.5]]), reference)
+        >>> tuple(round(float(e), 10) for e in err)
+        (0.1, 0.5)
     """
     predicted, reference = jnp.asarray(predicted), jnp.asarray(reference)
     if predicted.shape != reference.shape or predicted.shape[-1:] != (space.ndofs,):
@@ -310,7 +343,7 @@ def save_checkpoint(path: str | os.PathLike, state: Any, history: dict | None = 
     The history (lists of numbers) goes to ``path + ".json"``. Each write is atomic (a temporary file then a
     rename), so an interrupted run never leaves a truncated checkpoint. The history is written first: if an
     interrupt falls between the two writes, the history runs ahead of the state, never behind it, and
-    :func:`fit` drops the entries past the saved step when it resumes.
+    :func:`train` drops the entries past the saved step when it resumes.
     """
     path = os.fspath(path)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -337,7 +370,7 @@ def load_checkpoint(path: str | os.PathLike, like: Any) -> tuple[Any, dict | Non
 # -- the training loop ---------------------------------------------------------------------------------------
 @dataclass
 class TrainResult:
-    """Outcome of :func:`fit`.
+    """Outcome of :func:`train`.
 
     Attributes:
         model: the trained model.
@@ -371,7 +404,7 @@ def _batch_of(data, key, batch_size):
     return jax.tree_util.tree_map(lambda a: a[idx], data)
 
 
-def fit(
+def train(
     loss_fn: Callable[[Any, Any], jax.Array],
     model: Any,
     optimizer: optax.GradientTransformation,
@@ -390,6 +423,8 @@ def fit(
     eval_every: int | None = None,
 ) -> TrainResult:
     """Train a model with optax: minibatches, ``jit``-compiled steps, a step and/or time budget, checkpoints.
+
+    Named ``train`` (once ``fit``, the name of the module :mod:`igax.bases.fit` of spline fits).
 
     Arguments:
         loss_fn: ``loss_fn(model, batch) -> scalar``; typically the mean over ``jax.vmap`` of a per-sample
@@ -422,12 +457,20 @@ def fit(
     Raises:
         Interrupted: on Ctrl-C (a ``KeyboardInterrupt``, also one raised in a host callback of the compiled
             step); its ``result`` is the :class:`TrainResult` of the last completed step, which is also
-            written to ``checkpoint``: call ``fit`` again with the same arguments to continue exactly.
+            written to ``checkpoint``: call ``train`` again with the same arguments to continue exactly.
         FloatingPointError: when the training loss becomes NaN or inf.
 
     Example:
-        >>> res = fit(loss, net, optax.adam(1e-3), data, key=jax.random.key(0), batch_size=32, budget_s=60)
-        >>> min(res.history["loss"])
+        >>> import jax
+        >>> import jax.numpy as jnp
+        >>> import optax
+        >>> from igax.inverse import train
+        >>> data = (jnp.linspace(0.0, 1.0, 64), 3.0 * jnp.linspace(0.0, 1.0, 64))   # y = 3 x
+        >>> loss = lambda w, batch: jnp.mean((w * batch[0] - batch[1]) ** 2)
+        >>> res = train(loss, jnp.array(0.0), optax.adam(0.1), data, key=jax.random.key(0),
+        ...             batch_size=16, steps=300, progress=False)
+        >>> round(float(res.model), 2)      # also budget_s=60 for a time budget, checkpoint= to resume
+        3.0
     """
     if steps is None and budget_s is None:
         raise ValueError("give steps= (number of optimiser steps) or budget_s= (seconds), or both.")
@@ -504,7 +547,7 @@ def fit(
         if progress:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=None if steps is None else int(steps), initial=step0, desc="fit", leave=False)
+            bar = tqdm(total=None if steps is None else int(steps), initial=step0, desc="train", leave=False)
         record_eval(state)  # outside the timed training
         start = time.perf_counter()
         while (steps is None or state[2] < int(steps)) and (budget_s is None or train_seconds < budget_s):
@@ -552,11 +595,11 @@ def fit(
         history.clear()
         history.update(kept)
         save(state)
-        where = "" if checkpoint is None else f", saved to {os.fspath(checkpoint)} (fit resumes from it)"
-        logger.info("fit interrupted at step %d%s", state[2], where)
+        where = "" if checkpoint is None else f", saved to {os.fspath(checkpoint)} (train resumes from it)"
+        logger.info("train interrupted at step %d%s", state[2], where)
         # from None: an interrupt in a host callback arrives as a JAX error whose text is a long traceback.
         raise Interrupted(
-            f"fit interrupted by the user (KeyboardInterrupt) at step {state[2]}{where}. The model, "
+            f"train interrupted by the user (KeyboardInterrupt) at step {state[2]}{where}. The model, "
             "optimiser state and history of that step are in this exception's .result "
             "(except KeyboardInterrupt as err: res = err.result).",
             result(state),
@@ -591,3 +634,8 @@ def _history_upto(history: dict, step: int) -> dict:
                 if k in out:
                     out[k] = list(out[k][:n])
     return out
+
+
+# The name before issue 17, when igax.inverse.fit (this loop) and igax.bases.fit (spline fits) were both
+# "fit".
+__getattr__ = renamed(__name__, {"fit": ("train", train)})

@@ -5,6 +5,14 @@ from igax.solvers.sparse import CSRPattern, SparseMatrix
 __all__ = ["CSRPattern", "SparseMatrix"]
 from igax.solvers._backends import clear_cache, set_cache_size  # noqa: E402
 from igax.solvers._backends import stats as solver_stats  # noqa: E402
+from igax.solvers._errors import Status  # noqa: E402
+from igax.solvers.backends import (  # noqa: E402
+    Factor,
+    HostBackend,
+    JaxBackend,
+    register_backend,
+    unregister_backend,
+)
 from igax.solvers.elements import ElementSystem  # noqa: E402
 from igax.solvers.linear import (  # noqa: E402
     Factorization,
@@ -21,6 +29,12 @@ from igax.solvers.newton import NewtonError, NewtonResult, newton_solve  # noqa:
 from igax.solvers.timestep import theta_method  # noqa: E402
 
 __all__ += [
+    "Factor",
+    "HostBackend",
+    "JaxBackend",
+    "Status",
+    "register_backend",
+    "unregister_backend",
     "Factorization",
     "SolveResult",
     "SolverError",

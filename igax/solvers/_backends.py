@@ -1,4 +1,7 @@
-"""Host-side direct and algebraic-multigrid backends with a small LRU cache of factorisations.
+"""The host side of the host backends: callbacks and a small LRU cache of factorisations.
+
+The backends themselves (SuperLU, PARDISO, CHOLMOD, pyamg) are one module each in
+:mod:`igax.solvers.backends`; here is what they share.
 
 The traced side (:mod:`igax.solvers.linear`) calls two host functions through ``jax.pure_callback``:
 
@@ -19,7 +22,6 @@ the error message on the traced side.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import itertools
 import logging
@@ -27,8 +29,9 @@ import threading
 from collections import OrderedDict
 
 import numpy as np
-import scipy.sparse as sp
-import scipy.sparse.linalg as spla
+
+from igax.solvers.backends import base as _registry
+from igax.solvers.backends.base import Factor
 
 logger = logging.getLogger(__name__)
 
@@ -66,166 +69,8 @@ def failure_reason(code: int) -> str | None:
         return _reasons.get(int(code))
 
 
-HOST_METHODS = ("superlu", "pardiso", "cholmod", "amg-cg")
-
-
-@dataclasses.dataclass
-class SolverStats:
-    """Counters of host-side work; reset with :meth:`reset`.
-
-    Attributes:
-        factorizations: numeric factorisations (or AMG setups) computed.
-        analyses: symbolic analyses (PARDISO orderings; one per pattern and matrix type while cached).
-        cache_hits: factor requests answered from the cache.
-        solves: host solve calls (one call may carry many right-hand sides).
-        transpose_solves: host solve calls with the transposed matrix.
-        rhs: right-hand sides solved in total.
-    """
-
-    factorizations: int = 0
-    analyses: int = 0
-    cache_hits: int = 0
-    solves: int = 0
-    transpose_solves: int = 0
-    rhs: int = 0
-
-    def reset(self) -> None:
-        for f in dataclasses.fields(self):
-            setattr(self, f.name, 0)
-
-
-stats = SolverStats()
-
-
-# -- backends ------------------------------------------------------------------------------------------------
-class _Factor:
-    """A factorised matrix: ``solve(B, transpose)`` for ``B`` of shape ``(n, k)`` in float64.
-
-    Iterative backends also set ``last_iterations`` (one count per column of the last ``B``).
-    """
-
-    last_iterations: np.ndarray | None = None
-
-    def solve(self, B: np.ndarray, transpose: bool) -> np.ndarray:  # pragma: no cover - interface
-        raise NotImplementedError
-
-    def free(self) -> None:
-        pass
-
-
-def _csr(pattern, values) -> sp.csr_matrix:
-    data = np.asarray(values, dtype=np.float64)
-    return sp.csr_matrix((data, pattern.indices, pattern.indptr), shape=pattern.shape)
-
-
-class _SuperLU(_Factor):
-    def __init__(self, pattern, values, kind: str, options: dict):
-        # For symmetric matrices a symmetric fill-reducing ordering with diagonal pivoting preferred is much
-        # sparser and faster than COLAMD; the threshold still allows off-diagonal pivots where needed.
-        if kind != "gen":
-            kw = {"permc_spec": "MMD_AT_PLUS_A", "diag_pivot_thresh": 0.01}
-        else:
-            kw = {"permc_spec": "COLAMD"}
-        kw.update(dict(options.get("superlu_options", ())))
-        self.lu = spla.splu(_csr(pattern, values).tocsc(), **kw)
-
-    def solve(self, B, transpose):
-        return self.lu.solve(B, trans="T" if transpose else "N")
-
-
-_plans: OrderedDict[tuple, object] = OrderedDict()
-_MAX_PLANS = 4
-
-
-def _pardiso(pattern, values, kind: str, options: dict):
-    # One symbolic analysis per (pattern, matrix type): new values of a known pattern only refactorise.
-    from igax.solvers import _pardiso as P
-
-    key = (pattern._digest, kind)
-    plan = _plans.get(key)
-    if plan is None or not plan.free_slots:
-        plan = P.PardisoPlan(pattern, kind, values)
-        _plans[key] = plan
-        stats.analyses += 1
-        while len(_plans) > _MAX_PLANS:
-            _plans.popitem(last=False)  # destroyed once its last factor is evicted
-    _plans.move_to_end(key)
-    return plan.factor(values)
-
-
-class _Cholmod(_Factor):
-    def __init__(self, pattern, values, kind: str, options: dict):
-        from sksparse.cholmod import cholesky
-
-        self.factor = cholesky(_csr(pattern, values).tocsc())
-
-    def solve(self, B, transpose):
-        return self.factor(B)
-
-
-class _AMG(_Factor):
-    """Smoothed-aggregation AMG as a preconditioner of CG (pyamg); for large SPD systems."""
-
-    def __init__(self, pattern, values, kind: str, options: dict):
-        import pyamg
-
-        self.ml = pyamg.smoothed_aggregation_solver(_csr(pattern, values), symmetry="symmetric")
-        self.rtol = float(options.get("rtol", 1e-10))
-        self.maxiter = int(options.get("maxiter", 500))
-
-    def solve(self, B, transpose):
-        # A is SPD (checked on the traced side), so the transpose solve is the same solve.
-        X = np.empty_like(B)
-        iterations = np.zeros(B.shape[1], dtype=np.int32)
-        for j in range(B.shape[1]):
-            history = []  # pyamg appends the residual norm of the start and of every iteration
-            X[:, j] = self.ml.solve(
-                B[:, j], tol=self.rtol, accel="cg", maxiter=self.maxiter, residuals=history
-            )
-            iterations[j] = max(len(history) - 1, 0)
-        self.last_iterations = iterations
-        return X
-
-
-def pardiso_available() -> bool:
-    from igax.solvers import _pardiso
-
-    return _pardiso.available()
-
-
-def cholmod_available() -> bool:
-    try:
-        import sksparse.cholmod  # noqa: F401
-    except Exception:
-        return False
-    return True
-
-
-def pyamg_available() -> bool:
-    try:
-        import pyamg  # noqa: F401
-    except Exception:
-        return False
-    return True
-
-
-_BACKENDS = {"superlu": _SuperLU, "pardiso": _pardiso, "cholmod": _Cholmod, "amg-cg": _AMG}
-
-
-def check_available(method: str) -> None:
-    """Raise a clear ``ImportError`` when a host backend's package is missing."""
-    if method == "pardiso" and not pardiso_available():
-        raise ImportError(
-            'method="pardiso" needs pypardiso (Intel MKL, x86_64 only): `pip install pypardiso`, or use '
-            'method="superlu", which is always available.'
-        )
-    if method == "cholmod" and not cholmod_available():
-        raise ImportError(
-            'method="cholmod" needs scikit-sparse (`pip install scikit-sparse`, which needs SuiteSparse); '
-            'it is not installed. Use method="pardiso" or method="superlu" instead.'
-        )
-    if method == "amg-cg" and not pyamg_available():
-        raise ImportError('method="amg-cg" needs pyamg: `pip install pyamg`, or use method="cg".')
+# Counters of host-side work, defined with the backends (PARDISO counts its analyses there).
+stats = _registry.stats
 
 
 # -- the cache -----------------------------------------------------------------------------------------------
@@ -269,7 +114,7 @@ class FactorCache:
             self._by_key.pop(old.key, None)
             old.factor.free()
 
-    def factor(self, key, build) -> tuple[int, _Factor]:
+    def factor(self, key, build) -> tuple[int, Factor]:
         with self._lock:
             token = self._by_key.get(key)
             if token is not None:
@@ -283,7 +128,7 @@ class FactorCache:
             self._insert(token, key, factor)
             return token, factor
 
-    def get(self, token: int, key_and_build) -> _Factor:
+    def get(self, token: int, key_and_build) -> Factor:
         """The factor of ``token``; on a miss refactorise (``key_and_build() -> (key, build)``)."""
         with self._lock:
             e = self._by_token.get(token)
@@ -310,20 +155,17 @@ def _content_key(method, pattern, values: np.ndarray, kind: str, options: dict) 
     return (method, pattern._digest, values.dtype.str, h.digest(), kind, opts)
 
 
-def _build(method, pattern, values, kind, options):
-    return _BACKENDS[method](pattern, values, kind, options)
+def _build(method, pattern, values, kind, options) -> Factor:
+    return _registry.get_backend(method).factor(pattern, values, kind, options)
 
 
 # What a backend raises for a singular or failed factorisation; anything else is a bug and propagates.
 _NUMERICAL_ERRORS = (RuntimeError, ArithmeticError, np.linalg.LinAlgError)
 
 
-_NAMES = {"superlu": "SuperLU", "pardiso": "PARDISO", "cholmod": "CHOLMOD", "amg-cg": "pyamg"}
-
-
 def _reason(method: str, err: Exception) -> str:
     """The backend's message, prefixed with its name unless it names itself."""
-    name, text = _NAMES.get(method, method), str(err) or type(err).__name__
+    name, text = _registry.get_backend(method).display_name, str(err) or type(err).__name__
     return text if text.startswith(name) else f"{name}: {text}"
 
 
@@ -395,7 +237,7 @@ def _solve_groups(tok, V, B, X, iterations, codes, val_batched, method, pattern,
             f = cache.get(int(t), key_and_build)
             rhs = np.ascontiguousarray(B[idx].T, dtype=np.float64)  # (n, k)
             X[idx] = np.asarray(f.solve(rhs, transpose)).reshape(n, -1).T
-            counts = getattr(f, "last_iterations", None)  # PARDISO's factor is not a _Factor
+            counts = f.last_iterations  # iterative host backends (amg-cg); None for direct ones
             if counts is not None:
                 iterations[idx] = counts
             stats.rhs += idx.size

@@ -1,150 +1,87 @@
-"""Run-time errors from inside compiled programs, with igax's message first.
+"""The status of every solve (linear, Krylov, Newton) and the one helper that raises on a failed one.
 
-A failed solve (or Newton iteration, or any check on values) is often only known when a ``jit``-compiled
-program runs. :func:`error_if` returns its array unchanged and raises igax's own exception where a predicate
-holds:
+One enumeration, :class:`Status`, is shared by :func:`~igax.solvers.linear_solve` (direct, Krylov and
+multigrid backends alike), the pure-JAX Krylov loops of :mod:`igax.solvers.iterative` and
+:func:`~igax.solvers.newton_solve`, so a status code means the same thing wherever it comes from. Each solver
+keeps its own wording of what went wrong and what to do (a singular matrix is advice about boundary
+conditions, a failed Newton step advice about the tangent), but the codes, and how a failure is turned into an
+exception, are defined once here: :func:`raise_on_failure` guards a result's ``value`` with
+:func:`igax._errors.error_if`, which raises igax's own exception eagerly or from inside a compiled program.
 
-* with concrete values (eager calls, and ``jax.grad`` without ``jit``) it raises at once, so the user catches
-  e.g. a ``SolverError`` whose text starts with igax's message;
-* under ``jit``/``vmap`` a ``lax.cond`` calls back to Python only when the predicate holds (no host round trip
-  on success). The callback builds the exception from the *run-time* diagnostics it is given (residual,
-  iterations, a failure code; under ``vmap`` their worst values over the failing elements), logs its message
-  (logger ``igax.solvers._errors``, level ERROR) and raises it.
-
-Why not ``equinox.error_if``, which igax used before: under ``jax.jit`` JAX turns any exception raised in a
-host callback into ``JaxRuntimeError("INTERNAL: CpuCallback error calling callback: <traceback>")`` and
-first logs the traceback once more ("jax.pure_callback failed"); neither can be changed from inside the
-callback. Equinox's message is fixed at trace time (no residual, no iteration count) and ends in a banner
-asking to wrap the program in ``equinox.filter_jit``. Here
-
-1. the exception raised in the callback is igax's (``SolverError: solve(method=...) failed: ...``), with the
-   same text as an eager call, and is the first line of the exception's text after JAX's traceback frames;
-2. the message is logged before JAX's wrapper exists, so in a terminal it is the first line printed, and JAX's
-   duplicate traceback log of an igax error is dropped (a filter on the ``jax._src.callback`` logger that
-   matches only exceptions raised here).
-
-Derivatives pass through unchanged (a ``custom_jvp`` identity), and under ``vmap`` the condition is reduced
-over the batch so the callback still runs only on failure. A program holding such a check cannot be
-serialised with ``jax.export`` (host callbacks are not serialisable).
+``error_if`` and ``branched_error_if`` themselves live one layer lower, in :mod:`igax._errors`, because
+``igax.bases`` uses them too and must not import the solvers; they are re-exported here for the modules that
+import them from this place.
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable, Sequence
+import enum
+from collections.abc import Callable
 
 import equinox as eqx
-import jax
-import jax.numpy as jnp
-import numpy as np
 
-__all__ = ["branched_error_if", "error_if"]
+from igax._errors import branched_error_if, error_if
 
-logger = logging.getLogger(__name__)
-
-_MARK = "_igax_runtime_error"
+__all__ = ["Status", "branched_error_if", "error_if", "raise_on_failure"]
 
 
-class _DropDuplicateLog(logging.Filter):
-    """Drop JAX's "jax.pure_callback failed" traceback for exceptions that :func:`error_if` logged already."""
+class Status(enum.IntEnum):
+    """The outcome of a solve, as the integer ``status`` of a :class:`~igax.solvers.SolveResult`,
+    :class:`~igax.solvers.NewtonResult` or Krylov loop.
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        exc = record.exc_info[1] if record.exc_info else None
-        return not getattr(exc, _MARK, False)
+    Members (the values are part of the public results and never change):
 
+    * ``SUCCESS = 0``: solved (Newton: converged; alias ``CONVERGED``);
+    * ``SINGULAR = 1``: the matrix is singular or could not be factorised (Newton: a linear solve with the
+      tangent failed; alias ``LINEAR_FAILED``);
+    * ``NOT_CONVERGED = 2``: an iteration (Krylov or Newton) reached ``maxiter``;
+    * ``NONFINITE = 3``: NaN or inf in the input (Newton: in the residual);
+    * ``BREAKDOWN = 4``: a Krylov method broke down (a zero inner product; for CG a matrix that is not SPD).
 
-logging.getLogger("jax._src.callback").addFilter(_DropDuplicateLog())
-
-
-def _concrete(a) -> np.ndarray | None:
-    """The value of ``a`` when it is known now (not a tracer), else None."""
-    if isinstance(a, jax.core.Tracer):
-        return None
-    return np.asarray(a)
-
-
-def _lowest(dtype):
-    if jnp.issubdtype(dtype, jnp.floating):
-        return -jnp.inf
-    if jnp.issubdtype(dtype, jnp.integer):
-        return jnp.iinfo(dtype).min
-    return False
-
-
-def _unvmap_worst(pred, d):
-    """``d``'s largest value over the failing batch elements (elementwise), with no batch axis left."""
-    d = jnp.where(pred, d, jnp.asarray(_lowest(d.dtype), d.dtype))
-    if d.ndim == 0:
-        return eqx.internal.unvmap_max(d)
-    # unvmap_max reduces every axis: keep the entries apart (small arrays only, e.g. a residual history).
-    flat = d.reshape(-1)
-    return jnp.stack([eqx.internal.unvmap_max(flat[i]) for i in range(flat.shape[0])]).reshape(d.shape)
-
-
-def error_if(x: jax.Array, pred, make_error: Callable[..., Exception], *diagnostics) -> jax.Array:
-    """``x``, or raise ``make_error(*diagnostics)`` where ``pred`` holds (also at run time under ``jit``).
-
-    Arguments:
-        x: the array that downstream code uses; the check runs before anything that depends on it.
-        pred: boolean scalar that flags a failure.
-        make_error: builds the exception from the diagnostics as NumPy values; called on the host only when
-            the check fails, so it may format numbers freely. Under ``vmap`` it receives, for each diagnostic,
-            its largest value over the failing batch elements (the worst case).
-        *diagnostics: arrays passed to ``make_error`` (e.g. a status code, a residual, an iteration count).
-
-    Returns:
-        ``x``, unchanged in value and in its derivatives.
+    Being an ``IntEnum``, a member compares equal to its code and can be used in ``jnp.where``.
 
     Example:
-        >>> make = lambda s, r: SolverError(f"failed (status {s}, residual {r:.1e})")
-        >>> x = error_if(x, status != 0, make, status, res)
+        >>> from igax.solvers._errors import Status
+        >>> Status(2).name, int(Status.BREAKDOWN), Status.CONVERGED is Status.SUCCESS
+        ('NOT_CONVERGED', 4, True)
     """
-    p = _concrete(pred)
-    if p is not None and all(_concrete(d) is not None for d in diagnostics):
-        if p.any():
-            raise make_error(*(np.asarray(d) for d in diagnostics))
-        return x
-    pred = jnp.any(jnp.asarray(pred, dtype=bool))
-    diagnostics = tuple(jnp.asarray(d) for d in diagnostics)
-    struct = jax.ShapeDtypeStruct(x.shape, x.dtype)
 
-    def raise_on_host(*d):
-        err = make_error(*(np.asarray(a) for a in d))
-        setattr(err, _MARK, True)
-        logger.error("%s", err)
-        raise err
-
-    @jax.custom_jvp
-    def check(x, pred, diagnostics):
-        # Under vmap the condition and the diagnostics are reduced over the batch (equinox's unvmap
-        # primitives), so this stays a conditional (a select would run the callback, and raise, on every call)
-        # and the callback's operands and result are never batched (jacfwd needs an unbatched primal).
-        fails = eqx.internal.unvmap_any(pred)
-        worst = tuple(_unvmap_worst(pred, d) for d in diagnostics)
-        return jax.lax.cond(fails, lambda: jax.pure_callback(raise_on_host, struct, *worst), lambda: x)
-
-    @check.defjvp
-    def check_jvp(primals, tangents):
-        x, pred, diagnostics = primals
-        return check(x, pred, diagnostics), tangents[0]
-
-    return check(x, pred, diagnostics)
+    SUCCESS = 0
+    SINGULAR = 1
+    NOT_CONVERGED = 2
+    NONFINITE = 3
+    BREAKDOWN = 4
+    # Newton's names of the same codes.
+    CONVERGED = 0
+    LINEAR_FAILED = 1
 
 
-def branched_error_if(
-    x: jax.Array, pred, index, messages: Sequence[str], error_type: type[Exception] = ValueError
-) -> jax.Array:
-    """``x``, or raise ``error_type(messages[index])`` where ``pred`` holds (as ``eqx.branched_error_if``).
+def raise_on_failure(result: eqx.Module, make_error: Callable[..., Exception], *diagnostics):
+    """``result`` with its ``value`` guarded: raise ``make_error(status, *diagnostics)`` on a failed solve.
 
     Arguments:
-        x: the array that downstream code uses.
-        pred: boolean flag of a failure.
-        index: integer array choosing the message.
-        messages: the messages, fixed at trace time.
-        error_type: the exception class raised.
+        result: an ``eqx.Module`` with ``value`` and ``status`` fields (``SolveResult``, ``NewtonResult``).
+        make_error: builds the exception on the host from the status and the diagnostics (NumPy values; under
+            ``vmap`` their worst values over the failing elements).
+        *diagnostics: arrays handed to ``make_error`` after the status (residual, iterations, ...).
 
     Returns:
-        ``x``, unchanged.
+        ``result``, whose ``value`` raises (eagerly at once, under ``jit`` when the program runs) where
+        ``status != Status.SUCCESS``; values and derivatives are unchanged otherwise.
+
+    Example:
+        >>> import equinox as eqx, jax.numpy as jnp
+        >>> from igax.solvers._errors import Status, raise_on_failure
+        >>> class Result(eqx.Module):
+        ...     value: jnp.ndarray
+        ...     status: jnp.ndarray
+        >>> make = lambda status: RuntimeError(f"failed: {Status(int(status)).name}")
+        >>> float(raise_on_failure(Result(jnp.ones(2), jnp.int32(0)), make).value.sum())
+        2.0
+        >>> raise_on_failure(Result(jnp.ones(2), jnp.int32(2)), make)
+        Traceback (most recent call last):
+        ...
+        RuntimeError: failed: NOT_CONVERGED
     """
-    msgs = tuple(messages)
-    return error_if(x, pred, lambda i: error_type(msgs[int(i)]), index)
+    value = error_if(result.value, result.status != Status.SUCCESS, make_error, result.status, *diagnostics)
+    return eqx.tree_at(lambda r: r.value, result, value)

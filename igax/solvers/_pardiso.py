@@ -20,6 +20,8 @@ import threading
 
 import numpy as np
 
+from igax.solvers.backends.base import Factor
+
 MAXFCT = 16
 
 _ERRORS = {
@@ -183,7 +185,7 @@ class PardisoPlan:
             pass
 
 
-class PardisoFactor:
+class PardisoFactor(Factor):
     """One numeric factorisation: slot ``mnum`` of a :class:`PardisoPlan`."""
 
     def __init__(self, plan: PardisoPlan, mnum: int, data: np.ndarray):

@@ -74,9 +74,12 @@ def spmv(values, pattern, x, *, transpose: bool = False, symmetric: bool = False
         ``values`` and ``x``.
 
     Example:
+        >>> import jax.numpy as jnp, numpy as np
+        >>> from igax.solvers import CSRPattern
+        >>> from igax.solvers._spmv import spmv
         >>> p = CSRPattern(np.array([0, 1, 3]), np.array([1, 0, 1]), (2, 2))
-        >>> spmv(jnp.array([2.0, 3.0, 4.0]), p, jnp.array([1.0, 1.0]))
-        Array([2., 7.], dtype=float64)
+        >>> spmv(jnp.array([2.0, 3.0, 4.0]), p, jnp.array([1.0, 1.0])).tolist()
+        [2.0, 7.0]
     """
     nrows, ncols = pattern.shape
     if transpose and symmetric and nrows == ncols:

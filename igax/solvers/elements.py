@@ -40,11 +40,17 @@ class ElementSystem:
         positive_definite: the tangent is SPD (convex energies).
 
     Example:
+        >>> import jax.numpy as jnp, numpy as np
+        >>> from igax.solvers import ElementSystem
         >>> def kernel(u_e, h):                      # 1D P1 element of -(1 + u^2) u'' = 1
         ...     k = 1.0 + jnp.mean(u_e) ** 2
         ...     return k / h * jnp.array([[1.0, -1.0], [-1.0, 1.0]]) @ u_e - 0.5 * h
-        >>> sys = ElementSystem(kernel, elem_dofs, n, arg_axes=(None,))
+        >>> elem_dofs = np.array([[-1, 0], [0, 1], [1, 2], [2, -1]])   # 4 elements, both ends fixed
+        >>> sys = ElementSystem(kernel, elem_dofs, 3, arg_axes=(None,))
+        >>> u, h = jnp.zeros(3), 0.25
         >>> R, K = sys.residual(u, h), sys.tangent(u, h)
+        >>> R.tolist(), K.todense()[0].tolist()
+        ([-0.25, -0.25, -0.25], [8.0, -4.0, 0.0])
     """
 
     def __init__(

@@ -17,9 +17,12 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from igax.solvers._errors import Status
+
 __all__ = ["KrylovResult", "bicgstab", "cg", "gmres", "jacobi"]
 
-SUCCESS, NOT_CONVERGED, BREAKDOWN = 0, 2, 4
+# The status codes of the shared enumeration (igax.solvers._errors.Status).
+SUCCESS, NOT_CONVERGED, BREAKDOWN = Status.SUCCESS, Status.NOT_CONVERGED, Status.BREAKDOWN
 
 
 class KrylovResult(NamedTuple):

@@ -5,15 +5,18 @@ Hessian-vector products and ``vmap`` all work, and derivatives are computed impl
 loss of ``x = A^{-1} b`` is one transposed solve, ``lambda = A^{-T} dL/dx``, and ``dL/dA = -lambda x^T`` on
 the pattern.
 
-Direct backends run on the host through ``jax.pure_callback``. A factorisation is requested once per matrix
-(:func:`factorize`) and named by an integer token; the forward, tangent and transpose solves all reuse it
-(see :mod:`igax.solvers._backends`). Iterative backends (``"cg"``, ``"bicgstab"``, ``"gmres"``) are pure JAX
-and run on the device, as does ``"mg-cg"``: CG preconditioned by a multigrid V-cycle
+The backends are registered objects, one module each (:mod:`igax.solvers.backends`); ``method=`` names one,
+and everything here asks the registry what a backend needs (an SPD matrix, an installed package) and where it
+runs. Host backends (SuperLU, PARDISO, CHOLMOD, pyamg) run through ``jax.pure_callback``: a factorisation is
+requested once per matrix (:func:`factorize`) and named by an integer token; the forward, tangent and
+transpose solves all reuse it (see :mod:`igax.solvers._backends`). JAX backends (``"cg"``, ``"bicgstab"``,
+``"gmres"``) run on the device, as does ``"mg-cg"``: CG preconditioned by a multigrid V-cycle
 (:mod:`igax.solvers.multigrid`) whose coarse operators are recomputed in JAX from every new matrix; the
 forward, tangent and transposed solves share one setup (the matrix is SPD, so the transposed solve is the
-same solve).
+same solve). A third party adds a backend with :func:`~igax.solvers.register_backend`.
 
-Failures are never silent. Every solve returns a status (:class:`SolveResult`); by default (``throw=True``) a
+Failures are never silent. Every solve returns a status (:class:`SolveResult`, codes
+:class:`~igax.solvers._errors.Status`); by default (``throw=True``) a
 failure raises :class:`SolverError`, eagerly or, inside ``jit``, from the running program with the same text
 (:mod:`igax.solvers._errors`). With ``throw=False`` the ``value`` of a failed solve is NaN, so it cannot be
 used by mistake. When a solve fails, one cheap test (``A @ ones = 0``, one product with ``A``) tells a
@@ -25,6 +28,7 @@ length, an unsorted pattern) is rejected before any host backend runs.
 from __future__ import annotations
 
 import functools
+import warnings
 
 import equinox as eqx
 import jax
@@ -35,9 +39,10 @@ from jax.interpreters import ad, batching, mlir
 
 from igax._compile import lazy_jit
 from igax._config import check_float64
-from igax.solvers import _backends, _errors
-from igax.solvers import iterative as _it
-from igax.solvers import multigrid as _mg
+from igax.solvers import _backends
+from igax.solvers._errors import Status, raise_on_failure
+from igax.solvers.backends import Backend, JaxBackend, backend_names, get_backend, registered_backends
+from igax.solvers.backends.base import _listeners
 from igax.solvers.sparse import SparseMatrix
 
 __all__ = [
@@ -51,30 +56,53 @@ __all__ = [
     "solve",
 ]
 
-DIRECT_METHODS = ("superlu", "pardiso", "cholmod")
-ITERATIVE_METHODS = ("cg", "bicgstab", "gmres")
-MG_METHODS = ("mg-cg",)
-METHODS = DIRECT_METHODS + ("amg-cg",) + ITERATIVE_METHODS + MG_METHODS
-# CG's iteration cap for mg-cg when maxiter is not given: a V-cycle-preconditioned CG converges in tens of
-# iterations, so hitting this means the system is not SPD (or the hierarchy does not fit it).
-_MG_MAXITER = 500
 
-# Status codes of a SolveResult.
-SUCCESS, SINGULAR, NOT_CONVERGED, NONFINITE, BREAKDOWN = 0, 1, 2, 3, 4
+# The method lists that were constants here, derived from the registry now (so they include backends
+# registered later). METHODS stays; the others warn: the backends' own declarations replace them.
+_OLD_LISTS = {
+    "DIRECT_METHODS": lambda b: b.on_host and not b.iterative,
+    "ITERATIVE_METHODS": lambda b: not b.on_host and not b.setup_options,
+    "MG_METHODS": lambda b: "hierarchy" in b.options,
+}
+
+
+def __getattr__(name: str):
+    if name == "METHODS":
+        return backend_names()
+    if name in _OLD_LISTS:
+        warnings.warn(
+            f"{__name__}.{name} is deprecated; use igax.solvers.backends.registered_backends() and each "
+            "backend's on_host, spd and options instead.",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return tuple(b.name for b in registered_backends() if _OLD_LISTS[name](b))
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+# Status codes of a SolveResult: the shared enumeration (igax.solvers._errors.Status).
+SUCCESS, SINGULAR, NOT_CONVERGED, NONFINITE, BREAKDOWN = (
+    Status.SUCCESS,
+    Status.SINGULAR,
+    Status.NOT_CONVERGED,
+    Status.NONFINITE,
+    Status.BREAKDOWN,
+)
 # Causes of a failure, where more is known than the status (SolveResult.cause). Negative causes are host
 # failure codes of a factorisation or solve whose backend reason _backends.failure_reason gives.
 CAUSE_NONE, CAUSE_NULLSPACE, CAUSE_RESIDUAL, CAUSE_NOT_SPD = 0, 1, 2, 3
 
-_MESSAGES = (
-    "success",
-    "the matrix is singular or too ill-conditioned for the solver",
-    "the iterative solver did not converge within maxiter iterations; raise maxiter, loosen rtol, or use a "
-    'direct method (method="pardiso" / "superlu") or a better preconditioner (method="mg-cg" or "amg-cg" '
-    "for SPD).",
-    "the matrix values or the right-hand side contain NaN or inf; check the assembly inputs.",
-    "the iterative solver broke down (a zero inner product; for CG the matrix may not be symmetric "
-    'positive definite): use method="bicgstab", "gmres" or a direct method.',
-)
+# What each status means for a linear solve (Newton words its own: igax.solvers.newton).
+_MESSAGES = {
+    SUCCESS: "success",
+    SINGULAR: "the matrix is singular or too ill-conditioned for the solver",
+    NOT_CONVERGED: "the iterative solver did not converge within maxiter iterations; raise maxiter, loosen "
+    'rtol, or use a direct method (method="pardiso" / "superlu") or a better preconditioner (method="mg-cg" '
+    'or "amg-cg" for SPD).',
+    NONFINITE: "the matrix values or the right-hand side contain NaN or inf; check the assembly inputs.",
+    BREAKDOWN: "the iterative solver broke down (a zero inner product; for CG the matrix may not be "
+    'symmetric positive definite): use method="bicgstab", "gmres" or a direct method.',
+}
 # What to do about a singular matrix. The solvers know nothing of boundary conditions, so the advice is
 # conditional; fem.solve, which knows them, passes its own (the private option _singular_advice).
 _SINGULAR_ADVICE = (
@@ -94,7 +122,7 @@ def _describe(status: int, cause: int, residual: float, *, advice: str | None = 
             'method="pardiso", "superlu", "bicgstab" or "gmres" for an indefinite one'
         )
     if status != SINGULAR:
-        return _MESSAGES[status]
+        return _MESSAGES[Status(status)]
     if cause == CAUSE_NULLSPACE:
         why = "the matrix is singular (constant null space): A @ ones = 0 to rounding"
     elif cause < 0:
@@ -121,7 +149,7 @@ class SolveResult(eqx.Module):
         value: the solution ``x``; NaN where ``status`` is not 0 (success), so a failed solve returned with
             ``throw=False`` cannot be used by mistake.
         status: 0 success, 1 singular / failed factorisation, 2 not converged, 3 NaN or inf input,
-            4 breakdown.
+            4 breakdown (the codes of :class:`~igax.solvers.Status`, shared with Newton and the Krylov loops).
         iterations: Krylov iterations used (0 for the direct methods).
         residual: relative residual ``|b - A x| / |b|`` (``|b - A x|`` when ``b = 0``) of the computed
             solution (before it is replaced by NaN on failure).
@@ -147,55 +175,71 @@ class SolveResult(eqx.Module):
 
 
 def available_methods() -> tuple[str, ...]:
-    """The ``method=`` names usable on this machine."""
-    out = ["superlu"]
-    if _backends.pardiso_available():
-        out.append("pardiso")
-    if _backends.cholmod_available():
-        out.append("cholmod")
-    if _backends.pyamg_available():
-        out.append("amg-cg")
-    out += ITERATIVE_METHODS
-    if _backends.pyamg_available():  # mg-cg without hierarchy= builds an algebraic one with pyamg
-        out.append("mg-cg")
-    return tuple(out)
+    """The ``method=`` names usable on this machine (registered backends whose packages are installed).
+
+    Example:
+        >>> from igax.solvers import available_methods
+        >>> {"superlu", "cg", "bicgstab", "gmres"} <= set(available_methods())
+        True
+    """
+    return tuple(b.name for b in registered_backends() if b.available())
 
 
 @functools.cache
-def _cpu_direct_default() -> str:
-    return "pardiso" if _backends.pardiso_available() else "superlu"
+def _default_for(situation: str, with_hierarchy: bool) -> str | None:
+    """The usable backend of highest priority that is the automatic choice in ``situation`` (cached: the
+    availability of packages does not change; a registration clears the cache)."""
+    options = {"hierarchy": object()} if with_hierarchy else {}
+    best = None
+    for b in registered_backends():
+        if situation in b.default_for and b.usable(options) and (best is None or b.priority > best.priority):
+            best = b
+    return None if best is None else best.name
+
+
+_listeners.append(_default_for.cache_clear)
 
 
 def default_method(A: SparseMatrix | None = None, hierarchy=None) -> str:
     """The automatic choice: pardiso (else superlu) on CPU; on GPU/TPU for SPD matrices ``"mg-cg"`` when a
     multigrid ``hierarchy`` is given (``igax.fem.solve`` passes one) and Jacobi-CG otherwise; BiCGSTAB for
-    other matrices."""
+    other matrices. Read from the backends' ``default_for`` and ``priority``.
+
+    Example:
+        >>> import jax
+        >>> from igax.solvers import available_methods, default_method
+        >>> jax.default_backend() != "cpu" or default_method() == (
+        ...     "pardiso" if "pardiso" in available_methods() else "superlu")
+        True
+    """
     if jax.default_backend() == "cpu":
-        return _cpu_direct_default()
-    if A is not None and A.positive_definite:
-        return "mg-cg" if hierarchy is not None else "cg"
-    return "bicgstab"
+        situations = ("cpu",)
+    elif A is not None and A.positive_definite:
+        situations = (("accelerator-mg",) if hierarchy is not None else ()) + ("accelerator-spd",)
+    else:
+        situations = ("accelerator",)
+    for situation in situations:
+        name = _default_for(situation, hierarchy is not None)
+        if name is not None:
+            return name
+    raise RuntimeError(
+        f"no registered solver backend is the automatic choice for {situations}; pass method=."
+    )
 
 
 def _check_method(method: str | None, A: SparseMatrix, hierarchy=None) -> str:
     if method is None:
         return default_method(A, hierarchy)
-    if not isinstance(method, str) or method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS} or None (automatic), got {method!r}.")
-    if method in ("cholmod", "amg-cg", "cg", "mg-cg") and not A.symmetric:
+    if not isinstance(method, str) or method not in backend_names():
+        raise ValueError(f"method must be one of {backend_names()} or None (automatic), got {method!r}.")
+    backend = get_backend(method)
+    if backend.spd and not A.symmetric:
         raise ValueError(
             f'method="{method}" needs a symmetric positive definite matrix, but A is not flagged symmetric. '
             "Build it with SparseMatrix(..., symmetric=True, positive_definite=True) if it is, or use "
             'method="bicgstab", "gmres", "pardiso" or "superlu".'
         )
-    if method not in MG_METHODS:
-        _backends.check_available(method)
-    elif hierarchy is None and not _backends.pyamg_available():
-        raise ImportError(
-            'method="mg-cg" without hierarchy= builds an algebraic hierarchy with pyamg, which is not '
-            "installed: `pip install pyamg`, or pass hierarchy=igax.solvers.Hierarchy([...]) (igax.fem "
-            "builds geometric ones)."
-        )
+    backend.check_available({"hierarchy": hierarchy})
     return method
 
 
@@ -271,21 +315,22 @@ def _check_operands(A, b):
 
 # -- factorisation token -------------------------------------------------------------------------------------
 class Factorization(eqx.Module):
-    """A matrix prepared for solves: the host factorisation token (direct methods) or the preconditioner.
+    """A matrix prepared for solves: the host factorisation token (host backends) or the JAX backend's state.
 
     Create it with :func:`factorize` outside a loop (e.g. a time-stepping ``scan``) so each step only solves.
 
     Attributes:
         A: the matrix.
-        token: int32 host token (direct methods), negative on failure; ``None`` for iterative methods.
+        token: int32 host token (host backends), negative on failure; ``None`` for JAX backends.
         method: the backend name.
+        state: what a JAX backend set up for ``A`` (mg-cg: coarse operators, smoother, coarse factor) or None.
     """
 
     A: SparseMatrix
     token: jax.Array | None
     method: str = eqx.field(static=True)
     options: tuple = eqx.field(static=True, default=())
-    mg: _mg.MGState | None = None  # mg-cg: the hierarchy set up for A (coarse operators, smoother, factor)
+    state: object = None
 
     def solve(self, b: jax.Array, **overrides) -> jax.Array:
         """``A^{-1} b`` (raises on failure by default, like :func:`solve`)."""
@@ -314,35 +359,36 @@ def factorize(A: SparseMatrix, *, method: str | None = None, **options) -> Facto
             pattern with unsorted or duplicate column indices), before any backend runs.
 
     Example:
+        >>> import jax.numpy as jnp, scipy.sparse as sp
+        >>> from igax.solvers import SparseMatrix, factorize
+        >>> A = SparseMatrix.from_scipy(sp.csr_matrix([[4.0, 1.0], [1.0, 3.0]]), symmetric=True)
         >>> F = factorize(A)
-        >>> x1, x2 = F.solve(b1), F.solve(b2)   # one factorisation
+        >>> x1, x2 = F.solve(jnp.array([5.0, 4.0])), F.solve(jnp.array([6.0, 7.0]))   # one factorisation
+        >>> ", ".join(f"{v:.12f}" for v in jnp.concatenate([x1, x2]).tolist())
+        '1.000000000000, 1.000000000000, 1.000000000000, 2.000000000000'
     """
     return _factorize(A, method, options)
 
 
-def _factorize(A: SparseMatrix, method: str | None, options: dict, mg_arrays=None) -> Factorization:
-    """:func:`factorize`; ``mg_arrays``: the hierarchy's index maps as arguments of the caller's program
-    (from :meth:`Hierarchy.plan`), so that they are not baked into it as constants."""
+def _factorize(A: SparseMatrix, method: str | None, options: dict, arrays=None) -> Factorization:
+    """:func:`factorize`; ``arrays``: what the JAX backend's ``prepare`` returned (mg-cg: the hierarchy's
+    index maps), passed as arguments of the caller's program so that they are not baked in as constants."""
     A = _check_matrix(A)
     options = dict(options)
     method = _check_method(method, A, options.get("hierarchy"))
     if A.shape[0] == 0:
-        opts = tuple(sorted((k, _freeze(v)) for k, v in options.items()))
-        return Factorization(A, None, method, opts)
+        return Factorization(A, None, method, _freeze_options(options))
     _check_structure(A)
-    if method in MG_METHODS:
-        H = _resolve_hierarchy(A, options.get("hierarchy"))
-        options["hierarchy"] = H
-        plan = H.plan(A.pattern)
-        arrays = plan.arrays if mg_arrays is None else mg_arrays
-        state = _mg.setup(plan.static, arrays, jax.lax.stop_gradient(A.values))
-        return Factorization(A, None, method, _freeze_options(options), state)
-    opts = tuple(sorted((k, _freeze(v)) for k, v in options.items()))  # hashable: a static field
-    if method in ITERATIVE_METHODS:
-        return Factorization(A, None, method, opts)
+    backend = get_backend(method)
+    if not backend.on_host:
+        state = None
+        if type(backend).setup is not JaxBackend.setup:  # (no setup: nothing traced for it, not even a cut)
+            state = backend.setup(A.with_values(jax.lax.stop_gradient(A.values)), options, arrays)
+        return Factorization(A, None, method, _freeze_options(options), state)  # options: hashable, static
+    opts = _freeze_options(options)
     # Host backends index the CSR arrays directly (PARDISO crashes the process on duplicate entries).
     A.pattern.check_canonical("A.pattern")
-    host_opts = {k: v for k, v in opts if k in _HOST_OPTIONS}
+    host_opts = _host_options(opts, backend)
     values = jax.lax.stop_gradient(A.values)
     cb = functools.partial(
         _backends.factor_callback,
@@ -357,15 +403,12 @@ def _factorize(A: SparseMatrix, method: str | None, options: dict, mg_arrays=Non
     return Factorization(A, token, method, opts)
 
 
+# The options a host backend is given (they are part of its cache key): these, and the backend's own.
 _HOST_OPTIONS = ("rtol", "maxiter", "superlu_options")
 
 
-def _resolve_hierarchy(A: SparseMatrix, H) -> _mg.Hierarchy:
-    """``hierarchy=`` checked against ``A``, or the algebraic hierarchy of ``A``'s pattern (cached)."""
-    if H is None:
-        H = _mg.auto_hierarchy(A)
-    H.check_matrix(A)
-    return H
+def _host_options(options: tuple, backend: Backend) -> dict:
+    return {k: v for k, v in options if k in _HOST_OPTIONS or k in backend.options}
 
 
 def _kind(A: SparseMatrix) -> str:
@@ -378,7 +421,7 @@ def _host_solve(values, token, b, transpose, *, pattern, kind, method, options):
         method=method,
         pattern=pattern,
         kind=kind,
-        options={k: v for k, v in options if k in _HOST_OPTIONS},
+        options=_host_options(options, get_backend(method)),
         transpose=transpose,
     )
     batch = jax.ShapeDtypeStruct(b.shape[:-1], jnp.int32)
@@ -386,7 +429,7 @@ def _host_solve(values, token, b, transpose, *, pattern, kind, method, options):
     return jax.pure_callback(cb, shapes, token, values, b, vmap_method="expand_dims")
 
 
-def _solve_fns(values, token, *, pattern, kind, method, options, mg=None):
+def _solve_fns(values, token, *, pattern, kind, method, options, state=None):
     """``(solve, transpose_solve)`` for custom_linear_solve; each returns ``(x, (iterations, status, code))``.
 
     ``values`` are already cut from the gradient: derivatives with respect to the matrix flow through
@@ -395,9 +438,8 @@ def _solve_fns(values, token, *, pattern, kind, method, options, mg=None):
     """
     zero = jnp.zeros((), jnp.int32)
     symmetric = kind != "gen"
-    if method in MG_METHODS:
-        return _mg_fns(values, pattern, options, mg)
-    if method not in ITERATIVE_METHODS:
+    backend = get_backend(method)
+    if backend.on_host:
         host = functools.partial(
             _host_solve, values, token, pattern=pattern, kind=kind, method=method, options=options
         )
@@ -410,34 +452,12 @@ def _solve_fns(values, token, *, pattern, kind, method, options, mg=None):
 
     A = SparseMatrix(values, pattern, symmetric=symmetric)
     opts = dict(options)
-    kw = {k: opts[k] for k in ("rtol", "atol", "maxiter", "restart") if k in opts}
-    algo = {"cg": _it.cg, "bicgstab": _it.bicgstab, "gmres": _it.gmres}[method]
 
-    def run(M, b):
-        r = algo(M.matvec, b, _it.jacobi(M), **kw)
-        return r.x, (r.iterations, r.status, zero)
+    def run(b, transpose):
+        x, iterations, status = backend.solve(A, b, transpose=transpose, options=opts, state=state)
+        return x, (iterations, status, zero)
 
-    return (lambda _mv, b: run(A, b)), (lambda _vm, b: run(A.T, b))
-
-
-def _mg_fns(values, pattern, options, mg: _mg.MGState):
-    """``(solve, transpose_solve)`` of mg-cg: CG preconditioned by one V-cycle; both the same (SPD)."""
-    opts = dict(options)
-    H = opts["hierarchy"]
-    kw = {k: opts[k] for k in ("rtol", "atol", "maxiter") if k in opts}
-    kw.setdefault("maxiter", _MG_MAXITER)
-    A = SparseMatrix(values, pattern, symmetric=True)
-    cycle = functools.partial(
-        _mg.vcycle, mg, degree=H.options["chebyshev_degree"], eig_ratio=H.options["eig_ratio"]
-    )
-    zero = jnp.zeros((), jnp.int32)
-
-    def run(b):
-        # A failed setup (not SPD) solves 0 = 0 at once; the status reports it and the value becomes NaN.
-        r = _it.cg(A.matvec, jnp.where(mg.ok, b, 0.0), cycle, **kw)
-        return r.x, (r.iterations, r.status, zero)
-
-    return (lambda _mv, b: run(b)), (lambda _vm, b: run(b))
+    return (lambda _mv, b: run(b, False)), (lambda _vm, b: run(b, True))
 
 
 def _constant_nullspace(A: SparseMatrix) -> jax.Array:
@@ -490,13 +510,13 @@ def _unbatch_like(aux: tuple, like: jax.Array) -> tuple:
 
 
 @functools.partial(jax.jit, static_argnames=("pattern", "kind", "method", "options", "mask"))
-def _solve_core(values, token, b, mg=None, *, pattern, kind, method, options, mask) -> SolveResult:
+def _solve_core(values, token, b, state=None, *, pattern, kind, method, options, mask) -> SolveResult:
     # Jitted on the static pattern and options so that eager calls (and their grads) compile once.
     symmetric = kind != "gen"
     A = SparseMatrix(values, pattern, symmetric=symmetric)
     vs = jax.lax.stop_gradient(values)
     solve_fn, tsolve_fn = _solve_fns(
-        vs, token, pattern=pattern, kind=kind, method=method, options=options, mg=mg
+        vs, token, pattern=pattern, kind=kind, method=method, options=options, state=state
     )
     x, aux = jax.lax.custom_linear_solve(A.matvec, b, solve_fn, tsolve_fn, symmetric=symmetric, has_aux=True)
     iters, status, code = _unbatch_like(aux, x)
@@ -515,7 +535,7 @@ def _solve_core(values, token, b, mg=None, *, pattern, kind, method, options, ma
         cause = jnp.where(token < 0, token, jnp.where(code < 0, code, cause))
         status = jnp.where(code < 0, SINGULAR, status)
         opts = dict(options)
-        if method == "amg-cg":
+        if get_backend(method).iterative:
             # pyamg returns its last iterate without a flag: judge convergence by the true residual.
             tol = 10.0 * opts.get("rtol", 1e-10)
             status = jnp.where((status == SUCCESS) & ~(residual <= tol), NOT_CONVERGED, status)
@@ -530,9 +550,10 @@ def _solve_core(values, token, b, mg=None, *, pattern, kind, method, options, ma
         # optimization_barrier: keep XLA from constant-folding this reduction over closed-over values.
         finite = finite & jnp.all(jnp.isfinite(jax.lax.optimization_barrier(vs)))
         status = jnp.where((status == SUCCESS) & ~jnp.isfinite(residual), BREAKDOWN, status)
-        if mg is not None:
-            status = jnp.where(mg.ok, status, BREAKDOWN)
-            cause = jnp.where(mg.ok, cause, CAUSE_NOT_SPD)
+        ok = None if state is None else get_backend(method).setup_ok(state)
+        if ok is not None:  # the setup found the matrix unusable (mg-cg: not positive definite)
+            status = jnp.where(ok, status, BREAKDOWN)
+            cause = jnp.where(ok, cause, CAUSE_NOT_SPD)
     status = jnp.where(finite, status, NONFINITE)
     # Diagnose a failure: one product with A, computed only when the solve failed (a cond, not a select,
     # outside vmap). A constant null space explains a breakdown or non-convergence of CG as well as a failed
@@ -549,17 +570,9 @@ def _solve_core(values, token, b, mg=None, *, pattern, kind, method, options, ma
     return SolveResult(x, status, iters, residual, cause)
 
 
-_KNOWN_OPTIONS = {
-    "rtol",
-    "atol",
-    "maxiter",
-    "restart",
-    "throw",
-    "direct_rtol",
-    "superlu_options",
-    "hierarchy",
-    _ADVICE_OPTION,
-}
+# Options every backend accepts (superlu_options is read by SuperLU only, and accepted by all as before);
+# the other known options are those the registered backends declare.
+_COMMON_OPTIONS = frozenset({"rtol", "atol", "maxiter", "throw", "direct_rtol", "superlu_options"})
 
 
 def _freeze(v):
@@ -567,26 +580,27 @@ def _freeze(v):
 
 
 def _check_options(opts: dict, method: str) -> None:
-    unknown = set(opts) - _KNOWN_OPTIONS
+    owners: dict[str, list[str]] = {}  # backend-specific option -> the backends that read it
+    for b in registered_backends():
+        for k in b.options:
+            owners.setdefault(k, []).append(b.name)
+    unknown = set(opts) - _COMMON_OPTIONS - set(owners) - {_ADVICE_OPTION}
     if unknown:
-        known = sorted(_KNOWN_OPTIONS - {_ADVICE_OPTION})
+        known = sorted(_COMMON_OPTIONS | set(owners))
         raise TypeError(f"unknown solver option(s) {sorted(unknown)}; known: {known}.")
-    if "restart" in opts and method != "gmres":
-        raise ValueError(f'the option restart= applies only to method="gmres", not "{method}".')
-    if opts.get("hierarchy") is not None:
-        if method not in MG_METHODS:
-            raise ValueError(f'the option hierarchy= applies only to method="mg-cg", not "{method}".')
-        if not isinstance(opts["hierarchy"], _mg.Hierarchy):
-            raise TypeError(
-                f"hierarchy must be an igax.solvers.Hierarchy, got {type(opts['hierarchy']).__name__}; build "
-                "one with Hierarchy([P0, P1, ...]) from the prolongations, amg_hierarchy(A), or igax.fem's "
-                "geometric hierarchies."
-            )
+    backend = get_backend(method)
+    for k in sorted(set(opts) & set(owners)):
+        # an option of another backend, given a value (hierarchy=None is how "none given" is spelled)
+        if k not in backend.options and (opts[k] is not None or k != "hierarchy"):
+            names = " / ".join(f'"{n}"' for n in owners[k])
+            raise ValueError(f'the option {k}= applies only to method={names}, not "{method}".')
+    backend.check_options(opts)
 
 
 def _finish(F: Factorization, b, *, mask: bool = True, **overrides) -> SolveResult:
-    if "hierarchy" in overrides:
-        raise ValueError("hierarchy= belongs to factorize(A, method='mg-cg', hierarchy=H), not to F.solve.")
+    for b_ in registered_backends():
+        for k in sorted(b_.setup_options & set(overrides)):
+            raise ValueError(f"{k}= belongs to factorize(A, method='{b_.name}', {k}=...), not to F.solve.")
     opts = dict(F.options)
     opts.update(overrides)
     _check_options(opts, F.method)
@@ -601,7 +615,7 @@ def _finish(F: Factorization, b, *, mask: bool = True, **overrides) -> SolveResu
         A.values,
         F.token,
         b,
-        F.mg,
+        F.state,
         pattern=A.pattern,
         kind=_kind(A),
         method=F.method,
@@ -626,9 +640,7 @@ def _failure(method: str, advice: str | None, status, cause, residual, iteration
 
 def _raise_on_failure(result: SolveResult, method: str, advice: str | None = None) -> SolveResult:
     make = functools.partial(_failure, method, advice)
-    r = result
-    value = _errors.error_if(r.value, r.status != SUCCESS, make, r.status, r.cause, r.residual, r.iterations)
-    return eqx.tree_at(lambda r: r.value, result, value)
+    return raise_on_failure(result, make, result.cause, result.residual, result.iterations)
 
 
 def _solve_unmasked(A: SparseMatrix, b: jax.Array, *, method: str | None = None, **options) -> jax.Array:
@@ -671,8 +683,16 @@ def linear_solve(A: SparseMatrix, b: jax.Array, *, method: str | None = None, **
             space, the backend's reason, the residual) and what to do.
 
     Example:
-        >>> r = linear_solve(A, b, method="cg", rtol=1e-12, throw=False)
-        >>> r.value, r.iterations, r.residual
+        >>> import jax.numpy as jnp, scipy.sparse as sp
+        >>> from igax.solvers import SparseMatrix, linear_solve
+        >>> K = sp.diags([-1.0, 2.0, -1.0], [-1, 0, 1], (50, 50)).tocsr()
+        >>> A = SparseMatrix.from_scipy(K, symmetric=True, positive_definite=True)
+        >>> r = linear_solve(A, jnp.ones(50), method="cg", rtol=1e-12, throw=False)
+        >>> int(r.status), int(r.iterations) <= 50, float(r.residual) < 1e-12
+        (0, True, True)
+        >>> r = linear_solve(A, jnp.ones(50), method="cg", maxiter=5, throw=False)
+        >>> int(r.status), bool(jnp.isnan(r.value).all())   # 2: not converged; the value is NaN
+        (2, True)
     """
     _validate_operands(A, b)  # before the factorisation: nothing malformed reaches a host backend
     options = dict(options)
@@ -680,17 +700,22 @@ def linear_solve(A: SparseMatrix, b: jax.Array, *, method: str | None = None, **
     advice = options.pop(_ADVICE_OPTION, None)
     method = _check_method(method, A, options.get("hierarchy"))
     _check_options(options, method)
-    arrays = auto = None
-    if method in MG_METHODS and A.shape[0] > 0:
-        _check_structure(A)
-        auto = options.get("hierarchy") is None
-        options["hierarchy"] = _resolve_hierarchy(A, options.get("hierarchy"))
-        arrays = options["hierarchy"].plan(A.pattern).arrays  # arguments of the program, not constants
+    arrays, after = _prepare(A, method, options)
     program = _solve_program_small if A.nnz <= SMALL_NNZ else _solve_program
     result = program(A, b, arrays, method=method, options=_freeze_options(options))
-    if auto:  # eager solves only: the automatic hierarchy is rebuilt when it stops fitting the values
-        _mg.record_iterations(A.pattern, options["hierarchy"], result.iterations)
+    if after is not None:
+        after(result)
     return _raise_on_failure(result, method, advice) if throw else result
+
+
+def _prepare(A: SparseMatrix, method: str, options: dict):
+    """The JAX backend's host-side preparation before the compiled program: ``(arrays, after)`` (see
+    :meth:`JaxBackend.prepare`); ``options`` may be completed in place (mg-cg's hierarchy)."""
+    backend = get_backend(method)
+    if backend.on_host or A.shape[0] == 0:
+        return None, None
+    _check_structure(A)
+    return backend.prepare(A, options)
 
 
 def _freeze_options(options: dict) -> tuple:
@@ -698,11 +723,9 @@ def _freeze_options(options: dict) -> tuple:
     return tuple(sorted((k, _freeze(v)) for k, v in options.items()))
 
 
-def _solve_result(
-    A: SparseMatrix, b: jax.Array, mg_arrays=None, *, method: str, options: tuple
-) -> SolveResult:
+def _solve_result(A: SparseMatrix, b: jax.Array, arrays=None, *, method: str, options: tuple) -> SolveResult:
     """Factorise and solve without raising: the traceable body of :func:`_solve_program` (checked input)."""
-    return _finish(_factorize(A, method, dict(options), mg_arrays), b, throw=False)
+    return _finish(_factorize(A, method, dict(options), arrays), b, throw=False)
 
 
 # Factorisation, solve and diagnostics in one compiled program per (pattern, shapes, method, options). Called
@@ -723,8 +746,14 @@ def solve(A: SparseMatrix, b: jax.Array, *, method: str | None = None, **options
     instead of returning NaN. See :func:`linear_solve` for the arguments.
 
     Example:
-        >>> A = SparseMatrix.from_scipy(K)
-        >>> x = solve(A, b)
-        >>> g = jax.grad(lambda v: jnp.sum(solve(A.with_values(v), b) ** 2))(A.values)
+        >>> import jax, jax.numpy as jnp, scipy.sparse as sp
+        >>> from igax.solvers import SparseMatrix, solve
+        >>> A = SparseMatrix.from_scipy(sp.csr_matrix([[2.0, 0.0], [0.0, 4.0]]))
+        >>> b = jnp.array([1.0, 1.0])
+        >>> solve(A, b).tolist()
+        [0.5, 0.25]
+        >>> g = jax.grad(lambda v: jnp.sum(solve(A.with_values(v), b) ** 2))(A.values)   # -2 x_i^2 / a_i
+        >>> ", ".join(f"{v:.12f}" for v in g.tolist())
+        '-0.250000000000, -0.031250000000'
     """
     return linear_solve(A, b, method=method, **options).value

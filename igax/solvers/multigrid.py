@@ -149,9 +149,19 @@ class Hierarchy:
     options), so programs compiled for one serve the other.
 
     Example:
-        >>> P = scipy.sparse.kron(P1, P1)            # 2D from 1D linear interpolation
-        >>> H = Hierarchy([P], fixed=bc.dofs)
-        >>> x = solve(A, b, method="mg-cg", hierarchy=H)
+        A 2D Poisson matrix on 15 x 15 grid points, and one coarser level of 7 x 7 points:
+
+        >>> import jax.numpy as jnp, numpy as np, scipy.sparse as sp
+        >>> from igax.solvers import Hierarchy, SparseMatrix, linear_solve
+        >>> L = sp.diags([-1.0, 2.0, -1.0], [-1, 0, 1], (15, 15))
+        >>> K = (sp.kron(L, sp.eye(15)) + sp.kron(sp.eye(15), L)).tocsr()
+        >>> A = SparseMatrix.from_scipy(K, symmetric=True, positive_definite=True)
+        >>> P1 = sp.csr_matrix(np.array([[1.0 if i == 2 * j + 1 else 0.5 * (abs(i - 2 * j - 1) == 1)
+        ...                               for j in range(7)] for i in range(15)]))   # 1D linear interpolation
+        >>> H = Hierarchy([sp.kron(P1, P1)], stop_size=0)   # 2D from 1D; stop_size=0 keeps this small level
+        >>> r = linear_solve(A, jnp.ones(225), method="mg-cg", hierarchy=H)
+        >>> int(r.status), int(r.iterations) < 20, float(r.residual) < 1e-10
+        (0, True, True)
     """
 
     def __init__(self, prolongations, *, fixed=None, **options):
@@ -250,7 +260,14 @@ class Hierarchy:
         """The operators of every level, ``[A, P_0^T A P_0, ...]``, with values computed in JAX from ``A``.
 
         Example:
+            >>> import numpy as np, scipy.sparse as sp
+            >>> from igax.solvers import Hierarchy, SparseMatrix
+            >>> K = sp.diags([-1.0, 2.0, -1.0], [-1, 0, 1], (3, 3)).tocsr()
+            >>> A = SparseMatrix.from_scipy(K, symmetric=True, positive_definite=True)
+            >>> H = Hierarchy([sp.csr_matrix(np.array([[0.5], [1.0], [0.5]]))], stop_size=0)
             >>> A1 = H.galerkin(A)[1]       # P_0^T A P_0, differentiable in A.values
+            >>> A1.todense().tolist()
+            [[1.0]]
         """
         self.check_matrix(A)
         p = self.plan(A.pattern)
@@ -395,8 +412,15 @@ def amg_hierarchy(
         A :class:`Hierarchy`.
 
     Example:
-        >>> H = amg_hierarchy(A, near_nullspace=rigid_body_modes)
-        >>> x = solve(A, b, method="mg-cg", hierarchy=H)
+        >>> import jax.numpy as jnp, scipy.sparse as sp
+        >>> from igax.solvers import SparseMatrix, amg_hierarchy, linear_solve
+        >>> L = sp.diags([-1.0, 2.0, -1.0], [-1, 0, 1], (40, 40))
+        >>> K = (sp.kron(L, sp.eye(40)) + sp.kron(sp.eye(40), L)).tocsr()
+        >>> A = SparseMatrix.from_scipy(K, symmetric=True, positive_definite=True)
+        >>> H = amg_hierarchy(A)   # for elasticity pass near_nullspace= (the rigid-body modes)
+        >>> r = linear_solve(A, jnp.ones(1600), method="mg-cg", hierarchy=H)
+        >>> int(r.status), float(r.residual) < 1e-10
+        (0, True)
     """
     import pyamg
 

@@ -19,21 +19,27 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from igax.solvers import _errors
+from igax.solvers._errors import Status, raise_on_failure
 from igax.solvers.linear import _solve_unmasked, linear_solve
 from igax.solvers.sparse import SparseMatrix
 
 __all__ = ["NewtonError", "NewtonResult", "newton_solve"]
 
-CONVERGED, LINEAR_FAILED, NOT_CONVERGED, NONFINITE = 0, 1, 2, 3
-_MESSAGES = (
-    "converged",
-    "a linear solve with the tangent failed (singular tangent?); check the tangent function and the boundary "
-    "conditions, or start closer to the solution",
-    "Newton did not converge within maxiter iterations; raise maxiter, loosen rtol/atol, start closer to the "
-    "solution, or load in steps (continuation)",
-    "the residual became NaN or inf; check the residual function at the initial guess",
+# Status codes of a NewtonResult: the shared enumeration (igax.solvers._errors.Status), in Newton's words.
+CONVERGED, LINEAR_FAILED, NOT_CONVERGED, NONFINITE = (
+    Status.CONVERGED,
+    Status.LINEAR_FAILED,
+    Status.NOT_CONVERGED,
+    Status.NONFINITE,
 )
+_MESSAGES = {
+    CONVERGED: "converged",
+    LINEAR_FAILED: "a linear solve with the tangent failed (singular tangent?); check the tangent function "
+    "and the boundary conditions, or start closer to the solution",
+    NOT_CONVERGED: "Newton did not converge within maxiter iterations; raise maxiter, loosen rtol/atol, "
+    "start closer to the solution, or load in steps (continuation)",
+    NONFINITE: "the residual became NaN or inf; check the residual function at the initial guess",
+}
 
 
 class NewtonError(RuntimeError):
@@ -47,7 +53,8 @@ class NewtonResult(eqx.Module):
         value: the solution ``u*`` (differentiable in ``args`` by the implicit function theorem).
         iterations: Newton steps taken.
         residual_norms: ``|R(u_k)|`` for ``k = 0 .. maxiter`` (entries after ``iterations`` are 0).
-        status: 0 converged, 1 linear solve failed, 2 not converged, 3 NaN or inf residual.
+        status: 0 converged, 1 linear solve failed, 2 not converged, 3 NaN or inf residual (the codes of
+            :class:`~igax.solvers.Status`, shared with the linear solves).
     """
 
     value: jax.Array
@@ -146,10 +153,21 @@ def newton_solve(
         :class:`NewtonResult` ``(value, iterations, residual_norms, status)``.
 
     Example:
-        >>> sys = ElementSystem(kernel, elem_dofs, n, arg_axes=(None, 0))
-        >>> res = newton_solve(sys.residual, jnp.zeros(n), h, f, tangent=sys.tangent)
-        >>> u = lambda f: newton_solve(sys.residual, u0, h, f, tangent=sys.tangent).value
-        >>> g = jax.grad(lambda f: jnp.sum(u(f) ** 2))(f)
+        >>> import jax, jax.numpy as jnp, numpy as np
+        >>> from igax.solvers import ElementSystem, newton_solve
+        >>> def kernel(u_e, h, f_e):                 # 1D P1 element of -((1 + u^2) u')' = f
+        ...     k = 1.0 + jnp.mean(u_e) ** 2
+        ...     return k / h * jnp.array([[1.0, -1.0], [-1.0, 1.0]]) @ u_e - 0.5 * h * f_e
+        >>> elem_dofs = np.array([[-1, 0], [0, 1], [1, 2], [2, -1]])   # 4 elements, both ends fixed
+        >>> sys = ElementSystem(kernel, elem_dofs, 3, arg_axes=(None, 0))
+        >>> h, f = 0.25, jnp.full(4, 10.0)                           # one load value per element
+        >>> res = newton_solve(sys.residual, jnp.zeros(3), h, f, tangent=sys.tangent)
+        >>> int(res.status), bool(jnp.abs(sys.residual(res.value, h, f)).max() < 1e-9)
+        (0, True)
+        >>> u = lambda f: newton_solve(sys.residual, jnp.zeros(3), h, f, tangent=sys.tangent).value
+        >>> g = jax.grad(lambda f: jnp.sum(u(f) ** 2))(f)   # implicit: one adjoint solve
+        >>> g.shape, bool(jnp.all(g > 0))
+        ((4,), True)
     """
     u0 = jnp.asarray(u0)
     if u0.ndim != 1:
@@ -203,15 +221,11 @@ def _failure(status, iterations, norms) -> NewtonError:
     """The exception of a failed Newton solve, from its host diagnostics (eagerly or under jit)."""
     k = int(iterations)
     return NewtonError(
-        f"newton_solve failed: {_MESSAGES[int(status)]} (iterations {k}, residual norms "
+        f"newton_solve failed: {_MESSAGES[Status(int(status))]} (iterations {k}, residual norms "
         f"{np.array2string(np.asarray(norms)[: k + 1], precision=3)}). Pass throw=False to get the "
         "NewtonResult."
     )
 
 
 def _raise_on_failure(result: NewtonResult) -> NewtonResult:
-    r = result
-    value = _errors.error_if(
-        r.value, r.status != CONVERGED, _failure, r.status, r.iterations, r.residual_norms
-    )
-    return eqx.tree_at(lambda r: r.value, result, value)
+    return raise_on_failure(result, _failure, result.iterations, result.residual_norms)

@@ -34,6 +34,8 @@ class CSRPattern:
     same way share jit caches.
 
     Example:
+        >>> import numpy as np
+        >>> from igax.solvers import CSRPattern
         >>> p = CSRPattern(np.array([0, 1, 2]), np.array([0, 1]), (2, 2))
         >>> p.nnz
         2
@@ -111,6 +113,8 @@ class CSRPattern:
             entry ``(cell_dofs[e, i], cell_dofs[e, j])``.
 
         Example:
+            >>> import numpy as np
+            >>> from igax.solvers import CSRPattern
             >>> pat, slot = CSRPattern.from_cells(np.array([[0, 1, 2], [1, 3, 2]]), 4)
             >>> pat.nnz, slot.shape
             (14, (2, 3, 3))
@@ -192,6 +196,8 @@ class CSRPattern:
         """CSR slots of the entries ``(rows[k], cols[k])``, or -1 where the pattern does not store one.
 
         Example:
+            >>> import numpy as np
+            >>> from igax.solvers import CSRPattern
             >>> CSRPattern(np.array([0, 2, 3]), np.array([0, 1, 1]), (2, 2)).find([0, 1], [1, 0])
             array([ 1, -1])
         """
@@ -312,9 +318,11 @@ class SparseMatrix(eqx.Module):
     the pattern (assemble them on one space); :meth:`stack` builds it and says which matrix differs.
 
     Example:
+        >>> import jax.numpy as jnp, scipy.sparse
+        >>> from igax.solvers import SparseMatrix
         >>> A = SparseMatrix.from_scipy(scipy.sparse.eye(3, format="csr"))
-        >>> A @ jnp.ones(3)
-        Array([1., 1., 1.], dtype=float64)
+        >>> (A @ jnp.ones(3)).tolist()
+        [1.0, 1.0, 1.0]
     """
 
     values: jax.Array
@@ -371,8 +379,13 @@ class SparseMatrix(eqx.Module):
             A :class:`SparseMatrix` with values ``(k, nnz)``; flags are kept where all matrices have them.
 
         Example:
-            >>> As = SparseMatrix.stack([A1, A2, A3])
-            >>> X = jax.vmap(solve)(As, B)          # B: (3, n)
+            >>> import jax, jax.numpy as jnp, scipy.sparse
+            >>> from igax.solvers import SparseMatrix, solve
+            >>> A = SparseMatrix.from_scipy(scipy.sparse.diags([2.0, 4.0]).tocsr())
+            >>> As = SparseMatrix.stack([A, 2.0 * A, 4.0 * A])
+            >>> X = jax.vmap(solve)(As, jnp.ones((3, 2)))   # one system per matrix
+            >>> X[:, 0].tolist()
+            [0.5, 0.25, 0.125]
         """
         mats = list(matrices)
         if not mats:
@@ -438,7 +451,11 @@ class SparseMatrix(eqx.Module):
         :mod:`igax.solvers._spmv`), differentiable in the values and in ``x`` (``vmap`` too).
 
         Example:
-            >>> A @ jnp.ones(A.shape[1])              # row sums
+            >>> import jax.numpy as jnp, scipy.sparse
+            >>> from igax.solvers import SparseMatrix
+            >>> A = SparseMatrix.from_scipy(scipy.sparse.csr_matrix([[1.0, 2.0], [0.0, 3.0]]))
+            >>> (A @ jnp.ones(A.shape[1])).tolist()              # row sums
+            [3.0, 3.0]
         """
         return self._product(x, transpose=False)
 
@@ -448,7 +465,11 @@ class SparseMatrix(eqx.Module):
         The same kernel as :meth:`matvec`, scattering instead of gathering (SciPy's CSC product).
 
         Example:
-            >>> A.rmatvec(y)                          # equals A.T @ y
+            >>> import jax.numpy as jnp, scipy.sparse
+            >>> from igax.solvers import SparseMatrix
+            >>> A = SparseMatrix.from_scipy(scipy.sparse.csr_matrix([[1.0, 2.0], [0.0, 3.0]]))
+            >>> A.rmatvec(jnp.ones(2)).tolist()                  # equals A.T @ y: column sums
+            [1.0, 5.0]
         """
         return self._product(x, transpose=True)
 

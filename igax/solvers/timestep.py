@@ -58,9 +58,18 @@ def theta_method(
         ``observe``).
 
     Example:
+        >>> import jax, jax.numpy as jnp, scipy.sparse
+        >>> from igax.solvers import SparseMatrix, theta_method
+        >>> M = SparseMatrix.from_scipy(scipy.sparse.eye(2, format="csr"))
+        >>> K = SparseMatrix.from_scipy(scipy.sparse.diags([1.0, 2.0]).tocsr())   # u' = -k u, k = 1, 2
+        >>> u0 = jnp.ones(2)
         >>> uT, _ = theta_method(M, K, u0, dt=1e-3, nsteps=100, theta=0.5)
+        >>> [round(v, 4) for v in uT.tolist()]                                      # exp(-0.1), exp(-0.2)
+        [0.9048, 0.8187]
         >>> final = lambda kappa: theta_method(M, kappa * K, u0, dt=1e-3, nsteps=100)[0]
         >>> g = jax.grad(lambda kappa: jnp.sum(final(kappa) ** 2))(1.0)
+        >>> bool(g < 0)                                                             # faster decay
+        True
     """
     if not isinstance(M, SparseMatrix) or not isinstance(K, SparseMatrix):
         raise TypeError("M and K must be igax.solvers.SparseMatrix (wrap scipy matrices with from_scipy).")
