@@ -185,6 +185,7 @@ def to_pyvista(fields: FieldsLike | Sampled, resolution: int | None = None, *, g
         work.
 
     Example:
+        >>> # skipped (writes files)
         >>> grid = to_pyvista(u, resolution=8)   # pyvista is optional  # doctest: +SKIP
         >>> grid.point_data["u"]                     # doctest: +SKIP
     """
@@ -212,6 +213,7 @@ def write_vtu(path: str | os.PathLike, fields: FieldsLike, resolution: int | Non
         point data, each field and its gradient (2-vectors padded with a zero z component).
 
     Example:
+        >>> # skipped (writes files)
         >>> write_vtu("u.vtu", {"u": u, "kappa": kappa}, resolution=8)      # doctest: +SKIP
     """
     from igax.fem.mesh_io import write_mesh
@@ -242,6 +244,7 @@ def write_field_series(
         The files written (the collection first).
 
     Example:
+        >>> # skipped (writes files)
         >>> write_field_series("heat.pvd", ts, [fem.Field(V, c) for c in cs])   # doctest: +SKIP
     """
     from igax.fem.mesh_io import write_time_series

@@ -117,8 +117,10 @@ def parent(mesh: Mesh) -> Refinement | None:
     """The mesh ``mesh`` was refined from by :func:`refine`, with the child map; None for any other mesh.
 
     Example:
-        >>> fine = refine(unit_square(2))                # doctest: +SKIP
-        >>> parent(fine).mesh.ncells                      # doctest: +SKIP
+        >>> from igax.fem.mesh import unit_square
+        >>> from igax.fem.mesh_refine import parent, refine
+        >>> fine = refine(unit_square(2))
+        >>> parent(fine).mesh.ncells
         8
     """
     return _PARENTS.get(mesh)
@@ -137,8 +139,10 @@ def refine(mesh: Mesh, times: int = 1) -> Mesh:
         was refined from (:func:`parent`): geometric multigrid on a Lagrange space over it uses them.
 
     Example:
-        >>> fine = refine(unit_square(2), times=2)      # doctest: +SKIP
-        >>> fine.ncells                                  # doctest: +SKIP
+        >>> from igax.fem.mesh import unit_square
+        >>> from igax.fem.mesh_refine import refine
+        >>> fine = refine(unit_square(2), times=2)
+        >>> fine.ncells
         128
     """
     if isinstance(times, bool) or not isinstance(times, (int, np.integer)) or times < 0:

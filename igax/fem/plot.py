@@ -263,6 +263,7 @@ def plot(
         The ``pyvista.Plotter`` (call ``.show()`` or ``.screenshot(path)`` on it, or add more to it).
 
     Example:
+        >>> # skipped (draws with pyvista / matplotlib, writes a file)
         >>> pl = plot(u, show_edges=True, control_net=True, screenshot="u.png")       # doctest: +SKIP
         >>> pl = plot({"u": disp}, warp=50.0, glyphs=True, screenshot="disp.png")   # doctest: +SKIP
     """
@@ -540,6 +541,7 @@ def plot_history(history, *, path: str | os.PathLike | None = None, title: str |
         positive), the iteration on the x axis.
 
     Example:
+        >>> # skipped (draws with pyvista / matplotlib, writes a file)
         >>> res = inverse.minimize(loss, x0)                         # doctest: +SKIP
         >>> fig = plot_history(res, path="history.png")              # doctest: +SKIP
     """

@@ -49,6 +49,7 @@ class PointObservation:
     ``(npts,) + value_shape``; it is linear, differentiable and jit-able.
 
     Example:
+        >>> # skipped (fragment: its names come from the text above)
         >>> obs = PointObservation(V, np.array([[1.2, 0.5], [0.3, 1.5]]))   # doctest: +SKIP
         >>> obs(u)                                                           # doctest: +SKIP
     """
@@ -74,6 +75,7 @@ class PointObservation:
         """The operator at the images of parameter points ``u`` (npts, pdim) of a ``SplineSpace`` (no Newton).
 
         Example:
+            >>> # skipped (fragment: its names come from the text above)
             >>> obs = PointObservation.from_parameters(V, np.array([[0.5, 0.5]]))   # doctest: +SKIP
             >>> obs.points                                     # the physical points   # doctest: +SKIP
         """
@@ -126,6 +128,7 @@ class SubdomainIntegral:
     product with the assembled linear functionals.
 
     Example:
+        >>> # skipped (fragment: its names come from the text above)
         >>> obs = SubdomainIntegral(V, [lambda x: (x[0] > 1.0) * 1.0])   # doctest: +SKIP
     """
 
@@ -164,6 +167,7 @@ def boundary_flux(u, boundary: str | Sequence[str], kappa=1.0) -> jax.Array:
         more accurate variationally consistent flux of a Dirichlet boundary use :func:`reaction_flux`.
 
     Example:
+        >>> # skipped (fragment: its names come from the text above)
         >>> q = boundary_flux(u, "outer", kappa=kappa_field)   # doctest: +SKIP
     """
 
@@ -192,6 +196,7 @@ def reaction_flux(A, b, u, dofs) -> jax.Array:
         A scalar.
 
     Example:
+        >>> # skipped (fragment: its names come from the text above)
         >>> q = reaction_flux(A, b, u, V.boundary("outer"))   # doctest: +SKIP
     """
     c = u.coeffs if hasattr(u, "coeffs") else jnp.asarray(u)

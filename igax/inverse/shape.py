@@ -55,6 +55,7 @@ def jacobian_barrier(space, threshold: float = 0.1, *, sharpness: float = 50.0) 
         A scalar, differentiable in the geometry.
 
     Example:
+        >>> # skipped (fragment: its names come from the text above)
         >>> jacobian_barrier(V_design)   # doctest: +SKIP
     """
     det = _jacobian_det(space)
@@ -78,6 +79,7 @@ class ControlPointShape:
     zeros = the initial shape), differentiable in ``d``; ``shape.patch(d)`` the design patch.
 
     Example:
+        >>> # skipped (fragment: its names come from the text above)
         >>> shape = ControlPointShape(geo, refine={"elements": 8})   # doctest: +SKIP
         >>> V = shape.space(jnp.zeros(shape.size))                   # doctest: +SKIP
     """
@@ -157,6 +159,7 @@ class ControlPointShape:
         so an objective wrapped this way never accepts a folded geometry.
 
         Example:
+            >>> # skipped (fragment: its names come from the text above)
             >>> return shape.guard(compliance, V, threshold=0.02)   # doctest: +SKIP
         """
         ok = jnp.min(self.relative_jacobian(space)) > threshold
