@@ -130,6 +130,17 @@ _SUMS = {
 }
 
 
+def check_bilinear_kernel(kern, jv: tuple, pt: tuple, form: Form) -> set[int]:
+    """The checks of a bilinear kernel ``kern(ua, ug, va, vg, *pt)``: linear in the trial jet ``(ua, ug)`` and
+    in the test jet ``(va, vg)``, no constant term; returns the indices of the arguments it depends on
+    (:func:`dependencies`). Shared by the element-wise and the sum-factorised assembly."""
+    args = (*jv, *jv, *pt)
+    check_linear(kern, args, form, "u")
+    check_linear(lambda va, vg, ua, ug, *r: kern(ua, ug, va, vg, *r), args, form, "v")
+    check_no_constant_term(kern, args, {"u": (0, 1), "v": (2, 3)}, form)
+    return dependencies(kern, args)
+
+
 def _is_zero_constant(val) -> bool:
     if isinstance(val, jax.core.Tracer):
         return False

@@ -264,7 +264,7 @@ def kernel_structure(form: Form, space, x_shape, inputs: dict, dtype) -> KernelS
     """Check the kernel (linear, no constant term: the element-wise path's checks, cached per form) and find
     the jet entries it reads. ``inputs``: ``name -> (value, grad or None, batched)`` of one chunk, or their
     abstract shapes. None when the kernel ignores ``u`` or ``v`` (a zero matrix)."""
-    from igax.fem._kernel_checks import check_linear, check_no_constant_term, dependencies
+    from igax.fem._kernel_checks import check_bilinear_kernel
     from igax.fem.assemble import _checked_kernel, _jet_select, _unit_jets
 
     p = space.plan
@@ -282,13 +282,7 @@ def kernel_structure(form: Form, space, x_shape, inputs: dict, dtype) -> KernelS
         {k: (per_point(v, b), None if g is None else per_point(g, True)) for k, (v, g, b) in inputs.items()},
     )
 
-    def checks():
-        check_linear(kern, (*jv, *jv, *pt), form, "u")
-        check_linear(lambda va, vg, ua, ug, *r: kern(ua, ug, va, vg, *r), (*jv, *jv, *pt), form, "v")
-        check_no_constant_term(kern, (*jv, *jv, *pt), {"u": (0, 1), "v": (2, 3)}, form)
-        return dependencies(kern, (*jv, *jv, *pt))
-
-    used = _checked_kernel(form, (jv, pt), checks)
+    used = _checked_kernel(form, (jv, pt), lambda: check_bilinear_kernel(kern, jv, pt, form))
     uv, ug_, ku = _jet_select(space, dtype, 0 in used, 1 in used)
     vv, vg_, kv = _jet_select(space, dtype, 2 in used, 3 in used)
     if not ku or not kv:

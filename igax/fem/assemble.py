@@ -24,7 +24,13 @@ import numpy as np
 from igax._compile import fast_compile_options, lazy_jit
 from igax._config import check_float64
 from igax.fem._contract import bilinear_einsum, broadcast_over_jets, contract_bilinear, contract_linear
-from igax.fem._kernel_checks import check_linear, check_no_constant_term, check_symmetric, dependencies
+from igax.fem._kernel_checks import (
+    check_bilinear_kernel,
+    check_linear,
+    check_no_constant_term,
+    check_symmetric,
+    dependencies,
+)
 from igax.fem.forms import _SHAPE_NAMES, Form, FormInputs, Jet, QuadValue, kernel_output
 from igax.fem.space import FunctionSpace, Rule, Tables
 from igax.solvers.sparse import SparseMatrix
@@ -626,13 +632,7 @@ def _assemble(form: Form, space: FunctionSpace, boundary, fields: dict, tables=N
     def kern(ua, ug, va, vg, xp, np_, fl):
         return form.kernel(Jet(ua, ug), Jet(va, vg), w_at(xp, np_, fl))
 
-    def checks():
-        check_linear(kern, (*jv, *jv, *pt), form, "u")
-        check_linear(lambda va, vg, ua, ug, *r: kern(ua, ug, va, vg, *r), (*jv, *jv, *pt), form, "v")
-        check_no_constant_term(kern, (*jv, *jv, *pt), {"u": (0, 1), "v": (2, 3)}, form)
-        return dependencies(kern, (*jv, *jv, *pt))
-
-    used = _checked_kernel(form, (jv, pt), checks)
+    used = _checked_kernel(form, (jv, pt), lambda: check_bilinear_kernel(kern, jv, pt, form))
     uv, ug_, ku = _jet_select(space, dtype, 0 in used, 1 in used)
     vv, vg_, kv = _jet_select(space, dtype, 2 in used, 3 in used)
     if not ku or not kv:  # the kernel ignores the trial or the test function: a zero matrix
