@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 from _timing import fmt_seconds, median_time  # benchmarks/_timing.py
 
-from igax.bases import approx, approx2d
+from igax.layers import approx, approx2d
 
 
 def _autodiff_projection(y, breaks, degree):

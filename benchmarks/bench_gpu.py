@@ -63,7 +63,7 @@ def _problem(case: str, quick: bool, spline3d_elements: int | None = None):
     Dirichlet condition and the load vector."""
     from igax import fem
     from igax.fem import library, mesh
-    from igax.fem.mesh_refine import refine
+    from igax.fem.mesh.refine import refine
 
     if case == "p1-poisson":
         n = 64 if quick else 1000

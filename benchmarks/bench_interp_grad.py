@@ -72,7 +72,7 @@ import jax.numpy as jnp
 import numpy as np
 from _timing import fmt_seconds, median_time  # benchmarks/_timing.py (used for the dispatch floor)
 
-from igax.bases import interp
+from igax.layers import interp
 
 
 def _dense_solve(lower, diag, upper, rhs):

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from igax.bases import free_knot_fit, interpolate
+from igax.layers import free_knot_fit, interpolate
 
 DEMO = {
     "name": "spline-layer-denoise",

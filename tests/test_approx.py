@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from igax.bases import free_knot_fit, segment, segment_projection
+from igax.layers import free_knot_fit, segment, segment_projection
 
 
 def _brute_force(y, k, d):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from igax.bases import piecewise_constant_2d, region_projection, segment_image
+from igax.layers import piecewise_constant_2d, region_projection, segment_image
 
 VR = (0.0, 1.0)
 

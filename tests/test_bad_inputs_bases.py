@@ -309,7 +309,7 @@ def test_check_false_skips_the_value_checks():
 def test_native_path_checks_without_a_host_callback():
     # The native kernel checks its operands itself: the program holds no callback (equinox's branch would add
     # ~3.6 us to an 8 us call); the pure path holds one.
-    from igax.bases import _interp_native
+    from igax.layers import _interp_native
 
     if not _interp_native.supports(8, 3, jnp.float64):
         pytest.skip("native kernels unavailable")

@@ -16,9 +16,8 @@ import pytest
 from scipy.spatial import cKDTree
 
 from igax import fem
-from igax.fem import mesh_duplicates
-from igax.fem.mesh import Mesh, box_mesh, rectangle_mesh, unit_cube, unit_square
-from igax.fem.mesh_io import MeshReadError
+from igax.fem.mesh import Mesh, MeshReadError, box_mesh, rectangle_mesh, unit_cube, unit_square
+from igax.fem.mesh import duplicates as mesh_duplicates
 
 P1 = fem.LagrangeSpace(unit_square(2), degree=1)  # 9 dofs
 P1V = fem.LagrangeSpace(unit_square(2), degree=1, shape=(2,))  # 18 dofs, component-major

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from igax import fem
-from igax.fem.library import laplace, mass
+from igax.fem.forms.library import laplace, mass
 
 
 @pytest.fixture(scope="module")

@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 
 from igax import fem
-from igax.bases import open_uniform, spline_project
+from igax.bases import open_uniform
 from igax.fem import locate as fem_locate
 from igax.inverse import PointObservation, kl_expansion
+from igax.layers import spline_project
 
 POINTS = np.array([[0.5, 0.25], [1.5, 0.75], [1.25, 0.5]])  # (npts, dim): three points as rows
 

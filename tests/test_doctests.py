@@ -30,7 +30,7 @@ FLAGS = doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS
 
 
 def test_the_walk_finds_the_package():
-    assert {"igax.bases.knots", "igax.fem.assemble", "igax.solvers.linear", "igax.inverse.optimize"} <= set(
+    assert {"igax.bases.knots", "igax.fem.forms.assembly", "igax.solvers.linear", "igax.inverse.optimize"} <= set(
         MODULES
     )
 

@@ -11,7 +11,7 @@ import pytest
 from scipy.interpolate import NdBSpline
 
 from igax import fem
-from igax.fem import export
+from igax.fem.output import export
 
 
 def _spline_reference(space, coeffs, u):

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from igax import bases, fem, solvers
-from igax.fem._transfer_lagrange import lagrange_levels, near_nullspace
-from igax.fem._transfer_spline import coarsen_knots, spline_levels
-from igax.fem.mesh_refine import parent, refine
+from igax.fem.mesh.refine import parent, refine
+from igax.fem.spaces._transfer_lagrange import lagrange_levels, near_nullspace
+from igax.fem.spaces._transfer_spline import coarsen_knots, spline_levels
 
 RNG = np.random.default_rng(14)
 
@@ -352,7 +352,7 @@ def test_mg_cg_gradient_matches_direct():
 
 # -- choosing and caching hierarchies ------------------------------------------------------------------------
 def test_mg_hierarchy_is_cached_and_chosen_on_gpu(monkeypatch):
-    solve_module = importlib.import_module("igax.fem.solve")
+    solve_module = importlib.import_module("igax.fem.solving")
     V = fem.SplineSpace(fem.geometry.quarter_annulus().refine(degree=2, elements=32))
     A, _, bc = _poisson(V)
     H = fem.mg_hierarchy(V, bc=bc)

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from scipy.interpolate import BSpline
 
-from igax.bases import fit_grid, open_uniform, spline_fit, spline_project
+from igax.bases import open_uniform
+from igax.layers import fit_grid, spline_fit, spline_project
 
 
 def _design(x, t, p):

@@ -1,6 +1,6 @@
 """Gradients through assemble -> DirichletBC -> solve on the fast paths, and what compiled programs hold.
 
-The element contraction has written-out derivative rules (igax.fem._contract), spline tables are formed by sum
+The element contraction has written-out derivative rules (igax.fem.forms._contract), spline tables are formed by sum
 factorisation, large spline patches form their index maps inside the program, large assemblies run in element
 chunks, and concrete tables, geometry and index maps sit behind an optimization barrier. Every path is checked
 here at a small size with the large-problem switches forced: gradients against central finite differences
@@ -21,10 +21,11 @@ import numpy as np
 import pytest
 
 from igax import fem
-from igax.fem import _contract, library, mesh
+from igax.fem import library, mesh
+from igax.fem.forms import _contract
 
-_ASSEMBLE = sys.modules["igax.fem.assemble"]
-_SPLINE = sys.modules["igax.fem.spline_space"]
+_ASSEMBLE = sys.modules["igax.fem.forms.assembly"]
+_SPLINE = sys.modules["igax.fem.spaces.spline"]
 
 
 @pytest.fixture

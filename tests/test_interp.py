@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy.interpolate import CubicSpline, make_interp_spline
 
-from igax.bases import find_interval, interpolate
-from igax.bases._banded import band_matvec, spd_banded_solve, tridiagonal_solve
+from igax.layers import find_interval, interpolate
+from igax.layers._banded import band_matvec, spd_banded_solve, tridiagonal_solve
 
 
 def _sites(n, seed=0):

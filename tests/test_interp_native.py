@@ -15,7 +15,7 @@ import pytest
 from scipy.interpolate import CubicSpline, make_interp_spline
 
 from igax import _native
-from igax.bases import interp
+from igax.layers import interp
 
 pytestmark = pytest.mark.skipif(not _native.available(), reason=f"native kernels: {_native.reason()}")
 
@@ -164,7 +164,7 @@ def test_gradient_in_values_is_one_custom_call(degree):
 def test_turned_off_falls_back_to_pure_jax():
     code = (
         "import jax, jax.numpy as jnp; jax.config.update('jax_enable_x64', True)\n"
-        "from igax import _native; from igax.bases import interpolate\n"
+        "from igax import _native; from igax.layers import interpolate\n"
         "x = jnp.linspace(0., 1., 9); out = interpolate(x, jnp.sin(x), jnp.array([0.3]))\n"
         "hlo = jax.jit(lambda y: interpolate(x, y, x)).lower(x).compile().as_text()\n"
         "print(_native.available(), _native.reason(), 'igax_interp' in hlo, float(out[0]))\n"
@@ -181,7 +181,7 @@ def test_turned_off_falls_back_to_pure_jax():
 def test_failed_build_warns_and_falls_back(monkeypatch, tmp_path):
     code = (
         "import warnings, jax, jax.numpy as jnp\n"
-        "from igax.bases import interpolate\n"
+        "from igax.layers import interpolate\n"
         "with warnings.catch_warnings(record=True) as w:\n"
         "    warnings.simplefilter('always')\n"
         "    out = interpolate(jnp.linspace(0., 1., 9), jnp.linspace(0., 1., 9) ** 2, jnp.array([0.5]))\n"
@@ -197,7 +197,7 @@ def test_failed_build_warns_and_falls_back(monkeypatch, tmp_path):
 
 def test_non_cpu_lowering_functions_equal_the_kernels():
     # On a GPU the primitives lower to these pure-JAX functions; check them here against the CPU kernels.
-    from igax.bases import _interp_native as nat
+    from igax.layers import _interp_native as nat
 
     x, y, xq = _data(10, 11, m=23)
     g = jnp.asarray(np.random.default_rng(12).standard_normal((23, 2)))
@@ -440,7 +440,7 @@ def test_quadratic_kernel_rejects_bad_values_and_codes():
     with pytest.raises(jax.errors.JaxRuntimeError, match="interpolate: x must be strictly increasing"):
         jax.block_until_ready(jax.jit(jax.grad(lambda y, x: jnp.sum(f(x, y, xq))))(y, x[::-1]))
     # the kernel's own guard on the degree (the Python side never sends another one)
-    from igax.bases import _interp_native as nat
+    from igax.layers import _interp_native as nat
 
     with pytest.raises(jax.errors.JaxRuntimeError, match="degree must be 1, 2 or 3"):
         jax.block_until_ready(nat.interp_apply_p.bind(x, xq, y[:, None], degree=4, left=0, right=0, check=0))

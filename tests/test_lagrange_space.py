@@ -11,7 +11,7 @@ from igax import fem
 from igax.fem import library, mesh
 from igax.solvers import CSRPattern
 
-asm = sys.modules["igax.fem.assemble"]  # the module (igax.fem.assemble is the function)
+asm = sys.modules["igax.fem.forms.assembly"]  # the module (igax.fem.forms.assembly is the function)
 
 MESHES = {
     "triangle": lambda: mesh.unit_square(5),

@@ -1,5 +1,7 @@
-"""The layering of the subpackages, read from the source: ``bases`` imports neither ``fem`` nor ``solvers``;
-``solvers`` imports neither ``fem`` nor ``inverse``; no function-level import exists only to break a cycle.
+"""The layering of the subpackages, read from the source: ``bases`` imports neither ``fem`` nor ``solvers``
+(nor ``layers``); ``solvers`` imports neither ``fem`` nor ``inverse``; ``layers`` (the spline layers, on
+``bases`` and ``solvers``) imports neither ``fem`` nor ``inverse``; no function-level import exists only to
+break a cycle.
 
 Every module's imports are parsed with ``ast`` (module level, class bodies, functions and ``TYPE_CHECKING``
 blocks alike), so an import hidden in a function counts as much as one at the top. A failure names the
@@ -24,8 +26,9 @@ ROOT = Path(igax.__file__).parent
 
 # Which igax subpackages each layer must not import.
 FORBIDDEN = {
-    "igax.bases": ("igax.fem", "igax.solvers", "igax.inverse"),
-    "igax.solvers": ("igax.fem", "igax.inverse"),
+    "igax.bases": ("igax.fem", "igax.solvers", "igax.inverse", "igax.layers"),
+    "igax.solvers": ("igax.fem", "igax.inverse", "igax.layers"),
+    "igax.layers": ("igax.fem", "igax.inverse"),
 }
 
 
@@ -82,12 +85,6 @@ def _within(module: str, package: str) -> bool:
     return module == package or module.startswith(package + ".")
 
 
-# Imports that break the rule in modules of other engineers' current work, found when this test was written:
-# the tensor-product fit of igax.bases.fit solves its normal equations with igax.solvers' sparse matrix (to be
-# replaced by a solve that lives in bases). They are reported by the xfail test below until they are gone.
-KNOWN_LAYER_VIOLATIONS = {"igax.bases.fit"}
-
-
 def _layer_violations(layer: str) -> list[tuple[str, str]]:
     return [
         (name, f"{name} line {imp.line}: `{imp.text}`{' (inside a function)' if imp.in_function else ''}")
@@ -100,14 +97,8 @@ def _layer_violations(layer: str) -> list[tuple[str, str]]:
 
 @pytest.mark.parametrize("layer", sorted(FORBIDDEN))
 def test_layer_imports_nothing_above_it(layer):
-    bad = [text for name, text in _layer_violations(layer) if name not in KNOWN_LAYER_VIOLATIONS]
+    bad = [text for _, text in _layer_violations(layer)]
     assert not bad, f"{layer} must not import {' or '.join(FORBIDDEN[layer])}, but:\n" + "\n".join(bad)
-
-
-@pytest.mark.xfail(reason="igax.bases.fit still imports igax.solvers (KNOWN_LAYER_VIOLATIONS)")
-def test_no_known_layer_violation_is_left():
-    bad = [text for layer in FORBIDDEN for _, text in _layer_violations(layer)]
-    assert not bad, "imports against the layering:\n" + "\n".join(bad)
 
 
 def _executed_by_import(module: str, importer: str) -> list[str]:
@@ -154,21 +145,36 @@ def _cycle_breakers() -> list[str]:
     return out
 
 
-# Function-level imports that break a cycle, found when this test was written, in modules of igax.fem that
-# other engineers work on (they go with the layout of igax.fem, issue 17 item 5): Mesh.refine / read / write
-# import mesh_refine and mesh_io, which import mesh. Reported by the xfail test below until they are gone.
-KNOWN_CYCLE_BREAKERS = {"igax.fem.mesh"}
-
-
 def test_no_function_level_import_only_breaks_a_cycle():
-    found = [f for f in _cycle_breakers() if f.split(" ")[0] not in KNOWN_CYCLE_BREAKERS]
-    assert not found, "function-level imports that only break a cycle:\n" + "\n".join(found)
-
-
-@pytest.mark.xfail(reason="igax.fem.mesh imports mesh_refine / mesh_io in functions (KNOWN_CYCLE_BREAKERS)")
-def test_no_known_cycle_breaker_is_left():
     found = _cycle_breakers()
     assert not found, "function-level imports that only break a cycle:\n" + "\n".join(found)
+
+
+def test_importing_a_layer_loads_nothing_above_it():
+    # At run time as well as in the source: the old names of the spline layers in igax.bases are served by
+    # name (igax._deprecation.moved), so importing igax.bases (alone, in a fresh interpreter) loads no module
+    # of igax.layers, igax.solvers or igax.fem; importing igax.solvers loads none of igax.fem.
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, importlib; importlib.import_module({mod!r}); "
+        "print(sorted(m for m in sys.modules if m.startswith(('igax.fem', 'igax.solvers', 'igax.layers', "
+        "'igax.inverse'))))"
+    )
+    for mod, above in (("igax.bases", ("igax.fem", "igax.solvers", "igax.layers", "igax.inverse")),
+                       ("igax.solvers", ("igax.fem", "igax.layers", "igax.inverse"))):  # fmt: skip
+        # igax/__init__ imports the subpackages, so load the layer's files without running it
+        loader = (
+            "import importlib.util, sys, types, pathlib; "
+            f"root = pathlib.Path({str(ROOT)!r}); "
+            "pkg = types.ModuleType('igax'); pkg.__path__ = [str(root)]; sys.modules['igax'] = pkg; "
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", loader + code.format(mod=mod)], capture_output=True, text=True, check=True
+        ).stdout
+        loaded = [m for m in eval(out) if m.startswith(above)]
+        assert not loaded, f"importing {mod} loaded {loaded}"
 
 
 def test_the_import_walk_sees_function_level_imports():

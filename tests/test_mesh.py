@@ -4,8 +4,16 @@ import numpy as np
 import pytest
 
 from igax.bases.lagrange import reference_element
-from igax.fem.mesh import Mesh, box_mesh, rectangle_mesh, unit_cube, unit_square
-from igax.fem.mesh_io import read_mesh, write_mesh, write_time_series
+from igax.fem.mesh import (
+    Mesh,
+    box_mesh,
+    read_mesh,
+    rectangle_mesh,
+    unit_cube,
+    unit_square,
+    write_mesh,
+    write_time_series,
+)
 
 # (generator, cells, points, edges, faces, boundary facets, facets per named side)
 CASES = {
@@ -492,7 +500,7 @@ def test_refine_distorted_quads_and_bad_input():
 def test_from_meshio_in_memory_with_physical_groups():
     import meshio
 
-    from igax.fem.mesh_io import from_meshio
+    from igax.fem.mesh import from_meshio
 
     pts = np.array([[0, 0, 0], [2, 0, 0], [2, 1, 0], [0, 1, 0]], dtype=float)
     raw = meshio.Mesh(

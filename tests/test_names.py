@@ -2,7 +2,7 @@
 
 Issue 17 renamed names that meant two things (``igax.fem.rectangle`` a mesh, ``igax.fem.geometry.rectangle`` a
 spline patch; ``igax.bases.project`` and ``igax.fem.project``; ``igax.inverse.fit`` and the module
-``igax.bases.fit``; ``igax.bases.locate`` and ``igax.fem.locate.locate``) or hid what they do
+``igax.layers.fitting``; ``igax.bases.locate`` and ``igax.fem.locate.locate``) or hid what they do
 (``write_vtu_series`` writes .pvd or .xdmf). The old names still give the same object, with a
 DeprecationWarning naming the new one, so old scripts compute exactly what they computed before.
 """
@@ -23,11 +23,11 @@ RENAMED = [
     ("igax.fem", "write_vtu_series", "igax.fem.write_field_series", "write_field_series"),
     ("igax.fem.mesh", "rectangle", "rectangle_mesh", "rectangle_mesh"),
     ("igax.fem.mesh", "box", "box_mesh", "box_mesh"),
-    ("igax.fem.export", "write_vtu_series", "write_field_series", "write_field_series"),
+    ("igax.fem.output.export", "write_vtu_series", "write_field_series", "write_field_series"),
     ("igax.bases", "project", "igax.bases.spline_project", None),
     ("igax.bases", "locate", "igax.bases.find_interval", "find_interval"),
-    ("igax.bases.fit", "project", "spline_project", None),
-    ("igax.bases.interp", "locate", "find_interval", "find_interval"),
+    ("igax.layers.fitting", "project", "spline_project", None),
+    ("igax.layers.interp", "locate", "find_interval", "find_interval"),
     ("igax.inverse", "fit", "igax.inverse.train", "train"),
     ("igax.inverse.training", "fit", "train", "train"),
 ]
@@ -51,7 +51,8 @@ def test_old_project_keeps_points_as_rows_and_the_new_one_takes_coordinates_firs
     """bases.project's f took the points as rows (m, dim); spline_project's f takes x (dim, m), like every
     function of position in igax. The old name computes what it computed, and a function written for rows
     fails loudly under the new one (it cannot silently read a point for a coordinate)."""
-    from igax.bases import open_uniform, spline_project
+    from igax.bases import open_uniform
+    from igax.layers import spline_project
 
     t = open_uniform(1, 2)
     with pytest.warns(DeprecationWarning, match="its f takes x of shape"):
@@ -99,7 +100,7 @@ def _public_namespaces() -> list[types.ModuleType]:
 
 # Same name, different things, that stay (with the reason):
 ALLOWED = {
-    # The module igax.bases.fit holds the function fit, exported as igax.bases.spline_fit.
+    # The module igax.layers.fitting holds the function fit, exported as igax.bases.spline_fit.
     "fit",
     # The module igax.fem.quadrature holds quadrature(cell, degree), the rule of a reference cell.
     "quadrature",

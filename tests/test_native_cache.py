@@ -35,7 +35,7 @@ import json, shutil, sys, warnings
 import jax, jax.numpy as jnp
 jax.config.update("jax_enable_x64", True)
 from igax import _native
-from igax.bases import interpolate
+from igax.layers import interpolate
 
 mode, golden = sys.argv[1], sys.argv[2]
 calls = []

@@ -12,10 +12,10 @@ import pytest
 from PIL import Image
 
 from igax import fem
-from igax.fem.plot import plot, plot_convergence, plot_history
+from igax.fem.output.plotting import plot, plot_convergence, plot_history
 
 # `fem.plot` is the function (re-exported); the module is reached through sys.modules.
-plot_module = sys.modules["igax.fem.plot"]
+plot_module = sys.modules["igax.fem.output.plotting"]
 
 pv = pytest.importorskip("pyvista")
 

@@ -1,4 +1,4 @@
-"""The public space protocol (igax.fem.space.FunctionSpace): a space written only against it works with
+"""The public space protocol (igax.fem.spaces.base.FunctionSpace): a space written only against it works with
 assemble, Field evaluation, sampling/export and point location; an incomplete one fails with a clear error."""
 
 import equinox as eqx
@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from igax import fem
-from igax.fem.library import laplace, mass
+from igax.fem.forms.library import laplace, mass
 from igax.fem.locate import locate
-from igax.fem.space import FunctionSpace, SpacePlan
+from igax.fem.spaces.base import FunctionSpace, SpacePlan
 
 
 class WrappedSpace(FunctionSpace):

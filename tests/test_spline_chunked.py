@@ -10,7 +10,7 @@ import pytest
 from igax import fem
 from igax.fem import library
 
-asm = sys.modules["igax.fem.assemble"]  # the module (igax.fem.assemble is the function)
+asm = sys.modules["igax.fem.forms.assembly"]  # the module (igax.fem.forms.assembly is the function)
 
 CASES = {
     # degree 3, polynomial map; glued seam (annulus); rational vector space (plate); 3D

@@ -1,4 +1,4 @@
-"""Sum-factorised spline assembly and the matrix-free operator (igax.fem.sumfact, igax.fem.matrix_free).
+"""Sum-factorised spline assembly and the matrix-free operator (igax.fem.forms.sumfact, igax.fem.forms.matrix_free).
 
 Both are checked against the element-wise assembly on small meshes: the matrices agree to 1e-12 (relative to
 the largest entry) for every form family and degree, the operator's products and diagonal agree with the
@@ -16,9 +16,10 @@ import pytest
 
 import igax
 from igax import fem
-from igax.fem import library, sumfact
+from igax.fem import library
+from igax.fem.forms import sumfact
 
-_SF = sys.modules["igax.fem.sumfact"]
+_SF = sys.modules["igax.fem.forms.sumfact"]
 _rng = np.random.default_rng(7)
 
 

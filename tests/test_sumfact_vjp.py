@@ -15,9 +15,10 @@ import numpy as np
 import pytest
 
 from igax import fem
-from igax.fem import library, sumfact  # noqa: F401 (the module, patched below)
+from igax.fem import library
+from igax.fem.forms import sumfact  # noqa: F401 (the module, patched below)
 
-_SF = sys.modules["igax.fem.sumfact"]
+_SF = sys.modules["igax.fem.forms.sumfact"]
 
 
 def _close(a, b, rtol=1e-12):

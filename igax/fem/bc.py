@@ -22,10 +22,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from igax._compile import lazy_jit
-from igax.fem.assemble import as_jax, known_tables
 from igax.fem.field import Field
+from igax.fem.forms.assembly import known_tables
+from igax.fem.forms.inputs import as_jax
 from igax.fem.recovery import l2_system
-from igax.fem.space import FunctionSpace
+from igax.fem.spaces.base import FunctionSpace
 from igax.solvers.sparse import CSRPattern, SparseMatrix
 
 __all__ = ["DirichletBC", "merge_bcs"]

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from igax.fem.locate import locate
-from igax.fem.space import FunctionSpace
+from igax.fem.spaces.base import FunctionSpace
 
 __all__ = ["Field"]
 

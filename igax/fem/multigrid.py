@@ -5,9 +5,9 @@ prolongations the multigrid-preconditioned CG of :mod:`igax.solvers.multigrid` r
 
 - spline spaces (:class:`~igax.fem.SplineSpace`, :class:`~igax.fem.MultiPatchSpace`): nested spaces made by
   coarsening the knot vectors, with the exact knot-insertion prolongation (NURBS weights, glued seams,
-  collapsed poles and multi-patch interfaces included; see :mod:`igax.fem._transfer_spline`);
+  collapsed poles and multi-patch interfaces included; see :mod:`igax.fem.spaces._transfer_spline`);
 - Lagrange spaces on meshes made by :func:`igax.fem.mesh_refine.refine`: the parent meshes, with nodal
-  interpolation as prolongation (:mod:`igax.fem._transfer_lagrange`);
+  interpolation as prolongation (:mod:`igax.fem.spaces._transfer_lagrange`);
 - other Lagrange spaces: an algebraic (smoothed-aggregation) hierarchy built from the matrix by
   :func:`igax.solvers.amg_hierarchy`, with the near-null space the space knows (constants per component,
   rigid-body modes of displacement spaces).
@@ -26,8 +26,8 @@ import jax
 import numpy as np
 import scipy.sparse.linalg as spla
 
-from igax.fem._transfer_lagrange import lagrange_levels, near_nullspace
-from igax.fem._transfer_spline import spline_levels
+from igax.fem.spaces._transfer_lagrange import lagrange_levels, near_nullspace
+from igax.fem.spaces._transfer_spline import spline_levels
 
 __all__ = ["mg_hierarchy", "supports_geometric_mg"]
 

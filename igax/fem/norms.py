@@ -7,9 +7,9 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from igax.fem.assemble import assemble
 from igax.fem.field import Field
-from igax.fem.forms import functional
+from igax.fem.forms.assembly import assemble
+from igax.fem.forms.form import functional
 
 __all__ = ["l2_norm", "h1_seminorm", "l2_error", "h1_error"]
 

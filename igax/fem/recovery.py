@@ -25,13 +25,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from igax.fem.assemble import assemble, inputs_at, known_tables, prepare_inputs
 from igax.fem.field import Field
-from igax.fem.forms import FormInputs, QuadValue
-from igax.fem.library import lame, stress, von_mises
-from igax.fem.library import mass as _mass_form
+from igax.fem.forms.assembly import assemble, known_tables
+from igax.fem.forms.form import FormInputs, QuadValue
+from igax.fem.forms.inputs import inputs_at, prepare_inputs
+from igax.fem.forms.library import lame, stress, von_mises
+from igax.fem.forms.library import mass as _mass_form
 from igax.fem.locate import locate
-from igax.fem.space import FunctionSpace
+from igax.fem.spaces.base import FunctionSpace
 from igax.solvers import factorize
 from igax.solvers.sparse import SparseMatrix
 
@@ -50,7 +51,7 @@ MASS_KINDS = ("consistent", "lumped")
 def scalar_space(space: FunctionSpace) -> FunctionSpace:
     """The scalar space with the same basis as ``space`` (itself when it is already scalar).
 
-    The same as ``space.scalar()`` (:meth:`igax.fem.space.FunctionSpace.scalar`): the companion shares the
+    The same as ``space.scalar()`` (:meth:`igax.fem.spaces.base.FunctionSpace.scalar`): the companion shares the
     basis, the elements, the quadrature rules and the geometry (the same JAX leaves), and Fields of either
     can be inputs of forms assembled on the other.
 
@@ -442,7 +443,7 @@ def recover_stress(
 ) -> TensorField:
     """The stress of a displacement field, recovered as a continuous tensor field by L2 projection.
 
-    The pointwise stress ``lambda tr(eps) I + 2 mu eps`` of ``u`` (:func:`igax.fem.library.stress`) is
+    The pointwise stress ``lambda tr(eps) I + 2 mu eps`` of ``u`` (:func:`igax.fem.forms.library.stress`) is
     projected componentwise onto the scalar space of ``u`` (one mass-matrix factorisation for all
     components). Differentiable in ``u``, ``E``, ``nu`` and the geometry.
 

@@ -99,6 +99,6 @@ __all__ = [
     "train",
 ]
 
-# The name before issue 17, when igax.inverse.fit (the training loop) and igax.bases.fit (spline fits)
+# The name before issue 17, when igax.inverse.fit (the training loop) and igax.layers.fitting (spline fits)
 # were both "fit".
 __getattr__ = _renamed(__name__, {"fit": ("igax.inverse.train", train)})

@@ -35,10 +35,10 @@ import numpy as np
 import optax
 
 from igax._deprecation import renamed
-from igax.fem.assemble import assemble
 from igax.fem.bc import DirichletBC, merge_bcs
-from igax.fem.library import mass
-from igax.fem.space import FunctionSpace
+from igax.fem.forms.assembly import assemble
+from igax.fem.forms.library import mass
+from igax.fem.spaces.base import FunctionSpace
 from igax.inverse.optimize import Interrupted, caused_by_interrupt
 from igax.solvers.sparse import SparseMatrix
 
@@ -424,7 +424,7 @@ def train(
 ) -> TrainResult:
     """Train a model with optax: minibatches, ``jit``-compiled steps, a step and/or time budget, checkpoints.
 
-    Named ``train`` (once ``fit``, the name of the module :mod:`igax.bases.fit` of spline fits).
+    Named ``train`` (once ``fit``, the name of the module :mod:`igax.layers.fitting` of spline fits).
 
     Arguments:
         loss_fn: ``loss_fn(model, batch) -> scalar``; typically the mean over ``jax.vmap`` of a per-sample
@@ -636,6 +636,6 @@ def _history_upto(history: dict, step: int) -> dict:
     return out
 
 
-# The name before issue 17, when igax.inverse.fit (this loop) and igax.bases.fit (spline fits) were both
+# The name before issue 17, when igax.inverse.fit (this loop) and igax.layers.fitting (spline fits) were both
 # "fit".
 __getattr__ = renamed(__name__, {"fit": ("train", train)})

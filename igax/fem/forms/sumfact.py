@@ -1,0 +1,267 @@
+"""Sum-factorised assembly of bilinear forms on single-patch spline spaces.
+
+Every basis function of a spline patch is ``R_i = w_i B_i / W``, with ``B_i(u) = prod_k B_{i_k}(u_k)`` a
+product of univariate B-splines and ``W = sum_i w_i B_i``. A form's kernel is bilinear, so at a quadrature
+point it is ``u_jet^T M v_jet`` for a small matrix ``M`` (the kernel on unit jets, as in
+:func:`igax.fem.assemble`), and the physical jet (value, gradient) of ``R_i`` is ``w_i T b_i``: ``b_i`` the
+*reference* jet of ``B_i`` (its value and parametric derivatives), ``T`` a per-point matrix of the geometry
+(``1 / W``, ``J^{-1} / W``, ``-J^{-T} grad W / W^2``). So
+
+    A[i, j] = w_i w_j sum_q b_i(q)^T D_q b_j(q),      D_q = T^T M T |det J| w_q,
+
+and every entry of ``b_i`` is a product of univariate values or derivatives: the sum over the points
+factorises direction by direction (:mod:`igax.fem.forms._sumfact_ops`), and the result is written straight into
+the band of the global matrix with no scatter of element matrices. Per element, the element-wise path costs
+``nq (C (p + 1)^d)^2`` multiply-adds and a scatter of ``(C (p + 1)^d)^2`` entries; this one about
+``(p + 1)^(d + 2)`` per state and direction, states falling from ``(d + 1)^2`` to 4 as directions are
+contracted. The matrix is the same to rounding (1e-15 relative); derivatives (``grad``, ``jvp``, ``vmap``)
+go through slices, pads and matrix products only, each about one forward contraction.
+
+Which path :func:`igax.fem.assemble` takes: this one for bilinear volume forms on a single-patch
+:class:`~igax.fem.SplineSpace` without glued or collapsed sides, of degree >= ``_MIN_DEGREE`` in every
+direction, once the element matrices would hold ``_MIN_ENTRIES`` entries or more (below that the
+element-wise path is as fast or faster and compiles in half the time). Measured on 2 cores (see
+``benchmarks/bench_assembly.py`` and ``docs/performance.md``). Boundary integrals, linear forms,
+functionals, multi-patch and Lagrange spaces take the element-wise path.
+"""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from igax._config import check_float64
+from igax.fem.field import Field
+from igax.fem.forms._kernel_checks import check_symmetric
+from igax.fem.forms._sumfact_ops import contract
+from igax.fem.forms._sumfact_plan import SumFactPlan, scalar_steps, sumfact_plan
+from igax.fem.forms._sumfact_points import (
+    KernelStructure,
+    _chunk_inputs,
+    _input_shapes,
+    _polynomial_weight,
+    _prepare_inputs,
+    _reference_columns,
+    geometry,
+    kernel_matrices,
+    kernel_structure,
+    reference_matrices,
+)
+from igax.fem.forms.form import Form
+from igax.fem.forms.inputs import _callable_input, _shape_message
+from igax.solvers.sparse import SparseMatrix
+
+__all__ = ["assemble_factorised", "applicable"]
+
+# The rule for taking this path (see the module docstring): element-matrix entries nel (C nloc)^2 and degree.
+_MIN_ENTRIES = 2**21
+_MIN_DEGREE = 2
+# Target size (entries) of the largest intermediate array of one chunk of direction-0 elements.
+_CHUNK_ENTRIES = 2**21
+
+
+def applicable(space, form: Form, boundary=None) -> bool:
+    """Whether :func:`assemble_factorised` handles ``form`` on ``space`` (a static decision)."""
+    if form.kind != "bilinear" or boundary is not None:
+        return False
+    plan = space.plan
+    if getattr(plan, "kind", None) != "spline" or not hasattr(plan, "univariate"):
+        return False
+    if plan.dim != plan.pdim or plan.nscalar != int(np.prod(plan.shape)):
+        return False  # glued or collapsed sides: the dof map is not the control net
+    return True
+
+
+# -- assembly ------------------------------------------------------------------------------------------------
+def _chunk_size(sf: SumFactPlan, sched: list, S0: int, nblocks: int, ninputs: int) -> int:
+    """Direction-0 elements per chunk: the largest array of one iteration near ``_CHUNK_ENTRIES``."""
+    d0 = sf.dirs[0]
+    pts = d0.nq * int(np.prod(sf.nq[1:]))  # points of one direction-0 element
+    peak = max(S0 * nblocks, 3 * sf.d * sf.d + ninputs) * pts  # kernel matrices, geometry
+    pre, S = nblocks * pts, S0
+    for st in sched[:-1]:
+        dd = sf.dirs[st["k"]]
+        pre //= dd.nv * dd.nq
+        m = max(len(mb) for mb, _ in st["outs"])
+        peak = max(peak, dd.nv * (m * dd.nq + (dd.p + 1) * dd.L) * pre, len(st["outs"]) * dd.n * dd.L * pre)
+        pre *= dd.n * dd.L
+        S = len(st["outs"])
+    peak = max(peak, S * pre * (d0.p + 1 + d0.L))
+    return int(max(1, min(d0.nv, _CHUNK_ENTRIES // max(peak, 1))))
+
+
+def _pad_axis(a, axis: int, n: int):
+    """``a`` with ``n`` copies of its last entry along ``axis`` appended (finite values there)."""
+    if a is None or n == 0:
+        return a
+    widths = [(0, 0)] * a.ndim
+    widths[axis] = (0, n)
+    return jnp.pad(a, widths, mode="edge")
+
+
+def _chunk_matrices(form: Form, space, sf: SumFactPlan, prepared: dict, ks, chunks, blocks, w0):
+    """``chunk_D(dir0_chunk, start) -> D (S, blocks, size nq_0, Nq_1, ..., Nq_{d-1})``: geometry, inputs and
+    kernel matrices of the chunk's direction-0 elements (``w0``: see :func:`_values`). The arrays that the
+    chunks read are padded for the empty elements that complete the last chunk (``chunks.pad``)."""
+    d0, d = sf.dirs[0], sf.d
+    blk, pad = chunks.size, chunks.pad
+    rational = w0 is None
+    scale = None if rational else w0 * w0  # a polynomial patch: R_i = w0 B_i / W, W = w0
+    cp, wts = _pad_axis(space.control_points, 0, pad), _pad_axis(space.weights, 0, pad)
+    padded = {}
+    for name, item in prepared.items():
+        if item[0] == "points":
+            padded[name] = (
+                "points",
+                *[None if a is None else _pad_axis(a, a.ndim - d, pad * d0.nq) for a in item[1:]],
+            )
+        elif item[0] == "field":
+            _, cw, vs, own = item
+            own = None if own is None else tuple(_pad_axis(a, 0, pad) for a in own)
+            padded[name] = ("field", _pad_axis(cw, 0, pad), vs, own)
+        else:
+            padded[name] = item
+
+    def chunk_D(d0c, start):
+        dirs = [d0c] + sf.dirs[1:]
+
+        def rows(a):  # the control-net rows of the chunk's elements
+            return jax.lax.dynamic_slice_in_dim(a, start, blk + d0.p, axis=0)
+
+        geo = geometry(dirs, rows(cp), rows(wts), jnp).flat()
+        inputs = _chunk_inputs(padded, dirs, start, geo, rows)
+        M = kernel_matrices(form, ks, space.plan.ncomp, geo.x, inputs)
+        D, _, _ = reference_matrices(M, ks.ku, ks.kv, geo, rational, d, blocks, scale)
+        return D.reshape(D.shape[:2] + (blk * d0.nq,) + sf.nq[1:])
+
+    return chunk_D
+
+
+def _values(form: Form, space, fields: dict, csr_idx, w0, blocks):
+    """CSR values of a bilinear form (traceable; ``w0``: the common weight of a polynomial patch or None;
+    ``blocks``: the component blocks computed, see :func:`_blocks`)."""
+    sf = sumfact_plan(space)
+    p = space.plan
+    d, C = sf.d, p.ncomp
+    dtype = jnp.result_type(space.control_points.dtype, space.weights.dtype)
+    prepared = _prepare_inputs(sf, space, fields, form)
+    rational = w0 is None
+    shapes = _input_shapes(prepared, d, p.dim, dtype)
+    ks = kernel_structure(form, space, (p.dim,), shapes, dtype)
+    if ks is None:
+        return jnp.zeros(p.pattern.nnz, dtype)
+    Ru = list(_reference_columns(ks.ku, None, rational, d, dry=True))
+    Rv = list(_reference_columns(ks.kv, None, rational, d, dry=True))
+    sched = scalar_steps(Ru, Rv, d)
+    chunks = sf.chunks(_chunk_size(sf, sched, len(Ru) * len(Rv), len(blocks), len(prepared)))
+    chunk_D = _chunk_matrices(form, space, sf, prepared, ks, chunks, blocks, w0)
+    V = contract(sf, chunk_D, sched, chunks, len(blocks), dtype, space.weights if rational else None)
+    # The index map behind a barrier: inside a user's jit it is a constant, and XLA would otherwise fold the
+    # scatter of a constant cotangent through it (gradients of a fixed linear functional) at compile time.
+    csr_idx = jax.lax.optimization_barrier(csr_idx)
+    return jnp.take(V.reshape(-1), csr_idx, unique_indices=True, indices_are_sorted=C == 1)
+
+
+_values_jit = eqx.filter_jit(_values)
+
+
+def _blocks(space, ks: KernelStructure | None = None) -> tuple:
+    """The component blocks ``(c, c')`` computed: all, or the upper triangle when the kernel matrix is a
+    concrete constant that is symmetric (``M[c, k, c', l] == M[c', l, c, k]``; then the lower blocks are
+    the transposes, read from the upper ones: a third less work for 3D elasticity). A symmetric form whose
+    kernel reads inputs computes every block, so ``symmetric=True`` is still verified on its values."""
+    C = space.plan.ncomp
+    M = None if ks is None else ks.constant
+    if C > 1 and M is not None and list(ks.ku) == list(ks.kv):
+        if np.allclose(M, np.transpose(M, (2, 3, 0, 1)), rtol=1e-14, atol=1e-300):
+            return tuple((a, b) for a in range(C) for b in range(a, C))
+    return tuple((a, b) for a in range(C) for b in range(C))
+
+
+_INDEX: dict = {}  # (plan, blocks) -> CSR index as a device array
+
+
+def _csr_index(space, blocks):
+    import weakref
+
+    key = (id(space.plan), blocks)
+    hit = _INDEX.get(key)
+    if hit is not None and hit[0]() is space.plan:
+        return hit[1]
+    idx = sumfact_plan(space).csr(blocks)
+    with jax.ensure_compile_time_eval():
+        arr = jax.device_put(idx)
+    while len(_INDEX) >= 4:
+        _INDEX.pop(next(iter(_INDEX)))
+    _INDEX[key] = (weakref.ref(space.plan), arr)
+    return arr
+
+
+def assemble_factorised(form: Form, space, fields: dict, *, force: bool = False):
+    """The matrix of a bilinear volume form on a spline patch by sum factorisation, or None (not handled).
+
+    Called by :func:`igax.fem.assemble` (same arguments and result); ``force`` skips the size rule.
+    """
+    if not applicable(space, form):
+        return None
+    p = space.plan
+    if not force and (min(p.degrees) < _MIN_DEGREE or p.nel * p.nloc * p.nloc < _MIN_ENTRIES):
+        return None
+    sf = sumfact_plan(space)
+    fields = _eager_inputs(form, space, sf, fields)
+    w0 = _polynomial_weight(space.weights)
+    dtype = jnp.result_type(space.control_points.dtype, space.weights.dtype)
+    shapes = _input_shapes(_prepare_inputs(sf, space, fields, form, abstract=True), sf.d, p.dim, dtype)
+    ks = kernel_structure(form, space, (p.dim,), shapes, dtype)
+    if ks is None:
+        return SparseMatrix(jnp.zeros(p.pattern.nnz, dtype), p.pattern, symmetric=form.symmetric)
+    if dtype != jnp.float64:
+        check_float64("assemble")
+    blocks = _blocks(space, ks)
+    values = _values_jit(form, space, fields, _csr_index(space, blocks), w0, blocks)
+    if form.symmetric:
+        values = check_symmetric(values, p.pattern, form, p, None)
+    return SparseMatrix(values, p.pattern, symmetric=form.symmetric)
+
+
+def _eager_inputs(form: Form, space, sf: SumFactPlan, fields: dict) -> dict:
+    """Callables of ``x`` evaluated at the points (outside any compiled program, as assemble does) and
+    numbers made arrays; Fields and arrays as given."""
+    p = space.plan
+    expected = form.input_shapes(p.value_shape, p.dim)
+    fields = dict(fields)
+    x = None
+    for name, f in fields.items():
+        if isinstance(f, Field):
+            continue
+        if callable(f):
+            if x is None:
+                x = _points_elementwise(sf, space)
+            fields[name] = _callable_input(f, x, name)
+            want = None if expected is None else expected.get(name)
+            got = fields[name].shape[2:] if fields[name].ndim >= 2 else ()
+            if want is not None and got != want:
+                what = f"a callable of x whose values have shape {got}"
+                raise ValueError(_shape_message(form, name, what, want, *x.shape[1:], p))
+        elif isinstance(f, (int, float, complex, np.number)):
+            fields[name] = jnp.asarray(f, dtype=float)
+    return fields
+
+
+def _points_elementwise(sf: SumFactPlan, space):
+    """Quadrature points as callables of x take them, ``(dim, nel, nq)``: NumPy for a concrete geometry."""
+    leaves = (space.control_points, space.weights)
+    if any(isinstance(a, jax.core.Tracer) for a in leaves):
+        g = _geometry_jit(sf, space.control_points, space.weights)
+        return jnp.moveaxis(sf.grid_to_element(jnp.moveaxis(g, 0, -1), jnp), -1, 0)
+    g = geometry(sf.dirs, np.asarray(space.control_points), np.asarray(space.weights), np).x
+    x = np.moveaxis(sf.grid_to_element(np.moveaxis(g, 0, -1), np), -1, 0).copy()
+    x.setflags(write=False)
+    return x
+
+
+@eqx.filter_jit
+def _geometry_jit(sf, cp, w):
+    return geometry(sf.dirs, cp, w, jnp).x
