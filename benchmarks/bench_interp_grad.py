@@ -9,7 +9,7 @@ location (``interp.locate``, merge of sorted points) and the evaluation (one 1-D
 table in a fused Horner loop, differentiated by JAX: the transposes are segment sums). They differ only in
 the tridiagonal solve:
 
-* ``igax``: :func:`igax.bases.interpolate` as users call it. On the CPU with the native kernels (the
+* ``igax``: :func:`igax.layers.interpolate` as users call it. On the CPU with the native kernels (the
   default where a C++ compiler is found) the forward pass is one custom call and the gradient in y is one
   custom call of the transposed map (slopes or B-spline coefficients, point runs, segment sums and the
   transposed tridiagonal solve in one O(n + m) pass; ``igax/_native/interp_kernels.cc``);

@@ -1,8 +1,8 @@
 """Spline layers in a network: denoise a signal into a piecewise-smooth approximation, trained end to end.
 
 The trainable "network" is the simplest one, a parameter vector: values at 128 coarse sites. A cubic spline
-layer (:func:`igax.bases.interpolate`) carries them to the 512 samples of the signal; a free-knot layer
-(:func:`igax.bases.free_knot_fit`) replaces that curve by its best 5-piece quadratic least-squares fit. The
+layer (:func:`igax.layers.interpolate`) carries them to the 512 samples of the signal; a free-knot layer
+(:func:`igax.layers.free_knot_fit`) replaces that curve by its best 5-piece quadratic least-squares fit. The
 loss compares the result with the noisy signal. Gradients pass through the interpolation by its banded adjoint
 and through the free-knot layer by its weak (block hat-matrix) Jacobian; optax (Adam) trains the parameters.
 (A smooth MLP in place of the vector works too, but cannot produce the jumps the free-knot layer is there to

@@ -71,7 +71,7 @@ def moved(module: str, names: Mapping[str, str | tuple[str, str]], fallback: Cal
         ...     warnings.simplefilter("always")
         ...     value = getattr_("sqrt")(4.0)
         >>> value, str(caught[0].message)
-        (2.0, 'pkg.sqrt moved to math.sqrt; import it from there.')
+        (2.0, 'pkg.sqrt is deprecated; use math.sqrt instead.')
     """
 
     def __getattr__(name: str) -> Any:
@@ -82,7 +82,7 @@ def moved(module: str, names: Mapping[str, str | tuple[str, str]], fallback: Cal
             target = importlib.import_module(where)
             obj = getattr(target, attr) if attr else target
             new = new or (f"{where}.{attr}" if attr else where)
-            warnings.warn(f"{module}.{name} moved to {new}; import it from there.", DeprecationWarning, stacklevel=2)
+            warnings.warn(f"{module}.{name} is deprecated; use {new} instead.", DeprecationWarning, stacklevel=2)
             return obj
         if fallback is not None:
             return fallback(name)

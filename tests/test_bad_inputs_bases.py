@@ -19,11 +19,13 @@ import pytest
 from igax import fem
 from igax.bases import (
     NURBSPatch,
-    free_knot_fit,
-    interpolate,
     open_uniform,
     rational_basis_1d,
     rational_tensor_basis,
+)
+from igax.layers import (
+    free_knot_fit,
+    interpolate,
     spline_fit,
 )
 from igax.fem import geometry

@@ -441,7 +441,7 @@ def test_read_merges_duplicates_with_their_point_data(tmp_path):
     meshio.write(
         path, meshio.Mesh(np.c_[points, np.zeros(len(points))], [("triangle", cells)], point_data={"u": u})
     )
-    mesh, pdata, _ = fem.mesh_io.read_mesh(path, merge_duplicates=True, with_data=True)
+    mesh, pdata, _ = fem.read_mesh(path, merge_duplicates=True, with_data=True)
     assert mesh.npoints == base.npoints
     np.testing.assert_allclose(pdata["u"], mesh.points[:, 0] + 10 * mesh.points[:, 1])
 

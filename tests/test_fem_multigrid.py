@@ -377,7 +377,7 @@ def test_mg_hierarchy_errors():
     W = fem.LagrangeSpace(refine(fem.mesh.unit_square(4)))
     with pytest.raises(ValueError, match=r"bc was built on a different space.*fem.DirichletBC\(V"):
         fem.mg_hierarchy(V, bc=fem.DirichletBC(W, None, 0.0))
-    with pytest.raises(ValueError, match=r"no geometric hierarchy.*fem.mesh_refine.refine"):
+    with pytest.raises(ValueError, match=r"no geometric hierarchy.*fem.mesh.refine.refine"):
         fem.mg_hierarchy(V, algebraic=False)
     assert fem.mg_hierarchy(W, algebraic=False).levels == 1  # 81 dofs: already small enough
 

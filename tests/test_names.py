@@ -24,10 +24,10 @@ RENAMED = [
     ("igax.fem.mesh", "rectangle", "rectangle_mesh", "rectangle_mesh"),
     ("igax.fem.mesh", "box", "box_mesh", "box_mesh"),
     ("igax.fem.output.export", "write_vtu_series", "write_field_series", "write_field_series"),
-    ("igax.bases", "project", "igax.bases.spline_project", None),
-    ("igax.bases", "locate", "igax.bases.find_interval", "find_interval"),
-    ("igax.layers.fitting", "project", "spline_project", None),
-    ("igax.layers.interp", "locate", "find_interval", "find_interval"),
+    ("igax.bases", "project", "igax.layers.spline_project", None),
+    ("igax.bases", "locate", "igax.layers.find_interval", None),
+    ("igax.fem", "mesh_io", "igax.fem.mesh.io", None),
+    ("igax.fem", "mesh_refine", "igax.fem.mesh.refine", None),
     ("igax.inverse", "fit", "igax.inverse.train", "train"),
     ("igax.inverse.training", "fit", "train", "train"),
 ]
@@ -45,6 +45,34 @@ def test_old_name_warns_naming_the_new_one_and_is_the_same_object(module, old, s
         exec(f"from {module} import {old}", {})
     assert caught[0].filename == __file__ or caught[0].filename == "<string>"
     assert old not in dir(mod) and old not in getattr(mod, "__all__", [])
+
+
+# The spline layers moved from igax.bases to igax.layers (issue 17, item 5): the old names give the same objects.
+MOVED_LAYERS = [
+    "find_interval",
+    "fit_grid",
+    "free_knot_fit",
+    "interpolate",
+    "piecewise_constant_2d",
+    "region_projection",
+    "segment",
+    "segment_image",
+    "segment_projection",
+    "spline_fit",
+    "spline_project",
+]
+
+
+@pytest.mark.parametrize("name", MOVED_LAYERS)
+def test_spline_layers_moved_to_igax_layers_and_their_old_names_warn(name):
+    import igax.layers
+
+    with pytest.warns(DeprecationWarning, match=f"igax.bases.{name} is deprecated; use igax.layers.{name}"):
+        obj = getattr(igax.bases, name)
+    assert obj is getattr(igax.layers, name)
+    assert name not in dir(igax.bases)
+    with pytest.warns(DeprecationWarning, match="igax.bases.interp is deprecated; use igax.layers.interp"):
+        assert igax.bases.interp is igax.layers.interp
 
 
 def test_old_project_keeps_points_as_rows_and_the_new_one_takes_coordinates_first():
@@ -104,7 +132,7 @@ ALLOWED = {
     "fit",
     # The module igax.fem.quadrature holds quadrature(cell, degree), the rule of a reference cell.
     "quadrature",
-    # The module igax.bases.refine (knot refinement) and igax.fem.mesh_refine.refine (mesh refinement): the
+    # The module igax.bases.refine (knot refinement) and igax.fem.mesh.refine.refine (mesh refinement): the
     # function lives in a module named for meshes; igax.fem does not export it.
     "refine",
     # igax.fem.solve (a problem on a space, with boundary conditions) is built on igax.solvers.solve

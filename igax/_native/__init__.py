@@ -1,6 +1,6 @@
 """Native CPU kernels, compiled from C++ on first use and cached; igax falls back to pure JAX without them.
 
-Some hot layers (today: :func:`igax.bases.interpolate` for degrees 1, 2 and 3, and the products of
+Some hot layers (today: :func:`igax.layers.interpolate` for degrees 1, 2 and 3, and the products of
 :class:`igax.solvers.SparseMatrix`) have a native CPU kernel that does in one XLA custom call what the
 pure-JAX version does in several XLA operations (~30 for interpolate; a gather and a segment sum for a
 product). The kernels are C++ against XLA's FFI headers, which ship with jaxlib. They are compiled on

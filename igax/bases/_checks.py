@@ -11,7 +11,7 @@ Cost: the predicate is one fused reduction over the checked arrays; the conditio
 call on the CPU whatever the size (measured on an 8 us native interpolation), so the native interpolation
 kernel checks its operands itself and fails through XLA's FFI error status instead, with the same messages
 (see ``igax/_native/interp_kernels.cc``); everything else comes here. A program that holds such a check
-cannot be serialised by ``jax.export`` (host callbacks are not serialisable); :func:`igax.bases.interpolate`,
+cannot be serialised by ``jax.export`` (host callbacks are not serialisable); :func:`igax.layers.interpolate`,
 which is exported, offers ``check=False``.
 """
 

@@ -6,7 +6,7 @@ prolongations the multigrid-preconditioned CG of :mod:`igax.solvers.multigrid` r
 - spline spaces (:class:`~igax.fem.SplineSpace`, :class:`~igax.fem.MultiPatchSpace`): nested spaces made by
   coarsening the knot vectors, with the exact knot-insertion prolongation (NURBS weights, glued seams,
   collapsed poles and multi-patch interfaces included; see :mod:`igax.fem.spaces._transfer_spline`);
-- Lagrange spaces on meshes made by :func:`igax.fem.mesh_refine.refine`: the parent meshes, with nodal
+- Lagrange spaces on meshes made by :func:`igax.fem.mesh.refine.refine`: the parent meshes, with nodal
   interpolation as prolongation (:mod:`igax.fem.spaces._transfer_lagrange`);
 - other Lagrange spaces: an algebraic (smoothed-aggregation) hierarchy built from the matrix by
   :func:`igax.solvers.amg_hierarchy`, with the near-null space the space knows (constants per component,
@@ -100,7 +100,7 @@ def mg_hierarchy(
     """The multigrid hierarchy of a space, for ``solvers.solve(..., method="mg-cg", hierarchy=H)``.
 
     Geometric where the space has nested coarse spaces (always for spline spaces; for Lagrange spaces when
-    the mesh was made by :func:`igax.fem.mesh_refine.refine`, which records the meshes it came from),
+    the mesh was made by :func:`igax.fem.mesh.refine.refine`, which records the meshes it came from),
     algebraic (pyamg smoothed aggregation, :func:`igax.solvers.amg_hierarchy`) otherwise. When the coarsest
     geometric level is still too large to factorise densely (a coarse mesh of thousands of nodes refined a few
     times), algebraic levels continue below it. Cached per space plan, NURBS weights, Dirichlet dofs and
@@ -151,8 +151,8 @@ def mg_hierarchy(
     if algebraic is False and not geometric:
         raise ValueError(
             f"mg_hierarchy: this {plan.kind} space has no geometric hierarchy (a Lagrange space whose mesh "
-            "was not made by fem.mesh_refine.refine): build the mesh coarse and refine it with "
-            "fem.mesh_refine.refine, or leave algebraic=None for an algebraic hierarchy."
+            "was not made by fem.mesh.refine.refine): build the mesh coarse and refine it with "
+            "fem.mesh.refine.refine, or leave algebraic=None for an algebraic hierarchy."
         )
     use_amg = bool(algebraic) or not geometric
     concrete = A is not None and not isinstance(A.values, jax.core.Tracer)

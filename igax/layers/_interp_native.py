@@ -1,4 +1,4 @@
-"""The native CPU path of :func:`igax.bases.interpolate`: two JAX primitives over the kernels of
+"""The native CPU path of :func:`igax.layers.interpolate`: two JAX primitives over the kernels of
 ``igax/_native/interp_kernels.cc``.
 
 For fixed sites ``x`` and points ``xq`` the interpolant is linear in the values ``y``:

@@ -69,6 +69,7 @@ class _Entities:
     counts: np.ndarray  # (n,) number of cells that share the entity
 
 
+@dataclass(frozen=True, eq=False)
 class Mesh:
     """A mesh of one cell type with named boundaries and subdomains (NumPy data, read-only).
 

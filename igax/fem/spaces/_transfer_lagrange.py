@@ -1,6 +1,6 @@
 """Geometric transfers between nested Lagrange spaces, and the near-null space of a mesh space.
 
-A mesh made by :func:`igax.fem.mesh_refine.refine` splits every parent cell into children that are images of
+A mesh made by :func:`igax.fem.mesh.refine.refine` splits every parent cell into children that are images of
 fixed sub-cells of the reference cell (the templates of ``mesh_refine``), and the children's degree-1 maps are
 the restrictions of the parent's (the new vertices are vertex averages, which is exact for affine and
 multilinear maps). So the Lagrange space of the parent mesh is a subspace of the child mesh's, and the

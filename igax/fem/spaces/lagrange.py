@@ -219,7 +219,7 @@ class LagrangeSpace(FunctionSpace):
                 mesh.cells, mesh.cell_type, dict(getattr(mesh, "boundaries", {}) or {}), int(degree), shape,
                 qdeg, pts.shape[1], mesh if isinstance(mesh, Mesh) else None,
             )  # fmt: skip
-            # The mesh this one was refined from (fem.mesh_refine), kept for geometric multigrid.
+            # The mesh this one was refined from (fem.mesh.refine), kept for geometric multigrid.
             cache[key].refinement = mesh_refine.parent(mesh)
         self.plan = cache[key]
         pts = mesh.points if points is None else points

@@ -334,6 +334,9 @@ def _inverse_map_jvp(map_fn, primals, tangents):
     return ref, jnp.einsum("nki,ni->nk", Jinv, rhs)
 
 
+inverse_map.defjvp(_inverse_map_jvp, symbolic_zeros=True)
+
+
 def _is_zero(t) -> bool:
     return isinstance(t, jax.custom_derivatives.SymbolicZero)
 
