@@ -146,7 +146,7 @@ def main(out: str | None = "demo-output", degree: int = 3, elements: int = 16, g
     if out is not None:
         os.makedirs(out, exist_ok=True)
         fields = {"displacement": u, **sigma.components("sigma_", symmetric=True)}
-        result["vtu"] = fem.export.write_vtu(os.path.join(out, "plate_with_hole.vtu"), fields)
+        result["vtu"] = fem.write_vtu(os.path.join(out, "plate_with_hole.vtu"), fields)
         result["png"] = picture(u, os.path.join(out, "plate_with_hole.png"))
         print(f"wrote {result['vtu']} and {result['png']}")
     return result

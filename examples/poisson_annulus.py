@@ -62,7 +62,7 @@ def picture(u: fem.Field, path: str) -> str:
     import matplotlib.pyplot as plt
     from matplotlib.tri import Triangulation
 
-    s = fem.export.sample(u, resolution=4)
+    s = fem.sample(u, resolution=4)
     quads = s.cells
     tris = np.concatenate([quads[:, [0, 1, 2]], quads[:, [0, 2, 3]]])
     fig, ax = plt.subplots(figsize=(5, 4.5))
@@ -94,7 +94,7 @@ def main(out: str | None = "demo-output", degree: int = 3, elements: int = 16) -
           f"L2 error {float(l2):.3e}, H1 error {float(h1):.3e}")  # fmt: skip
     if out is not None:
         os.makedirs(out, exist_ok=True)
-        result["vtu"] = fem.export.write_vtu(os.path.join(out, "poisson_annulus.vtu"), {"u": u})
+        result["vtu"] = fem.write_vtu(os.path.join(out, "poisson_annulus.vtu"), {"u": u})
         result["png"] = picture(u, os.path.join(out, "poisson_annulus.png"))
         print(f"wrote {result['vtu']} and {result['png']}")
     return result

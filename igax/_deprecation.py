@@ -47,12 +47,15 @@ def renamed(module: str, names: Mapping[str, tuple[str, Any]]) -> Callable[[str]
     return __getattr__
 
 
-def moved(module: str, names: Mapping[str, str | tuple[str, str]], fallback: Callable[[str], Any] | None = None) -> Callable[[str], Any]:
+def moved(
+    module: str, names: Mapping[str, str | tuple[str, str]], fallback: Callable[[str], Any] | None = None
+) -> Callable[[str], Any]:
     """A module ``__getattr__`` serving names that moved to a module of a higher layer, looked up by name.
 
     The new module is imported only when an old name is used (with ``importlib``), so a lower layer keeps
     importing nothing above it: ``import igax.bases`` loads no ``igax.layers`` or ``igax.solvers`` code, while
-    ``igax.bases.interpolate`` still works, with a ``DeprecationWarning`` that names ``igax.layers.interpolate``.
+    ``igax.bases.interpolate`` still works, with a ``DeprecationWarning`` that names
+    ``igax.layers.interpolate``.
 
     Arguments:
         module: the module's dotted name (``__name__``), used in the messages.
@@ -82,7 +85,9 @@ def moved(module: str, names: Mapping[str, str | tuple[str, str]], fallback: Cal
             target = importlib.import_module(where)
             obj = getattr(target, attr) if attr else target
             new = new or (f"{where}.{attr}" if attr else where)
-            warnings.warn(f"{module}.{name} is deprecated; use {new} instead.", DeprecationWarning, stacklevel=2)
+            warnings.warn(
+                f"{module}.{name} is deprecated; use {new} instead.", DeprecationWarning, stacklevel=2
+            )
             return obj
         if fallback is not None:
             return fallback(name)

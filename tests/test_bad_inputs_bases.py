@@ -23,12 +23,12 @@ from igax.bases import (
     rational_basis_1d,
     rational_tensor_basis,
 )
+from igax.fem import geometry
 from igax.layers import (
     free_knot_fit,
     interpolate,
     spline_fit,
 )
-from igax.fem import geometry
 
 RuntimeFailure = jax.errors.JaxRuntimeError
 

@@ -30,9 +30,12 @@ FLAGS = doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS
 
 
 def test_the_walk_finds_the_package():
-    assert {"igax.bases.knots", "igax.fem.forms.assembly", "igax.solvers.linear", "igax.inverse.optimize"} <= set(
-        MODULES
-    )
+    assert {
+        "igax.bases.knots",
+        "igax.fem.forms.assembly",
+        "igax.solvers.linear",
+        "igax.inverse.optimize",
+    } <= set(MODULES)
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -1,6 +1,7 @@
 """Gradients through assemble -> DirichletBC -> solve on the fast paths, and what compiled programs hold.
 
-The element contraction has written-out derivative rules (igax.fem.forms._contract), spline tables are formed by sum
+The element contraction has written-out derivative rules (igax.fem.forms._contract), spline tables are
+formed by sum
 factorisation, large spline patches form their index maps inside the program, large assemblies run in element
 chunks, and concrete tables, geometry and index maps sit behind an optimization barrier. Every path is checked
 here at a small size with the large-problem switches forced: gradients against central finite differences
@@ -131,7 +132,8 @@ def test_spline_index_maps_and_tables_formed_in_the_program_equal_the_host_ones(
             np.testing.assert_allclose(got, want[np.asarray(ids)], rtol=0, atol=1e-13 * np.abs(want).max())
     side = V.boundary_names[0]
     for got, want in zip(
-        jax.jit(lambda: V.tables(V.quadrature_rule(side)))(), V.host_tables(V.quadrature_rule(side)), strict=True
+        jax.jit(lambda: V.tables(V.quadrature_rule(side)))(), V.host_tables(V.quadrature_rule(side)),
+        strict=True
     ):
         if want is not None:
             np.testing.assert_allclose(

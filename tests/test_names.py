@@ -47,7 +47,8 @@ def test_old_name_warns_naming_the_new_one_and_is_the_same_object(module, old, s
     assert old not in dir(mod) and old not in getattr(mod, "__all__", [])
 
 
-# The spline layers moved from igax.bases to igax.layers (issue 17, item 5): the old names give the same objects.
+# The spline layers moved from igax.bases to igax.layers (issue 17, item 5): the old names give the same
+# objects.
 MOVED_LAYERS = [
     "find_interval",
     "fit_grid",

@@ -24,7 +24,9 @@ import igax
 from igax import fem
 from igax.fem import mesh
 
-_ASSEMBLE = sys.modules["igax.fem.forms.assembly"]  # the module (igax.fem.forms.assembly is also the function's name)
+_ASSEMBLE = sys.modules[
+    "igax.fem.forms.assembly"
+]  # the module (igax.fem.forms.assembly is also the function's name)
 
 _COUNT = {"on": False, "n": 0}
 

@@ -1,4 +1,5 @@
-"""Sum-factorised spline assembly and the matrix-free operator (igax.fem.forms.sumfact, igax.fem.forms.matrix_free).
+"""Sum-factorised spline assembly and the matrix-free operator (igax.fem.forms.sumfact,
+igax.fem.forms.matrix_free).
 
 Both are checked against the element-wise assembly on small meshes: the matrices agree to 1e-12 (relative to
 the largest entry) for every form family and degree, the operator's products and diagonal agree with the

@@ -59,6 +59,9 @@ __getattr__ = _moved(
             "igax.layers.fitting:_project_rows",
             "igax.layers.spline_project (note: its f takes x of shape (dim, m))",
         ),
-        "locate": ("igax.layers:find_interval", "igax.layers.find_interval (igax.fem.locate.locate finds elements)"),
+        "locate": (
+            "igax.layers:find_interval",
+            "igax.layers.find_interval (igax.fem.locate.locate finds elements)",
+        ),
     },
 )

@@ -51,7 +51,8 @@ MASS_KINDS = ("consistent", "lumped")
 def scalar_space(space: FunctionSpace) -> FunctionSpace:
     """The scalar space with the same basis as ``space`` (itself when it is already scalar).
 
-    The same as ``space.scalar()`` (:meth:`igax.fem.spaces.base.FunctionSpace.scalar`): the companion shares the
+    The same as ``space.scalar()`` (:meth:`igax.fem.spaces.base.FunctionSpace.scalar`): the companion
+    shares the
     basis, the elements, the quadrature rules and the geometry (the same JAX leaves), and Fields of either
     can be inputs of forms assembled on the other.
 

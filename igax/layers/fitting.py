@@ -12,7 +12,8 @@
 
 The normal equations are never solved densely. In 1D they are a symmetric band matrix of half-bandwidth ``p``,
 solved by a banded Cholesky factorisation whose adjoint reuses the factor
-(:func:`igax.layers._banded.spd_banded_solve`). In 2D/3D the normal matrix of scattered data is sparse with the
+(:func:`igax.layers._banded.spd_banded_solve`). In 2D/3D the normal matrix of scattered data is sparse with
+the
 tensor band pattern (known from the knots alone, so the sites may be traced); it is assembled by one scatter
 into an offset storage and solved by :func:`igax.solvers.solve` (implicit adjoint).
 """

@@ -1,7 +1,8 @@
 """Checks of form kernels and assembled forms: which jet entries a kernel reads, (bi)linearity, no constant
 term, and the ``symmetric=True`` declaration.
 
-Assembly evaluates a kernel only on unit jets (see :mod:`igax.fem.forms.assembly`), which is exact for (bi)linear
+Assembly evaluates a kernel only on unit jets (see :mod:`igax.fem.forms.assembly`), which is exact for
+(bi)linear
 kernels and silently wrong otherwise. The kernel checks run once per compilation, on the kernel's jaxpr, so
 they cost nothing per call and do not depend on the values at the points:
 
@@ -345,6 +346,7 @@ def check_symmetric(values, pattern, form: Form, plan, boundary):
 # trace the kernel four or five times; the per-point shapes do not depend on the mesh, so a retrace for a new
 # mesh size (or a new jit of the same assembly) reuses the verdict.
 _CHECKED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
 
 def checked_kernel(form: Form, point_args, checks) -> set[int]:
     """``checks()`` (which raises on a bad kernel and returns the arguments it reads), once per shapes."""

@@ -1,7 +1,8 @@
 """The array work of sum factorisation on a tensor-product spline patch (JAX; the evaluation also in NumPy).
 
 Grid layout: quadrature points are indexed direction by direction, ``(Nq_0, ..., Nq_{d-1})`` with
-``Nq_k = nv_k nq_k`` (virtual elements times Gauss points, see :class:`~igax.fem.forms._sumfact_plan.Direction`),
+``Nq_k = nv_k nq_k`` (virtual elements times Gauss points, see
+:class:`~igax.fem.forms._sumfact_plan.Direction`),
 so a direction's points are one axis, and point arrays keep that axis last ("structure of arrays").
 
 - :func:`evaluate`: coefficients on the control net ``(n_0, ..., n_{d-1}, C)`` -> values and first

@@ -1,7 +1,8 @@
 """Host (NumPy) structures of sum-factorised spline assembly, built once per space plan and cached.
 
 A single-patch spline space is a tensor product: every basis function is ``w_i B_i(u) / W(u)`` with ``B_i`` a
-product of univariate B-splines, one per parametric direction. :mod:`igax.fem.forms.sumfact` contracts the kernel
+product of univariate B-splines, one per parametric direction. :mod:`igax.fem.forms.sumfact` contracts the
+kernel
 matrices at the quadrature points with the univariate tables one direction at a time; this module holds what
 that needs, table and integer work only:
 

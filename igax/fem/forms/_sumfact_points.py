@@ -82,7 +82,8 @@ def geometry(dirs: list, control_points, weights, xp=jnp) -> Geometry:
     """Points, inverse Jacobian, ``1 / W``, ``grad_u W`` and measure at the grid points of ``dirs``.
 
     Sum-factorised: the homogeneous control points are evaluated direction by direction, ``x = A / W`` and
-    ``J = (dA - x dW) / W`` follow pointwise. ``dirs`` are :class:`~igax.fem.forms._sumfact_plan.Direction` s (or
+    ``J = (dA - x dW) / W`` follow pointwise. ``dirs`` are :class:`~igax.fem.forms._sumfact_plan.Direction`
+    s (or
     a chunk of direction 0 first); ``control_points`` the rows they touch.
     """
     dim, d = control_points.shape[-1], len(dirs)
@@ -314,7 +315,8 @@ def kernel_matrices(form: Form, ks: KernelStructure, C: int, x, inputs: dict):
         return ks.constant
     flat = {k: (v, g) for k, (v, g, _) in inputs.items()}
     axes = {k: (-1 if b else None, None if g is None else -1) for k, (v, g, b) in inputs.items()}
-    # The points and inputs broadcast over the jet pairs explicitly (igax.fem.forms._contract.broadcast_over_jets),
+    # The points and inputs broadcast over the jet pairs explicitly
+    # (igax.fem.forms._contract.broadcast_over_jets),
     # then the kernel vmapped over jets and points: the cotangent of an input is then a sum of slabs written
     # as adds. Vmapped over jets with unbatched inputs, JAX's transpose is a reduction over the jet axes,
     # which XLA on CPU runs as a float64 YNNPACK fusion several times slower than plain loops.

@@ -386,7 +386,8 @@ def _assemble(form: Form, space: FunctionSpace, boundary, fields: dict, tables=N
         """(mu, mv, P): the kernel at every point for every pair of unit jets, jet pairs first.
 
         The inputs (points, normals, input values) are broadcast over the jet pairs explicitly, by
-        :func:`igax.fem.forms._contract.broadcast_over_jets`, before the kernel is vmapped over jets and points:
+        :func:`igax.fem.forms._contract.broadcast_over_jets`, before the kernel is vmapped over jets and
+        points:
         the cotangent of the inputs is then a sum over the jet pairs written as adds of slabs. As JAX's own
         transpose of vmapping a kernel over jets with unbatched inputs, it was a reduction, which XLA on CPU
         fuses with the contraction's cotangent feeding it into a library (YNNPACK) fusion that runs float64
@@ -478,9 +479,7 @@ def _scatter_chunks(
         ids = start + jnp.arange(cs, dtype=jnp.int32)
         t = tables_fn(ids)
         sliced = {
-            k: v
-            if callable(v) or isinstance(v, Field)
-            else _chunk_of(jnp.asarray(v), start, cs, ne, nq)
+            k: v if callable(v) or isinstance(v, Field) else _chunk_of(jnp.asarray(v), start, cs, ne, nq)
             for k, v in fields.items()
         }
         ftabs = {k: t if fn is None else fn(ids) for k, fn in field_fns.items()}

@@ -10,7 +10,8 @@ point it is ``u_jet^T M v_jet`` for a small matrix ``M`` (the kernel on unit jet
     A[i, j] = w_i w_j sum_q b_i(q)^T D_q b_j(q),      D_q = T^T M T |det J| w_q,
 
 and every entry of ``b_i`` is a product of univariate values or derivatives: the sum over the points
-factorises direction by direction (:mod:`igax.fem.forms._sumfact_ops`), and the result is written straight into
+factorises direction by direction (:mod:`igax.fem.forms._sumfact_ops`), and the result is written straight
+into
 the band of the global matrix with no scatter of element matrices. Per element, the element-wise path costs
 ``nq (C (p + 1)^d)^2`` multiply-adds and a scatter of ``(C (p + 1)^d)^2`` entries; this one about
 ``(p + 1)^(d + 2)`` per state and direction, states falling from ``(d + 1)^2`` to 4 as directions are

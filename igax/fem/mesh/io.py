@@ -29,7 +29,15 @@ from igax.fem.mesh._arrays import MESH_CELLS
 if TYPE_CHECKING:  # annotations only: core's Mesh.read / Mesh.write call this module
     from igax.fem.mesh.core import Mesh
 
-__all__ = ["MeshArrays", "MeshReadError", "mesh_arrays", "mesh_data", "read_raw", "write_mesh", "write_time_series"]
+__all__ = [
+    "MeshArrays",
+    "MeshReadError",
+    "mesh_arrays",
+    "mesh_data",
+    "read_raw",
+    "write_mesh",
+    "write_time_series",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -198,7 +206,8 @@ def mesh_arrays(raw: meshio.Mesh, source: str = "mesh") -> MeshArrays:
 
 
 def mesh_data(raw: meshio.Mesh, used: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """The point data of the kept vertices ``used`` and the cell data of the top-dimensional cells of ``raw``."""
+    """The point data of the kept vertices ``used`` and the cell data of the top-dimensional cells of
+    ``raw``."""
     blocks = list(raw.cells)
     top = max(_block_dim(b.type) for b in blocks if b.type in _BASE)
     point_data = {k: np.asarray(v)[used] for k, v in raw.point_data.items() if not k.startswith("gmsh:")}
@@ -208,7 +217,6 @@ def mesh_data(raw: meshio.Mesh, used: np.ndarray) -> tuple[dict[str, np.ndarray]
         if not name.startswith("gmsh:"):
             cell_data[name] = np.concatenate([np.asarray(arrays[i]) for i in top_blocks])
     return point_data, cell_data
-
 
 
 def _planar(points: np.ndarray, dim: int, path: Any) -> np.ndarray:

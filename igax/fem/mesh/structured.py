@@ -1,5 +1,6 @@
 """Structured meshes of boxes: :func:`rectangle_mesh`, :func:`unit_square` (triangles or quadrilaterals) and
-:func:`box_mesh`, :func:`unit_cube` (tetrahedra or hexahedra), with the sides named "left"/"right" (x min/max),
+:func:`box_mesh`, :func:`unit_cube` (tetrahedra or hexahedra), with the sides named "left"/"right" (x
+min/max),
 "bottom"/"top" (y) and "front"/"back" (z), like the spline geometries in ``igax.fem.geometry``.
 """
 

@@ -74,7 +74,8 @@ def _np(x) -> np.ndarray:
 
 def default_resolution(space: FunctionSpace) -> int:
     """The sampling resolution used when none is given: the space's own
-    (:meth:`~igax.fem.spaces.base.FunctionSpace.default_resolution`; spline patches: sub-intervals per knot span for
+    (:meth:`~igax.fem.spaces.base.FunctionSpace.default_resolution`; spline patches: sub-intervals per knot
+    span for
     about 64 (2D) or 16 (3D) points per direction, at least 2)."""
     return space.default_resolution()
 

@@ -1,6 +1,7 @@
 """Pictures of fields, patches and meshes (pyvista); line plots of convergence and optimisation (matplotlib).
 
-:func:`plot` draws a field sampled finely on its patch or mesh (:mod:`igax.fem.output.export`), with optional element
+:func:`plot` draws a field sampled finely on its patch or mesh (:mod:`igax.fem.output.export`), with
+optional element
 edges, the NURBS control net, a deformed shape, arrows of a vector field and, in 3D, a clipping plane. It
 returns the ``pyvista.Plotter`` for further use and saves a PNG with ``screenshot=``.
 
@@ -235,10 +236,12 @@ def plot(
 
     Arguments:
         obj: a :class:`~igax.fem.Field`, a dict name -> Field (or list) on one geometry, a NURBSPatch,
-            SplineSpace, LagrangeSpace or Mesh (geometry only), or an :class:`~igax.fem.output.export.Sampled`.
+            SplineSpace, LagrangeSpace or Mesh (geometry only), or an
+            :class:`~igax.fem.output.export.Sampled`.
         scalars: the field coloured (default: the first one); vector fields show their magnitude.
         component: colour this component of a vector field instead of its magnitude.
-        resolution: sampling of spline fields: sub-intervals per knot span (:func:`igax.fem.output.export.sample`).
+        resolution: sampling of spline fields: sub-intervals per knot span
+            (:func:`igax.fem.output.export.sample`).
         screenshot: save a PNG there.
         show: open a window (default: only when there is a display and no screenshot is asked for).
         show_edges: draw element edges (knot lines of a patch, cell edges of a mesh).

@@ -4,7 +4,8 @@
   coefficient evaluation, sampling, point location), :class:`SpacePlan`, :class:`Rule`, :class:`Tables`.
 - :mod:`~igax.fem.spaces.spline`: :class:`SplineSpace`, B-spline / NURBS spaces on a patch.
 - :mod:`~igax.fem.spaces.multipatch`: :class:`MultiPatchSpace`, patches glued conformingly.
-- :mod:`~igax.fem.spaces.lagrange`: :class:`LagrangeSpace`, P1-P3 / Q1-Q3 elements on a :class:`~igax.fem.Mesh`.
+- :mod:`~igax.fem.spaces.lagrange`: :class:`LagrangeSpace`, P1-P3 / Q1-Q3 elements on a
+:class:`~igax.fem.Mesh`.
 - :mod:`~igax.fem.spaces.sampling`: how each space draws itself (samplers for export and plots).
 - ``glue``, ``_transfer_spline``, ``_transfer_lagrange``: patch gluing and the prolongations between
   refined spaces that multigrid uses.
@@ -25,4 +26,13 @@ from igax.fem.spaces.lagrange import LagrangeSpace
 from igax.fem.spaces.multipatch import MultiPatchSpace
 from igax.fem.spaces.spline import SplineSpace
 
-__all__ = ["BoundaryPiece", "FunctionSpace", "LagrangeSpace", "MultiPatchSpace", "Rule", "SpacePlan", "SplineSpace", "Tables"]
+__all__ = [
+    "BoundaryPiece",
+    "FunctionSpace",
+    "LagrangeSpace",
+    "MultiPatchSpace",
+    "Rule",
+    "SpacePlan",
+    "SplineSpace",
+    "Tables",
+]

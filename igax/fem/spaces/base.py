@@ -712,7 +712,8 @@ class FunctionSpace(eqx.Module):
                 that samples at fixed points refuses other values with a ValueError.
 
         Returns:
-            An :class:`igax.fem.spaces.sampling.Sampler`: sample ``points``, ``cells``, ``cell_type``, ``edges``
+            An :class:`igax.fem.spaces.sampling.Sampler`: sample ``points``, ``cells``, ``cell_type``,
+            ``edges``
             (and ``parameters``, ``grid_shape`` where they exist), called on NumPy coefficients to give values
             and gradients at the points.
         """
@@ -739,7 +740,8 @@ class FunctionSpace(eqx.Module):
         """A host locator of physical points for this space's (concrete) geometry, in NumPy.
 
         Returns:
-            An :class:`igax.fem.spaces.locators.Locator`: ``locate(pts)`` gives each point's element (or patch) index,
+            An :class:`igax.fem.spaces.locators.Locator`: ``locate(pts)`` gives each point's element (or
+            patch) index,
             reference coordinates and status, ``tables(location)`` the dofs and basis there. Built once per
             geometry and cached by :func:`igax.fem.locate.locate`.
         """

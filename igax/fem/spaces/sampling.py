@@ -1,6 +1,7 @@
 """Samplers: the geometry part of sampling fields for pictures and files, computed once per space.
 
-A space's :meth:`~igax.fem.spaces.base.FunctionSpace.sampler` returns one of these: the sample points and the cells
+A space's :meth:`~igax.fem.spaces.base.FunctionSpace.sampler` returns one of these: the sample points and
+the cells
 joining them (a sample mesh), the element edges to draw, and the basis there, so that sampling any number of
 fields of the space is a cheap NumPy contraction each (:func:`igax.fem.sample`). Plain NumPy on purpose:
 pictures are not differentiated, and eager JAX would compile every operation anew for each number of sample

@@ -795,7 +795,8 @@ class SplineSpace(FunctionSpace):
         (a transposed copy fused with its producer cost as much as the rest of the tables).
 
         Every concrete input (the univariate tables, the control points of a closed-over space) goes through
-        :func:`igax.fem.spaces.base.pin`, so that XLA computes the tables when the program runs instead of folding
+        :func:`igax.fem.spaces.base.pin`, so that XLA computes the tables when the program runs instead of
+        folding
         them into constants at compile time (a degree-2 space with 1000 x 1000 elements logged four
         constant-folding alarms and needed 12 GB to compile).
         """
