@@ -55,20 +55,29 @@ def _rayleigh_ritz(S, AS, MS, tol):
     return mu, C @ Y
 
 
-def residual_norms(AX, MX, lam):
-    """Relative residuals ``|A x - lambda M x| / (|A x| + |lambda| |M x|)`` of the columns of ``X``."""
+def residual_norms(AX, MX, lam, X, norms):
+    """Relative residuals ``|A x - lambda M x| / (|A x| + |lambda| |M x| + eps^(1/3) (|A| + |lambda| |M|) |x|)``
+    of the columns of ``X``; ``norms = (|A|, |M|)`` (e.g. the largest absolute row sums).
+
+    The first two terms make the measure relative for every eigenvalue (the low modes of a stiffness matrix
+    have ``|A x|`` far below ``|A| |x|``); the last one keeps it meaningful for a zero eigenvalue (a rigid-body
+    mode), whose residual is rounding of ``|A| |x|`` while ``|A x|`` vanishes.
+    """
     R = AX - MX * lam[None, :]
-    den = jnp.linalg.norm(AX, axis=0) + jnp.abs(lam) * jnp.linalg.norm(MX, axis=0)
+    na, nm = norms
+    floor = jnp.finfo(AX.dtype).eps ** (1.0 / 3.0) * (na + jnp.abs(lam) * nm) * jnp.linalg.norm(X, axis=0)
+    den = jnp.linalg.norm(AX, axis=0) + jnp.abs(lam) * jnp.linalg.norm(MX, axis=0) + floor
     return jnp.linalg.norm(R, axis=0) / jnp.where(den > 0, den, 1.0)
 
 
-def lobpcg(matA, matM, precond, X0, *, nwant: int, tol: float, maxiter: int):
+def lobpcg(matA, matM, precond, X0, *, norms, nwant: int, tol: float, maxiter: int):
     """Smallest eigenpairs of ``A x = lambda M x`` (``A`` symmetric, ``M`` SPD) by block LOBPCG.
 
     Arguments:
         matA, matM: ``(n, m) -> (n, m)`` products with ``A`` and ``M``.
         precond: ``(n, m) -> (n, m)``, an SPD approximation of ``A^{-1}`` (e.g. Jacobi), or the identity.
         X0: ``(n, m)`` starting block (``m`` >= ``nwant``; the extra columns are guard vectors).
+        norms: ``(|A|, |M|)``, scales of the residuals (:func:`residual_norms`).
         nwant: how many of the lowest pairs must converge.
         tol: relative residual (:func:`residual_norms`) every wanted pair must reach.
         maxiter: iterations at most.
@@ -96,7 +105,7 @@ def lobpcg(matA, matM, precond, X0, *, nwant: int, tol: float, maxiter: int):
         R = AX - MX * lam[None, :]
         # Soft locking: converged columns get no new direction (their residual is rounding noise, which would
         # only pollute the basis), and the rest are made M-orthogonal to X before the Rayleigh-Ritz step.
-        active = residual_norms(AX, MX, lam) > tol
+        active = residual_norms(AX, MX, lam, X, norms) > tol
         W = jnp.where(active[None, :], precond(R), 0.0)
         W = W - X @ (MX.T @ W)
         AW, MW = matA(W), matM(W)
@@ -113,20 +122,20 @@ def lobpcg(matA, matM, precond, X0, *, nwant: int, tol: float, maxiter: int):
         XP = jnp.concatenate([Xn, Pn], axis=1)
         AXP, MXP = matA(XP), matM(XP)  # exact products: see the module's note
         AXn, APn, MXn, MPn = AXP[:, :m], AXP[:, m:], MXP[:, :m], MXP[:, m:]
-        keep = residual_norms(AXn, MXn, mu[:m]) > tol
+        keep = residual_norms(AXn, MXn, mu[:m], Xn, norms) > tol
         Pn, APn, MPn = (jnp.where(keep[None, :], B, 0.0) for B in (Pn, APn, MPn))
         lamn = mu[:m]
-        res = residual_norms(AXn, MXn, lamn)
+        res = residual_norms(AXn, MXn, lamn, Xn, norms)
         return it + 1, Xn, AXn, MXn, Pn, APn, MPn, lamn, res
 
-    res0 = residual_norms(AX, MX, lam)
+    res0 = residual_norms(AX, MX, lam, X, norms)
     state = (jnp.int32(0), X, AX, MX, zeros, zeros, zeros, lam, res0)
     it, X, _, _, _, _, _, lam, _ = jax.lax.while_loop(cond, body, state)
     AX, MX = matA(X), matM(X)
     # Final Rayleigh-Ritz on X alone (exact products): the returned vectors are M-orthonormal to rounding.
     lam, Y = _rayleigh_ritz(X, AX, MX, svqb_tol)
     X, AX, MX = X @ Y, AX @ Y, MX @ Y
-    return lam, X, it, residual_norms(AX, MX, lam)
+    return lam, X, it, residual_norms(AX, MX, lam, X, norms)
 
 
 def deflated_cg(op, precond, Phi, MPhi, B, *, tol: float, maxiter: int):

@@ -49,6 +49,7 @@ from igax._config import check_float64
 from igax._errors import error_if
 from igax.solvers import _arpack, _lobpcg
 from igax.solvers._errors import Status
+from igax.solvers._spmv import spmv
 from igax.solvers.backends import get_backend
 from igax.solvers.linear import SolverError, _host_solve, default_method
 from igax.solvers.sparse import CSRPattern, SparseMatrix
@@ -72,7 +73,9 @@ class EigenResult(eqx.Module):
         status: a :class:`~igax.solvers.Status` code: 0 success, 1 ``A - sigma M`` singular (arpack),
             2 not converged, 3 NaN or inf in the input, 4 ARPACK failed.
         iterations: LOBPCG iterations, or ARPACK's solves with the factorisation of ``A - sigma M``.
-        residuals: ``(k,)`` relative residuals ``|A phi - lambda M phi| / (|A phi| + |lambda| |M phi|)``.
+        residuals: ``(k,)`` relative residuals ``|A phi - lambda M phi| / (|A phi| + |lambda| |M phi| + d)``,
+            ``d = eps^(1/3) (|A| + |lambda| |M|) |phi|`` (norms: largest absolute row sums), which keeps the
+            measure meaningful for a zero eigenvalue.
         next_value: the eigenvalue after the last one returned (computed to detect a cluster that continues
             beyond the set; ``inf`` when ``k = n - 1``).
     """
@@ -137,6 +140,11 @@ def _normalise(w, V):
     return w, V * jnp.where(s == 0, 1.0, s)[None, :]
 
 
+def _norm(A: SparseMatrix):
+    """The largest absolute row sum of ``A`` (its infinity norm), one product with ``|A|``."""
+    return jnp.max(A.with_values(jnp.abs(A.values)) @ jnp.ones(A.shape[1], A.values.dtype))
+
+
 def _jacobi(cfg: _Config, va):
     A = SparseMatrix(va, cfg.pa, symmetric=True)
     d = jnp.abs(A.diagonal())
@@ -173,24 +181,36 @@ def _forward(cfg: _Config, va, vm):
     precond = cfg.preconditioner if cfg.preconditioner is not None else _jacobi(cfg, va)
     X0 = jax.random.normal(jax.random.PRNGKey(0), (n, cfg.block), va.dtype)
     lam, X, it, res = _lobpcg.lobpcg(
-        A.matvec, M.matvec, precond, X0, nwant=cfg.nev, tol=cfg.tol, maxiter=cfg.maxiter
+        A.matvec, M.matvec, precond, X0, norms=(_norm(A), _norm(M)), nwant=cfg.nev, tol=cfg.tol, maxiter=cfg.maxiter
     )
     ok = jnp.all(res[: cfg.nev] <= cfg.tol)
     status = jnp.where(ok, Status.SUCCESS, Status.NOT_CONVERGED).astype(jnp.int32)
     return lam[: cfg.nev], X[:, : cfg.nev], status, it, jnp.int32(-1), jnp.zeros((0,), va.dtype)
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _forward_program(cfg: _Config, va, vm):
+    # One compiled program per configuration: eagerly, the steps would compile one small program each.
+    w, V, status, it, token, vs = _forward(cfg, va, vm)
+    w, V = _normalise(w, V)
+    return w, V, status, it, token, vs
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
 def _eig(cfg: _Config, va, vm):
-    w, V, status, it, _, _ = _forward(cfg, va, vm)
-    w, V = _normalise(w, V)
-    return w, V, status, it
+    return _forward_program(cfg, va, vm)[:4]
 
 
 def _eig_fwd(cfg, va, vm):
-    w, V, status, it, token, vs = _forward(cfg, va, vm)
-    w, V = _normalise(w, V)
+    w, V, status, it, token, vs = _forward_program(cfg, va, vm)
     return (w, V, status, it), (va, vm, w, V, token, vs)
+
+
+def _sampled(values, pattern, P, Q):
+    """``out[p] = sum_c P[row(p), c] Q[col(p), c]`` over the stored entries: the values-cotangent of the
+    product ``A @ Q`` (one pass in CSR order with the native kernel; no index arrays in the program)."""
+    _, vjp = jax.vjp(lambda v: spmv(v, pattern, Q), values)
+    return vjp(P)[0]
 
 
 # -- the backward pass -----------------------------------------------------------------------------------------
@@ -229,16 +249,18 @@ def _cg_error(cfg: _Config, it, res):
     )
 
 
-def _eig_bwd(cfg, res, cts):
+@functools.partial(jax.jit, static_argnums=0)
+def _backward_program(cfg: _Config, res, ct_w, ct_V):
+    """The cotangents of ``A.values`` and ``M.values`` and the diagnostics of the checks (compiled once per
+    configuration; the checks raise outside, so that an eager gradient raises igax's own exception)."""
     va, vm, w, V, token, vs = res
-    ct_w, ct_V = cts[0], cts[1]
     A = SparseMatrix(va, cfg.pa, symmetric=True)
     M = SparseMatrix(vm, cfg.pm, symmetric=True)
     bad, index = _cluster_check(cfg, w, ct_w, ct_V)
 
     def vector_part():
         # y_i = S_i vbar_i: the computed modes explicitly, the rest by deflated CG.
-        dl = w[None, :] - w[:, None]  # (j, i): lambda_j - lambda_i
+        dl = w[:, None] - w[None, :]  # (j, i): lambda_j - lambda_i
         inv = jnp.where(jnp.eye(w.shape[0], dtype=bool) | (dl == 0), 0.0, 1.0 / jnp.where(dl == 0, 1.0, dl))
         y_in = V @ (inv * (V.T @ ct_V))
         MV = M @ V
@@ -255,38 +277,51 @@ def _eig_bwd(cfg, res, cts):
                 return X.T
         else:
             precond = cfg.preconditioner if cfg.preconditioner is not None else _jacobi(cfg, va)
-        Z, it, ok, r = _lobpcg.deflated_cg(
-            op, precond, V, MV, ct_V, tol=cfg.grad_rtol, maxiter=cfg.grad_maxiter
-        )
-        worst = jnp.argmax(r)
-        Z = error_if(Z, ~jnp.all(ok), functools.partial(_cg_error, cfg), it, r[worst])
-        return y_in + Z
+        Z, it, ok, r = _lobpcg.deflated_cg(op, precond, V, MV, ct_V, tol=cfg.grad_rtol, maxiter=cfg.grad_maxiter)
+        return y_in + Z, it, jnp.all(ok), jnp.max(r)
 
-    Y = jax.lax.cond(jnp.any(ct_V != 0), vector_part, lambda: jnp.zeros_like(V))
+    def no_vector_part():
+        return jnp.zeros_like(V), jnp.int32(0), jnp.bool_(True), jnp.zeros((), V.dtype)
+
+    Y, cg_it, cg_ok, cg_res = jax.lax.cond(jnp.any(ct_V != 0), vector_part, no_vector_part)
     d = jnp.sum(ct_V * V, axis=0)  # vbar_i . phi_i
-    rows_a, cols_a = jnp.asarray(cfg.pa.rows), jnp.asarray(cfg.pa.indices)
-    rows_m, cols_m = jnp.asarray(cfg.pm.rows), jnp.asarray(cfg.pm.indices)
+    # dA = sum_i c_i phi_i phi_i^T - sym(y_i phi_i^T),
+    # dM = sum_i (-c_i lambda_i - d_i / 2) phi_i phi_i^T + lambda_i sym(y_i phi_i^T), on the stored entries.
+    h = 0.5 * Y
+    ga = _sampled(va, cfg.pa, jnp.concatenate([V * ct_w - h, -V], 1), jnp.concatenate([V, h], 1))
+    a = -ct_w * w - 0.5 * d
+    gm = _sampled(vm, cfg.pm, jnp.concatenate([V * a + h * w, V * w], 1), jnp.concatenate([V, h], 1))
+    return ga, gm, (bad, index, w[index], w[index + 1], cg_ok, cg_it, cg_res)
 
-    def entries(rows, cols, i):
-        phi, y = V[:, i], Y[:, i]
-        e1 = phi[rows] * phi[cols]
-        e2 = 0.5 * (y[rows] * phi[cols] + phi[rows] * y[cols])
-        return e1, e2
 
-    def body(i, acc):
-        ga, gm = acc
-        e1, e2 = entries(rows_a, cols_a, i)
-        ga = ga + ct_w[i] * e1 - e2
-        e1, e2 = entries(rows_m, cols_m, i)
-        gm = gm + (-ct_w[i] * w[i] - 0.5 * d[i]) * e1 + w[i] * e2
-        return ga, gm
-
-    ga, gm = jax.lax.fori_loop(0, w.shape[0], body, (jnp.zeros_like(va), jnp.zeros_like(vm)))
-    ga = error_if(ga, bad, functools.partial(_repeated_error, cfg), index, w[index], w[index + 1])
+def _eig_bwd(cfg, res, cts):
+    ga, gm, (bad, index, lo, hi, cg_ok, cg_it, cg_res) = _backward_program(cfg, res, cts[0], cts[1])
+    ga = error_if(ga, bad, functools.partial(_repeated_error, cfg), index, lo, hi)
+    ga = error_if(ga, ~cg_ok, functools.partial(_cg_error, cfg), cg_it, cg_res)
     return ga, gm
 
 
 _eig.defvjp(_eig_fwd, _eig_bwd)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _diagnostics(cfg: _Config, va, vm, w, V, status):
+    """Exact residuals of the returned pairs, the final status and the next eigenvalue (not differentiated)."""
+    va, vm, ws, Vs = jax.lax.stop_gradient((va, vm, w, V))
+    k = cfg.k
+    A = SparseMatrix(va, cfg.pa, symmetric=True)
+    M = SparseMatrix(vm, cfg.pm, symmetric=True)
+    res = _lobpcg.residual_norms(A @ Vs, M @ Vs, ws, Vs, (_norm(A), _norm(M)))
+    status = jnp.where((status == Status.SUCCESS) & ~jnp.all(jnp.isfinite(ws[:k])), Status.NONFINITE, status)
+    if cfg.method == "arpack":
+        # ARPACK's own test is on the shift-inverted operator; judge the pairs themselves too. A large residual
+        # next to sigma means that PARDISO factorised a singular A - sigma M with perturbed pivots.
+        eps = jnp.finfo(ws.dtype).eps
+        bad = (status == Status.SUCCESS) & (jnp.max(res[:k]) > max(1e3 * cfg.tol, float(np.sqrt(eps))))
+        near = jnp.min(jnp.abs(ws - cfg.sigma)) <= 1e-6 * jnp.max(jnp.abs(ws))
+        status = jnp.where(bad, jnp.where(near, Status.SINGULAR, Status.NOT_CONVERGED), status)
+    nxt = ws[k] if cfg.nev > k else jnp.asarray(jnp.inf, ws.dtype)
+    return res[:k], status.astype(jnp.int32), nxt
 
 
 # -- public entry points ---------------------------------------------------------------------------------------
@@ -318,7 +353,8 @@ def _check_pair(A, M) -> tuple[SparseMatrix, SparseMatrix]:
     if A.shape != M.shape:
         raise ValueError(f"A and M must have the same shape, got A {A.shape} and M {M.shape}.")
     if not isinstance(M.values, jax.core.Tracer):  # concrete: a cheap necessary test of positive definiteness
-        d = np.asarray(M.diagonal())
+        slots = M.pattern.diagonal_slots  # in NumPy: under jit, jnp operations on constants are traced
+        d = np.where(slots >= 0, np.asarray(M.values)[np.maximum(slots, 0)], 0.0)
         if d.size and not np.all(d > 0):
             i = int(np.argmin(d))
             raise ValueError(
@@ -415,7 +451,7 @@ def eigen_solve(
         >>> int(r.status), [round(float(v) * 51**2 / jnp.pi**2, 3) for v in r.values]   # ~ (m pi)^2 / pi^2
         (0, [0.999, 3.995, 8.975])
     """
-    if M is None:
+    if M is None and isinstance(A, SparseMatrix):
         M = _identity(A.shape[0], jnp.result_type(A.values))
     A, M = _check_pair(A, M)
     n = A.shape[0]
@@ -493,20 +529,13 @@ def eigen_solve(
         block=block,
     )
     w, V, status, it = _eig(cfg, va, vm)
-    # Diagnostics outside the differentiated path: exact residuals of the returned pairs.
-    ws, Vs = jax.lax.stop_gradient((w, V))
-    res = _lobpcg.residual_norms(
-        A.with_values(jax.lax.stop_gradient(va)) @ Vs, M.with_values(jax.lax.stop_gradient(vm)) @ Vs, ws
-    )
-    status = jnp.where((status == Status.SUCCESS) & ~jnp.all(jnp.isfinite(ws[:k])), Status.NONFINITE, status)
-    status = status.astype(jnp.int32)
-    nxt = ws[k] if nev > k else jnp.asarray(jnp.inf, dtype)
+    res, status, nxt = _diagnostics(cfg, va, vm, w, V, status)
     values, vectors = w[:k], V[:, :k]
     if throw:
         make = functools.partial(_status_error, method, k)
-        values = error_if(values, status != Status.SUCCESS, make, status, it, res[:k], nxt)
-        vectors = error_if(vectors, status != Status.SUCCESS, make, status, it, res[:k], nxt)
-    return EigenResult(values, vectors, status, it.astype(jnp.int32), res[:k], nxt)
+        values = error_if(values, status != Status.SUCCESS, make, status, it, res, nxt)
+        vectors = error_if(vectors, status != Status.SUCCESS, make, status, it, res, nxt)
+    return EigenResult(values, vectors, status, it.astype(jnp.int32), res, nxt)
 
 
 def eigsh(
