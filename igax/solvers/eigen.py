@@ -181,7 +181,14 @@ def _forward(cfg: _Config, va, vm):
     precond = cfg.preconditioner if cfg.preconditioner is not None else _jacobi(cfg, va)
     X0 = jax.random.normal(jax.random.PRNGKey(0), (n, cfg.block), va.dtype)
     lam, X, it, res = _lobpcg.lobpcg(
-        A.matvec, M.matvec, precond, X0, norms=(_norm(A), _norm(M)), nwant=cfg.nev, tol=cfg.tol, maxiter=cfg.maxiter
+        A.matvec,
+        M.matvec,
+        precond,
+        X0,
+        norms=(_norm(A), _norm(M)),
+        nwant=cfg.nev,
+        tol=cfg.tol,
+        maxiter=cfg.maxiter,
     )
     ok = jnp.all(res[: cfg.nev] <= cfg.tol)
     status = jnp.where(ok, Status.SUCCESS, Status.NOT_CONVERGED).astype(jnp.int32)
@@ -249,8 +256,8 @@ def _cg_error(cfg: _Config, it, res):
     )
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _backward_program(cfg: _Config, res, ct_w, ct_V):
+@functools.partial(jax.jit, static_argnums=(0, 4))
+def _backward_program(cfg: _Config, res, ct_w, ct_V, vectors: bool):
     """The cotangents of ``A.values`` and ``M.values`` and the diagnostics of the checks (compiled once per
     configuration; the checks raise outside, so that an eager gradient raises igax's own exception)."""
     va, vm, w, V, token, vs = res
@@ -277,13 +284,18 @@ def _backward_program(cfg: _Config, res, ct_w, ct_V):
                 return X.T
         else:
             precond = cfg.preconditioner if cfg.preconditioner is not None else _jacobi(cfg, va)
-        Z, it, ok, r = _lobpcg.deflated_cg(op, precond, V, MV, ct_V, tol=cfg.grad_rtol, maxiter=cfg.grad_maxiter)
+        Z, it, ok, r = _lobpcg.deflated_cg(
+            op, precond, V, MV, ct_V, tol=cfg.grad_rtol, maxiter=cfg.grad_maxiter
+        )
         return y_in + Z, it, jnp.all(ok), jnp.max(r)
 
     def no_vector_part():
         return jnp.zeros_like(V), jnp.int32(0), jnp.bool_(True), jnp.zeros((), V.dtype)
 
-    Y, cg_it, cg_ok, cg_res = jax.lax.cond(jnp.any(ct_V != 0), vector_part, no_vector_part)
+    if vectors:
+        Y, cg_it, cg_ok, cg_res = jax.lax.cond(jnp.any(ct_V != 0), vector_part, no_vector_part)
+    else:  # known to be zero: not even compiled
+        Y, cg_it, cg_ok, cg_res = no_vector_part()
     d = jnp.sum(ct_V * V, axis=0)  # vbar_i . phi_i
     # dA = sum_i c_i phi_i phi_i^T - sym(y_i phi_i^T),
     # dM = sum_i (-c_i lambda_i - d_i / 2) phi_i phi_i^T + lambda_i sym(y_i phi_i^T), on the stored entries.
@@ -295,7 +307,10 @@ def _backward_program(cfg: _Config, res, ct_w, ct_V):
 
 
 def _eig_bwd(cfg, res, cts):
-    ga, gm, (bad, index, lo, hi, cg_ok, cg_it, cg_res) = _backward_program(cfg, res, cts[0], cts[1])
+    ct_V = cts[1]
+    # An eager gradient of eigenvalues only: the eigenvector part is known to vanish, so it is not compiled.
+    vectors = isinstance(ct_V, jax.core.Tracer) or bool(np.any(np.asarray(ct_V)))
+    ga, gm, (bad, index, lo, hi, cg_ok, cg_it, cg_res) = _backward_program(cfg, res, cts[0], ct_V, vectors)
     ga = error_if(ga, bad, functools.partial(_repeated_error, cfg), index, lo, hi)
     ga = error_if(ga, ~cg_ok, functools.partial(_cg_error, cfg), cg_it, cg_res)
     return ga, gm
