@@ -1,9 +1,9 @@
-"""Eigenvalues: ``solvers.eigsh`` against ``scipy.sparse.linalg.eigsh`` (shift-invert) on the same matrices, and
-the cost of its gradient relative to the solve.
+"""Eigenvalues: ``solvers.eigsh`` against ``scipy.sparse.linalg.eigsh`` (shift-invert) on the same matrices,
+and the cost of its gradient relative to the solve.
 
-Case: the Dirichlet Laplacian of the rectangle [0, 1] x [0, 0.8], degree-2 splines on e x e elements (e^2 interior dofs: 10k
-with ``--quick``, 100k by default), stiffness K and mass M assembled by igax and restricted to the interior
-dofs. The 20 lowest modes of ``K phi = lambda M phi`` are computed by
+Case: the Dirichlet Laplacian of the rectangle [0, 1] x [0, 0.8], degree-2 splines on e x e elements (e^2
+interior dofs: 10k with ``--quick``, 100k by default), stiffness K and mass M assembled by igax and restricted
+to the interior dofs. The 20 lowest modes of ``K phi = lambda M phi`` are computed by
 
 * ``igax-arpack``: ``solvers.eigsh(K, M, k=20)`` (ARPACK in shift-invert mode with sigma = 0 on the host, the
   shifted matrix factorised by igax's default backend: PARDISO where installed), jitted; the factor cache is
@@ -14,9 +14,9 @@ dofs. The 20 lowest modes of ``K phi = lambda M phi`` are computed by
   JAX, here on the CPU (it is meant for GPUs, where ARPACK does not run).
 
 Gradient: the backward pass (``jax.vjp``'s pullback) of ``sum_i c_i lambda_i`` with respect to K's and M's
-values against the forward solve: the eigenvalue derivative is ``phi^T (dK - lambda dM) phi`` (no solve), so the goal is <= 0.2x
-the solve. The gradient of one eigenvector (a CG solve per mode, preconditioned by the forward factorisation)
-is reported beside it.
+values against the forward solve: the eigenvalue derivative is ``phi^T (dK - lambda dM) phi`` (no solve), so
+the goal is <= 0.2x the solve. The gradient of one eigenvector (a CG solve per mode, preconditioned by the
+forward factorisation) is reported beside it.
 
 Times are medians (and the fastest run, the better estimate on a loaded machine); ratio = baseline / igax.
 

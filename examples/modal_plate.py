@@ -1,9 +1,9 @@
-"""Modal analysis of a NURBS plate, and the thickness that maximises its first natural frequency at fixed mass.
+"""Modal analysis of a NURBS plate, and the thickness that maximises its first frequency at a fixed mass.
 
 The plate is a quarter annulus (exact NURBS arcs, inner radius 0.5 m, outer 1 m) of aluminium, clamped on its
-inner arc and free elsewhere: a curved cantilever. It is modelled as a Reissner-Mindlin plate (deflection w and
-rotations theta_x, theta_y: one vector space of three components), so only first derivatives appear and the
-public form API assembles it on any spline or Lagrange space:
+inner arc and free elsewhere: a curved cantilever. It is modelled as a Reissner-Mindlin plate (deflection w
+and rotations theta_x, theta_y: one vector space of three components), so only first derivatives appear and
+the public form API assembles it on any spline or Lagrange space:
 
     bending  D(t) [ k(theta) : C : k(psi) ],     D = E t^3 / (12 (1 - nu^2)),  k = sym grad theta
     shear    kappa G t (grad w - theta) . (grad v - psi),    kappa = 5/6
@@ -14,9 +14,10 @@ The free vibration frequencies are f_i = sqrt(lambda_i) / (2 pi) for the eigenva
 
 Design: the thickness is a spline field t(x) on the plate's own scalar space, t = T0 (1 + z - mean(z)) with
 mean(z) = (b . z) / area and b_i = int N_i dA, so that the mass rho * int t dA stays that of the uniform plate
-of thickness T0 for every design z; L-BFGS-B maximises lambda_1 with |z_i| <= 0.45 (t between 0.1 and 1.9 T0). The gradient of lambda_1 with respect to
-every coefficient is one eigenvalue derivative, phi^T (dK - lambda dM) phi, through assembly: no extra solve.
-As for a cantilever beam, material moves towards the clamped root and away from the free tip.
+of thickness T0 for every design z; L-BFGS-B maximises lambda_1 with |z_i| <= 0.45 (t between 0.1 and 1.9 T0).
+The gradient of lambda_1 with respect to every coefficient is one eigenvalue derivative, phi^T (dK - lambda
+dM) phi, through assembly: no extra solve. As for a cantilever beam, material moves towards the clamped root
+and away from the free tip.
 
 Run: ``python examples/modal_plate.py [--size tiny|small|default] [--out DIR]``.
 """

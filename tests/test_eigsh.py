@@ -48,7 +48,7 @@ def square3_pairs(square3):
     return {m: solvers.eigen_solve(A, M, k=10, method=m) for m in ("arpack", "lobpcg")}
 
 
-# -- closed forms ---------------------------------------------------------------------------------------------
+# -- closed forms --------------------------------------------------------------------------------------------
 def test_first_ten_laplacian_eigenvalues_of_the_square(square3, square3_pairs):
     _, _, A, M = square3
     r = square3_pairs["arpack"]
@@ -137,7 +137,7 @@ def test_spline_eigenvalues_converge_at_rate_2p(degree):
     assert abs(rate - 2 * degree) < 0.3, (errs, rate)
 
 
-# -- derivatives ----------------------------------------------------------------------------------------------
+# -- derivatives ---------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def field_problem():
     """Laplacian-type problem on the square with a conductivity field kappa and a density field rho (both
@@ -208,7 +208,7 @@ def test_eigenvalue_gradient_costs_no_solve(field_problem):
     assert s.factorizations == 0 and 0 < s.solves < 30, s  # a few preconditioned CG steps, multi-RHS
 
 
-# -- repeated eigenvalues -------------------------------------------------------------------------------------
+# -- repeated eigenvalues ------------------------------------------------------------------------------------
 def test_repeated_eigenvalues_raise_the_documented_error(square3, square3_pairs):
     _, _, A, M = square3
     w = square3_pairs["arpack"].values
@@ -233,7 +233,7 @@ def test_repeated_eigenvalues_raise_the_documented_error(square3, square3_pairs)
     assert float(jnp.dot(g, d)) == pytest.approx(float(_directional(loss, A.values, d, 1e-6)), rel=1e-6)
 
 
-# -- jit, failures and bad input ------------------------------------------------------------------------------
+# -- jit, failures and bad input -----------------------------------------------------------------------------
 def test_eigsh_under_jit_and_with_the_identity(square3, square3_pairs):
     _, _, A, M = square3
     w = jax.jit(lambda v: solvers.eigsh(A.with_values(v), M, k=10)[0])(A.values)

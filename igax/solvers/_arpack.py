@@ -1,4 +1,4 @@
-"""The host side of ``eigsh(method="arpack")``: ARPACK in shift-invert mode on a factorisation that igax caches.
+"""The host side of ``eigsh(method="arpack")``: ARPACK in shift-invert mode on a factorisation igax caches.
 
 The shifted matrix ``A - sigma M`` is factorised by a registered linear-solver backend (PARDISO where
 installed, else SuperLU: the same :meth:`~igax.solvers.HostBackend.factor` that :func:`~igax.solvers.solve`
@@ -42,8 +42,8 @@ def arpack_callback(vals_a, vals_m, vals_s, *, pa, pm, ps, kind, factor, sigma, 
         sigma: the shift; nev: how many pairs; tol, maxiter: ARPACK's.
 
     Returns:
-        ``(w (nev,), V (n, nev), token, status, nconv, nops)``: unsorted eigenvalues and vectors (NaN where not
-        converged), the factor's token (negative: a failure code), a :class:`Status` code, the number of
+        ``(w (nev,), V (n, nev), token, status, nconv, nops)``: unsorted eigenvalues and vectors (NaN where
+        not converged), the factor's token (negative: a failure code), a :class:`Status` code, the number of
         converged pairs and the number of solves with the factor (ARPACK's operator applications).
     """
     vals_a, vals_m, vals_s = (np.asarray(v) for v in (vals_a, vals_m, vals_s))

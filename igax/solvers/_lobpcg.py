@@ -1,11 +1,11 @@
 """Generalised block LOBPCG in JAX, and the deflated preconditioned CG that eigenvector gradients solve with.
 
-``jax.experimental.sparse.linalg.lobpcg_standard`` solves ``A x = lambda x`` only. Mass matrices of splines are
-not diagonal, and turning ``A x = lambda M x`` into a standard problem needs a Cholesky factor of ``M`` (not
-available on the device for a sparse matrix) or ``M^{-1/2}``. So this is LOBPCG written for the generalised
-problem directly (Knyazev's method): every basis is orthonormalised in the ``M`` inner product and the
-Rayleigh-Ritz step solves a small dense standard problem in that basis. Only products with ``A`` and ``M`` and
-an optional preconditioner are needed, so it runs on any device and compiles to one ``while_loop``.
+``jax.experimental.sparse.linalg.lobpcg_standard`` solves ``A x = lambda x`` only. Mass matrices of splines
+are not diagonal, and turning ``A x = lambda M x`` into a standard problem needs a Cholesky factor of ``M``
+(not available on the device for a sparse matrix) or ``M^{-1/2}``. So this is LOBPCG written for the
+generalised problem directly (Knyazev's method): every basis is orthonormalised in the ``M`` inner product and
+the Rayleigh-Ritz step solves a small dense standard problem in that basis. Only products with ``A`` and ``M``
+and an optional preconditioner are needed, so it runs on any device and compiles to one ``while_loop``.
 
 Choices, and why:
 
@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-
 
 
 def _svqb(G, tol):
@@ -56,12 +55,12 @@ def _rayleigh_ritz(S, AS, MS, tol):
 
 
 def residual_norms(AX, MX, lam, X, norms):
-    """Relative residuals ``|A x - lambda M x| / (|A x| + |lambda| |M x| + eps^(1/3) (|A| + |lambda| |M|) |x|)``
-    of the columns of ``X``; ``norms = (|A|, |M|)`` (e.g. the largest absolute row sums).
+    """Relative residuals of the columns ``x`` of ``X``: ``|A x - lambda M x| / (|A x| + |lambda| |M x| + d)``
+    with ``d = eps^(1/3) (|A| + |lambda| |M|) |x|`` and ``norms = (|A|, |M|)`` (largest absolute row sums).
 
     The first two terms make the measure relative for every eigenvalue (the low modes of a stiffness matrix
-    have ``|A x|`` far below ``|A| |x|``); the last one keeps it meaningful for a zero eigenvalue (a rigid-body
-    mode), whose residual is rounding of ``|A| |x|`` while ``|A x|`` vanishes.
+    have ``|A x|`` far below ``|A| |x|``); the last one keeps it meaningful for a zero eigenvalue (a
+    rigid-body mode), whose residual is rounding of ``|A| |x|`` while ``|A x|`` vanishes.
     """
     R = AX - MX * lam[None, :]
     na, nm = norms
