@@ -262,6 +262,9 @@ def _backward_program(cfg: _Config, res, ct_w, ct_V, vectors: bool):
     """The cotangents of ``A.values`` and ``M.values`` and the diagnostics of the checks (compiled once per
     configuration; the checks raise outside, so that an eager gradient raises igax's own exception)."""
     va, vm, w, V, token, vs = res
+    # The cotangent of the vectors is often a padding of a few columns with zeros: without the barrier XLA
+    # constant-folds the tests on it below (an (n, k) reduction: 4 s of compilation at n = 100k).
+    ct_V = jax.lax.optimization_barrier(ct_V)
     A = SparseMatrix(va, cfg.pa, symmetric=True)
     M = SparseMatrix(vm, cfg.pm, symmetric=True)
     bad, index = _cluster_check(cfg, w, ct_w, ct_V)
@@ -628,6 +631,7 @@ def submatrix(A: SparseMatrix, keep) -> SparseMatrix:
         raise ValueError(
             f"keep must be sorted, unique and within [0, {n}); e.g. np.setdiff1d(np.arange(n), dofs)."
         )
+    keep = keep.astype(np.int64)
     pat, slots = _sub_pattern(A.pattern, keep.tobytes(), keep.shape[0])
     return SparseMatrix(
         A.values[..., slots], pat, symmetric=A.symmetric, positive_definite=A.positive_definite
@@ -636,7 +640,7 @@ def submatrix(A: SparseMatrix, keep) -> SparseMatrix:
 
 @functools.lru_cache(maxsize=16)
 def _sub_pattern(pattern: CSRPattern, keep_bytes: bytes, m: int):
-    keep = np.frombuffer(keep_bytes, dtype=np.int64 if len(keep_bytes) == 8 * m else np.int32)
+    keep = np.frombuffer(keep_bytes, dtype=np.int64)
     pos = -np.ones(pattern.shape[0], np.int64)
     pos[keep] = np.arange(m)
     r, c = pos[pattern.rows], pos[pattern.indices]
