@@ -19,6 +19,11 @@ The gradient of lambda_1 with respect to every coefficient is one eigenvalue der
 dM) phi, through assembly: no extra solve. As for a cantilever beam, material moves towards the clamped root
 and away from the free tip.
 
+Measured: the uniform plate's f1 is 64.1 Hz (tiny) / 61.0 Hz (small), against 65.9 Hz for a clamped-free
+Euler-Bernoulli strip of the same length; the optimised plates reach 125.2 / 122.4 Hz (gains 1.95x / 2.01x)
+at the same mass, in 3-4 L-BFGS-B iterations that end with every z_i on a bound (a thick root band, a thin
+rim: the projected gradient vanishes).
+
 Run: ``python examples/modal_plate.py [--size tiny|small|default] [--out DIR]``.
 """
 
