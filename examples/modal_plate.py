@@ -24,7 +24,7 @@ Euler-Bernoulli strip of the same length; the optimised plates reach 125.2 / 122
 at the same mass, in 3-4 L-BFGS-B iterations that end with every z_i on a bound (a thick root band, a thin
 rim: the projected gradient vanishes).
 
-Run: ``python examples/modal_plate.py [--size tiny|small|default] [--out DIR]``.
+Run: ``python examples/modal_plate.py [--size tiny|small|default] [--out DIR]`` or ``igax demo modal``.
 """
 
 from __future__ import annotations
@@ -37,11 +37,16 @@ import numpy as np
 
 from igax import fem, inverse, solvers
 
-SIZES = {
-    "tiny": {"degree": 2, "elements": 4, "maxiter": 8},
-    "small": {"degree": 3, "elements": 6, "maxiter": 25},
-    "default": {"degree": 3, "elements": 12, "maxiter": 40},
+DEMO = {
+    "name": "modal",
+    "description": "Modal analysis of a NURBS plate; the thickness that maximises f1 at fixed mass",
+    "sizes": {
+        "tiny": {"degree": 2, "elements": 4, "maxiter": 8},
+        "small": {"degree": 3, "elements": 6, "maxiter": 25},
+        "default": {"degree": 3, "elements": 12, "maxiter": 40},
+    },
 }
+SIZES = DEMO["sizes"]
 
 E, NU, RHO, KAPPA = 70e9, 0.3, 2700.0, 5.0 / 6.0  # aluminium (Pa, -, kg/m^3), shear correction
 T0 = 0.02  # mean thickness (m)
