@@ -234,13 +234,18 @@ def test_repeated_eigenvalues_raise_the_documented_error(square3, square3_pairs)
 
 
 # -- jit, failures and bad input -----------------------------------------------------------------------------
-def test_eigsh_under_jit_and_with_the_identity(square3, square3_pairs):
+def test_eigsh_under_jit_vmap_and_with_the_identity(square3, square3_pairs):
     _, _, A, M = square3
     w = jax.jit(lambda v: solvers.eigsh(A.with_values(v), M, k=10)[0])(A.values)
     np.testing.assert_allclose(np.asarray(w), np.asarray(square3_pairs["arpack"].values), rtol=1e-12)
     K = sp.diags([-1.0, 2.0, -1.0], [-1, 0, 1], (40, 40)).tocsr()
-    w, _ = solvers.eigsh(solvers.SparseMatrix.from_scipy(K), k=3)  # M = identity
-    np.testing.assert_allclose(np.asarray(w), 2 - 2 * np.cos(np.arange(1, 4) * PI / 41), rtol=1e-12)
+    B = solvers.SparseMatrix.from_scipy(K)
+    w, _ = solvers.eigsh(B, k=3)  # M = identity
+    exact = 2 - 2 * np.cos(np.arange(1, 4) * PI / 41)
+    np.testing.assert_allclose(np.asarray(w), exact, rtol=1e-12)
+    # vmap over a batch of matrices (one host solve after the other).
+    W = jax.vmap(lambda X: solvers.eigsh(X, k=3)[0])(solvers.SparseMatrix.stack([B, 3.0 * B]))
+    np.testing.assert_allclose(np.asarray(W), np.stack([exact, 3 * exact]), rtol=1e-12)
 
 
 def test_failures_are_reported():
