@@ -13,6 +13,7 @@ from igax.solvers.backends import (  # noqa: E402
     register_backend,
     unregister_backend,
 )
+from igax.solvers.eigen import EigenResult, RepeatedEigenvalueError, eigen_solve, eigsh, submatrix  # noqa: E402
 from igax.solvers.elements import ElementSystem  # noqa: E402
 from igax.solvers.linear import (  # noqa: E402
     Factorization,
@@ -46,6 +47,11 @@ __all__ += [
     "set_cache_size",
     "solve",
     "solver_stats",
+    "EigenResult",
+    "RepeatedEigenvalueError",
+    "eigen_solve",
+    "eigsh",
+    "submatrix",
     "ElementSystem",
     "Hierarchy",
     "amg_hierarchy",
