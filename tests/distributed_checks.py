@@ -1,0 +1,201 @@
+"""Checks of the sharded batch and the sharded solve, run on simulated CPU devices in a subprocess.
+
+``python tests/distributed_checks.py NDEV GROUP`` sets ``XLA_FLAGS=--xla_force_host_platform_device_count=NDEV``
+before JAX is imported (which is why this runs in its own process: the device count of a process is fixed
+when JAX starts), runs the checks of GROUP (``main`` or ``small``) and prints one JSON object with the
+measured numbers; ``tests/test_distributed.py`` asserts on them.
+"""
+
+import json
+import os
+import sys
+import time
+
+NDEV = int(sys.argv[1]) if len(sys.argv) > 1 else 4
+GROUP = sys.argv[2] if len(sys.argv) > 2 else "main"
+os.environ["XLA_FLAGS"] = (
+    os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={NDEV}"
+).strip()
+
+import jax  # noqa: E402
+
+jax.config.update("jax_enable_x64", True)
+
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+from jax.sharding import NamedSharding  # noqa: E402
+from jax.sharding import PartitionSpec as P  # noqa: E402
+
+from igax import fem, solvers  # noqa: E402
+from igax.fem import library  # noqa: E402
+from igax.solvers.distributed import batch_map, device_mesh, loop_communication, partition  # noqa: E402
+
+RTOL = 1e-12
+out: dict = {"devices": jax.device_count()}
+
+
+def rel(a, b):
+    a, b = np.asarray(a), np.asarray(b)
+    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-300))
+
+
+def system(name):
+    """A condensed SPD system ``(A, b)`` of the named problem, assembled with igax.fem."""
+    if name == "p1":
+        V = fem.LagrangeSpace(fem.unit_square(20), degree=1)
+        A = fem.assemble(library.laplace, V)
+        b = fem.assemble(library.source, V, f=lambda x: 1.0 + x[0])
+        bc = fem.DirichletBC(V, None, 0.0)
+    elif name == "spline2":
+        V = fem.SplineSpace(fem.geometry.quarter_annulus().refine(degree=2, elements=(16, 12)))
+        A = fem.assemble(library.laplace, V)
+        b = fem.assemble(library.source, V, f=lambda x: x[0] * x[1])
+        bc = fem.DirichletBC(V, None, 0.0)
+    else:  # small 3D elasticity, clamped at x = 0, own weight
+        V = fem.LagrangeSpace(fem.unit_cube(4, cell="hexahedron"), shape=(3,))
+        A = fem.assemble(library.linear_elasticity(1.0, 0.3, "3d"), V)
+        b = fem.assemble(library.body_force, V, f=jnp.array([0.0, 0.0, -1.0]))
+        bc = fem.DirichletBC(V, "left", 0.0)
+    return bc.condense(A, b)
+
+
+def check_solves(mesh):
+    for name in ("p1", "spline2", "elasticity3d"):
+        A, b = system(name)
+        ref = solvers.linear_solve(A, b, method="cg", rtol=RTOL)
+        direct = solvers.solve(A, b, method="superlu")
+        d = solvers.linear_solve(A, b, method="dist-cg", rtol=RTOL, mesh=mesh)
+        part = partition(A.pattern, NDEV, "auto")
+        out[name] = {
+            "n": A.shape[0],
+            "err_vs_cg": rel(d.value, ref.value),
+            "err_vs_direct": rel(d.value, direct),
+            "iterations": int(d.iterations),
+            "iterations_cg": int(ref.iterations),
+            "status": int(d.status),
+            "sharding_devices": len(d.value.sharding.device_set),
+            **{k: v for k, v in part.summary().items() if k in ("ordering", "offsets", "ghosts_max")},
+        }
+
+
+def check_gradient(mesh):
+    """d loss / d kappa through assemble + dist-cg solve, against SuperLU's gradient and central FD."""
+    V = fem.LagrangeSpace(fem.unit_square(12), degree=1)
+    bc = fem.DirichletBC(V, None, 0.0)
+    xs = np.asarray(V.dof_coordinates())
+
+    def loss(c, method, **kw):
+        A = fem.assemble(library.diffusion, V, kappa=fem.Field(V, c))
+        b = fem.assemble(library.source, V, f=1.0)
+        u = fem.solve(A, b, bc=bc, method=method, **kw).coeffs
+        return jnp.sum(u**2 * (1.0 + xs[:, 0]))
+
+    c0 = jnp.asarray(1.0 + 0.5 * np.sin(3 * xs[:, 0]) * xs[:, 1])
+    g = jax.jit(jax.grad(lambda c: loss(c, "dist-cg", rtol=1e-13, mesh=mesh)))(c0)
+    g_ref = jax.grad(lambda c: loss(c, "superlu"))(c0)
+    dc = jnp.asarray(np.cos(5 * xs[:, 1]) + xs[:, 0])
+    h = 1e-5
+    fd = (loss(c0 + h * dc, "superlu") - loss(c0 - h * dc, "superlu")) / (2 * h)
+    out["gradient"] = {
+        "err_vs_direct": rel(g, g_ref),
+        "fd": float(fd),
+        "directional": float(jnp.dot(g, dc)),
+        "err_vs_fd": abs(float(jnp.dot(g, dc)) - float(fd)) / abs(float(fd)),
+    }
+
+
+def check_hlo(mesh):
+    A, b = system("p1")
+    f = jax.jit(lambda v, b: solvers.solve(A.with_values(v), b, method="dist-cg", mesh=mesh))
+    hlo = f.lower(A.values, b).compile().as_text()
+    loops = loop_communication(hlo)
+    part = partition(A.pattern, NDEV, "auto")
+    n = A.shape[0]
+    cg_loops = [lp for lp in loops if lp["collective-permute"]["count"]]
+    out["hlo"] = {
+        "loops": len(loops),
+        "cg_loops": len(cg_loops),
+        "permutes": [lp["collective-permute"]["count"] for lp in cg_loops],
+        "permute_bytes": [lp["collective-permute"]["bytes"] for lp in cg_loops],
+        "all_reduces": [lp["all-reduce"]["count"] for lp in cg_loops],
+        "all_gathers_in_loops": sum(lp["all-gather"]["count"] for lp in loops),
+        "halo_bytes_counted": 8 * max(part.widths, default=0) * len(part.offsets),
+        "n": n,
+    }
+
+
+def check_batch(mesh):
+    """vmap-ed assemble + solve + gradient over a batch sharded across the devices."""
+    V = fem.SplineSpace(fem.geometry.rectangle().refine(degree=2, elements=6))
+    bc = fem.DirichletBC(V, None, 0.0)
+
+    def loss(s, method):
+        kappa = lambda x: 1.0 + s[0] * x[0] ** 2 + s[1] * x[1]  # noqa: E731
+        A = fem.assemble(library.diffusion, V, kappa=kappa)
+        b = fem.assemble(library.source, V, f=1.0)
+        return jnp.sum(fem.solve(A, b, bc=bc, method=method).coeffs ** 2)
+
+    B = 2 * NDEV
+    S = jnp.asarray(np.stack([np.linspace(0.1, 1.0, B), np.linspace(0.5, -0.3, B)], axis=1))
+    sharded = jax.device_put(S, NamedSharding(mesh, P(mesh.axis_names[0])))
+    res = {}
+    for method in ("superlu", "cg"):
+        vg = jax.value_and_grad(lambda s: loss(s, method))
+        ref_v, ref_g = jax.jit(jax.vmap(vg))(S)  # one device
+        fn = jax.jit(batch_map(vg, mesh))
+        v, g = fn(sharded)
+        hlo = fn.lower(sharded).compile().as_text()
+        res[method] = {
+            "err_value": rel(v, ref_v),
+            "err_grad": rel(g, ref_g),
+            "spec": str(g.sharding.spec),
+            "devices": len(g.sharding.device_set),
+            "shards": [int(s.data.shape[0]) for s in g.addressable_shards],
+            "all_gathers": hlo.count(" all-gather("),
+        }
+        # plain jit over the sharded batch: the same numbers; a host callback gathers the batch to one device
+        pv, pg = jax.jit(jax.vmap(vg))(sharded)
+        plain = jax.jit(jax.vmap(vg)).lower(sharded).compile().as_text()
+        res[method]["plain_jit_err"] = rel(pg, ref_g)
+        res[method]["plain_jit_all_gathers"] = plain.count(" all-gather(")
+        res[method]["plain_jit_devices"] = len(pg.sharding.device_set)
+    out["batch"] = res
+
+
+def check_minimize(mesh):
+    """An ensemble objective through batch_map inside inverse.minimize: same iterates as without sharding."""
+    from igax.inverse import minimize
+
+    A = solvers.SparseMatrix.from_scipy(
+        __import__("scipy.sparse", fromlist=["diags"]).diags([-1.0, 2.5, -1.0], [-1, 0, 1], (12, 12)).tocsr(),
+        symmetric=True,
+        positive_definite=True,
+    )
+    target = jnp.linspace(0.0, 1.0, 12)
+
+    def member(theta):
+        u = solvers.solve(A.with_values(A.values * theta[0]), jnp.ones(12) * theta[1], method="superlu")
+        return jnp.sum((u - target) ** 2)
+
+    x0 = jnp.ones((2 * NDEV, 2)) + 0.1 * jnp.arange(2 * NDEV)[:, None]
+    f_plain = lambda x: jnp.sum(jax.vmap(member)(x))  # noqa: E731
+    f_sharded = lambda x: jnp.sum(batch_map(member, mesh)(x))  # noqa: E731
+    r1 = minimize(f_plain, x0, maxiter=8, progress=False)
+    r2 = minimize(f_sharded, jax.device_put(x0, NamedSharding(mesh, P(mesh.axis_names[0]))), maxiter=8,
+                  progress=False)
+    out["minimize"] = {"err_x": rel(r2.x, r1.x), "fun": float(r2.fun), "fun_plain": float(r1.fun)}
+
+
+if __name__ == "__main__":
+    mesh = device_mesh()
+    checks = {
+        "main": (check_solves, check_gradient, check_hlo, check_batch, check_minimize),
+        "small": (check_solves,),
+    }[GROUP]
+    times = {}
+    for check in checks:
+        t = time.perf_counter()
+        check(mesh)
+        times[check.__name__] = round(time.perf_counter() - t, 2)
+    out["times"] = times
+    print("RESULT " + json.dumps(out))
