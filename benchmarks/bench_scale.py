@@ -1,4 +1,4 @@
-"""Scaling over devices: the sharded CG (``method="dist-cg"``) and a sharded batch of gradients (``batch_map``).
+"""Scaling over devices: the sharded CG (``method="dist-cg"``) and batched gradients (``batch_map``).
 
 For each device count (1, 2, 4, 8; one subprocess each, since a process's device count is fixed when JAX
 starts: ``XLA_FLAGS=--xla_force_host_platform_device_count=N`` on a CPU, the real devices elsewhere):
@@ -28,6 +28,7 @@ Usage: ``python benchmarks/bench_scale.py [--quick] [--devices 1 2 4 8] [--cube 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -57,7 +58,9 @@ def _worker(ndev: int, args) -> None:
     machine = f"{dev.platform} ({dev.device_kind}), {platform.machine()}, {os.cpu_count()} cores"
 
     def emit(**row):
-        print("JSON " + json.dumps({"bench": "scale", "devices": ndev, "machine": machine, **row}), flush=True)
+        print(
+            "JSON " + json.dumps({"bench": "scale", "devices": ndev, "machine": machine, **row}), flush=True
+        )
 
     def elasticity(m):
         V = fem.LagrangeSpace(fem.unit_cube(m, cell="hexahedron"), shape=(3,))
@@ -68,8 +71,12 @@ def _worker(ndev: int, args) -> None:
     for case, m in (("cg-strong", args.cube), ("cg-weak", round(args.cube * ndev ** (1 / 3)))):
         A, b = elasticity(m)
         kw = {"rtol": args.rtol, "throw": False}
-        dist = jax.jit(lambda v, b: solvers.linear_solve(A.with_values(v), b, method="dist-cg", mesh=mesh, **kw))
-        single = jax.jit(lambda v, b: solvers.linear_solve(A.with_values(v), b, method="cg", **kw))
+
+        def run(v, b, method, A=A, kw=kw, **extra):
+            return solvers.linear_solve(A.with_values(v), b, method=method, **kw, **extra)
+
+        dist = jax.jit(functools.partial(run, method="dist-cg", mesh=mesh))
+        single = jax.jit(functools.partial(run, method="cg"))
         compiled = dist.lower(A.values, b).compile()
         loops = [lp for lp in loop_communication(compiled.as_text()) if lp["collective-permute"]["count"]]
         r, r1 = dist(A.values, b), single(A.values, b)
@@ -136,6 +143,71 @@ def _worker(ndev: int, args) -> None:
         )
 
 
+# -- the paper estimate of docs/scaling.md -------------------------------------------------------------------
+# Assumptions (stated in docs/scaling.md): H200 HBM 4.8 TB/s of which a sparse product and vector updates
+# reach ETA; NVLink within a node of 8 GPUs, InfiniBand NDR (one 400 Gb/s port per GPU) between nodes;
+# latencies of a small all-reduce and of one while-loop iteration on a GPU.
+HBM, ETA = 4.8e12, 0.6
+NVLINK, IB = 300e9, 40e9  # bytes/s per direction per GPU, achieved
+T_ALLREDUCE_NODE, T_ALLREDUCE_NET, T_LOOP = 15e-6, 30e-6, 15e-6
+ENTRIES, DOFS_PER_NODE = 81, 3  # Q1 3D elasticity: 27 nodes x 3 components per row
+ITER_PER_NODE_LAYER = 8.7  # Jacobi-CG iterations / nodes per side: cg-weak measured 8.2-8.6, rising slowly
+
+
+def estimate(ndofs: float, ngpu: int, *, blocks: str = "slab") -> dict:
+    """Time per CG iteration and per gradient of Q1 3D elasticity on a cube, Jacobi-CG, ``ngpu`` H200s."""
+    m = (ndofs / DOFS_PER_NODE) ** (1 / 3)  # nodes per side
+    rows = ndofs / ngpu
+    spmv_bytes = rows * (ENTRIES * 12 + 16)  # values + int32 columns, y written, x read once
+    vector_bytes = rows * 16 * 8  # 16 vector passes of CG per iteration
+    if blocks == "slab":
+        halo = 2 * DOFS_PER_NODE * m * m * 8  # two faces of one node layer
+        thickness = m / ngpu
+    else:  # cubes: ngpu = k^3 blocks
+        side = m / round(ngpu ** (1 / 3))
+        halo = 6 * DOFS_PER_NODE * side * side * 8
+        thickness = side
+    link = NVLINK if ngpu <= 8 else IB
+    t_local = (spmv_bytes + vector_bytes) / (ETA * HBM)
+    t_halo = halo / link
+    t_red = 3 * (T_ALLREDUCE_NODE if ngpu <= 8 else T_ALLREDUCE_NET)
+    t_iter = t_local + t_halo + t_red + T_LOOP
+    iters = ITER_PER_NODE_LAYER * m
+    return {
+        "ndofs": ndofs,
+        "gpus": ngpu,
+        "blocks": blocks,
+        "layers_per_block": thickness,
+        "halo_MB": halo / 1e6,
+        "t_local_ms": t_local * 1e3,
+        "t_halo_ms": t_halo * 1e3,
+        "t_latency_ms": (t_red + T_LOOP) * 1e3,
+        "t_iter_ms": t_iter * 1e3,
+        "iterations": iters,
+        "t_gradient_s": 2 * iters * t_iter,  # forward + adjoint solve (assembly and its VJP not counted)
+        "values_GB_per_gpu_replicated": ndofs * ENTRIES * 8 / 1e9,
+    }
+
+
+def _estimate_table() -> str:
+    out = [
+        f"{'DOFs':>6} {'GPUs':>4} {'blocks':>6} {'layers':>6} {'halo MB':>7} {'local ms':>8} {'halo ms':>7} "
+        f"{'lat. ms':>7} {'ms/iter':>7} {'iters':>5} {'grad s':>6} {'repl. GB':>8}"
+    ]
+    for ndofs in (10e6, 100e6):
+        for ngpu in (8, 16, 32, 64):
+            for blocks in ("slab", "cube") if ngpu in (8, 64) else ("slab",):
+                e = estimate(ndofs, ngpu, blocks=blocks)
+                out.append(
+                    f"{ndofs / 1e6:>5.0f}M {ngpu:>4} {blocks:>6} {e['layers_per_block']:>6.1f} "
+                    f"{e['halo_MB']:>7.2f} "
+                    f"{e['t_local_ms']:>8.3f} {e['t_halo_ms']:>7.3f} {e['t_latency_ms']:>7.3f} "
+                    f"{e['t_iter_ms']:>7.3f} {e['iterations']:>5.0f} {e['t_gradient_s']:>6.2f} "
+                    f"{e['values_GB_per_gpu_replicated']:>8.1f}"
+                )
+    return "\n".join(out)
+
+
 def _table(rows: list[dict]) -> str:
     out = []
     for case in ("cg-strong", "cg-weak", "grad-strong", "grad-weak"):
@@ -181,8 +253,14 @@ def main(argv=None) -> list[dict]:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--rtol", type=float, default=1e-8)
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument(
+        "--estimate", action="store_true", help="print the paper estimate of docs/scaling.md only"
+    )
     ap.add_argument("--worker", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.estimate:
+        print(_estimate_table())
+        return []
     if args.quick:
         args.cube, args.square, args.batch, args.reps = 6, 16, 8, 2
         args.devices = [d for d in args.devices if d <= 4]
@@ -193,9 +271,25 @@ def main(argv=None) -> list[dict]:
     for ndev in args.devices:
         env = dict(os.environ)
         if env.get("JAX_PLATFORMS", "cpu") == "cpu" and ndev > 1:
-            env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={ndev}").strip()
-        cmd = [sys.executable, __file__, "--worker", str(ndev), "--cube", str(args.cube), "--square",
-               str(args.square), "--batch", str(args.batch), "--rtol", str(args.rtol), "--reps", str(args.reps)]
+            env["XLA_FLAGS"] = (
+                env.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={ndev}"
+            ).strip()
+        cmd = [
+            sys.executable,
+            __file__,
+            "--worker",
+            str(ndev),
+            "--cube",
+            str(args.cube),
+            "--square",
+            str(args.square),
+            "--batch",
+            str(args.batch),
+            "--rtol",
+            str(args.rtol),
+            "--reps",
+            str(args.reps),
+        ]
         t = time.perf_counter()
         p = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if p.returncode:

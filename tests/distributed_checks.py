@@ -1,11 +1,14 @@
 """Checks of the sharded batch and the sharded solve, run on simulated CPU devices in a subprocess.
 
-``python tests/distributed_checks.py NDEV GROUP`` sets ``XLA_FLAGS=--xla_force_host_platform_device_count=NDEV``
-before JAX is imported (which is why this runs in its own process: the device count of a process is fixed
-when JAX starts), runs the checks of GROUP (``main`` or ``small``) and prints one JSON object with the
-measured numbers; ``tests/test_distributed.py`` asserts on them.
+``python tests/distributed_checks.py NDEV GROUP`` sets
+``XLA_FLAGS=--xla_force_host_platform_device_count=NDEV`` before JAX is imported (which is why this runs in
+its own process: the device count of a process is fixed when JAX starts), runs the checks of GROUP
+(``main``, ``small``, or ``multihost`` with ``PROCESS_ID PORT``: one of two processes joined by
+``jax.distributed`` on localhost) and prints one JSON object with the measured numbers;
+``tests/test_distributed.py`` asserts on them.
 """
 
+import functools
 import json
 import os
 import sys
@@ -147,7 +150,7 @@ def check_batch(mesh):
     sharded = jax.device_put(S, NamedSharding(mesh, P(mesh.axis_names[0])))
     res = {}
     for method in ("superlu", "cg"):
-        vg = jax.value_and_grad(lambda s: loss(s, method))
+        vg = jax.value_and_grad(functools.partial(loss, method=method))
         ref_v, ref_g = jax.jit(jax.vmap(vg))(S)  # one device
         fn = jax.jit(batch_map(vg, mesh)).lower(sharded).compile()
         v, g = fn(sharded)
@@ -187,9 +190,18 @@ def check_minimize(mesh):
     f_plain = lambda x: jnp.sum(jax.vmap(member)(x))  # noqa: E731
     f_sharded = lambda x: jnp.sum(batch_map(member, mesh)(x))  # noqa: E731
     r1 = minimize(f_plain, x0, maxiter=8, progress=False)
-    r2 = minimize(f_sharded, jax.device_put(x0, NamedSharding(mesh, P(mesh.axis_names[0]))), maxiter=8,
-                  progress=False)
+    r2 = minimize(
+        f_sharded, jax.device_put(x0, NamedSharding(mesh, P(mesh.axis_names[0]))), maxiter=8, progress=False
+    )
     out["minimize"] = {"err_x": rel(r2.x, r1.x), "fun": float(r2.fun), "fun_plain": float(r1.fun)}
+    # make_dataset (and batched) with mesh=: chunks split over the devices, the same outputs
+    from igax.inverse import make_dataset
+
+    solve = lambda th: solvers.solve(A.with_values(A.values * th[0]), jnp.ones(12) * th[1], method="superlu")  # noqa: E731
+    inputs = jnp.concatenate([x0, x0[:3] * 1.5])  # not a multiple of the devices: the last chunk is padded
+    U, _ = make_dataset(solve, inputs, batch_size=NDEV + 1, mesh=mesh)
+    U1, _ = make_dataset(solve, inputs, batch_size=NDEV + 1)
+    out["dataset"] = {"err": rel(U, U1), "shape": list(U.shape)}
 
 
 def check_multihost(mesh):

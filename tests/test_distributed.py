@@ -48,8 +48,9 @@ def _launch():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = str(s.getsockname()[1])
-    run = functools.partial(subprocess.Popen, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=_env())
+    run = functools.partial(
+        subprocess.Popen, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env()
+    )
     main = run([sys.executable, str(CHECKS), "4", "main"])
     hosts = [run([sys.executable, str(CHECKS), "4", "multihost", str(i), port]) for i in range(2)]
     return main, hosts
@@ -82,7 +83,7 @@ def multihost(processes):
     return [_collect(p) for p in processes[1]]
 
 
-# -- the sharded solve ------------------------------------------------------------------------------------------
+# -- the sharded solve ---------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", ["p1", "spline2", "elasticity3d"])
 def test_sharded_solve_equals_single_device(four, name):
     r = four[name]
@@ -124,7 +125,7 @@ def test_sharded_solve_across_two_processes(multihost):
             assert abs(s["iterations"] - s["iterations_cg"]) <= 0.1 * s["iterations_cg"], s
 
 
-# -- sharded batches --------------------------------------------------------------------------------------------
+# -- sharded batches -----------------------------------------------------------------------------------------
 @pytest.mark.parametrize("method", ["superlu", "cg"])
 def test_batch_map_equals_vmap_and_stays_sharded(four, method):
     r = four["batch"][method]
@@ -142,7 +143,12 @@ def test_minimize_over_a_sharded_ensemble(four):
     assert m["err_x"] < 1e-12 and abs(m["fun"] - m["fun_plain"]) <= 1e-12 * abs(m["fun_plain"]), m
 
 
-# -- in this process ---------------------------------------------------------------------------------------------
+def test_make_dataset_over_the_devices(four):
+    d = four["dataset"]
+    assert d["err"] < 1e-12 and d["shape"] == [11, 12], d
+
+
+# -- in this process -----------------------------------------------------------------------------------------
 def _halo_product(part, A, x):
     """The product of every block, computed from the partition's arrays as the devices do (NumPy)."""
     vals = np.concatenate([A.data, [0.0, 1.0]])

@@ -71,8 +71,12 @@ class Partition:
 
     def halo_entries(self) -> int:
         """Vector entries moved between devices by one product (padded, as the exchange sends them)."""
-        return int(sum(w * sum(1 for d in range(self.ndev) if 0 <= d + o < self.ndev)
-                       for o, w in zip(self.offsets, self.widths, strict=True)))
+        return int(
+            sum(
+                w * sum(1 for d in range(self.ndev) if 0 <= d + o < self.ndev)
+                for o, w in zip(self.offsets, self.widths, strict=True)
+            )
+        )
 
     def summary(self) -> dict:
         """Sizes for reports: rows, ghosts and ELLPACK width per device, halo entries per product."""
@@ -118,7 +122,9 @@ def _build(pattern, ndev: int, ordering: str) -> Partition:
     off = owner - dev
     # Ghost lists: the distinct (device, column) pairs with a foreign owner, grouped by offset.
     foreign = off != 0
-    pairs = np.unique(np.stack([dev[foreign], c[foreign]]), axis=1) if foreign.any() else np.zeros((2, 0), int)
+    pairs = (
+        np.unique(np.stack([dev[foreign], c[foreign]]), axis=1) if foreign.any() else np.zeros((2, 0), int)
+    )
     pdev, pcol = pairs
     poff = pcol // nloc - pdev
     offsets = tuple(int(o) for o in np.unique(poff))

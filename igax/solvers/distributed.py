@@ -51,8 +51,8 @@ def device_mesh(devices=None, axis_name: str = "devices") -> Mesh:
 
     Example:
         >>> from igax.solvers.distributed import device_mesh
-        >>> device_mesh(1).shape
-        OrderedDict({'devices': 1})
+        >>> dict(device_mesh(1).shape)
+        {'devices': 1}
     """
     if devices is None:
         devices = jax.devices()
@@ -80,7 +80,7 @@ def _mesh_axis(mesh, name: str = "mesh") -> str:
     return mesh.axis_names[0]
 
 
-# -- many problems ------------------------------------------------------------------------------------------
+# -- many problems -------------------------------------------------------------------------------------------
 def batch_map(f, mesh: Mesh | None = None, *, in_axes=0):
     """``jax.vmap(f)`` with the batch axis split over the devices of ``mesh``: each device maps its slice.
 
@@ -103,8 +103,8 @@ def batch_map(f, mesh: Mesh | None = None, *, in_axes=0):
         >>> from igax.solvers.distributed import batch_map
         >>> A = solvers.SparseMatrix.from_scipy(sp.diags([1.0, 2.0, 4.0]).tocsr(), symmetric=True)
         >>> xs = batch_map(lambda s: solvers.solve(A.with_values(s * A.values), jnp.ones(3)))(jnp.ones(2))
-        >>> xs.shape, xs.sharding.spec
-        ((2, 3), PartitionSpec('devices',))
+        >>> xs.shape, xs.sharding.spec[0]        # batched on the leading axis, split over "devices"
+        ((2, 3), 'devices')
     """
     mesh = device_mesh() if mesh is None else mesh
     axis = _mesh_axis(mesh)
@@ -133,7 +133,7 @@ def batch_map(f, mesh: Mesh | None = None, *, in_axes=0):
     return mapped
 
 
-# -- one large problem ----------------------------------------------------------------------------------------
+# -- one large problem ---------------------------------------------------------------------------------------
 def _halo(x, part: Partition, send, axis: str):
     """``[x_local, ghosts]``: one ppermute per block offset (device ``d`` receives from ``d + o``)."""
     ndev = part.ndev
@@ -214,10 +214,20 @@ def plan_arrays(part: Partition, mesh: Mesh) -> tuple:
     return tuple(jax.device_put(a, sharding) for a in host)
 
 
-
-# -- what the compiled program communicates ----------------------------------------------------------------------
+# -- what the compiled program communicates ------------------------------------------------------------------
 _COLLECTIVES = ("collective-permute", "all-reduce", "all-gather", "all-to-all", "reduce-scatter")
-_ITEMSIZE = {"f64": 8, "f32": 4, "s32": 4, "u32": 4, "s64": 8, "pred": 1, "f16": 2, "bf16": 2, "s8": 1, "u8": 1}
+_ITEMSIZE = {
+    "f64": 8,
+    "f32": 4,
+    "s32": 4,
+    "u32": 4,
+    "s64": 8,
+    "pred": 1,
+    "f16": 2,
+    "bf16": 2,
+    "s8": 1,
+    "u8": 1,
+}
 
 
 # The attributes by which an instruction names the computations it runs.
@@ -266,8 +276,10 @@ def loop_communication(hlo: str) -> list[dict]:
     Example:
         >>> import jax, jax.numpy as jnp
         >>> from igax.solvers.distributed import loop_communication
-        >>> f = jax.jit(lambda x: jax.lax.while_loop(lambda s: s[0] < 3, lambda s: (s[0] + 1, s[1] * 2), (0, x)))
-        >>> loop_communication(f.lower(jnp.ones(4)).compile().as_text())[0]["all-reduce"]
+        >>> step = lambda s: (s[0] + 1, s[1] * 2)
+        >>> f = jax.jit(lambda x: jax.lax.while_loop(lambda s: s[0] < 3, step, (0, x)))
+        >>> first, = loop_communication(f.lower(jnp.ones(4)).compile().as_text())   # one while loop
+        >>> first["all-reduce"]
         {'count': 0, 'bytes': 0}
     """
     comps = _computations(hlo)
