@@ -170,7 +170,7 @@ def estimate(ndofs: float, ngpu: int, *, blocks: str = "slab") -> dict:
     link = NVLINK if ngpu <= 8 else IB
     t_local = (spmv_bytes + vector_bytes) / (ETA * HBM)
     t_halo = halo / link
-    t_red = 3 * (T_ALLREDUCE_NODE if ngpu <= 8 else T_ALLREDUCE_NET)
+    t_red = 2 * (T_ALLREDUCE_NODE if ngpu <= 8 else T_ALLREDUCE_NET)  # p.Ap; r.z with r.r
     t_iter = t_local + t_halo + t_red + T_LOOP
     iters = ITER_PER_NODE_LAYER * m
     return {

@@ -18,9 +18,9 @@ all-reduce per iteration.
 into one contiguous block per device (:mod:`igax.solvers._partition`: the pattern's numbering or reverse
 Cuthill-McKee, halo lists computed once per pattern), and runs Jacobi-preconditioned CG under ``shard_map``:
 each product exchanges only the halo with ``ppermute`` (one collective-permute per block offset, two for a
-banded numbering) and each inner product is a local sum and a ``psum`` (an all-reduce of one number). With
-the pointwise Jacobi preconditioner the iterates are those of ``method="cg"`` up to rounding, so iteration
-counts match the single-device solve.
+banded numbering) and the inner products are local sums and a ``psum`` (two all-reduces per iteration, of
+one and of two numbers). With the pointwise Jacobi preconditioner the iterates are those of ``method="cg"``
+up to rounding, so iteration counts match the single-device solve.
 """
 
 from __future__ import annotations
@@ -194,8 +194,8 @@ def sharded_cg(values, b, part: Partition, mesh: Mesh, arrays=None, **cg_options
             xe = _halo(x, part, send, axis)
             return jnp.sum(vals * xe[cols], axis=1)
 
-        def dot(u, v):
-            return jax.lax.psum(jnp.vdot(u, v), axis)
+        def dot(pairs):  # local sums, then one all-reduce for the group
+            return tuple(jax.lax.psum(jnp.stack([jnp.vdot(u, v) for u, v in pairs]), axis))
 
         r = _it.cg(matvec, bp[0], lambda r: dinv * r, dot=dot, n=part.n, **cg_options)
         return r.x[None], r.iterations, r.status
