@@ -125,6 +125,16 @@ def test_sharded_solve_across_two_processes(multihost):
             assert abs(s["iterations"] - s["iterations_cg"]) <= 0.1 * s["iterations_cg"], s
 
 
+def test_row_block_assembly_and_solve(four):
+    r = four["row_blocks"]
+    assert r["status"] == 0 and r["err_vs_direct"] < 1e-8, r
+    assert r["grad_err_vs_direct"] < 1e-7 and r["grad_err_vs_fd"] < 1e-7, r
+    # the values exist only as the devices' blocks, and no collective gathers anything in the gradient
+    assert r["values_devices"] == 4 and r["values_shape"][0] == 4 and r["all_gathers"] == 0, r
+    # interface elements are computed by both devices: a few more than the mesh has, never fewer
+    assert r["elements"] <= r["elements_computed"] < 1.3 * r["elements"], r
+
+
 # -- sharded batches -----------------------------------------------------------------------------------------
 @pytest.mark.parametrize("method", ["superlu", "cg"])
 def test_batch_map_equals_vmap_and_stays_sharded(four, method):

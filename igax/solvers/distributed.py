@@ -36,7 +36,7 @@ from jax.sharding import PartitionSpec as P
 from igax.solvers import iterative as _it
 from igax.solvers._partition import Partition, partition
 
-__all__ = ["batch_map", "device_mesh", "partition", "sharded_cg"]
+__all__ = ["batch_map", "device_mesh", "loop_communication", "partition", "sharded_cg"]
 
 
 def device_mesh(devices=None, axis_name: str = "devices") -> Mesh:
@@ -154,6 +154,24 @@ def _local_arrays(part: Partition, values, arrays):
     return cols[0], vals, dinv, send
 
 
+def block_matvec(vals, cols, send, x, part: Partition, axis: str):
+    """One device's rows of ``A x`` (inside ``shard_map``): halo exchange, then the ELLPACK product."""
+    xe = _halo(x, part, send, axis)
+    return jnp.sum(vals * xe[cols], axis=1)
+
+
+def block_cg(vals, dinv, cols, send, b, part: Partition, axis: str, **cg_options):
+    """Jacobi CG on one device's block of rows (inside ``shard_map``); inner products by ``psum``."""
+
+    def dot(pairs):  # local sums, then one all-reduce for the group
+        return tuple(jax.lax.psum(jnp.stack([jnp.vdot(u, v) for u, v in pairs]), axis))
+
+    def matvec(x):
+        return block_matvec(vals, cols, send, x, part, axis)
+
+    return _it.cg(matvec, b, lambda r: dinv * r, dot=dot, n=part.n, **cg_options)
+
+
 def sharded_cg(values, b, part: Partition, mesh: Mesh, arrays=None, **cg_options):
     """Jacobi-preconditioned CG on the row blocks of ``part``, one per device of ``mesh``.
 
@@ -189,15 +207,7 @@ def sharded_cg(values, b, part: Partition, mesh: Mesh, arrays=None, **cg_options
 
     def local(values, bp, *arrays):
         cols, vals, dinv, send = _local_arrays(part, values, arrays)
-
-        def matvec(x):
-            xe = _halo(x, part, send, axis)
-            return jnp.sum(vals * xe[cols], axis=1)
-
-        def dot(pairs):  # local sums, then one all-reduce for the group
-            return tuple(jax.lax.psum(jnp.stack([jnp.vdot(u, v) for u, v in pairs]), axis))
-
-        r = _it.cg(matvec, bp[0], lambda r: dinv * r, dot=dot, n=part.n, **cg_options)
+        r = block_cg(vals, dinv, cols, send, bp[0], part, axis, **cg_options)
         return r.x[None], r.iterations, r.status
 
     specs = (P(), P(axis)) + (P(axis),) * len(arrays)
