@@ -211,6 +211,17 @@ def test_dist_cg_on_one_device_is_cg():
     assert loops and all(lp["all-gather"]["count"] == 0 for lp in loops)
 
 
+def test_dist_cg_under_vmap():
+    K = sp.diags([-1.0, 2.0, -1.0], [-1, 0, 1], (30, 30)).tocsr()
+    A = solvers.SparseMatrix.from_scipy(K, symmetric=True, positive_definite=True)
+    B = jnp.asarray(np.random.default_rng(0).normal(size=(3, 30)))
+    X = jax.vmap(lambda b: solvers.solve(A, b, method="dist-cg", rtol=1e-12))(B)  # right-hand sides
+    np.testing.assert_allclose(X, np.linalg.solve(K.toarray(), np.asarray(B).T).T, rtol=1e-10, atol=1e-12)
+    V = jnp.stack([A.values, 2 * A.values])  # matrices of one pattern
+    Y = jax.vmap(lambda v: solvers.solve(A.with_values(v), B[0], method="dist-cg", rtol=1e-12))(V)
+    np.testing.assert_allclose(2 * Y[1], Y[0], rtol=1e-10, atol=1e-12)
+
+
 def test_dist_cg_reports_failure_like_cg():
     K = sp.diags([-1.0, 2.0, -1.0], [-1, 0, 1], (40, 40)).tocsr()
     A = solvers.SparseMatrix.from_scipy(K, symmetric=True, positive_definite=True)
