@@ -3,8 +3,9 @@
 The checks on several devices run in subprocesses (``tests/distributed_checks.py``), because a process's
 device count is fixed when JAX starts: one process with 4 simulated CPU devices for the solves, gradients,
 HLO and batches, and two processes of 4 devices each joined by ``jax.distributed`` (8 devices on localhost)
-for the multi-host solve. Each prints its numbers as JSON; the assertions are here. The partition's index
-work and the one-device paths are tested in this process.
+for the multi-host solve. A third process (``-m slow``) checks the row-block assembly, ``minimize`` and
+``make_dataset`` over the devices, and plain ``jit`` over a sharded batch. Each prints its numbers as JSON;
+the assertions are here. The partition's index work and the one-device paths are tested in this process.
 """
 
 import functools
@@ -72,6 +73,19 @@ def processes():
 
 
 @pytest.fixture(scope="module")
+def more():
+    """The longer checks (optimisation and datasets over the devices, row-block assembly), 4 devices."""
+    p = subprocess.Popen(
+        [sys.executable, str(CHECKS), "4", "more"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(),
+    )
+    return _collect(p)
+
+
+@pytest.fixture(scope="module")
 def four(processes):
     """The checks of one process with 4 simulated devices."""
     return _collect(processes[0])
@@ -125,8 +139,9 @@ def test_sharded_solve_across_two_processes(multihost):
             assert abs(s["iterations"] - s["iterations_cg"]) <= 0.1 * s["iterations_cg"], s
 
 
-def test_row_block_assembly_and_solve(four):
-    r = four["row_blocks"]
+@pytest.mark.slow
+def test_row_block_assembly_and_solve(more):
+    r = more["row_blocks"]
     assert r["status"] == 0 and r["err_vs_direct"] < 1e-8, r
     assert r["grad_err_vs_direct"] < 1e-7 and r["grad_err_vs_fd"] < 1e-7, r
     # the values exist only as the devices' blocks, and no collective gathers anything in the gradient
@@ -144,17 +159,20 @@ def test_batch_map_equals_vmap_and_stays_sharded(four, method):
     assert r["all_gathers"] == 0, r  # each device solved its own slice (host callbacks included)
 
 
-def test_plain_jit_over_a_sharded_batch_gives_the_same_numbers(four):
-    assert four["batch"]["superlu"]["plain_jit_err"] < 1e-12
+@pytest.mark.slow
+def test_plain_jit_over_a_sharded_batch_gives_the_same_numbers(more):
+    assert more["plain_jit"]["err"] < 1e-12
 
 
-def test_minimize_over_a_sharded_ensemble(four):
-    m = four["minimize"]
+@pytest.mark.slow
+def test_minimize_over_a_sharded_ensemble(more):
+    m = more["minimize"]
     assert m["err_x"] < 1e-12 and abs(m["fun"] - m["fun_plain"]) <= 1e-12 * abs(m["fun_plain"]), m
 
 
-def test_make_dataset_over_the_devices(four):
-    d = four["dataset"]
+@pytest.mark.slow
+def test_make_dataset_over_the_devices(more):
+    d = more["dataset"]
     assert d["err"] < 1e-12 and d["shape"] == [11, 12], d
 
 
