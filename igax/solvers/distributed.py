@@ -25,6 +25,7 @@ up to rounding, so iteration counts match the single-device solve.
 
 from __future__ import annotations
 
+import functools
 import re
 
 import jax
@@ -217,8 +218,13 @@ def sharded_cg(values, b, part: Partition, mesh: Mesh, arrays=None, **cg_options
     return _it.KrylovResult(x.reshape(-1)[part.iperm], k, status)
 
 
+@functools.lru_cache(maxsize=8)
 def plan_arrays(part: Partition, mesh: Mesh) -> tuple:
-    """The partition's index arrays on the devices, each sharded by its leading (device) axis."""
+    """The partition's index arrays on the devices, each sharded by its leading (device) axis.
+
+    Cached per partition and mesh (partitions are cached per pattern), so repeated solves with one pattern
+    move the index arrays to the devices once.
+    """
     sharding = NamedSharding(mesh, P(_mesh_axis(mesh)))
     host = (part.cols, part.slots, part.diag, *part.send)
     return tuple(jax.device_put(a, sharding) for a in host)
