@@ -17,7 +17,7 @@ from igax.solvers import iterative, linear, newton
 from igax.solvers._errors import Status
 from igax.solvers.backends import backend_names, get_backend
 
-BUILT_IN = ("superlu", "pardiso", "cholmod", "amg-cg", "cg", "bicgstab", "gmres", "mg-cg")
+BUILT_IN = ("superlu", "pardiso", "cholmod", "amg-cg", "cg", "bicgstab", "gmres", "mg-cg", "dist-cg")
 
 
 class DenseJax(solvers.JaxBackend):
@@ -96,7 +96,7 @@ def test_old_method_lists_are_derived_and_warn():
 
 def test_builtin_backends_declare_what_they_need():
     spd = {n for n in BUILT_IN if get_backend(n).spd}
-    assert spd == {"cholmod", "amg-cg", "cg", "mg-cg"}
+    assert spd == {"cholmod", "amg-cg", "cg", "mg-cg", "dist-cg"}
     host = {n for n in BUILT_IN if get_backend(n).on_host}
     assert host == {"superlu", "pardiso", "cholmod", "amg-cg"}
     assert get_backend("gmres").options == {"restart"} and get_backend("mg-cg").options == {"hierarchy"}

@@ -40,6 +40,7 @@ from igax.fem.forms.assembly import assemble
 from igax.fem.forms.library import mass
 from igax.fem.spaces.base import FunctionSpace
 from igax.inverse.optimize import Interrupted, caused_by_interrupt
+from igax.solvers.distributed import batch_map
 from igax.solvers.sparse import SparseMatrix
 
 __all__ = [
@@ -201,7 +202,7 @@ def _pad(tree, k: int):
     return jax.tree_util.tree_map(lambda a: jnp.concatenate([a, jnp.repeat(a[-1:], k, axis=0)]), tree)
 
 
-def batched(fn: Callable, batch_size: int | None = None) -> Callable:
+def batched(fn: Callable, batch_size: int | None = None, *, mesh=None) -> Callable:
     """A batched, jitted version of a per-sample map: ``inputs (n, ...) -> outputs (n, ...)``.
 
     ``fn`` maps one sample (a pytree of arrays) to a pytree of arrays. The result applies ``jax.vmap(fn)``
@@ -211,6 +212,10 @@ def batched(fn: Callable, batch_size: int | None = None) -> Callable:
     Arguments:
         fn: per-sample function.
         batch_size: chunk size (default: the whole input at once).
+        mesh: a one-axis ``jax.sharding.Mesh``: each chunk is split over its devices
+            (:func:`igax.solvers.distributed.batch_map`; host solvers run once per device on its slice), and
+            the chunk size is rounded up to a multiple of the device count. The outputs of a single chunk
+            stay sharded over the mesh; several chunks are concatenated.
 
     Returns:
         A function of the stacked inputs.
@@ -222,9 +227,10 @@ def batched(fn: Callable, batch_size: int | None = None) -> Callable:
         >>> square_all(jnp.arange(10.0).reshape(5, 2)).tolist()  # 5 samples: chunks of 4 (the last padded)
         [[0.0, 1.0], [4.0, 9.0], [16.0, 25.0], [36.0, 49.0], [64.0, 81.0]]
     """
-    vfn = jax.jit(jax.vmap(fn))
+    vfn = jax.jit(jax.vmap(fn) if mesh is None else batch_map(fn, mesh))
     if batch_size is not None and int(batch_size) < 1:
         raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}.")
+    ndev = 1 if mesh is None else int(mesh.devices.size)
 
     def run(inputs):
         leaves = jax.tree_util.tree_leaves(inputs)
@@ -234,20 +240,24 @@ def batched(fn: Callable, batch_size: int | None = None) -> Callable:
         if n == 0:
             raise ValueError("inputs hold no samples (the leading batch axis has length 0).")
         bs = n if batch_size is None else min(int(batch_size), n)
+        bs = -(-bs // ndev) * ndev  # whole slices per device (the last chunk is padded)
         outs = []
         for start in range(0, n, bs):
             chunk = _rows(inputs, start, start + bs)
             m = int(np.shape(jax.tree_util.tree_leaves(chunk)[0])[0])
             if m < bs:  # pad the last chunk by repeating its last sample: same shape, no recompilation
                 chunk = _pad(chunk, bs - m)
-            outs.append(_rows(vfn(chunk), 0, m))
+            out = vfn(chunk)
+            outs.append(out if m == bs else _rows(out, 0, m))
+        if len(outs) == 1:
+            return outs[0]
         return jax.tree_util.tree_map(lambda *a: jnp.concatenate(a), *outs)
 
     return run
 
 
 def make_dataset(
-    solve_fn: Callable, inputs: Any, *, batch_size: int = 64, progress: bool = False
+    solve_fn: Callable, inputs: Any, *, batch_size: int = 64, progress: bool = False, mesh=None
 ) -> tuple[Any, float]:
     """Reference outputs for a set of inputs, computed by a (batched) igax solve.
 
@@ -256,6 +266,7 @@ def make_dataset(
         inputs: stacked inputs (a pytree of arrays with a leading sample axis).
         batch_size: samples per vmapped call (one host call of a direct solver per chunk).
         progress: show a tqdm bar over the chunks.
+        mesh: a one-axis ``jax.sharding.Mesh``: each chunk is split over its devices (see :func:`batched`).
 
     Returns:
         ``(outputs, seconds)``: the stacked outputs as JAX arrays, and the wall-clock time spent after
@@ -277,7 +288,7 @@ def make_dataset(
     leaves = jax.tree_util.tree_leaves(inputs)
     n = int(np.shape(leaves[0])[0])
     bs = min(int(batch_size), n)
-    run = batched(solve_fn, bs)
+    run = batched(solve_fn, bs, mesh=mesh)
     # Compile on the first chunk outside the timing.
     jax.block_until_ready(run(_rows(inputs, 0, bs)))
     chunks = range(0, n, bs)

@@ -13,6 +13,7 @@ cg         :mod:`.krylov`               JAX    SPD      GPU/TPU, SPD matrix
 bicgstab   :mod:`.krylov`               JAX    any      GPU/TPU, other matrices
 gmres      :mod:`.krylov`               JAX    any
 mg-cg      :mod:`.mg_cg`                JAX    SPD      GPU/TPU, SPD matrix with a multigrid hierarchy
+dist-cg    :mod:`.dist_cg`              JAX    SPD      (rows split over the devices of ``mesh=``)
 ========== ============================ ====== ======== ================================================
 
 Add one with :func:`register_backend` (see :mod:`igax.solvers.backends.base` for the contract).
@@ -31,6 +32,7 @@ from igax.solvers.backends.base import (
     unregister_backend,
 )
 from igax.solvers.backends.cholmod import Cholmod
+from igax.solvers.backends.dist_cg import DistCG
 from igax.solvers.backends.krylov import CG, GMRES, BiCGSTAB
 from igax.solvers.backends.mg_cg import MGCG
 from igax.solvers.backends.pardiso import Pardiso
@@ -49,6 +51,6 @@ __all__ = [
 ]
 
 # Registration order is the order of the method lists (available_methods, error messages).
-for _backend in (SuperLU(), Pardiso(), Cholmod(), AMGCG(), CG(), BiCGSTAB(), GMRES(), MGCG()):
+for _backend in (SuperLU(), Pardiso(), Cholmod(), AMGCG(), CG(), BiCGSTAB(), GMRES(), MGCG(), DistCG()):
     register_backend(_backend)
 del _backend
