@@ -70,12 +70,17 @@ BAD = [
     ),
     ("non-square A, factorize", lambda: factorize(_RECT), ValueError, r"A must be square"),
     (
-        "complex values",
-        lambda: solve(_A.with_values(_A.values * (1 + 1j)), _B),
-        TypeError,
-        r"A\.values and b must be real.*complex.*real block system",
+        "complex values, an SPD-only method",
+        lambda: solve(_A.with_values(_A.values * (1 + 1j)), _B, method="cg"),
+        ValueError,
+        r'method="cg" needs a real symmetric positive definite matrix.*complex.*"gmres"',
     ),
-    ("complex b", lambda: solve(_A, _B * 1j), TypeError, r"A\.values and b must be real"),
+    (
+        "complex values, factorize",
+        lambda: factorize(_A.with_values(_A.values * (1 + 1j))),
+        TypeError,
+        r"factorize does not take complex matrices.*solve",
+    ),
     (
         "b too short",
         lambda: solve(_A, _B[:-1]),

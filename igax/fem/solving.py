@@ -128,9 +128,13 @@ def _multigrid(method, A, space, bc, options) -> str | None:
     of its coefficients), so symmetry is the test: CG judges convergence by the true residual, and an
     indefinite or singular matrix ends in a SolverError that names the cause, never in a wrong value.
     """
-    auto = method is None and jax.default_backend() != "cpu" and A.symmetric and space.plan.kind in TRANSFERS
+    real = not jnp.issubdtype(A.values.dtype, jnp.complexfloating)  # complex: no CG (not SPD)
+    auto = (
+        method is None and real and jax.default_backend() != "cpu" and A.symmetric
+        and space.plan.kind in TRANSFERS
+    )
     # (a matrix not flagged symmetric is refused by the solver's own check, with advice, before any setup)
-    if (method == "mg-cg" or auto) and options.get("hierarchy") is None and A.symmetric:
+    if (method == "mg-cg" or auto) and options.get("hierarchy") is None and A.symmetric and real:
         options["hierarchy"] = mg_hierarchy(space, bc=bc, A=A)
     return "mg-cg" if auto else method
 

@@ -21,8 +21,10 @@ failure raises :class:`SolverError`, eagerly or, inside ``jit``, from the runnin
 (:mod:`igax.solvers._errors`). With ``throw=False`` the ``value`` of a failed solve is NaN, so it cannot be
 used by mistake. When a solve fails, one cheap test (``A @ ones = 0``, one product with ``A``) tells a
 constant null space (a pure Neumann problem) from other causes, and a failed factorisation reports the
-backend's own reason. Malformed input (a non-square matrix, complex values, a right-hand side of the wrong
-length, an unsorted pattern) is rejected before any host backend runs.
+backend's own reason. Malformed input (a non-square matrix, a right-hand side of the wrong
+length, an unsorted pattern) is rejected before any host backend runs. Complex systems are solved as an
+equivalent real block system (:mod:`igax.solvers._complex`), so every real backend but the SPD ones serves
+them and their gradients need no rule of their own.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from jax.interpreters import ad, batching, mlir
 
 from igax._compile import lazy_jit
 from igax._config import check_float64
-from igax.solvers import _backends
+from igax.solvers import _backends, _complex
 from igax.solvers._errors import Status, raise_on_failure
 from igax.solvers.backends import Backend, JaxBackend, backend_names, get_backend, registered_backends
 from igax.solvers.backends.base import _listeners
@@ -233,6 +235,12 @@ def _check_method(method: str | None, A: SparseMatrix, hierarchy=None) -> str:
     if not isinstance(method, str) or method not in backend_names():
         raise ValueError(f"method must be one of {backend_names()} or None (automatic), got {method!r}.")
     backend = get_backend(method)
+    if backend.spd and _complex.is_complex(A.values.dtype):
+        raise ValueError(
+            f'method="{method}" needs a real symmetric positive definite matrix, but A is complex '
+            f"({A.values.dtype}). Complex systems are solved as a real block system of twice the size: use "
+            'method="superlu" or "pardiso" (direct), or "gmres" / "bicgstab" (iterative).'
+        )
     if backend.spd and not A.symmetric:
         raise ValueError(
             f'method="{method}" needs a symmetric positive definite matrix, but A is not flagged symmetric. '
@@ -244,15 +252,10 @@ def _check_method(method: str | None, A: SparseMatrix, hierarchy=None) -> str:
 
 
 def _working_dtype(*dtypes):
-    """The real floating dtype of a solve; complex input is refused (the backends are real)."""
+    """The floating dtype of a solve: real, or complex (solved as a real block system, see
+    :mod:`igax.solvers._complex`)."""
     dtype = jnp.result_type(*dtypes)
-    if jnp.issubdtype(dtype, jnp.complexfloating):
-        raise TypeError(
-            f"A.values and b must be real, got dtype {dtype}: igax's solvers are real-valued. Solve a "
-            "complex system as the real block system [[Re A, -Im A], [Im A, Re A]] [Re x; Im x] = "
-            "[Re b; Im b]."
-        )
-    if not jnp.issubdtype(dtype, jnp.floating):
+    if not jnp.issubdtype(dtype, jnp.inexact):
         dtype = jnp.result_type(float)
     return dtype
 
@@ -303,7 +306,7 @@ def _validate_operands(A, b):
             "right-hand sides use jax.vmap(lambda b: solve(A, b))(B) with B of shape (k, n)."
         )
     dtype = _working_dtype(A.values.dtype, jnp.result_type(b))
-    if dtype == jnp.float32:
+    if dtype in (jnp.float32, jnp.complex64):
         check_float64("solve")
     return dtype
 
@@ -367,6 +370,12 @@ def factorize(A: SparseMatrix, *, method: str | None = None, **options) -> Facto
         >>> ", ".join(f"{v:.12f}" for v in jnp.concatenate([x1, x2]).tolist())
         '1.000000000000, 1.000000000000, 1.000000000000, 2.000000000000'
     """
+    if _complex.is_complex(jnp.result_type(A.values)):
+        raise TypeError(
+            f"factorize does not take complex matrices (A.values has dtype {A.values.dtype}); solve complex "
+            "systems with igax.solvers.solve / linear_solve or igax.fem.solve, which factorise their real "
+            "block form once per solve and gradient."
+        )
     return _factorize(A, method, options)
 
 
@@ -725,6 +734,23 @@ def _freeze_options(options: dict) -> tuple:
 
 def _solve_result(A: SparseMatrix, b: jax.Array, arrays=None, *, method: str, options: tuple) -> SolveResult:
     """Factorise and solve without raising: the traceable body of :func:`_solve_program` (checked input)."""
+    if _complex.is_complex(jnp.result_type(b)) and not _complex.is_complex(A.values.dtype):
+        # A real matrix and a complex right-hand side: two real solves of one factorisation (any backend).
+        real = jnp.finfo(_working_dtype(A.values.dtype, jnp.result_type(b))).dtype
+        b = jnp.asarray(b)
+        parts = jnp.stack([jnp.real(b), jnp.imag(b)]).astype(real)
+        F = _factorize(A.with_values(A.values.astype(real)), method, dict(options), arrays)
+        r = jax.vmap(lambda c: _finish(F, c, throw=False))(parts)
+        worst = jnp.argmax(r.status != SUCCESS)
+        pick = jax.tree_util.tree_map(lambda a: a[worst], r)
+        return eqx.tree_at(lambda p: p.value, pick, r.value[0] + 1j * r.value[1])
+    if _complex.is_complex(A.values.dtype, jnp.result_type(b)):
+        # A complex system: the equivalent real block system (see igax.solvers._complex), whose
+        # differentiation is the real one's; the JAX backends' host preparation (mg-cg) does not apply.
+        real = jnp.finfo(_working_dtype(A.values.dtype, jnp.result_type(b))).dtype
+        Ab, bb = _complex.block_matrix(A, real), _complex.to_block(b, real)
+        r = _finish(_factorize(Ab, method, dict(options)), bb, throw=False)
+        return eqx.tree_at(lambda r: r.value, r, _complex.from_block(r.value))
     return _finish(_factorize(A, method, dict(options), arrays), b, throw=False)
 
 

@@ -474,8 +474,7 @@ def _scatter_chunks(
     owned = (np.arange(nchunks) * cs).astype(np.int32)  # the first element each chunk owns
     starts = np.minimum(owned, ne - cs).astype(np.int32)
 
-    def body(values, chunk):
-        start, own = chunk
+    def entries(start, own):
         ids = start + jnp.arange(cs, dtype=jnp.int32)
         t = tables_fn(ids)
         sliced = {
@@ -492,6 +491,10 @@ def _scatter_chunks(
         }
         K = element_values(t, t.x.reshape(cs * nq, -1), None, fl)  # (cs, k)
         where = jnp.where((ids >= own)[:, None], element_indices(ids), size)
+        return where, K
+
+    def body(values, chunk):
+        where, K = entries(*chunk)
         return values.at[where.ravel()].add(K.ravel().astype(values.dtype), mode="drop"), None
 
     # Differentiated, the loop would store every chunk's tables as residuals (as much memory as assembling
@@ -499,6 +502,8 @@ def _scatter_chunks(
     # is faster: degree 3 on 97 x 97 elements, gradient of assemble + solve 155 -> 132 ms (1 core), the
     # assembly VJP about one forward assembly. No effect on a forward pass.
     body = jax.checkpoint(body, prevent_cse=False)
+    # Complex kernels or inputs give complex entries: the loop carries the dtype of a chunk's entries.
+    dtype = jnp.result_type(dtype, jax.eval_shape(entries, starts[0], owned[0])[1].dtype)
     values, _ = jax.lax.scan(body, jnp.zeros(size, dtype), (starts, owned))
     return values
 

@@ -249,3 +249,20 @@ def linear_elasticity(E: float | None = None, nu: float | None = None, kind: str
     kernel.__name__ = f"linear_elasticity_{kind}"
     inputs = {k: "scalar" for k, given in (("E", E), ("nu", nu)) if given is None}
     return bilinear_form(kernel, symmetric=True, inputs=inputs)
+
+
+# -- waves: the Helmholtz equation (complex-valued; igax/fem/forms/waves.py) -------------------------------
+# helmholtz (grad u . grad v - k^2 u v), impedance (-i k u v on a boundary), pml_helmholtz (a perfectly
+# matched layer by complex coordinate stretching), scattered_source ((k^2 - k0^2) u_inc v), and the sources
+# plane_wave / point_source. Complex matrices solve with fem.solve like real ones.
+from igax.fem.forms.waves import (  # noqa: E402
+    helmholtz,
+    impedance,
+    plane_wave,
+    pml_helmholtz,
+    pml_stretch,
+    point_source,
+    scattered_source,
+)
+
+__all__ += ["helmholtz", "impedance", "pml_helmholtz", "pml_stretch", "plane_wave", "point_source", "scattered_source"]
