@@ -218,7 +218,8 @@ def prepare_inputs(
                 what = f"a callable of x whose values have shape {got}"
                 raise ValueError(_shape_message(form, name, what, want, *x.shape[1:], space.plan))
         elif isinstance(f, (int, float, complex, np.number)):
-            out[name] = jnp.asarray(f, dtype=float)
+            # complex numbers stay complex (complex-valued forms); everything else is the float dtype
+            out[name] = jnp.asarray(f, dtype=complex if np.iscomplexobj(f) else float)
     return out
 
 

@@ -257,6 +257,7 @@ def linear_elasticity(E: float | None = None, nu: float | None = None, kind: str
 # plane_wave / point_source. Complex matrices solve with fem.solve like real ones.
 from igax.fem.forms.waves import (  # noqa: E402
     helmholtz,
+    helmholtz_speed,
     impedance,
     plane_wave,
     pml_helmholtz,
@@ -265,4 +266,13 @@ from igax.fem.forms.waves import (  # noqa: E402
     scattered_source,
 )
 
-__all__ += ["helmholtz", "impedance", "pml_helmholtz", "pml_stretch", "plane_wave", "point_source", "scattered_source"]
+__all__ += [
+    "helmholtz",
+    "helmholtz_speed",
+    "impedance",
+    "pml_helmholtz",
+    "pml_stretch",
+    "plane_wave",
+    "point_source",
+    "scattered_source",
+]

@@ -50,6 +50,7 @@ from igax.fem.forms.form import Form, bilinear_form, linear_form
 
 __all__ = [
     "helmholtz",
+    "helmholtz_speed",
     "impedance",
     "scattered_source",
     "pml_helmholtz",
@@ -63,6 +64,13 @@ __all__ = [
 def helmholtz(u, v, w):
     """``grad u . grad v - k^2 u v`` (input ``k``: the wavenumber, e.g. ``omega / c(x)``; real or complex)."""
     return jnp.sum(u.grad * v.grad) - w.k**2 * u.value * v.value
+
+
+@bilinear_form(symmetric=True, inputs={"omega": "scalar", "c": "scalar"})
+def helmholtz_speed(u, v, w):
+    """``grad u . grad v - (omega / c)^2 u v``: :data:`helmholtz` with the wavenumber from the angular frequency
+    ``omega`` and a sound speed ``c`` (e.g. a spline Field, the design variable of an acoustic lens)."""
+    return jnp.sum(u.grad * v.grad) - (w.omega / w.c) ** 2 * u.value * v.value
 
 
 @bilinear_form(symmetric=True, boundary=True, inputs={"k": "scalar"})
