@@ -86,8 +86,9 @@ def intensity(u_s, u_inc, point) -> jax.Array:
     return jnp.abs(u_s(p)[0] + u_inc(p.T)[0]) ** 2
 
 
-def picture(fields: dict, path: str, title: str) -> str:
-    """Panels of real fields given at sample points (matplotlib tripcolor)."""
+def picture(fields: dict, path: str, title: str, shared: bool = False) -> str:
+    """Panels of real fields given at sample points (matplotlib tripcolor); ``shared``: one colour scale from
+    0 (so a constant |u| = 1 reads as such)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -98,7 +99,8 @@ def picture(fields: dict, path: str, title: str) -> str:
     for ax, (name, (s, values)) in zip(np.atleast_1d(axes), fields.items(), strict=True):
         quads = s.cells
         tris = np.concatenate([quads[:, [0, 1, 2]], quads[:, [0, 2, 3]]])
-        tpc = ax.tripcolor(Triangulation(s.points[:, 0], s.points[:, 1], tris), values, shading="gouraud")
+        lim = {"vmin": 0.0, "vmax": max(float(np.max(v)) for _, v in fields.values())} if shared else {}
+        tpc = ax.tripcolor(Triangulation(s.points[:, 0], s.points[:, 1], tris), values, shading="gouraud", **lim)
         fig.colorbar(tpc, ax=ax, label=name)
         ax.plot(*FOCUS, "w+", ms=10)
         (x0, y0), (x1, y1) = REGION
@@ -170,6 +172,7 @@ def main(
             {"|u| before (no lens)": (s0, m0), "|u| after": (s1, m1)},
             os.path.join(out, "acoustic_lens_field.png"),
             f"focal gain {after / before:.2f}",
+            shared=True,
         )
         result["png_speed"] = picture(
             {"sound speed c": (sc, sc.point_data["u"])}, os.path.join(out, "acoustic_lens_speed.png"), "design"
