@@ -7,9 +7,9 @@ discretisation the elements per side grow geometrically (x 1.25) from about 4 pe
 relative L2 error is <= 1e-3; the first size that reaches it is reported with its DOFs and the time of
 assembly + complex solve (jitted, median of ``--repeat`` runs after a compile; default solver: PARDISO where
 installed, else SuperLU, on the real block system of twice the size). A discretisation that does not reach
-the target within ``--max-dofs`` is reported with the DOFs extrapolated from its last two sizes (marked ``~``).
-Every discretisation runs in this script, on this machine; the ratios are P1 / P2 over each spline degree
-(> 1: the spline needs fewer DOFs / less time).
+the target within ``--max-dofs`` is reported with the DOFs extrapolated from its last two sizes (marked
+``~``). Every discretisation runs in this script, on this machine; the ratios are P1 / P2 over each
+spline degree (> 1: the spline needs fewer DOFs / less time).
 
 Usage: ``python benchmarks/bench_helmholtz.py [--quick] [--k 40] [--target 1e-3] [--max-dofs 400000]``
 """
@@ -49,7 +49,9 @@ def solve(V, k):
     b = 0.0
     for side, nrm in zip(SIDES, NORMALS, strict=True):
         dn = float(d @ np.array(nrm))
-        b = b + fem.assemble(library.neumann, V, boundary=side, g=lambda x, dn=dn: 1j * k * (dn - 1.0) * exact(x))
+        b = b + fem.assemble(
+            library.neumann, V, boundary=side, g=lambda x, dn=dn: 1j * k * (dn - 1.0) * exact(x)
+        )
     return fem.solve(A, b, space=V), exact
 
 

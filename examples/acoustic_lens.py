@@ -5,11 +5,11 @@ design region, a block ahead of the middle, the sound speed is a spline Field ``
 bounded, ``0.6 <= c_i <= 1.4``; since B-splines are non-negative and sum to one, the field itself stays in
 these bounds. The scattered field ``u_s = u - u_inc`` solves
 ``-div(grad u_s) - (omega / c)^2 u_s = ((omega / c)^2 - k0^2) u_inc`` with first-order impedance conditions
-(outgoing waves) on all sides (``fem.library.helmholtz_speed``, ``impedance``, ``scattered_source``): a complex
-symmetric system solved by ``fem.solve`` like a real one. The loss is minus the intensity ``|u|^2`` at a
-focal point behind the lens; ``jax.grad`` of it with respect to the (real) sound-speed coefficients goes
-through the complex solve with one adjoint solve, and ``inverse.minimize`` (L-BFGS-B) runs the design.
-The focal gain is the intensity after over before (no lens: the plane wave, intensity 1).
+(outgoing waves) on all sides (``fem.library.helmholtz_speed``, ``impedance``, ``scattered_source``): a
+complex symmetric system solved by ``fem.solve`` like a real one. The loss is minus the intensity
+``|u|^2`` at a focal point behind the lens; ``jax.grad`` of it with respect to the (real) sound-speed
+coefficients goes through the complex solve with one adjoint solve, and ``inverse.minimize`` (L-BFGS-B)
+runs the design. The focal gain is the intensity after over before (no lens: the plane wave, intensity 1).
 
 Run: ``python examples/acoustic_lens.py [tiny|small|default]`` or ``igax demo acoustic-lens``.
 """
@@ -28,7 +28,7 @@ from igax.fem import library
 
 DEMO = {
     "name": "acoustic-lens",
-    "description": "Helmholtz: design a sound-speed lens (spline Field, L-BFGS-B) to focus a plane wave; PNGs",
+    "description": "Helmholtz: a sound-speed lens (spline Field, L-BFGS-B) focuses a plane wave; PNGs",
     "sizes": {
         "tiny": {"degree": 2, "elements": 12, "k0": 8.0, "maxiter": 4},
         "small": {"degree": 2, "elements": 24, "k0": 12.0, "maxiter": 15},
@@ -100,7 +100,9 @@ def picture(fields: dict, path: str, title: str, shared: bool = False) -> str:
         quads = s.cells
         tris = np.concatenate([quads[:, [0, 1, 2]], quads[:, [0, 2, 3]]])
         lim = {"vmin": 0.0, "vmax": max(float(np.max(v)) for _, v in fields.values())} if shared else {}
-        tpc = ax.tripcolor(Triangulation(s.points[:, 0], s.points[:, 1], tris), values, shading="gouraud", **lim)
+        tpc = ax.tripcolor(
+            Triangulation(s.points[:, 0], s.points[:, 1], tris), values, shading="gouraud", **lim
+        )
         fig.colorbar(tpc, ax=ax, label=name)
         ax.plot(*FOCUS, "w+", ms=10)
         (x0, y0), (x1, y1) = REGION
@@ -175,7 +177,9 @@ def main(
             shared=True,
         )
         result["png_speed"] = picture(
-            {"sound speed c": (sc, sc.point_data["u"])}, os.path.join(out, "acoustic_lens_speed.png"), "design"
+            {"sound speed c": (sc, sc.point_data["u"])},
+            os.path.join(out, "acoustic_lens_speed.png"),
+            "design",
         )
         print(f"wrote {result['png_field']} and {result['png_speed']}")
     return result

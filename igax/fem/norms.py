@@ -15,7 +15,7 @@ __all__ = ["l2_norm", "h1_seminorm", "l2_error", "h1_error"]
 
 
 def _abs2(d):
-    """``|d|^2``; for a real ``d`` exactly ``d * d`` (conj and real are no-ops), so complex fields work too."""
+    """``|d|^2``; for a real ``d`` exactly ``d * d`` (conj and real are no-ops); complex fields work too."""
     return jnp.real(d * jnp.conj(d))
 
 

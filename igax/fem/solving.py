@@ -130,7 +130,10 @@ def _multigrid(method, A, space, bc, options) -> str | None:
     """
     real = not jnp.issubdtype(A.values.dtype, jnp.complexfloating)  # complex: no CG (not SPD)
     auto = (
-        method is None and real and jax.default_backend() != "cpu" and A.symmetric
+        method is None
+        and real
+        and jax.default_backend() != "cpu"
+        and A.symmetric
         and space.plan.kind in TRANSFERS
     )
     # (a matrix not flagged symmetric is refused by the solver's own check, with advice, before any setup)

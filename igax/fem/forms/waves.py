@@ -68,8 +68,8 @@ def helmholtz(u, v, w):
 
 @bilinear_form(symmetric=True, inputs={"omega": "scalar", "c": "scalar"})
 def helmholtz_speed(u, v, w):
-    """``grad u . grad v - (omega / c)^2 u v``: :data:`helmholtz` with the wavenumber from the angular frequency
-    ``omega`` and a sound speed ``c`` (e.g. a spline Field, the design variable of an acoustic lens)."""
+    """``grad u . grad v - (omega / c)^2 u v``: :data:`helmholtz` with the wavenumber from the angular
+    frequency ``omega`` and a sound speed ``c`` (e.g. a spline Field: the design of an acoustic lens)."""
     return jnp.sum(u.grad * v.grad) - (w.omega / w.c) ** 2 * u.value * v.value
 
 
@@ -99,7 +99,9 @@ def _check_box(lower, upper, width, strength, omega):
     if np.any(w <= 0):
         raise ValueError(f"width must be > 0 (the layer's thickness per direction), got {width!r}.")
     if not np.isscalar(strength) and np.ndim(strength) != 0 or float(strength) <= 0:
-        raise ValueError(f"strength must be a number > 0 (sigma at the outer edge of the layer), got {strength!r}.")
+        raise ValueError(
+            f"strength must be a number > 0 (sigma at the outer edge of the layer), got {strength!r}."
+        )
     if not np.isscalar(omega) and np.ndim(omega) != 0 or float(omega) <= 0:
         raise ValueError(f"omega must be a number > 0 (the angular frequency), got {omega!r}.")
     return lo, hi, w
@@ -116,7 +118,7 @@ def pml_stretch(lower, upper, width, strength: float, omega: float) -> Callable:
         omega: the angular frequency.
 
     Returns:
-        A function of points ``x`` (coordinate axis first, ``(dim, ...)``) giving ``s`` of shape ``(dim, ...)``.
+        A function of points ``x`` (coordinate axis first, ``(dim, ...)``) giving ``s``, shape ``(dim, ...)``.
 
     Example:
         >>> from igax.fem.forms.waves import pml_stretch
@@ -157,7 +159,8 @@ def pml_helmholtz(lower, upper, width, strength: float, omega: float) -> Form:
         >>> from igax import fem
         >>> from igax.fem.forms.waves import pml_helmholtz
         >>> a = pml_helmholtz((0.0, 0.0), (1.0, 1.0), 0.25, strength=40.0, omega=10.0)
-        >>> V = fem.SplineSpace(fem.geometry.rectangle((-0.25, -0.25), (1.25, 1.25)).refine(degree=2, elements=6))
+        >>> geo = fem.geometry.rectangle((-0.25, -0.25), (1.25, 1.25))
+        >>> V = fem.SplineSpace(geo.refine(degree=2, elements=6))
         >>> A = fem.assemble(a, V, k=10.0)
         >>> A.values.dtype in (jnp.complex64, jnp.complex128), A.symmetric
         (True, True)
@@ -205,8 +208,9 @@ def plane_wave(k: float, direction: Sequence[float] = (1.0, 0.0), amplitude: com
 
 
 def point_source(center: Sequence[float], width: float, amplitude: complex = 1.0) -> Callable:
-    """A point source smoothed to a Gaussian: ``amplitude exp(-|x - c|^2 / (2 width^2)) / (2 pi width^2)^(d/2)``
-    (unit integral times ``amplitude``), a callable of ``x`` for ``library.source``.
+    """A point source smoothed to a Gaussian,
+    ``amplitude exp(-|x - c|^2 / (2 width^2)) / (2 pi width^2)^(d/2)`` (unit integral
+    times ``amplitude``), a callable of ``x`` for ``library.source``.
 
     Arguments:
         center: the source point.
