@@ -194,6 +194,20 @@ def test_complex_symmetric_gradient_reuses_one_factorisation():
     )  # symmetric: A^T = A
 
 
+def test_complex_dirichlet_values():
+    """u = (1 + 2i) g on the boundary gives (1 + 2i) times the solution for g (a real matrix, linearity)."""
+    V = _spline(2, 5)
+    A = fem.assemble(library.helmholtz, V, k=3.0)
+    z = jnp.zeros(V.ndofs)
+    u1 = fem.solve(A, z, bc=fem.DirichletBC(V, None, 1.0))
+    uc = fem.solve(A, z, bc=fem.DirichletBC(V, None, 1 + 2j))
+    assert uc.coeffs.dtype == jnp.complex128
+    np.testing.assert_allclose(uc.coeffs, (1 + 2j) * u1.coeffs, rtol=1e-12, atol=1e-14)
+    w = library.plane_wave(3.0, (0.0, 1.0))
+    uw = fem.solve(A, z, bc=fem.DirichletBC(V, None, w))  # a complex callable, projected on the boundary
+    assert abs(complex(uw(jnp.array([[0.3, 0.4]]))[0]) - complex(w(jnp.array([0.3, 0.4])))) < 1e-3
+
+
 # -- gradients through complex solves: the acoustic-lens chain, tiny ---------------------------------------
 def _lens_loss(method):
     V = _spline(2, 6)

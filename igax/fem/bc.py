@@ -51,6 +51,11 @@ class _Dofs:
         )
 
 
+def _number_dtype(value):
+    """The dtype of a prescribed Python number: float, or complex for a complex one (complex problems)."""
+    return jnp.result_type(complex) if isinstance(value, complex) else jnp.result_type(float)
+
+
 @jax.tree_util.register_pytree_node_class
 class DirichletBC:
     """Prescribe dof values strongly.
@@ -158,7 +163,7 @@ class DirichletBC:
         """``value`` as an array of shape (n,) when it is one (n = number of given dofs), else None."""
         if callable(value) or isinstance(value, Field):
             return None
-        v = jnp.asarray(value, dtype=float if not hasattr(value, "dtype") else None)
+        v = jnp.asarray(value, dtype=None if hasattr(value, "dtype") else _number_dtype(value))
         if v.ndim == 0:
             return None
         if v.shape != (n,):
@@ -173,10 +178,12 @@ class DirichletBC:
         if isinstance(value, Field):
             return self._field_values(value)
         if not callable(value):  # a number (arrays are paired with their dofs by _per_dof_array)
-            if isinstance(value, (int, float, np.number, np.ndarray)):  # concrete: no compiled broadcast
-                dtype = value.dtype if hasattr(value, "dtype") else jnp.result_type(float)
+            if isinstance(
+                value, (int, float, complex, np.number, np.ndarray)
+            ):  # concrete: no compiled broadcast
+                dtype = value.dtype if hasattr(value, "dtype") else _number_dtype(value)
                 return jax.device_put(np.full(n, value, dtype=dtype))  # a transfer, not a program
-            v = jnp.asarray(value, dtype=float if not hasattr(value, "dtype") else None)
+            v = jnp.asarray(value, dtype=None if hasattr(value, "dtype") else _number_dtype(value))
             return jnp.broadcast_to(v, (n,))
         V = self.space
         if V.nodal:  # dofs are point values: interpolate, else L2-project on the boundary
