@@ -16,8 +16,10 @@ Every step is a JAX operation on real arrays (a gather to build the block values
 right-hand side, slices of the solution), so derivatives need no rule of their own: JAX differentiates the
 real solve and the conversions, and ``jax.grad`` of a real loss of a complex solution with respect to real
 parameters comes out right by JAX's own convention for complex numbers. The cost is a real system of
-``2n`` unknowns and ``4 nnz`` entries: a complex LU of ``A`` would take about the same memory (complex
-entries are two reals) and flops within a small factor.
+``2n`` unknowns and ``4 nnz`` entries, about the memory of a complex LU of ``A`` (complex entries are two
+reals). Measured on a Helmholtz matrix (degree-3 splines, 96 x 96 elements, 9801 dofs, k = 40, impedance
+sides; 2 shared cores): SciPy's complex ``splu`` 7.9 s, the block system with the same symmetric ordering
+1.3 s (COLAMD: 14.3 vs 7.2 s); igax's solve of it 1.25 s with SuperLU, 0.47 s with PARDISO.
 """
 
 from __future__ import annotations
