@@ -143,9 +143,11 @@ class RowBlockSystem:
 
         spec = P(self.axis)
         specs = (spec, spec, spec) + (P(),) * len(args)
-        return jax.shard_map(local, mesh=self.mesh, in_specs=specs, out_specs=spec)(
-            self._elems, self._target, self._ones, *args
-        )
+        # check_vma=False: element code may hold primitives whose abstract evaluation does not carry the
+        # mesh axes a value varies over (igax.fem's contractions); the transpose then sums the cotangents of
+        # the replicated arguments over the devices itself (one psum each), which is what they need anyway.
+        shmap = jax.shard_map(local, mesh=self.mesh, in_specs=specs, out_specs=spec, check_vma=False)
+        return shmap(self._elems, self._target, self._ones, *args)
 
     # -- products and solves
     def _permute(self, b):
