@@ -1,9 +1,9 @@
 """igax.fem forms assembled into the devices' row blocks (``igax.fem.distributed.SpaceRowBlocks``), and the
 element matrices they are built from (``fem.element_matrices``).
 
-The checks on 4 simulated devices run in a subprocess (``tests/distributed_checks.py 4 forms``; a process's
-device count is fixed when JAX starts) and print their numbers as JSON; the assertions are here. The element
-matrices are checked in this process.
+The checks on 4 simulated devices run in a subprocess (``tests/distributed_checks.py 4 forms``, started with
+the module; a process's device count is fixed when JAX starts) and print their numbers as JSON; the
+assertions are here. The element matrices are checked in this process.
 """
 
 import subprocess
@@ -22,31 +22,27 @@ from igax.fem import library
 from igax.fem.distributed import SpaceRowBlocks
 
 
-@pytest.fixture(scope="module")
-def rows():
-    p = subprocess.run(
-        [sys.executable, str(CHECKS), "4", "forms"], capture_output=True, text=True, env=_env(), timeout=600
+@pytest.fixture(scope="module", autouse=True)
+def _four_devices():
+    """The 4-device process, started before this module's first test: it compiles while the in-process
+    tests run (they come first in the file)."""
+    p = subprocess.Popen(
+        [sys.executable, str(CHECKS), "4", "forms"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(),
     )
-    assert p.returncode == 0, p.stderr[-3000:]
-    return _result(p.stdout, p.stderr)["form_rows"]
+    yield p
+    if p.poll() is None:
+        p.kill()
 
 
-# -- on 4 devices ---------------------------------------------------------------------------------------
-@pytest.mark.parametrize("name", ["p1", "spline2", "elasticity2d", "elasticity3d"])
-def test_row_block_assembly_of_forms_equals_assemble(rows, name):
-    r = rows[name]
-    assert r["err_matvec"] < 1e-12, r  # A x from the blocks against fem.assemble's matrix
-    assert r["err_solve"] < 1e-8, r  # sharded CG with the Dirichlet condition against fem.solve (SuperLU)
-    # the values exist only as the 4 devices' blocks, and the assembly program moves nothing between devices
-    assert r["values_devices"] == 4 and r["values_shape"][0] == 4 and r["assembly_collectives"] == 0, r
-    # interface elements are computed by both of their devices: more than the mesh has, never fewer
-    assert r["elements"] < r["elements_computed"] <= 4 * r["elements"], r
-
-
-def test_row_block_gradients_equal_single_device(rows):
-    r = rows["p1"]
-    assert r["grad_kappa_err"] < 1e-7 and r["grad_geometry_err"] < 1e-7, r
-    assert r["grad_all_gather_bytes"] == [], r  # nothing is gathered in the gradient program
+@pytest.fixture(scope="module")
+def rows(_four_devices):
+    out, err = _four_devices.communicate(timeout=600)
+    assert _four_devices.returncode == 0, err[-3000:]
+    return _result(out, err)["form_rows"]
 
 
 # -- in this process ---------------------------------------------------------------------------------------
@@ -135,3 +131,21 @@ def test_element_matrices_bad_input_is_named():
         S.condense(None, jnp.zeros(V.ndofs), fem.DirichletBC(W, None, 0.0))
     with pytest.raises(ValueError, match="space must be the space this SpaceRowBlocks was built on"):
         S.assemble_form(library.laplace, W)
+
+
+# -- on 4 devices ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["p1", "spline2", "elasticity2d", "elasticity3d"])
+def test_row_block_assembly_of_forms_equals_assemble(rows, name):
+    r = rows[name]
+    assert r["err_matvec"] < 1e-12, r  # A x from the blocks against fem.assemble's matrix
+    assert r["err_solve"] < 1e-8, r  # sharded CG with the Dirichlet condition against fem.solve (SuperLU)
+    # the values exist only as the 4 devices' blocks, and the assembly program moves nothing between devices
+    assert r["values_devices"] == 4 and r["values_shape"][0] == 4 and r["assembly_collectives"] == 0, r
+    # interface elements are computed by both of their devices: more than the mesh has, never fewer
+    assert r["elements"] < r["elements_computed"] <= 4 * r["elements"], r
+
+
+def test_row_block_gradients_equal_single_device(rows):
+    r = rows["p1"]
+    assert r["grad_kappa_err"] < 1e-7 and r["grad_geometry_err"] < 1e-7, r
+    assert r["grad_all_gather_bytes"] == [], r  # nothing is gathered in the gradient program
