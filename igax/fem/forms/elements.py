@@ -58,11 +58,12 @@ def element_matrices(form: Form, space: FunctionSpace, elements=None, **inputs) 
     Arguments:
         form: a volume :func:`bilinear_form` (``library.diffusion``, ``linear_elasticity(...)``, ...).
         space: the space (trial = test space).
-        elements: None for all elements, or an int array of element ids (repeats allowed).
+        elements: None for all elements, or an int array of element ids (repeats allowed), in the space's
+            numbering (the rows of ``V.plan.cell_dofs``).
         **inputs: the form's named inputs, as for :func:`assemble`: numbers, callables of ``x`` (evaluated at
             the chosen elements' points only), Fields on a compatible space (each element gathers its own
-            coefficients), arrays that are constants or values at all quadrature points ``(nel, nq, ...)``
-            (each element takes its own rows).
+            coefficients), arrays that are constants or values at all quadrature points ``(nel, nq, ...)``,
+            ordered as ``V.quadrature_points()`` (each element takes its own rows).
 
     Returns:
         ``(nel_sel, C * nloc, C * nloc)`` array, rows and columns ordered as :func:`element_dofs`.
@@ -140,6 +141,11 @@ def _tables_of(space: FunctionSpace, rule: Rule, ids) -> Tables:
 
 def _element_matrices(form: Form, space: FunctionSpace, ids, inputs: dict) -> jax.Array:
     rule = space.quadrature_rule(None)
+    elems = rule.elements
+    if not np.array_equal(elems, np.arange(elems.size)):  # the rule groups elements (mixed cells): positions
+        pos = np.empty(space.nel, np.int32)
+        pos[elems] = np.arange(elems.size, dtype=np.int32)
+        ids = jnp.asarray(pos) if ids is None else jnp.asarray(pos)[ids]
     tables = _tables_of(space, rule, ids)
     dtype = tables.dx.dtype
     if dtype != jnp.float64:
