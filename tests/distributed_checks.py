@@ -30,6 +30,7 @@ if GROUP == "multihost":
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(f"127.0.0.1:{PORT}", num_processes=2, process_id=PROCESS_ID)
 
+import equinox as eqx  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from jax.sharding import NamedSharding  # noqa: E402
@@ -274,6 +275,117 @@ def check_row_blocks(mesh):
     }
 
 
+def _collective_sizes(hlo: str, kind: str) -> list[int]:
+    """Bytes of the result of every ``kind`` collective of a compiled program (anywhere in it)."""
+    import re
+
+    from igax.solvers.distributed import _bytes
+
+    return [_bytes(m.group(1)) for m in re.finditer(rf"=\s*(\S+?)\s{kind}(-start)?\(", hlo)]
+
+
+def _form_case(name):
+    """(space, form, inputs, bc, b) of a row-block form check."""
+    if name == "p1":
+        V = fem.LagrangeSpace(fem.unit_square(10), degree=1)
+        xs = np.asarray(V.dof_coordinates())
+        inputs = {"kappa": fem.Field(V, jnp.asarray(1.0 + 0.5 * np.sin(3 * xs[:, 0]) * xs[:, 1]))}
+        return V, library.diffusion, inputs, fem.DirichletBC(V, None, 0.0), library.source, {"f": 1.0}
+    if name == "spline2":
+        V = fem.SplineSpace(fem.geometry.quarter_annulus().refine(degree=2, elements=(8, 6)))
+        c = 1.0 + 0.3 * np.cos(np.arange(V.ndofs))
+        bc = fem.DirichletBC(V, "inner", lambda x: x[0])  # not homogeneous: the lifting is tested too
+        f = {"f": lambda x: x[0] * x[1]}
+        return V, library.diffusion, {"kappa": fem.Field(V, jnp.asarray(c))}, bc, library.source, f
+    if name == "elasticity2d":
+        V = fem.LagrangeSpace(fem.unit_square(5), shape=(2,))
+        bc = fem.DirichletBC(V, "left", 0.0)
+        return (
+            V,
+            library.linear_elasticity(1.0, 0.3),
+            {},
+            bc,
+            library.body_force,
+            {"f": jnp.array([0.0, -1.0])},
+        )
+    V = fem.LagrangeSpace(fem.unit_cube(3, cell="hexahedron"), shape=(3,))
+    bc = fem.DirichletBC(V, "left", 0.0)
+    f = {"f": jnp.array([0.0, 0.0, -1.0])}
+    return V, library.linear_elasticity(1.0, 0.3, "3d"), {}, bc, library.body_force, f
+
+
+def check_form_rows(mesh):
+    """igax.fem forms assembled into each device's rows: matrix, solve, gradients and HLO."""
+    from igax.fem.distributed import SpaceRowBlocks
+
+    res = {}
+    for name in ("p1", "spline2", "elasticity2d", "elasticity3d"):
+        t0 = time.perf_counter()
+        V, form, inputs, bc, lform, linputs = _form_case(name)
+        S = SpaceRowBlocks(V, mesh)
+        assemble = jax.jit(lambda V, inputs, S=S, form=form: S.assemble_form(form, V, **inputs))
+        compiled = assemble.lower(V, inputs).compile()
+        vals = compiled(V, inputs)
+        A = fem.assemble(form, V, **inputs)
+        b = fem.assemble(lform, V, **linputs)
+        x = jnp.asarray(np.random.default_rng(1).normal(size=V.ndofs))
+        product_and_solve = jax.jit(
+            lambda vals, b, x, S=S, bc=bc: (S.matvec(vals, x), S.solve_bc(vals, b, bc, rtol=1e-13))
+        )
+        Ax, u = product_and_solve(vals, b, x)
+        ref = fem.solve(A, b, bc=bc, method="superlu").coeffs
+        hlo = compiled.as_text()
+        res[name] = {
+            "ndofs": V.ndofs,
+            "nnz": int(A.pattern.nnz),
+            "err_matvec": rel(Ax, A @ x),
+            "err_solve": rel(u, ref),
+            "values_devices": len(vals.sharding.device_set),
+            "values_shape": list(vals.shape),
+            "assembly_collectives": sum(
+                len(_collective_sizes(hlo, k)) for k in ("all-gather", "all-reduce", "all-to-all")
+            ),
+            "elements": int(V.nel),
+            "elements_computed": int(S.elements_per_device.sum()),
+            "seconds": round(time.perf_counter() - t0, 2),
+        }
+    # Gradients w.r.t. a Field kappa and a geometry parameter (the interior nodes moved by t bump).
+    for name in ("p1",):
+        V, form, inputs, bc, lform, linputs = _form_case(name)
+        S = SpaceRowBlocks(V, mesh)
+        wts = jnp.asarray(1.0 + np.arange(V.ndofs) % 3)
+        if name == "p1":
+            pts = np.asarray(V.points)
+            bump = pts[:, 0] * (1 - pts[:, 0]) * pts[:, 1] * (1 - pts[:, 1])
+            bump = jnp.asarray(bump[:, None] * np.array([1.0, 0.5]))
+            moved = lambda t, V=V, bump=bump: eqx.tree_at(lambda s: s.points, V, V.points + t * bump)  # noqa: E731
+        else:
+            moved = lambda t, V=V: V  # noqa: E731
+
+        def loss(c, t, sharded, moved=moved, S=S, form=form, lform=lform, linputs=linputs, bc=bc, wts=wts):
+            Vt = moved(t)
+            k = fem.Field(Vt, c)
+            b = fem.assemble(lform, Vt, **linputs)
+            if sharded:
+                u = S.solve_bc(S.assemble_form(form, Vt, kappa=k), b, bc, rtol=1e-13)
+            else:
+                u = fem.solve(fem.assemble(form, Vt, kappa=k), b, bc=bc, method="superlu").coeffs
+            return jnp.sum(wts * u**2)
+
+        c0, t0 = inputs["kappa"].coeffs, jnp.asarray(0.1)
+        grad = jax.jit(jax.grad(lambda c, t: loss(c, t, True), argnums=(0, 1))).lower(c0, t0).compile()
+        gc, gt = grad(c0, t0)
+        gc1, gt1 = jax.jit(jax.grad(lambda c, t: loss(c, t, False), argnums=(0, 1)))(c0, t0)
+        gathers = _collective_sizes(grad.as_text(), "all-gather")
+        res[name]["grad_kappa_err"] = rel(gc, gc1)
+        if name == "p1":
+            res[name]["grad_geometry"] = [float(gt), float(gt1)]
+            res[name]["grad_geometry_err"] = abs(float(gt - gt1)) / abs(float(gt1))
+        res[name]["grad_all_gather_bytes"] = gathers
+        res[name]["value_bytes"] = 8 * int(S.pattern.nnz)
+    out["form_rows"] = res
+
+
 def check_multihost(mesh):
     """dist-cg over the devices of two processes: the same solution and iterations as one process."""
     from jax.experimental import multihost_utils
@@ -297,6 +409,7 @@ if __name__ == "__main__":
         "main": (check_solves, check_gradient, check_hlo, check_batch),
         "more": (check_minimize, check_row_blocks, check_plain_jit),
         "small": (check_solves,),
+        "forms": (check_form_rows,),
         "multihost": (check_multihost,),
     }[GROUP]
     times = {}

@@ -227,7 +227,8 @@ def plan_arrays(part: Partition, mesh: Mesh) -> tuple:
     """
     sharding = NamedSharding(mesh, P(_mesh_axis(mesh)))
     host = (part.cols, part.slots, part.diag, *part.send)
-    return tuple(jax.device_put(a, sharding) for a in host)
+    with jax.ensure_compile_time_eval():  # concrete also when first called inside a trace (it is cached)
+        return tuple(jax.device_put(a, sharding) for a in host)
 
 
 # -- what the compiled program communicates ------------------------------------------------------------------

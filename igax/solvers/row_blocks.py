@@ -13,8 +13,9 @@ the product (a ``ppermute`` transposes to the reverse ``ppermute``) into each de
 adjoint is one more sharded solve.
 
 The element kernel is the user's: ``kernel(*element_inputs) -> (nloc, nloc)`` for one element, vmapped
-over the elements of each device (``igax.fem``'s forms are assembled by the single-program assembly; to use
-them here, write the element matrix as a kernel of the element's inputs, e.g. its node coordinates).
+over the elements of each device (:meth:`RowBlockSystem.assemble`), or a function of a list of element ids
+(:meth:`RowBlockSystem.assemble_elements`). ``igax.fem``'s forms use the latter through
+``igax.fem.distributed.SpaceRowBlocks`` (this layer knows nothing of forms).
 """
 
 from __future__ import annotations
@@ -115,18 +116,38 @@ class RowBlockSystem:
             The block values (a JAX array sharded by its leading axis), for :meth:`solve` and
             :meth:`matvec`.
         """
+
+        def matrices(ids, *inputs):
+            return jax.vmap(kernel)(*(a[ids] for a in inputs))
+
+        return self.assemble_elements(matrices, *element_inputs)
+
+    def assemble_elements(self, element_matrices, *args):
+        """The matrix in row blocks from a function that computes the matrices of a list of elements.
+
+        Arguments:
+            element_matrices: ``element_matrices(ids, *args) -> (m, nloc, nloc)`` (or ``(m, nloc * nloc)``):
+                the matrices of the elements ``ids`` (a traced ``(m,)`` int array: one device's elements,
+                padded with element 0, whose padded entries are dropped).
+            *args: pytrees of arrays that every device receives whole (replicated), e.g. the geometry.
+
+        Returns:
+            The block values, as :meth:`assemble`.
+        """
         nloc, width = self.part.nloc, self.part.cols.shape[-1]
 
         def local(elems, target, ones, *inputs):
-            ke = jax.vmap(kernel)(*(a[elems[0]] for a in inputs))  # (emax, nloc_e, nloc_e)
+            ke = element_matrices(elems[0], *inputs)
             blk = jax.ops.segment_sum(ke.reshape(-1), target[0].reshape(-1), num_segments=nloc * width + 1)
             return (blk[:-1].reshape(nloc, width) + ones[0])[None]
 
         spec = P(self.axis)
-        specs = (spec, spec, spec) + (P(),) * len(element_inputs)
-        return jax.shard_map(local, mesh=self.mesh, in_specs=specs, out_specs=spec)(
-            self._elems, self._target, self._ones, *element_inputs
-        )
+        specs = (spec, spec, spec) + (P(),) * len(args)
+        # check_vma=False: element code may hold primitives whose abstract evaluation does not carry the
+        # mesh axes a value varies over (igax.fem's contractions); the transpose then sums the cotangents of
+        # the replicated arguments over the devices itself (one psum each), which is what they need anyway.
+        shmap = jax.shard_map(local, mesh=self.mesh, in_specs=specs, out_specs=spec, check_vma=False)
+        return shmap(self._elems, self._target, self._ones, *args)
 
     # -- products and solves
     def _permute(self, b):

@@ -310,9 +310,6 @@ def _assemble(form: Form, space: FunctionSpace, boundary, fields: dict, tables=N
         for k, (v, g) in inputs.items()
     }
 
-    def w_at(xp, np_, fl):
-        return FormInputs(xp, np_, {k: QuadValue(v, g, k) for k, (v, g) in fl.items()})
-
     in_axes = (0, None if n is None else 0, jax.tree_util.tree_map(lambda _: 0, flat))
     p = space.plan
 
@@ -372,6 +369,42 @@ def _assemble(form: Form, space: FunctionSpace, boundary, fields: dict, tables=N
 
     if form.kind != "bilinear":
         raise ValueError(f"unknown form kind {form.kind!r}.")
+    element_matrices = bilinear_element_matrices(form, space, dtype, pt)
+    if element_matrices is None:  # the kernel ignores the trial or the test function: a zero matrix
+        return SparseMatrix(jnp.zeros(p.pattern.nnz, dtype), p.pattern, symmetric=form.symmetric)
+
+    chunks = _chunking(space, rule, fields, ne * p.nloc * p.nloc)
+    if chunks is not None:
+        slots = functools.partial(space.element_slots, rule)
+        values = _scatter_chunks(
+            *chunks, element_matrices, slots, form, fields, space, rule, nq, p.pattern.nnz, dtype
+        )
+    else:
+        K = element_matrices(tables, x, n, flat)
+        slots = space.element_slots(rule)  # (ne, nloc * nloc)
+        values = jax.ops.segment_sum(K.ravel(), slots.ravel(), num_segments=p.pattern.nnz)
+    return SparseMatrix(values, p.pattern, symmetric=form.symmetric)
+
+
+def w_at(xp, np_, fl):
+    """The kernel's ``w`` at one point: the point, the normal (or None) and the named inputs' values."""
+    return FormInputs(xp, np_, {k: QuadValue(v, g, k) for k, (v, g) in fl.items()})
+
+
+def bilinear_element_matrices(form: Form, space: FunctionSpace, dtype, pt):
+    """The element matrices of a bilinear form as a function, or None when the kernel ignores ``u`` or ``v``.
+
+    ``pt`` holds the abstract per-point arguments ``(x, n, inputs)`` (``jax.ShapeDtypeStruct`` without the
+    point axis); the kernel is checked on them (once per form and shapes). Returns
+    ``element_matrices(tables, x (P, dim), n (P, dim) or None, inputs) -> (m, (C nloc)^2)``, component-major,
+    for the ``m`` elements of ``tables`` (``P = m nq`` points). Shared by :func:`assemble` and
+    :func:`igax.fem.element_matrices`.
+    """
+    p = space.plan
+    C = p.ncomp
+    uval, ugrad = unit_jets(space, dtype)
+    jv = jax.ShapeDtypeStruct(uval.shape[1:], dtype), jax.ShapeDtypeStruct(ugrad.shape[1:], dtype)
+    in_axes = (0, None if pt[1] is None else 0, jax.tree_util.tree_map(lambda _: 0, pt[2]))
 
     def kern(ua, ug, va, vg, xp, np_, fl):
         return form.kernel(Jet(ua, ug), Jet(va, vg), w_at(xp, np_, fl))
@@ -379,8 +412,8 @@ def _assemble(form: Form, space: FunctionSpace, boundary, fields: dict, tables=N
     used = checked_kernel(form, (jv, pt), lambda: check_bilinear_kernel(kern, jv, pt, form))
     uv, ug_, ku = jet_select(space, dtype, 0 in used, 1 in used)
     vv, vg_, kv = jet_select(space, dtype, 2 in used, 3 in used)
-    if not ku or not kv:  # the kernel ignores the trial or the test function: a zero matrix
-        return SparseMatrix(jnp.zeros(p.pattern.nnz, dtype), p.pattern, symmetric=form.symmetric)
+    if not ku or not kv:
+        return None
 
     def kernel_matrices(x, n, flat):
         """(mu, mv, P): the kernel at every point for every pair of unit jets, jet pairs first.
@@ -400,26 +433,16 @@ def _assemble(form: Form, space: FunctionSpace, boundary, fields: dict, tables=N
             return kernel_output(form.kernel(Jet(ua, ug), Jet(va, vg), w_at(xp, np_, fl)), form)
 
         over_points = jax.vmap(k, (None, None, None, None) + in_axes)
-        over_v = jax.vmap(over_points, (None, None, 0, 0) + (0, None if n is None else 0, 0))
-        over_u = jax.vmap(over_v, (0, 0, None, None) + (0, None if n is None else 0, 0))
+        over_v = jax.vmap(over_points, (None, None, 0, 0) + (0, None if pt[1] is None else 0, 0))
+        over_u = jax.vmap(over_v, (0, 0, None, None) + (0, None if pt[1] is None else 0, 0))
         return over_u(uv, ug_, vv, vg_, bx, bn, bflat)  # (mu, mv, P)
 
     def element_matrices(tables, x, n, flat):
-        m = tables.dx.shape[0]
+        m, nq = tables.dx.shape
         M = kernel_matrices(x, n, flat).reshape(C, len(ku), C, len(kv), m, nq) * tables.dx
         return _contract_jets_first(jet_columns(tables, ku), M, jet_columns(tables, kv)).reshape(m, -1)
 
-    chunks = _chunking(space, rule, fields, ne * p.nloc * p.nloc)
-    if chunks is not None:
-        slots = functools.partial(space.element_slots, rule)
-        values = _scatter_chunks(
-            *chunks, element_matrices, slots, form, fields, space, rule, nq, p.pattern.nnz, dtype
-        )
-    else:
-        K = element_matrices(tables, x, n, flat)
-        slots = space.element_slots(rule)  # (ne, nloc * nloc)
-        values = jax.ops.segment_sum(K.ravel(), slots.ravel(), num_segments=p.pattern.nnz)
-    return SparseMatrix(values, p.pattern, symmetric=form.symmetric)
+    return element_matrices
 
 
 # Element-matrix entries per chunk in chunked assembly (~8 MB of float64 values): large enough that the loop
