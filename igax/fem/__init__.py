@@ -15,6 +15,7 @@ from igax.fem.forms import Form, bilinear_form, functional, linear_form  # noqa:
 from igax.fem.spaces import FunctionSpace, LagrangeSpace, MultiPatchSpace, SplineSpace  # noqa: E402
 from igax.fem.field import Field  # noqa: E402
 from igax.fem.forms import SplineOperator, assemble, operator  # noqa: E402
+from igax.fem.forms import assemble_energy, assemble_residual, energy_form, residual_form  # noqa: E402
 from igax.fem._allocator import keep_freed_memory  # noqa: E402
 from igax.fem.bc import DirichletBC  # noqa: E402
 from igax.fem.solving import solve  # noqa: E402
