@@ -23,10 +23,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from igax.fem.bc import DirichletBC, merge_bcs
+from igax.fem.bc import DirichletBC, condense, merge_bcs
 from igax.fem.field import Field
 from igax.fem.forms.form import Form
-from igax.fem.forms.nonlinear import _check_form, _prepare, _residual_parts, _state
+from igax._compile import lazy_jit
+from igax.fem.forms.form import kernel_output
+from igax.fem.forms.nonlinear import (
+    _check_form,
+    _prepare,
+    _residual_kernel,
+    _residual_parts,
+    _state,
+    residual_form,
+)
+from igax.solvers.linear import SMALL_NNZ, linear_solve
 from igax.fem.spaces.base import FunctionSpace
 from igax.solvers._errors import Status, raise_on_failure
 from igax.solvers.newton import _MESSAGES, NewtonError, newton_solve
@@ -118,7 +128,9 @@ def solve_nonlinear(
         load: the names of the inputs scaled by the load factor (e.g. ``("f",)``), and ``"bc"`` for the
             Dirichlet values; default (None): all inputs named in ``load`` are none, the Dirichlet values are
             scaled when ``load_steps > 1``.
-        rtol, atol: Newton stops when ``|R| <= max(rtol |R(u0)|, atol)`` (at every load step).
+        rtol, atol: Newton stops when ``|R| <= max(rtol |R_0|, atol)`` at every load step, ``R_0`` the larger
+            of the out-of-balance force at the step's start (before the prescribed values move) and the
+            residual after the first (predictor) step.
         maxiter: Newton iterations per load step.
         line_search: backtracking on the residual norm (Armijo), else full steps.
         info: also return a :class:`NonlinearInfo` (iterations and residual histories per load step).
@@ -176,6 +188,7 @@ def solve_nonlinear(
     if extra:
         raise TypeError(f"solve_nonlinear got the input(s) {extra}, which no term of the form takes.")
     terms = tuple((f, None if b is None else V.check_names(b)) for f, b in terms)
+    terms, fields = _merge_terms(terms, fields)
     u0 = jnp.zeros(V.ndofs, _dtype(V)) if u0 is None else _state(V, u0, "u0")
     config = (
         method,
@@ -191,7 +204,8 @@ def solve_nonlinear(
         dofs, g = np.zeros(0, np.int64), jnp.zeros(0, u0.dtype)
     else:
         dofs, g = bc.dofs, jnp.asarray(bc.values, u0.dtype)
-    u, out = _program(terms, V, tuple(fields), g, u0, _Static(dofs), config)
+    program = _program_small if V.plan.pattern.nnz <= SMALL_NNZ else _program
+    u, out = program(terms, V, tuple(fields), g, u0, _Static(dofs), config)
     result = _Result(u, out)
     result = raise_on_failure(result, _failure, out.iterations, out.residual_norms)
     u = Field(V, result.value)
@@ -239,6 +253,69 @@ class _Static:
         return isinstance(other, _Static) and np.array_equal(self.array, other.array)
 
 
+# Merged forms by their terms: a merged form is a static argument of the compiled program, so it must be the
+# same object for the same terms (else every call would compile anew).
+_MERGED: dict = {}
+
+
+def _merge_terms(terms, fields):
+    """Terms on the same boundary merged into one form (one pointwise evaluation, one tangent contraction).
+
+    A sum of forms (an energy and its loads) is then assembled in one pass: separate terms would each cost a
+    ``jacfwd`` and a contraction (a load's tangent is zero) and several times the compilation.
+    """
+    groups: dict = {}
+    for (f, b), fl in zip(terms, fields, strict=True):
+        groups.setdefault(b, []).append((f, fl))
+    out_terms, out_fields = [], []
+    for b, items in groups.items():
+        forms = tuple(f for f, _ in items)
+        merged = {}
+        for _, fl in items:
+            merged.update(fl)
+        if len(forms) == 1:
+            out_terms.append((forms[0], b))
+            out_fields.append(merged)
+            continue
+        form = _MERGED.get(forms)
+        if form is None:
+            kernels = [_residual_kernel(f) for f in forms]
+
+            def kernel(u, v, w, kernels=kernels):
+                return sum(kernel_output(k(u, v, w), forms[0]) for k in kernels)
+
+            kernel.__name__ = "+".join(f.name for f in forms)
+            decl = None
+            if all(f.inputs is not None for f in forms):
+                decl = {k: spec for f in forms for k, spec in f.inputs}
+            form = residual_form(
+                kernel, symmetric=all(f.symmetric for f in forms), boundary=forms[0].boundary, inputs=decl
+            )
+            _MERGED[forms] = form
+        out_terms.append((form, b))
+        out_fields.append(merged)
+    return tuple(out_terms), out_fields
+
+
+def _predictor(terms, args, dofs, constrained, diag, method, opts):
+    """The start of a load step: one Newton step from ``u`` that also moves the constrained dofs to ``g``.
+
+    Jumping the constrained entries to their new values with the rest of ``u`` unchanged can invert the
+    elements next to the boundary (a NaN residual, e.g. from a zero initial guess under a large prescribed
+    displacement); this step, the symmetric elimination of :func:`igax.fem.solve` applied to the increment,
+    moves the interior with them (for a linear problem it is the solution). Not differentiated.
+    """
+    space, fl, g, u = args
+    R, K = _system(terms, space, fl, u, True)
+    Kc, b = condense(K, -R, dofs, g - u[dofs], constrained, diag)
+    du = linear_solve(Kc, b, method=method, throw=False, **opts).value
+    ok = jnp.all(jnp.isfinite(du))
+    # |b|, the out-of-balance force of the step, is the scale that rtol refers to: the residual after the
+    # predictor may already be tiny (a linear problem, a homogeneous deformation), and relative to itself
+    # it could never be reduced by rtol.
+    return jnp.where(ok, u + jnp.where(ok, du, 0.0), u).at[dofs].set(g), jnp.linalg.norm(b)
+
+
 def _system(terms, space, fields, u, want_tangent):
     R, vals, sym = 0.0, 0.0, True
     K = None
@@ -256,7 +333,6 @@ def _system(terms, space, fields, u, want_tangent):
     return R, SparseMatrix(vals, K.pattern, symmetric=sym)
 
 
-@eqx.filter_jit
 def _program(terms, space, fields, g, u0, static, config):
     method, lin_opts, rtol, atol, maxiter, line_search, steps, load = config
     dofs = static.array
@@ -274,10 +350,10 @@ def _program(terms, space, fields, g, u0, static, config):
         _, K = _system(terms, space, fields, u.at[dofs].set(g), True)
         return K.with_values(jnp.where(constrained, 0.0, K.values).at[diag].set(s))
 
-    # The scale of the constrained rows: the mean diagonal of the tangent at the start, so that they are
-    # neither negligible nor dominant for an iterative solver (direct solvers do not care).
-    _, K0 = _system(terms, space, fields, u0.at[dofs].set(g), True)
-    s = jax.lax.stop_gradient(jnp.mean(jnp.abs(K0.values[pattern.diagonal_slots])))
+    # The constrained rows are decoupled (their columns are zero too), so their scale s is one separate
+    # eigenvalue: direct solvers and the Jacobi-preconditioned Krylov methods do not depend on it. s = 1
+    # rather than the tangent's diagonal at u0, which would compile one more tangent assembly.
+    s = jnp.ones((), u0.dtype)
     opts = dict(lin_opts)
     u = u0
     its, hists, stats = [], [], []
@@ -289,12 +365,17 @@ def _program(terms, space, fields, g, u0, static, config):
         args = (space, fl, gt, s)
         if not last:
             args = jax.lax.stop_gradient(args)
+        start, scale = _predictor(terms, jax.lax.stop_gradient((space, fl, gt, u)), dofs, constrained, diag, method, opts)
         res = newton_solve(
-            residual, u.at[dofs].set(jax.lax.stop_gradient(gt)), *args, tangent=tangent, method=method,
-            rtol=rtol, atol=atol, maxiter=maxiter, line_search=line_search, throw=False, linear_options=opts,
+            residual, start, *args, tangent=tangent, method=method,
+            rtol=rtol, atol=jnp.maximum(atol, rtol * scale), maxiter=maxiter, line_search=line_search, throw=False, linear_options=opts,
         )  # fmt: skip
         u = res.value if last else jax.lax.stop_gradient(res.value)
         its.append(res.iterations)
         hists.append(res.residual_norms)
         stats.append(res.status)
     return u, NonlinearInfo(jnp.stack(its), jnp.stack(hists), jnp.stack(stats))
+
+
+_program_small = lazy_jit(eqx.filter_jit, _program)  # small problems: compiling dominates, cheap options
+_program = eqx.filter_jit(_program)

@@ -131,6 +131,10 @@ def _prepare(form, space, boundary, fields):
     expected = form.input_shapes(space.plan.value_shape, space.plan.dim)
     if expected is not None:
         _check_input_names(form, expected, fields)
+        missing = sorted(set(expected) - set(fields))
+        if missing:
+            takes = ", ".join(f"{k}=..." for k in expected)
+            raise TypeError(f"{form!r} needs the input(s) {missing}; pass {takes}.")
     rule = space.quadrature_rule(boundary)
     known = known_tables(space, rule)
     x = None if known is None else known[1]
