@@ -261,3 +261,19 @@ def test_diverging_newton_raises_with_history():
     bc = [fem.DirichletBC(V, "left", 0.0), fem.DirichletBC(V, "right", 0.8, component=0)]
     with pytest.raises(NewtonError, match=r"(?s)did not converge.*step 1: 2 iterations, \|R\| = \["):
         fem.solve_nonlinear(library.neo_hookean, V, bc=bc, mu=MU, lmbda=LMBDA, maxiter=2)
+
+
+@pytest.mark.slow
+def test_hyperelastic_cantilever_example_recovers_mu(tmp_path):
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).parents[1] / "examples" / "hyperelastic_cantilever.py"
+    spec = importlib.util.spec_from_file_location("hyperelastic_cantilever", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    r = mod.main(**mod.DEMO["sizes"]["tiny"], out=str(tmp_path))
+    assert abs(r["mu_recovered"] - r["mu_true"]) < 1e-5
+    # large deformation: well below the linear (small-strain) deflection, which overestimates it
+    assert 0.5 * abs(r["linear_tip_deflection"]) < abs(r["tip_deflection"]) < 0.9 * abs(r["linear_tip_deflection"])
+    assert all(h[-1] < 1e-9 * h[0] for h in r["residual_histories"])
