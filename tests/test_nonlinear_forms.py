@@ -201,6 +201,28 @@ def test_gradients_through_solve_nonlinear_fd_and_taylor():
     assert abs(rate - 2.0) < 0.25
 
 
+@pytest.mark.slow  # ~10 s: compiles a solve whose geometry is traced
+def test_shape_gradient_through_solve_nonlinear():
+    import equinox as eqx
+
+    V0 = _spline2(2)
+    cp0 = V0.control_points
+
+    @jax.jit
+    def loss(cp):
+        V = eqx.tree_at(lambda V: V.control_points, V0, cp)
+        u = fem.solve_nonlinear([library.neo_hookean, library.dead_load], V, bc=fem.DirichletBC(V, "left", 0.0),
+                                mu=MU, lmbda=LMBDA, f=jnp.array([0.0, -0.3]))  # fmt: skip
+        return fem.assemble_energy(library.neo_hookean, V, u, mu=MU, lmbda=LMBDA)
+
+    g = jax.jit(jax.grad(loss))(cp0)
+    d = jnp.asarray(np.random.default_rng(4).normal(size=cp0.shape))
+    h = 1e-5
+    fd = (loss(cp0 + h * d) - loss(cp0 - h * d)) / (2 * h)
+    print("shape derivative: FD", float(fd), "AD", float(jnp.sum(g * d)))
+    assert abs(float(fd - jnp.sum(g * d))) <= 1e-6 * max(1.0, abs(float(fd)))
+
+
 def test_gradient_memory_flat_in_newton_iterations():
     V = _spline2(2)
     bc = [fem.DirichletBC(V, "left", 0.0)]
