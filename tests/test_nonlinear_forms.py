@@ -114,6 +114,23 @@ def test_homogeneous_deformation_patch_test(make):
     assert err < 1e-10
 
 
+@fem.energy_form(inputs={"f": "scalar"})
+def _p_laplace(u, w):
+    return 0.5 * jnp.dot(u.grad, u.grad) + 0.25 * jnp.dot(u.grad, u.grad) ** 2 - w.f * u.value
+
+
+def test_iterative_backends_match_the_direct_solve():
+    V = fem.SplineSpace(fem.geometry.rectangle().refine(degree=2, elements=3))
+    bc = fem.DirichletBC(V, None, lambda x: 0.1 * x[0])
+    ref = fem.solve_nonlinear(_p_laplace, V, bc=bc, f=4.0, method="superlu")
+    for method in ("cg", "gmres"):  # energy forms give a symmetric tangent: CG applies
+        u, info = fem.solve_nonlinear(_p_laplace, V, bc=bc, f=4.0, method=method, info=True,
+                                      linear_options={"rtol": 1e-13})  # fmt: skip
+        print(method, info.history[0])
+        assert np.abs(np.asarray(u.coeffs - ref.coeffs)).max() < 1e-9
+    assert float(jnp.abs(ref.coeffs).max()) > 0.1
+
+
 # -- manufactured large-deformation solution -------------------------------------------------------------------
 def _u_exact(x):
     return jnp.stack([0.25 * jnp.sin(np.pi * x[1]) * x[0], 0.2 * x[0] ** 2 * x[1] - 0.1 * jnp.sin(np.pi * x[0])])

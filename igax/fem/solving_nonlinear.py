@@ -126,8 +126,8 @@ def solve_nonlinear(
         load_steps: load stepping (continuation): solve at the load factors ``1/n, 2/n, ..., 1`` in turn,
             each from the previous solution.
         load: the names of the inputs scaled by the load factor (e.g. ``("f",)``), and ``"bc"`` for the
-            Dirichlet values; default (None): all inputs named in ``load`` are none, the Dirichlet values are
-            scaled when ``load_steps > 1``.
+            Dirichlet values; default (None): ``("bc",)`` when ``load_steps > 1`` (only the Dirichlet values
+            are scaled), else nothing.
         rtol, atol: Newton stops when ``|R| <= max(rtol |R_0|, atol)`` at every load step, ``R_0`` the larger
             of the out-of-balance force at the step's start (before the prescribed values move) and the
             residual after the first (predictor) step.
