@@ -94,8 +94,9 @@ def skfem_newton(mesh, u_igax, V, reps):
         from skfem.helpers import ddot, det, grad, identity, inv, mul, transpose
     except ImportError:
         return None
-    import scipy.sparse.linalg as spla
     import time
+
+    import scipy.sparse.linalg as spla
 
     pts = np.asarray(mesh.points)
     axes = [np.unique(np.round(pts[:, i], 12)) for i in range(3)]
@@ -155,7 +156,9 @@ def dense_baseline(reps):
 
     ours = jax.jit(lambda u: fem.assemble_residual(library.neo_hookean, V, u, tangent=True, mu=MU,
                                                    lmbda=LMBDA)[1].values)  # fmt: skip
-    dense = jax.jit(jax.jacfwd(lambda u: fem.assemble_residual(library.neo_hookean, V, u, mu=MU, lmbda=LMBDA)))
+    dense = jax.jit(
+        jax.jacfwd(lambda u: fem.assemble_residual(library.neo_hookean, V, u, mu=MU, lmbda=LMBDA))
+    )
     K = fem.assemble_residual(library.neo_hookean, V, u, tangent=True, mu=MU, lmbda=LMBDA)[1]
     err = float(jnp.abs(K.todense() - dense(u)).max())
     return V.ndofs, median_time(ours, u, repeat=reps), median_time(dense, u, repeat=reps), err

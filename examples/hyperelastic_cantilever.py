@@ -33,7 +33,9 @@ DEMO = {
 LENGTH = 4.0
 
 
-def main(n: int = 2, q: float = 0.02, mu_true: float = 1.0, lmbda: float = 1.5, out: str | None = None) -> dict:
+def main(
+    n: int = 2, q: float = 0.02, mu_true: float = 1.0, lmbda: float = 1.5, out: str | None = None
+) -> dict:
     """Solve the cantilever on ``(4 n, n, n)`` degree-2 elements and identify ``mu``; returns numbers."""
     jax.config.update("jax_enable_x64", True)
     patch = fem.geometry.box((0.0, 0.0, 0.0), (LENGTH, 1.0, 1.0)).refine(degree=2, elements=(4 * n, n, n))
@@ -51,7 +53,8 @@ def main(n: int = 2, q: float = 0.02, mu_true: float = 1.0, lmbda: float = 1.5, 
     w_tip = float(u(tip)[0, 2])
     for k, h in enumerate(info.history):
         print(f"load step {k + 1}: Newton |R| = {np.array2string(h, precision=2)}")
-    # Linear (small-strain) Euler-Bernoulli reference: w = q A L^4 / (8 E I), E = mu (3 lmbda + 2 mu) / (lmbda + mu)
+    # Linear (small-strain) Euler-Bernoulli reference: w = q A L^4 / (8 E I),
+    # E = mu (3 lmbda + 2 mu) / (lmbda + mu)
     E = mu_true * (3 * lmbda + 2 * mu_true) / (lmbda + mu_true)
     w_linear = -q * LENGTH**4 / (8 * E / 12)
     print(f"{V.ndofs} dofs; tip deflection {w_tip:.4f} (linear beam theory: {w_linear:.4f})")

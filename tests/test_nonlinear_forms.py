@@ -131,9 +131,11 @@ def test_iterative_backends_match_the_direct_solve():
     assert float(jnp.abs(ref.coeffs).max()) > 0.1
 
 
-# -- manufactured large-deformation solution -------------------------------------------------------------------
+# -- manufactured large-deformation solution ---------------------------------------------------------------
 def _u_exact(x):
-    return jnp.stack([0.25 * jnp.sin(np.pi * x[1]) * x[0], 0.2 * x[0] ** 2 * x[1] - 0.1 * jnp.sin(np.pi * x[0])])
+    return jnp.stack(
+        [0.25 * jnp.sin(np.pi * x[1]) * x[0], 0.2 * x[0] ** 2 * x[1] - 0.1 * jnp.sin(np.pi * x[0])]
+    )
 
 
 def _piola(x):
@@ -228,7 +230,8 @@ def test_shape_gradient_through_solve_nonlinear():
     @jax.jit
     def loss(cp):
         V = eqx.tree_at(lambda V: V.control_points, V0, cp)
-        u = fem.solve_nonlinear([library.neo_hookean, library.dead_load], V, bc=fem.DirichletBC(V, "left", 0.0),
+        bc = fem.DirichletBC(V, "left", 0.0)
+        u = fem.solve_nonlinear([library.neo_hookean, library.dead_load], V, bc=bc,
                                 mu=MU, lmbda=LMBDA, f=jnp.array([0.0, -0.3]))  # fmt: skip
         return fem.assemble_energy(library.neo_hookean, V, u, mu=MU, lmbda=LMBDA)
 
@@ -246,7 +249,8 @@ def test_gradient_memory_flat_in_newton_iterations():
 
     def solve(load):
         return fem.solve_nonlinear([library.neo_hookean, library.dead_load], V, bc=bc, mu=MU, lmbda=LMBDA,
-                                   f=jnp.array([0.0, -1.0]) * load, rtol=1e-12, maxiter=20, info=True)  # fmt: skip
+                                   f=jnp.array([0.0, -1.0]) * load, rtol=1e-12, maxiter=20,
+                                   info=True)  # fmt: skip
 
     def loss(load):
         return jnp.sum(solve(load)[0].coeffs ** 2)
@@ -264,7 +268,7 @@ def test_gradient_memory_flat_in_newton_iterations():
     assert saved[1.5] == saved[0.02] > 0
 
 
-# -- bad input ------------------------------------------------------------------------------------------------
+# -- bad input --------------------------------------------------------------------------------------------
 def test_residual_kernel_nonlinear_in_v_is_refused():
     @fem.residual_form
     def bad(u, v, w):
@@ -314,5 +318,9 @@ def test_hyperelastic_cantilever_example_recovers_mu(tmp_path):
     r = mod.main(**mod.DEMO["sizes"]["tiny"], out=str(tmp_path))
     assert abs(r["mu_recovered"] - r["mu_true"]) < 1e-5
     # large deformation: well below the linear (small-strain) deflection, which overestimates it
-    assert 0.5 * abs(r["linear_tip_deflection"]) < abs(r["tip_deflection"]) < 0.9 * abs(r["linear_tip_deflection"])
+    assert (
+        0.5 * abs(r["linear_tip_deflection"])
+        < abs(r["tip_deflection"])
+        < 0.9 * abs(r["linear_tip_deflection"])
+    )
     assert all(h[-1] < 1e-9 * h[0] for h in r["residual_histories"])

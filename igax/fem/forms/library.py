@@ -312,7 +312,7 @@ def _deformation_gradient(u):
 
 @energy_form(inputs={"mu": "scalar", "lmbda": "scalar"})
 def neo_hookean(u, w):
-    """Compressible Neo-Hookean hyperelasticity, energy density :func:`neo_hookean_energy` of ``F = I + grad u``.
+    """Compressible Neo-Hookean hyperelasticity: the density :func:`neo_hookean_energy` of ``F = I + grad u``.
 
     Lame parameters ``mu``, ``lmbda`` are named inputs (numbers, callables, arrays or Fields: differentiable).
     Loads are further terms: ``[library.neo_hookean, library.dead_load, (library.dead_traction, "right")]``.
@@ -321,7 +321,8 @@ def neo_hookean(u, w):
         >>> import jax.numpy as jnp
         >>> from igax import fem
         >>> from igax.fem import library
-        >>> V = fem.SplineSpace(fem.geometry.rectangle(2.0, 1.0).refine(degree=2, elements=(4, 2)), shape=(2,))
+        >>> patch = fem.geometry.rectangle(2.0, 1.0).refine(degree=2, elements=(4, 2))
+        >>> V = fem.SplineSpace(patch, shape=(2,))
         >>> bc = [fem.DirichletBC(V, "left", 0.0), fem.DirichletBC(V, "right", 0.5, component=0)]
         >>> u = fem.solve_nonlinear(library.neo_hookean, V, bc=bc, mu=1.0, lmbda=2.0)   # stretch by 25 %
         >>> round(float(u([[2.0, 0.5]])[0, 0]), 6)
@@ -339,7 +340,8 @@ def saint_venant_kirchhoff(u, w):
         >>> from igax import fem
         >>> from igax.fem import library
         >>> V = fem.LagrangeSpace(fem.unit_square(2), degree=1, shape=(2,))
-        >>> R = fem.assemble_residual(library.saint_venant_kirchhoff, V, jnp.zeros(V.ndofs), mu=1.0, lmbda=1.0)
+        >>> svk = library.saint_venant_kirchhoff
+        >>> R = fem.assemble_residual(svk, V, jnp.zeros(V.ndofs), mu=1.0, lmbda=1.0)
         >>> float(abs(R).max())                                  # no stress in the reference state
         0.0
     """

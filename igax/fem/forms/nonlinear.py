@@ -40,7 +40,9 @@ from igax.solvers.sparse import SparseMatrix
 __all__ = ["residual_form", "energy_form", "assemble_residual", "assemble_energy"]
 
 
-def residual_form(fn: Callable | None = None, *, symmetric: bool = False, boundary: bool = False, inputs=None):
+def residual_form(
+    fn: Callable | None = None, *, symmetric: bool = False, boundary: bool = False, inputs=None
+):
     """Declare a nonlinear residual ``R(u; v)`` from a pointwise kernel ``kernel(u, v, w) -> scalar``.
 
     The kernel may be any (differentiable) function of the state's jet ``u`` (``u.value``, ``u.grad``) and
@@ -152,7 +154,8 @@ def assemble_residual(form: Form, space: FunctionSpace, u, *, boundary=None, tan
         boundary: None (volume) or boundary names (boundary forms).
         tangent: also return the tangent ``dR/du`` as a :class:`~igax.solvers.SparseMatrix` on the space's
             pattern (from one ``jax.jacfwd`` of the pointwise residual at every quadrature point).
-        **fields: named inputs (numbers, callables of ``x``, arrays, Fields), as for :func:`igax.fem.assemble`.
+        **fields: named inputs (numbers, callables of ``x``, arrays, Fields), as for
+            :func:`igax.fem.assemble`.
 
     Returns:
         ``R`` of shape ``(ndofs,)``, or ``(R, K)``. Differentiable in ``u``, the inputs and the geometry.
@@ -273,9 +276,9 @@ def _residual_parts(form, space, coeffs, boundary, fields, want_tangent: bool):
         u = jet(z)
         return jax.grad(lambda y: kernel_output(kernel(u, jet(y), w), form))(jnp.zeros_like(z))
 
-    z = jnp.concatenate(
-        [uval.reshape(-1, C, 1), ugrad.reshape(-1, C, d1 - 1)], axis=-1
-    ).reshape(-1, C * d1)  # (P, m)
+    z = jnp.concatenate([uval.reshape(-1, C, 1), ugrad.reshape(-1, C, d1 - 1)], axis=-1).reshape(
+        -1, C * d1
+    )  # (P, m)
     cols = jet_columns(tables, keep)
     L = jax.vmap(point_residual, (0,) + in_axes)(z, x, n, flat).reshape(ne, nq, C, d1)
     be = _contract_linear(cols, L * tables.dx[..., None, None])
