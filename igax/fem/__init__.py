@@ -16,9 +16,11 @@ from igax.fem.spaces import FunctionSpace, LagrangeSpace, MultiPatchSpace, Splin
 from igax.fem.field import Field  # noqa: E402
 from igax.fem.forms import SplineOperator, assemble, operator  # noqa: E402
 from igax.fem.forms import element_dofs, element_matrices  # noqa: E402
+from igax.fem.forms import assemble_energy, assemble_residual, energy_form, residual_form  # noqa: E402
 from igax.fem._allocator import keep_freed_memory  # noqa: E402
 from igax.fem.bc import DirichletBC  # noqa: E402
 from igax.fem.solving import solve  # noqa: E402
+from igax.fem.solving_nonlinear import NonlinearInfo, solve_nonlinear  # noqa: E402
 from igax.fem.multigrid import mg_hierarchy  # noqa: E402
 from igax.fem import mesh  # noqa: E402
 from igax.fem.mesh import Mesh, box_mesh, rectangle_mesh, unit_cube, unit_square  # noqa: E402

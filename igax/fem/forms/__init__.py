@@ -20,6 +20,7 @@ Example:
 from igax.fem.forms.form import Form, FormInputs, Jet, QuadValue, bilinear_form, functional, linear_form
 from igax.fem.forms.assembly import assemble
 from igax.fem.forms.elements import element_dofs, element_matrices
+from igax.fem.forms.nonlinear import assemble_energy, assemble_residual, energy_form, residual_form
 from igax.fem.forms.matrix_free import SplineOperator, operator
 from igax.fem.forms import library, sumfact  # noqa: E402  (the modules)
 
@@ -30,6 +31,10 @@ __all__ = [
     "QuadValue",
     "SplineOperator",
     "assemble",
+    "assemble_energy",
+    "assemble_residual",
+    "energy_form",
+    "residual_form",
     "bilinear_form",
     "element_dofs",
     "element_matrices",

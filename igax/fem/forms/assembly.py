@@ -250,6 +250,11 @@ def assemble(form: Form, space: FunctionSpace, *, boundary=None, **fields):
         )
     if not isinstance(space, FunctionSpace):
         raise TypeError(f"space must be a SplineSpace or LagrangeSpace, got {type(space).__name__}.")
+    if form.kind in ("residual", "energy"):
+        raise TypeError(
+            f"{form!r} is nonlinear: assemble it at a state with fem.assemble_residual({form.name}, V, u, "
+            f"tangent=True, ...) or solve it with fem.solve_nonlinear({form.name}, V, bc=...)."
+        )
     if boundary is not None:
         boundary = space.check_names(boundary)
     elif form.boundary:

@@ -35,6 +35,7 @@ import jax.numpy as jnp
 
 from igax.fem.forms.assembly import assemble
 from igax.fem.forms.form import Form, bilinear_form, linear_form
+from igax.fem.forms.nonlinear import energy_form
 
 if TYPE_CHECKING:
     import jax
@@ -60,6 +61,12 @@ __all__ = [
     "stress",
     "linear_elasticity",
     "von_mises",
+    "neo_hookean",
+    "neo_hookean_energy",
+    "saint_venant_kirchhoff",
+    "saint_venant_kirchhoff_energy",
+    "dead_load",
+    "dead_traction",
 ]
 
 
@@ -276,3 +283,115 @@ __all__ += [
     "point_source",
     "scattered_source",
 ]
+# -- hyperelasticity (nonlinear: fem.solve_nonlinear) --------------------------------------------------------
+# Energy densities of the displacement u on a vector space of shape (dim,), with the deformation gradient
+# F = I + grad u. In 2D they are the plane-strain densities: the out-of-plane stretch is 1, so the invariants
+# of the 3 x 3 F add constants that cancel (tr C + 1 - 3 = tr C - 2; E_33 = 0). The residual (first variation)
+# and the tangent come from automatic differentiation of these densities (fem.energy_form).
+
+
+def _det(F):
+    """det F of a 2 x 2 or 3 x 3 matrix written out: jnp.linalg.det runs an LU factorisation, which at every
+    quadrature point, differentiated twice for the tangent, made the tangent assembly 10x slower."""
+    if F.shape[-1] == 2:
+        return F[0, 0] * F[1, 1] - F[0, 1] * F[1, 0]
+    if F.shape[-1] == 3:
+        return jnp.dot(F[0], jnp.cross(F[1], F[2]))
+    return jnp.linalg.det(F)
+
+
+def neo_hookean_energy(F, mu, lmbda):
+    """Compressible Neo-Hookean strain energy ``mu/2 (tr C - d) - mu ln J + lmbda/2 (ln J)^2`` of ``F``.
+
+    ``C = F^T F``, ``J = det F``, ``d`` the dimension (plane strain in 2D). A pointwise function (e.g. for
+    the first Piola stress ``jax.grad(neo_hookean_energy)(F, mu, lmbda)``); :data:`neo_hookean` is its form.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from igax.fem.forms.library import neo_hookean_energy
+        >>> float(neo_hookean_energy(jnp.eye(3), 1.0, 2.0))      # no energy in the reference state
+        0.0
+    """
+    d = F.shape[-1]
+    J = _det(F)
+    lnJ = jnp.log(J)
+    return 0.5 * mu * (jnp.sum(F * F) - d) - mu * lnJ + 0.5 * lmbda * lnJ**2
+
+
+def saint_venant_kirchhoff_energy(F, mu, lmbda):
+    """St Venant-Kirchhoff strain energy ``lmbda/2 (tr E)^2 + mu E : E`` with ``E = (F^T F - I) / 2``.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from igax.fem.forms.library import saint_venant_kirchhoff_energy
+        >>> float(saint_venant_kirchhoff_energy(jnp.diag(jnp.array([2.0, 1.0])), 1.0, 0.0))  # E_11 = 1.5
+        2.25
+    """
+    E = 0.5 * (F.T @ F - jnp.eye(F.shape[-1]))
+    return 0.5 * lmbda * jnp.trace(E) ** 2 + mu * jnp.sum(E * E)
+
+
+def _deformation_gradient(u):
+    return jnp.eye(u.grad.shape[-1]) + u.grad
+
+
+@energy_form(inputs={"mu": "scalar", "lmbda": "scalar"})
+def neo_hookean(u, w):
+    """Compressible Neo-Hookean hyperelasticity: the density :func:`neo_hookean_energy` of ``F = I + grad u``.
+
+    Lame parameters ``mu``, ``lmbda`` are named inputs (numbers, callables, arrays or Fields: differentiable).
+    Loads are further terms: ``[library.neo_hookean, library.dead_load, (library.dead_traction, "right")]``.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from igax import fem
+        >>> from igax.fem import library
+        >>> patch = fem.geometry.rectangle(2.0, 1.0).refine(degree=2, elements=(4, 2))
+        >>> V = fem.SplineSpace(patch, shape=(2,))
+        >>> bc = [fem.DirichletBC(V, "left", 0.0), fem.DirichletBC(V, "right", 0.5, component=0)]
+        >>> u = fem.solve_nonlinear(library.neo_hookean, V, bc=bc, mu=1.0, lmbda=2.0)   # stretch by 25 %
+        >>> round(float(u([[2.0, 0.5]])[0, 0]), 6)
+        0.5
+    """
+    return neo_hookean_energy(_deformation_gradient(u), w.mu.value, w.lmbda.value)
+
+
+@energy_form(inputs={"mu": "scalar", "lmbda": "scalar"})
+def saint_venant_kirchhoff(u, w):
+    """St Venant-Kirchhoff hyperelasticity, energy density :func:`saint_venant_kirchhoff_energy` of ``F``.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from igax import fem
+        >>> from igax.fem import library
+        >>> V = fem.LagrangeSpace(fem.unit_square(2), degree=1, shape=(2,))
+        >>> svk = library.saint_venant_kirchhoff
+        >>> R = fem.assemble_residual(svk, V, jnp.zeros(V.ndofs), mu=1.0, lmbda=1.0)
+        >>> float(abs(R).max())                                  # no stress in the reference state
+        0.0
+    """
+    return saint_venant_kirchhoff_energy(_deformation_gradient(u), w.mu.value, w.lmbda.value)
+
+
+@energy_form(inputs={"f": "value"})
+def dead_load(u, w):
+    """The potential ``-f . u`` of a dead body load ``f`` (force per reference volume) for hyperelasticity.
+
+    Example:
+        >>> from igax.fem import library
+        >>> library.dead_load
+        energy_form(dead_load)
+    """
+    return -jnp.sum(w.f.value * u.value)
+
+
+@energy_form(boundary=True, inputs={"t": "value"})
+def dead_traction(u, w):
+    """The potential ``-t . u`` of a dead traction ``t`` (force per reference area): a boundary term.
+
+    Example:
+        >>> from igax.fem import library
+        >>> library.dead_traction
+        energy_form(dead_traction)
+    """
+    return -jnp.sum(w.t.value * u.value)
