@@ -218,7 +218,9 @@ def assemble(form: Form, space: FunctionSpace, *, boundary=None, **fields):
 
     Returns:
         A :class:`igax.solvers.SparseMatrix` (bilinear; flagged symmetric when the form is declared so), a
-        vector of length ``space.ndofs`` (linear) or a scalar (functional).
+        vector of length ``space.ndofs`` (linear) or a scalar (functional). Rows are test functions and
+        columns trial functions, ``A[i, j] = a(phi_j, phi_i)``: ``A @ u`` is the form's action on ``u`` and
+        ``solve(A, F)`` solves ``a(u, v) = F(v)`` for every ``v`` (visible for non-symmetric forms).
 
     Raises:
         ValueError: a kernel that is not (bi)linear or has a term without ``u`` (or ``v``), checked on its
@@ -432,20 +434,22 @@ def bilinear_element_matrices(form: Form, space: FunctionSpace, dtype, pt):
         3-10x slower than plain loops (a third of a gradient's assembly time at 96 x 96 degree-2 elements,
         with the points outermost). The contraction takes ``M`` in this layout, jet pairs first.
         """
-        bx, bn, bflat = broadcast_over_jets((x, n, flat), (uv.shape[0], vv.shape[0]))
+        bx, bn, bflat = broadcast_over_jets((x, n, flat), (vv.shape[0], uv.shape[0]))
 
         def k(ua, ug, va, vg, xp, np_, fl):
             return kernel_output(form.kernel(Jet(ua, ug), Jet(va, vg), w_at(xp, np_, fl)), form)
 
         over_points = jax.vmap(k, (None, None, None, None) + in_axes)
-        over_v = jax.vmap(over_points, (None, None, 0, 0) + (0, None if pt[1] is None else 0, 0))
-        over_u = jax.vmap(over_v, (0, 0, None, None) + (0, None if pt[1] is None else 0, 0))
-        return over_u(uv, ug_, vv, vg_, bx, bn, bflat)  # (mu, mv, P)
+        over_u = jax.vmap(over_points, (0, 0, None, None) + (0, None if pt[1] is None else 0, 0))
+        over_v = jax.vmap(over_u, (None, None, 0, 0) + (0, None if pt[1] is None else 0, 0))
+        return over_v(uv, ug_, vv, vg_, bx, bn, bflat)  # (mv, mu, P)
 
     def element_matrices(tables, x, n, flat):
+        # Rows are test functions, columns trial functions: K[i, j] = a(phi_j, phi_i), so that K @ u is the
+        # form's action on u (the convention of every assembled matrix, which non-symmetric forms expose).
         m, nq = tables.dx.shape
-        M = kernel_matrices(x, n, flat).reshape(C, len(ku), C, len(kv), m, nq) * tables.dx
-        return _contract_jets_first(jet_columns(tables, ku), M, jet_columns(tables, kv)).reshape(m, -1)
+        M = kernel_matrices(x, n, flat).reshape(C, len(kv), C, len(ku), m, nq) * tables.dx
+        return _contract_jets_first(jet_columns(tables, kv), M, jet_columns(tables, ku)).reshape(m, -1)
 
     return element_matrices
 

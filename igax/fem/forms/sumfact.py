@@ -140,9 +140,10 @@ def _chunk_matrices(form: Form, space, sf: SumFactPlan, prepared: dict, ks, chun
     return chunk_D
 
 
-def _values(form: Form, space, fields: dict, csr_idx, w0, blocks):
+def _values(form: Form, space, fields: dict, csr_idx, w0, blocks, idx_sorted: bool = True):
     """CSR values of a bilinear form (traceable; ``w0``: the common weight of a polynomial patch or None;
-    ``blocks``: the component blocks computed, see :func:`_blocks`)."""
+    ``blocks``: the component blocks computed, see :func:`_blocks`; ``idx_sorted``: ``csr_idx`` is the
+    plain, not the transposed index)."""
     sf = sumfact_plan(space)
     p = space.plan
     d, C = sf.d, p.ncomp
@@ -162,7 +163,7 @@ def _values(form: Form, space, fields: dict, csr_idx, w0, blocks):
     # The index map behind a barrier: inside a user's jit it is a constant, and XLA would otherwise fold the
     # scatter of a constant cotangent through it (gradients of a fixed linear functional) at compile time.
     csr_idx = jax.lax.optimization_barrier(csr_idx)
-    return jnp.take(V.reshape(-1), csr_idx, unique_indices=True, indices_are_sorted=C == 1)
+    return jnp.take(V.reshape(-1), csr_idx, unique_indices=True, indices_are_sorted=C == 1 and idx_sorted)
 
 
 _values_jit = eqx.filter_jit(_values)
@@ -184,14 +185,22 @@ def _blocks(space, ks: KernelStructure | None = None) -> tuple:
 _INDEX: dict = {}  # (plan, blocks) -> CSR index as a device array
 
 
-def _csr_index(space, blocks):
+def _csr_index(space, blocks, transposed: bool = False):
+    """The band entry of every CSR entry; ``transposed``: of the transposed matrix's entries.
+
+    The band holds ``a(phi_i, phi_j)`` with the trial index ``i`` first, while assembled matrices put test
+    functions on rows (``A[i, j] = a(phi_j, phi_i)``): a form that is not declared symmetric reads the band
+    through the transposed index (the pattern is structurally symmetric), which costs nothing at run time.
+    """
     import weakref
 
-    key = (id(space.plan), blocks)
+    key = (id(space.plan), blocks, transposed)
     hit = _INDEX.get(key)
     if hit is not None and hit[0]() is space.plan:
         return hit[1]
     idx = sumfact_plan(space).csr(blocks)
+    if transposed:
+        idx = idx[space.plan.pattern.transpose()[1]]
     with jax.ensure_compile_time_eval():
         arr = jax.device_put(idx)
     while len(_INDEX) >= 4:
@@ -221,7 +230,8 @@ def assemble_factorised(form: Form, space, fields: dict, *, force: bool = False)
     if dtype != jnp.float64:
         check_float64("assemble")
     blocks = _blocks(space, ks)
-    values = _values_jit(form, space, fields, _csr_index(space, blocks), w0, blocks)
+    transposed = not form.symmetric
+    values = _values_jit(form, space, fields, _csr_index(space, blocks, transposed), w0, blocks, not transposed)
     if form.symmetric:
         values = check_symmetric(values, p.pattern, form, p, None)
     return SparseMatrix(values, p.pattern, symmetric=form.symmetric)
