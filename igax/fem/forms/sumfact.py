@@ -231,7 +231,8 @@ def assemble_factorised(form: Form, space, fields: dict, *, force: bool = False)
         check_float64("assemble")
     blocks = _blocks(space, ks)
     transposed = not form.symmetric
-    values = _values_jit(form, space, fields, _csr_index(space, blocks, transposed), w0, blocks, not transposed)
+    idx = _csr_index(space, blocks, transposed)
+    values = _values_jit(form, space, fields, idx, w0, blocks, not transposed)
     if form.symmetric:
         values = check_symmetric(values, p.pattern, form, p, None)
     return SparseMatrix(values, p.pattern, symmetric=form.symmetric)
