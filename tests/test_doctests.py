@@ -12,6 +12,7 @@ import pkgutil
 import pytest
 
 import igax
+from igax.fem.forms.form import Form
 
 # `igax.__main__` runs the command line when imported; `igax._examples` exists only in the installed wheel.
 _NOT_IMPORTED = {"igax.__main__"}
@@ -50,7 +51,15 @@ def test_docstring_examples(name, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     finder = doctest.DocTestFinder(exclude_empty=True)
     runner = doctest.DocTestRunner(optionflags=FLAGS)
-    for test in finder.find(mod, name, globs={"__name__": name}):
+    tests = finder.find(mod, name, globs={"__name__": name})
+    # The finder looks at functions and classes only: the examples of forms (the instances that
+    # ``@bilinear_form``, ``@energy_form``, ... make, as in ``igax.fem.forms.library``) are collected here.
+    parser = doctest.DocTestParser()
+    for attr, obj in sorted(vars(mod).items()):
+        doc = getattr(obj, "__doc__", None) if isinstance(obj, Form) else None
+        if doc and ">>>" in doc and getattr(obj.kernel, "__module__", None) == name:
+            tests.append(parser.get_doctest(doc, {"__name__": name}, f"{name}.{attr}", None, 0))
+    for test in tests:
         runner.run(test)
     result = runner.summarize(verbose=False)
     failed = f"{result.failed} of {result.attempted} doctest examples in {name} failed (printed above)"

@@ -346,7 +346,7 @@ def neo_hookean(u, w):
         >>> import jax.numpy as jnp
         >>> from igax import fem
         >>> from igax.fem import library
-        >>> patch = fem.geometry.rectangle(2.0, 1.0).refine(degree=2, elements=(4, 2))
+        >>> patch = fem.geometry.rectangle((0.0, 0.0), (2.0, 1.0)).refine(degree=2, elements=(4, 2))
         >>> V = fem.SplineSpace(patch, shape=(2,))
         >>> bc = [fem.DirichletBC(V, "left", 0.0), fem.DirichletBC(V, "right", 0.5, component=0)]
         >>> u = fem.solve_nonlinear(library.neo_hookean, V, bc=bc, mu=1.0, lmbda=2.0)   # stretch by 25 %
