@@ -9,9 +9,11 @@ solution exactly (differentiable, like the rest of the solve). See :mod:`igax.fe
 from __future__ import annotations
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import numpy as np
 
+from igax._compile import lazy_jit
 from igax.fem.bc import DirichletBC, merge_bcs
 from igax.fem.spaces.mixed import MixedField, MixedSpace
 
@@ -63,16 +65,37 @@ def remove_mean(W: MixedSpace, coeffs):
     return _remove_mean(W, coeffs)
 
 
-@eqx.filter_jit  # one program (eagerly, the tables alone compiled ~100 small programs per mesh size)
 def _remove_mean(W: MixedSpace, coeffs):
     Q = W.spaces[-1]
     if Q.value_shape:
         raise ValueError("pressure='mean' needs a scalar pressure field (the last sub-space).")
-    rule = W.quadrature_rule()
+    a, b = W.offsets[-2], W.offsets[-1]
+    rule = Q.quadrature_rule()
+    traced = any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves(Q))
+    t = None if traced else Q.host_tables(rule)
+    if t is None:
+        return _remove_mean_traced(W, coeffs)
+    # Concrete geometry: the integrals of the basis functions in NumPy (nothing to compile), then one dot.
+    phi = np.broadcast_to(np.asarray(t.phi), t.dx.shape + (t.phi.shape[-1],))
+    weights = np.zeros(Q.ndofs)
+    np.add.at(weights, Q.plan.cell_dofs[rule.elements], np.einsum("eqa,eq->ea", phi, np.asarray(t.dx)))
+    return _shift(coeffs, jnp.asarray(weights / np.sum(t.dx)), a, b)
+
+
+def _shift(coeffs, weights, a, b):
+    return coeffs.at[a:b].add(-jnp.dot(weights, coeffs[a:b]))
+
+
+_shift = lazy_jit(jax.jit, _shift, static_argnames=("a", "b"))
+
+
+@eqx.filter_jit  # one program (eagerly, the tables alone compiled ~100 small programs per mesh size)
+def _remove_mean_traced(W: MixedSpace, coeffs):
+    Q = W.spaces[-1]
+    rule = Q.quadrature_rule()
     t = Q.tables(rule)
     a, b = W.offsets[-2], W.offsets[-1]
-    p = coeffs[a:b]
-    vals, _ = Q.eval_coeffs(p, t, rule)
+    vals, _ = Q.eval_coeffs(coeffs[a:b], t, rule)
     mean = jnp.sum(vals * t.dx) / jnp.sum(t.dx)
     return coeffs.at[a:b].add(-mean)
 
@@ -88,10 +111,12 @@ def with_pinned_diagonal(A, bc):
     return _unit_diagonal(A, A.pattern.diagonal_slots[bc.dofs])
 
 
-@eqx.filter_jit
 def _unit_diagonal(A, diag):
     d = A.values[diag]
     return A.with_values(A.values.at[diag].set(jnp.where(d == 0, 1.0, d)))
+
+
+_unit_diagonal = lazy_jit(eqx.filter_jit, _unit_diagonal)
 
 
 def mixed_result(W: MixedSpace, coeffs) -> MixedField:
