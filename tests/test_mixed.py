@@ -134,8 +134,10 @@ def test_taylor_hood_rates(cell):
 
 
 def test_spline_taylor_hood_rates():
-    # Cubic C^1 velocity, quadratic C^1 pressure on the same knot spans: rates 4 and 3.
-    errs = [stokes_errors(fem.spline_taylor_hood(fem.geometry.rectangle(), 3, n, pressure="mean")) for n in (4, 8)]
+    # Cubic C^1 velocity, quadratic C^1 pressure on the same knot spans: rates 4 and 3 (12 -> 24: 3.90 and
+    # 3.02; 4 -> 8 -> 16 is pre-asymptotic for the velocity, 3.49 and 3.81).
+    make = fem.spline_taylor_hood
+    errs = [stokes_errors(make(fem.geometry.rectangle(), 3, n, pressure="mean")) for n in (12, 24)]
     ru, rp = rates([e[0] for e in errs]), rates([e[1] for e in errs])
     assert abs(ru[-1] - 4) <= 0.15, (errs, ru)
     assert abs(rp[-1] - 3) <= 0.15, (errs, rp)
@@ -147,13 +149,14 @@ def test_spline_taylor_hood_rates():
     [
         (lambda n: fem.taylor_hood(fem.unit_square(n), pressure="mean"), (8, 16, 32), 3, 2),
         (lambda n: fem.taylor_hood(fem.unit_square(n, "quad"), pressure="mean"), (8, 16, 32), 3, 2),
-        (lambda n: fem.spline_taylor_hood(fem.geometry.rectangle(), 3, n, pressure="mean"), (4, 8, 16), 4, 3),
-        (lambda n: fem.spline_taylor_hood(fem.geometry.rectangle(), 4, n, pressure="mean"), (4, 8, 16), 5, 4),
+        (lambda n: fem.spline_taylor_hood(fem.geometry.rectangle(), 2, n, pressure="mean"), (8, 16, 32), 3, 2),
+        (lambda n: fem.spline_taylor_hood(fem.geometry.rectangle(), 3, n, pressure="mean"), (16, 24, 32), 4, 3),
+        (lambda n: fem.spline_taylor_hood(fem.geometry.rectangle(), 4, n, pressure="mean"), (8, 12, 16), 5, 4),
     ],
 )
 def test_stokes_rates_long(make, sizes, ru, rp):
     errs = np.array([stokes_errors(make(n)) for n in sizes])
-    h = np.log(1.0 / np.asarray(sizes, float))
+    h = np.log(1.0 / np.asarray(sizes, float))  # the slope of log(error) against log(h)
     assert abs(np.polyfit(h, np.log(errs[:, 0]), 1)[0] - ru) <= 0.15, errs
     assert abs(np.polyfit(h, np.log(errs[:, 1]), 1)[0] - rp) <= 0.15, errs
 
@@ -206,29 +209,34 @@ def test_direct_backends_symmetric_indefinite(method):
     assert _kind(A) == "sym"
 
 
-# -- gradients -----------------------------------------------------------------------------------------------
-def _taylor(J, x0, dJ, hs=(1e-2, 5e-3, 2.5e-3)):
-    rem = np.array([abs(float(J(x0 + h)) - float(J(x0)) - h * dJ) for h in hs])
-    return np.log2(rem[:-1] / rem[1:])
+# -- gradients ----------------------------------------------------------------------------------------------
+def _check_gradient(J, x0, h_taylor):
+    """FD (central, step 1e-6) to 1e-6 and the Taylor remainder falling at rate 2, in every direction of
+    ``x0``'s axes (one compilation of J and of its gradient)."""
+    x0 = jnp.atleast_1d(jnp.asarray(x0, float))
+    Jj, gj = jax.jit(J), jax.jit(jax.grad(J))
+    g = np.asarray(gj(x0))
+    J0 = float(Jj(x0))
+    for i in range(x0.shape[0]):
+        e = jnp.zeros_like(x0).at[i].set(1.0)
+        fd = (float(Jj(x0 + 1e-6 * e)) - float(Jj(x0 - 1e-6 * e))) / 2e-6
+        assert abs(g[i] - fd) <= 1e-6 * max(1.0, abs(fd)), (i, g[i], fd)
+        rem = np.array([abs(float(Jj(x0 + h * e)) - J0 - h * g[i]) for h in h_taylor])
+        assert np.all(np.abs(np.log2(rem[:-1] / rem[1:]) - 2) < 0.2), (i, rem)
 
 
 def test_gradient_through_stokes_wrt_viscosity_and_lid():
     W = fem.taylor_hood(fem.unit_square(4, "quad"), pressure="mean")
 
-    def J(nu, lid=1.0):
+    def J(params):
+        nu, lid = params[0], params[1]
         A = fem.assemble(library.stokes, W, nu=nu)
         b = fem.assemble(library.stokes_load, W, f=force)
         bc = [fem.DirichletBC(W, None, 0.0, field=0), fem.DirichletBC(W, "top", lid, component=0, field=0)]
         u, p = fem.solve(A, b, bc=bc).split()
         return jnp.sum(u.coeffs**2) + jnp.sum(p.coeffs**2)
 
-    g = float(jax.grad(J)(0.5))
-    fd = (float(J(0.5 + 1e-6)) - float(J(0.5 - 1e-6))) / 2e-6
-    assert abs(g - fd) <= 1e-6 * max(1.0, abs(fd))
-    assert np.all(np.abs(_taylor(J, 0.5, g) - 2) < 0.2)
-    gl = float(jax.grad(J, argnums=1)(0.5, 1.0))
-    fdl = (float(J(0.5, 1.0 + 1e-6)) - float(J(0.5, 1.0 - 1e-6))) / 2e-6
-    assert abs(gl - fdl) <= 1e-6 * max(1.0, abs(fdl))
+    _check_gradient(J, jnp.array([0.5, 1.0]), (1e-2, 5e-3, 2.5e-3))  # viscosity and lid speed
 
 
 def test_gradient_through_navier_stokes_wrt_viscosity():
@@ -236,11 +244,30 @@ def test_gradient_through_navier_stokes_wrt_viscosity():
     bc = [fem.DirichletBC(W, None, 0.0, field=0), fem.DirichletBC(W, "top", 1.0, component=0, field=0)]
 
     def J(nu):
+        nu = nu[0]
         up = fem.solve_nonlinear(library.navier_stokes, W, bc=bc, nu=nu, f=jnp.zeros(2), rtol=1e-12)
         u, _ = up.split()
         return jnp.sum(u.coeffs**2)
 
-    g = float(jax.grad(J)(0.05))
-    fd = (float(J(0.05 + 1e-6)) - float(J(0.05 - 1e-6))) / 2e-6
-    assert abs(g - fd) <= 1e-6 * max(1.0, abs(fd)), (g, fd)
-    assert np.all(np.abs(_taylor(J, 0.05, g, hs=(2e-3, 1e-3, 5e-4)) - 2) < 0.2)
+    _check_gradient(J, 0.05, (2e-3, 1e-3, 5e-4))
+
+
+# -- the examples ----------------------------------------------------------------------------------------------
+def _example(name):
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).resolve().parents[1] / "examples" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_lid_driven_cavity_matches_ghia_at_re_100():
+    # Q2/Q1 on 32 x 32 elements, Re = 100: max |u - u_Ghia| / max |u_Ghia| = 0.89 %, v 0.51 % of the lid
+    # speed (2.1 % of max |v_Ghia|, which is Ghia's own grid error: 2.0 % on 64 x 64 elements).
+    r = _example("lid_driven_cavity").main(n=32, re=(100,))
+    assert r["u_error_100"] <= 0.01 and r["v_error_100"] <= 0.01, r
+    assert r["v_error_vmax_100"] <= 0.025, r
+    assert r["iterations_100"] <= 4  # quadratic: |R| 8.8e-4, 1.3e-5, 1.9e-9, 1.4e-16
