@@ -20,8 +20,8 @@ Measure: ``max_i |u_h(p_i) - u_Ghia(p_i)| / max_i |u_Ghia(p_i)|`` over the table
 denominator is 1 (the lid point belongs to Table I), the velocity scale of the problem. For v the same
 numerator is divided by that velocity scale too (the lid speed), and also reported relative to
 ``max |v_Ghia|`` (0.245 at Re = 100): Ghia's v values come from a 129 x 129 second-order grid, and converged
-solutions (ours change by 0.05 % between 32 x 32 and 64 x 64 elements) differ from them by about 2 % of that smaller
-scale. A pointwise relative error is meaningless where the velocity crosses zero.
+solutions (ours change by 0.05 % between 32 x 32 and 64 x 64 elements) differ from them by about 2 % of
+that smaller scale. A pointwise relative error is meaningless where the velocity crosses zero.
 
 Run: ``python examples/lid_driven_cavity.py`` (Re = 100 on 32 x 32 elements; ``--re 100 400 1000`` for the
 continuation to Re = 1000).
@@ -90,8 +90,8 @@ def main(n: int = 32, re=(100,), out: str | None = None) -> dict:
             library.navier_stokes, W, bc=bc, u0=up, nu=1.0 / r, f=jnp.zeros(2), info=True, maxiter=30
         )
         hist = info.history[0]
-        line = f"Re = {r:5g}: {int(info.iterations[0])} Newton iterations, |R| {np.array2string(hist, precision=1)}"
-        print(line)
+        its = int(info.iterations[0])
+        print(f"Re = {r:5g}: {its} Newton iterations, |R| {np.array2string(hist, precision=1)}")
         results[f"iterations_{r:g}"] = int(info.iterations[0])
         if r in GHIA_U:
             u, v = centrelines(up)

@@ -34,7 +34,9 @@ def force(x):
     X, Y = x[0], x[1]
     s, c = np.sin, np.cos
     lap1 = AMP * PI * (2 * PI**2 * c(2 * PI * X) * s(2 * PI * Y) - 4 * PI**2 * s(PI * X) ** 2 * s(2 * PI * Y))
-    lap2 = -AMP * PI * (-4 * PI**2 * s(2 * PI * X) * s(PI * Y) ** 2 + 2 * PI**2 * s(2 * PI * X) * c(2 * PI * Y))
+    lap2 = (
+        -AMP * PI * (-4 * PI**2 * s(2 * PI * X) * s(PI * Y) ** 2 + 2 * PI**2 * s(2 * PI * X) * c(2 * PI * Y))
+    )
     return np.stack([-lap1 - PI * s(PI * X) * c(PI * Y), -lap2 - PI * c(PI * X) * s(PI * Y)])
 
 
@@ -51,7 +53,7 @@ def rates(errors):
     return np.log2(e[:-1] / e[1:])
 
 
-# -- the space and its numbering -------------------------------------------------------------------------------
+# -- the space and its numbering ---------------------------------------------------------------------------
 def test_block_numbering_split_join_and_lifted_bc():
     mesh = fem.unit_square(3, "quad")
     W = fem.taylor_hood(mesh)
@@ -85,7 +87,7 @@ def test_blocks_equal_single_space_assembly():
 
     @fem.bilinear_form
     def form(u, v, w):
-        (uu, p), (vv, q) = u, v
+        (uu, _), (vv, q) = u, v
         return w.k * jnp.sum(uu.grad * vv.grad) + uu.grad[0, 0] * vv.value[1] + q.value * jnp.trace(uu.grad)
 
     @fem.bilinear_form
@@ -122,7 +124,7 @@ def test_residual_tangent_matches_finite_differences():
     np.testing.assert_allclose(np.asarray(K0.todense()), np.asarray(A.todense()), atol=1e-12)
 
 
-# -- Stokes: convergence and the pressure constraint ----------------------------------------------------------
+# -- Stokes: convergence and the pressure constraint -------------------------------------------------------
 @pytest.mark.parametrize("cell", ["triangle", "quad"])
 def test_taylor_hood_rates(cell):
     # P2/P1 and Q2/Q1: velocity L2 rate 3, pressure L2 rate 2 (+-0.15), from 8 -> 16 (4 -> 8 is still
@@ -143,15 +145,23 @@ def test_spline_taylor_hood_rates():
     assert abs(rp[-1] - 3) <= 0.15, (errs, rp)
 
 
+def _th(cell):
+    return lambda n: fem.taylor_hood(fem.unit_square(n, cell), pressure="mean")
+
+
+def _spline(degree):
+    return lambda n: fem.spline_taylor_hood(fem.geometry.rectangle(), degree, n, pressure="mean")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "make, sizes, ru, rp",
     [
-        (lambda n: fem.taylor_hood(fem.unit_square(n), pressure="mean"), (8, 16, 32), 3, 2),
-        (lambda n: fem.taylor_hood(fem.unit_square(n, "quad"), pressure="mean"), (8, 16, 32), 3, 2),
-        (lambda n: fem.spline_taylor_hood(fem.geometry.rectangle(), 2, n, pressure="mean"), (8, 16, 32), 3, 2),
-        (lambda n: fem.spline_taylor_hood(fem.geometry.rectangle(), 3, n, pressure="mean"), (16, 24, 32), 4, 3),
-        (lambda n: fem.spline_taylor_hood(fem.geometry.rectangle(), 4, n, pressure="mean"), (8, 12, 16), 5, 4),
+        (_th("triangle"), (8, 16, 32), 3, 2),
+        (_th("quad"), (8, 16, 32), 3, 2),
+        (_spline(2), (8, 16, 32), 3, 2),
+        (_spline(3), (16, 24, 32), 4, 3),
+        (_spline(4), (8, 12, 16), 5, 4),
     ],
 )
 def test_stokes_rates_long(make, sizes, ru, rp):
@@ -209,7 +219,7 @@ def test_direct_backends_symmetric_indefinite(method):
     assert _kind(A) == "sym"
 
 
-# -- gradients ----------------------------------------------------------------------------------------------
+# -- gradients ---------------------------------------------------------------------------------------------
 def _check_gradient(J, x0, h_taylor):
     """FD (central, step 1e-6) to 1e-6 and the Taylor remainder falling at rate 2, in every direction of
     ``x0``'s axes (one compilation of J and of its gradient)."""
@@ -252,7 +262,7 @@ def test_gradient_through_navier_stokes_wrt_viscosity():
     _check_gradient(J, 0.05, (2e-3, 1e-3, 5e-4))
 
 
-# -- the examples ----------------------------------------------------------------------------------------------
+# -- the examples ------------------------------------------------------------------------------------------
 def _example(name):
     import importlib.util
     import pathlib

@@ -77,7 +77,6 @@ def _stacked(g):
     return h
 
 
-
 def _number_dtype(value):
     """The dtype of a prescribed Python number: float, or complex for a complex one (complex problems)."""
     return jnp.result_type(complex) if isinstance(value, complex) else jnp.result_type(float)

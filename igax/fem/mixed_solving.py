@@ -29,8 +29,7 @@ def pressure_bcs(W: MixedSpace, bc):
     bc = merge_bcs(bc)
     dofs = np.zeros(0, np.int64) if bc is None else bc.dofs
     closed = all(
-        np.isin(s.boundary(None) + o, dofs).all()
-        for s, o in zip(W.spaces[:-1], W.offsets[:-2], strict=True)
+        np.isin(s.boundary(None) + o, dofs).all() for s, o in zip(W.spaces[:-1], W.offsets[:-2], strict=True)
     )
     pressure_fixed = np.any(dofs >= W.offsets[-2])
     if W.pressure == "free":
@@ -41,7 +40,8 @@ def pressure_bcs(W: MixedSpace, bc):
                 "the velocity is prescribed on the whole boundary, so the pressure (the last field) is "
                 "determined only up to a constant and the system is singular. Build the space with "
                 "pressure='mean' (zero-mean pressure) or pressure='pin' (first pressure dof = 0), e.g. "
-                "fem.MixedSpace(V, Q, pressure='mean'), or prescribe a pressure dof yourself (pressure='free' turns this check off)."
+                "fem.MixedSpace(V, Q, pressure='mean') or fem.taylor_hood(mesh, pressure='mean'), or "
+                "prescribe a pressure dof yourself (pressure='free' turns this check off)."
             )
         return bc
     if not closed:

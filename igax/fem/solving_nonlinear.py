@@ -27,6 +27,7 @@ from igax._compile import lazy_jit
 from igax.fem.bc import DirichletBC, condense, merge_bcs
 from igax.fem.field import Field
 from igax.fem.forms.form import Form, kernel_output
+from igax.fem.forms.mixed_assembly import mixed_residual_parts, prepare_mixed
 from igax.fem.forms.nonlinear import (
     _check_form,
     _prepare,
@@ -35,7 +36,6 @@ from igax.fem.forms.nonlinear import (
     _state,
     residual_form,
 )
-from igax.fem.forms.mixed_assembly import mixed_residual_parts, prepare_mixed
 from igax.fem.mixed_solving import mixed_result, pressure_bcs
 from igax.fem.spaces.base import FunctionSpace
 from igax.fem.spaces.mixed import MixedField, MixedSpace

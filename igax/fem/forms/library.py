@@ -397,7 +397,7 @@ def dead_traction(u, w):
     return -jnp.sum(w.t.value * u.value)
 
 
-# -- mixed problems: Stokes and Navier-Stokes (on a fem.MixedSpace of velocity and pressure) ---------------------
+# -- mixed problems: Stokes and Navier-Stokes (on a fem.MixedSpace of velocity and pressure) -------------
 # Kernels over jet tuples: u = (velocity, pressure), v = (test velocity, test pressure). The sign convention
 # makes the Stokes matrix symmetric (indefinite): [[nu K, -B^T], [-B, 0]].
 
@@ -419,9 +419,7 @@ def stokes(u, v, w):
     """
     (uu, p), (vv, q) = u, v
     return (
-        w.nu.value * jnp.sum(uu.grad * vv.grad)
-        - p.value * jnp.trace(vv.grad)
-        - q.value * jnp.trace(uu.grad)
+        w.nu.value * jnp.sum(uu.grad * vv.grad) - p.value * jnp.trace(vv.grad) - q.value * jnp.trace(uu.grad)
     )
 
 
@@ -440,7 +438,7 @@ def stokes_load(v, w):
 
 @residual_form(inputs={"nu": "scalar", "f": "vector"})
 def navier_stokes(u, v, w):
-    """Steady incompressible Navier-Stokes: ``nu grad u : grad v + (grad u u) . v - p div v - q div u - f . v``.
+    """Steady Navier-Stokes: ``nu grad u : grad v + (grad u u) . v - p div v - q div u - f . v``.
 
     A residual form on a MixedSpace (velocity, pressure) for :func:`igax.fem.solve_nonlinear`; the tangent
     (Oseen linearisation plus the Newton term) comes from automatic differentiation.
@@ -450,7 +448,8 @@ def navier_stokes(u, v, w):
         >>> from igax import fem
         >>> from igax.fem import library
         >>> W = fem.taylor_hood(fem.unit_square(2, "quad"), pressure="pin")
-        >>> lid = [fem.DirichletBC(W, None, 0.0, field=0), fem.DirichletBC(W, "top", 1.0, component=0, field=0)]
+        >>> walls = fem.DirichletBC(W, None, 0.0, field=0)
+        >>> lid = [walls, fem.DirichletBC(W, "top", 1.0, component=0, field=0)]
         >>> up = fem.solve_nonlinear(library.navier_stokes, W, bc=lid, nu=0.1, f=jnp.zeros(2))
         >>> u, p = up.split()
         >>> u.value_shape, p.value_shape

@@ -113,7 +113,7 @@ def _jets(W: MixedSpace, z):
 
 
 def _columns(W: MixedSpace, tables):
-    """The basis columns ``S (ne, nq, Nloc, m)``, block-diagonal over the fields (``tables``: one per field)."""
+    """The basis columns ``S (ne, nq, Nloc, m)``, block-diagonal over the fields (``tables``: one each)."""
     blocks = []
     for t, (_, C, _) in zip(tables, _layout(W)[0], strict=True):
         t = t.full()
@@ -303,15 +303,16 @@ def assemble_mixed(form: Form, W: MixedSpace, *, boundary=None, **fields):
         >>> @fem.bilinear_form(symmetric=True)
         ... def stokes(u, v, w):
         ...     (uu, p), (vv, q) = u, v
-        ...     return jnp.sum(uu.grad * vv.grad) - p.value * jnp.trace(vv.grad) - q.value * jnp.trace(uu.grad)
+        ...     div_u, div_v = jnp.trace(uu.grad), jnp.trace(vv.grad)
+        ...     return jnp.sum(uu.grad * vv.grad) - p.value * div_v - q.value * div_u
         >>> A = fem.assemble(stokes, W)
         >>> A.shape, bool(abs(A.todense() - A.todense().T).max() < 1e-5)
         ((59, 59), True)
     """
     if form.kind in ("residual", "energy"):
         raise TypeError(
-            f"{form!r} is nonlinear: assemble it with fem.assemble_residual(form, W, u, tangent=True) or solve "
-            "it with fem.solve_nonlinear(form, W, bc=...)."
+            f"{form!r} is nonlinear: assemble it with fem.assemble_mixed_residual(form, W, u, tangent=True) "
+            "or solve it with fem.solve_nonlinear(form, W, bc=...)."
         )
     boundary, fields, tables = prepare_mixed(form, W, boundary, fields)
     return _assemble_jit(form, W, boundary, fields, tables)
@@ -329,4 +330,3 @@ def assemble_mixed_residual(form: Form, W: MixedSpace, u, *, boundary=None, tang
     W.check_coeffs(c, "u")
     boundary, fields, tables = prepare_mixed(form, W, boundary, fields)
     return _residual_jit(form, W, c, boundary, fields, bool(tangent), tables)
-

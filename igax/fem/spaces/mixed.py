@@ -166,7 +166,9 @@ class MixedSpace(eqx.Module):
     def split(self, u) -> tuple[Field, ...]:
         """The fields of mixed coefficients (or a :class:`MixedField`) as a tuple of Fields."""
         c = _coeffs(self, u)
-        return tuple(Field(s, c[a:b]) for s, a, b in zip(self.spaces, self.offsets, self.offsets[1:]))
+        return tuple(
+            Field(s, c[a:b]) for s, a, b in zip(self.spaces, self.offsets, self.offsets[1:], strict=False)
+        )
 
     def join(self, *parts) -> jax.Array:
         """Mixed coefficients from one Field or coefficient vector per field (in order)."""
@@ -273,7 +275,9 @@ def taylor_hood(mesh, degree: int = 2, *, pressure: str | None = None) -> MixedS
     from igax.fem.spaces.lagrange import LagrangeSpace
 
     if not isinstance(degree, (int, np.integer)) or degree < 2:
-        raise ValueError(f"degree must be an int >= 2 (the velocity degree; pressure degree - 1), got {degree!r}.")
+        raise ValueError(
+            f"degree must be an int >= 2 (the velocity degree; pressure degree - 1), got {degree!r}."
+        )
     dim = np.asarray(mesh.points).shape[1]
     V = LagrangeSpace(mesh, int(degree), shape=(dim,))
     Q = LagrangeSpace(mesh, int(degree) - 1, quad_degree=2 * int(degree))
@@ -312,7 +316,9 @@ def spline_taylor_hood(patch, degree: int = 3, elements=8, *, pressure: str | No
     from igax.fem.spaces.spline import SplineSpace
 
     if not isinstance(degree, (int, np.integer)) or degree < 2:
-        raise ValueError(f"degree must be an int >= 2 (the velocity degree; pressure degree - 1), got {degree!r}.")
+        raise ValueError(
+            f"degree must be an int >= 2 (the velocity degree; pressure degree - 1), got {degree!r}."
+        )
     P = patch.refine(degree=int(degree) - 1, elements=elements)
     U = P
     for axis in range(len(P.degrees)):
