@@ -281,3 +281,12 @@ def test_lid_driven_cavity_matches_ghia_at_re_100():
     assert r["u_error_100"] <= 0.01 and r["v_error_100"] <= 0.01, r
     assert r["v_error_vmax_100"] <= 0.025, r
     assert r["iterations_100"] <= 4  # quadratic: |R| 8.8e-4, 1.3e-5, 1.9e-9, 1.4e-16
+
+
+def test_stokes_flow_example_reproduces_poiseuille_with_an_outflow():
+    # Quadratic velocity, linear pressure: both pairs are exact; the do-nothing outflow fixes the pressure
+    # (pressure=None: no pin, no error, since the velocity is not prescribed on the whole boundary).
+    r = _example("stokes_flow").main(n=2)
+    for k in ("P2P1", "spline"):
+        assert r[f"{k}_u_error"] < 1e-9 and r[f"{k}_p_error"] < 1e-8, r
+        assert abs(r[f"{k}_drop"] - 8 * 0.5 * 3.0) < 1e-8
