@@ -466,4 +466,32 @@ def navier_stokes(u, v, w):
     )
 
 
-__all__ += ["stokes", "stokes_load", "navier_stokes"]
+@bilinear_form(symmetric=True, inputs={"mu": "scalar", "lmbda": "scalar"})
+def mixed_elasticity(u, v, w):
+    """Nearly incompressible linear elasticity in displacement-pressure form on a MixedSpace ``(u, p)``.
+
+    ``2 mu eps(u) : eps(v) - p div v - q div u - p q / lmbda``, with ``p = lmbda div u`` the pressure-like
+    unknown: free of volumetric locking as ``lmbda -> infinity`` on an inf-sup stable pair (Taylor-Hood or
+    the spline pair), where the displacement-only form locks. ``lmbda = inf`` is the incompressible limit
+    (Stokes with ``2 eps : eps``).
+
+    Example:
+        >>> from igax import fem
+        >>> from igax.fem import library
+        >>> W = fem.taylor_hood(fem.unit_square(2, "quad"))
+        >>> A = fem.assemble(library.mixed_elasticity, W, mu=1.0, lmbda=1e6)
+        >>> A.shape, A.symmetric
+        ((59, 59), True)
+    """
+    (uu, p), (vv, q) = u, v
+    eu = 0.5 * (uu.grad + uu.grad.T)
+    ev = 0.5 * (vv.grad + vv.grad.T)
+    return (
+        2 * w.mu.value * jnp.sum(eu * ev)
+        - p.value * jnp.trace(vv.grad)
+        - q.value * jnp.trace(uu.grad)
+        - p.value * q.value / w.lmbda.value
+    )
+
+
+__all__ += ["stokes", "stokes_load", "navier_stokes", "mixed_elasticity"]

@@ -32,7 +32,12 @@ import numpy as np
 
 from igax._compile import lazy_jit
 from igax._config import check_float64
-from igax.fem.forms._kernel_checks import check_linear, check_no_constant_term, checked_kernel
+from igax.fem.forms._kernel_checks import (
+    check_linear,
+    check_no_constant_term,
+    check_symmetric,
+    checked_kernel,
+)
 from igax.fem.forms.form import Form, FormInputs, Jet, QuadValue, kernel_output
 from igax.fem.forms.inputs import _check_input_names, inputs_at, prepare_inputs
 from igax.fem.spaces.base import Tables
@@ -315,7 +320,12 @@ def assemble_mixed(form: Form, W: MixedSpace, *, boundary=None, **fields):
             "or solve it with fem.solve_nonlinear(form, W, bc=...)."
         )
     boundary, fields, tables = prepare_mixed(form, W, boundary, fields)
-    return _assemble_jit(form, W, boundary, fields, tables)
+    out = _assemble_jit(form, W, boundary, fields, tables)
+    if form.symmetric and form.kind == "bilinear":  # the flag is trusted by the solvers: verify it
+        values = check_symmetric(out.values, out.pattern, form, W.plan, boundary)
+        if values is not out.values:
+            out = eqx.tree_at(lambda A: A.values, out, values)
+    return out
 
 
 def mixed_residual_parts(form: Form, W: MixedSpace, coeffs, boundary, fields: dict, want_tangent: bool):
