@@ -117,10 +117,13 @@ def _plot(out, up, re):
     import matplotlib.pyplot as plt
 
     os.makedirs(out, exist_ok=True)
-    u, v = centrelines(up)
+    t = np.linspace(0.0, 1.0, 201)
+    vel, _ = up.split()
+    u = np.asarray(vel(np.stack([np.full_like(t, 0.5), t], 1)))[:, 0]
+    v = np.asarray(vel(np.stack([t, np.full_like(t, 0.5)], 1)))[:, 1]
     fig, axes = plt.subplots(1, 2, figsize=(9, 4))
-    axes[0].plot(u, GHIA_Y, "-", label="igax Q2/Q1")
-    axes[1].plot(GHIA_X, v, "-", label="igax Q2/Q1")
+    axes[0].plot(u, t, "-", label="igax Q2/Q1")
+    axes[1].plot(t, v, "-", label="igax Q2/Q1")
     if re in GHIA_U:
         axes[0].plot(GHIA_U[re], GHIA_Y, "ks", ms=4, label="Ghia et al. 1982")
         axes[1].plot(GHIA_X, GHIA_V[re], "ks", ms=4, label="Ghia et al. 1982")
