@@ -93,14 +93,14 @@ def solve(
         space = bc.space
     elif bc is not None and bc.space.plan is not space.plan:
         raise ValueError("the DirichletBC was built on a different space than space=.")
-    mixed = isinstance(space, MixedSpace)
-    if mixed:  # saddle points: the pressure constraint of MixedSpace(pressure=...)
-        bc = pressure_bcs(space, bc)
-        A = with_pinned_diagonal(A, bc)
     if A.shape != (space.ndofs, space.ndofs):
         raise ValueError(
             f"A has shape {A.shape}, but the space has {space.ndofs} dofs; assemble A on that space."
         )
+    mixed = isinstance(space, MixedSpace)
+    if mixed:  # saddle points: the pressure constraint of MixedSpace(pressure=...)
+        bc = pressure_bcs(space, bc)
+        A = with_pinned_diagonal(A, bc)
     # The solvers know nothing of boundary conditions; tell them what to advise if A turns out singular.
     options.setdefault("_singular_advice", _BC_ADVICE if bc is not None else _NO_BC_ADVICE)
     method = _multigrid(method, A, space, bc, options)
