@@ -132,6 +132,14 @@ def test_residual_tangent_matches_finite_differences():
     _, K0 = assemble_mixed_residual(library.navier_stokes, W, jnp.zeros(W.ndofs), tangent=True, nu=0.7, f=f)
     A = fem.assemble(library.stokes, W, nu=0.7)
     np.testing.assert_allclose(np.asarray(K0.todense()), np.asarray(A.todense()), atol=1e-12)
+    # vmap over the viscosity: the batch of matrices equals the matrices one by one (linear in nu).
+    vals = jax.vmap(lambda nu: fem.assemble(library.stokes, W, nu=nu).values)(jnp.array([0.7, 1.4]))
+    np.testing.assert_allclose(vals[0], A.values, atol=1e-12)
+    np.testing.assert_allclose(
+        vals[1] - vals[0],
+        fem.assemble(library.stokes, W, nu=0.7).values - fem.assemble(library.stokes, W, nu=0.0).values,
+        atol=1e-12,
+    )
 
 
 # -- Stokes: convergence and the pressure constraint -------------------------------------------------------
