@@ -20,8 +20,8 @@ Measure: ``max_i |u_h(p_i) - u_Ghia(p_i)| / max_i |u_Ghia(p_i)|`` over the table
 denominator is 1 (the lid point belongs to Table I), the velocity scale of the problem. For v the same
 numerator is divided by that velocity scale too (the lid speed), and also reported relative to
 ``max |v_Ghia|`` (0.245 at Re = 100): Ghia's values come from a 129 x 129 second-order grid, and refined
-solutions differ from their v by 2.0-2.5 % of that smaller scale (2.1, 2.0, 2.5 % on 32, 64, 96 elements
-per side, while the u difference falls from 0.89 to 0.50 %), the order of that grid's own error. A
+solutions differ from their v by 2-3 % of that smaller scale (2.1, 2.0, 2.5, 2.8 % on 32, 64, 96, 128
+elements per side, while the u difference falls from 0.89 to 0.50 %), the order of that grid's own error. A
 pointwise relative error is meaningless where the velocity crosses zero.
 
 Run: ``python examples/lid_driven_cavity.py`` (Re = 100 on 32 x 32 elements; ``--re 100 400 1000`` for the
