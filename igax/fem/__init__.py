@@ -19,6 +19,8 @@ from igax.fem.forms import element_dofs, element_matrices  # noqa: E402
 from igax.fem.forms import assemble_energy, assemble_residual, energy_form, residual_form  # noqa: E402
 from igax.fem._allocator import keep_freed_memory  # noqa: E402
 from igax.fem.bc import DirichletBC  # noqa: E402
+from igax.fem.spaces.mixed import MixedField, MixedSpace, spline_taylor_hood, taylor_hood  # noqa: E402
+from igax.fem.forms.mixed_assembly import assemble_mixed_residual  # noqa: E402
 from igax.fem.solving import solve  # noqa: E402
 from igax.fem.solving_nonlinear import NonlinearInfo, solve_nonlinear  # noqa: E402
 from igax.fem.multigrid import mg_hierarchy  # noqa: E402

@@ -27,6 +27,7 @@ from igax.fem.forms.assembly import known_tables
 from igax.fem.forms.inputs import as_jax
 from igax.fem.recovery import l2_system
 from igax.fem.spaces.base import FunctionSpace
+from igax.fem.spaces.mixed import MixedSpace
 from igax.solvers.sparse import CSRPattern, SparseMatrix
 
 __all__ = ["DirichletBC", "merge_bcs"]
@@ -49,6 +50,31 @@ class _Dofs:
         return (
             isinstance(other, _Dofs) and self._hash == other._hash and np.array_equal(self.array, other.array)
         )
+
+
+def _mixed_bc(W, where, value, component, field):
+    """A DirichletBC on field ``field`` of a mixed space, in its block numbering."""
+    if not isinstance(W, MixedSpace):
+        raise TypeError(f"field= applies to a MixedSpace; got a {type(W).__name__} (drop field=).")
+    if not (isinstance(field, (int, np.integer)) and 0 <= field < len(W.spaces)):
+        raise ValueError(
+            f"a DirichletBC on a MixedSpace needs field= (an int in [0, {len(W.spaces)})), got {field!r}."
+        )
+    if callable(value) and not isinstance(value, Field):
+        value = _stacked(value)
+    return W.lift(DirichletBC(W.spaces[field], where, value, component=component), field)
+
+
+def _stacked(g):
+    """A boundary-value callable that may return a list of components, as one returning an array."""
+
+    def h(x):
+        out = g(x)
+        if isinstance(out, (list, tuple)):
+            out = jnp.stack([jnp.broadcast_to(jnp.asarray(a), x.shape[1:]) for a in out])
+        return out
+
+    return h
 
 
 def _number_dtype(value):
@@ -76,6 +102,9 @@ class DirichletBC:
             component) or ``(ncomp, npts)`` (all components of a vector space). Differentiable (JAX arrays,
             Fields, or closures over them).
         component: for vector spaces, constrain only this component (with boundary names).
+        field: on a :class:`~igax.fem.MixedSpace`, the field constrained: ``where``, ``value`` and
+            ``component`` refer to that sub-space, and the condition is lifted to the block numbering
+            (a callable may then return a list of components).
 
     Attributes:
         dofs: the constrained dofs, sorted and unique; ``values`` holds their prescribed values in that order.
@@ -100,7 +129,12 @@ class DirichletBC:
         value: float | jax.Array | Callable = 0.0,
         *,
         component: int | None = None,
+        field: int | None = None,
     ):
+        if isinstance(space, MixedSpace) or field is not None:
+            lifted = _mixed_bc(space, where, value, component, field)
+            self.__dict__.update(lifted.__dict__)
+            return
         if not isinstance(space, FunctionSpace):
             raise TypeError(f"space must be a SplineSpace or LagrangeSpace, got {type(space).__name__}.")
         self.space = space

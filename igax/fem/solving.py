@@ -10,8 +10,10 @@ from igax import solvers
 from igax._compile import lazy_jit
 from igax.fem.bc import DirichletBC, condense, merge_bcs
 from igax.fem.field import Field
+from igax.fem.mixed_solving import mixed_result, pressure_bcs, with_pinned_diagonal
 from igax.fem.multigrid import TRANSFERS, mg_hierarchy
 from igax.fem.spaces.base import FunctionSpace
+from igax.fem.spaces.mixed import MixedSpace
 from igax.solvers.linear import (
     SMALL_NNZ,
     SolveResult,
@@ -56,7 +58,9 @@ def solve(
         A: the assembled matrix (same space as ``b``).
         b: the load vector, shape ``(ndofs,)``.
         bc: a :class:`DirichletBC`, a list of them (later ones win on shared dofs), or None.
-        space: the space of the solution; defaults to the space of ``bc`` (required when ``bc`` is None).
+        space: the space of the solution; defaults to the space of ``bc`` (required when ``bc`` is None). On
+            a :class:`~igax.fem.MixedSpace` its ``pressure=`` constraint is applied and the result is a
+            :class:`~igax.fem.MixedField`.
         method: linear solver (see :func:`igax.solvers.linear_solve`); None picks automatically: the direct
             solver on CPU; on a GPU, for a symmetric matrix (every symmetric form), ``"mg-cg"``.
             ``"mg-cg"`` (multigrid-preconditioned CG) uses the space's hierarchy,
@@ -93,11 +97,16 @@ def solve(
         raise ValueError(
             f"A has shape {A.shape}, but the space has {space.ndofs} dofs; assemble A on that space."
         )
+    mixed = isinstance(space, MixedSpace)
+    if mixed:  # saddle points: the pressure constraint of MixedSpace(pressure=...)
+        bc = pressure_bcs(space, bc)
+        A = with_pinned_diagonal(A, bc)
     # The solvers know nothing of boundary conditions; tell them what to advise if A turns out singular.
     options.setdefault("_singular_advice", _BC_ADVICE if bc is not None else _NO_BC_ADVICE)
     method = _multigrid(method, A, space, bc, options)
     if bc is None:
-        return Field(space, solvers.solve(A, b, method=method, **options))
+        value = solvers.solve(A, b, method=method, **options)
+        return mixed_result(space, value) if mixed else Field(space, value)
     # Elimination, factorisation, solve and expansion in one compiled program (see _program); checked here
     # first, so malformed input raises the same errors as the separate steps would.
     bc._check_system(A, b)
@@ -116,7 +125,7 @@ def solve(
     )
     if throw:
         result = _raise_on_failure(result, method, advice)
-    return Field(space, result.value)
+    return mixed_result(space, result.value) if mixed else Field(space, result.value)
 
 
 def _multigrid(method, A, space, bc, options) -> str | None:

@@ -27,6 +27,7 @@ from igax._compile import lazy_jit
 from igax.fem.bc import DirichletBC, condense, merge_bcs
 from igax.fem.field import Field
 from igax.fem.forms.form import Form, kernel_output
+from igax.fem.forms.mixed_assembly import mixed_residual_parts, prepare_mixed
 from igax.fem.forms.nonlinear import (
     _check_form,
     _prepare,
@@ -35,7 +36,9 @@ from igax.fem.forms.nonlinear import (
     _state,
     residual_form,
 )
+from igax.fem.mixed_solving import mixed_result, pressure_bcs
 from igax.fem.spaces.base import FunctionSpace
+from igax.fem.spaces.mixed import MixedField, MixedSpace
 from igax.solvers._errors import Status, raise_on_failure
 from igax.solvers.linear import SMALL_NNZ, linear_solve
 from igax.solvers.newton import _MESSAGES, NewtonError, newton_solve
@@ -85,6 +88,7 @@ def _terms(form) -> tuple:
 
 def _inputs_of(form: Form, inputs: dict, space) -> dict:
     """The inputs a term takes: the declared ones, or all of them for a form that declares none."""
+    space = space.primary if isinstance(space, MixedSpace) else space  # inputs live on its rule
     shapes = form.input_shapes(space.plan.value_shape, space.plan.dim)
     return dict(inputs) if shapes is None else {k: v for k, v in inputs.items() if k in shapes}
 
@@ -117,7 +121,9 @@ def solve_nonlinear(
     Arguments:
         form: a :func:`~igax.fem.residual_form` or :func:`~igax.fem.energy_form`, or a list of them and
             ``(form, boundary)`` pairs (boundary terms such as tractions); the residuals are summed.
-        V: the space of the solution.
+        V: the space of the solution; on a :class:`~igax.fem.MixedSpace` the kernels receive tuples of
+            jets (one per field), its ``pressure=`` constraint is applied and the result is a
+            :class:`~igax.fem.MixedField`.
         bc: a :class:`~igax.fem.DirichletBC` or a list of them (its values are differentiable), or None.
         u0: the initial guess (a Field on ``V`` or coefficients); default zero. Its constrained entries are
             replaced by the prescribed values.
@@ -163,8 +169,9 @@ def solve_nonlinear(
         True
     """
     terms = _terms(form)
-    if not isinstance(V, FunctionSpace):
-        raise TypeError(f"V must be a SplineSpace or LagrangeSpace, got {type(V).__name__}.")
+    mixed = isinstance(V, MixedSpace)
+    if not (mixed or isinstance(V, FunctionSpace)):
+        raise TypeError(f"V must be a SplineSpace, LagrangeSpace or MixedSpace, got {type(V).__name__}.")
     if not isinstance(load_steps, int) or load_steps < 1:
         raise ValueError(f"load_steps must be a positive int, got {load_steps!r}.")
     if not isinstance(maxiter, int) or maxiter < 1:
@@ -172,6 +179,8 @@ def solve_nonlinear(
     bc = merge_bcs(bc)
     if bc is not None and bc.space.plan is not V.plan:
         raise ValueError("the DirichletBC was built on a different space than V.")
+    if mixed:  # saddle points: the pressure constraint of MixedSpace(pressure=...)
+        bc = pressure_bcs(V, bc)
     load = tuple(load) if load is not None else (("bc",) if load_steps > 1 else ())
     unknown = sorted(set(load) - set(inputs) - {"bc"})
     if unknown:
@@ -184,13 +193,16 @@ def solve_nonlinear(
     for f, b in terms:
         own = _inputs_of(f, inputs, V)
         taken |= set(own)
-        b, prepared = _prepare(f, V, b, own)
+        b, prepared = prepare_mixed(f, V, b, own)[:2] if mixed else _prepare(f, V, b, own)
         fields.append(prepared)
     extra = sorted(set(inputs) - taken)
     if extra:
         raise TypeError(f"solve_nonlinear got the input(s) {extra}, which no term of the form takes.")
-    terms = tuple((f, None if b is None else V.check_names(b)) for f, b in terms)
+    names = V.primary.check_names if mixed else V.check_names
+    terms = tuple((f, None if b is None else names(b)) for f, b in terms)
     terms, fields = _merge_terms(terms, fields)
+    if isinstance(u0, MixedField):
+        u0 = u0.coeffs
     u0 = jnp.zeros(V.ndofs, _dtype(V)) if u0 is None else _state(V, u0, "u0")
     config = (
         method,
@@ -210,7 +222,7 @@ def solve_nonlinear(
     u, out = program(terms, V, tuple(fields), g, u0, _Static(dofs), config)
     result = _Result(u, out)
     result = raise_on_failure(result, _failure, out.iterations, out.residual_norms)
-    u = Field(V, result.value)
+    u = mixed_result(V, result.value) if mixed else Field(V, result.value)
     return (u, out) if info else u
 
 
@@ -323,8 +335,9 @@ def _predictor(terms, args, dofs, constrained, diag, method, opts):
 def _system(terms, space, fields, u, want_tangent):
     R, vals, sym = 0.0, 0.0, True
     K = None
+    parts = mixed_residual_parts if isinstance(space, MixedSpace) else _residual_parts
     for (form, b), fl in zip(terms, fields, strict=True):
-        out = _residual_parts(form, space, u, b, fl, want_tangent)
+        out = parts(form, space, u, b, fl, want_tangent)
         if want_tangent:
             r, K = out
             vals = vals + K.values

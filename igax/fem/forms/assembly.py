@@ -43,8 +43,10 @@ from igax.fem.forms._kernel_checks import (
 )
 from igax.fem.forms.form import Form, FormInputs, Jet, QuadValue, kernel_output
 from igax.fem.forms.inputs import _check_input_names, inputs_at, prepare_inputs
+from igax.fem.forms.mixed_assembly import assemble_mixed
 from igax.fem.forms.sumfact import assemble_factorised
 from igax.fem.spaces.base import FunctionSpace, Rule, Tables
+from igax.fem.spaces.mixed import MixedSpace
 from igax.solvers.sparse import SparseMatrix
 
 __all__ = ["assemble"]
@@ -191,7 +193,9 @@ def assemble(form: Form, space: FunctionSpace, *, boundary=None, **fields):
 
     Arguments:
         form: a :func:`bilinear_form`, :func:`linear_form` or :func:`functional`.
-        space: the function space (trial = test space for bilinear forms; the integration domain for all).
+        space: the function space (trial = test space for bilinear forms; the integration domain for all);
+            a :class:`~igax.fem.MixedSpace` gives kernels tuples of jets (see
+            :func:`igax.fem.forms.mixed_assembly.assemble_mixed`).
         boundary: None for the volume; a boundary name (or list of names) to integrate over those boundaries,
             where ``w.n`` is the outward unit normal (Neumann and Robin terms). A form declared with
             ``boundary=True`` (``library.neumann``, ``robin``, ``traction``) requires it; any other form may
@@ -250,6 +254,8 @@ def assemble(form: Form, space: FunctionSpace, *, boundary=None, **fields):
             f"form must be declared with fem.bilinear_form, fem.linear_form or fem.functional, got "
             f"{type(form).__name__}. Decorate the kernel, e.g. @fem.bilinear_form."
         )
+    if isinstance(space, MixedSpace):  # tuples of jets, one block matrix: igax.fem.forms.mixed_assembly
+        return assemble_mixed(form, space, boundary=boundary, **fields)
     if not isinstance(space, FunctionSpace):
         raise TypeError(f"space must be a SplineSpace or LagrangeSpace, got {type(space).__name__}.")
     if form.kind in ("residual", "energy"):

@@ -35,7 +35,7 @@ import jax.numpy as jnp
 
 from igax.fem.forms.assembly import assemble
 from igax.fem.forms.form import Form, bilinear_form, linear_form
-from igax.fem.forms.nonlinear import energy_form
+from igax.fem.forms.nonlinear import energy_form, residual_form
 
 if TYPE_CHECKING:
     import jax
@@ -395,3 +395,103 @@ def dead_traction(u, w):
         energy_form(dead_traction)
     """
     return -jnp.sum(w.t.value * u.value)
+
+
+# -- mixed problems: Stokes and Navier-Stokes (on a fem.MixedSpace of velocity and pressure) -------------
+# Kernels over jet tuples: u = (velocity, pressure), v = (test velocity, test pressure). The sign convention
+# makes the Stokes matrix symmetric (indefinite): [[nu K, -B^T], [-B, 0]].
+
+
+@bilinear_form(symmetric=True, inputs={"nu": "scalar"})
+def stokes(u, v, w):
+    """Stokes flow ``nu (grad u : grad v) - p div v - q div u`` on a MixedSpace (velocity, pressure).
+
+    A symmetric indefinite (saddle-point) matrix; with :func:`stokes_load` the right-hand side of
+    ``-nu lap u + grad p = f``, ``div u = 0``.
+
+    Example:
+        >>> from igax import fem
+        >>> from igax.fem import library
+        >>> W = fem.taylor_hood(fem.unit_square(2, "quad"), pressure="mean")
+        >>> A = fem.assemble(library.stokes, W, nu=1.0)
+        >>> A.shape, A.symmetric, A.positive_definite
+        ((59, 59), True, False)
+    """
+    (uu, p), (vv, q) = u, v
+    return (
+        w.nu.value * jnp.sum(uu.grad * vv.grad) - p.value * jnp.trace(vv.grad) - q.value * jnp.trace(uu.grad)
+    )
+
+
+@linear_form(inputs={"f": "vector"})
+def stokes_load(v, w):
+    """The body force ``f . v`` of a Stokes or Navier-Stokes problem on a MixedSpace (velocity, pressure).
+
+    Example:
+        >>> from igax.fem import library
+        >>> library.stokes_load
+        linear_form(stokes_load)
+    """
+    vv, _ = v
+    return jnp.dot(w.f.value, vv.value)
+
+
+@residual_form(inputs={"nu": "scalar", "f": "vector"})
+def navier_stokes(u, v, w):
+    """Steady Navier-Stokes: ``nu grad u : grad v + (grad u u) . v - p div v - q div u - f . v``.
+
+    A residual form on a MixedSpace (velocity, pressure) for :func:`igax.fem.solve_nonlinear`; the tangent
+    (Oseen linearisation plus the Newton term) comes from automatic differentiation.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from igax import fem
+        >>> from igax.fem import library
+        >>> W = fem.taylor_hood(fem.unit_square(2, "quad"), pressure="pin")
+        >>> walls = fem.DirichletBC(W, None, 0.0, field=0)
+        >>> lid = [walls, fem.DirichletBC(W, "top", 1.0, component=0, field=0)]
+        >>> up = fem.solve_nonlinear(library.navier_stokes, W, bc=lid, nu=0.1, f=jnp.zeros(2))
+        >>> u, p = up.split()
+        >>> u.value_shape, p.value_shape
+        ((2,), ())
+    """
+    (uu, p), (vv, q) = u, v
+    convection = uu.grad @ uu.value
+    return (
+        w.nu.value * jnp.sum(uu.grad * vv.grad)
+        + jnp.dot(convection, vv.value)
+        - p.value * jnp.trace(vv.grad)
+        - q.value * jnp.trace(uu.grad)
+        - jnp.dot(w.f.value, vv.value)
+    )
+
+
+@bilinear_form(symmetric=True, inputs={"mu": "scalar", "lmbda": "scalar"})
+def mixed_elasticity(u, v, w):
+    """Nearly incompressible linear elasticity in displacement-pressure form on a MixedSpace ``(u, p)``.
+
+    ``2 mu eps(u) : eps(v) - p div v - q div u - p q / lmbda``, with ``p = lmbda div u`` the pressure-like
+    unknown: free of volumetric locking as ``lmbda -> infinity`` on an inf-sup stable pair (Taylor-Hood or
+    the spline pair), where the displacement-only form locks. ``lmbda = inf`` is the incompressible limit
+    (Stokes with ``2 eps : eps``).
+
+    Example:
+        >>> from igax import fem
+        >>> from igax.fem import library
+        >>> W = fem.taylor_hood(fem.unit_square(2, "quad"))
+        >>> A = fem.assemble(library.mixed_elasticity, W, mu=1.0, lmbda=1e6)
+        >>> A.shape, A.symmetric
+        ((59, 59), True)
+    """
+    (uu, p), (vv, q) = u, v
+    eu = 0.5 * (uu.grad + uu.grad.T)
+    ev = 0.5 * (vv.grad + vv.grad.T)
+    return (
+        2 * w.mu.value * jnp.sum(eu * ev)
+        - p.value * jnp.trace(vv.grad)
+        - q.value * jnp.trace(uu.grad)
+        - p.value * q.value / w.lmbda.value
+    )
+
+
+__all__ += ["stokes", "stokes_load", "navier_stokes", "mixed_elasticity"]

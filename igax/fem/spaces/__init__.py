@@ -3,6 +3,9 @@
 - :mod:`~igax.fem.spaces.base`: the abstract :class:`FunctionSpace` (quadrature rules, basis tables,
   coefficient evaluation, sampling, point location), :class:`SpacePlan`, :class:`Rule`, :class:`Tables`.
 - :mod:`~igax.fem.spaces.spline`: :class:`SplineSpace`, B-spline / NURBS spaces on a patch.
+- :mod:`~igax.fem.spaces.mixed`: :class:`MixedSpace`, products of spaces on the same elements (velocity and
+  pressure), with block dof numbering (import it from ``igax.fem``: it builds on Fields, which this package
+  must not load).
 - :mod:`~igax.fem.spaces.multipatch`: :class:`MultiPatchSpace`, patches glued conformingly.
 - :mod:`~igax.fem.spaces.lagrange`: :class:`LagrangeSpace`, P1-P3 / Q1-Q3 elements on a
 :class:`~igax.fem.Mesh`.
