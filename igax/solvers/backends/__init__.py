@@ -14,6 +14,8 @@ bicgstab   :mod:`.krylov`               JAX    any      GPU/TPU, other matrices
 gmres      :mod:`.krylov`               JAX    any
 mg-cg      :mod:`.mg_cg`                JAX    SPD      GPU/TPU, SPD matrix with a multigrid hierarchy
 dist-cg    :mod:`.dist_cg`              JAX    SPD      (rows split over the devices of ``mesh=``)
+minres     :mod:`.saddle`               JAX    sym.     (symmetric indefinite; ``saddle=`` blocks)
+block-gmres :mod:`.saddle`              JAX    any      (saddle-point matrices; ``saddle=`` blocks)
 ========== ============================ ====== ======== ================================================
 
 Add one with :func:`register_backend` (see :mod:`igax.solvers.backends.base` for the contract).
@@ -36,6 +38,7 @@ from igax.solvers.backends.dist_cg import DistCG
 from igax.solvers.backends.krylov import CG, GMRES, BiCGSTAB
 from igax.solvers.backends.mg_cg import MGCG
 from igax.solvers.backends.pardiso import Pardiso
+from igax.solvers.backends.saddle import MINRES, BlockGMRES
 from igax.solvers.backends.superlu import SuperLU
 
 __all__ = [
@@ -51,6 +54,6 @@ __all__ = [
 ]
 
 # Registration order is the order of the method lists (available_methods, error messages).
-for _backend in (SuperLU(), Pardiso(), Cholmod(), AMGCG(), CG(), BiCGSTAB(), GMRES(), MGCG(), DistCG()):
+for _backend in (SuperLU(), Pardiso(), Cholmod(), AMGCG(), CG(), BiCGSTAB(), GMRES(), MGCG(), DistCG(), MINRES(), BlockGMRES()):
     register_backend(_backend)
 del _backend
