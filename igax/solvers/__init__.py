@@ -30,6 +30,12 @@ from igax.solvers.newton import NewtonError, NewtonResult, newton_solve  # noqa:
 from igax.solvers.timestep import theta_method  # noqa: E402
 from igax.solvers._block_precond import SaddlePoint, block_diagonal, block_triangular  # noqa: E402
 from igax.solvers._minres import minres  # noqa: E402
+from igax.solvers.backends.saddle import MINRES, BlockGMRES  # noqa: E402
+
+# After the others: their block preconditioners factorise blocks with the direct backends (igax.solvers.linear).
+for _backend in (MINRES(), BlockGMRES()):
+    register_backend(_backend)
+del _backend
 from igax.solvers.iterative import KrylovResult  # noqa: E402
 
 __all__ += [

@@ -34,6 +34,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from igax.solvers import multigrid as _mg
+from igax.solvers.backends import registered_backends
+from igax.solvers.eigen import _sub_pattern
+from igax.solvers.linear import factorize
 from igax.solvers.sparse import SparseMatrix
 
 __all__ = ["SaddlePoint", "block_diagonal", "block_triangular"]
@@ -43,8 +46,6 @@ _SCHUR = ("diagonal", "lumped")
 
 
 def _direct_methods() -> tuple[str, ...]:
-    from igax.solvers.backends import registered_backends  # (the registry imports this module's users)
-
     return tuple(b.name for b in registered_backends() if b.on_host and not getattr(b, "iterative", False))
 
 
@@ -64,6 +65,8 @@ class SaddlePoint:
             direct method name for an exact factorisation.
         hierarchy: an :class:`~igax.solvers.Hierarchy` for the primal block (``primal="amg"``); by default
             the algebraic one of the block's pattern (cached).
+        cycles: V-cycles per application (``primal="amg"``): a fixed number of symmetric cycles is still a
+            fixed SPD operator, closer to ``A^-1`` (fewer MINRES iterations, each dearer).
 
     Pass it as ``saddle=`` to ``solve(K, b, method="minres")`` or ``method="block-gmres"``; a pair of
     sizes ``saddle=(n_primal, n_dual)`` is short for ``SaddlePoint(n_primal)``. It is compared by identity
@@ -77,7 +80,9 @@ class SaddlePoint:
         SaddlePoint(n_primal=8, n_dual=3, primal='jacobi', schur_solve='diagonal')
     """
 
-    def __init__(self, n_primal, *, schur=None, primal="amg", schur_solve="diagonal", hierarchy=None):
+    def __init__(
+        self, n_primal, *, schur=None, primal="amg", schur_solve="diagonal", hierarchy=None, cycles=1
+    ):
         if isinstance(n_primal, bool) or not isinstance(n_primal, (int, np.integer)) or n_primal < 1:
             raise ValueError(
                 f"n_primal must be a positive int (the number of velocity/displacement unknowns, numbered "
@@ -98,6 +103,9 @@ class SaddlePoint:
             raise ValueError(f"schur_solve must be one of {_SCHUR + direct}, got {schur_solve!r}.")
         if hierarchy is not None and not isinstance(hierarchy, _mg.Hierarchy):
             raise TypeError(f"hierarchy must be an igax.solvers.Hierarchy or None, got {type(hierarchy)}.")
+        if isinstance(cycles, bool) or not isinstance(cycles, (int, np.integer)) or cycles < 1:
+            raise ValueError(f"cycles must be a positive int (V-cycles per application), got {cycles!r}.")
+        self.cycles = int(cycles)
         self.n_primal = int(n_primal)
         self.schur = schur
         self.primal = primal
@@ -158,8 +166,6 @@ def _pair(n_primal: int) -> SaddlePoint:
 def _index_maps(pattern, n: int):
     """Static slots of ``K``'s pattern: the primal block's, and the ``B`` entries (pressure rows, primal
     columns) with their rows and columns, and the pressure diagonal."""
-    from igax.solvers.eigen import _sub_pattern
-
     keep = np.arange(n, dtype=np.int64)
     sub_pattern, sub_slots = _sub_pattern(pattern, keep.tobytes(), n)
     rows, cols = pattern.rows, pattern.indices
@@ -197,8 +203,6 @@ def setup(K: SparseMatrix, saddle: SaddlePoint, arrays=None) -> BlockState:
         saddle: its :class:`SaddlePoint` description.
         arrays: what :func:`prepare_arrays` returned, or None.
     """
-    from igax.solvers.linear import factorize  # (linear imports the backends, which import this module)
-
     n = saddle.n_primal
     vals = jax.lax.stop_gradient(K.values)
     sub_pattern, sub_slots, b_slots, b_rows, b_cols, pdiag = _index_maps(K.pattern, n)
@@ -241,7 +245,13 @@ def _primal_solve(state: BlockState, saddle: SaddlePoint, r):
     if state.mg is not None:
         # the automatic (algebraic) hierarchy has the default options
         opts = saddle.hierarchy.options if saddle.hierarchy is not None else _mg._check_options({})
-        return _mg.vcycle(state.mg, r, degree=opts["chebyshev_degree"], eig_ratio=opts["eig_ratio"])
+        cycle = functools.partial(
+            _mg.vcycle, state.mg, degree=opts["chebyshev_degree"], eig_ratio=opts["eig_ratio"]
+        )
+        x = cycle(r)
+        for _ in range(saddle.cycles - 1):  # x += V (r - A x): iterated cycles, still symmetric
+            x = x + cycle(r - state.mg.matrices[0].matvec(x))
+        return x
     if state.dinv is not None:
         return state.dinv * r
     return state.primal_factor.linear_solve(r, throw=False).value

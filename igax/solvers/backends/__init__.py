@@ -18,6 +18,10 @@ minres     :mod:`.saddle`               JAX    sym.     (symmetric indefinite; `
 block-gmres :mod:`.saddle`              JAX    any      (saddle-point matrices; ``saddle=`` blocks)
 ========== ============================ ====== ======== ================================================
 
+``minres`` and ``block-gmres`` set up their block preconditioners with the direct backends (an exact
+factorisation of a block), so they sit above :mod:`igax.solvers.linear` and :mod:`igax.solvers` registers
+them after the others.
+
 Add one with :func:`register_backend` (see :mod:`igax.solvers.backends.base` for the contract).
 """
 
@@ -38,7 +42,6 @@ from igax.solvers.backends.dist_cg import DistCG
 from igax.solvers.backends.krylov import CG, GMRES, BiCGSTAB
 from igax.solvers.backends.mg_cg import MGCG
 from igax.solvers.backends.pardiso import Pardiso
-from igax.solvers.backends.saddle import MINRES, BlockGMRES
 from igax.solvers.backends.superlu import SuperLU
 
 __all__ = [
@@ -54,6 +57,6 @@ __all__ = [
 ]
 
 # Registration order is the order of the method lists (available_methods, error messages).
-for _backend in (SuperLU(), Pardiso(), Cholmod(), AMGCG(), CG(), BiCGSTAB(), GMRES(), MGCG(), DistCG(), MINRES(), BlockGMRES()):
+for _backend in (SuperLU(), Pardiso(), Cholmod(), AMGCG(), CG(), BiCGSTAB(), GMRES(), MGCG(), DistCG()):
     register_backend(_backend)
 del _backend

@@ -77,7 +77,9 @@ class MINRES(_Saddle):
     def solve(self, A, b, *, transpose, options, state):
         # A is symmetric: the transposed solve is the same solve.
         s = options.get("saddle")
-        precond = _abs_jacobi(A) if s is None else (lambda r: _bp.apply_diagonal(state, _bp.as_saddle(s, A), r))
+        precond = (
+            _abs_jacobi(A) if s is None else (lambda r: _bp.apply_diagonal(state, _bp.as_saddle(s, A), r))
+        )
         kw = {k: options[k] for k in ("rtol", "atol", "maxiter") if k in options}
         r = minres(A.matvec, jnp.where(state is None or state.ok, b, 0.0), precond, **kw)
         return r.x, r.iterations, r.status
