@@ -32,7 +32,7 @@ from igax.solvers._block_precond import SaddlePoint, block_diagonal, block_trian
 from igax.solvers._minres import minres  # noqa: E402
 from igax.solvers.backends.saddle import MINRES, BlockGMRES  # noqa: E402
 
-# After the others: their block preconditioners factorise blocks with the direct backends (igax.solvers.linear).
+# After the others: their block preconditioners factorise blocks with the direct backends (linear.py).
 for _backend in (MINRES(), BlockGMRES()):
     register_backend(_backend)
 del _backend
