@@ -140,10 +140,11 @@ def test_gradient_through_minres_matches_fd_and_taylor():
 def test_direct_backends_solve_the_indefinite_system_and_its_adjoint(method):
     if method not in solvers.available_methods():
         pytest.skip(f"{method} is not installed")
-    KA, KB, b, _, _ = stokes(2)
+    # h = 1/16 (2273 dofs): without scaling and matching, PARDISO's perturbed pivots left an error of 7e-9
+    KA, KB, b, _, _ = stokes(4)
     K = SparseMatrix.from_scipy(KA + KB, symmetric=True)  # symmetric, not positive definite
     x = solvers.solve(K, jnp.asarray(b), method=method)
-    x_ref = _reference(2)
+    x_ref = _reference(4)
     assert np.linalg.norm(np.asarray(x) - x_ref) <= 1e-10 * np.linalg.norm(x_ref)
     # The adjoint: d(w.x)/db = K^-T w, one transposed solve with the same factors.
     w = np.random.default_rng(1).standard_normal(K.shape[0])
