@@ -205,3 +205,15 @@ def test_minres_loop_on_dense_indefinite_matrix_matches_numpy():
     # an indefinite preconditioner is a breakdown, not a wrong answer
     r = solvers.minres(lambda x: A @ x, b, lambda v: -v)
     assert int(r.status) == int(solvers.Status.BREAKDOWN)
+
+
+@pytest.mark.slow  # ~8 s: compiling the batched MINRES loops; the gradient test covers jit and grad
+def test_minres_under_vmap():
+    KA, KB, b, _, _ = stokes(2)
+    pattern = solvers.CSRPattern(KA.indptr, KA.indices, KA.shape)  # KA, KB: one pattern, explicit zeros
+    K = SparseMatrix(jnp.asarray(KA.data + KB.data), pattern, symmetric=True)
+    saddle = _saddle(2, "superlu")
+    B = jnp.stack([jnp.asarray(b), jnp.asarray(np.random.default_rng(3).standard_normal(b.shape[0]))])
+    X = jax.vmap(lambda bb: solvers.solve(K, bb, method="minres", saddle=saddle))(B)
+    X_ref = spl.spsolve((KA + KB).tocsc(), np.asarray(B).T).T
+    assert np.linalg.norm(np.asarray(X) - X_ref) <= 1e-8 * np.linalg.norm(X_ref)
