@@ -35,6 +35,7 @@ import numpy as np
 
 from igax.solvers import multigrid as _mg
 from igax.solvers.backends import registered_backends
+from igax.solvers.backends.amg_cg import pyamg_installed
 from igax.solvers.eigen import _sub_pattern
 from igax.solvers.linear import factorize
 from igax.solvers.sparse import SparseMatrix
@@ -69,8 +70,9 @@ class SaddlePoint:
             fixed SPD operator, closer to ``A^-1`` (fewer MINRES iterations, each dearer).
 
     Pass it as ``saddle=`` to ``solve(K, b, method="minres")`` or ``method="block-gmres"``; a pair of
-    sizes ``saddle=(n_primal, n_dual)`` is short for ``SaddlePoint(n_primal)``. It is compared by identity
-    (it may hold a matrix): build it once, outside loops, so compiled programs are reused.
+    sizes ``saddle=(n_primal, n_dual)`` is short for ``SaddlePoint(n_primal)`` (``primal="jacobi"`` without
+    pyamg). It is compared by identity (it may hold a matrix): build it once, outside loops, so compiled
+    programs are reused.
 
     Example:
         >>> import scipy.sparse as sp
@@ -105,6 +107,11 @@ class SaddlePoint:
             raise TypeError(f"hierarchy must be an igax.solvers.Hierarchy or None, got {type(hierarchy)}.")
         if isinstance(cycles, bool) or not isinstance(cycles, (int, np.integer)) or cycles < 1:
             raise ValueError(f"cycles must be a positive int (V-cycles per application), got {cycles!r}.")
+        if primal == "amg" and hierarchy is None and not pyamg_installed():
+            raise ImportError(
+                'primal="amg" without hierarchy= builds an algebraic hierarchy with pyamg, which is not '
+                'installed: `pip install pyamg`, pass hierarchy=, or use primal="jacobi" or "superlu".'
+            )
         self.cycles = int(cycles)
         self.n_primal = int(n_primal)
         self.schur = schur
@@ -159,7 +166,8 @@ def as_saddle(saddle, K: SparseMatrix) -> SaddlePoint:
 
 @functools.lru_cache(maxsize=8)
 def _pair(n_primal: int) -> SaddlePoint:
-    return SaddlePoint(n_primal)  # one object per size: programs compiled for it are reused
+    # one object per size: programs compiled for it are reused
+    return SaddlePoint(n_primal, primal="amg" if pyamg_installed() else "jacobi")
 
 
 @functools.lru_cache(maxsize=8)
