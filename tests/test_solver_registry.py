@@ -17,7 +17,19 @@ from igax.solvers import iterative, linear, newton
 from igax.solvers._errors import Status
 from igax.solvers.backends import backend_names, get_backend
 
-BUILT_IN = ("superlu", "pardiso", "cholmod", "amg-cg", "cg", "bicgstab", "gmres", "mg-cg", "dist-cg")
+BUILT_IN = (
+    "superlu",
+    "pardiso",
+    "cholmod",
+    "amg-cg",
+    "cg",
+    "bicgstab",
+    "gmres",
+    "mg-cg",
+    "dist-cg",
+    "minres",
+    "block-gmres",
+)
 
 
 class DenseJax(solvers.JaxBackend):
@@ -213,7 +225,9 @@ def test_backend_options_are_refused_by_other_backends(registered):
         ValueError, match='pivot_note= applies only to method="dense-host-test", not "superlu"'
     ):
         solvers.solve(A, b, method="superlu", pivot_note="x")
-    with pytest.raises(ValueError, match='restart= applies only to method="gmres", not "dense-test"'):
+    with pytest.raises(
+        ValueError, match='restart= applies only to method="gmres" / "block-gmres", not "dense-'
+    ):
         solvers.solve(A, b, method="dense-test", restart=5)
 
 

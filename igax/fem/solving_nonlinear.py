@@ -37,6 +37,7 @@ from igax.fem.forms.nonlinear import (
     residual_form,
 )
 from igax.fem.mixed_solving import mixed_result, pressure_bcs
+from igax.fem.multigrid import mg_hierarchy
 from igax.fem.spaces.base import FunctionSpace
 from igax.fem.spaces.mixed import MixedField, MixedSpace
 from igax.solvers._errors import Status, raise_on_failure
@@ -129,7 +130,9 @@ def solve_nonlinear(
             replaced by the prescribed values.
         method: the linear solver of the tangent systems and of the adjoint, as in :func:`igax.fem.solve`
             (``"superlu"``, ``"pardiso"``, ``"cholmod"``, ``"cg"``, ``"gmres"``, ...); None picks the
-            direct solver.
+            direct solver. ``"mg-cg"``: CG preconditioned by the space's multigrid hierarchy
+            (:func:`~igax.fem.mg_hierarchy` with the Dirichlet dofs fixed; geometric for spline spaces), for
+            the symmetric tangents of energy forms; ``linear_options={"hierarchy": H}`` overrides it.
         load_steps: load stepping (continuation): solve at the load factors ``1/n, 2/n, ..., 1`` in turn,
             each from the previous solution.
         load: the names of the inputs scaled by the load factor (e.g. ``("f",)``), and ``"bc"`` for the
@@ -204,9 +207,15 @@ def solve_nonlinear(
     if isinstance(u0, MixedField):
         u0 = u0.coeffs
     u0 = jnp.zeros(V.ndofs, _dtype(V)) if u0 is None else _state(V, u0, "u0")
+    linear_options = dict(linear_options or {})
+    if method == "mg-cg" and linear_options.get("hierarchy") is None:
+        # The tangents are condensed like fem.solve's matrices: the space's hierarchy (geometric for spline
+        # spaces) with the Dirichlet dofs fixed, built once here and shared by every Newton step and the
+        # adjoint; only the Galerkin coarse operators are recomputed from each tangent.
+        linear_options["hierarchy"] = mg_hierarchy(V, bc=bc)
     config = (
         method,
-        tuple(sorted((linear_options or {}).items())),
+        tuple(sorted(linear_options.items())),
         float(rtol),
         float(atol),
         maxiter,

@@ -28,6 +28,15 @@ from igax.solvers.linear import (  # noqa: E402
 from igax.solvers.multigrid import Hierarchy, amg_hierarchy  # noqa: E402
 from igax.solvers.newton import NewtonError, NewtonResult, newton_solve  # noqa: E402
 from igax.solvers.timestep import theta_method  # noqa: E402
+from igax.solvers._block_precond import SaddlePoint, block_diagonal, block_triangular  # noqa: E402
+from igax.solvers._minres import minres  # noqa: E402
+from igax.solvers.backends.saddle import MINRES, BlockGMRES  # noqa: E402
+
+# After the others: their block preconditioners factorise blocks with the direct backends (linear.py).
+for _backend in (MINRES(), BlockGMRES()):
+    register_backend(_backend)
+del _backend
+from igax.solvers.iterative import KrylovResult  # noqa: E402
 
 __all__ += [
     "Factor",
@@ -59,4 +68,9 @@ __all__ += [
     "NewtonResult",
     "newton_solve",
     "theta_method",
+    "KrylovResult",
+    "SaddlePoint",
+    "block_diagonal",
+    "block_triangular",
+    "minres",
 ]

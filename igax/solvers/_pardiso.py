@@ -109,6 +109,11 @@ class PardisoPlan:
         ip[34] = 1  # zero-based ia/ja: no index copies per call
         if kind == "gen":
             ip[9], ip[10], ip[12] = 13, 1, 1  # pivot perturbation 1e-13, scaling, weighted matching
+        elif kind == "sym":
+            # Symmetric indefinite (Bunch-Kaufman): scaling and weighted matching, as MKL advises for saddle
+            # points. Without them the zero pressure block leans on perturbed pivots: the relative error of
+            # a Stokes P2/P1 solve grew from 7e-9 (2k dofs) to 5e-7 (37k dofs), against 1e-12 with them.
+            ip[9], ip[10], ip[12] = 8, 1, 1
         else:
             ip[9] = 8
         self.free_slots = list(range(MAXFCT, 0, -1))

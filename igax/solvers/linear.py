@@ -121,7 +121,9 @@ def _describe(status: int, cause: int, residual: float, *, advice: str | None = 
         return (
             "the matrix is not positive definite: mg-cg found a diagonal entry <= 0 or a coarse multigrid "
             "level whose Cholesky factorisation failed. CG needs a symmetric positive definite matrix: use "
-            'method="pardiso", "superlu", "bicgstab" or "gmres" for an indefinite one'
+            'method="pardiso", "superlu", "bicgstab" or "gmres" for an indefinite one (for minres / '
+            "block-gmres: the primal block of saddle= or its Schur approximation is not positive definite; "
+            "check the block sizes and the sign convention [[A, B^T], [B, -C]])"
         )
     if status != SINGULAR:
         return _MESSAGES[Status(status)]

@@ -14,7 +14,13 @@ bicgstab   :mod:`.krylov`               JAX    any      GPU/TPU, other matrices
 gmres      :mod:`.krylov`               JAX    any
 mg-cg      :mod:`.mg_cg`                JAX    SPD      GPU/TPU, SPD matrix with a multigrid hierarchy
 dist-cg    :mod:`.dist_cg`              JAX    SPD      (rows split over the devices of ``mesh=``)
+minres     :mod:`.saddle`               JAX    sym.     (symmetric indefinite; ``saddle=`` blocks)
+block-gmres :mod:`.saddle`              JAX    any      (saddle-point matrices; ``saddle=`` blocks)
 ========== ============================ ====== ======== ================================================
+
+``minres`` and ``block-gmres`` set up their block preconditioners with the direct backends (an exact
+factorisation of a block), so they sit above :mod:`igax.solvers.linear` and :mod:`igax.solvers` registers
+them after the others.
 
 Add one with :func:`register_backend` (see :mod:`igax.solvers.backends.base` for the contract).
 """
