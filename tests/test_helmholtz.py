@@ -274,7 +274,7 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match=r'method="cg" needs a real symmetric positive definite.*"gmres"'):
         solvers.solve(A, jnp.asarray(b), method="cg")
     with pytest.raises(TypeError, match="factorize does not take complex"):
-        solvers.factorize(A)
+        solvers.factorize(A, method="bicgstab")
     V = _spline(2, 4)
     Ac = fem.assemble(library.helmholtz, V, k=3.0) + fem.assemble(
         library.impedance, V, boundary="left", k=3.0

@@ -17,7 +17,7 @@ from igax.solvers import iterative, linear, newton
 from igax.solvers._errors import Status
 from igax.solvers.backends import backend_names, get_backend
 
-BUILT_IN = ("superlu", "pardiso", "cholmod", "amg-cg", "cg", "bicgstab", "gmres", "mg-cg", "dist-cg")
+BUILT_IN = ("superlu", "pardiso", "cholmod", "amg-cg", "cg", "bicgstab", "gmres", "mg-cg", "dist-cg", "cocg")
 
 
 class DenseJax(solvers.JaxBackend):
@@ -84,7 +84,7 @@ def test_builtin_backends_are_registered_in_the_order_of_the_method_list():
 def test_old_method_lists_are_derived_and_warn():
     old = {
         "DIRECT_METHODS": ("superlu", "pardiso", "cholmod"),
-        "ITERATIVE_METHODS": ("cg", "bicgstab", "gmres"),
+        "ITERATIVE_METHODS": ("cg", "bicgstab", "gmres", "cocg"),
         "MG_METHODS": ("mg-cg",),
     }
     for name, value in old.items():

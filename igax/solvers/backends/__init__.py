@@ -12,9 +12,14 @@ amg-cg     :mod:`.amg_cg`               host   SPD
 cg         :mod:`.krylov`               JAX    SPD      GPU/TPU, SPD matrix
 bicgstab   :mod:`.krylov`               JAX    any      GPU/TPU, other matrices
 gmres      :mod:`.krylov`               JAX    any
+cocg       :mod:`.cocg`                 JAX    A = A^T  (complex symmetric, e.g. Helmholtz)
 mg-cg      :mod:`.mg_cg`                JAX    SPD      GPU/TPU, SPD matrix with a multigrid hierarchy
 dist-cg    :mod:`.dist_cg`              JAX    SPD      (rows split over the devices of ``mesh=``)
 ========== ============================ ====== ======== ================================================
+
+Complex systems: ``pardiso`` and ``cocg`` take complex matrices natively (``complex_native``); ``superlu``
+can (``complex_form="native"``) but by default, like ``gmres`` and ``bicgstab``, solves the real block form of
+twice the size (:mod:`igax.solvers._complex`); the SPD-only backends refuse complex matrices.
 
 Add one with :func:`register_backend` (see :mod:`igax.solvers.backends.base` for the contract).
 """
@@ -32,6 +37,7 @@ from igax.solvers.backends.base import (
     unregister_backend,
 )
 from igax.solvers.backends.cholmod import Cholmod
+from igax.solvers.backends.cocg import COCG
 from igax.solvers.backends.dist_cg import DistCG
 from igax.solvers.backends.krylov import CG, GMRES, BiCGSTAB
 from igax.solvers.backends.mg_cg import MGCG
@@ -51,6 +57,17 @@ __all__ = [
 ]
 
 # Registration order is the order of the method lists (available_methods, error messages).
-for _backend in (SuperLU(), Pardiso(), Cholmod(), AMGCG(), CG(), BiCGSTAB(), GMRES(), MGCG(), DistCG()):
+for _backend in (
+    SuperLU(),
+    Pardiso(),
+    Cholmod(),
+    AMGCG(),
+    CG(),
+    BiCGSTAB(),
+    GMRES(),
+    MGCG(),
+    DistCG(),
+    COCG(),
+):
     register_backend(_backend)
 del _backend
