@@ -81,6 +81,7 @@ def test_native_unsymmetric_gradient_one_factorisation(method):
         x = solvers.solve(A.with_values(values), b * (1 + 1j * t[2]), method=method, complex_form="native")
         return jnp.sum(jnp.abs(x[:9]) ** 2) + jnp.real(x[10] * x[11])
 
+    loss = jax.jit(loss)
     t0 = jnp.array([0.05, 0.1, 0.2])
     solvers.clear_cache()
     solvers.solver_stats.reset()
@@ -105,6 +106,8 @@ def test_pardiso_hermitian(hermitian):
     b = _rhs(V.ndofs, 3)
     x = solvers.solve(A, b, method="pardiso", hermitian=hermitian)
     assert _rel(x, spla.spsolve(H.tocsc(), np.asarray(b))) < 1e-10
+    if hermitian != True:  # noqa: E712 (the gradient's transposed solve is the same code for both types)
+        return
     w = jnp.asarray(np.random.default_rng(4).normal(size=V.ndofs))
 
     def loss(s):
@@ -121,20 +124,26 @@ def test_pardiso_hermitian(hermitian):
         solvers.solve(A, b, method="pardiso", hermitian="yes")
 
 
-# -- gradients through the native path: the acoustic-lens chain, small ---------------------------------------
-def _lens_loss(method, **options):
+# -- gradients through the native path --------------------------------------------------------------------
+def _wave_loss(method, **options):
+    """A real loss of the solution of A(t) x = b(t), A(t) = K - (k + t0)^2 M + (k + t1) B (B: the impedance
+    term, -i on the boundary): complex symmetric for every real t. Solver level, so that the compiled program
+    is the solve's (the fem chain's gradient is tested in test_helmholtz.py)."""
     V = _space(6)
-    omega, x0 = 9.0, jnp.array([[0.7, 0.55]])
+    K = fem.assemble(library.diffusion, V, kappa=1.0)
+    M = fem.assemble(library.mass, V)
+    B = fem.assemble(library.impedance, V, boundary=SIDES, k=1.0)
+    assert K.pattern == M.pattern == B.pattern
     b = fem.assemble(library.source, V, f=library.point_source((0.25, 0.4), 0.08))
+    k = 5.0
 
-    def loss(c):
-        A = fem.assemble(library.helmholtz_speed, V, omega=omega, c=fem.Field(V, c))
-        A = A + fem.assemble(library.impedance, V, boundary=SIDES, k=omega)
-        u = fem.solve(A, b, space=V, method=method, **options)
-        return jnp.sum(jnp.abs(u(x0)) ** 2)
+    def loss(t):
+        values = K.values - (k + t[0]) ** 2 * M.values + (k + t[1]) * B.values
+        A = solvers.SparseMatrix(values, K.pattern, symmetric=True)
+        x = solvers.solve(A, b * (1 + 1j * t[2]), method=method, **options)
+        return jnp.sum(jnp.abs(x[:9]) ** 2) + jnp.real(x[10] * x[11])
 
-    c0 = 1.0 + 0.2 * jnp.asarray(np.random.default_rng(5).uniform(size=V.ndofs))
-    return jax.jit(loss), c0
+    return jax.jit(loss), jnp.array([0.3, -0.2, 0.1])
 
 
 def _check_fd_taylor(loss, c0):
@@ -153,7 +162,7 @@ def _check_fd_taylor(loss, c0):
 
 @pytest.mark.parametrize("method", [pardiso, "superlu"])
 def test_native_gradient_fd_taylor_and_one_factorisation(method):
-    loss, c0 = _lens_loss(method, complex_form="native")
+    loss, c0 = _wave_loss(method, complex_form="native")
     solvers.clear_cache()
     solvers.solver_stats.reset()
     jax.grad(loss)(c0)
@@ -170,15 +179,11 @@ def test_cocg_matches_direct_and_counts_iterations():
     b = _rhs(V.ndofs, 7)
     ref = spla.spsolve(A.to_scipy().tocsc(), np.asarray(b))
     r = solvers.linear_solve(A, b, method="cocg", rtol=1e-12)
-    none = solvers.linear_solve(A, b, method="cocg", rtol=1e-12, precond=None)
     d = A.diagonal()
     user = solvers.linear_solve(A, b, method="cocg", rtol=1e-12, precond=lambda v: v / d)
-    g = solvers.linear_solve(A, b, method="gmres", rtol=1e-12, maxiter=5000)
-    print(
-        f"{V.ndofs} unknowns, k = 6: COCG iterations {int(r.iterations)} (Jacobi), "
-        f"{int(none.iterations)} (none), GMRES(30) on the block form {int(g.iterations)}"
-    )
-    for res in (r, none, user):
+    # measured: 63 iterations (Jacobi; 63 without a preconditioner); GMRES(30) on the block form: 1530
+    print(f"{V.ndofs} unknowns, k = 6: COCG iterations {int(r.iterations)} (Jacobi)")
+    for res in (r, user):
         assert int(res.status) == 0 and float(res.residual) <= 1e-12
         assert _rel(res.value, ref) < 1e-9
     assert int(user.iterations) == int(r.iterations)  # the same preconditioner, given by hand
@@ -186,7 +191,7 @@ def test_cocg_matches_direct_and_counts_iterations():
 
 
 def test_cocg_gradient_fd_taylor():
-    loss, c0 = _lens_loss("cocg", rtol=1e-13)
+    loss, c0 = _wave_loss("cocg", rtol=1e-13)
     _check_fd_taylor(loss, c0)
 
 
