@@ -253,7 +253,7 @@ def _check_method(method: str | None, A: SparseMatrix, hierarchy=None) -> str:
 
 
 def _working_dtype(*dtypes):
-    """The floating dtype of a solve: real, or complex (solved as a real block system, see
+    """The floating dtype of a solve: real, or complex (solved natively or as a real block system, see
     :mod:`igax.solvers._complex`)."""
     dtype = jnp.result_type(*dtypes)
     if not jnp.issubdtype(dtype, jnp.inexact):
@@ -359,7 +359,8 @@ def factorize(A: SparseMatrix, *, method: str | None = None, **options) -> Facto
         A :class:`Factorization` with ``.solve(b)``.
 
     Raises:
-        TypeError, ValueError: for a matrix that cannot be solved (not square, complex, batched values, a
+        TypeError, ValueError: for a matrix that cannot be solved (not square, complex for a method without
+            a native complex path, batched values, a
             pattern with unsorted or duplicate column indices), before any backend runs.
 
     Example:
@@ -679,7 +680,8 @@ def linear_solve(A: SparseMatrix, b: jax.Array, *, method: str | None = None, **
         method: ``"pardiso"`` (default on CPU where installed), ``"superlu"`` (always available),
             ``"cholmod"`` (scikit-sparse, SPD), ``"amg-cg"`` (pyamg, SPD), the pure-JAX
             Jacobi-preconditioned ``"cg"`` (SPD), ``"bicgstab"``, ``"gmres"``, or ``"mg-cg"`` (SPD): CG with a
-            multigrid V-cycle, pure JAX, the default on GPU for SPD matrices when ``hierarchy=`` is given.
+            multigrid V-cycle, pure JAX, the default on GPU for SPD matrices when ``hierarchy=`` is given;
+            ``"cocg"``: COCG for complex symmetric matrices (``A = A.T``), pure JAX.
         **options: ``rtol`` (default 1e-10 in float64, 1e-5 in float32), ``atol``, ``maxiter``, ``restart``
             (GMRES); ``throw`` (default True): raise :class:`SolverError` when the solve fails (inside ``jit``
             from the running program: JAX reports it as a ``JaxRuntimeError`` whose text holds the
@@ -689,6 +691,11 @@ def linear_solve(A: SparseMatrix, b: jax.Array, *, method: str | None = None, **
             (``"mg-cg"`` only): a :class:`~igax.solvers.Hierarchy` (geometric from ``igax.fem``, or
             :func:`~igax.solvers.amg_hierarchy`); without it the algebraic hierarchy of ``A``'s pattern is
             built with pyamg on first use and cached. ``maxiter`` of ``"mg-cg"`` defaults to 500.
+            ``complex_form`` (complex systems): ``"native"`` (the backend takes the complex matrix: PARDISO,
+            COCG, SuperLU) or ``"block"`` (the real block form of twice the size); default: the backend's
+            choice (native for PARDISO and COCG). ``hermitian`` (``"pardiso"``): ``True`` or
+            ``"positive_definite"`` for a Hermitian matrix (flagged unsymmetric). ``precond`` (``"cocg"``):
+            ``"jacobi"`` (default), None, or a callable ``r -> M^-1 r`` with ``M = M.T``.
 
     Returns:
         :class:`SolveResult` ``(value, status, iterations, residual, cause)``; ``value`` is NaN when
