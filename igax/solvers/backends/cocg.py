@@ -58,4 +58,3 @@ class COCG(JaxBackend):
         kw = {k: options[k] for k in ("rtol", "atol", "maxiter") if k in options}
         r = cocg(A.matvec, b, M, **kw)
         return r.x, r.iterations, r.status
-
