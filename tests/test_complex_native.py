@@ -54,9 +54,14 @@ def test_native_equals_block_equals_scipy(method):
     assert _rel(native, ref) < 1e-10 and _rel(block, ref) < 1e-10
     assert _rel(native, np.asarray(block)) < 1e-10
     assert solvers.solver_stats.factorizations == 2  # one native, one block: different matrices
-    # a native factorisation object solves complex right-hand sides too
+    # a native factorisation object solves complex right-hand sides too, and vmap over them is one
+    # multi-right-hand-side solve with the one factorisation
     F = solvers.factorize(A, method=method, complex_form="native")
     assert _rel(F.solve(b), ref) < 1e-10
+    solvers.solver_stats.reset()
+    X = jax.vmap(lambda c: solvers.solve(A, c, method=method, complex_form="native"))(jnp.stack([b, 1j * b]))
+    assert _rel(X[1], 1j * ref) < 1e-10
+    assert (solvers.solver_stats.factorizations, solvers.solver_stats.solves) == (0, 1)  # cached factor
 
 
 def _unsymmetric(A):
