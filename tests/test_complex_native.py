@@ -21,6 +21,9 @@ HAVE_PARDISO = "pardiso" in solvers.available_methods()
 pardiso = pytest.param(
     "pardiso", marks=pytest.mark.skipif(not HAVE_PARDISO, reason="pypardiso (Intel MKL) not installed")
 )
+# SuperLU's native complex path (not its default): its gradients run by default only where PARDISO is missing,
+# so that the default run checks the native path's gradient once (the time of the suite).
+superlu_native = pytest.param("superlu", marks=[pytest.mark.slow] if HAVE_PARDISO else [])
 
 
 def _space(n=10, p=2):
@@ -70,7 +73,7 @@ def _unsymmetric(A):
     return (K + 0.3j * sp.triu(K, 1) + 0.2 * sp.tril(K, -1)).tocsr()
 
 
-@pytest.mark.parametrize("method", [pardiso, "superlu"])
+@pytest.mark.parametrize("method", [pardiso, superlu_native])
 def test_native_unsymmetric_gradient_one_factorisation(method):
     """Complex LU (PARDISO mtype 13): the reverse pass solves with A^T (not A^H) on the same factors."""
     V = _space(6)
@@ -165,7 +168,7 @@ def _check_fd_taylor(loss, c0):
     assert np.all(np.abs(rates - 2.0) < 0.2), rates
 
 
-@pytest.mark.parametrize("method", [pardiso, "superlu"])
+@pytest.mark.parametrize("method", [pardiso, superlu_native])
 def test_native_gradient_fd_taylor_and_one_factorisation(method):
     loss, c0 = _wave_loss(method, complex_form="native")
     solvers.clear_cache()

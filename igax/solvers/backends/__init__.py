@@ -12,9 +12,9 @@ amg-cg     :mod:`.amg_cg`               host   SPD
 cg         :mod:`.krylov`               JAX    SPD      GPU/TPU, SPD matrix
 bicgstab   :mod:`.krylov`               JAX    any      GPU/TPU, other matrices
 gmres      :mod:`.krylov`               JAX    any
-cocg       :mod:`.cocg`                 JAX    A = A^T  (complex symmetric, e.g. Helmholtz)
 mg-cg      :mod:`.mg_cg`                JAX    SPD      GPU/TPU, SPD matrix with a multigrid hierarchy
 dist-cg    :mod:`.dist_cg`              JAX    SPD      (rows split over the devices of ``mesh=``)
+cocg       :mod:`.cocg`                 JAX    A = A^T  (complex symmetric, e.g. Helmholtz)
 ========== ============================ ====== ======== ================================================
 
 Complex systems: ``pardiso`` and ``cocg`` take complex matrices natively (``complex_native``); ``superlu``
