@@ -223,3 +223,7 @@ def test_cocg_refusals_and_failures():
         solvers.solve(A, b, method="gmres", complex_form="native")
     with pytest.raises(TypeError, match='factorize does not take complex matrices with method="gmres"'):
         solvers.factorize(A, method="gmres")
+    with pytest.raises(ValueError, match=r'complex_form="native": method="gmres"'):
+        solvers.factorize(A, method="gmres", complex_form="native")
+    with pytest.raises(ValueError, match='complex_form must be "native", "block" or None'):
+        solvers.solve(A, b, method="superlu", complex_form="real")

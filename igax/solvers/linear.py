@@ -360,8 +360,8 @@ def factorize(A: SparseMatrix, *, method: str | None = None, **options) -> Facto
 
     Raises:
         TypeError, ValueError: for a matrix that cannot be solved (not square, complex for a method without
-            a native complex path, batched values, a
-            pattern with unsorted or duplicate column indices), before any backend runs.
+            a native complex path, batched values, a pattern with unsorted or duplicate column indices),
+            before any backend runs.
 
     Example:
         >>> import jax.numpy as jnp, scipy.sparse as sp
@@ -374,6 +374,7 @@ def factorize(A: SparseMatrix, *, method: str | None = None, **options) -> Facto
     """
     if _complex.is_complex(jnp.result_type(A.values)):
         m = _check_method(method, A, options.get("hierarchy"))
+        _check_complex_form(options.get("complex_form"), m)
         if not _complex_native(m, options.get("complex_form")):
             natives = [b.name for b in registered_backends() if b.complex_native]
             raise TypeError(
