@@ -227,3 +227,11 @@ def test_cocg_refusals_and_failures():
         solvers.factorize(A, method="gmres", complex_form="native")
     with pytest.raises(ValueError, match='complex_form must be "native", "block" or None'):
         solvers.solve(A, b, method="superlu", complex_form="real")
+
+
+def test_cocg_is_the_automatic_choice_for_complex_symmetric_matrices_on_accelerators(monkeypatch):
+    A = _helmholtz(_space(3))
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    assert solvers.default_method(A) == "cocg"
+    assert solvers.default_method(A.with_values(A.values, symmetric=False)) == "bicgstab"
+    assert solvers.default_method(A.with_values(A.values.real)) == "bicgstab"  # real, not SPD

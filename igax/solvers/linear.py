@@ -205,8 +205,8 @@ _listeners.append(_default_for.cache_clear)
 
 def default_method(A: SparseMatrix | None = None, hierarchy=None) -> str:
     """The automatic choice: pardiso (else superlu) on CPU; on GPU/TPU for SPD matrices ``"mg-cg"`` when a
-    multigrid ``hierarchy`` is given (``igax.fem.solve`` passes one) and Jacobi-CG otherwise; BiCGSTAB for
-    other matrices. Read from the backends' ``default_for`` and ``priority``.
+    multigrid ``hierarchy`` is given (``igax.fem.solve`` passes one) and Jacobi-CG otherwise, COCG for complex
+    symmetric matrices, BiCGSTAB for other matrices. Read from the backends' ``default_for`` and ``priority``.
 
     Example:
         >>> import jax
@@ -219,6 +219,8 @@ def default_method(A: SparseMatrix | None = None, hierarchy=None) -> str:
         situations = ("cpu",)
     elif A is not None and A.positive_definite:
         situations = (("accelerator-mg",) if hierarchy is not None else ()) + ("accelerator-spd",)
+    elif A is not None and A.symmetric and _complex.is_complex(A.values.dtype):
+        situations = ("accelerator-complex-symmetric", "accelerator")
     else:
         situations = ("accelerator",)
     for situation in situations:

@@ -14,7 +14,7 @@ bicgstab   :mod:`.krylov`               JAX    any      GPU/TPU, other matrices
 gmres      :mod:`.krylov`               JAX    any
 mg-cg      :mod:`.mg_cg`                JAX    SPD      GPU/TPU, SPD matrix with a multigrid hierarchy
 dist-cg    :mod:`.dist_cg`              JAX    SPD      (rows split over the devices of ``mesh=``)
-cocg       :mod:`.cocg`                 JAX    A = A^T  (complex symmetric, e.g. Helmholtz)
+cocg       :mod:`.cocg`                 JAX    A = A^T  GPU/TPU, complex symmetric matrix (Helmholtz)
 ========== ============================ ====== ======== ================================================
 
 Complex systems: ``pardiso`` and ``cocg`` take complex matrices natively (``complex_native``); ``superlu``

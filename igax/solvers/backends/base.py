@@ -117,7 +117,8 @@ class Backend:
             to use instead).
         default_for: situations in which this backend is the automatic choice when usable: ``"cpu"`` (any
             matrix on a CPU), ``"accelerator"`` (any matrix on a GPU/TPU), ``"accelerator-spd"`` (an SPD
-            matrix there), ``"accelerator-mg"`` (an SPD matrix there with a multigrid hierarchy given).
+            matrix there), ``"accelerator-mg"`` (an SPD matrix there with a multigrid hierarchy given),
+            ``"accelerator-complex-symmetric"`` (a complex matrix flagged symmetric there).
         priority: among several usable backends for one situation, the highest wins.
         complex_native: the backend takes complex values as they are (a host backend's ``factor`` gets
             complex128 values and its ``Factor.solve`` complex128 right-hand sides; a JAX backend's ``solve``

@@ -32,6 +32,7 @@ class COCG(JaxBackend):
     label = "COCG"
     complex_native = True
     options = frozenset({"precond"})
+    default_for = ("accelerator-complex-symmetric",)
 
     def check_options(self, options):
         p = options.get("precond", "jacobi")
