@@ -76,8 +76,8 @@ BAD = [
         r'method="cg" needs a real symmetric positive definite matrix.*complex.*"gmres"',
     ),
     (
-        "complex values, factorize",
-        lambda: factorize(_A.with_values(_A.values * (1 + 1j))),
+        "complex values, factorize with a block-form method",
+        lambda: factorize(_A.with_values(_A.values * (1 + 1j)), method="gmres"),
         TypeError,
         r"factorize does not take complex matrices.*solve",
     ),

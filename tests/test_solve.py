@@ -25,12 +25,13 @@ def convection_diffusion_2d(n, peclet=0.4):
 
 
 DIRECT = [m for m in ("superlu", "pardiso", "cholmod") if m in available_methods()]
-# block-gmres needs saddle= block sizes (tests/test_saddle.py); minres needs a symmetric matrix
+# block-gmres needs saddle= block sizes (tests/test_saddle.py); minres needs a symmetric matrix;
+# cocg: symmetric matrices only (complex symmetric A = A.T; tested in test_complex_native.py)
 SPD_METHODS = [m for m in available_methods() if m != "block-gmres"]
 GENERAL_METHODS = [
     m
     for m in available_methods()
-    if m not in ("cg", "amg-cg", "mg-cg", "dist-cg", "cholmod", "minres", "block-gmres")
+    if m not in ("cg", "amg-cg", "mg-cg", "dist-cg", "cholmod", "minres", "block-gmres", "cocg")
 ]
 
 
@@ -62,7 +63,7 @@ def test_backends_agree_spd(spd, rhs, method):
     r = linear_solve(A, jnp.asarray(rhs), method=method, rtol=1e-13)
     assert rel(r.value, ref) < 1e-9
     assert int(r.status) == 0 and float(r.residual) < 1e-11
-    if method in ("cg", "bicgstab", "gmres", "amg-cg", "mg-cg", "dist-cg", "minres"):
+    if method in ("cg", "bicgstab", "gmres", "amg-cg", "mg-cg", "dist-cg", "minres", "cocg"):
         assert 0 < int(r.iterations) < 1000
     else:
         assert int(r.iterations) == 0

@@ -29,6 +29,7 @@ BUILT_IN = (
     "dist-cg",
     "minres",
     "block-gmres",
+    "cocg",
 )
 
 
@@ -96,7 +97,7 @@ def test_builtin_backends_are_registered_in_the_order_of_the_method_list():
 def test_old_method_lists_are_derived_and_warn():
     old = {
         "DIRECT_METHODS": ("superlu", "pardiso", "cholmod"),
-        "ITERATIVE_METHODS": ("cg", "bicgstab", "gmres"),
+        "ITERATIVE_METHODS": ("cg", "bicgstab", "gmres", "cocg"),
         "MG_METHODS": ("mg-cg",),
     }
     for name, value in old.items():

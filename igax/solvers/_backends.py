@@ -207,7 +207,8 @@ def solve_callback(token, values, b, *, method, pattern, kind, options, transpos
     B = np.broadcast_to(b, batch + (n,)).reshape(-1, n)
     val_batched = values.ndim > 1 and int(np.prod(values.shape[:-1])) > 1
     V = np.broadcast_to(values, batch + values.shape[-1:]).reshape(tok.shape[0], values.shape[-1])
-    X = np.full(B.shape, np.nan, dtype=np.float64)
+    work = np.complex128 if np.iscomplexobj(b) or np.iscomplexobj(values) else np.float64
+    X = np.full(B.shape, np.nan, dtype=work)
     iterations = np.zeros(B.shape[0], dtype=np.int32)
     codes = np.zeros(B.shape[0], dtype=np.int32)
     stats.solves += 1
@@ -235,7 +236,7 @@ def _solve_groups(tok, V, B, X, iterations, codes, val_batched, method, pattern,
 
         try:
             f = cache.get(int(t), key_and_build)
-            rhs = np.ascontiguousarray(B[idx].T, dtype=np.float64)  # (n, k)
+            rhs = np.ascontiguousarray(B[idx].T, dtype=X.dtype)  # (n, k)
             X[idx] = np.asarray(f.solve(rhs, transpose)).reshape(n, -1).T
             counts = f.last_iterations  # iterative host backends (amg-cg); None for direct ones
             if counts is not None:

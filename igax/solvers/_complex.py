@@ -1,4 +1,8 @@
-"""Complex linear solves through an equivalent real system of twice the size.
+"""Complex linear solves through an equivalent real system of twice the size (the fallback).
+
+Backends that take complex values natively (PARDISO's complex types, COCG; see
+:attr:`igax.solvers.backends.Backend.complex_native`) do not come here unless ``complex_form="block"``
+asks; SuperLU does by default, since SciPy's complex LU is the slower (measured below).
 
 A complex system ``A x = b`` with ``A = Ar + i Ai``, ``x = xr + i xi`` is solved as the real system
 
@@ -15,11 +19,13 @@ the one real factorisation, which is what ``custom_linear_solve`` needs.
 Every step is a JAX operation on real arrays (a gather to build the block values, a concatenation of the
 right-hand side, slices of the solution), so derivatives need no rule of their own: JAX differentiates the
 real solve and the conversions, and ``jax.grad`` of a real loss of a complex solution with respect to real
-parameters comes out right by JAX's own convention for complex numbers. The cost is a real system of
-``2n`` unknowns and ``4 nnz`` entries, about the memory of a complex LU of ``A`` (complex entries are two
-reals). Measured on a Helmholtz matrix (degree-3 splines, 96 x 96 elements, 9801 dofs, k = 40, impedance
-sides; 2 shared cores): SciPy's complex ``splu`` 7.9 s, the block system with the same symmetric ordering
-1.3 s (COLAMD: 14.3 vs 7.2 s); igax's solve of it 1.25 s with SuperLU, 0.47 s with PARDISO.
+parameters comes out right by JAX's own convention for complex numbers. The cost is a real system of ``2n``
+unknowns and ``4 nnz`` entries: PARDISO's native complex factorisation of the same matrix took a third of the
+time and half the memory (degree-2 splines, 99,856 unknowns, k = 40: 2.1 vs 6.5 s, 342 vs 696 MiB;
+``benchmarks/bench_helmholtz.py --native``). Measured on a Helmholtz matrix (degree-3 splines, 96 x 96
+elements, 9801 dofs, k = 40, impedance sides; 2 shared cores): SciPy's complex ``splu`` 7.9 s, the block
+system with the same symmetric ordering 1.3 s (COLAMD: 14.3 vs 7.2 s); igax's solve of it 1.25 s with SuperLU,
+0.47 s with PARDISO.
 """
 
 from __future__ import annotations

@@ -6,6 +6,11 @@ static argument of three compiled programs: the forward solve, the backward pass
 calls therefore compile once per configuration instead of one small program per operation, and the checks of
 the backward pass (repeated eigenvalues, the CG of eigenvector gradients) raise outside the compiled program,
 so that an eager gradient raises igax's own exception.
+
+The index arrays of a solve (the slots of ``A``'s diagonal, of ``A``'s and ``M``'s entries in the pattern of
+``A - sigma M``) and the sign vector reach the programs as arguments (:class:`_Index`), never as constants
+baked into them (the design's rule for large arrays; before, the three of the diagonal gather and the sign
+vector were constants of every LOBPCG program, and ARPACK's without ``M`` held four more).
 """
 
 from __future__ import annotations
@@ -61,23 +66,43 @@ def _union(pa: CSRPattern, pm: CSRPattern):
     return ps, slot[: pa.nnz], slot[pa.nnz :]
 
 
-def _shifted(cfg: _Config, va, vm):
-    _, ia, im = _union(cfg.pa, cfg.pm)
+class _Index(NamedTuple):
+    """The arrays of one solve that depend only on the patterns: arguments of the compiled programs."""
+
+    diag: jax.Array  # (n,) int32: the slot of A's diagonal entry in A.values, -1 where none is stored
+    ia: jax.Array  # (nnz_A,) int32: slots of A's entries in the pattern of A - sigma M (empty: same pattern)
+    im: jax.Array  # (nnz_M,) int32: slots of M's entries there (empty: same pattern)
+    sign: jax.Array  # (n,): the sign vector (see _index)
+
+
+@functools.lru_cache(maxsize=16)
+def _index_host(pa: CSRPattern, pm: CSRPattern):
+    n = pa.shape[0]
+    _, ia, im = _union(pa, pm)
+    if pa == pm:
+        ia = im = np.zeros(0, np.int32)
+    # A fixed vector whose product with an eigenvector decides its sign (pseudo-random: symmetric and
+    # antisymmetric modes alike have a clearly non-zero product with it).
+    sign = np.cos(0.7 * np.arange(n) + 0.3) + 0.5 * np.sin(2.3 * np.arange(n))
+    return pa.diagonal_slots.astype(np.int32), ia.astype(np.int32), im.astype(np.int32), sign
+
+
+def _index(cfg: _Config, dtype) -> _Index:
+    """The :class:`_Index` of ``cfg`` (host work cached per pair of patterns)."""
+    diag, ia, im, sign = _index_host(cfg.pa, cfg.pm)
+    return _Index(jnp.asarray(diag), jnp.asarray(ia), jnp.asarray(im), jnp.asarray(sign, dtype))
+
+
+def _shifted(cfg: _Config, idx: _Index, va, vm):
     if cfg.pa == cfg.pm:
         return va - cfg.sigma * vm
-    return jnp.zeros(cfg.ps.nnz, va.dtype).at[ia].add(va).at[im].add(-cfg.sigma * vm)
+    return jnp.zeros(cfg.ps.nnz, va.dtype).at[idx.ia].add(va).at[idx.im].add(-cfg.sigma * vm)
 
 
-def _sign_vector(n: int, dtype):
-    """A fixed vector whose product with an eigenvector decides its sign (pseudo-random: symmetric and
-    antisymmetric modes alike have a clearly non-zero product with it)."""
-    return jnp.asarray(np.cos(0.7 * np.arange(n) + 0.3) + 0.5 * np.sin(2.3 * np.arange(n)), dtype)
-
-
-def _normalise(w, V):
+def _normalise(w, V, sign):
     order = jnp.argsort(w)
     w, V = w[order], V[:, order]
-    s = jnp.sign(_sign_vector(V.shape[0], V.dtype) @ V)
+    s = jnp.sign(sign @ V)
     return w, V * jnp.where(s == 0, 1.0, s)[None, :]
 
 
@@ -86,21 +111,21 @@ def _norm(A: SparseMatrix):
     return jnp.max(A.with_values(jnp.abs(A.values)) @ jnp.ones(A.shape[1], A.values.dtype))
 
 
-def _jacobi(cfg: _Config, va):
-    A = SparseMatrix(va, cfg.pa, symmetric=True)
-    d = jnp.abs(A.diagonal())
+def _jacobi(idx: _Index, va):
+    # A.diagonal() would gather with the pattern's slots as constants of the program: idx.diag is an argument.
+    d = jnp.abs(jnp.where(idx.diag >= 0, va[jnp.maximum(idx.diag, 0)], 0.0))
     d = jnp.where(d > 0, d, 1.0)
     return lambda R: R / d[:, None]
 
 
 # -- the forward solve ---------------------------------------------------------------------------------------
-def _forward(cfg: _Config, va, vm):
+def _forward(cfg: _Config, idx: _Index, va, vm):
     """``(w (nev,), V (n, nev), status, iterations, token, vs)`` (unsorted for arpack; token -1: lobpcg)."""
     n = cfg.pa.shape[0]
     A = SparseMatrix(va, cfg.pa, symmetric=True)
     M = SparseMatrix(vm, cfg.pm, symmetric=True)
     if cfg.method == "arpack":
-        vs = _shifted(cfg, va, vm)
+        vs = _shifted(cfg, idx, va, vm)
         cb = functools.partial(
             _arpack.arpack_callback,
             pa=cfg.pa,
@@ -119,7 +144,7 @@ def _forward(cfg: _Config, va, vm):
             cb, shapes + (i32,) * 4, va, vm, vs, vmap_method="sequential"
         )
         return w, V, status, nops, token, vs
-    precond = cfg.preconditioner if cfg.preconditioner is not None else _jacobi(cfg, va)
+    precond = cfg.preconditioner if cfg.preconditioner is not None else _jacobi(idx, va)
     # A fixed random start (reproducible runs); the barrier keeps XLA from constant-folding the generator over
     # (n, block) entries at compile time.
     key = jax.lax.optimization_barrier(jax.random.PRNGKey(0))
@@ -140,21 +165,21 @@ def _forward(cfg: _Config, va, vm):
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _forward_program(cfg: _Config, va, vm):
+def _forward_program(cfg: _Config, idx: _Index, va, vm):
     # One compiled program per configuration: eagerly, the steps would compile one small program each.
-    w, V, status, it, token, vs = _forward(cfg, va, vm)
-    w, V = _normalise(w, V)
+    w, V, status, it, token, vs = _forward(cfg, idx, va, vm)
+    w, V = _normalise(w, V, idx.sign)
     return w, V, status, it, token, vs
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _eig(cfg: _Config, va, vm):
-    return _forward_program(cfg, va, vm)[:4]
+def _eig(cfg: _Config, idx: _Index, va, vm):
+    return _forward_program(cfg, idx, va, vm)[:4]
 
 
-def _eig_fwd(cfg, va, vm):
-    w, V, status, it, token, vs = _forward_program(cfg, va, vm)
-    return (w, V, status, it), (va, vm, w, V, token, vs)
+def _eig_fwd(cfg, idx, va, vm):
+    w, V, status, it, token, vs = _forward_program(cfg, idx, va, vm)
+    return (w, V, status, it), (idx, va, vm, w, V, token, vs)
 
 
 def _sampled(values, pattern, P, Q):
@@ -205,7 +230,7 @@ def _cg_error(cfg: _Config, it, res):
 def _backward_program(cfg: _Config, res, ct_w, ct_V, vectors: bool):
     """The cotangents of ``A.values`` and ``M.values`` and the diagnostics of the checks (compiled once per
     configuration; the checks raise outside, so that an eager gradient raises igax's own exception)."""
-    va, vm, w, V, token, vs = res
+    idx, va, vm, w, V, token, vs = res
     # The cotangent of the vectors is often a padding of a few columns with zeros: without the barrier XLA
     # constant-folds the tests on it below (an (n, k) reduction: 4 s of compilation at n = 100k).
     ct_V = jax.lax.optimization_barrier(ct_V)
@@ -231,7 +256,7 @@ def _backward_program(cfg: _Config, res, ct_w, ct_V, vectors: bool):
                 )
                 return X.T
         else:
-            precond = cfg.preconditioner if cfg.preconditioner is not None else _jacobi(cfg, va)
+            precond = cfg.preconditioner if cfg.preconditioner is not None else _jacobi(idx, va)
         Z, it, ok, r = _lobpcg.deflated_cg(
             op, precond, V, MV, ct_V, tol=cfg.grad_rtol, maxiter=cfg.grad_maxiter
         )
@@ -261,7 +286,7 @@ def _eig_bwd(cfg, res, cts):
     ga, gm, (bad, index, lo, hi, cg_ok, cg_it, cg_res) = _backward_program(cfg, res, cts[0], ct_V, vectors)
     ga = error_if(ga, bad, functools.partial(_repeated_error, cfg), index, lo, hi)
     ga = error_if(ga, ~cg_ok, functools.partial(_cg_error, cfg), cg_it, cg_res)
-    return ga, gm
+    return None, ga, gm  # None: the index arrays have no cotangent
 
 
 _eig.defvjp(_eig_fwd, _eig_bwd)

@@ -46,7 +46,7 @@ import numpy as np
 
 from igax._config import check_float64
 from igax._errors import error_if
-from igax.solvers._eigen_core import RepeatedEigenvalueError, _Config, _diagnostics, _eig, _union
+from igax.solvers._eigen_core import RepeatedEigenvalueError, _Config, _diagnostics, _eig, _index, _union
 from igax.solvers._errors import Status
 from igax.solvers.backends import get_backend
 from igax.solvers.linear import SolverError, default_method
@@ -292,7 +292,7 @@ def eigen_solve(
         preconditioner=preconditioner,
         block=block,
     )
-    w, V, status, it = _eig(cfg, va, vm)
+    w, V, status, it = _eig(cfg, _index(cfg, dtype), va, vm)
     res, status, nxt = _diagnostics(cfg, va, vm, w, V, status)
     values, vectors = w[:k], V[:, :k]
     if throw:

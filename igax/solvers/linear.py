@@ -22,9 +22,10 @@ failure raises :class:`SolverError`, eagerly or, inside ``jit``, from the runnin
 used by mistake. When a solve fails, one cheap test (``A @ ones = 0``, one product with ``A``) tells a
 constant null space (a pure Neumann problem) from other causes, and a failed factorisation reports the
 backend's own reason. Malformed input (a non-square matrix, a right-hand side of the wrong
-length, an unsorted pattern) is rejected before any host backend runs. Complex systems are solved as an
-equivalent real block system (:mod:`igax.solvers._complex`), so every real backend but the SPD ones serves
-them and their gradients need no rule of their own.
+length, an unsorted pattern) is rejected before any host backend runs. Complex systems go to the backends
+that take them natively (PARDISO's complex types, ``"cocg"``; SuperLU with ``complex_form="native"``) and are
+otherwise solved as an equivalent real block system (:mod:`igax.solvers._complex`), so every real backend but
+the SPD ones serves them.
 """
 
 from __future__ import annotations
@@ -206,8 +207,8 @@ _listeners.append(_default_for.cache_clear)
 
 def default_method(A: SparseMatrix | None = None, hierarchy=None) -> str:
     """The automatic choice: pardiso (else superlu) on CPU; on GPU/TPU for SPD matrices ``"mg-cg"`` when a
-    multigrid ``hierarchy`` is given (``igax.fem.solve`` passes one) and Jacobi-CG otherwise; BiCGSTAB for
-    other matrices. Read from the backends' ``default_for`` and ``priority``.
+    multigrid ``hierarchy`` is given (``igax.fem.solve`` passes one) and Jacobi-CG otherwise, COCG for complex
+    symmetric matrices, BiCGSTAB for other matrices. Read from the backends' ``default_for`` and ``priority``.
 
     Example:
         >>> import jax
@@ -220,6 +221,8 @@ def default_method(A: SparseMatrix | None = None, hierarchy=None) -> str:
         situations = ("cpu",)
     elif A is not None and A.positive_definite:
         situations = (("accelerator-mg",) if hierarchy is not None else ()) + ("accelerator-spd",)
+    elif A is not None and A.symmetric and _complex.is_complex(A.values.dtype):
+        situations = ("accelerator-complex-symmetric", "accelerator")
     else:
         situations = ("accelerator",)
     for situation in situations:
@@ -240,8 +243,8 @@ def _check_method(method: str | None, A: SparseMatrix, hierarchy=None) -> str:
     if backend.spd and _complex.is_complex(A.values.dtype):
         raise ValueError(
             f'method="{method}" needs a real symmetric positive definite matrix, but A is complex '
-            f"({A.values.dtype}). Complex systems are solved as a real block system of twice the size: use "
-            'method="superlu" or "pardiso" (direct), or "gmres" / "bicgstab" (iterative).'
+            f'({A.values.dtype}): use method="pardiso" or "superlu" (direct), "cocg" (iterative, '
+            'complex symmetric A = A.T), or "gmres" / "bicgstab" (iterative, any A).'
         )
     if backend.spd and not A.symmetric:
         raise ValueError(
@@ -254,7 +257,7 @@ def _check_method(method: str | None, A: SparseMatrix, hierarchy=None) -> str:
 
 
 def _working_dtype(*dtypes):
-    """The floating dtype of a solve: real, or complex (solved as a real block system, see
+    """The floating dtype of a solve: real, or complex (solved natively or as a real block system, see
     :mod:`igax.solvers._complex`)."""
     dtype = jnp.result_type(*dtypes)
     if not jnp.issubdtype(dtype, jnp.inexact):
@@ -360,8 +363,9 @@ def factorize(A: SparseMatrix, *, method: str | None = None, **options) -> Facto
         A :class:`Factorization` with ``.solve(b)``.
 
     Raises:
-        TypeError, ValueError: for a matrix that cannot be solved (not square, complex, batched values, a
-            pattern with unsorted or duplicate column indices), before any backend runs.
+        TypeError, ValueError: for a matrix that cannot be solved (not square, complex for a method without
+            a native complex path, batched values, a pattern with unsorted or duplicate column indices),
+            before any backend runs.
 
     Example:
         >>> import jax.numpy as jnp, scipy.sparse as sp
@@ -373,11 +377,17 @@ def factorize(A: SparseMatrix, *, method: str | None = None, **options) -> Facto
         '1.000000000000, 1.000000000000, 1.000000000000, 2.000000000000'
     """
     if _complex.is_complex(jnp.result_type(A.values)):
-        raise TypeError(
-            f"factorize does not take complex matrices (A.values has dtype {A.values.dtype}); solve complex "
-            "systems with igax.solvers.solve / linear_solve or igax.fem.solve, which factorise their real "
-            "block form once per solve and gradient."
-        )
+        m = _check_method(method, A, options.get("hierarchy"))
+        _check_complex_form(options.get("complex_form"), m)
+        if not _complex_native(m, options.get("complex_form")):
+            natives = [b.name for b in registered_backends() if b.complex_native]
+            raise TypeError(
+                f'factorize does not take complex matrices with method="{m}", which solves them through '
+                f"their real block form (A.values has dtype {A.values.dtype}): use a natively complex method "
+                f'{natives} (superlu with complex_form="native"), or igax.solvers.solve / linear_solve / '
+                "igax.fem.solve, which factorise the block form once per solve and gradient."
+            )
+        method = m
     return _factorize(A, method, options)
 
 
@@ -583,7 +593,9 @@ def _solve_core(values, token, b, state=None, *, pattern, kind, method, options,
 
 # Options every backend accepts (superlu_options is read by SuperLU only, and accepted by all as before);
 # the other known options are those the registered backends declare.
-_COMMON_OPTIONS = frozenset({"rtol", "atol", "maxiter", "throw", "direct_rtol", "superlu_options"})
+_COMMON_OPTIONS = frozenset(
+    {"rtol", "atol", "maxiter", "throw", "direct_rtol", "superlu_options", "complex_form"}
+)
 
 
 def _freeze(v):
@@ -599,6 +611,7 @@ def _check_options(opts: dict, method: str) -> None:
     if unknown:
         known = sorted(_COMMON_OPTIONS | set(owners))
         raise TypeError(f"unknown solver option(s) {sorted(unknown)}; known: {known}.")
+    _check_complex_form(opts.get("complex_form"), method)
     backend = get_backend(method)
     for k in sorted(set(opts) & set(owners)):
         # an option of another backend, given a value (hierarchy=None is how "none given" is spelled)
@@ -672,7 +685,8 @@ def linear_solve(A: SparseMatrix, b: jax.Array, *, method: str | None = None, **
         method: ``"pardiso"`` (default on CPU where installed), ``"superlu"`` (always available),
             ``"cholmod"`` (scikit-sparse, SPD), ``"amg-cg"`` (pyamg, SPD), the pure-JAX
             Jacobi-preconditioned ``"cg"`` (SPD), ``"bicgstab"``, ``"gmres"``, or ``"mg-cg"`` (SPD): CG with a
-            multigrid V-cycle, pure JAX, the default on GPU for SPD matrices when ``hierarchy=`` is given.
+            multigrid V-cycle, pure JAX, the default on GPU for SPD matrices when ``hierarchy=`` is given;
+            ``"cocg"``: COCG for complex symmetric matrices (``A = A.T``), pure JAX.
         **options: ``rtol`` (default 1e-10 in float64, 1e-5 in float32), ``atol``, ``maxiter``, ``restart``
             (GMRES); ``throw`` (default True): raise :class:`SolverError` when the solve fails (inside ``jit``
             from the running program: JAX reports it as a ``JaxRuntimeError`` whose text holds the
@@ -682,6 +696,11 @@ def linear_solve(A: SparseMatrix, b: jax.Array, *, method: str | None = None, **
             (``"mg-cg"`` only): a :class:`~igax.solvers.Hierarchy` (geometric from ``igax.fem``, or
             :func:`~igax.solvers.amg_hierarchy`); without it the algebraic hierarchy of ``A``'s pattern is
             built with pyamg on first use and cached. ``maxiter`` of ``"mg-cg"`` defaults to 500.
+            ``complex_form`` (complex systems): ``"native"`` (the backend takes the complex matrix: PARDISO,
+            COCG, SuperLU) or ``"block"`` (the real block form of twice the size); default: the backend's
+            choice (native for PARDISO and COCG). ``hermitian`` (``"pardiso"``): ``True`` or
+            ``"positive_definite"`` for a Hermitian matrix (flagged unsymmetric). ``precond`` (``"cocg"``):
+            ``"jacobi"`` (default), None, or a callable ``r -> M^-1 r`` with ``M = M.T``.
 
     Returns:
         :class:`SolveResult` ``(value, status, iterations, residual, cause)``; ``value`` is NaN when
@@ -747,6 +766,10 @@ def _solve_result(A: SparseMatrix, b: jax.Array, arrays=None, *, method: str, op
         pick = jax.tree_util.tree_map(lambda a: a[worst], r)
         return eqx.tree_at(lambda p: p.value, pick, r.value[0] + 1j * r.value[1])
     if _complex.is_complex(A.values.dtype, jnp.result_type(b)):
+        if _complex_native(method, dict(options).get("complex_form")):
+            # Natively complex (PARDISO's complex types, COCG): n unknowns, and the transposed solve of the
+            # gradient reuses the one factorisation / is the same COCG solve (A^T = A).
+            return _finish(_factorize(A, method, dict(options), arrays), b, throw=False)
         # A complex system: the equivalent real block system (see igax.solvers._complex), whose
         # differentiation is the real one's; the JAX backends' host preparation (mg-cg) does not apply.
         real = jnp.finfo(_working_dtype(A.values.dtype, jnp.result_type(b))).dtype
@@ -754,6 +777,28 @@ def _solve_result(A: SparseMatrix, b: jax.Array, arrays=None, *, method: str, op
         r = _finish(_factorize(Ab, method, dict(options)), bb, throw=False)
         return eqx.tree_at(lambda r: r.value, r, _complex.from_block(r.value))
     return _finish(_factorize(A, method, dict(options), arrays), b, throw=False)
+
+
+def _complex_native(method: str, form: str | None) -> bool:
+    """Whether a complex system is given to ``method`` as it is (True) or as its real block form."""
+    backend = get_backend(method)
+    if form is None:
+        return backend.complex_native and backend.complex_native_default
+    return form == "native"
+
+
+def _check_complex_form(form, method: str) -> None:
+    if form not in (None, "native", "block"):
+        raise ValueError(
+            f'complex_form must be "native", "block" or None (the backend\'s choice), got {form!r}.'
+        )
+    backend = get_backend(method)
+    if form == "native" and not backend.complex_native:
+        natives = [b.name for b in registered_backends() if b.complex_native]
+        raise ValueError(
+            f'complex_form="native": method="{method}" has no complex path of its own (it solves the real '
+            f"block form of twice the size); the natively complex methods are {natives}."
+        )
 
 
 # Factorisation, solve and diagnostics in one compiled program per (pattern, shapes, method, options). Called

@@ -81,7 +81,8 @@ class Factor:
     last_iterations: np.ndarray | None = None
 
     def solve(self, B: np.ndarray, transpose: bool) -> np.ndarray:
-        """``A^{-1} B`` (``A^{-T} B`` when ``transpose``) for ``B`` of shape ``(n, k)`` in float64.
+        """``A^{-1} B`` (``A^{-T} B`` when ``transpose``) for ``B`` of shape ``(n, k)`` in float64 (complex128
+        for a complex factor; ``A^{-T}`` is then the transposed, not the conjugated, inverse).
 
         Raise ``RuntimeError``, ``ArithmeticError`` or ``numpy.linalg.LinAlgError`` when the solve fails: the
         message becomes the reason in the user's ``SolverError``.
@@ -93,8 +94,9 @@ class Factor:
 
 
 def csr(pattern, values) -> sp.csr_matrix:
-    """The SciPy CSR matrix of a :class:`~igax.solvers.CSRPattern` and its values (float64, no index copy)."""
-    data = np.asarray(values, dtype=np.float64)
+    """The SciPy CSR matrix of a :class:`~igax.solvers.CSRPattern` and its values (float64, or complex128 for
+    complex values; no index copy)."""
+    data = np.asarray(values, dtype=np.complex128 if np.iscomplexobj(values) else np.float64)
     return sp.csr_matrix((data, pattern.indices, pattern.indptr), shape=pattern.shape)
 
 
@@ -115,8 +117,15 @@ class Backend:
             to use instead).
         default_for: situations in which this backend is the automatic choice when usable: ``"cpu"`` (any
             matrix on a CPU), ``"accelerator"`` (any matrix on a GPU/TPU), ``"accelerator-spd"`` (an SPD
-            matrix there), ``"accelerator-mg"`` (an SPD matrix there with a multigrid hierarchy given).
+            matrix there), ``"accelerator-mg"`` (an SPD matrix there with a multigrid hierarchy given),
+            ``"accelerator-complex-symmetric"`` (a complex matrix flagged symmetric there).
         priority: among several usable backends for one situation, the highest wins.
+        complex_native: the backend takes complex values as they are (a host backend's ``factor`` gets
+            complex128 values and its ``Factor.solve`` complex128 right-hand sides; a JAX backend's ``solve``
+            a complex matrix and ``b``). Other backends solve a complex system through its real block form
+            of twice the size (:mod:`igax.solvers._complex`).
+        complex_native_default: with :attr:`complex_native`, whether complex systems take the native path
+            when the solve does not say (``complex_form="native"`` / ``"block"`` chooses).
     """
 
     name: ClassVar[str] = ""
@@ -128,6 +137,8 @@ class Backend:
     requirement: ClassVar[str] = ""
     default_for: ClassVar[tuple[str, ...]] = ()
     priority: ClassVar[int] = 0
+    complex_native: ClassVar[bool] = False
+    complex_native_default: ClassVar[bool] = True
 
     @property
     def display_name(self) -> str:
@@ -174,7 +185,7 @@ class HostBackend(Backend):
         Arguments:
             pattern: the :class:`~igax.solvers.CSRPattern` (sorted, no duplicates); :func:`csr` makes a
                 SciPy matrix of it.
-            values: ``(nnz,)`` float64.
+            values: ``(nnz,)`` float64 (complex128 for a complex system when :attr:`complex_native`).
             kind: ``"spd"`` (flagged positive definite), ``"sym"`` (flagged symmetric) or ``"gen"``.
             options: ``rtol``, ``maxiter``, ``superlu_options`` and this backend's :attr:`options` when given.
 
