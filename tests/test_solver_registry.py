@@ -27,9 +27,9 @@ BUILT_IN = (
     "gmres",
     "mg-cg",
     "dist-cg",
+    "cocg",
     "minres",
     "block-gmres",
-    "cocg",
 )
 
 
