@@ -22,6 +22,7 @@ from igax.fem.bc import DirichletBC  # noqa: E402
 from igax.fem.solving import solve  # noqa: E402
 from igax.fem.solving_nonlinear import NonlinearInfo, solve_nonlinear  # noqa: E402
 from igax.fem.timestepping import TransientInfo, solve_transient  # noqa: E402
+from igax.fem.timestepping_adaptive import StepSchedule, adapt_steps  # noqa: E402
 from igax.fem.multigrid import mg_hierarchy  # noqa: E402
 from igax.fem import mesh  # noqa: E402
 from igax.fem.mesh import Mesh, box_mesh, rectangle_mesh, unit_cube, unit_square  # noqa: E402
