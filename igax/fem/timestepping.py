@@ -38,6 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from igax._compile import lazy_jit
 from igax.fem.bc import DirichletBC, merge_bcs
 from igax.fem.field import Field
 from igax.fem.forms.form import Form
@@ -45,6 +46,7 @@ from igax.fem.forms.nonlinear import _prepare, _state
 from igax.fem.solving_nonlinear import _dtype, _inputs_of, _merge_terms, _Static, _system, _terms
 from igax.fem.spaces.base import FunctionSpace
 from igax.solvers._errors import Status, raise_on_failure
+from igax.solvers.linear import SMALL_NNZ
 from igax.solvers.newton import _MESSAGES, NewtonError, newton_solve
 from igax.solvers.sparse import SparseMatrix
 
@@ -164,9 +166,9 @@ def setup(form, V, u0, *, mass, bc, bc_values, t0, inputs):
 
 
 def make_step(terms, space, static, config):
-    """``step(args, u, u_prev, t, dt, dt_prev, first) -> (u1, NewtonResult)``: one step of the scheme.
+    """``step(args, u, u_prev, t, dt, dt_prev, first, g1) -> (u1, NewtonResult)``: one step of the scheme.
 
-    ``args = (fields, M, g, bc_values)`` with ``bc_values`` a function or None. Kept a plain (traceable)
+    ``args = (fields, M)``; ``g1`` the Dirichlet values at the step's end. Kept a plain (traceable)
     function so that the scan of :func:`solve_transient` and the host loop of :func:`adapt_steps` share it.
     """
     theta, bdf2, method, lin_opts, rtol, atol, maxiter, line_search = config
@@ -195,15 +197,9 @@ def make_step(terms, space, static, config):
             jnp.where(constrained, 0.0, vals).at[diag].set(1.0), symmetric=K.symmetric and M.symmetric
         )
 
-    def values_at(g, bc_values, t):
-        if g is None:
-            return jnp.zeros(0, t.dtype)
-        return g if bc_values is None else jnp.asarray(bc_values(t), g.dtype)
-
-    def step(args, u, u_prev, t, dt, dt_prev, first):
-        fields, M, g, bc_values = args
+    def step(args, u, u_prev, t, dt, dt_prev, first, g1):
+        fields, M = args
         t1 = t + dt
-        g1 = values_at(g, bc_values, t1)
         if bdf2:
             w = dt / dt_prev
             a = jnp.where(first, 1.0, (1.0 + 2.0 * w) / (1.0 + w))
@@ -317,10 +313,16 @@ def solve_transient(
     )
     config = (theta, bdf2, method, tuple(sorted((linear_options or {}).items())), float(rtol), float(atol),
               maxiter, bool(line_search))  # fmt: skip
-    uT, ys, out = _program(
-        terms, V, fields, M, g, u0, dts.astype(u0.dtype), jnp.asarray(t0, u0.dtype), static, config,
-        bc_values, observe, checkpoint_every,
-    )  # fmt: skip
+    program = _program_small if V.plan.pattern.nnz <= SMALL_NNZ else _program
+    dts = dts.astype(u0.dtype)
+    t0 = jnp.asarray(t0, u0.dtype)
+    # The Dirichlet values of every step are evaluated here, outside the compiled program: they are data
+    # (differentiable when bc_values closes over parameters), and a new bc_values function does not
+    # recompile the stepper.
+    G = boundary_values(g, bc_values, t0, t0 + jnp.cumsum(dts))
+    if G is not None:
+        u0 = u0.at[static.array].set(G[0])
+    uT, ys, out = program(terms, V, fields, M, G, u0, dts, t0, static, config, observe, checkpoint_every)
     result = raise_on_failure(_Result(uT, out), _failure, out.times, out.iterations, out.status)
     uT = Field(V, result.value)
     return (uT, ys, out) if info else (uT, ys)
@@ -345,24 +347,31 @@ def _failure(status, times, iterations, codes) -> NewtonError:
     )
 
 
-@eqx.filter_jit
-def _program(terms, space, fields, M, g, u0, dts, t0, static, config, bc_values, observe, ck):
+def boundary_values(g, bc_values, t0, times):
+    """The Dirichlet values at ``t0`` and at ``times``, ``(1 + len(times), nbc)``, or None without a bc."""
+    if g is None:
+        return None
+    if bc_values is None:
+        return jnp.broadcast_to(g, (times.shape[0] + 1,) + g.shape)
+    ts = jnp.concatenate([t0[None], times])
+    return jax.vmap(lambda t: jnp.asarray(bc_values(t), g.dtype))(ts)
+
+
+def _program(terms, space, fields, M, G, u0, dts, t0, static, config, observe, ck):
     step = make_step(terms, space, static, config)
-    args = (fields, M, g, bc_values)
-    g0 = None if g is None else (g if bc_values is None else jnp.asarray(bc_values(t0), g.dtype))
-    if g0 is not None:
-        u0 = u0.at[static.array].set(g0)
+    args = (fields, M)
+    n = dts.shape[0]
+    G1 = jnp.zeros((n, 0), u0.dtype) if G is None else G[1:]
 
     def body(carry, x):
         u, u_prev, t, dt_prev = carry
-        dt, k = x
-        u1, res = step(args, u, u_prev, t, dt, dt_prev, k == 0)
+        dt, k, g1 = x
+        u1, res = step(args, u, u_prev, t, dt, dt_prev, k == 0, g1)
         t1 = t + dt
         y = observe(t1, Field(space, u1)) if observe is not None else None
         return (u1, u, t1, dt), (y, t1, res.iterations, res.status)
 
-    n = dts.shape[0]
-    xs = (dts, jnp.arange(n))
+    xs = (dts, jnp.arange(n), G1)
     carry0 = (u0, u0, t0, dts[0])
     if ck is None:
         (uT, *_), (ys, ts, its, st) = jax.lax.scan(body, carry0, xs)
@@ -376,3 +385,7 @@ def _program(terms, space, fields, M, g, u0, dts, t0, static, config, bc_values,
         (uT, *_), outs = jax.lax.scan(segment, carry0, xs)
         ys, ts, its, st = jax.tree_util.tree_map(lambda a: a.reshape((n,) + a.shape[2:]), outs)
     return uT, ys, TransientInfo(ts, its, st)
+
+
+_program_small = lazy_jit(eqx.filter_jit, _program)  # small problems: compiling dominates, cheap options
+_program = eqx.filter_jit(_program)

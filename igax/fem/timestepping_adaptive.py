@@ -31,7 +31,7 @@ import numpy as np
 
 from igax.fem.field import Field
 from igax.fem.spaces.base import FunctionSpace
-from igax.fem.timestepping import _scheme, make_step, setup
+from igax.fem.timestepping import _scheme, boundary_values, make_step, setup
 
 __all__ = ["adapt_steps", "StepSchedule"]
 
@@ -143,9 +143,8 @@ def adapt_steps(
     config = (theta, False, method, tuple(sorted((linear_options or {}).items())), float(rtol), float(atol),
               maxiter, bool(line_search))  # fmt: skip
     p = 2 if theta == 0.5 else 1
-    tc = jnp.asarray(t0, u.dtype)
     if g is not None:
-        u = u.at[static.array].set(g if bc_values is None else jnp.asarray(bc_values(tc), g.dtype))
+        u = u.at[static.array].set(boundary_values(g, bc_values, jnp.asarray(t0, u.dtype), jnp.zeros(0))[0])
     h = min(max(h, dt_min), dt_max)
     dts, times, errors = [], [], []
     t, rejected, solves = t0, 0, 0
@@ -153,8 +152,11 @@ def adapt_steps(
         if t >= T - 1e-12 * span:
             break
         h = min(h, (T - t) / 2)
-        big, small, bad = _trial(terms, V, fields, M, g, u, jnp.asarray(t, u.dtype), jnp.asarray(h, u.dtype),
-                                 static, config, bc_values)  # fmt: skip
+        tt = jnp.asarray(t, u.dtype)
+        hh = jnp.asarray(h, u.dtype)
+        G = boundary_values(g, bc_values, tt, jnp.stack([tt + hh, tt + 2 * hh]))
+        G = jnp.zeros((3, 0), u.dtype) if G is None else G
+        big, small, bad = _trial(terms, V, fields, M, G, u, tt, hh, static, config)
         solves += 3
         err = float(jnp.max(jnp.abs(small - big))) / (2**p - 1)
         allowed = tol * 2 * h / span
@@ -182,11 +184,14 @@ def adapt_steps(
 
 
 @eqx.filter_jit
-def _trial(terms, space, fields, M, g, u, t, h, static, config, bc_values):
-    """One step of ``2h`` and two of ``h`` from ``u``; and whether any of the Newton solves failed."""
+def _trial(terms, space, fields, M, G, u, t, h, static, config):
+    """One step of ``2h`` and two of ``h`` from ``u``; and whether any of the Newton solves failed.
+
+    ``G``: the Dirichlet values at ``t``, ``t + h`` and ``t + 2h``.
+    """
     step = make_step(terms, space, static, config)
-    args = (fields, M, g, bc_values)
-    big, r1 = step(args, u, u, t, 2 * h, 2 * h, False)
-    half, r2 = step(args, u, u, t, h, h, False)
-    small, r3 = step(args, half, u, t + h, h, h, False)
+    args = (fields, M)
+    big, r1 = step(args, u, u, t, 2 * h, 2 * h, False, G[2])
+    half, r2 = step(args, u, u, t, h, h, False, G[1])
+    small, r3 = step(args, half, u, t + h, h, h, False, G[2])
     return big, small, (r1.status != 0) | (r2.status != 0) | (r3.status != 0)
