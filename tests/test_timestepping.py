@@ -139,6 +139,7 @@ def test_gradient_through_the_trajectory(setup, scheme):
     assert abs(rate - 2.0) < 0.15
 
 
+@pytest.mark.slow  # two gradient programs of 256 steps: ~10 s of compiling
 def test_checkpointing_bounds_the_gradient_memory(setup):
     """Temporary memory of the compiled gradient: checkpointed segments store nsteps / c + c states."""
     V, cq, bc = setup
@@ -184,7 +185,7 @@ def test_adaptive_steps_meet_the_tolerance_with_fewer_steps(setup):
     assert err <= tol, err
     # uniform Crank-Nicolson: as many steps, then the number its second order predicts for the same accuracy
     n = sched.nsteps
-    uniform = {n: max_error(None, n)[0]}
+    uniform = {n: max_error(np.full(n, T / n))[0]}  # a schedule of the same length: the same program
     m = 2 * int(np.ceil(0.55 * n * np.sqrt(uniform[n] / err)))
     while True:
         uniform[m] = max_error(None, m)[0]
@@ -249,7 +250,7 @@ def test_bad_inputs_needing_a_space(setup):
             fem.adapt_steps(SMOOTH, V, cq, **{**kw, **extra})
     with pytest.raises(TypeError, match="cannot run under jit"):
         jax.grad(lambda c: fem.adapt_steps(SMOOTH, V, cq, t_span=(0.0, 1.0), tol=1e-3, c=c).final.coeffs[0])(1.0)
-    # a tolerance that cannot be met above dt_min
+    # a tolerance that cannot be met above dt_min (the trial program of the adaptive test, compiled)
     with pytest.raises(RuntimeError, match="below dt_min"):
-        fem.adapt_steps(SMOOTH, V, cq, t_span=(0.0, 1.0), tol=1e-14, dt_min=1e-3, c=1.0,
-                        bc=bc, bc_values=lambda t: smooth(t) * bc.values)  # fmt: skip
+        fem.adapt_steps(TRANSIENT, V, 2 * cq, t_span=(0.0, 1.0), tol=1e-14, dt_min=1e-3, c=1.0,
+                        bc=bc, bc_values=lambda t: transient(t) * bc.values)  # fmt: skip
