@@ -4,8 +4,8 @@ The test problem is manufactured so that its exact solution lies in the space fo
 ``u_t - div((1 + c u^2) grad u) = f`` on the unit square with ``u = a(t) q(x, y)``, q linear, on degree-2
 splines. Galerkin orthogonality then makes the semi-discrete solution exact (every integrand is a polynomial
 that the Gauss rule integrates exactly: with a quadratic q the source's quadrature error left a floor of
-2e-5), so every error measured is the time discretisation's alone, against a closed form. The Dirichlet values move with ``a(t)`` (``bc_values``)
-and the source depends on the time through ``w.t``.
+2e-5), so every error measured is the time discretisation's alone, against a closed form. The Dirichlet
+values move with ``a(t)`` (``bc_values``) and the source depends on the time through ``w.t``.
 """
 
 import jax
@@ -70,21 +70,31 @@ def run(setup, form, a, *, T, n=None, dt=None, scheme="crank_nicolson", c=1.0, u
     g = bc.values
     u0 = a(0.0) * cq if u0 is None else u0
     dt = T / n if dt is None else dt
-    return fem.solve_transient(form, V, u0, dt=dt, nsteps=n, scheme=scheme, bc=bc,
-                               bc_values=lambda t: a(t) * g, c=c, **kw)  # fmt: skip
+    return fem.solve_transient(
+        form, V, u0, dt=dt, nsteps=n, scheme=scheme, bc=bc, bc_values=lambda t: a(t) * g, c=c, **kw
+    )
 
 
-ORDERS = [("implicit_euler", 1.0, (16, 32, 64)), ("crank_nicolson", 2.0, (8, 16, 32)), ("bdf2", 2.0, (8, 16, 32))]
+ORDERS = [
+    ("implicit_euler", 1.0, (16, 32, 64)),
+    ("crank_nicolson", 2.0, (8, 16, 32)),
+    ("bdf2", 2.0, (8, 16, 32)),
+]
 
 
 @pytest.mark.parametrize("scheme, order, steps", ORDERS)
 def test_temporal_order_against_the_exact_solution(setup, scheme, order, steps):
     V, cq, _ = setup
     T = 0.5
-    errors = [float(jnp.max(jnp.abs(run(setup, SMOOTH, smooth, T=T, n=n, scheme=scheme)[0].coeffs - smooth(T) * cq)))
-              for n in steps]  # fmt: skip
+    errors = [
+        float(
+            jnp.max(jnp.abs(run(setup, SMOOTH, smooth, T=T, n=n, scheme=scheme)[0].coeffs - smooth(T) * cq))
+        )
+        for n in steps
+    ]
     rate = -np.polyfit(np.log(steps), np.log(errors), 1)[0]
-    print(f"{scheme}: steps {steps}, max errors {np.array2string(np.array(errors), precision=3)}, order {rate:.3f}")
+    shown = np.array2string(np.array(errors), precision=3)
+    print(f"{scheme}: steps {steps}, max errors {shown}, order {rate:.3f}")
     assert abs(rate - order) < 0.15, (scheme, errors, rate)
 
 
@@ -109,8 +119,19 @@ def _loss(setup, scheme):
     V, cq, bc = setup
 
     def loss(c, u0):
-        uT, ys = run(setup, SMOOTH, smooth, T=0.4, n=8, scheme=scheme, c=c, u0=u0,
-                     observe=lambda t, u: jnp.sum(u.coeffs**2), checkpoint_every=4, rtol=1e-13)  # fmt: skip
+        uT, ys = run(
+            setup,
+            SMOOTH,
+            smooth,
+            T=0.4,
+            n=8,
+            scheme=scheme,
+            c=c,
+            u0=u0,
+            observe=lambda t, u: jnp.sum(u.coeffs**2),
+            checkpoint_every=4,
+            rtol=1e-13,
+        )
         return jnp.sum(ys) + jnp.sum(uT.coeffs**3)
 
     return loss, cq
@@ -135,7 +156,9 @@ def test_gradient_through_the_trajectory(setup, scheme):
     hs = np.array([1e-1, 5e-2, 2.5e-2, 1.25e-2])
     rem = [abs(float(f(c0 + h, u0 + h * d) - J0 - h * (gc + gu @ d))) for h in hs]
     rate = np.polyfit(np.log(hs), np.log(rem), 1)[0]
-    print(f"{scheme}: dJ/dc {float(gc):.10e} (fd {float(fd_c):.10e}); Taylor remainders {rem}, rate {rate:.2f}")
+    print(
+        f"{scheme}: dJ/dc {float(gc):.10e} (fd {float(fd_c):.10e}); Taylor remainders {rem}, rate {rate:.2f}"
+    )
     assert abs(rate - 2.0) < 0.15
 
 
@@ -147,7 +170,9 @@ def test_checkpointing_bounds_the_gradient_memory(setup):
 
     def mem(ck):
         def loss(c):
-            return jnp.sum(run(setup, SMOOTH, smooth, T=0.4, n=256, c=c, u0=u0, checkpoint_every=ck)[0].coeffs)
+            return jnp.sum(
+                run(setup, SMOOTH, smooth, T=0.4, n=256, c=c, u0=u0, checkpoint_every=ck)[0].coeffs
+            )
 
         return compiled(jax.grad(loss), 1.0).memory_analysis().temp_size_in_bytes
 
@@ -168,8 +193,17 @@ def test_adaptive_steps_meet_the_tolerance_with_fewer_steps(setup):
     V, cq, bc = setup
     T, tol = 1.0, 1e-3
     g = bc.values
-    sched = fem.adapt_steps(TRANSIENT, V, transient(0.0) * cq, t_span=(0.0, T), tol=tol, bc=bc,
-                            bc_values=lambda t: transient(t) * g, c=1.0, dt0=1e-3)  # fmt: skip
+    sched = fem.adapt_steps(
+        TRANSIENT,
+        V,
+        transient(0.0) * cq,
+        t_span=(0.0, T),
+        tol=tol,
+        bc=bc,
+        bc_values=lambda t: transient(t) * g,
+        c=1.0,
+        dt0=1e-3,
+    )
     assert abs(sched.times[-1] - T) < 1e-12 and abs(np.sum(sched.dts) - T) < 1e-12
     assert np.all(sched.errors <= tol * 2 * sched.dts[::2] / T * (1 + 1e-12))
     assert sched.dts.max() > 100 * sched.dts.min()  # small steps in the layer, large ones after it
@@ -192,8 +226,10 @@ def test_adaptive_steps_meet_the_tolerance_with_fewer_steps(setup):
         if uniform[m] <= err:
             break
         m *= 2
-    print(f"adaptive: {n} steps ({sched.rejected} rejected, {sched.newton_solves} Newton solves), max error "
-          f"{err:.2e} <= tol {tol:.0e}; uniform: max error by steps {uniform} -> {m} steps for that accuracy")  # fmt: skip
+    print(
+        f"adaptive: {n} steps ({sched.rejected} rejected, {sched.newton_solves} Newton solves), max error "
+        f"{err:.2e} <= tol {tol:.0e}; uniform: max error by steps {uniform} -> {m} steps for that accuracy"
+    )
     assert uniform[n] > 2 * err  # as many uniform steps: less accurate
     assert m >= 2 * n
 
@@ -249,8 +285,19 @@ def test_bad_inputs_needing_a_space(setup):
         with pytest.raises(ValueError, match=match):
             fem.adapt_steps(SMOOTH, V, cq, **{**kw, **extra})
     with pytest.raises(TypeError, match="cannot run under jit"):
-        jax.grad(lambda c: fem.adapt_steps(SMOOTH, V, cq, t_span=(0.0, 1.0), tol=1e-3, c=c).final.coeffs[0])(1.0)
+        jax.grad(lambda c: fem.adapt_steps(SMOOTH, V, cq, t_span=(0.0, 1.0), tol=1e-3, c=c).final.coeffs[0])(
+            1.0
+        )
     # a tolerance that cannot be met above dt_min (the trial program of the adaptive test, compiled)
     with pytest.raises(RuntimeError, match="below dt_min"):
-        fem.adapt_steps(TRANSIENT, V, 2 * cq, t_span=(0.0, 1.0), tol=1e-14, dt_min=1e-3, c=1.0,
-                        bc=bc, bc_values=lambda t: transient(t) * bc.values)  # fmt: skip
+        fem.adapt_steps(
+            TRANSIENT,
+            V,
+            2 * cq,
+            t_span=(0.0, 1.0),
+            tol=1e-14,
+            dt_min=1e-3,
+            c=1.0,
+            bc=bc,
+            bc_values=lambda t: transient(t) * bc.values,
+        )

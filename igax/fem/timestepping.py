@@ -1,7 +1,8 @@
 """``fem.solve_transient``: nonlinear time stepping ``M du/dt + R(u; t) = 0`` on assembled forms.
 
 ``R`` is a :func:`~igax.fem.residual_form` or :func:`~igax.fem.energy_form` (or a list of terms, as for
-:func:`~igax.fem.solve_nonlinear`); ``M`` the assembled mass matrix of the space (``library.mass`` by default).
+:func:`~igax.fem.solve_nonlinear`); ``M`` the assembled mass matrix of the space (``library.mass`` by
+default).
 Every step is one Newton solve on the assembled residual and its autodiff tangent
 (:func:`igax.solvers.newton_solve`, with the linear solver backends of :func:`igax.fem.solve`):
 
@@ -219,10 +220,25 @@ def make_step(terms, space, static, config):
         # with a residual near round-off, and relative to that alone rtol could not be reached.
         scale = jnp.linalg.norm(hist)
         res = newton_solve(
-            residual, u.at[dofs].set(g1), space, at_time(fields, t1), M, hist, e, g1, a, bdt,
-            tangent=tangent, method=method, rtol=rtol, atol=jnp.maximum(atol, rtol * scale),
-            maxiter=maxiter, line_search=line_search, throw=False, linear_options=opts,
-        )  # fmt: skip
+            residual,
+            u.at[dofs].set(g1),
+            space,
+            at_time(fields, t1),
+            M,
+            hist,
+            e,
+            g1,
+            a,
+            bdt,
+            tangent=tangent,
+            method=method,
+            rtol=rtol,
+            atol=jnp.maximum(atol, rtol * scale),
+            maxiter=maxiter,
+            line_search=line_search,
+            throw=False,
+            linear_options=opts,
+        )
         return res.value.at[dofs].set(g1), res
 
     return step
@@ -303,7 +319,9 @@ def solve_transient(
     if checkpoint_every is not None and (
         not isinstance(checkpoint_every, int) or checkpoint_every < 1 or n % checkpoint_every
     ):
-        raise ValueError(f"checkpoint_every must be a positive int dividing the {n} steps, got {checkpoint_every!r}.")
+        raise ValueError(
+            f"checkpoint_every must be a positive int dividing the {n} steps, got {checkpoint_every!r}."
+        )
     if not isinstance(maxiter, int) or maxiter < 1:
         raise ValueError(f"maxiter must be a positive int, got {maxiter!r}.")
     if observe is not None and not callable(observe):
@@ -311,8 +329,16 @@ def solve_transient(
     terms, fields, M, u0, static, g = setup(
         form, V, u0, mass=mass, bc=bc, bc_values=bc_values, t0=t0, inputs=inputs
     )
-    config = (theta, bdf2, method, tuple(sorted((linear_options or {}).items())), float(rtol), float(atol),
-              maxiter, bool(line_search))  # fmt: skip
+    config = (
+        theta,
+        bdf2,
+        method,
+        tuple(sorted((linear_options or {}).items())),
+        float(rtol),
+        float(atol),
+        maxiter,
+        bool(line_search),
+    )
     program = _program_small if V.plan.pattern.nnz <= SMALL_NNZ else _program
     dts = dts.astype(u0.dtype)
     t0 = jnp.asarray(t0, u0.dtype)

@@ -1,7 +1,7 @@
 """``fem.adapt_steps``: choose the time steps of :func:`~igax.fem.solve_transient` from an error estimate.
 
-The estimate is step doubling: from the accepted state, one step of ``2h`` and two steps of ``h`` with the same
-one-step scheme (implicit Euler, Crank-Nicolson or a theta-method) give ``u_big`` and ``u_small``; the local
+The estimate is step doubling: from the accepted state, one step of ``2h`` and two steps of ``h`` with the
+same one-step scheme (implicit Euler, Crank-Nicolson or a theta-method) give ``u_big`` and ``u_small``; the local
 error of ``u_small`` is ``|u_small - u_big|_inf / (2^p - 1)`` (Richardson, ``p`` the order). Step doubling was
 chosen over an embedded pair because it needs no second formula: it holds for every theta and is exact in its
 leading term for nonlinear problems, at three Newton solves per accepted pair of steps.
@@ -84,7 +84,7 @@ def adapt_steps(
     linear_options: dict | None = None,
     **inputs,
 ) -> StepSchedule:
-    """Choose the steps of ``M du/dt + R(u; t) = 0`` over ``t_span`` so that the error at the end is ``<= tol``.
+    """Choose the steps of ``M du/dt + R(u; t) = 0`` over ``t_span`` for an error ``<= tol`` at the end.
 
     Arguments:
         form, V, u0, mass, bc, bc_values, method, rtol, atol, maxiter, line_search, linear_options, **inputs:
@@ -139,9 +139,19 @@ def adapt_steps(
         raise ValueError(f"need 0 < dt_min <= dt_max, got dt_min={dt_min}, dt_max={dt_max}.")
     if not h > 0:
         raise ValueError(f"dt0 must be positive, got {dt0}.")
-    terms, fields, M, u, static, g = setup(form, V, u0, mass=mass, bc=bc, bc_values=bc_values, t0=t0, inputs=inputs)
-    config = (theta, False, method, tuple(sorted((linear_options or {}).items())), float(rtol), float(atol),
-              maxiter, bool(line_search))  # fmt: skip
+    terms, fields, M, u, static, g = setup(
+        form, V, u0, mass=mass, bc=bc, bc_values=bc_values, t0=t0, inputs=inputs
+    )
+    config = (
+        theta,
+        False,
+        method,
+        tuple(sorted((linear_options or {}).items())),
+        float(rtol),
+        float(atol),
+        maxiter,
+        bool(line_search),
+    )
     p = 2 if theta == 0.5 else 1
     if g is not None:
         u = u.at[static.array].set(boundary_values(g, bc_values, jnp.asarray(t0, u.dtype), jnp.zeros(0))[0])
@@ -174,8 +184,8 @@ def adapt_steps(
             fac = 2.0 if err == 0 else min(2.0, max(0.2, safety * (allowed / err) ** (1.0 / p)))
         if fac < 1 and h <= dt_min * (1 + 1e-12):
             raise RuntimeError(
-                f"adapt_steps: at t = {t:.6g} the step would have to fall below dt_min = {dt_min:.3g} to meet "
-                f"tol = {tol:.3g} (estimate {err:.3g}); loosen tol or lower dt_min."
+                f"adapt_steps: at t = {t:.6g} the step would have to fall below dt_min = {dt_min:.3g} to "
+                f"meet tol = {tol:.3g} (estimate {err:.3g}); loosen tol or lower dt_min."
             )
         h = min(max(h * fac, dt_min), dt_max)
     else:
