@@ -1,8 +1,8 @@
 """``fem.adapt_steps``: choose the time steps of :func:`~igax.fem.solve_transient` from an error estimate.
 
 The estimate is step doubling: from the accepted state, one step of ``2h`` and two steps of ``h`` with the
-same one-step scheme (implicit Euler, Crank-Nicolson or a theta-method) give ``u_big`` and ``u_small``; the local
-error of ``u_small`` is ``|u_small - u_big|_inf / (2^p - 1)`` (Richardson, ``p`` the order). Step doubling was
+same one-step scheme (implicit Euler, Crank-Nicolson or a theta-method) give ``u_big`` and ``u_small``; the
+local error of ``u_small`` is ``|u_small - u_big|_inf / (2^p - 1)`` (Richardson, ``p`` the order). Step doubling was
 chosen over an embedded pair because it needs no second formula: it holds for every theta and is exact in its
 leading term for nonlinear problems, at three Newton solves per accepted pair of steps.
 
