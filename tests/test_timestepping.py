@@ -102,7 +102,7 @@ def test_observations_checkpointing_and_info(setup):
     V, cq, _ = setup
     obs = lambda t, u: (t, u.coeffs)  # noqa: E731
     plain = run(setup, SMOOTH, smooth, T=0.5, n=8, scheme="bdf2", observe=obs, info=True)
-    ck = run(setup, SMOOTH, smooth, T=0.5, n=8, scheme="bdf2", observe=obs, checkpoint_every=4)
+    ck = run(setup, SMOOTH, smooth, T=0.5, n=8, scheme="bdf2", observe=obs, checkpoint_every=3)  # 3 + 3 + 2
     (t, us), info = plain[1], plain[2]
     np.testing.assert_allclose(t, 0.5 * np.arange(1, 9) / 8, rtol=1e-14)
     np.testing.assert_allclose(info.times, t, rtol=1e-14)
@@ -250,7 +250,7 @@ BAD = [
     (dict(nsteps=0), ValueError, "nsteps must be a positive int"),
     (dict(dt=[0.1, 0.2], nsteps=3), ValueError, "schedule of 2 steps"),
     (dict(dt=[0.1, -0.2], nsteps=None), ValueError, "positive steps"),
-    (dict(nsteps=4, checkpoint_every=3), ValueError, "checkpoint_every must be a positive int dividing"),
+    (dict(nsteps=4, checkpoint_every=0), ValueError, "checkpoint_every must be a positive int"),
     (dict(u0=jnp.ones(3)), ValueError, "u0 must be a Field on the space or its 16 coefficients"),
     (dict(t=1.0), TypeError, "t is the time"),
     (dict(kappa=1.0), TypeError, "kappa"),

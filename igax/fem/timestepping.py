@@ -285,7 +285,9 @@ def solve_transient(
         bc: Dirichlet condition(s); their values hold at every time unless ``bc_values`` is given.
         bc_values: ``bc_values(t) -> (len(bc.dofs),)``, the prescribed values at time ``t``.
         observe: ``observe(t, u) -> pytree`` with ``u`` the Field after each step; recorded per step.
-        checkpoint_every: segment length for ``jax.checkpoint`` (must divide the number of steps).
+        checkpoint_every: segment length ``c`` for ``jax.checkpoint``: a gradient stores the state at the start
+            of each segment and replays one segment at a time (``nsteps / c + c`` states). A last, shorter
+            segment takes the steps left over when ``c`` does not divide ``nsteps``.
         method, linear_options: linear solver of the tangent systems (see :func:`igax.fem.solve`).
         rtol, atol, maxiter, line_search: Newton's options per step (see :func:`~igax.solvers.newton_solve`).
         info: also return a :class:`TransientInfo`.
@@ -317,10 +319,10 @@ def solve_transient(
     dts = _steps(dt, nsteps)
     n = dts.shape[0]
     if checkpoint_every is not None and (
-        not isinstance(checkpoint_every, int) or checkpoint_every < 1 or n % checkpoint_every
+        not isinstance(checkpoint_every, int) or isinstance(checkpoint_every, bool) or checkpoint_every < 1
     ):
         raise ValueError(
-            f"checkpoint_every must be a positive int dividing the {n} steps, got {checkpoint_every!r}."
+            f"checkpoint_every must be a positive int (steps per segment), got {checkpoint_every!r}."
         )
     if not isinstance(maxiter, int) or maxiter < 1:
         raise ValueError(f"maxiter must be a positive int, got {maxiter!r}.")
@@ -407,9 +409,18 @@ def _program(terms, space, fields, M, G, u0, dts, t0, static, config, observe, c
         def segment(carry, xs):
             return jax.lax.scan(body, carry, xs)
 
-        xs = jax.tree_util.tree_map(lambda a: a.reshape((n // ck, ck) + a.shape[1:]), xs)
-        (uT, *_), outs = jax.lax.scan(segment, carry0, xs)
-        ys, ts, its, st = jax.tree_util.tree_map(lambda a: a.reshape((n,) + a.shape[2:]), outs)
+        # nsteps = q c + r: q segments of c steps in an outer scan, then one segment of the r left over (a
+        # schedule from adapt_steps has whatever length it has).
+        c = min(ck, n)
+        q, r = divmod(n, c)
+        head = jax.tree_util.tree_map(lambda a: a[: q * c].reshape((q, c) + a.shape[1:]), xs)
+        carry, outs = jax.lax.scan(segment, carry0, head)
+        outs = jax.tree_util.tree_map(lambda a: a.reshape((q * c,) + a.shape[2:]), outs)
+        if r:
+            carry, rest = segment(carry, jax.tree_util.tree_map(lambda a: a[q * c :], xs))
+            outs = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b]), outs, rest)
+        uT = carry[0]
+        ys, ts, its, st = outs
     return uT, ys, TransientInfo(ts, its, st)
 
 
