@@ -106,3 +106,16 @@ def test_help_of_a_library_form_shows_its_kernels_docstring():
     assert forms.Form.__doc__.startswith("A weak form")  # the class keeps its own
     # still a static, identity-hashed object: usable as a dict key / jit static argument
     assert {library.robin: 1}[library.robin] == 1 and library.robin != library.mass
+
+
+def test_allen_cahn_example_gradient_through_the_trajectory(tmp_path):
+    """The nonlinear transient example: an energy that falls at every step, the phases forming, an adaptive
+    schedule, and d(free energy at T)/d(mobility) through the whole trajectory against a central difference."""
+    mod = _load("allen_cahn")
+    r = mod.main(out=str(tmp_path), **mod.DEMO["sizes"]["tiny"])
+    assert r["energy_max_increase"] < 0 and r["energy_final"] < 0.7 * r["energy_initial"]
+    assert r["u_final_range"][1] > 0.8  # a phase near u = 1 has formed (from a 0.3 perturbation)
+    assert r["dt_max"] > 20 * r["dt_min"]
+    assert abs(r["grad_mobility"] - r["grad_mobility_fd"]) < 1e-6 * abs(r["grad_mobility_fd"])
+    assert r["grad_mobility"] < 0  # a faster relaxation ends at a lower energy
+    assert pathlib.Path(r["png"]).stat().st_size > 5000

@@ -75,6 +75,11 @@ def run(setup, form, a, *, T, n=None, dt=None, scheme="crank_nicolson", c=1.0, u
     )
 
 
+def trajectory(t, u):
+    """The observation of every test that records states (one function: the programs are shared)."""
+    return t, u.coeffs
+
+
 ORDERS = [
     ("implicit_euler", 1.0, (16, 32, 64)),
     ("crank_nicolson", 2.0, (8, 16, 32)),
@@ -100,7 +105,7 @@ def test_temporal_order_against_the_exact_solution(setup, scheme, order, steps):
 
 def test_observations_checkpointing_and_info(setup):
     V, cq, _ = setup
-    obs = lambda t, u: (t, u.coeffs)  # noqa: E731
+    obs = trajectory  # the program of the order test (bdf2, 8 steps) is reused
     plain = run(setup, SMOOTH, smooth, T=0.5, n=8, scheme="bdf2", observe=obs, info=True)
     ck = run(setup, SMOOTH, smooth, T=0.5, n=8, scheme="bdf2", observe=obs, checkpoint_every=3)  # 3 + 3 + 2
     (t, us), info = plain[1], plain[2]
@@ -181,10 +186,6 @@ def test_checkpointing_bounds_the_gradient_memory(setup):
     m_plain, m_ck = mem(None), mem(16)
     print(f"gradient temp memory over 256 steps: {m_plain} B plain, {m_ck} B with checkpoint_every=16")
     assert m_ck < 0.7 * m_plain
-
-
-def trajectory(t, u):
-    return t, u.coeffs
 
 
 def test_adaptive_steps_meet_the_tolerance_with_fewer_steps(setup):
