@@ -53,7 +53,7 @@ from igax.solvers.sparse import SparseMatrix
 
 __all__ = ["solve_transient", "TransientInfo"]
 
-SCHEMES = {"implicit_euler": 1.0, "crank_nicolson": 0.5, "bdf2": None}
+_SCHEMES = {"implicit_euler": 1.0, "crank_nicolson": 0.5, "bdf2": None}
 
 
 class TransientInfo(eqx.Module):
@@ -73,11 +73,11 @@ class TransientInfo(eqx.Module):
 def _scheme(scheme) -> tuple[float, bool]:
     """``(theta, bdf2)`` of a scheme name or a theta value."""
     if isinstance(scheme, str):
-        if scheme not in SCHEMES:
+        if scheme not in _SCHEMES:
             raise ValueError(
-                f"scheme must be one of {sorted(SCHEMES)} or a theta in [0.5, 1], got {scheme!r}."
+                f"scheme must be one of {sorted(_SCHEMES)} or a theta in [0.5, 1], got {scheme!r}."
             )
-        theta = SCHEMES[scheme]
+        theta = _SCHEMES[scheme]
         return (0.5, True) if theta is None else (theta, False)
     if isinstance(scheme, (int, float)) and not isinstance(scheme, bool) and 0.5 <= float(scheme) <= 1.0:
         return float(scheme), False
@@ -127,7 +127,7 @@ def _mass(mass, V):
     return mass
 
 
-def setup(form, V, u0, *, mass, bc, bc_values, t0, inputs):
+def _setup(form, V, u0, *, mass, bc, bc_values, t0, inputs):
     """The checked, prepared arguments shared by :func:`solve_transient` and :func:`adapt_steps`."""
     terms = _terms(form)
     if not isinstance(V, FunctionSpace):
@@ -166,7 +166,7 @@ def setup(form, V, u0, *, mass, bc, bc_values, t0, inputs):
     return terms, tuple(fields), M, u0, _Static(dofs), g
 
 
-def make_step(terms, space, static, config):
+def _make_step(terms, space, static, config):
     """``step(args, u, u_prev, t, dt, dt_prev, first, g1) -> (u1, NewtonResult)``: one step of the scheme.
 
     ``args = (fields, M)``; ``g1`` the Dirichlet values at the step's end. Kept a plain (traceable)
@@ -285,9 +285,9 @@ def solve_transient(
         bc: Dirichlet condition(s); their values hold at every time unless ``bc_values`` is given.
         bc_values: ``bc_values(t) -> (len(bc.dofs),)``, the prescribed values at time ``t``.
         observe: ``observe(t, u) -> pytree`` with ``u`` the Field after each step; recorded per step.
-        checkpoint_every: segment length ``c`` for ``jax.checkpoint``: a gradient stores the state at the start
-            of each segment and replays one segment at a time (``nsteps / c + c`` states). A last, shorter
-            segment takes the steps left over when ``c`` does not divide ``nsteps``.
+        checkpoint_every: segment length ``c`` for ``jax.checkpoint``: a gradient stores the state at the
+            start of each segment and replays one segment at a time (``nsteps / c + c`` states). A last,
+            shorter segment takes the steps left over when ``c`` does not divide ``nsteps``.
         method, linear_options: linear solver of the tangent systems (see :func:`igax.fem.solve`).
         rtol, atol, maxiter, line_search: Newton's options per step (see :func:`~igax.solvers.newton_solve`).
         info: also return a :class:`TransientInfo`.
@@ -317,7 +317,6 @@ def solve_transient(
     """
     theta, bdf2 = _scheme(scheme)
     dts = _steps(dt, nsteps)
-    n = dts.shape[0]
     if checkpoint_every is not None and (
         not isinstance(checkpoint_every, int) or isinstance(checkpoint_every, bool) or checkpoint_every < 1
     ):
@@ -328,7 +327,7 @@ def solve_transient(
         raise ValueError(f"maxiter must be a positive int, got {maxiter!r}.")
     if observe is not None and not callable(observe):
         raise TypeError("observe must be a function observe(t, u) of the time and the Field u.")
-    terms, fields, M, u0, static, g = setup(
+    terms, fields, M, u0, static, g = _setup(
         form, V, u0, mass=mass, bc=bc, bc_values=bc_values, t0=t0, inputs=inputs
     )
     config = (
@@ -347,7 +346,7 @@ def solve_transient(
     # The Dirichlet values of every step are evaluated here, outside the compiled program: they are data
     # (differentiable when bc_values closes over parameters), and a new bc_values function does not
     # recompile the stepper.
-    G = boundary_values(g, bc_values, t0, t0 + jnp.cumsum(dts))
+    G = _boundary_values(g, bc_values, t0, t0 + jnp.cumsum(dts))
     if G is not None:
         u0 = u0.at[static.array].set(G[0])
     uT, ys, out = program(terms, V, fields, M, G, u0, dts, t0, static, config, observe, checkpoint_every)
@@ -375,7 +374,7 @@ def _failure(status, times, iterations, codes) -> NewtonError:
     )
 
 
-def boundary_values(g, bc_values, t0, times):
+def _boundary_values(g, bc_values, t0, times):
     """The Dirichlet values at ``t0`` and at ``times``, ``(1 + len(times), nbc)``, or None without a bc."""
     if g is None:
         return None
@@ -386,7 +385,7 @@ def boundary_values(g, bc_values, t0, times):
 
 
 def _program(terms, space, fields, M, G, u0, dts, t0, static, config, observe, ck):
-    step = make_step(terms, space, static, config)
+    step = _make_step(terms, space, static, config)
     args = (fields, M)
     n = dts.shape[0]
     G1 = jnp.zeros((n, 0), u0.dtype) if G is None else G[1:]

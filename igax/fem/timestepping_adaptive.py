@@ -32,7 +32,7 @@ import numpy as np
 
 from igax.fem.field import Field
 from igax.fem.spaces.base import FunctionSpace
-from igax.fem.timestepping import _scheme, boundary_values, make_step, setup
+from igax.fem.timestepping import _boundary_values, _make_step, _scheme, _setup
 
 __all__ = ["adapt_steps", "StepSchedule"]
 
@@ -140,7 +140,7 @@ def adapt_steps(
         raise ValueError(f"need 0 < dt_min <= dt_max, got dt_min={dt_min}, dt_max={dt_max}.")
     if not h > 0:
         raise ValueError(f"dt0 must be positive, got {dt0}.")
-    terms, fields, M, u, static, g = setup(
+    terms, fields, M, u, static, g = _setup(
         form, V, u0, mass=mass, bc=bc, bc_values=bc_values, t0=t0, inputs=inputs
     )
     config = (
@@ -155,7 +155,7 @@ def adapt_steps(
     )
     p = 2 if theta == 0.5 else 1
     if g is not None:
-        u = u.at[static.array].set(boundary_values(g, bc_values, jnp.asarray(t0, u.dtype), jnp.zeros(0))[0])
+        u = u.at[static.array].set(_boundary_values(g, bc_values, jnp.asarray(t0, u.dtype), jnp.zeros(0))[0])
     h = min(max(h, dt_min), dt_max)
     dts, times, errors = [], [], []
     t, rejected, solves = t0, 0, 0
@@ -165,7 +165,7 @@ def adapt_steps(
         h = min(h, (T - t) / 2)
         tt = jnp.asarray(t, u.dtype)
         hh = jnp.asarray(h, u.dtype)
-        G = boundary_values(g, bc_values, tt, jnp.stack([tt + hh, tt + 2 * hh]))
+        G = _boundary_values(g, bc_values, tt, jnp.stack([tt + hh, tt + 2 * hh]))
         G = jnp.zeros((3, 0), u.dtype) if G is None else G
         big, small, bad = _trial(terms, V, fields, M, G, u, tt, hh, static, config)
         solves += 3
@@ -200,7 +200,7 @@ def _trial(terms, space, fields, M, G, u, t, h, static, config):
 
     ``G``: the Dirichlet values at ``t``, ``t + h`` and ``t + 2h``.
     """
-    step = make_step(terms, space, static, config)
+    step = _make_step(terms, space, static, config)
     args = (fields, M)
     big, r1 = step(args, u, u, t, 2 * h, 2 * h, False, G[2])
     half, r2 = step(args, u, u, t, h, h, False, G[1])
