@@ -11,8 +11,8 @@ Timed (steady state, jitted; the best of 3 medians, the cases interleaved):
   Crank-Nicolson and BDF2 (ratio = baseline / step: about 1 means the stepper adds nothing to the Newton
   solves it is made of; Crank-Nicolson and BDF2 also assemble the residual at the step's start once);
 * ``gradient``: ``jax.grad`` of the free energy at the end with respect to the mobility, through all steps
-  (BDF2, ``checkpoint_every = 8``): its time against the forward trajectory, and the compiled program's
-  temporary memory with and without checkpointing.
+  (BDF2, with ``checkpoint_every = 8`` and without): its time against the forward trajectory, and the
+  compiled program's temporary memory with and without checkpointing.
 
 Usage: ``python benchmarks/bench_transient.py [--quick] [--reps 5]``
 """
@@ -103,6 +103,8 @@ def run(n, reps):
     fwd, grad = jax.jit(loss), jax.jit(jax.grad(loss))
     out["forward"] = min(median_time(fwd, M, repeat=reps) for _ in range(ROUNDS))
     out["gradient"] = min(median_time(grad, M, repeat=reps) for _ in range(ROUNDS))
+    plain = jax.jit(jax.grad(lambda m: loss(m, None)))
+    out["gradient_plain"] = min(median_time(plain, M, repeat=reps) for _ in range(ROUNDS))
     mem = {}
     for ck in (None, 8):
         compiled = jax.jit(jax.grad(lambda m, ck=ck: loss(m, ck))).lower(M).compile()
@@ -159,6 +161,11 @@ def main():
                 "ratio": r["forward"] / r["gradient"],
             }
         )
+    )
+    ratio = r["gradient_plain"] / r["forward"]
+    print(
+        f"  the same gradient without checkpointing {fmt_seconds(r['gradient_plain'])}   gradient / forward = "
+        f"{ratio:.2f} (checkpointing replays each segment's forward once more)"
     )
     m0, m8 = r["memory"][None], r["memory"][8]
     print(
