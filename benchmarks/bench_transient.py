@@ -164,8 +164,8 @@ def main():
     )
     ratio = r["gradient_plain"] / r["forward"]
     print(
-        f"  the same gradient without checkpointing {fmt_seconds(r['gradient_plain'])}   gradient / forward = "
-        f"{ratio:.2f} (checkpointing replays each segment's forward once more)"
+        f"  the same gradient without checkpointing {fmt_seconds(r['gradient_plain'])}   gradient / forward "
+        f"= {ratio:.2f} (checkpointing replays each segment's forward once more)"
     )
     m0, m8 = r["memory"][None], r["memory"][8]
     print(
