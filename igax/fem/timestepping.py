@@ -42,6 +42,8 @@ import numpy as np
 from igax._compile import lazy_jit
 from igax.fem.bc import DirichletBC, merge_bcs
 from igax.fem.field import Field
+from igax.fem.forms import library
+from igax.fem.forms.assembly import assemble
 from igax.fem.forms.form import Form
 from igax.fem.forms.nonlinear import _prepare, _state
 from igax.fem.solving_nonlinear import _dtype, _inputs_of, _merge_terms, _Static, _system, _terms
@@ -108,8 +110,6 @@ def _steps(dt, nsteps) -> jax.Array:
 
 
 def _mass(mass, V):
-    from igax.fem.forms import assemble, library
-
     if mass is None:
         mass = library.mass
     if isinstance(mass, Form):
