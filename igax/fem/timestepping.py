@@ -202,7 +202,7 @@ def _make_step(terms, space, static, config):
         fields, M = args
         t1 = t + dt
         if bdf2:
-            w = dt / dt_prev
+            w = dt / jnp.where(dt_prev > 0, dt_prev, 1.0)  # dt_prev = 0 after a padding step (dt = 0)
             a = jnp.where(first, 1.0, (1.0 + 2.0 * w) / (1.0 + w))
             hist = M @ jnp.where(first, u, (1.0 + w) * u - w**2 / (1.0 + w) * u_prev)
             bdt = jnp.where(first, 0.5, 1.0) * dt
@@ -408,16 +408,21 @@ def _program(terms, space, fields, M, G, u0, dts, t0, static, config, observe, c
         def segment(carry, xs):
             return jax.lax.scan(body, carry, xs)
 
-        # nsteps = q c + r: q segments of c steps in an outer scan, then one segment of the r left over (a
-        # schedule from adapt_steps has whatever length it has).
+        # A schedule from adapt_steps has whatever length it has: pad it to whole segments with steps of
+        # length 0, which leave the state as it is (the step equation is then M (u1 - u0) = 0, solved by the
+        # start value in no Newton iteration) and are cut from the outputs. One segment body is compiled,
+        # rather than a second one for a shorter last segment (which doubled the gradient's compile time).
         c = min(ck, n)
-        q, r = divmod(n, c)
-        head = jax.tree_util.tree_map(lambda a: a[: q * c].reshape((q, c) + a.shape[1:]), xs)
-        carry, outs = jax.lax.scan(segment, carry0, head)
-        outs = jax.tree_util.tree_map(lambda a: a.reshape((q * c,) + a.shape[2:]), outs)
-        if r:
-            carry, rest = segment(carry, jax.tree_util.tree_map(lambda a: a[q * c :], xs))
-            outs = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b]), outs, rest)
+        pad = -n % c
+        if pad:
+            xs = (
+                jnp.concatenate([dts, jnp.zeros(pad, dts.dtype)]),
+                jnp.arange(n + pad),
+                jnp.concatenate([G1, jnp.broadcast_to(G1[-1:], (pad,) + G1.shape[1:])]),
+            )
+        xs = jax.tree_util.tree_map(lambda a: a.reshape(((n + pad) // c, c) + a.shape[1:]), xs)
+        carry, outs = jax.lax.scan(segment, carry0, xs)
+        outs = jax.tree_util.tree_map(lambda a: a.reshape((n + pad,) + a.shape[2:])[:n], outs)
         uT = carry[0]
         ys, ts, its, st = outs
     return uT, ys, TransientInfo(ts, its, st)
