@@ -136,7 +136,7 @@ def _loss(setup, scheme):
             c=c,
             u0=u0,
             observe=lambda t, u: jnp.sum(u.coeffs**2),
-            checkpoint_every=3,  # 8 steps: two segments of 3, the last padded with one empty step
+            checkpoint_every=3,  # 8 steps: 3 segments of 3, the last padded with an empty step
             rtol=1e-13,
         )
         return jnp.sum(ys) + jnp.sum(uT.coeffs**3)

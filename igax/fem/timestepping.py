@@ -286,8 +286,8 @@ def solve_transient(
         bc_values: ``bc_values(t) -> (len(bc.dofs),)``, the prescribed values at time ``t``.
         observe: ``observe(t, u) -> pytree`` with ``u`` the Field after each step; recorded per step.
         checkpoint_every: segment length ``c`` for ``jax.checkpoint``: a gradient stores the state at the
-            start of each segment and replays one segment at a time (``nsteps / c + c`` states). A last,
-            shorter segment takes the steps left over when ``c`` does not divide ``nsteps``.
+            start of each segment and replays one segment at a time (``nsteps / c + c`` states). When ``c``
+            does not divide ``nsteps``, the last segment is filled up with empty steps (``dt = 0``).
         method, linear_options: linear solver of the tangent systems (see :func:`igax.fem.solve`).
         rtol, atol, maxiter, line_search: Newton's options per step (see :func:`~igax.solvers.newton_solve`).
         info: also return a :class:`TransientInfo`.
