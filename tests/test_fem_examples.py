@@ -110,7 +110,7 @@ def test_help_of_a_library_form_shows_its_kernels_docstring():
 
 def test_allen_cahn_example_gradient_through_the_trajectory(tmp_path):
     """The nonlinear transient example: an energy that falls at every step, the phases forming, an adaptive
-    schedule, and d(free energy at T)/d(mobility) through the whole trajectory against a central difference."""
+    schedule, and d(free energy at T)/d(mobility) through the whole trajectory against central differences."""
     mod = _load("allen_cahn")
     r = mod.main(out=str(tmp_path), **mod.DEMO["sizes"]["tiny"])
     assert r["energy_max_increase"] < 0 and r["energy_final"] < 0.7 * r["energy_initial"]
