@@ -23,6 +23,8 @@ from igax.fem.spaces.mixed import MixedField, MixedSpace, spline_taylor_hood, ta
 from igax.fem.forms.mixed_assembly import assemble_mixed_residual  # noqa: E402
 from igax.fem.solving import solve  # noqa: E402
 from igax.fem.solving_nonlinear import NonlinearInfo, solve_nonlinear  # noqa: E402
+from igax.fem.timestepping import TransientInfo, solve_transient  # noqa: E402
+from igax.fem.timestepping_adaptive import StepSchedule, adapt_steps  # noqa: E402
 from igax.fem.multigrid import mg_hierarchy  # noqa: E402
 from igax.fem import mesh  # noqa: E402
 from igax.fem.mesh import Mesh, box_mesh, rectangle_mesh, unit_cube, unit_square  # noqa: E402

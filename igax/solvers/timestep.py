@@ -8,6 +8,9 @@ The matrices are constant, so the system matrix is factorised once before the ``
 (forward and, in a gradient, every adjoint step) reuses that factorisation. Reverse-mode memory is bounded
 with ``checkpoint_every=c``: the loop becomes an outer scan over ``nsteps / c`` checkpointed segments of ``c``
 steps, so a gradient stores ``nsteps / c + c`` states instead of ``nsteps``.
+
+Nonlinear problems ``M du/dt + R(u; t) = 0`` on assembled forms (a Newton solve per step, BDF2, adaptive
+steps) are :func:`igax.fem.solve_transient` and :func:`igax.fem.adapt_steps`.
 """
 
 from __future__ import annotations
