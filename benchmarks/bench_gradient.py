@@ -25,6 +25,11 @@ against a steady call, the XLA constant-folding alarms on stderr, peak memory (t
 resident set), and for the spline case the forward against the sum of its parts timed alone (assembly,
 solve). ``--large-quick`` runs the same at 1/16 of the sizes.
 
+``--sumfact-ab`` (spline cases) times the sum-factorised assembly's VJP with its band contraction's
+written-out transpose (:mod:`igax.fem.forms._sumfact_band`) against JAX's automatic transpose of the same
+operations, interleaved call by call in one process (a shared machine's load then weighs on both alike):
+``assembly``, ``vjp`` (written out), ``vjp auto``, ``jvp``, as medians and as ratios to the assembly.
+
 The benchmark calls ``igax.fem.keep_freed_memory()`` first, as the performance guide advises for loops
 (opt-in: glibc's ``malloc`` thresholds raised, so XLA's per-call temporaries reuse freed memory instead of
 being page-faulted in afresh on every call; :mod:`igax.fem._allocator`); run with ``IGAX_MALLOC_TUNING=0``
@@ -160,6 +165,58 @@ def run_case(case: str, n: int, reps: int) -> dict:
     return {"case": case, "ndofs": V.ndofs, "method": method, "times": t}
 
 
+def run_sumfact_ab(case: str, n: int, reps: int) -> dict:
+    """Assembly, its VJP with the written-out band transpose and with JAX's automatic one, and its JVP,
+    timed interleaved (one call of each per round, fresh coefficients), medians over ``reps`` rounds."""
+    from igax.fem.forms import _sumfact_band, _sumfact_ops
+
+    sf_mod = sys.modules["igax.fem.forms.sumfact"]
+    V, S, matrix, b, bc = build(case, n)
+    rng = np.random.default_rng(0)
+    values = lambda c: matrix(c).values  # noqa: E731
+    values(jnp.ones(S.ndofs))
+    nnz = V.pattern.nnz
+    progs = {
+        "assembly": jax.jit(lambda c, w: values(c)),
+        "vjp": jax.jit(lambda c, w: jax.vjp(values, c)[1](w)[0]),
+        "jvp": jax.jit(lambda c, w: jax.jvp(values, (c,), (w[: S.ndofs],))[1]),
+    }
+
+    def plain(D, start, spec):  # the same operations, no primitive: JAX transposes them
+        return _sumfact_band._band_impl(D, jnp.asarray(start, jnp.int32), spec=spec)
+
+    auto_values = eqx_filter_jit(lambda *a: sf_mod._values(*a))
+    band = _sumfact_ops.band
+
+    def vjp_auto(c, w):
+        _sumfact_ops.band, saved = plain, sf_mod._values_jit
+        sf_mod._values_jit = auto_values
+        try:
+            return jax.vjp(values, c)[1](w)[0]
+        finally:
+            _sumfact_ops.band, sf_mod._values_jit = band, saved
+
+    progs["vjp_auto"] = jax.jit(vjp_auto)
+    times = {k: [] for k in progs}
+    for r in range(reps + 2):
+        for k, f in progs.items():
+            c = jnp.asarray(1.0 + 0.5 * rng.random(S.ndofs))
+            w = jnp.asarray(rng.standard_normal(nnz))
+            jax.block_until_ready((c, w))
+            t = time.perf_counter()
+            jax.block_until_ready(f(c, w))
+            if r >= 2:  # two warm-up rounds (compilation)
+                times[k].append(time.perf_counter() - t)
+    return {"case": case, "ndofs": V.ndofs, "times": {k: float(np.median(v)) for k, v in times.items()},
+            "spread": {k: (float(np.min(v)), float(np.max(v))) for k, v in times.items()}}  # fmt: skip
+
+
+def eqx_filter_jit(fn):
+    import equinox as eqx
+
+    return eqx.filter_jit(fn)
+
+
 # -- --large: compilation of big programs, each in a fresh process ------------------------------------------
 def _large_child(case: str, n: int) -> dict:
     from igax import fem, solvers
@@ -238,6 +295,7 @@ def main(argv=None) -> list[dict]:
     ap.add_argument("--large", action="store_true", help="compile time and memory of 1M-DOF programs")
     ap.add_argument("--large-quick", action="store_true", help="--large at 1/16 of the sizes")
     ap.add_argument("--large-child", nargs=2, help=argparse.SUPPRESS)
+    ap.add_argument("--sumfact-ab", action="store_true", help="VJP: written-out vs automatic band transpose")
     args = ap.parse_args(argv)
     jax.config.update("jax_enable_x64", True)
     from igax.fem import keep_freed_memory
@@ -276,6 +334,27 @@ def main(argv=None) -> list[dict]:
         return rows
     sizes = QUICK if args.quick else FULL
     cases = args.cases or [c for c in CASES if c in sizes]
+    if args.sumfact_ab:
+        print(f"bench_gradient --sumfact-ab: {head}, median of {args.reps} interleaved rounds (ms)")
+        print(f"{'case':16s} {'ndofs':>8s} {'assembly':>9s} {'vjp':>9s} {'vjp auto':>9s} {'jvp':>9s}  "
+              "vjp/asm auto/asm jvp/asm")  # fmt: skip
+        rows = []
+        for case in [c for c in cases if c.startswith("spline")]:
+            r = run_sumfact_ab(case, sizes[case], args.reps)
+            t = r["times"]
+            a = t["assembly"]
+            print(f"{case:16s} {r['ndofs']:8d} " + " ".join(f"{1e3 * t[k]:9.2f}" for k in
+                  ("assembly", "vjp", "vjp_auto", "jvp")) + f"  {t['vjp'] / a:7.2f} {t['vjp_auto'] / a:8.2f} "
+                  f"{t['jvp'] / a:7.2f}", flush=True)  # fmt: skip
+            name = f"{case.rsplit('-', 1)[0]}-{r['ndofs'] // 1000}k"
+            print(json.dumps({"bench": "gradient-sumfact", "case": name,
+                              "igax": "vjp-written-out", "igax_s": t["vjp"], "baseline": "vjp-automatic",
+                              "baseline_s": t["vjp_auto"], "ratio": t["vjp_auto"] / t["vjp"],
+                              "vjp_over_assembly": t["vjp"] / a, "auto_over_assembly": t["vjp_auto"] / a,
+                              "jvp_over_assembly": t["jvp"] / a, "times_s": t, "spread_s": r["spread"]}),
+                  flush=True)  # fmt: skip
+            rows.append(r)
+        return rows
     print(f"bench_gradient: {head}, {'quick' if args.quick else 'full'} sizes, median of {args.reps}")
     cols = ("forward", "grad", "assembly", "assembly_vjp", "assembly_bwd", "bc", "solve", "solve_grad")
     cols = cols + ("transposed", "other")

@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from igax.fem.forms._sumfact_band import BandSpec, band
 from igax.fem.forms._sumfact_plan import Chunks, Direction, SumFactPlan
 
 __all__ = ["evaluate", "evaluate_adjoint", "contract", "barrier", "ChunkDirection"]
@@ -101,27 +102,6 @@ def evaluate_adjoint(dirs: list, parts: list, xp=jnp):
 
 
 # -- the banded contraction ----------------------------------------------------------------------------------
-def _step(G, tables: list, outs: list, p: int):
-    """Contract the last axis of ``G (S, pre..., nv nq)`` -> ``(S', n, L, pre...)`` (``n = nv + p``).
-
-    For each output state, its member states' values are stacked as ``(nv, m nq, pre)`` and multiplied by
-    the band table ``(nv, (p + 1) L, m nq)`` (one batched matrix product over the elements), and the element
-    rows ``a`` are added into the band rows ``v + a`` as shifted slices.
-    """
-    pre = G.shape[1:-1]
-    nv = tables[0].shape[0]
-    nq = G.shape[-1] // nv
-    L = 2 * p + 1
-    res = []
-    for (members, _), A in zip(outs, tables, strict=True):
-        Gm = jnp.stack([G[m].reshape((-1, nv, nq)) for m in members], axis=0)  # (m, P, nv, nq)
-        Gm = jnp.transpose(Gm, (2, 0, 3, 1)).reshape((nv, len(members) * nq, -1))  # (nv, m nq, P)
-        O = jnp.matmul(A, Gm).reshape((nv, p + 1, L, -1))  # (nv, p + 1, L, P)
-        band = sum(jnp.pad(O[:, a], ((a, p - a), (0, 0), (0, 0))) for a in range(p + 1))  # (n, L, P)
-        res.append(band.reshape(band.shape[:2] + pre))
-    return jnp.stack(res)
-
-
 class ChunkDirection:
     """Direction 0 restricted to one chunk of ``chunks.size`` virtual elements from ``start`` (traced)."""
 
@@ -161,44 +141,32 @@ def contract(sf: SumFactPlan, chunk_D, sched: list, chunks: Chunks, nblocks: int
 
     A ``lax.scan`` over chunks of direction-0 elements: each iteration computes the kernel matrices of the
     chunk's points (``chunk_D(dir0_chunk, start)`` -> ``(S, blocks, size nq_0, Nq_1, ..., Nq_{d-1})``),
-    contracts directions ``d-1, ..., 1`` whole and then direction 0 (an inner scan over the component
-    blocks: smaller arrays, faster on CPU), adds the ``p`` rows the previous chunk left unfinished, emits the
-    ``size`` rows it finished and carries the next ``p``. Nothing large is carried, so reverse-mode
-    differentiation neither stores nor copies the result per iteration; every operation is a slice, a pad, a
-    stack or a matrix product, whose derivatives are the same kinds of operations (no scatter). Chunks
-    beyond the elements only pass the unfinished rows on. ``weights``: the control-point weights of a
+    contracts directions ``d-1, ..., 1`` whole and then direction 0
+    (:func:`igax.fem.forms._sumfact_band.band`, a primitive whose transpose is the transposed sum
+    factorisation), adds the ``p`` rows the previous chunk left unfinished, emits the ``size`` rows it
+    finished and carries the next ``p``. Nothing large is carried, so reverse-mode differentiation neither
+    stores nor copies the result per iteration; no operation is a scatter. Chunks beyond the elements only
+    pass the unfinished rows on. ``weights``: the control-point weights of a
     rational patch (entries are multiplied by ``w_i w_j``), or None.
     """
     dirs = sf.dirs
     d0 = dirs[0]
-    d = sf.d
     blk, p0 = chunks.size, d0.p
-    tables = [[jnp.asarray(dirs[st["k"]].band_table(fl), dtype) for _, fl in st["outs"]] for st in sched]
-    rest = tuple(dd.n for dd in dirs[1:]) + tuple(dd.L for dd in dirs)  # a row: (n_1.., L_0, L_1..)
-    # slab axes (rows, L_0, n_1, L_1, ..., n_{d-1}, L_{d-1}) -> (rows, n_1, ..., L_0, L_1, ...)
-    perm = [0] + [2 * k for k in range(1, d)] + [2 * k + 1 for k in range(d)]
+    tables = [[dirs[st["k"]].band_table(fl) for _, fl in st["outs"]] for st in sched]
+    # Direction 0's tables over the padded elements (zeros beyond the last one): a chunk reads its ``blk``
+    # rows from ``start`` and must not be clamped back when ``blk`` does not divide the elements.
+    tables[-1] = [np.pad(A, [(0, chunks.pad)] + [(0, 0)] * (A.ndim - 1)) for A in tables[-1]]
+    spec = BandSpec(dirs, sched, tables, blk, nblocks, sum(len(m) for m, _ in sched[0]["outs"]), dtype)
+    rest = spec.rest  # a row: (n_1.., L_0, L_1..)
     wpad = None
     if weights is not None:
         wpad = jnp.pad(
             weights, [(dd.p, dd.p + (chunks.pad if k == 0 else 0)) for k, dd in enumerate(dirs)], mode="edge"
         )
 
-    def block_slab(start, D, b):
-        """One component block's rows ``(blk + p, n_1, ..., L_0, ...)`` of the chunk."""
-        G = jax.lax.dynamic_slice_in_dim(D, b, 1, axis=1)  # (S, 1, q_0, ..., q_{d-1})
-        for st, tabs in zip(sched[:-1], tables[:-1], strict=True):
-            G = _step(G, tabs, st["outs"], dirs[st["k"]].p)  # (S', n_k, L_k, pre...)
-            G = G.reshape((G.shape[0], -1) + G.shape[3:])  # the band merged; the next direction is last
-        G = G.reshape((G.shape[0], -1, blk * d0.nq))  # (S, Y, q_0)
-        tabs0 = [jax.lax.dynamic_slice_in_dim(A, start, blk, axis=0) for A in tables[-1]]
-        slab = _step(G, tabs0, sched[-1]["outs"], p0)[0]  # (blk + p, L_0, Y)
-        slab = slab.reshape((blk + p0, d0.L) + tuple(x for dd in dirs[1:] for x in (dd.n, dd.L)))
-        return jnp.transpose(slab, perm)
-
     def work(pending, start):
         D = chunk_D(ChunkDirection(chunks, d0, start), start)  # (S, blocks, q_0, ..., q_{d-1})
-        _, slabs = jax.lax.scan(lambda c, b: (c, block_slab(start, D, b)), None, jnp.arange(nblocks))
-        slab = jnp.moveaxis(slabs, 0, 1)  # (blk + p, blocks, n_1, ..., L_0, ...)
+        slab = band(D, start, spec)  # (blk + p, blocks, n_1, ..., L_0, ...)
         if wpad is not None:
             slab = slab * _weights_factor(wpad, dirs, start, blk + p0)[:, None]
         return slab
