@@ -359,14 +359,19 @@ def _system(terms, space, fields, u, want_tangent):
     return R, SparseMatrix(vals, K.pattern, symmetric=sym)
 
 
-def _program(terms, space, fields, g, u0, static, config):
-    method, lin_opts, rtol, atol, maxiter, line_search, steps, load = config
-    dofs = static.array
+def _dirichlet_slots(space, dofs):
+    """(entries in a Dirichlet dof's row or column ``(nnz,)`` bool, the diagonal slots of those dofs): what a
+    symmetric elimination of the dofs from a tangent zeroes and sets (host arrays, built once)."""
     pattern = space.plan.pattern
     isd = np.zeros(space.ndofs, bool)
     isd[dofs] = True
-    constrained = isd[pattern.rows] | isd[pattern.indices]
-    diag = pattern.diagonal_slots[dofs]
+    return isd[pattern.rows] | isd[pattern.indices], pattern.diagonal_slots[dofs]
+
+
+def _program(terms, space, fields, g, u0, static, config):
+    method, lin_opts, rtol, atol, maxiter, line_search, steps, load = config
+    dofs = static.array
+    constrained, diag = _dirichlet_slots(space, dofs)
 
     def residual(u, space, fields, g, s):
         R = _system(terms, space, fields, u.at[dofs].set(g), False)

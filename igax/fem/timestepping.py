@@ -46,7 +46,15 @@ from igax.fem.forms import library
 from igax.fem.forms.assembly import assemble
 from igax.fem.forms.form import Form
 from igax.fem.forms.nonlinear import _prepare, _state
-from igax.fem.solving_nonlinear import _dtype, _inputs_of, _merge_terms, _Static, _system, _terms
+from igax.fem.solving_nonlinear import (
+    _dirichlet_slots,
+    _dtype,
+    _inputs_of,
+    _merge_terms,
+    _Static,
+    _system,
+    _terms,
+)
 from igax.fem.spaces.base import FunctionSpace
 from igax.solvers._errors import Status, raise_on_failure
 from igax.solvers.linear import SMALL_NNZ
@@ -166,6 +174,20 @@ def _setup(form, V, u0, *, mass, bc, bc_values, t0, inputs):
     return terms, tuple(fields), M, u0, _Static(dofs), g
 
 
+def _newton_config(theta, bdf2, method, linear_options, rtol, atol, maxiter, line_search) -> tuple:
+    """The static configuration of a step (hashable: it keys the compiled programs)."""
+    return (
+        theta,
+        bdf2,
+        method,
+        tuple(sorted((linear_options or {}).items())),
+        float(rtol),
+        float(atol),
+        maxiter,
+        bool(line_search),
+    )
+
+
 def _make_step(terms, space, static, config):
     """``step(args, u, u_prev, t, dt, dt_prev, first, g1) -> (u1, NewtonResult)``: one step of the scheme.
 
@@ -174,11 +196,7 @@ def _make_step(terms, space, static, config):
     """
     theta, bdf2, method, lin_opts, rtol, atol, maxiter, line_search = config
     dofs = static.array
-    pattern = space.plan.pattern
-    isd = np.zeros(space.ndofs, bool)
-    isd[dofs] = True
-    constrained = isd[pattern.rows] | isd[pattern.indices]
-    diag = pattern.diagonal_slots[dofs]
+    constrained, diag = _dirichlet_slots(space, dofs)
     opts = dict(lin_opts)
 
     def at_time(fields, t):
@@ -330,16 +348,7 @@ def solve_transient(
     terms, fields, M, u0, static, g = _setup(
         form, V, u0, mass=mass, bc=bc, bc_values=bc_values, t0=t0, inputs=inputs
     )
-    config = (
-        theta,
-        bdf2,
-        method,
-        tuple(sorted((linear_options or {}).items())),
-        float(rtol),
-        float(atol),
-        maxiter,
-        bool(line_search),
-    )
+    config = _newton_config(theta, bdf2, method, linear_options, rtol, atol, maxiter, line_search)
     program = _program_small if V.plan.pattern.nnz <= SMALL_NNZ else _program
     dts = dts.astype(u0.dtype)
     t0 = jnp.asarray(t0, u0.dtype)

@@ -32,7 +32,7 @@ import numpy as np
 
 from igax.fem.field import Field
 from igax.fem.spaces.base import FunctionSpace
-from igax.fem.timestepping import _boundary_values, _make_step, _scheme, _setup
+from igax.fem.timestepping import _boundary_values, _make_step, _newton_config, _scheme, _setup
 
 __all__ = ["adapt_steps", "StepSchedule"]
 
@@ -143,16 +143,7 @@ def adapt_steps(
     terms, fields, M, u, static, g = _setup(
         form, V, u0, mass=mass, bc=bc, bc_values=bc_values, t0=t0, inputs=inputs
     )
-    config = (
-        theta,
-        False,
-        method,
-        tuple(sorted((linear_options or {}).items())),
-        float(rtol),
-        float(atol),
-        maxiter,
-        bool(line_search),
-    )
+    config = _newton_config(theta, False, method, linear_options, rtol, atol, maxiter, line_search)
     p = 2 if theta == 0.5 else 1
     if g is not None:
         u = u.at[static.array].set(_boundary_values(g, bc_values, jnp.asarray(t0, u.dtype), jnp.zeros(0))[0])
