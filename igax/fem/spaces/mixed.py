@@ -269,8 +269,8 @@ def taylor_hood(mesh, degree: int = 2, *, pressure: str | None = None) -> MixedS
     Example:
         >>> from igax import fem
         >>> W = fem.taylor_hood(fem.unit_square(4), pressure="mean")
-        >>> [s.ndofs for s in W.spaces]
-        [162, 25]
+        >>> tuple(s.ndofs for s in W.spaces)
+        (162, 25)
     """
     from igax.fem.spaces.lagrange import LagrangeSpace
 
