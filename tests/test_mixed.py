@@ -250,6 +250,23 @@ def test_direct_backends_symmetric_indefinite():
     assert _kind(A) == "sym"
 
 
+def test_minres_with_a_block_preconditioner_on_a_taylor_hood_space():
+    # The iterative saddle-point path through fem.solve: MINRES, block-diagonal preconditioner with an exact
+    # velocity block and the pressure mass as the Schur complement (viscosity 1), pressure pinned.
+    from igax import solvers
+
+    W = fem.taylor_hood(fem.unit_square(4), pressure="pin")
+    A = fem.assemble(library.stokes, W, nu=1.0)
+    b = fem.assemble(library.stokes_load, W, f=force)
+    bc = fem.DirichletBC(W, None, 0.0, field=0)
+    ref = fem.solve(A, b, bc=bc, method="superlu").coeffs
+    saddle = solvers.SaddlePoint(
+        W.spaces[0].ndofs, schur=fem.assemble(library.mass, W.spaces[1]), primal="superlu"
+    )
+    got = fem.solve(A, b, bc=bc, method="minres", saddle=saddle, rtol=1e-11).coeffs
+    assert float(jnp.abs(got - ref).max() / jnp.abs(ref).max()) < 1e-8
+
+
 @pytest.mark.slow  # 6 s: the optional u-p elasticity, kept out of the default run's budget
 def test_mixed_elasticity_is_locking_free():
     # u-p elasticity at lmbda = 1e6 (Poisson's ratio 0.4999995), Q2/Q1: the manufactured u is divergence-free
