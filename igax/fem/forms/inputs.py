@@ -236,3 +236,24 @@ def _check_input_names(form: Form, expected: dict, fields: dict) -> None:
             f"be ignored); it takes {takes}. Check the input's name, or the form (e.g. library.diffusion, "
             "not library.laplace, for a coefficient kappa)."
         )
+
+
+def check_call(form: Form, space, boundary, fields: dict):
+    """The checks of a call that integrates ``form`` on ``space``: boundary names, a boundary form without
+    ``boundary=``, inputs the form does not take or lacks. Returns ``(boundary names or None, the declared
+    input shapes or None)``. Shared by the nonlinear and the mixed assemblies."""
+    if boundary is not None:
+        boundary = space.check_names(boundary)
+    elif form.boundary:
+        raise ValueError(
+            f"{form!r} is a boundary form (declared with boundary=True); pass boundary=..., one of "
+            f"{list(space.boundary_names)}."
+        )
+    expected = form.input_shapes(space.plan.value_shape, space.plan.dim)
+    if expected is not None:
+        _check_input_names(form, expected, fields)
+        missing = sorted(set(expected) - set(fields))
+        if missing:
+            takes = ", ".join(f"{k}=..." for k in expected)
+            raise TypeError(f"{form!r} needs the input(s) {missing}; pass {takes}.")
+    return boundary, expected

@@ -39,7 +39,7 @@ from igax.fem.forms._kernel_checks import (
     checked_kernel,
 )
 from igax.fem.forms.form import Form, FormInputs, Jet, QuadValue, kernel_output
-from igax.fem.forms.inputs import _check_input_names, inputs_at, prepare_inputs
+from igax.fem.forms.inputs import check_call, inputs_at, prepare_inputs
 from igax.fem.spaces.base import Tables
 from igax.fem.spaces.mixed import MixedField, MixedSpace
 from igax.solvers.sparse import SparseMatrix
@@ -56,19 +56,7 @@ def prepare_mixed(form: Form, W: MixedSpace, boundary, fields: dict):
     """Boundary names, named inputs made ready on the primary sub-space and the fields' host tables (or
     None): the host work, outside programs."""
     V = W.primary
-    if boundary is not None:
-        boundary = V.check_names(boundary)
-    elif form.boundary:
-        raise ValueError(
-            f"{form!r} is a boundary form (declared with boundary=True); pass boundary=..., one of "
-            f"{list(V.boundary_names)}."
-        )
-    expected = form.input_shapes(V.plan.value_shape, V.plan.dim)
-    if expected is not None:
-        _check_input_names(form, expected, fields)
-        missing = sorted(set(expected) - set(fields))
-        if missing:
-            raise TypeError(f"{form!r} needs the input(s) {missing}.")
+    boundary, expected = check_call(form, V, boundary, fields)
     rule = W.quadrature_rule(boundary)
     tables = host_tables(W, rule)
     x = None if tables is None else np.moveaxis(np.asarray(tables[W.plan.primary].x), -1, 0)

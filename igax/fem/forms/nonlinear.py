@@ -33,7 +33,7 @@ from igax.fem.forms._contract import jet_columns, unit_jets
 from igax.fem.forms._kernel_checks import check_linear, check_no_constant_term, checked_kernel
 from igax.fem.forms.assembly import _contract_jets_first, _contract_linear, known_tables
 from igax.fem.forms.form import Form, FormInputs, Jet, QuadValue, _decorator, kernel_output
-from igax.fem.forms.inputs import _check_input_names, inputs_at, prepare_inputs
+from igax.fem.forms.inputs import check_call, inputs_at, prepare_inputs
 from igax.fem.spaces.base import FunctionSpace
 from igax.solvers.sparse import SparseMatrix
 
@@ -123,20 +123,7 @@ def _prepare(form, space, boundary, fields):
     """Boundary names and inputs made ready (the checks of :func:`igax.fem.assemble`)."""
     if not isinstance(space, FunctionSpace):
         raise TypeError(f"space must be a SplineSpace or LagrangeSpace, got {type(space).__name__}.")
-    if boundary is not None:
-        boundary = space.check_names(boundary)
-    elif form.boundary:
-        raise ValueError(
-            f"{form!r} is a boundary form (declared with boundary=True); pass boundary=..., one of "
-            f"{list(space.boundary_names)}."
-        )
-    expected = form.input_shapes(space.plan.value_shape, space.plan.dim)
-    if expected is not None:
-        _check_input_names(form, expected, fields)
-        missing = sorted(set(expected) - set(fields))
-        if missing:
-            takes = ", ".join(f"{k}=..." for k in expected)
-            raise TypeError(f"{form!r} needs the input(s) {missing}; pass {takes}.")
+    boundary, expected = check_call(form, space, boundary, fields)
     rule = space.quadrature_rule(boundary)
     known = known_tables(space, rule)
     x = None if known is None else known[1]
