@@ -186,7 +186,7 @@ def _linear_jvp(prim):
 def _linear_transpose(other):
     def transpose(ct, x, start, *, spec):
         if ad.is_undefined_primal(start):  # pragma: no cover - an integer is never a linear input
-            raise NotImplementedError("the chunk start of the sum-factorised band is not differentiable.")
+            raise RuntimeError("internal error: the chunk start of the band is not a linear input.")
         if type(ct) is ad.Zero:
             return [None, None]
         return [other.bind(ct, start, spec=spec), None]
