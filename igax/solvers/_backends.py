@@ -106,13 +106,26 @@ class FactorCache:
     def __len__(self):
         return len(self._by_token)
 
-    def _insert(self, token, key, factor):
-        self._by_token[token] = _Entry(key, factor)
-        self._by_key[key] = token
-        while len(self._by_token) > self.maxsize:
+    def _evict(self, keep: int) -> None:
+        """Free the least recently used factors until at most ``keep`` remain."""
+        while len(self._by_token) > keep:
             _, old = self._by_token.popitem(last=False)
             self._by_key.pop(old.key, None)
             old.factor.free()
+
+    def _build(self, build) -> Factor:
+        # Make room first: the factor a new one will displace is freed before the new one is computed, not
+        # after, so that at most maxsize factors exist at any time (with maxsize 1, a loop over fresh
+        # matrices of 1M degree-2 spline dofs peaked at 7.6 GB with two PARDISO factors alive, 1.6 GB each).
+        self._evict(self.maxsize - 1)
+        factor = build()
+        stats.factorizations += 1
+        return factor
+
+    def _insert(self, token, key, factor):
+        self._by_token[token] = _Entry(key, factor)
+        self._by_key[key] = token
+        self._evict(self.maxsize)
 
     def factor(self, key, build) -> tuple[int, Factor]:
         with self._lock:
@@ -121,8 +134,7 @@ class FactorCache:
                 self._by_token.move_to_end(token)
                 stats.cache_hits += 1
                 return token, self._by_token[token].factor
-            factor = build()
-            stats.factorizations += 1
+            factor = self._build(build)
             token = self._next
             self._next = (self._next % (2**31 - 2)) + 1  # int32 tokens, never 0 or negative
             self._insert(token, key, factor)
@@ -139,8 +151,7 @@ class FactorCache:
             other = self._by_key.get(key)
             if other is not None:  # same content cached under another token
                 return self._by_token[other].factor
-            factor = build()
-            stats.factorizations += 1
+            factor = self._build(build)
             self._insert(token, key, factor)
             return factor
 

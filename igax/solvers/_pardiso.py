@@ -92,23 +92,36 @@ class PardisoPlan:
         # may leave some out, e.g. the zero block of a saddle-point system (a Lagrange multiplier): they are
         # stored as explicit zeros. The pivot perturbation and iterative refinement handle the zero pivots
         # (relative residual 1e-14 on a Neumann Laplacian with a mean-zero multiplier).
-        missing = np.flatnonzero(pattern.diagonal_slots < 0)
-        # src[k]: the slot of A.values that PARDISO's entry k reads (-1: an added zero); None: the identity.
-        self.src = self.present = None
+        diag = pattern.diagonal_slots
+        missing = np.flatnonzero(diag < 0)
+        # What PARDISO's entry k reads from A.values: everything (src and upper None), the upper triangle
+        # (upper: a boolean mask over the slots), or src[k] (-1: an added zero; present: the slots >= 0).
+        self.src = self.present = self.upper = None
         if kind == "gen" and not missing.size:
             indptr, cols = pattern.indptr, pattern.indices  # the pattern as it is: no copies
+        elif not missing.size:
+            # PARDISO's symmetric types read the upper triangle only. Columns are sorted within each row, so
+            # row i's upper part is the run of slots from its diagonal to the row's end: a mask marks the runs
+            # (+1 at the diagonal, -1 at the row's end, a running sum), with no per-slot row or slot numbers
+            # (int64 arrays of nnz entries: 200 MB each for 1M degree-2 spline dofs).
+            mark = np.zeros(pattern.nnz + 1, np.int8)
+            mark[diag] += 1  # (each set's positions are distinct: no row is empty when none lacks a diagonal)
+            mark[pattern.indptr[1:]] -= 1
+            self.upper = np.cumsum(mark[:-1], dtype=np.int8).view(bool)
+            cols = pattern.indices[self.upper]
+            indptr = np.zeros(self.n + 1, np.int64)
+            np.cumsum(pattern.indptr[1:] - diag, out=indptr[1:])
         else:
             rows, cols = pattern.rows, pattern.indices
-            # PARDISO's symmetric types read the upper triangle only.
             src = np.arange(pattern.nnz) if kind == "gen" else np.flatnonzero(cols >= rows)
             rows, cols = rows[src], cols[src]
-            if missing.size:
-                rows = np.concatenate([rows, missing])
-                cols = np.concatenate([cols, missing])
-                src = np.concatenate([src, np.full(missing.size, -1)])
-                order = np.lexsort((cols, rows))
-                rows, cols, src = rows[order], cols[order], src[order]
-                self.present = np.flatnonzero(src >= 0)
+            # A valid matrix may leave diagonal entries out (see above): added as explicit zeros.
+            rows = np.concatenate([rows, missing])
+            cols = np.concatenate([cols, missing])
+            src = np.concatenate([src, np.full(missing.size, -1)])
+            order = np.lexsort((cols, rows))
+            rows, cols, src = rows[order], cols[order], src[order]
+            self.present = np.flatnonzero(src >= 0)
             self.src = src
             indptr = np.zeros(self.n + 1, np.int64)
             np.cumsum(np.bincount(rows, minlength=self.n), out=indptr[1:])
@@ -123,6 +136,7 @@ class PardisoPlan:
         ip = self.iparm
         ip[0] = 1  # we set the parameters below (otherwise MKL ignores them all)
         ip[1] = 2  # METIS nested dissection
+        ip[17] = -1  # report the number of nonzeros in the factor
         ip[34] = 1  # zero-based ia/ja: no index copies per call
         if kind == "gen":
             ip[9], ip[10], ip[12] = 13, 1, 1  # pivot perturbation 1e-13, scaling, weighted matching
@@ -152,10 +166,10 @@ class PardisoPlan:
         if np.iscomplexobj(values) and not self.complex:
             raise TypeError("complex values given to a real PARDISO plan (the plan cache keys on the dtype)")
         v = np.ascontiguousarray(values, dtype=self.dtype)
+        if self.upper is not None:
+            return v[self.upper]  # a new array: PARDISO reads it again in every solve (refinement)
         if self.src is None:
             return v
-        if self.present is None:
-            return np.ascontiguousarray(v[self.src])
         data = np.zeros(self.src.shape[0], self.dtype)
         data[self.present] = v[self.src[self.present]]
         return data

@@ -1,0 +1,112 @@
+"""Memory of the direct solve path: how many factorisations exist at once, what the PARDISO plan copies,
+and that a solving program holds no nnz-sized row table."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from igax.solvers import SparseMatrix, available_methods, solve
+from igax.solvers._backends import FactorCache
+from igax.solvers.backends.base import Factor
+from igax.solvers.sparse import CSRPattern
+
+
+class _Counted(Factor):
+    alive = 0
+
+    def __init__(self):
+        type(self).alive += 1
+
+    def free(self):
+        type(self).alive -= 1
+
+
+@pytest.mark.parametrize("maxsize", [1, 2, 3])
+def test_cache_frees_before_it_builds(maxsize):
+    """At most ``maxsize`` factors exist at any moment, also while a new one is being computed."""
+    cache = FactorCache(maxsize)
+    seen = []
+
+    def build():
+        seen.append(_Counted.alive)  # factors alive while this one is computed
+        return _Counted()
+
+    _Counted.alive = 0
+    for k in range(6):
+        cache.factor(("key", k), build)
+    assert seen == [min(k, maxsize - 1) for k in range(6)]
+    assert _Counted.alive == maxsize == len(cache)
+    # a hit builds nothing and keeps the entry; a miss by token (evicted) rebuilds within the bound
+    cache.factor(("key", 5), build)
+    assert len(seen) == 6
+    cache.get(1, lambda: (("key", 0), build))
+    assert seen[-1] == maxsize - 1 and _Counted.alive == maxsize
+    cache.clear()
+    assert _Counted.alive == 0
+
+
+def _laplacian_2d(n):
+    T = sp.diags([-1.0, 2.0, -1.0], [-1, 0, 1], (n, n))
+    I = sp.identity(n)
+    return (sp.kron(T, I) + sp.kron(I, T)).tocsr()
+
+
+@pytest.mark.skipif("pardiso" not in available_methods(), reason="pypardiso is not installed")
+@pytest.mark.parametrize("kind", ["spd", "sym"])
+def test_pardiso_plan_upper_triangle(kind):
+    """The plan hands PARDISO the upper triangle (SciPy's triu) through a boolean mask, and solves with it."""
+    from igax.solvers import _pardiso
+
+    K = _laplacian_2d(9) + sp.diags(np.linspace(0.1, 1.0, 81))
+    K.sort_indices()
+    pattern = CSRPattern(K.indptr, K.indices, K.shape)
+    plan = _pardiso.PardisoPlan(pattern, kind, K.data)
+    U = sp.triu(K).tocsr()
+    assert plan.src is None and plan.upper is not None and plan.upper.dtype == bool
+    np.testing.assert_array_equal(plan.ia, U.indptr)
+    np.testing.assert_array_equal(plan.ja, U.indices)
+    f = plan.factor(K.data * 2.0)
+    np.testing.assert_array_equal(f.data, 2.0 * U.data)
+    b = np.arange(81.0)[:, None]
+    x = f.solve(b, False)
+    np.testing.assert_allclose(x[:, 0], sp.linalg.spsolve((2.0 * K).tocsc(), b[:, 0]), rtol=1e-12)
+    assert 0 < plan.iparm[17] <= 81 * 81  # the factor's nonzeros, reported (iparm[17] = -1 asks for them)
+    f.free()
+
+
+def test_solving_program_holds_no_row_table():
+    """A jitted solve embeds no nnz-sized int32 constant (the row of every slot): the diagnostic that needs
+    rows forms them from the row pointers; and that diagnostic still finds a constant null space."""
+    K = _laplacian_2d(30)
+    A = SparseMatrix.from_scipy(K, symmetric=True)
+    closed = jax.make_jaxpr(lambda v: solve(A.with_values(v), jnp.ones(900), method="superlu"))(A.values)
+    assert not [c for c in _consts(closed) if np.shape(c) == (A.nnz,) and np.asarray(c).dtype.kind in "iu"]
+    # A pure Neumann Laplacian (rows sum to zero) with an inconsistent load: the failure names the null space.
+    N = K - sp.diags(np.asarray(K.sum(axis=1)).ravel())
+    N.eliminate_zeros()
+    An = SparseMatrix.from_scipy(N.tocsr(), symmetric=True)
+    from igax.solvers import linear_solve
+
+    r = jax.jit(lambda v: linear_solve(An.with_values(v), jnp.ones(900), method="superlu", throw=False))(
+        An.values
+    )
+    assert int(r.status) == 1 and int(r.cause) == 1  # singular, cause: constant null space
+
+
+def _consts(closed):
+    """The constants of a closed jaxpr and of every jaxpr nested in its equations."""
+    out = list(closed.consts)
+    stack = [closed.jaxpr]
+    while stack:
+        jaxpr = stack.pop()
+        for eqn in jaxpr.eqns:
+            for p in eqn.params.values():
+                for q in p if isinstance(p, (tuple, list)) else [p]:
+                    if isinstance(q, jax.extend.core.ClosedJaxpr):
+                        out += list(q.consts)
+                        stack.append(q.jaxpr)
+                    elif isinstance(q, jax.extend.core.Jaxpr):
+                        stack.append(q)
+    return out
