@@ -44,7 +44,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import time
@@ -218,6 +217,27 @@ def eqx_filter_jit(fn):
 
 
 # -- --large: compilation of big programs, each in a fresh process ------------------------------------------
+def _proc_gb(field: str) -> float:
+    """``VmRSS`` (resident now) or ``VmHWM`` (peak since the last :func:`_reset_peak`) in GiB (Linux)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 2**20
+    except OSError:
+        pass
+    return float("nan")
+
+
+def _reset_peak() -> None:
+    """Restart the peak ``VmHWM`` from the current resident size (Linux >= 4.0), so each stage has its own."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+    except OSError:
+        pass
+
+
 def _large_child(case: str, n: int) -> dict:
     from igax import fem, solvers
     from igax.fem import library, mesh
@@ -258,18 +278,42 @@ def _large_child(case: str, n: int) -> dict:
     def fresh():
         return jnp.asarray(1.0 + 0.5 * rng.random(V.ndofs))
 
+    out["rss_setup_gb"] = _proc_gb("VmRSS")
+    # The first call in its stages (trace, compile, first run), each with its own peak of resident memory.
     c = fresh()
+    _reset_peak()
+    t = time.perf_counter()
+    lowered = f.lower(c)
+    out["trace_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    f = lowered.compile()
+    out["compile_s"] = time.perf_counter() - t
+    del lowered
+    out["peak_compile_gb"] = _proc_gb("VmHWM")
+    _reset_peak()
     t = time.perf_counter()
     jax.block_until_ready(f(c))
-    out["first_s"] = time.perf_counter() - t
+    out["first_run_s"] = time.perf_counter() - t
+    out["first_s"] = out["trace_s"] + out["compile_s"] + out["first_run_s"]
+    out["peak_first_gb"] = _proc_gb("VmHWM")
+    _reset_peak()
     out["steady_s"] = _median_fresh(f, lambda: (fresh(),), 3)
+    out["peak_steady_gb"] = _proc_gb("VmHWM")
+    # the program's peak: set-up, compilation, first and steady calls (not the parts timed alone below)
+    out["peak_rss_gb"] = max(out["peak_compile_gb"], out["peak_first_gb"], out["peak_steady_gb"])
+    _reset_peak()
+    plans = list(getattr(sys.modules.get("igax.solvers.backends.pardiso"), "_plans", {}).values())
+    if method == "pardiso" and plans:  # the symbolic analysis (first call only) and the factor's size
+        plan = plans[-1]
+        out.update(analysis_s=plan.analysis_s, factor_s=plan.factor_s, pardiso_gb=plan.memory_kb() / 2**20,
+                   factor_nnz=int(plan.iparm[17]))  # fmt: skip
     if parts is not None:
         values, matrix = parts
         out["assembly_s"] = _median_fresh(values, lambda: (fresh(),), 3)
         A = matrix(fresh())
         solve = jax.jit(lambda v: fem.solve(A.with_values(v), b, bc=bc, method=method).coeffs)
         out["solve_s"] = _median_fresh(solve, lambda: (A.values * (1.0 + 0.1 * rng.random()),), 3)
-    out["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    out["peak_parts_gb"] = _proc_gb("VmHWM")  # while the parts ran (their own programs added)
     return out
 
 
@@ -311,21 +355,38 @@ def main(argv=None) -> list[dict]:
         print(f"bench_gradient --large: {head}, {'1/16 sizes' if args.large_quick else 'full sizes'}")
         rows = run_large(args.large_quick)
         print(
-            f"{'case':16s} {'ndofs':>8s} {'build':>7s} {'first':>7s} {'steady':>7s} {'first/st':>8s} "
-            f"{'alarms':>6s} {'peak GB':>7s} {'parts':>7s} {'fwd/parts':>9s}"
+            f"{'case':16s} {'ndofs':>8s} {'build':>7s} {'trace':>6s} {'compile':>7s} {'run 1':>7s} "
+            f"{'first':>7s} {'steady':>7s} {'first/st':>8s} {'alarms':>6s} {'peak GB':>7s} {'parts':>7s} "
+            f"{'fwd/parts':>9s}"
         )
         for r in rows:
             parts = r.get("assembly_s", 0.0) + r.get("solve_s", 0.0)
             fp = f"{r['steady_s'] / parts:9.2f}" if parts else f"{'-':>9s}"
             print(
-                f"{r['case']:16s} {r['ndofs']:8d} {r['build_s']:7.2f} {r['first_s']:7.2f} "
-                f"{r['steady_s']:7.3f} {r['first_s'] / r['steady_s']:8.2f} {r['alarms']:6d} "
-                f"{r['peak_rss_gb']:7.2f} {parts:7.3f} {fp}"
+                f"{r['case']:16s} {r['ndofs']:8d} {r['build_s']:7.2f} {r['trace_s']:6.2f} "
+                f"{r['compile_s']:7.2f} {r['first_run_s']:7.2f} {r['first_s']:7.2f} {r['steady_s']:7.3f} "
+                f"{r['first_s'] / r['steady_s']:8.2f} {r['alarms']:6d} {r['peak_rss_gb']:7.2f} {parts:7.3f} "
+                f"{fp}"
+            )
+            print(
+                f"{'':16s} peak GB: set-up {r['rss_setup_gb']:.2f} (resident), compile "
+                f"{r['peak_compile_gb']:.2f}, first call {r['peak_first_gb']:.2f}, steady "
+                f"{r['peak_steady_gb']:.2f}, parts "
+                f"{r['peak_parts_gb']:.2f}"
+                + (
+                    f"; PARDISO: analysis {r['analysis_s']:.2f} s, factorisation {r['factor_s']:.2f} s, "
+                    f"{r['factor_nnz'] / 1e6:.1f}M factor entries, {r['pardiso_gb']:.2f} GB"
+                    if "analysis_s" in r
+                    else ""
+                )
             )
             rec = {"bench": "gradient-compile", "case": f"{r['case']}-{r['ndofs'] // 1000}k",
                    "igax": "first-call", "igax_s": r["first_s"], "baseline": "steady-call",
                    "baseline_s": r["steady_s"], "ratio": r["steady_s"] / r["first_s"], "alarms": r["alarms"],
                    "peak_rss_gb": r["peak_rss_gb"]}  # fmt: skip
+            rec.update({k: r[k] for k in ("trace_s", "compile_s", "first_run_s", "rss_setup_gb",
+                        "peak_compile_gb", "peak_first_gb", "peak_steady_gb", "peak_parts_gb", "analysis_s",
+                        "factor_s", "pardiso_gb", "factor_nnz") if k in r})  # fmt: skip
             if parts:
                 rec.update(
                     assembly_s=r["assembly_s"], solve_s=r["solve_s"], forward_over_parts=r["steady_s"] / parts
