@@ -264,7 +264,19 @@ def clear_cache() -> None:
 
 
 def set_cache_size(maxsize: int) -> None:
-    """Keep at most ``maxsize`` factorisations (each can hold gigabytes for a million unknowns)."""
+    """Keep at most ``maxsize`` factorisations (each can hold gigabytes for a million unknowns).
+
+    The bound holds at every moment: the factorisation a new one displaces is freed before the new one is
+    computed (with ``maxsize=1``, a loop over fresh matrices holds one factorisation, never two).
+
+    Arguments:
+        maxsize: how many factorisations to keep, at least 1 (the default keeps 4).
+
+    Example:
+        >>> from igax import solvers
+        >>> solvers.set_cache_size(1)      # a loop with fresh coefficients: one factorisation at a time
+        >>> solvers.set_cache_size(4)      # the default again
+    """
     if maxsize < 1:
         raise ValueError(f"maxsize must be >= 1, got {maxsize}.")
     cache.maxsize = int(maxsize)
