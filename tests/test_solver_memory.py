@@ -130,3 +130,31 @@ def test_pardiso_plan_missing_diagonal(kind):
     rhs = np.r_[np.linspace(-1.0, 1.0, 36), 0.5]
     x = plan.factor(S.data).solve(rhs[:, None], False)[:, 0]
     np.testing.assert_allclose(x, sp.linalg.spsolve(S.tocsc(), rhs), rtol=1e-9, atol=1e-12)
+
+
+def test_homogeneous_condition_leaves_out_the_product():
+    """u = 0 known at trace time: the condensation has no product A g (one sparse product fewer in the
+    program: the residual check's only); the solution equals the general path's (a tiny nonzero value)."""
+    from igax import fem
+    from igax.fem import library
+
+    V = fem.LagrangeSpace(fem.mesh.unit_square(12), degree=1)
+    A = fem.assemble(library.diffusion, V, kappa=1.0)
+    b = fem.assemble(library.source, V, f=1.0)
+
+    def program(value):
+        bc = fem.DirichletBC(V, None, value)
+        f = jax.jit(lambda v: fem.solve(A.with_values(v), b, bc=bc, method="superlu").coeffs)
+        return f, f.lower(A.values).as_text().count("igax_spmv_forward")
+
+    f0, n0 = program(0.0)
+    f1, n1 = program(1e-300)  # not zero: the general path, the same numbers to rounding
+    assert (n0, n1) == (1, 2)
+    np.testing.assert_allclose(f0(A.values), f1(A.values), rtol=1e-14, atol=1e-300)
+    # the gradient through the homogeneous path: A.values -> sum(u^2), against central differences
+    loss = lambda v: jnp.sum(f0(v) ** 2)  # noqa: E731
+    g = jax.grad(loss)(A.values)
+    d = jnp.asarray(np.random.default_rng(1).standard_normal(A.nnz)) * A.values
+    h = 1e-6
+    fd = (loss(A.values + h * d) - loss(A.values - h * d)) / (2 * h)
+    assert abs(fd - jnp.vdot(g, d)) <= 1e-7 * abs(fd)

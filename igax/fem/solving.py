@@ -8,7 +8,7 @@ import jax.numpy as jnp
 
 from igax import solvers
 from igax._compile import lazy_jit
-from igax.fem.bc import DirichletBC, condense, merge_bcs
+from igax.fem.bc import DirichletBC, condense, known_zero, merge_bcs
 from igax.fem.field import Field
 from igax.fem.mixed_solving import mixed_result, pressure_bcs, with_pinned_diagonal
 from igax.fem.multigrid import TRANSFERS, mg_hierarchy
@@ -121,7 +121,16 @@ def solve(
     arrays, _ = _prepare(A, method, options)
     program = _program_small if A.nnz <= SMALL_NNZ else _program
     result = program(
-        A, b, bc.dofs, bc.values, constrained, diag, arrays, method=method, options=_freeze_options(options)
+        A,
+        b,
+        bc.dofs,
+        bc.values,
+        constrained,
+        diag,
+        arrays,
+        method=method,
+        options=_freeze_options(options),
+        homogeneous=known_zero(bc.values),  # decided here: inside the program the values are traced
     )
     if throw:
         result = _raise_on_failure(result, method, advice)
@@ -151,7 +160,9 @@ def _multigrid(method, A, space, bc, options) -> str | None:
     return "mg-cg" if auto else method
 
 
-def _program(A, b, dofs, values, constrained, diag, mg_arrays=None, *, method, options) -> SolveResult:
+def _program(
+    A, b, dofs, values, constrained, diag, mg_arrays=None, *, method, options, homogeneous=False
+) -> SolveResult:
     """``condense``, the solve and ``expand`` as one program (per pattern, sizes and options).
 
     Eagerly, these steps compiled about 25 small programs (scatters, gathers, casts, the factorisation
@@ -159,10 +170,11 @@ def _program(A, b, dofs, values, constrained, diag, mg_arrays=None, *, method, o
     The result's ``value`` is the expanded solution (prescribed values set exactly); the rest of it are the
     solve's diagnostics, for the caller to raise on.
     """
-    Ac, bc = condense(A, b, dofs, values, constrained, diag)
+    Ac, bc = condense(A, b, dofs, values, constrained, diag, homogeneous)
     result = _solve_result(Ac, bc, mg_arrays, method=method, options=options)
     return eqx.tree_at(lambda r: r.value, result, result.value.at[dofs].set(values))
 
 
-_program_small = lazy_jit(jax.jit, _program, static_argnames=("method", "options"))  # see SMALL_NNZ
-_program = jax.jit(_program, static_argnames=("method", "options"))
+_STATIC = ("method", "options", "homogeneous")
+_program_small = lazy_jit(jax.jit, _program, static_argnames=_STATIC)  # see SMALL_NNZ
+_program = jax.jit(_program, static_argnames=_STATIC)
