@@ -118,21 +118,21 @@ class ChunkDirection:
 
 
 def _weights_factor(wpad, dirs, start, rows: int):
-    """``w_i w_j`` on a slab's layout ``(rows, n_1, ..., n_{d-1}, L_0, ..., L_{d-1})`` (``i_0 = start + r``,
+    """``w_i w_j`` on a slab's layout ``(rows, L_0, n_1, L_1, ..., n_{d-1}, L_{d-1})`` (``i_0 = start + r``,
     ``j = i + delta - p``; ``wpad``: the weights padded by ``p_k`` on both sides of every direction)."""
-    d = len(dirs)
     p0 = dirs[0].p
     blockw = jax.lax.dynamic_slice_in_dim(wpad, start, rows + 2 * p0, axis=0)
     wi = blockw[p0 : p0 + rows]
     for k, dd in enumerate(dirs[1:], 1):
         wi = jax.lax.slice_in_dim(wi, dd.p, dd.p + dd.n, axis=k)
     wj = blockw
-    for k, dd in enumerate(dirs):
+    for k, dd in enumerate(dirs):  # axis 2k becomes (i_k, delta_k)
         size = rows if k == 0 else dd.n
         wj = jnp.stack(
-            [jax.lax.slice_in_dim(wj, delta, delta + size, axis=k) for delta in range(dd.L)], axis=-1
+            [jax.lax.slice_in_dim(wj, delta, delta + size, axis=2 * k) for delta in range(dd.L)],
+            axis=2 * k + 1,
         )
-    return wi.reshape(wi.shape + (1,) * d) * wj
+    return wi.reshape(tuple(x for s in wi.shape for x in (s, 1))) * wj
 
 
 def contract(sf: SumFactPlan, chunk_D, sched: list, chunks: Chunks, nblocks: int, dtype, weights=None):
@@ -157,7 +157,7 @@ def contract(sf: SumFactPlan, chunk_D, sched: list, chunks: Chunks, nblocks: int
     # rows from ``start`` and must not be clamped back when ``blk`` does not divide the elements.
     tables[-1] = [np.pad(A, [(0, chunks.pad)] + [(0, 0)] * (A.ndim - 1)) for A in tables[-1]]
     spec = BandSpec(dirs, sched, tables, blk, nblocks, sum(len(m) for m, _ in sched[0]["outs"]), dtype)
-    rest = spec.rest  # a row: (n_1.., L_0, L_1..)
+    rest = spec.rest  # a row: (L_0, n_1, L_1, ..., n_{d-1}, L_{d-1})
     wpad = None
     if weights is not None:
         wpad = jnp.pad(

@@ -174,11 +174,15 @@ def csr_index(plan, dirs: list[Direction], blocks: list[tuple[int, int]]) -> np.
                 where[a, b] = (where[b, a][0], True)
     dt = np.int64
     nb = len(blocks)
-    N1 = N // dirs[0].n  # rows of one direction-0 row (directions 1, ...)
 
     def position(b: int, row, delta):
-        """Layout (i_0, block, i_1.., delta..) from a flat row index (C order) and a flat delta."""
-        return (((row // N1) * nb + b) * N1 + row % N1) * Ld + delta
+        """Layout (i_0, block, delta_0, i_1, delta_1, ...) of a flat row index and a flat delta (C order)."""
+        ii = np.unravel_index(row, [dd.n for dd in dirs])
+        dl = np.unravel_index(delta, [dd.L for dd in dirs])
+        pos = (ii[0] * nb + b) * dirs[0].L + dl[0]
+        for k in range(1, d):
+            pos = (pos * dirs[k].n + ii[k]) * dirs[k].L + dl[k]
+        return pos
 
     local = (np.arange(N, dtype=dt)[:, None], np.arange(Ld, dtype=dt)[None, :])
     mirror = None

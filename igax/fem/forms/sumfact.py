@@ -142,13 +142,12 @@ def _chunk_matrices(form: Form, space, sf: SumFactPlan, prepared: dict, ks, chun
     return chunk_D
 
 
-def _values(form: Form, space, fields: dict, csr_idx, w0, blocks, idx_sorted: bool = True):
+def _values(form: Form, space, fields: dict, csr_idx, w0, blocks):
     """CSR values of a bilinear form (traceable; ``w0``: the common weight of a polynomial patch or None;
-    ``blocks``: the component blocks computed, see :func:`_blocks`; ``idx_sorted``: ``csr_idx`` is the
-    plain, not the transposed index)."""
+    ``blocks``: the component blocks computed, see :func:`_blocks`)."""
     sf = sumfact_plan(space)
     p = space.plan
-    d, C = sf.d, p.ncomp
+    d = sf.d
     dtype = jnp.result_type(space.control_points.dtype, space.weights.dtype)
     prepared = _prepare_inputs(sf, space, fields, form)
     rational = w0 is None
@@ -165,7 +164,7 @@ def _values(form: Form, space, fields: dict, csr_idx, w0, blocks, idx_sorted: bo
     # The index map behind a barrier: inside a user's jit it is a constant, and XLA would otherwise fold the
     # scatter of a constant cotangent through it (gradients of a fixed linear functional) at compile time.
     csr_idx = jax.lax.optimization_barrier(csr_idx)
-    return jnp.take(V.reshape(-1), csr_idx, unique_indices=True, indices_are_sorted=C == 1 and idx_sorted)
+    return jnp.take(V.reshape(-1), csr_idx, unique_indices=True)
 
 
 _values_jit = eqx.filter_jit(_values)
@@ -234,7 +233,7 @@ def assemble_factorised(form: Form, space, fields: dict, *, force: bool = False)
     blocks = _blocks(space, ks)
     transposed = not form.symmetric
     idx = _csr_index(space, blocks, transposed)
-    values = _values_jit(form, space, fields, idx, w0, blocks, not transposed)
+    values = _values_jit(form, space, fields, idx, w0, blocks)
     if form.symmetric:
         values = check_symmetric(values, p.pattern, form, p, None)
     return SparseMatrix(values, p.pattern, symmetric=form.symmetric)
