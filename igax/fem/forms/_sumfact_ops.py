@@ -9,10 +9,10 @@ so a direction's points are one axis, and point arrays keep that axis last ("str
   parametric derivatives at the grid points, one direction at a time (``p + 1`` multiply-adds per point and
   direction instead of ``(p + 1)^d``); :func:`evaluate_adjoint` is its transpose.
 - :func:`contract`: kernel matrices at the points -> the band of the global matrix,
-  ``(blocks, n_0, ..., n_{d-1}, L_0, ..., L_{d-1})`` with ``j_k = i_k + delta_k - p_k``: per chunk of
-  direction-0 elements, directions ``d-1, ..., 1`` whole and then direction 0, each step one batched matrix
-  product per group of states with the direction's band tables, the element rows added into the band as
-  shifted slices, and the states that became equal summed (:func:`igax.fem.forms._sumfact_plan.scalar_steps`).
+  ``(n_0, blocks, L_0, n_1, L_1, ..., n_{d-1}, L_{d-1})`` with ``j_k = i_k + delta_k - p_k``: per chunk of
+  direction-0 elements, directions ``d-1, ..., 1`` whole (one fused loop per state that writes band rows
+  from shifted slices of the elements) and then direction 0 (one batched GEMM), the states that became equal
+  summed (:func:`igax.fem.forms._sumfact_plan.scalar_steps`; :mod:`igax.fem.forms._sumfact_band`).
 
 Why slices and products only: every "sum over the elements that share a function" is a sum of shifted
 slices of a uniform (virtual) element layout, never a gather or a scatter-add, so XLA runs it at memory
@@ -136,7 +136,7 @@ def _weights_factor(wpad, dirs, start, rows: int):
 
 
 def contract(sf: SumFactPlan, chunk_D, sched: list, chunks: Chunks, nblocks: int, dtype, weights=None):
-    """The band of a bilinear form, ``(rows, blocks, n_1, ..., n_{d-1}, L_0, ..., L_{d-1})`` with
+    """The band of a bilinear form, ``(rows, blocks, L_0, n_1, L_1, ..., n_{d-1}, L_{d-1})`` with
     ``rows = chunks.nchunks * chunks.size >= n_0`` (the rows beyond ``n_0`` are zero).
 
     A ``lax.scan`` over chunks of direction-0 elements: each iteration computes the kernel matrices of the

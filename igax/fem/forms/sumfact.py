@@ -11,14 +11,15 @@ point it is ``u_jet^T M v_jet`` for a small matrix ``M`` (the kernel on unit jet
 
 and every entry of ``b_i`` is a product of univariate values or derivatives: the sum over the points
 factorises direction by direction (:mod:`igax.fem.forms._sumfact_ops`), and the result is written straight
-into
-the band of the global matrix with no scatter of element matrices. Per element, the element-wise path costs
-``nq (C (p + 1)^d)^2`` multiply-adds and a scatter of ``(C (p + 1)^d)^2`` entries; this one about
-``(p + 1)^(d + 2)`` per state and direction, states falling from ``(d + 1)^2`` to 4 as directions are
-contracted. The matrix is the same to rounding (1e-15 relative). Derivatives (``grad``, ``jvp``, ``vmap``):
-the matrix is linear in the kernel matrices ``D``, and the contraction of a chunk is a primitive whose
-transpose is the transposed sum factorisation with the same tables (:mod:`igax.fem.forms._sumfact_band`);
-the pointwise work before it (geometry, inputs, ``D``) keeps JAX's automatic derivatives.
+into the band of the global matrix with no scatter of element matrices. Per element, the element-wise path
+costs ``nq (C (p + 1)^d)^2`` multiply-adds and a scatter of ``(C (p + 1)^d)^2`` entries; this one about
+``(p + 1)^(d + 2)`` per state and direction (the ``(p + 1)^2`` nonzero products of univariate functions per
+Gauss point, summed into band rows in one fused pass or, for direction 0, one GEMM), states falling from
+``(d + 1)^2`` to 4 as directions are contracted. The matrix is the same to rounding (1e-15 relative).
+Derivatives (``grad``, ``jvp``, ``vmap``): the matrix is linear in the kernel matrices ``D``, and the
+contraction of a chunk is a primitive whose transpose is the transposed sum factorisation with the same
+tables (:mod:`igax.fem.forms._sumfact_band`); the pointwise work before it (geometry, inputs, ``D``) keeps
+JAX's automatic derivatives.
 
 Which path :func:`igax.fem.assemble` takes: this one for bilinear volume forms on a single-patch
 :class:`~igax.fem.SplineSpace` without glued or collapsed sides, of degree >= ``_MIN_DEGREE`` in every
