@@ -1,10 +1,10 @@
 """The band layout of sum-factorised assembly (igax/fem/forms/_sumfact_plan.py, _sumfact_band.py).
 
-The CSR index is checked against the closed form of the layout ``(i_0, block, delta_0, i_1, delta_1)`` on a
-patch with more than 8192 functions (NumPy 2.4's ``unravel_index`` returned wrong indices past the 8192nd
-entry of a 2D input, which the index once used); the contraction is checked against the element-wise
-assembly where the directions differ in degree (each direction's fused step and direction 0's GEMM have
-their own band widths) and where the last chunk does not divide the elements.
+The CSR index is checked against the closed form of the layout ``(i_0, block, i_1, delta_0, delta_1)`` on a
+patch with more than 8192 functions (a rewrite of the index once went wrong there only: NumPy 2.4's
+``unravel_index`` of a 2D input returns wrong indices past its 8192nd entry); the contraction is checked
+against the element-wise assembly where the directions differ in degree (each direction has its own band
+width) and where the last chunk does not divide the elements.
 """
 
 import sys
@@ -21,8 +21,8 @@ _SF = sys.modules["igax.fem.forms.sumfact"]
 
 
 def test_csr_index_is_the_closed_form_of_the_layout():
-    """Entry ``A[i, j]`` of a scalar 2D patch sits at ``((i_0 L_0 + d_0) n_1 + i_1) L_1 + d_1`` with
-    ``d_k = j_k - i_k + p_k``, for all 1.2M entries of 18,960 functions (degree (3, 2))."""
+    """Entry ``A[i, j]`` of a scalar 2D patch sits at ``((i_0 n_1 + i_1) L_0 + d_0) L_1 + d_1`` with
+    ``d_k = j_k - i_k + p_k``, for all entries of 18,960 functions (degree (3, 2))."""
     from igax.fem.forms._sumfact_plan import csr_index, sumfact_plan
 
     V = fem.SplineSpace(fem.geometry.rectangle().refine(degree=(3, 2), elements=(117, 158)))
@@ -32,7 +32,7 @@ def test_csr_index_is_the_closed_form_of_the_layout():
     assert n0 * n1 > 8192
     rows, cols = np.asarray(V.pattern.rows), np.asarray(V.pattern.indices)
     i0, i1, j0, j1 = rows // n1, rows % n1, cols // n1, cols % n1
-    want = ((i0 * (2 * p0 + 1) + j0 - i0 + p0) * n1 + i1) * (2 * p1 + 1) + j1 - i1 + p1
+    want = ((i0 * n1 + i1) * (2 * p0 + 1) + j0 - i0 + p0) * (2 * p1 + 1) + j1 - i1 + p1
     np.testing.assert_array_equal(idx, want)
 
 

@@ -1,36 +1,24 @@
 """The band contraction of one chunk of sum-factorised assembly, as a primitive with written-out derivatives.
 
 One chunk of :func:`igax.fem.forms._sumfact_ops.contract` maps the kernel matrices at the chunk's points,
-``D (S, blocks, q_0, ..., q_{d-1})``, to the band rows the chunk touches, ``(blk + p_0, blocks, L_0, n_1, L_1,
-..., n_{d-1}, L_{d-1})``, one direction at a time, ``d-1, ..., 1`` and then direction 0:
+``D (S, blocks, q_0, ..., q_{d-1})``, to the band rows the chunk touches, ``(blk + p_0, blocks, n_1, ...,
+n_{d-1}, L_0, ..., L_{d-1})``, by contracting one direction at a time with the univariate band tables
+(:func:`_step`). The map is linear in ``D``, so
 
-- directions ``d-1, ..., 1`` (:func:`_fused`): band row ``i`` sums its elements ``v = i - a`` directly,
-  ``sum_{a, j, t} T[v, a, b, j, t] G[m_j, ..., v, t, ...]`` at ``delta = b - a + p``, broadcast products of
-  static slices that XLA fuses into one loop per output state. The contracted point axis is replaced in place
-  by ``(n, L)``: no transposes, and no element-matrix intermediate ``((p + 1) L`` entries per element, 7x the
-  input at degree 3) written and re-read to be summed into the band;
-- direction 0 (:func:`_dir0`): one batched GEMM over the chunk's elements with the element band's nonzero
-  rows ``(a, b)`` only (``(p + 1)^2``, not ``(p + 1) L``: 16 of 28 at degree 3) and the states and Gauss
-  points as its inner dimension, then one fused pass adding the element rows into the band rows.
-
-The map is linear in ``D``, so its tangent is the same contraction of the tangent of ``D`` (a JVP costs one
-more contraction), and its transpose (the cotangent of ``D`` from a cotangent of the band rows) is the
-transposed sum factorisation with the same tables in reverse order: direction 0's GEMM with the transposed
-table, then each fused step read backwards (:func:`_fused_transpose`: element ``v``'s Gauss points collect
-the band rows ``v + a``).
+- its tangent is the same contraction of the tangent of ``D`` (a JVP costs one more contraction), and
+- its transpose (the cotangent of ``D`` from a cotangent of the band rows) is the transposed sum
+  factorisation: direction 0 first, then ``1, ..., d-1``, each step the band rows of an element read back
+  as ``p + 1`` shifted slices and one batched matrix product with the transposed band table, the summed
+  states handed back to their members. The same tables, the same products, in reverse order.
 
 Why a primitive: left to JAX, the transpose of a chunk's contraction took 2x its forward (3.3 against 1.65
-ms per chunk, degree 3 on 97 x 97 elements, 2 cores). Measured per chunk of 3 degree-3 elements on 497 x 497
-elements (2 cores, other jobs running): forward 3.25 -> 1.35 ms and transpose 2.03 -> 1.28 ms against the
-previous batched products of the full ``(p + 1) L`` element band with transposes between the steps. The rest
-of a gradient (the geometry's and the kernel's pointwise derivatives, the coefficients' evaluation adjoint)
-keeps JAX's automatic derivatives (:mod:`igax.fem.forms._sumfact_points`), and geometry derivatives pass
-through this transpose too.
+ms per chunk, degree 3 on 97 x 97 elements, 2 cores); written out, with the band tables stored transposed,
+1.9 ms. The rest of a gradient (the geometry's and the kernel's pointwise derivatives, the coefficients'
+evaluation adjoint) keeps JAX's automatic derivatives (:mod:`igax.fem.forms._sumfact_points`), and geometry
+derivatives pass through this transpose too.
 """
 
 from __future__ import annotations
-
-import math
 
 import jax
 import jax.numpy as jnp
@@ -47,37 +35,33 @@ class BandSpec:
     Arguments:
         dirs: the directions (:class:`~igax.fem.forms._sumfact_plan.Direction`), direction 0 whole.
         sched: the state schedule (:func:`~igax.fem.forms._sumfact_plan.scalar_steps`).
-        tables: per step, the band tables of its output states
-            (:meth:`~igax.fem.forms._sumfact_plan.Direction.band_table`; direction 0's over all padded
-            elements).
+        tables: per step, the band tables of its output states (direction 0's over all padded elements).
         blk: direction-0 elements per chunk; nblocks: component blocks; nstates: states of ``D``.
     """
 
     def __init__(self, dirs: list, sched: list, tables: list, blk: int, nblocks: int, nstates: int, dtype):
-        self.dirs, self.sched = dirs, sched
+        self.dirs, self.sched, self.tables = dirs, sched, tables
+        # The transposed tables, stored contiguous: a batched product with them ran 1.4x faster than one that
+        # contracts the tables' first axis (2 cores, degree 3: 2.6 -> 1.9 ms per chunk, the forward 1.7 ms).
+        self.tables_t = [[np.ascontiguousarray(np.swapaxes(A, 1, 2)) for A in step] for step in tables]
         self.blk, self.nblocks, self.nstates, self.dtype = int(blk), int(nblocks), int(nstates), dtype
-        self.d = len(dirs)
-        ab = [
-            [
-                _ab_table(A, dirs[st["k"]], len(members))
-                for (members, _), A in zip(st["outs"], step, strict=True)
-            ]
-            for st, step in zip(sched, tables, strict=True)
-        ]
-        # Directions d-1, ..., 1: element tables padded by p on both sides, so that row i's term of its
-        # element i - a is the static slice [p - a, p - a + n) (no gather).
-        self.fused = [
-            [np.pad(T, [(dirs[st["k"]].p,) * 2] + [(0, 0)] * 4) for T in step]
-            for st, step in zip(sched[:-1], ab[:-1], strict=True)
-        ]
-        # Direction 0 (one output state; its members are all states left): a GEMM per element with rows
-        # (a, b) and columns (state, Gauss point), and its transpose stored contiguous.
-        ((T0,),) = ab[-1:]
         d0 = dirs[0]
-        self.gemm = np.ascontiguousarray(T0.reshape(T0.shape[0], (d0.p + 1) ** 2, -1))
-        self.gemm_t = np.ascontiguousarray(np.swapaxes(self.gemm, 1, 2))
+        self.d = len(dirs)
         self.q = (self.blk * d0.nq,) + tuple(dd.nv * dd.nq for dd in dirs[1:])  # the chunk's point grid
-        self.rest = (d0.L,) + tuple(x for dd in dirs[1:] for x in (dd.n, dd.L))  # a band row
+        self.rest = tuple(dd.n for dd in dirs[1:]) + tuple(dd.L for dd in dirs)  # a band row
+        # slab axes (rows, L_0, n_1, L_1, ..., n_{d-1}, L_{d-1}) -> (rows, n_1, ..., L_0, L_1, ...)
+        d = self.d
+        self.perm = [0] + [2 * k for k in range(1, d)] + [2 * k + 1 for k in range(d)]
+        self.inv_perm = list(np.argsort(self.perm))
+        # Shapes of the states before each step of directions d-1, ..., 1 (the transpose walks them back).
+        shape = (self.nstates, 1) + self.q
+        self.shapes = []
+        for st in sched[:-1]:
+            dd = dirs[st["k"]]
+            self.shapes.append(shape)
+            shape = (len(st["outs"]), dd.n * dd.L) + shape[1:-1]
+        self.last_in = shape  # (S, n_{d-1} L_{d-1}, ..., n_1 L_1, 1, q_0) before direction 0
+        self.Y = int(np.prod(shape[1:-1]))
 
     def out_shape(self) -> tuple:
         return (self.blk + self.dirs[0].p, self.nblocks) + self.rest
@@ -86,146 +70,94 @@ class BandSpec:
         return (self.nstates, self.nblocks) + self.q
 
 
-def _ab_table(A, dd, m: int) -> np.ndarray:
-    """A band table ``(nv, (p + 1) L, m nq)`` on the nonzero entries only: ``(nv, a, b, m, nq)``, the product
-    ``X_u[v, t, a] X_v[v, t, b]`` of member ``j`` (the band table holds it at ``delta = b - a + p``)."""
-    p = dd.p
-    Ar = np.asarray(A).reshape(A.shape[0], p + 1, 2 * p + 1, m, -1)
-    return np.stack([Ar[:, a, p - a : 2 * p - a + 1] for a in range(p + 1)], axis=1)
+def _step(G, tables: list, outs: list, p: int):
+    """Contract the last axis of ``G (S, pre..., nv nq)`` -> ``(S', n, L, pre...)`` (``n = nv + p``).
 
-
-def _fused(G, ax: int, tabs: list, outs: list, p: int, nq: int, split: bool = False):
-    """Contract axis ``ax`` of ``G (S, pre..., nv nq, post...)`` -> ``(S', pre..., n, L, post...)``.
-
-    Row ``i`` of the band gathers the elements ``v = i - a`` (``a = 0..p``): per ``(a, b)`` the terms
-    ``T[v, a, b, j, t] G[m_j, ..., v, t, ...]`` summed over members ``j`` and Gauss points ``t`` and put at
-    ``delta = b - a + p``: broadcast products of static slices, which XLA fuses into one loop per output
-    state that writes the band once (no element-matrix intermediate, no transpose, vectorised along the
-    trailing axes or along ``delta``). ``split``: the output states as a list (not stacked).
+    For each output state, its member states' values are stacked as ``(nv, m nq, pre)`` and multiplied by
+    the band table ``(nv, (p + 1) L, m nq)`` (one batched matrix product over the elements), and the element
+    rows ``a`` are added into the band rows ``v + a`` as shifted slices.
     """
-    nv = G.shape[ax] // nq
-    n = nv + p
-    pre, post = G.shape[1:ax], G.shape[ax + 1 :]
-    G = G.reshape(G.shape[:ax] + (nv, nq) + post)
-    Gp = jnp.pad(G, [(0, 0)] * ax + [(p, p), (0, 0)] + [(0, 0)] * len(post))
-    Ga = [jax.lax.slice_in_dim(Gp, p - a, p - a + n, axis=ax) for a in range(p + 1)]  # (S, pre, n, nq, post)
-    tail = (1,) * len(post)
+    pre = G.shape[1:-1]
+    nv = tables[0].shape[0]
+    nq = G.shape[-1] // nv
+    L = 2 * p + 1
     res = []
-    for (members, _), T in zip(outs, tabs, strict=True):
-        T = jnp.asarray(T, G.dtype)  # (nv + 2p, a, b, m, nq)
-        out = 0
-        for a in range(p + 1):
-            Ta = T[p - a : p - a + n, a]  # (n, b, m, nq)
-            term = 0
-            for j, mem in enumerate(members):
-                g = Ga[a][mem]  # (pre, n, nq, post)
-                for t in range(nq):
-                    gt = jax.lax.index_in_dim(g, t, len(pre) + 1, keepdims=False)  # (pre, n, post)
-                    gt = jnp.expand_dims(gt, len(pre) + 1)  # (pre, n, 1, post)
-                    term = term + Ta[:, :, j, t].reshape((n, p + 1) + tail) * gt
-            out = out + jnp.pad(term, [(0, 0)] * (len(pre) + 1) + [(p - a, a)] + [(0, 0)] * len(post))
-        res.append(out)
-    # Materialised: XLA would otherwise fuse this step into the next one's loop and recompute it for each of
-    # the (p + 1) m nq terms that read it.
-    return res if split else jax.lax.optimization_barrier(jnp.stack(res))
-
-
-def _fused_transpose(H, ax: int, tabs: list, outs: list, p: int, nq: int, nin: int):
-    """The transpose of :func:`_fused`: ``(S', pre..., n, L, post...) -> (nin, pre..., nv nq, post...)``.
-
-    Element ``v``'s values at its Gauss points collect the band rows ``v + a`` at ``delta = b - a + p``
-    (static slices), weighted by the same tables; each input state is a member of one output state.
-    """
-    n = H.shape[ax]
-    nv = n - p
-    pre, post = H.shape[1:ax], H.shape[ax + 2 :]
-    tail = (1,) * len(post)
-    res = [None] * nin
-    for o, ((members, _), T) in enumerate(zip(outs, tabs, strict=True)):
-        T = jnp.asarray(T, H.dtype)[p : p + nv]  # (nv, a, b, m, nq): element v's table
-        Ho = H[o]  # (pre, n, L, post)
-        Hs = [
-            jax.lax.slice_in_dim(
-                jax.lax.slice_in_dim(Ho, a, a + nv, axis=ax - 1), p - a, 2 * p - a + 1, axis=ax
-            )
-            for a in range(p + 1)
-        ]  # (pre, nv, b, post)
-        for j, mem in enumerate(members):
-            acc = 0
-            for a in range(p + 1):
-                for b in range(p + 1):
-                    h = jax.lax.index_in_dim(Hs[a], b, ax, keepdims=False)  # (pre, nv, post)
-                    h = jnp.expand_dims(h, ax)  # (pre, nv, 1, post)
-                    acc = acc + T[:, a, b, j, :].reshape((nv, nq) + tail) * h
-            res[mem] = acc.reshape(pre + (nv * nq,) + post)
+    for (members, _), A in zip(outs, tables, strict=True):
+        Gm = jnp.stack([G[m].reshape((-1, nv, nq)) for m in members], axis=0)  # (m, P, nv, nq)
+        Gm = jnp.transpose(Gm, (2, 0, 3, 1)).reshape((nv, len(members) * nq, -1))  # (nv, m nq, P)
+        O = jnp.matmul(A, Gm).reshape((nv, p + 1, L, -1))  # (nv, p + 1, L, P)
+        band = sum(jnp.pad(O[:, a], ((a, p - a), (0, 0), (0, 0))) for a in range(p + 1))  # (n, L, P)
+        res.append(band.reshape(band.shape[:2] + pre))
     return jnp.stack(res)
 
 
-def _dir0(Gs: list, A, p: int, nq: int, blk: int):
-    """Direction 0 of a chunk: the states ``Gs`` (each ``(blk nq, Y...)``) -> the slab ``(blk + p, L, Y...)``.
+def _step_transpose(Gb, tables: list, outs: list, p: int, nin: int, pre: tuple):
+    """The transpose of :func:`_step`: ``(S', n, L, P) -> (nin, *pre, nv nq)`` (``tables``: transposed).
 
-    One batched GEMM over the chunk's elements, rows ``(a, b)`` of the element band and columns
-    ``(state, Gauss point)`` (``A``: ``(blk, (p + 1)^2, S nq)``), then the element rows ``a`` added into the
-    band rows ``v + a`` at ``delta = b - a + p`` (shifted slices, one fused pass). The GEMM's operand
-    ``(blk, S, nq, Y)`` is written state by state (in-place updates of one buffer): stacked, XLA fused the
-    states' computations into one loop that picked a state per entry, 2.3x slower (degree 3, 2 cores).
+    Per output state: the band rows ``v + a`` of element ``v`` read back (``p + 1`` shifted slices), one
+    batched product with the transposed band table (``(nv, m nq, (p + 1) L) x (nv, (p + 1) L, P)``), and the
+    member states' values at the element's Gauss points handed back to them.
     """
-    S, Y = len(Gs), Gs[0].shape[1:]
-    buf = jnp.zeros((blk, S, nq, math.prod(Y)), Gs[0].dtype)
-    for s, g in enumerate(Gs):
-        buf = buf.at[:, s].set(g.reshape((blk, nq, -1)))
-    O = jnp.matmul(A, buf.reshape((blk, S * nq, -1))).reshape((blk, p + 1, p + 1, -1))
-    slab = sum(jnp.pad(O[:, a], ((a, p - a), (p - a, a), (0, 0))) for a in range(p + 1))
-    return slab.reshape((blk + p, 2 * p + 1) + Y)
+    res = [None] * nin
+    for j, ((members, _), At) in enumerate(zip(outs, tables, strict=True)):
+        nv, m = At.shape[0], len(members)
+        nq = At.shape[1] // m
+        band = Gb[j]  # (n, L, P)
+        L, P = band.shape[1], band.shape[2]
+        O = jnp.stack([band[a : a + nv] for a in range(p + 1)], axis=1).reshape((nv, (p + 1) * L, P))
+        Gm = jnp.matmul(At, O)  # (nv, m nq, P)
+        Gm = jnp.transpose(Gm.reshape((nv, m, nq, P)), (1, 3, 0, 2)).reshape((m,) + pre + (nv * nq,))
+        for i, mem in enumerate(members):
+            res[mem] = Gm[i]
+    return jnp.stack(res)
 
 
-def _dir0_transpose(ct, At, p: int, nq: int, blk: int, S: int):
-    """The transpose of :func:`_dir0`: the slab ``(blk + p, L, Y...)`` -> ``(S, blk nq, Y...)``."""
-    Y = ct.shape[2:]
-    c = ct.reshape(ct.shape[:2] + (-1,))
-    Ot = jnp.stack([c[a : a + blk, p - a : 2 * p - a + 1] for a in range(p + 1)], axis=1)  # (blk, a, b, Y)
-    Gm = jnp.matmul(At, Ot.reshape((blk, (p + 1) ** 2, -1)))  # (blk, S nq, Y)
-    return jnp.swapaxes(Gm.reshape((blk, S, nq, -1)), 0, 1).reshape((S, blk * nq) + Y)
-
-
-def _gemm_tables(spec, start, transposed: bool = False):
-    A = jnp.asarray(spec.gemm_t if transposed else spec.gemm, spec.dtype)
-    return jax.lax.dynamic_slice_in_dim(A, start, spec.blk, axis=0)
+def _tables(spec: BandSpec, start, transposed: bool = False):
+    """The band tables (or their transposes) as arrays, direction 0's cut to the chunk's elements."""
+    tables = spec.tables_t if transposed else spec.tables
+    tabs = [[jnp.asarray(A, spec.dtype) for A in step] for step in tables]
+    tabs[-1] = [jax.lax.dynamic_slice_in_dim(A, start, spec.blk, axis=0) for A in tabs[-1]]
+    return tabs
 
 
 def _band_impl(D, start, *, spec: BandSpec):
     """The chunk's band rows from its kernel matrices (see :func:`igax.fem.forms._sumfact_ops.contract`)."""
-    dirs, sched, d0 = spec.dirs, spec.sched, spec.dirs[0]
-    A0 = _gemm_tables(spec, start)
+    dirs, sched = spec.dirs, spec.sched
+    d0 = dirs[0]
+    tabs = _tables(spec, start)
 
     def block_slab(b):
-        G = jax.lax.dynamic_index_in_dim(D, b, axis=1, keepdims=False)  # (S, q_0, ..., q_{d-1})
-        G = list(G) if len(sched) == 1 else G
-        for i, (st, tabs) in enumerate(zip(sched[:-1], spec.fused, strict=True)):
-            k = st["k"]  # q_k -> (n_k, L_k); the last step's states apart, for direction 0's GEMM
-            G = _fused(G, k + 1, tabs, st["outs"], dirs[k].p, dirs[k].nq, split=i == len(sched) - 2)
-        return _dir0(G, A0, d0.p, d0.nq, spec.blk)  # (blk + p, L_0, n_1, L_1, ...)
+        G = jax.lax.dynamic_slice_in_dim(D, b, 1, axis=1)  # (S, 1, q_0, ..., q_{d-1})
+        for st, tb in zip(sched[:-1], tabs[:-1], strict=True):
+            G = _step(G, tb, st["outs"], dirs[st["k"]].p)  # (S', n_k, L_k, pre...)
+            G = G.reshape((G.shape[0], -1) + G.shape[3:])  # the band merged; the next direction is last
+        G = G.reshape((G.shape[0], -1, spec.q[0]))  # (S, Y, q_0)
+        slab = _step(G, tabs[-1], sched[-1]["outs"], d0.p)[0]  # (blk + p, L_0, Y)
+        slab = slab.reshape((spec.blk + d0.p, d0.L) + tuple(x for dd in dirs[1:] for x in (dd.n, dd.L)))
+        return jnp.transpose(slab, spec.perm)
 
     # Component blocks one at a time (a scan): smaller arrays, faster on CPU.
     _, slabs = jax.lax.scan(lambda c, b: (c, block_slab(b)), None, jnp.arange(spec.nblocks))
-    return jnp.moveaxis(slabs, 0, 1)  # (blk + p, blocks, L_0, n_1, L_1, ...)
+    return jnp.moveaxis(slabs, 0, 1)  # (blk + p, blocks, n_1, ..., L_0, ...)
 
 
 def _band_transpose_impl(ct, start, *, spec: BandSpec):
     """The cotangent of the kernel matrices ``D`` from one of the chunk's band rows (the transpose)."""
-    dirs, sched, d0 = spec.dirs, spec.sched, spec.dirs[0]
-    At = _gemm_tables(spec, start, transposed=True)
-    nlast = len(sched[-1]["outs"][0][0])  # states before direction 0
+    dirs, sched = spec.dirs, spec.sched
+    d0 = dirs[0]
+    tabs = _tables(spec, start, transposed=True)
 
     def block_bar(b):
-        c = jax.lax.dynamic_index_in_dim(ct, b, axis=1, keepdims=False)  # (blk + p, L_0, n_1, L_1, ...)
-        G = _dir0_transpose(c, At, d0.p, d0.nq, spec.blk, nlast)
-        nin = [sum(len(m) for m, _ in st["outs"]) for st in sched]
-        for i in range(len(sched) - 2, -1, -1):
-            st = sched[i]
-            k = st["k"]
-            G = _fused_transpose(G, k + 1, spec.fused[i], st["outs"], dirs[k].p, dirs[k].nq, nin[i])
-        return G  # (S, q_0, ..., q_{d-1})
+        c = jax.lax.dynamic_index_in_dim(ct, b, axis=1, keepdims=False)  # (blk + p, n_1, ..., L_0, ...)
+        c = jnp.transpose(c, spec.inv_perm).reshape((1, spec.blk + d0.p, d0.L, spec.Y))
+        last = spec.last_in
+        G = _step_transpose(c, tabs[-1], sched[-1]["outs"], d0.p, last[0], (spec.Y,))  # (S, Y, q_0)
+        G = G.reshape(last)
+        for st, tb, shape in reversed(list(zip(sched[:-1], tabs[:-1], spec.shapes, strict=True))):
+            dd = dirs[st["k"]]
+            G = G.reshape((G.shape[0], dd.n, dd.L, -1))  # (S', n_k, L_k, P)
+            G = _step_transpose(G, tb, st["outs"], dd.p, shape[0], shape[1:-1])  # (S, pre..., q_k)
+        return G[:, 0]  # (S, q_0, ..., q_{d-1})
 
     _, bars = jax.lax.scan(lambda c, b: (c, block_bar(b)), None, jnp.arange(spec.nblocks))
     return jnp.moveaxis(bars, 0, 1)  # (S, blocks, q_0, ...)

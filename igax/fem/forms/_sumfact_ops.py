@@ -9,10 +9,10 @@ so a direction's points are one axis, and point arrays keep that axis last ("str
   parametric derivatives at the grid points, one direction at a time (``p + 1`` multiply-adds per point and
   direction instead of ``(p + 1)^d``); :func:`evaluate_adjoint` is its transpose.
 - :func:`contract`: kernel matrices at the points -> the band of the global matrix,
-  ``(n_0, blocks, L_0, n_1, L_1, ..., n_{d-1}, L_{d-1})`` with ``j_k = i_k + delta_k - p_k``: per chunk of
-  direction-0 elements, directions ``d-1, ..., 1`` whole (one fused loop per state that writes band rows
-  from shifted slices of the elements) and then direction 0 (one batched GEMM), the states that became equal
-  summed (:func:`igax.fem.forms._sumfact_plan.scalar_steps`; :mod:`igax.fem.forms._sumfact_band`).
+  ``(blocks, n_0, ..., n_{d-1}, L_0, ..., L_{d-1})`` with ``j_k = i_k + delta_k - p_k``: per chunk of
+  direction-0 elements, directions ``d-1, ..., 1`` whole and then direction 0, each step one batched matrix
+  product per group of states with the direction's band tables, the element rows added into the band as
+  shifted slices, and the states that became equal summed (:func:`igax.fem.forms._sumfact_plan.scalar_steps`).
 
 Why slices and products only: every "sum over the elements that share a function" is a sum of shifted
 slices of a uniform (virtual) element layout, never a gather or a scatter-add, so XLA runs it at memory
@@ -118,25 +118,25 @@ class ChunkDirection:
 
 
 def _weights_factor(wpad, dirs, start, rows: int):
-    """``w_i w_j`` on a slab's layout ``(rows, L_0, n_1, L_1, ..., n_{d-1}, L_{d-1})`` (``i_0 = start + r``,
+    """``w_i w_j`` on a slab's layout ``(rows, n_1, ..., n_{d-1}, L_0, ..., L_{d-1})`` (``i_0 = start + r``,
     ``j = i + delta - p``; ``wpad``: the weights padded by ``p_k`` on both sides of every direction)."""
+    d = len(dirs)
     p0 = dirs[0].p
     blockw = jax.lax.dynamic_slice_in_dim(wpad, start, rows + 2 * p0, axis=0)
     wi = blockw[p0 : p0 + rows]
     for k, dd in enumerate(dirs[1:], 1):
         wi = jax.lax.slice_in_dim(wi, dd.p, dd.p + dd.n, axis=k)
     wj = blockw
-    for k, dd in enumerate(dirs):  # axis 2k becomes (i_k, delta_k)
+    for k, dd in enumerate(dirs):
         size = rows if k == 0 else dd.n
         wj = jnp.stack(
-            [jax.lax.slice_in_dim(wj, delta, delta + size, axis=2 * k) for delta in range(dd.L)],
-            axis=2 * k + 1,
+            [jax.lax.slice_in_dim(wj, delta, delta + size, axis=k) for delta in range(dd.L)], axis=-1
         )
-    return wi.reshape(tuple(x for s in wi.shape for x in (s, 1))) * wj
+    return wi.reshape(wi.shape + (1,) * d) * wj
 
 
 def contract(sf: SumFactPlan, chunk_D, sched: list, chunks: Chunks, nblocks: int, dtype, weights=None):
-    """The band of a bilinear form, ``(rows, blocks, L_0, n_1, L_1, ..., n_{d-1}, L_{d-1})`` with
+    """The band of a bilinear form, ``(rows, blocks, n_1, ..., n_{d-1}, L_0, ..., L_{d-1})`` with
     ``rows = chunks.nchunks * chunks.size >= n_0`` (the rows beyond ``n_0`` are zero).
 
     A ``lax.scan`` over chunks of direction-0 elements: each iteration computes the kernel matrices of the
@@ -157,7 +157,7 @@ def contract(sf: SumFactPlan, chunk_D, sched: list, chunks: Chunks, nblocks: int
     # rows from ``start`` and must not be clamped back when ``blk`` does not divide the elements.
     tables[-1] = [np.pad(A, [(0, chunks.pad)] + [(0, 0)] * (A.ndim - 1)) for A in tables[-1]]
     spec = BandSpec(dirs, sched, tables, blk, nblocks, sum(len(m) for m, _ in sched[0]["outs"]), dtype)
-    rest = spec.rest  # a row: (L_0, n_1, L_1, ..., n_{d-1}, L_{d-1})
+    rest = spec.rest  # a row: (n_1.., L_0, L_1..)
     wpad = None
     if weights is not None:
         wpad = jnp.pad(

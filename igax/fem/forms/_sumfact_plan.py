@@ -71,7 +71,7 @@ class Direction:
         """``(nv, (p + 1) L, m nq)``: ``A[v, (a, delta), (j, t)] = X_u[v, t, a] X_v[v, t, b]`` with
         ``b = delta + a - p`` (zero outside ``[0, p]``) and the tables ``X`` chosen by member ``j``'s flags.
 
-        The contraction (:mod:`igax.fem.forms._sumfact_band`) reads its nonzero entries ``(a, b)``: the
+        A step's output state is one batched matrix product with it (over the elements ``v``): the
         member states' values at the element's Gauss points -> the element's band rows ``v + a``.
         """
         p, p1, nq = self.p, self.p + 1, self.nq
@@ -145,16 +145,6 @@ def _band_valid(dd: Direction) -> np.ndarray:
     return (j >= 0) & (j < dd.n) & (count[hi_c] > count[lo_c])
 
 
-def _unravel(flat, dims: list) -> list:
-    """The C-order multi-index of ``flat`` (integer division; ``np.unravel_index`` returned wrong indices
-    past the 8192nd entry of a 2D ``(N, 1)`` input, NumPy 2.4)."""
-    out = []
-    for n in reversed(dims):
-        flat, r = np.divmod(flat, n)
-        out.append(r)
-    return out[::-1]
-
-
 def csr_index(plan, dirs: list[Direction], blocks: list[tuple[int, int]]) -> np.ndarray:
     """For each CSR slot of ``plan.pattern``, its position in the padded layout
     ``(i_0, blocks, i_1, ..., i_{d-1}, delta_0, ..., delta_{d-1})`` (rows of direction 0 outermost, so rows
@@ -184,14 +174,11 @@ def csr_index(plan, dirs: list[Direction], blocks: list[tuple[int, int]]) -> np.
                 where[a, b] = (where[b, a][0], True)
     dt = np.int64
     nb = len(blocks)
+    N1 = N // dirs[0].n  # rows of one direction-0 row (directions 1, ...)
 
     def position(b: int, row, delta):
-        """Layout (i_0, block, delta_0, i_1, delta_1, ...) of a flat row index and a flat delta (C order)."""
-        ii, dl = _unravel(row, [dd.n for dd in dirs]), _unravel(delta, [dd.L for dd in dirs])
-        pos = (ii[0] * nb + b) * dirs[0].L + dl[0]
-        for k in range(1, d):
-            pos = (pos * dirs[k].n + ii[k]) * dirs[k].L + dl[k]
-        return pos
+        """Layout (i_0, block, i_1.., delta..) from a flat row index (C order) and a flat delta."""
+        return (((row // N1) * nb + b) * N1 + row % N1) * Ld + delta
 
     local = (np.arange(N, dtype=dt)[:, None], np.arange(Ld, dtype=dt)[None, :])
     mirror = None

@@ -11,15 +11,14 @@ point it is ``u_jet^T M v_jet`` for a small matrix ``M`` (the kernel on unit jet
 
 and every entry of ``b_i`` is a product of univariate values or derivatives: the sum over the points
 factorises direction by direction (:mod:`igax.fem.forms._sumfact_ops`), and the result is written straight
-into the band of the global matrix with no scatter of element matrices. Per element, the element-wise path
-costs ``nq (C (p + 1)^d)^2`` multiply-adds and a scatter of ``(C (p + 1)^d)^2`` entries; this one about
-``(p + 1)^(d + 2)`` per state and direction (the ``(p + 1)^2`` nonzero products of univariate functions per
-Gauss point, summed into band rows in one fused pass or, for direction 0, one GEMM), states falling from
-``(d + 1)^2`` to 4 as directions are contracted. The matrix is the same to rounding (1e-15 relative).
-Derivatives (``grad``, ``jvp``, ``vmap``): the matrix is linear in the kernel matrices ``D``, and the
-contraction of a chunk is a primitive whose transpose is the transposed sum factorisation with the same
-tables (:mod:`igax.fem.forms._sumfact_band`); the pointwise work before it (geometry, inputs, ``D``) keeps
-JAX's automatic derivatives.
+into
+the band of the global matrix with no scatter of element matrices. Per element, the element-wise path costs
+``nq (C (p + 1)^d)^2`` multiply-adds and a scatter of ``(C (p + 1)^d)^2`` entries; this one about
+``(p + 1)^(d + 2)`` per state and direction, states falling from ``(d + 1)^2`` to 4 as directions are
+contracted. The matrix is the same to rounding (1e-15 relative). Derivatives (``grad``, ``jvp``, ``vmap``):
+the matrix is linear in the kernel matrices ``D``, and the contraction of a chunk is a primitive whose
+transpose is the transposed sum factorisation with the same tables (:mod:`igax.fem.forms._sumfact_band`);
+the pointwise work before it (geometry, inputs, ``D``) keeps JAX's automatic derivatives.
 
 Which path :func:`igax.fem.assemble` takes: this one for bilinear volume forms on a single-patch
 :class:`~igax.fem.SplineSpace` without glued or collapsed sides, of degree >= ``_MIN_DEGREE`` in every
@@ -143,12 +142,13 @@ def _chunk_matrices(form: Form, space, sf: SumFactPlan, prepared: dict, ks, chun
     return chunk_D
 
 
-def _values(form: Form, space, fields: dict, csr_idx, w0, blocks):
+def _values(form: Form, space, fields: dict, csr_idx, w0, blocks, idx_sorted: bool = True):
     """CSR values of a bilinear form (traceable; ``w0``: the common weight of a polynomial patch or None;
-    ``blocks``: the component blocks computed, see :func:`_blocks`)."""
+    ``blocks``: the component blocks computed, see :func:`_blocks`; ``idx_sorted``: ``csr_idx`` is the
+    plain, not the transposed index)."""
     sf = sumfact_plan(space)
     p = space.plan
-    d = sf.d
+    d, C = sf.d, p.ncomp
     dtype = jnp.result_type(space.control_points.dtype, space.weights.dtype)
     prepared = _prepare_inputs(sf, space, fields, form)
     rational = w0 is None
@@ -165,7 +165,7 @@ def _values(form: Form, space, fields: dict, csr_idx, w0, blocks):
     # The index map behind a barrier: inside a user's jit it is a constant, and XLA would otherwise fold the
     # scatter of a constant cotangent through it (gradients of a fixed linear functional) at compile time.
     csr_idx = jax.lax.optimization_barrier(csr_idx)
-    return jnp.take(V.reshape(-1), csr_idx, unique_indices=True)
+    return jnp.take(V.reshape(-1), csr_idx, unique_indices=True, indices_are_sorted=C == 1 and idx_sorted)
 
 
 _values_jit = eqx.filter_jit(_values)
@@ -234,7 +234,7 @@ def assemble_factorised(form: Form, space, fields: dict, *, force: bool = False)
     blocks = _blocks(space, ks)
     transposed = not form.symmetric
     idx = _csr_index(space, blocks, transposed)
-    values = _values_jit(form, space, fields, idx, w0, blocks)
+    values = _values_jit(form, space, fields, idx, w0, blocks, not transposed)
     if form.symmetric:
         values = check_symmetric(values, p.pattern, form, p, None)
     return SparseMatrix(values, p.pattern, symmetric=form.symmetric)
