@@ -183,6 +183,26 @@ def test_symmetric_flag_is_still_verified(factorised):
         factorised(skew, _annulus(2))
 
 
+def test_constant_symmetric_kernels_need_no_run_time_symmetry_check(factorised):
+    # A constant kernel matrix verified symmetric on the host gives a symmetric matrix by construction: the
+    # compiled assembly holds no run-time check (a host callback), and the matrix is symmetric to rounding.
+    # A kernel that reads an input still gets the check, until an eager assembly has verified it.
+    cases = [(library.laplace, _annulus(2), {}), (library.linear_elasticity(1.0, 0.3), _annulus(2, shape=(2,)), {})]
+    for form, V, inputs in cases:
+        jaxpr = str(jax.make_jaxpr(lambda V=V, form=form: factorised(form, V).values)())
+        assert "callback" not in jaxpr
+        A = factorised(form, V).todense()
+        np.testing.assert_allclose(A, A.T, rtol=0, atol=1e-14 * np.abs(A).max())
+
+    @fem.bilinear_form(symmetric=True)
+    def weighted(u, v, w):
+        return w.k * jnp.dot(u.grad, v.grad)
+
+    V = _annulus(3, n=(3, 3))
+    jaxpr = str(jax.make_jaxpr(lambda k: factorised(weighted, V, k=k).values)(1.0))
+    assert "callback" in jaxpr
+
+
 def _check_gradient(loss, args, taylor=(), jvp: bool = False):
     """``jax.grad`` of ``loss(*args)`` w.r.t. each argument against central differences (step 1e-6), the
     Taylor remainder's rate (2) for the arguments listed in ``taylor``, and optionally the JVP."""

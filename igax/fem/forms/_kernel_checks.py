@@ -342,6 +342,12 @@ def check_symmetric(values, pattern, form: Form, plan, boundary):
     return values
 
 
+def mark_symmetric(form: Form, plan, boundary) -> None:
+    """Record that ``form``'s matrices on ``plan`` are symmetric by construction (a constant kernel
+    matrix verified symmetric on the host), so that :func:`check_symmetric` trusts the pair from now on."""
+    _VERIFIED.setdefault(plan, set()).add((form, boundary))
+
+
 # Kernels already checked, and the jet entries they read, per form and per-point argument shapes. The checks
 # trace the kernel four or five times; the per-point shapes do not depend on the mesh, so a retrace for a new
 # mesh size (or a new jit of the same assembly) reuses the verdict.

@@ -268,7 +268,10 @@ def kernel_structure(form: Form, space, x_shape, inputs: dict, dtype) -> KernelS
     p = space.plan
     C = p.ncomp
     kern = _kernel(form)
-    uval, ugrad = unit_jets(space, dtype)
+    # Concrete even under a trace (a jitted assembly): the unit jets are structure, and a kernel that reads
+    # no point data then gives a concrete constant matrix below (mirrored blocks, no run-time symmetry check).
+    with jax.ensure_compile_time_eval():
+        uval, ugrad = unit_jets(space, dtype)
     jv = jax.ShapeDtypeStruct(uval.shape[1:], dtype), jax.ShapeDtypeStruct(ugrad.shape[1:], dtype)
 
     def per_point(a, batched):
@@ -281,8 +284,9 @@ def kernel_structure(form: Form, space, x_shape, inputs: dict, dtype) -> KernelS
     )
 
     used = checked_kernel(form, (jv, pt), lambda: check_bilinear_kernel(kern, jv, pt, form))
-    uv, ug_, ku = jet_select(space, dtype, 0 in used, 1 in used)
-    vv, vg_, kv = jet_select(space, dtype, 2 in used, 3 in used)
+    with jax.ensure_compile_time_eval():
+        uv, ug_, ku = jet_select(space, dtype, 0 in used, 1 in used)
+        vv, vg_, kv = jet_select(space, dtype, 2 in used, 3 in used)
     if not ku or not kv:
         return None
     unit = (uv, ug_, vv, vg_)
