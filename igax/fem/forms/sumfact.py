@@ -52,6 +52,7 @@ from igax.fem.forms._sumfact_points import (
     kernel_structure,
     reference_matrices,
 )
+from igax.fem.forms._sumfact_points_vjp import PointSpec, point_matrices
 from igax.fem.forms.form import Form
 from igax.fem.forms.inputs import _callable_input, _shape_message
 from igax.solvers.sparse import SparseMatrix
@@ -112,6 +113,7 @@ def _chunk_matrices(form: Form, space, sf: SumFactPlan, prepared: dict, ks, chun
     blk, pad = chunks.size, chunks.pad
     rational = w0 is None
     scale = None if rational else w0 * w0  # a polynomial patch: R_i = w0 B_i / W, W = w0
+    pspec = PointSpec(ks.ku, ks.kv, rational, d, blocks, scale)
     cp, wts = _pad_axis(space.control_points, 0, pad), _pad_axis(space.weights, 0, pad)
     padded = {}
     for name, item in prepared.items():
@@ -136,7 +138,10 @@ def _chunk_matrices(form: Form, space, sf: SumFactPlan, prepared: dict, ks, chun
         geo = geometry(dirs, rows(cp), rows(wts), jnp).flat()
         inputs = _chunk_inputs(padded, dirs, start, geo, rows)
         M = kernel_matrices(form, ks, space.plan.ncomp, geo.x, inputs)
-        D, _, _ = reference_matrices(M, ks.ku, ks.kv, geo, rational, d, blocks, scale)
+        if isinstance(M, np.ndarray):  # a concrete kernel matrix: only the geometry can be differentiated
+            D, _, _ = reference_matrices(M, ks.ku, ks.kv, geo, rational, d, blocks, scale)
+        else:  # linear in M with a written-out transpose (the inputs' derivatives)
+            D = point_matrices(M, geo, pspec)
         return D.reshape(D.shape[:2] + (blk * d0.nq,) + sf.nq[1:])
 
     return chunk_D
