@@ -50,6 +50,7 @@ from igax.fem.forms._sumfact_points import (
     geometry,
     kernel_matrices,
     kernel_structure,
+    materialize,
     reference_matrices,
 )
 from igax.fem.forms._sumfact_points_vjp import PointSpec, point_matrices
@@ -135,9 +136,13 @@ def _chunk_matrices(form: Form, space, sf: SumFactPlan, prepared: dict, ks, chun
         def rows(a):  # the control-net rows of the chunk's elements
             return jax.lax.dynamic_slice_in_dim(a, start, blk + d0.p, axis=0)
 
-        geo = geometry(dirs, rows(cp), rows(wts), jnp).flat()
-        inputs = _chunk_inputs(padded, dirs, start, geo, rows)
-        M = kernel_matrices(form, ks, space.plan.ncomp, geo.x, inputs)
+        # Geometry, inputs and kernel matrices each computed once into memory (materialize: XLA would fuse
+        # them into every pass that reads them and recompute them there); D stays fused into the band's
+        # first step, which reads each state once. Measured on 300 x 300 elements (2 cores, CPU time):
+        # assembly 369 -> 247 ms (degree 3), 198 -> 113 ms (degree 2).
+        geo = materialize(geometry(dirs, rows(cp), rows(wts), jnp, start).flat(), start)
+        inputs = materialize(_chunk_inputs(padded, dirs, start, geo, rows), start)
+        M = materialize(kernel_matrices(form, ks, space.plan.ncomp, geo.x, inputs), start)
         if isinstance(M, np.ndarray):  # a concrete kernel matrix: only the geometry can be differentiated
             D, _, _ = reference_matrices(M, ks.ku, ks.kv, geo, rational, d, blocks, scale)
         else:  # linear in M with a written-out transpose (the inputs' derivatives)
