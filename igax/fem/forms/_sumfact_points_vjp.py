@@ -26,7 +26,6 @@ import functools
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax.extend.core import Primitive
 from jax.interpreters import ad, batching, mlir
 
@@ -113,9 +112,7 @@ mlir.register_lowering(_point_p, mlir.lower_fun(_impl, multiple_results=False))
 
 _point_t_p = Primitive("igax_sumfact_point_matrices_transpose")
 _point_t_p.def_impl(_transpose_impl)
-_point_t_p.def_abstract_eval(
-    lambda ct, *geo, spec, m_shape: jax.core.ShapedArray(m_shape, ct.dtype)
-)
+_point_t_p.def_abstract_eval(lambda ct, *geo, spec, m_shape: jax.core.ShapedArray(m_shape, ct.dtype))
 mlir.register_lowering(_point_t_p, mlir.lower_fun(_transpose_impl, multiple_results=False))
 
 
