@@ -115,7 +115,15 @@ def materialize(tree, token):
     Why: XLA on CPU fuses an elementwise producer into every consumer and recomputes it there, and its CPU
     pipeline removes ``optimization_barrier`` before fusion (so :func:`~igax.fem.forms._sumfact_ops.barrier`
     no longer holds): the geometry's evaluation was recomputed in each of the ~10 fusions that read it (the
-    inverse Jacobian, each group of states of ``D``). A conditional's result is a buffer."""
+    inverse Jacobian, each group of states of ``D``). A conditional's result is a buffer.
+
+    Arguments:
+        tree: a pytree; its traced arrays are stored, anything else (flags, NumPy constants) kept as is.
+        token: a traced integer that is never negative (a chunk's start).
+
+    Returns:
+        ``tree`` with the same values.
+    """
     leaves, treedef = jax.tree_util.tree_flatten(tree)
     traced = [i for i, a in enumerate(leaves) if isinstance(a, jax.core.Tracer)]  # not flags, NumPy constants
     if not traced:
