@@ -78,7 +78,7 @@ def _outer(vectors: list, xp):
     return out
 
 
-def geometry(dirs: list, control_points, weights, xp=jnp) -> Geometry:
+def geometry(dirs: list, control_points, weights, xp=jnp, token=None) -> Geometry:
     """Points, inverse Jacobian, ``1 / W``, ``grad_u W`` and measure at the grid points of ``dirs``.
 
     Sum-factorised: the homogeneous control points are evaluated direction by direction, ``x = A / W`` and
@@ -90,6 +90,8 @@ def geometry(dirs: list, control_points, weights, xp=jnp) -> Geometry:
     w = weights[..., None]
     Pw = xp.concatenate([control_points * w, w], axis=-1)  # homogeneous control points (n..., dim + 1)
     A, *dA = evaluate(dirs, Pw, True, xp)  # each (dim + 1, *grid)
+    if token is not None:  # read by every pointwise pass below: once in memory (see materialize)
+        A, *dA = materialize([A, *dA], token)
     invW = 1.0 / A[dim]
     x = [A[i] * invW for i in range(dim)]
     J = [[(dA[k][i] - x[i] * dA[k][dim]) * invW for k in range(d)] for i in range(dim)]
@@ -104,6 +106,33 @@ def geometry(dirs: list, control_points, weights, xp=jnp) -> Geometry:
         xp.stack(x), xp.stack([xp.stack(r) for r in Jinv]), invW, xp.stack([g[dim] for g in dA]), dx
     )
     return Geometry(*[barrier(a) for a in out]) if xp is jnp else out
+
+
+def materialize(tree, token):
+    """``tree``'s arrays, computed once into memory: passed through a ``lax.cond`` on ``token >= 0`` (an
+    integer known only at run time, always true), whose boundary XLA cannot fuse across.
+
+    Why: XLA on CPU fuses an elementwise producer into every consumer and recomputes it there, and its CPU
+    pipeline removes ``optimization_barrier`` before fusion (so :func:`~igax.fem.forms._sumfact_ops.barrier`
+    no longer holds): the geometry's evaluation was recomputed in each of the ~10 fusions that read it (the
+    inverse Jacobian, each group of states of ``D``). A conditional's result is a buffer.
+
+    Arguments:
+        tree: a pytree; its traced arrays are stored, anything else (flags, NumPy constants) kept as is.
+        token: a traced integer that is never negative (a chunk's start).
+
+    Returns:
+        ``tree`` with the same values.
+    """
+    leaves, treedef = jax.tree_util.tree_flatten(tree)
+    traced = [i for i, a in enumerate(leaves) if isinstance(a, jax.core.Tracer)]  # not flags, NumPy constants
+    if not traced:
+        return tree
+    arrays = [leaves[i] for i in traced]
+    arrays = jax.lax.cond(token >= 0, lambda t: t, lambda t: [jnp.zeros_like(a) for a in t], arrays)
+    for i, a in zip(traced, arrays, strict=True):
+        leaves[i] = a
+    return jax.tree_util.tree_unflatten(treedef, leaves)
 
 
 def _polynomial_weight(weights) -> float | None:
@@ -133,11 +162,13 @@ def _homogeneous_coeffs(field):
     return jnp.concatenate([c * w, w], axis=-1)
 
 
-def _field_at(dirs: list, cw, value_shape, geo: Geometry):
+def _field_at(dirs: list, cw, value_shape, geo: Geometry, token=None):
     """Value ``(*vs, P)`` and physical gradient ``(*vs, dim, P)`` of a Field from its homogeneous
     coefficients ``cw`` (the rows ``dirs`` touch); ``geo``: its space's geometry at the same points, flat."""
     P = geo.invW.shape[-1]
     A, *dA = [a.reshape(a.shape[0], P) for a in evaluate(dirs, cw)]
+    if token is not None:
+        A, *dA = materialize([A, *dA], token)
     val = A[:-1] * geo.invW
     ref = [(g[:-1] - val * g[-1]) * geo.invW for g in dA]  # d/du_k of the value, (C, P)
     grad = jnp.stack(
@@ -236,8 +267,8 @@ def _chunk_inputs(prepared: dict, dirs: list, start, geo: Geometry, rows) -> dic
             out[name] = (cut(item[1]), cut(item[2]), True)
         else:
             _, cw, vs, own = item
-            g = geo if own is None else geometry(dirs, rows(own[0]), rows(own[1]), jnp).flat()
-            val, grad = _field_at(dirs, rows(cw), vs, g)
+            g = geo if own is None else geometry(dirs, rows(own[0]), rows(own[1]), jnp, start).flat()
+            val, grad = _field_at(dirs, rows(cw), vs, g, start)
             out[name] = (val, grad, True)
     return out
 
