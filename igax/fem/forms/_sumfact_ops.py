@@ -29,19 +29,22 @@ import numpy as np
 from igax.fem.forms._sumfact_band import BandSpec, band
 from igax.fem.forms._sumfact_plan import Chunks, Direction, SumFactPlan
 
-__all__ = ["evaluate", "evaluate_adjoint", "contract", "barrier", "ChunkDirection"]
+__all__ = ["evaluate", "evaluate_adjoint", "contract", "barrier", "materialize", "ChunkDirection"]
 
 
 # -- evaluation at the grid points ---------------------------------------------------------------------------
 # Arrays are contracted along their leading axis and the result's point axis is moved to the end, so the
 # multiply-adds run over a long contiguous inner axis (vectorised), and after all directions the layout is
 # (channels, Nq_0, ..., Nq_{d-1}): "structure of arrays", which the pointwise code downstream wants too.
-def _lead(G, dd: Direction, X, xp):
+def _lead(G, dd: Direction, X, xp, token=None):
     """``(n, R...) -> (R..., Nq)``: ``out[r, (v, t)] = sum_a X[v, t, a] G[v + a, r]`` (shifted slices)."""
     X = xp.asarray(X, dtype=G.dtype)
     tail = (1,) * (G.ndim - 1)
     out = sum(X[:, :, a].reshape((dd.nv, dd.nq) + tail) * G[a : a + dd.nv, None] for a in range(dd.p + 1))
-    return barrier(xp.moveaxis(out.reshape((dd.nv * dd.nq,) + G.shape[1:]), 0, -1))
+    out = xp.moveaxis(out.reshape((dd.nv * dd.nq,) + G.shape[1:]), 0, -1)
+    # Stored once: the next direction reads it in p + 1 shifted slices, and a fused producer would be
+    # recomputed in each (the barrier alone does not hold on CPU, see materialize).
+    return barrier(out) if token is None else materialize(out, token)
 
 
 def barrier(x):
@@ -52,19 +55,47 @@ def barrier(x):
     )
 
 
-def evaluate(dirs: list, coef, derivs: bool = True, xp=jnp) -> list:
+def materialize(tree, token):
+    """``tree``'s arrays, computed once into memory: passed through a ``lax.cond`` on ``token >= 0`` (an
+    integer known only at run time, always true), whose boundary XLA cannot fuse across.
+
+    Why: XLA on CPU fuses an elementwise producer into every consumer and recomputes it there, and its CPU
+    pipeline removes ``optimization_barrier`` before fusion (so :func:`~igax.fem.forms._sumfact_ops.barrier`
+    no longer holds): the geometry's evaluation was recomputed in each of the ~10 fusions that read it (the
+    inverse Jacobian, each group of states of ``D``). A conditional's result is a buffer.
+
+    Arguments:
+        tree: a pytree; its traced arrays are stored, anything else (flags, NumPy constants) kept as is.
+        token: a traced integer that is never negative (a chunk's start).
+
+    Returns:
+        ``tree`` with the same values.
+    """
+    leaves, treedef = jax.tree_util.tree_flatten(tree)
+    traced = [i for i, a in enumerate(leaves) if isinstance(a, jax.core.Tracer)]  # not flags, NumPy constants
+    if not traced:
+        return tree
+    arrays = [leaves[i] for i in traced]
+    arrays = jax.lax.cond(token >= 0, lambda t: t, lambda t: [jnp.zeros_like(a) for a in t], arrays)
+    for i, a in zip(traced, arrays, strict=True):
+        leaves[i] = a
+    return jax.tree_util.tree_unflatten(treedef, leaves)
+
+
+def evaluate(dirs: list, coef, derivs: bool = True, xp=jnp, token=None) -> list:
     """Values and first parametric derivatives of ``coef`` (control net ``(n_0, ..., n_{d-1}, C)``).
 
     Returns ``[value, d/du_0, ..., d/du_{d-1}]``, each ``(C, Nq_0, ..., Nq_{d-1})``, or ``[value]`` without
-    ``derivs``. The partial contractions are shared between the ``d + 1`` results.
+    ``derivs``. The partial contractions are shared between the ``d + 1`` results; with ``token`` (a traced,
+    never negative integer) each is stored once (:func:`materialize`).
     """
     cur = [(None, coef)]  # (derivative direction or None, partially evaluated array)
     for k, dd in enumerate(dirs):
         nxt = []
         for j, G in cur:
-            nxt.append((j, _lead(G, dd, dd.B, xp)))
+            nxt.append((j, _lead(G, dd, dd.B, xp, token)))
             if derivs and j is None:
-                nxt.append((k, _lead(G, dd, dd.dB, xp)))
+                nxt.append((k, _lead(G, dd, dd.dB, xp, token)))
         cur = nxt
     by = dict(cur)
     return [by[None]] + ([by[k] for k in range(len(dirs))] if derivs else [])

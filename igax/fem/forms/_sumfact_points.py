@@ -19,7 +19,7 @@ import numpy as np
 from igax.fem.field import Field
 from igax.fem.forms._contract import broadcast_over_jets, jet_select, unit_jets
 from igax.fem.forms._kernel_checks import check_bilinear_kernel, checked_kernel
-from igax.fem.forms._sumfact_ops import barrier, evaluate
+from igax.fem.forms._sumfact_ops import barrier, evaluate, materialize
 from igax.fem.forms._sumfact_plan import SumFactPlan, sumfact_plan
 from igax.fem.forms.form import Form, FormInputs, Jet, QuadValue, kernel_output
 from igax.fem.forms.inputs import _array_values, _constant_shapes
@@ -89,9 +89,8 @@ def geometry(dirs: list, control_points, weights, xp=jnp, token=None) -> Geometr
     dim, d = control_points.shape[-1], len(dirs)
     w = weights[..., None]
     Pw = xp.concatenate([control_points * w, w], axis=-1)  # homogeneous control points (n..., dim + 1)
-    A, *dA = evaluate(dirs, Pw, True, xp)  # each (dim + 1, *grid)
-    if token is not None:  # read by every pointwise pass below: once in memory (see materialize)
-        A, *dA = materialize([A, *dA], token)
+    A, *dA = evaluate(dirs, Pw, True, xp, token)  # each (dim + 1, *grid)
+    # With a token, evaluate stores its results (read by every pointwise pass below) once in memory.
     invW = 1.0 / A[dim]
     x = [A[i] * invW for i in range(dim)]
     J = [[(dA[k][i] - x[i] * dA[k][dim]) * invW for k in range(d)] for i in range(dim)]
@@ -106,33 +105,6 @@ def geometry(dirs: list, control_points, weights, xp=jnp, token=None) -> Geometr
         xp.stack(x), xp.stack([xp.stack(r) for r in Jinv]), invW, xp.stack([g[dim] for g in dA]), dx
     )
     return Geometry(*[barrier(a) for a in out]) if xp is jnp else out
-
-
-def materialize(tree, token):
-    """``tree``'s arrays, computed once into memory: passed through a ``lax.cond`` on ``token >= 0`` (an
-    integer known only at run time, always true), whose boundary XLA cannot fuse across.
-
-    Why: XLA on CPU fuses an elementwise producer into every consumer and recomputes it there, and its CPU
-    pipeline removes ``optimization_barrier`` before fusion (so :func:`~igax.fem.forms._sumfact_ops.barrier`
-    no longer holds): the geometry's evaluation was recomputed in each of the ~10 fusions that read it (the
-    inverse Jacobian, each group of states of ``D``). A conditional's result is a buffer.
-
-    Arguments:
-        tree: a pytree; its traced arrays are stored, anything else (flags, NumPy constants) kept as is.
-        token: a traced integer that is never negative (a chunk's start).
-
-    Returns:
-        ``tree`` with the same values.
-    """
-    leaves, treedef = jax.tree_util.tree_flatten(tree)
-    traced = [i for i, a in enumerate(leaves) if isinstance(a, jax.core.Tracer)]  # not flags, NumPy constants
-    if not traced:
-        return tree
-    arrays = [leaves[i] for i in traced]
-    arrays = jax.lax.cond(token >= 0, lambda t: t, lambda t: [jnp.zeros_like(a) for a in t], arrays)
-    for i, a in zip(traced, arrays, strict=True):
-        leaves[i] = a
-    return jax.tree_util.tree_unflatten(treedef, leaves)
 
 
 def _polynomial_weight(weights) -> float | None:
@@ -166,9 +138,7 @@ def _field_at(dirs: list, cw, value_shape, geo: Geometry, token=None):
     """Value ``(*vs, P)`` and physical gradient ``(*vs, dim, P)`` of a Field from its homogeneous
     coefficients ``cw`` (the rows ``dirs`` touch); ``geo``: its space's geometry at the same points, flat."""
     P = geo.invW.shape[-1]
-    A, *dA = [a.reshape(a.shape[0], P) for a in evaluate(dirs, cw)]
-    if token is not None:
-        A, *dA = materialize([A, *dA], token)
+    A, *dA = [a.reshape(a.shape[0], P) for a in evaluate(dirs, cw, token=token)]
     val = A[:-1] * geo.invW
     ref = [(g[:-1] - val * g[-1]) * geo.invW for g in dA]  # d/du_k of the value, (C, P)
     grad = jnp.stack(
