@@ -13,9 +13,10 @@ n_{d-1}, L_0, ..., L_{d-1})``, by contracting one direction at a time with the u
 
 Why a primitive: left to JAX, the transpose of a chunk's contraction took 2x its forward (3.3 against 1.65
 ms per chunk, degree 3 on 97 x 97 elements, 2 cores); written out, with the band tables stored transposed,
-1.9 ms. The rest of a gradient (the geometry's and the kernel's pointwise derivatives, the coefficients'
-evaluation adjoint) keeps JAX's automatic derivatives (:mod:`igax.fem.forms._sumfact_points`), and geometry
-derivatives pass through this transpose too.
+1.9 ms. Before it, the map from the kernel matrices to ``D`` has a written-out transpose too
+(:mod:`igax.fem.forms._sumfact_points_vjp`); the rest of a gradient (the geometry's and the kernel's
+pointwise derivatives, the coefficients' evaluation adjoint) keeps JAX's automatic derivatives
+(:mod:`igax.fem.forms._sumfact_points`), and geometry derivatives pass through this transpose too.
 """
 
 from __future__ import annotations
