@@ -18,15 +18,16 @@ quadrilateral and hexahedral elements, e.g. 4^3 points for Q1 against 2^3, which
 
 For igax we report: ``build`` (mesh + space: dof map, CSR pattern, scatter map, guard-rail check), ``cold``
 (the first build in the process) and ``warm`` (median of later builds on fresh meshes), ``compile`` (first
-call of the jitted assembly minus a steady call), ``steady`` (median of calls of ``jax.jit(lambda V:
-assemble(form, V))``, the space an argument, with the values on the device) and ``closed`` (the same with the
-space closed over, the README's pattern). They differ for spline patches: closed over, a patch built without
-weights is known to be polynomial when traced and takes the cheaper polynomial path (4 instead of 9
-reference-jet states in 2D); as an argument its weights are traced and it takes the rational path. For
-scikit-fem: ``setup`` (mesh + basis, cold and warm the same way) and ``assemble`` (median). Ratios = baseline
-time / igax time (bigger is better): ``asm x`` (``steady``) and ``clo x`` (``closed``) against scikit-fem's
-assembly, and ``build`` against scikit-fem's setup + one assembly (cold against cold, warm against warm). JAX's backend is started before the first timing (a process start-up cost,
-like the imports).
+call of the jitted assembly minus a steady call), ``steady`` (median of calls of
+``jax.jit(lambda V: assemble(form, V))``, the space an argument, values on the device) and ``closed`` (the
+same with the space closed over, the README's pattern). They differ for spline patches: closed over, a
+patch built without weights is known to be polynomial when traced and takes the cheaper polynomial path (4
+instead of 9 reference-jet states in 2D); as an argument its weights are traced and it takes the rational
+path. For scikit-fem: ``setup`` (mesh + basis, cold and warm the same way) and ``assemble`` (median).
+Ratios = baseline time / igax time (bigger is better): ``asm x`` (``steady``) and ``clo x`` (``closed``)
+against scikit-fem's assembly, and ``build`` against scikit-fem's setup + one assembly (cold against cold,
+warm against warm). JAX's backend is started before the first timing (a process start-up cost, like the
+imports).
 
 Usage: ``python benchmarks/bench_assembly.py [--quick] [--reps 3] [--cases p1-poisson q1-elasticity3d]``
 """
@@ -187,7 +188,8 @@ def main(argv=None) -> list[dict]:
         print(
             f"{case:20s} {r['ndofs']:9d} {ti['build_cold']:7.3f} {ti['build']:7.3f} {ti['compile']:7.3f} "
             f"{ti['steady']:7.3f} {ti['closed']:7.3f} | {ts['setup_cold']:7.3f} {ts['setup']:7.3f} "
-            f"{ts['assemble']:7.3f} | {ratio:6.1f} {cratio:6.1f} {bratio0:6.1f} {bratio:6.1f} {r['same_operator']}",
+            f"{ts['assemble']:7.3f} | {ratio:6.1f} {cratio:6.1f} {bratio0:6.1f} {bratio:6.1f} "
+            f"{r['same_operator']}",
             flush=True,
         )
         size = f"{r['ndofs'] // 1000}k"
@@ -195,7 +197,8 @@ def main(argv=None) -> list[dict]:
             {"bench": "assembly", "case": f"{case}-{size}", "igax": "jit-steady", "igax_s": ti["steady"],
              "baseline": "skfem-assemble", "baseline_s": ts["assemble"], "ratio": ratio},
             {"bench": "assembly", "case": f"{case}-{size}", "igax": "jit-steady-closed-over",
-             "igax_s": ti["closed"], "baseline": "skfem-assemble", "baseline_s": ts["assemble"], "ratio": cratio},
+             "igax_s": ti["closed"], "baseline": "skfem-assemble", "baseline_s": ts["assemble"],
+             "ratio": cratio},
             {"bench": "assembly", "case": f"{case}-{size}", "igax": "space-build-cold",
              "igax_s": ti["build_cold"], "baseline": "skfem-setup+assemble-cold",
              "baseline_s": ts["setup_cold"] + ts["assemble"], "ratio": bratio0},

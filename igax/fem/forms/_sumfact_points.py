@@ -19,7 +19,7 @@ import numpy as np
 from igax.fem.field import Field
 from igax.fem.forms._contract import broadcast_over_jets, jet_select, unit_jets
 from igax.fem.forms._kernel_checks import check_bilinear_kernel, checked_kernel
-from igax.fem.forms._sumfact_ops import barrier, evaluate, materialize
+from igax.fem.forms._sumfact_ops import barrier, evaluate
 from igax.fem.forms._sumfact_plan import SumFactPlan, sumfact_plan
 from igax.fem.forms.form import Form, FormInputs, Jet, QuadValue, kernel_output
 from igax.fem.forms.inputs import _array_values, _constant_shapes

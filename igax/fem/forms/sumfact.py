@@ -40,7 +40,7 @@ import numpy as np
 from igax._config import check_float64
 from igax.fem.field import Field
 from igax.fem.forms._kernel_checks import check_symmetric, mark_symmetric
-from igax.fem.forms._sumfact_ops import contract
+from igax.fem.forms._sumfact_ops import contract, materialize
 from igax.fem.forms._sumfact_plan import SumFactPlan, scalar_steps, sumfact_plan
 from igax.fem.forms._sumfact_points import (
     KernelStructure,
@@ -52,7 +52,6 @@ from igax.fem.forms._sumfact_points import (
     geometry,
     kernel_matrices,
     kernel_structure,
-    materialize,
     reference_matrices,
 )
 from igax.fem.forms._sumfact_points_vjp import PointSpec, point_matrices
