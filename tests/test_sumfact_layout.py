@@ -12,6 +12,7 @@ import sys
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from test_sumfact import _close  # the same relative comparison
 
 from igax import fem
 from igax.fem import library
@@ -34,12 +35,6 @@ def test_csr_index_is_the_closed_form_of_the_layout():
     i0, i1, j0, j1 = rows // n1, rows % n1, cols // n1, cols % n1
     want = ((i0 * n1 + i1) * (2 * p0 + 1) + j0 - i0 + p0) * (2 * p1 + 1) + j1 - i1 + p1
     np.testing.assert_array_equal(idx, want)
-
-
-def _close(A, B, rtol=1e-12):
-    a, b = np.asarray(A), np.asarray(B)
-    err = np.max(np.abs(a - b)) / np.max(np.abs(b))
-    assert err <= rtol, f"relative difference {err:.2e} > {rtol:.0e}"
 
 
 CASES = {

@@ -17,19 +17,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from test_sumfact_vjp import _close  # the same relative comparison
 
 from igax import fem
 from igax.fem import library
 from igax.fem.forms import sumfact  # noqa: F401 (the module, patched below)
 
 _SF = sys.modules["igax.fem.forms.sumfact"]
-
-
-def _close(a, b, rtol=1e-12):
-    a, b = np.asarray(a), np.asarray(b)
-    assert a.shape == b.shape
-    err = np.max(np.abs(a - b)) / np.max(np.abs(b))
-    assert err <= rtol, f"relative difference {err:.2e} > {rtol:.0e}"
 
 
 def _plain(M, geo, spec):
