@@ -166,12 +166,15 @@ def _weights_factor(wpad, dirs, start, rows: int):
     return wi.reshape(wi.shape + (1,) * d) * wj
 
 
-def contract(sf: SumFactPlan, chunk_D, sched: list, chunks: Chunks, nblocks: int, dtype, weights=None):
+def contract(
+    sf: SumFactPlan, chunk_D, sched: list, chunks: Chunks, nblocks: int, dtype, weights=None, windows=None
+):
     """The band of a bilinear form, ``(rows, blocks, n_1, ..., n_{d-1}, L_0, ..., L_{d-1})`` with
     ``rows = chunks.nchunks * chunks.size >= n_0`` (the rows beyond ``n_0`` are zero).
 
     A ``lax.scan`` over chunks of direction-0 elements: each iteration computes the kernel matrices of the
-    chunk's points (``chunk_D(dir0_chunk, start)`` -> ``(S, blocks, size nq_0, Nq_1, ..., Nq_{d-1})``),
+    chunk's points (``chunk_D(dir0_chunk, start, window)`` -> ``(S, blocks, size nq_0, Nq_1, ...)``;
+    ``window``: chunk ``c``'s entry of ``windows``, a pytree of arrays whose leading axis is the chunks),
     contracts directions ``d-1, ..., 1`` whole and then direction 0
     (:func:`igax.fem.forms._sumfact_band.band`, a primitive whose transpose is the transposed sum
     factorisation), adds the ``p`` rows the previous chunk left unfinished, emits the ``size`` rows it
@@ -195,18 +198,19 @@ def contract(sf: SumFactPlan, chunk_D, sched: list, chunks: Chunks, nblocks: int
             weights, [(dd.p, dd.p + (chunks.pad if k == 0 else 0)) for k, dd in enumerate(dirs)], mode="edge"
         )
 
-    def work(pending, start):
-        D = chunk_D(ChunkDirection(chunks, d0, start), start)  # (S, blocks, q_0, ..., q_{d-1})
+    def work(pending, start, window):
+        D = chunk_D(ChunkDirection(chunks, d0, start), start, window)  # (S, blocks, q_0, ..., q_{d-1})
         slab = band(D, start, spec)  # (blk + p, blocks, n_1, ..., L_0, ...)
         if wpad is not None:
             slab = slab * _weights_factor(wpad, dirs, start, blk + p0)[:, None]
         return slab
 
-    def nothing(pending, start):  # a chunk past the elements: only the unfinished rows move on
+    def nothing(pending, start, window):  # a chunk past the elements: only the unfinished rows move on
         return jnp.zeros((blk + p0,) + pending.shape[1:], pending.dtype)
 
-    def body(pending, start):
-        slab = jax.lax.cond(start < chunks.nv, work, nothing, pending, start)
+    def body(pending, xs):
+        start, window = xs
+        slab = jax.lax.cond(start < chunks.nv, work, nothing, pending, start, window)
         full = jnp.concatenate([slab[:p0] + pending, slab[p0:]]) if p0 else slab
         return full[blk:], full[:blk]
 
@@ -219,5 +223,5 @@ def contract(sf: SumFactPlan, chunk_D, sched: list, chunks: Chunks, nblocks: int
     body = jax.checkpoint(body, prevent_cse=False)
     pending = jnp.zeros((p0, nblocks) + rest, dtype)
     starts = jnp.asarray(np.arange(chunks.nchunks, dtype=np.int32) * blk)
-    _, rows = jax.lax.scan(body, pending, starts)
+    _, rows = jax.lax.scan(body, pending, (starts, windows))
     return rows.reshape((chunks.nchunks * blk, nblocks) + rest)

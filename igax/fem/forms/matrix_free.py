@@ -163,9 +163,9 @@ def _stored_matrices(form: Form, space, fields: dict, w0):
     blocks = tuple((a, b) for a in range(p.ncomp) for b in range(p.ncomp))
     d0 = sf.dirs[0]
     chunks = sf.chunks(d0.nv)  # one chunk holds every element
-    chunk_D = _chunk_matrices(form, space, sf, prepared, ks, chunks, blocks, w0)
+    chunk_D, windows = _chunk_matrices(form, space, sf, prepared, ks, chunks, blocks, w0)
     zero = jnp.zeros((), jnp.int32)
-    D = chunk_D(ChunkDirection(chunks, d0, zero), zero)  # (S, C C, grid)
+    D = chunk_D(ChunkDirection(chunks, d0, zero), zero, [w[0] for w in windows])  # (S, C C, grid)
     return D.reshape((D.shape[0], p.ncomp, p.ncomp, -1))
 
 

@@ -108,8 +108,9 @@ def _pad_axis(a, axis: int, n: int):
 
 
 def _chunk_matrices(form: Form, space, sf: SumFactPlan, prepared: dict, ks, chunks, blocks, w0):
-    """``chunk_D(dir0_chunk, start) -> D (S, blocks, size nq_0, Nq_1, ..., Nq_{d-1})``: geometry, inputs and
-    kernel matrices of the chunk's direction-0 elements (``w0``: see :func:`_values`). The arrays that the
+    """``(chunk_D, windows)``: ``chunk_D(dir0_chunk, start, window) -> D (S, blocks, size nq_0, Nq_1, ...)``,
+    the geometry, inputs and kernel matrices of the chunk's direction-0 elements (``w0``: see
+    :func:`_values`), and the control-net rows of every chunk (``window``: one chunk's). The arrays that the
     chunks read are padded for the empty elements that complete the last chunk (``chunks.pad``)."""
     d0, d = sf.dirs[0], sf.d
     blk, pad = chunks.size, chunks.pad
@@ -131,11 +132,21 @@ def _chunk_matrices(form: Form, space, sf: SumFactPlan, prepared: dict, ks, chun
         else:
             padded[name] = item
 
-    def chunk_D(d0c, start):
+    # The control-net rows each chunk reads, cut out once for all chunks (one gather): the loop then takes
+    # them as per-iteration inputs. Sliced inside the loop from arrays it closes over, the backward loop
+    # carried a whole-array cotangent of each (zeros, update, add) through every iteration.
+    sliced = [cp, wts] + [
+        a for item in padded.values() if item[0] == "field" for a in (item[1], *(item[3] or ()))
+    ]
+    at = np.arange(chunks.nchunks)[:, None] * blk + np.arange(blk + d0.p)[None, :]
+    windows = [jnp.asarray(a).at[at].get(mode="promise_in_bounds") for a in sliced]
+    slot = {id(a): i for i, a in enumerate(sliced)}
+
+    def chunk_D(d0c, start, window):
         dirs = [d0c] + sf.dirs[1:]
 
         def rows(a):  # the control-net rows of the chunk's elements
-            return jax.lax.dynamic_slice_in_dim(a, start, blk + d0.p, axis=0)
+            return window[slot[id(a)]]
 
         # Geometry, inputs and kernel matrices each computed once into memory (materialize: XLA would fuse
         # them into every pass that reads them and recompute them there); D stays fused into the band's
@@ -150,7 +161,7 @@ def _chunk_matrices(form: Form, space, sf: SumFactPlan, prepared: dict, ks, chun
             D = point_matrices(M, geo, pspec)
         return D.reshape(D.shape[:2] + (blk * d0.nq,) + sf.nq[1:])
 
-    return chunk_D
+    return chunk_D, windows
 
 
 def _values(form: Form, space, fields: dict, csr_idx, w0, blocks, idx_sorted: bool = True):
@@ -171,8 +182,8 @@ def _values(form: Form, space, fields: dict, csr_idx, w0, blocks, idx_sorted: bo
     Rv = list(_reference_columns(ks.kv, None, rational, d, dry=True))
     sched = scalar_steps(Ru, Rv, d)
     chunks = sf.chunks(_chunk_size(sf, sched, len(Ru) * len(Rv), len(blocks), len(prepared)))
-    chunk_D = _chunk_matrices(form, space, sf, prepared, ks, chunks, blocks, w0)
-    V = contract(sf, chunk_D, sched, chunks, len(blocks), dtype, space.weights if rational else None)
+    chunk_D, windows = _chunk_matrices(form, space, sf, prepared, ks, chunks, blocks, w0)
+    V = contract(sf, chunk_D, sched, chunks, len(blocks), dtype, space.weights if rational else None, windows)
     # The index map behind a barrier: inside a user's jit it is a constant, and XLA would otherwise fold the
     # scatter of a constant cotangent through it (gradients of a fixed linear functional) at compile time.
     csr_idx = jax.lax.optimization_barrier(csr_idx)
