@@ -393,7 +393,6 @@ def test_singular_neumann_matrix_is_diagnosed():
     assert int(r.status) == 1 and bool(jnp.all(jnp.isnan(r.value)))
 
 
-
 def test_amg_hierarchy_is_deterministic_and_leaves_numpys_random_state_alone():
     # pyamg draws random vectors from NumPy's global generator: no dependence on earlier draws.
     T = sp.diags([-1.0, 2.0, -1.0], [-1, 0, 1], shape=(40, 40))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import warnings
 
 import numpy as np
 
@@ -31,9 +32,17 @@ class _AMGFactor(Factor):
         iterations = np.zeros(B.shape[1], dtype=np.int32)
         for j in range(B.shape[1]):
             history = []  # pyamg appends the residual norm of the start and of every iteration
-            X[:, j] = self.ml.solve(
-                B[:, j], tol=self.rtol, accel="cg", maxiter=self.maxiter, residuals=history
-            )
+            # pyamg's CG warns (and stops) when it meets an indefinite matrix. The caller judges convergence
+            # by the true residual and raises SolverError with it, so that warning would only repeat
+            # the error, from a host thread and without the residual: drop it, and pass any other warning on.
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                X[:, j] = self.ml.solve(
+                    B[:, j], tol=self.rtol, accel="cg", maxiter=self.maxiter, residuals=history
+                )
+            for w in caught:
+                if "indefinite matrix detected" not in str(w.message).lower():
+                    warnings.warn(w.message, w.category, stacklevel=2)
             iterations[j] = max(len(history) - 1, 0)
         self.last_iterations = iterations
         return X
