@@ -20,7 +20,7 @@ demo: $(STAMP)
 
 # JAX compile time dominates the suite; two worker processes halve it on a 2-core machine.
 test: $(STAMP)
-	MPLBACKEND=Agg $(PY) -m pytest -q -n 2
+	MPLBACKEND=Agg $(PY) -m pytest -q -n 2 --durations=25
 
 test-slow: $(STAMP)
 	MPLBACKEND=Agg $(PY) -m pytest -q -n 2 -m slow
