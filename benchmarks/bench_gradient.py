@@ -397,8 +397,9 @@ def main(argv=None) -> list[dict]:
                 f"{r['peak_steady_gb']:.2f}, parts "
                 f"{r['peak_parts_gb']:.2f}"
                 + (
-                    f"; PARDISO (mtype {r.get('mtype')}): analysis {r['analysis_s']:.2f} s (first call waited "
-                    f"{r.get('analysis_wait_s') or 0.0:.2f} s of it), factorisation {r['first_factor_s']:.2f} s "
+                    f"; PARDISO (mtype {r.get('mtype')}): analysis {r['analysis_s']:.2f} s (first call "
+                    f"waited {r.get('analysis_wait_s') or 0.0:.2f} s of it), factorisation "
+                    f"{r['first_factor_s']:.2f} s "
                     f"(first), {r['factor_s']:.2f} s (steady), "
                     f"{r['factor_nnz'] / 1e6:.1f}M factor entries, {r['pardiso_gb']:.2f} GB"
                     if "analysis_s" in r
@@ -411,7 +412,8 @@ def main(argv=None) -> list[dict]:
                    "peak_rss_gb": r["peak_rss_gb"]}  # fmt: skip
             rec.update({k: r[k] for k in ("trace_s", "compile_s", "first_run_s", "rss_setup_gb",
                         "peak_compile_gb", "peak_first_gb", "peak_steady_gb", "peak_parts_gb", "analysis_s",
-                        "analysis_wait_s", "mtype", "first_factor_s", "factor_s", "pardiso_gb", "factor_nnz") if k in r})  # fmt: skip
+                        "analysis_wait_s", "mtype", "first_factor_s", "factor_s", "pardiso_gb",
+                        "factor_nnz") if k in r})  # fmt: skip
             if parts:
                 rec.update(
                     assembly_s=r["assembly_s"], solve_s=r["solve_s"], forward_over_parts=r["steady_s"] / parts

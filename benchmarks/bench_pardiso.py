@@ -101,7 +101,8 @@ def main(argv=None):
             ac = np.median([m["analysis_cpu_s"] for m in ms])
             m0 = ms[0]
             print(f"{name:26s} {a:8.2f}s {ac:6.2f}s {a / base:6.2f} {m0['factor_s']:7.2f}s"
-                  f" {m0['factor_cpu_s']:6.2f}s {m0['solve_s']:6.2f}s {m0['fill']:12,d} {m0['pardiso_gb']:10.2f}")  # fmt: skip
+                  f" {m0['factor_cpu_s']:6.2f}s {m0['solve_s']:6.2f}s {m0['fill']:12,d}"
+                  f" {m0['pardiso_gb']:10.2f}")  # fmt: skip
         print(f"(load {os.getloadavg()[0]:.1f} at the end)")
 
 
