@@ -231,8 +231,12 @@ class CSRPattern:
         """CSR slot of each diagonal entry, or -1 where the diagonal is not stored."""
         n = min(self.shape)
         out = -np.ones(n, dtype=np.int64)
-        mask = self.rows == self.indices
-        out[self.rows[mask]] = np.nonzero(mask)[0]
+        # rows as a temporary unless cached: not left behind (100 MB for 1M degree-2 spline dofs)
+        rows = self.__dict__.get("rows")
+        if rows is None:
+            rows = np.repeat(np.arange(self.shape[0], dtype=np.int32), np.diff(self.indptr))
+        mask = rows == self.indices
+        out[rows[mask]] = np.nonzero(mask)[0]
         return out
 
     @cached_property
