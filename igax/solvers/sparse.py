@@ -388,7 +388,7 @@ class SparseMatrix(eqx.Module):
             >>> A = SparseMatrix.from_scipy(scipy.sparse.diags([2.0, 4.0]).tocsr())
             >>> As = SparseMatrix.stack([A, 2.0 * A, 4.0 * A])
             >>> X = jax.vmap(solve)(As, jnp.ones((3, 2)))   # one system per matrix
-            >>> X[:, 0].tolist()
+            >>> X[:, 0].round(12).tolist()
             [0.5, 0.25, 0.125]
         """
         mats = list(matrices)
