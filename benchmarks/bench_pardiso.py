@@ -6,7 +6,7 @@ matrix), Cholesky (``mtype=2``, what igax now tries first), and Cholesky with pa
 (``iparm[1] = 3``) or minimum degree (``iparm[1] = 0``). The baseline is the first row of each matrix.
 
 Usage: ``python benchmarks/bench_pardiso.py [--quick] [--cases p1 spline2] [--reps 2]``
-(run the full sizes under ``flock /tmp/large.lock``: about 2 GB resident).
+(or ``igax bench pardiso``; run the full sizes under ``flock /tmp/large.lock``: about 2 GB resident).
 """
 
 from __future__ import annotations
@@ -18,8 +18,6 @@ import time
 
 import jax
 import numpy as np
-
-jax.config.update("jax_enable_x64", True)
 
 CONFIGS = {  # name: (kind, iparm[1])
     "bunch-kaufman": ("sym", 2),
@@ -82,6 +80,7 @@ def main(argv=None):
     ap.add_argument("--cases", nargs="+", default=["p1", "spline2"])
     ap.add_argument("--reps", type=int, default=2, help="interleaved rounds (analysis medians)")
     args = ap.parse_args(argv)
+    jax.config.update("jax_enable_x64", True)
     sizes = {"p1": 249 if args.quick else 999, "spline2": 250 if args.quick else 1000}
     print(f"bench_pardiso: {platform.machine()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}")
     # warm-up: MKL's first call loads and initialises its kernels (not to be charged to the first row)
