@@ -333,7 +333,8 @@ class DirichletBC:
         if key not in cache:
             isd = np.zeros(pattern.shape[0], dtype=bool)
             isd[self.dofs] = True
-            constrained = isd[pattern.rows] | isd[pattern.indices]
+            # (each slot's row flag by a repeat over the rows: no nnz-sized row table kept on the pattern)
+            constrained = np.repeat(isd, np.diff(pattern.indptr)) | isd[pattern.indices]
             diag = pattern.diagonal_slots[self.dofs]
             if np.any(diag < 0):
                 raise ValueError("the matrix pattern lacks diagonal entries for constrained dofs.")

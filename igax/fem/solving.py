@@ -14,12 +14,14 @@ from igax.fem.mixed_solving import mixed_result, pressure_bcs, with_pinned_diago
 from igax.fem.multigrid import TRANSFERS, mg_hierarchy
 from igax.fem.spaces.base import FunctionSpace
 from igax.fem.spaces.mixed import MixedSpace
+from igax.solvers import _backends
 from igax.solvers.linear import (
     SMALL_NNZ,
     SolveResult,
     _check_method,
     _check_options,
     _freeze_options,
+    _kind,
     _prepare,
     _raise_on_failure,
     _solve_result,
@@ -115,6 +117,9 @@ def solve(
     advice = options.pop("_singular_advice")
     method = _check_method(method, A, options.get("hierarchy"))
     _check_options(options, method)
+    # The pattern is known now, the values only when the program runs: a host backend may start its
+    # symbolic analysis (PARDISO's Cholesky ordering) in the background, overlapping the compilation.
+    _backends.analyse(method, A.pattern, _kind(A), A.values.dtype)
     constrained, diag = bc._masks(A.pattern)
     # A JAX backend's host-side preparation (mg-cg: the hierarchy's index maps, arguments of the program, not
     # constants baked into it); the space's hierarchy is given, so nothing is recorded after the solve.

@@ -258,6 +258,19 @@ def _solve_groups(tok, V, B, X, iterations, codes, val_batched, method, pattern,
             codes[idx] = _failure_code(_reason(method, err))
 
 
+def analyse(method: str, pattern, kind: str, dtype) -> None:
+    """Let a host backend start the work that needs only the pattern (PARDISO's Cholesky analysis) while the
+    program that will produce the values is traced and compiled; a no-op for other backends. Never raises:
+    a failed early analysis is reported by the factorisation that waits for it."""
+    backend = _registry.get_backend(method)
+    if not backend.on_host:
+        return
+    try:
+        backend.analyse(pattern, kind, np.dtype(dtype))
+    except Exception as err:  # pragma: no cover - the factorisation redoes and reports it
+        logger.debug("early analysis with %s failed: %s", method, err)
+
+
 def clear_cache() -> None:
     """Drop all cached factorisations (frees their memory)."""
     cache.clear()

@@ -9,7 +9,12 @@ tangents, optimisation iterates, a ``vmap`` over values) each take one of PARDIS
 
 Matrix types: SPD matrices use Cholesky (``mtype=2``) on the upper triangle; other symmetric matrices use
 Bunch-Kaufman (``mtype=-2``); everything else real unsymmetric LU (``mtype=11``) with scaling and weighted
-matching, whose transposed solve uses the same factors (``iparm[11] = 2``).
+matching, whose transposed solve uses the same factors (``iparm[11] = 2``). (The backend tries Cholesky first
+for symmetric matrices too: :mod:`igax.solvers.backends.pardiso`.)
+
+Cholesky's analysis reads the pattern only (no scaling or matching), so a plan of ``kind="spd"`` can be made
+without values and in the background (``background=True``): the analysis then runs in a thread, e.g. while
+XLA compiles the program that will produce the values, and the first :meth:`PardisoPlan.factor` waits for it.
 
 Complex values (complex128) are factorised natively, at half the size of the real block form of
 :mod:`igax.solvers._complex`: complex symmetric matrices (``A = A^T``, Helmholtz with impedance or PML) use
@@ -48,7 +53,15 @@ _ERRORS = {
 
 
 class PardisoError(RuntimeError):
-    pass
+    """A failed PARDISO phase; ``code`` is PARDISO's error number (-4: a zero or, for Cholesky, a
+    non-positive pivot)."""
+
+    def __init__(self, message: str, code: int = 0):
+        super().__init__(message)
+        self.code = code
+
+
+ZERO_PIVOT = -4
 
 
 @functools.cache
@@ -74,11 +87,27 @@ class PardisoPlan:
         kind: ``"spd"``, ``"sym"`` or ``"gen"``; for complex values also ``"herm"`` (Hermitian) and ``"hpd"``
             (Hermitian positive definite). Complex ``"spd"`` is treated as ``"sym"`` (complex symmetric).
         values: values of a first matrix (phase 11 uses them for scaling and matching when unsymmetric); a
-            complex dtype selects the complex matrix types.
+            complex dtype selects the complex matrix types. None for a real ``"spd"`` plan: Cholesky's
+            analysis reads the pattern only.
+        background: run the analysis in a thread; :meth:`factor` waits for it (``wait_s`` says how long).
+
+    Example:
+        >>> import numpy as np, scipy.sparse as sp
+        >>> from igax.solvers import _pardiso
+        >>> from igax.solvers.sparse import CSRPattern
+        >>> K = sp.csr_matrix(np.array([[2.0, -1.0, 0.0], [-1.0, 2.0, -1.0], [0.0, -1.0, 2.0]]))
+        >>> pattern = CSRPattern(K.indptr, K.indices, K.shape)
+        >>> if _pardiso.available():       # (pypardiso: Intel MKL, x86_64 only)
+        ...     plan = _pardiso.PardisoPlan(pattern, "spd", None, background=True)
+        ...     x = plan.factor(K.data).solve(np.ones((3, 1)), False)[:, 0]  # waits for the analysis
+        ... else:
+        ...     x = np.array([1.5, 2.0, 1.5])
+        >>> x.round(12).tolist()
+        [1.5, 2.0, 1.5]
     """
 
-    def __init__(self, pattern, kind: str, values: np.ndarray):
-        self.complex = np.iscomplexobj(values)
+    def __init__(self, pattern, kind: str, values: np.ndarray | None, *, background: bool = False):
+        self.complex = values is not None and np.iscomplexobj(values)
         self.dtype = np.complex128 if self.complex else np.float64
         if self.complex:
             kind = "sym" if kind == "spd" else kind
@@ -87,8 +116,42 @@ class PardisoPlan:
             raise ValueError(f"PARDISO kind {kind!r} (Hermitian) needs complex values")
         else:
             self.mtype = {"spd": 2, "sym": -2, "gen": 11}[kind]
+        if values is None and self.mtype != 2:
+            # scaling and matching (and the unsymmetric types' analysis) read the values
+            raise ValueError(f'a PARDISO plan of kind {kind!r} needs values; only "spd" is analysed without')
         self.kind = kind
         self.n = pattern.shape[0]
+        self.free_slots = list(range(MAXFCT, 0, -1))
+        self.lock = threading.Lock()
+        self.analysis_s = self.factor_s = None  # seconds of phase 11 and of the last phase 22 (benchmarks)
+        self.wait_s = 0.0  # seconds the first factorisation waited for a background analysis
+        self._error = None
+        self._thread = None
+        if background:
+            self._thread = threading.Thread(target=self._analyse_guarded, args=(pattern, values), daemon=True)
+            self._thread.start()
+        else:
+            self._analyse(pattern, values)
+
+    def _analyse_guarded(self, pattern, values):
+        try:
+            self._analyse(pattern, values)
+        except BaseException as err:  # re-raised by the first factorisation that waits for it
+            self._error = err
+
+    def ready(self) -> None:
+        """Wait for a background analysis (re-raising its error); immediate otherwise."""
+        t = self._thread
+        if t is not None:
+            start = time.perf_counter()
+            t.join()
+            self.wait_s += time.perf_counter() - start
+            self._thread = None
+        if self._error is not None:
+            raise self._error
+
+    def _analyse(self, pattern, values):
+        kind = self.kind
         # PARDISO needs every diagonal entry stored (MKL requires it of the symmetric types). A valid matrix
         # may leave some out, e.g. the zero block of a saddle-point system (a Lagrange multiplier): they are
         # stored as explicit zeros. The pivot perturbation and iterative refinement handle the zero pivots
@@ -159,12 +222,11 @@ class PardisoPlan:
             # 9e-13 (mtype 6, k = 40 Helmholtz, 10k dofs) and 1e-10 (mtype -4, a cond-1e3 test matrix);
             # three steps bring both to 3e-15, the real block form's accuracy.
             ip[7] = 10
-        self.free_slots = list(range(MAXFCT, 0, -1))
-        self.lock = threading.Lock()
+        # Cholesky's analysis reads no values; zeros of the right size stand in (calloc'd: no pages touched).
+        data = self._data(values) if values is not None else np.zeros(self.ja.shape[0])
         t = time.perf_counter()
-        self._call(11, 1, self._data(values), np.zeros((self.n, 1)))
-        self.analysis_s = time.perf_counter() - t  # seconds of the symbolic analysis (benchmarks report it)
-        self.factor_s = None
+        self._call(11, 1, data, np.zeros((self.n, 1)))
+        self.analysis_s = time.perf_counter() - t
 
     def _data(self, values):
         if np.iscomplexobj(values) and not self.complex:
@@ -210,10 +272,13 @@ class PardisoPlan:
             ctypes.byref(err),
         )
         if err.value != 0:
-            raise PardisoError(f"PARDISO phase {phase} failed: {_ERRORS.get(err.value, err.value)}")
+            raise PardisoError(
+                f"PARDISO phase {phase} failed: {_ERRORS.get(err.value, err.value)}", err.value
+            )
         return X
 
     def factor(self, values) -> PardisoFactor:
+        self.ready()
         with self.lock:
             if not self.free_slots:
                 raise PardisoError("no free PARDISO factor slot")
@@ -236,6 +301,10 @@ class PardisoPlan:
                 self.free_slots.append(mnum)
 
     def destroy(self) -> None:
+        try:
+            self.ready()
+        except BaseException:
+            return  # the analysis failed: nothing was allocated
         with self.lock:
             self._call(-1, 1, np.zeros(1), np.zeros((self.n, 1)))
 

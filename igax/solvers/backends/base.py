@@ -197,6 +197,22 @@ class HostBackend(Backend):
             f"{type(self).__name__} must implement factor(pattern, values, kind, options)"
         )
 
+    def analyse(self, pattern, kind: str, dtype):
+        """Optional: start work that needs only the pattern (a symbolic analysis), before the values exist.
+
+        Called when a program that will factorise matrices of ``pattern`` is traced (``fem.solve``), so the
+        work can overlap the compilation; it must return at once (run it in a thread) and may do nothing.
+
+        Arguments:
+            pattern: the :class:`~igax.solvers.CSRPattern`.
+            kind: ``"spd"``, ``"sym"`` or ``"gen"``, as :meth:`factor` will be given.
+            dtype: the values' dtype.
+
+        Returns:
+            Anything (ignored by the solvers); the default does nothing and returns None.
+        """
+        return None
+
 
 class JaxBackend(Backend):
     """A backend that runs in JAX, inside the traced program (the device path)."""

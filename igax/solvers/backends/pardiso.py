@@ -4,6 +4,15 @@ The symbolic analysis (fill-reducing ordering) is shared by every matrix of one 
 :class:`~igax.solvers._pardiso.PardisoPlan` keyed by ``(pattern, matrix type)``; new values of a known pattern
 only refactorise. The ctypes driver is :mod:`igax.solvers._pardiso`.
 
+Cholesky first: stiffness matrices are flagged symmetric, not positive definite (a form cannot know the sign
+of its coefficients), yet most are positive definite. A real matrix flagged symmetric is factorised by
+Cholesky (``mtype=2``) when its diagonal is positive (necessary for a positive definite matrix: a zero block
+of a saddle point or a negative definite matrix goes straight to Bunch-Kaufman); when PARDISO then meets a
+non-positive pivot (error -4) the pattern is remembered and that matrix and later ones of the pattern are
+factorised by Bunch-Kaufman (``mtype=-2``). Cholesky's analysis needs no values and no scaling or matching,
+so :meth:`Pardiso.analyse` can start it as soon as the pattern is known (``fem.solve`` does while its program
+is traced), in a thread that overlaps XLA's compilation; the first factorisation waits for it.
+
 Complex matrices are factorised natively (complex symmetric ``mtype=6``, complex LU ``mtype=13``, Hermitian
 ``-4`` / ``4`` with ``hermitian=``): half the unknowns of the real block form, one factorisation for a solve
 and its gradient. Measured figures are in ``benchmarks/bench_helmholtz.py --native``.
@@ -11,6 +20,7 @@ and its gradient. Measured figures are in ``benchmarks/bench_helmholtz.py --nati
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 
 import numpy as np
@@ -20,6 +30,44 @@ from igax.solvers.backends.base import HostBackend, stats
 
 _plans: OrderedDict[tuple, _pardiso.PardisoPlan] = OrderedDict()
 _MAX_PLANS = 4
+# Patterns (digests) whose matrices Cholesky refused (a non-positive pivot): Bunch-Kaufman from then on.
+_not_spd: OrderedDict[bytes, None] = OrderedDict()
+_MAX_NOT_SPD = 64
+_lock = threading.RLock()  # the plan cache is used by callbacks and by the tracing thread (analyse)
+
+
+def _plan(pattern, kind, values, background=False) -> _pardiso.PardisoPlan:
+    """The cached plan of ``(pattern, kind, complex)``; a new one (an analysis) when there is none or its
+    factor slots are all taken."""
+    key = (pattern._digest, kind, values is not None and np.iscomplexobj(values))
+    with _lock:
+        plan = _plans.get(key)
+        if plan is None or not plan.free_slots:
+            plan = _pardiso.PardisoPlan(pattern, kind, values, background=background)
+            _plans[key] = plan
+            stats.analyses += 1
+            while len(_plans) > _MAX_PLANS:
+                _plans.popitem(last=False)  # destroyed once its last factor is evicted
+        _plans.move_to_end(key)
+        return plan
+
+
+def _cholesky_first(pattern) -> bool:
+    """Whether a real symmetric matrix of ``pattern`` may be positive definite: Cholesky has not refused
+    the pattern and every diagonal entry is stored."""
+    with _lock:
+        refused = pattern._digest in _not_spd
+    return not refused and bool(np.all(pattern.diagonal_slots >= 0))
+
+
+def _refuse(pattern) -> None:
+    """Cholesky met a non-positive pivot: the pattern goes to Bunch-Kaufman, its Cholesky plan is dropped
+    (its analysis memory is freed with its last factor)."""
+    with _lock:
+        _not_spd[pattern._digest] = None
+        while len(_not_spd) > _MAX_NOT_SPD:
+            _not_spd.popitem(last=False)
+        _plans.pop((pattern._digest, "spd", False), None)
 
 
 class Pardiso(HostBackend):
@@ -60,14 +108,45 @@ class Pardiso(HostBackend):
         if h and np.iscomplexobj(values):
             # A Hermitian matrix is flagged unsymmetric (A != A.T), so kind is "gen" here.
             kind = "hpd" if h == "positive_definite" else "herm"
+        if kind == "sym" and not np.iscomplexobj(values) and _cholesky_first(pattern):
+            # Cholesky first (see the module's docstring); a positive diagonal is necessary for it to succeed.
+            if np.all(values[pattern.diagonal_slots] > 0):
+                try:
+                    return _plan(pattern, "spd", values).factor(values)
+                except _pardiso.PardisoError as err:
+                    if err.code != _pardiso.ZERO_PIVOT:
+                        raise
+            _refuse(pattern)
         # One symbolic analysis per (pattern, matrix type): new values of a known pattern only refactorise.
-        key = (pattern._digest, kind, np.iscomplexobj(values))
-        plan = _plans.get(key)
-        if plan is None or not plan.free_slots:
-            plan = _pardiso.PardisoPlan(pattern, kind, values)
-            _plans[key] = plan
-            stats.analyses += 1
-            while len(_plans) > _MAX_PLANS:
-                _plans.popitem(last=False)  # destroyed once its last factor is evicted
-        _plans.move_to_end(key)
-        return plan.factor(values)
+        return _plan(pattern, kind, values).factor(values)
+
+    def analyse(self, pattern, kind, dtype):
+        """Start the symbolic analysis of ``pattern`` in the background, before any values exist (once per
+        pattern while cached): for real matrices flagged symmetric or positive definite, which Cholesky
+        factorises first. Called when the pattern is known, e.g. while a program is traced; otherwise a no-op.
+
+        Arguments:
+            pattern: the :class:`~igax.solvers.CSRPattern` of the matrices to come.
+            kind: ``"spd"``, ``"sym"`` or ``"gen"``.
+            dtype: their dtype (complex: nothing is started).
+
+        Returns:
+            The :class:`~igax.solvers._pardiso.PardisoPlan` (its analysis running or done), or None.
+
+        Example:
+            >>> import numpy as np, scipy.sparse as sp
+            >>> from igax.solvers.backends import get_backend
+            >>> from igax.solvers.sparse import CSRPattern
+            >>> K = sp.csr_matrix(np.array([[2.0, -1.0], [-1.0, 2.0]]))
+            >>> backend = get_backend("pardiso")
+            >>> plan = backend.analyse(CSRPattern(K.indptr, K.indices, K.shape), "sym", np.float64)
+            >>> plan.mtype if backend.available() else 2            # Cholesky
+            2
+        """
+        if kind == "gen" or np.issubdtype(dtype, np.complexfloating) or not _cholesky_first(pattern):
+            return None
+        if pattern.shape[0] == 0 or not self.available():
+            return None
+        with _lock:
+            plan = _plans.get((pattern._digest, "spd", False))
+            return plan if plan is not None else _plan(pattern, "spd", None, background=True)
