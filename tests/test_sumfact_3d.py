@@ -10,13 +10,32 @@ elasticity matrix w.r.t. the control points agrees with central differences, wit
 the JVP.
 """
 
+import sys
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from test_sumfact import _check_gradient, _close, elementwise, factorised  # noqa: F401 - fixtures
+from test_sumfact import _check_gradient, _close  # the same checks as the 2D cases
 
 from igax import fem
 from igax.fem import library
+from igax.fem.forms import sumfact  # noqa: F401 - registers the module under its name
+
+_SF = sys.modules["igax.fem.forms.sumfact"]
+
+
+@pytest.fixture
+def sumfact_always(monkeypatch):
+    """The sum-factorised path for every size and degree (the element-wise one under ``elementwise()``)."""
+    monkeypatch.setattr(_SF, "_MIN_ENTRIES", 0)
+    monkeypatch.setattr(_SF, "_MIN_DEGREE", 1)
+
+    def elementwise(form, V):
+        with monkeypatch.context() as m:
+            m.setattr(_SF, "_MIN_ENTRIES", 10**18)
+            return fem.assemble(form, V)
+
+    return elementwise
 
 
 def _curved(rational: bool, n=(2, 3, 2), shape=(3,)):
@@ -37,17 +56,17 @@ def _curved(rational: bool, n=(2, 3, 2), shape=(3,)):
     [(library.linear_elasticity(1.0, 0.3, "3d"), (3,)), (library.mass, ())],
     ids=["elasticity", "mass"],
 )
-def test_curved_patches_equal_the_elementwise_matrix(form, shape, rational, elementwise, factorised):
+def test_curved_patches_equal_the_elementwise_matrix(form, shape, rational, sumfact_always):
     V = _curved(rational, shape=shape)
-    _close(factorised(form, V).values, elementwise(form, V).values)
+    _close(fem.assemble(form, V).values, sumfact_always(form, V).values)
 
 
-def test_gradient_of_elasticity_wrt_control_points_on_a_curved_patch(factorised):
+def test_gradient_of_elasticity_wrt_control_points_on_a_curved_patch(sumfact_always):
     V = _curved(False, n=(2, 2, 2))
     r = jnp.asarray(np.random.default_rng(5).standard_normal(V.pattern.nnz))
 
     def loss(P):
-        A = factorised(library.linear_elasticity(1.0, 0.3, "3d"), V.with_geometry(control_points=P))
+        A = fem.assemble(library.linear_elasticity(1.0, 0.3, "3d"), V.with_geometry(control_points=P))
         return jnp.sum(A.values * r)
 
     _check_gradient(loss, (V.control_points,), taylor=(0,), jvp=True)

@@ -64,7 +64,8 @@ def step_compact_transpose(Gb, tables: list, outs: list, p: int, nin: int, pre: 
         nq = At.shape[1] // m
         band = Gb[j]  # (n, L, P)
         P = band.shape[2]
-        O = jnp.stack([band[a : a + nv, p - a : 2 * p + 1 - a] for a in range(p + 1)], axis=1)  # (nv, a, b, P)
+        # (nv, a, b, P): element v's rows a, partners b
+        O = jnp.stack([band[a : a + nv, p - a : 2 * p + 1 - a] for a in range(p + 1)], axis=1)
         At = jnp.take(At, nonzero_rows(p), axis=2)  # (nv, m nq, (p + 1)^2)
         Gm = jnp.matmul(At, O.reshape((nv, (p + 1) ** 2, P)))  # (nv, m nq, P)
         Gm = jnp.transpose(Gm.reshape((nv, m, nq, P)), (1, 3, 0, 2)).reshape((m,) + pre + (nv * nq,))

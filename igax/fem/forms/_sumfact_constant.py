@@ -10,8 +10,8 @@ products with ``T_v`` first, ``Y (C, K_u, C, R_v, P)``, stored, and then those w
 entry of ``D`` is written as its own short sum over the nonzero entries of ``M`` and of ``T``, so the whole
 of ``D`` is one pass over the points and nothing else is stored. 3D elasticity has 2 or 3 nonzero
 ``(k, l)`` per block (of 9) and, on a polynomial patch, ``T`` has no structural zeros: 54 entries of a few
-products each, against 81 stored entries of ``Y`` and then 54 sums of 3. Measured: see
-:func:`constant_point_matrices`.
+products each, against 81 stored entries of ``Y`` and then 54 sums of 3 (measured in
+:func:`constant_point_matrices`). Used for 3D patches (``sumfact._chunk_matrices``).
 """
 
 from __future__ import annotations
@@ -35,8 +35,9 @@ def constant_point_matrices(M: np.ndarray, ku, kv, geo: Geometry, rational: bool
     Returns:
         The kernel matrices per state (trial reference jet major) and block, points last.
 
-    Measured (3D degree-2 elasticity, 31^3 elements, closed over, 2 cores shared with other jobs): the
-    whole assembly, see the commit that introduced this file.
+    Measured (3D degree-2 elasticity, 31^3 elements, geometry and ``D`` of one chunk, CPU time, medians of
+    31 interleaved calls on 2 cores shared with other jobs): polynomial 7.35 -> 5.13 ms, rational 13.8 ->
+    11.2 ms against :func:`~igax.fem.forms._sumfact_points.reference_matrices`.
 
     Example:
         >>> import numpy as np, jax.numpy as jnp
