@@ -40,6 +40,7 @@ import numpy as np
 from igax._config import check_float64
 from igax.fem.field import Field
 from igax.fem.forms._kernel_checks import check_symmetric, mark_symmetric
+from igax.fem.forms._sumfact_constant import constant_point_matrices
 from igax.fem.forms._sumfact_ops import contract, materialize
 from igax.fem.forms._sumfact_plan import SumFactPlan, scalar_steps, sumfact_plan
 from igax.fem.forms._sumfact_points import (
@@ -155,7 +156,9 @@ def _chunk_matrices(form: Form, space, sf: SumFactPlan, prepared: dict, ks, chun
         geo = materialize(geometry(dirs, rows(cp), rows(wts), jnp, start).flat(), start)
         inputs = materialize(_chunk_inputs(padded, dirs, start, geo, rows), start)
         M = materialize(kernel_matrices(form, ks, space.plan.ncomp, geo.x, inputs), start)
-        if isinstance(M, np.ndarray):  # a concrete kernel matrix: only the geometry can be differentiated
+        if isinstance(M, np.ndarray) and d == 3:  # one sum per entry of D (_sumfact_constant)
+            D = constant_point_matrices(M, ks.ku, ks.kv, geo, rational, d, blocks, scale)
+        elif isinstance(M, np.ndarray):  # a concrete kernel matrix: only the geometry can be differentiated
             D, _, _ = reference_matrices(M, ks.ku, ks.kv, geo, rational, d, blocks, scale)
         else:  # linear in M with a written-out transpose (the inputs' derivatives)
             D = point_matrices(M, geo, pspec)
