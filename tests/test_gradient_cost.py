@@ -421,3 +421,34 @@ def test_xla_folds_no_reduction_over_a_closed_over_load_vector(large_paths):
     b = np.linspace(1.0, 2.0, V.ndofs)
     g = jax.jit(lambda v: solvers.solve(A.with_values(v), b))
     assert not _computed_from_constants(g.lower(A.values).compiler_ir("stablehlo"), V.ndofs)
+
+
+def test_sparse_products_name_their_pattern_instead_of_holding_it_as_a_constant(monkeypatch):
+    # Large patterns are held by the native library and named by a key in the program (issue 15: the
+    # 108 MB CSR pattern that every product wrote into a 1M-DOF program). Forced here at a small size: the
+    # gradient (a forward product in the solve's residual check, a sampled product in the gradient) must
+    # equal the one with the pattern as constants, and no nnz-sized index array may remain in the program.
+    from igax import _native
+    from igax.solvers import _spmv
+
+    if not _native.available():
+        pytest.skip("native kernels unavailable")
+    def program():
+        V, f = _p1_gradient_program()
+        fem.assemble(library.diffusion, V, kappa=1.0)  # the set-up: symmetry verified once, eagerly
+        return V, f
+
+    V, f = program()
+    c = jnp.asarray(np.linspace(1.0, 2.0, V.ndofs))
+    want = np.asarray(f(c))
+    nnz = V.pattern.nnz
+    before = [s for t, s in _constants(f.lower(c).as_text(), compiled=False) if t in ("i32", "i64")]
+    assert before.count((nnz,)) == 2  # the column indices, in the residual's product and the gradient's
+    monkeypatch.setattr(_spmv, "_HELD_NNZ", 0)
+    jax.clear_caches()
+    V, f = program()
+    text = f.lower(c).as_text()
+    assert "igax_spmv_held_sample_f64" in text and "igax_spmv_held_forward_f64" in text
+    assert not [s for t, s in _constants(text, compiled=False) if t in ("i32", "i64") and nnz in s]
+    np.testing.assert_allclose(np.asarray(f(c)), want, rtol=1e-12, atol=1e-14 * np.abs(want).max())
+    jax.clear_caches()
