@@ -132,8 +132,9 @@ def test_spline_index_maps_and_tables_formed_in_the_program_equal_the_host_ones(
             np.testing.assert_allclose(got, want[np.asarray(ids)], rtol=0, atol=1e-13 * np.abs(want).max())
     side = V.boundary_names[0]
     for got, want in zip(
-        jax.jit(lambda: V.tables(V.quadrature_rule(side)))(), V.host_tables(V.quadrature_rule(side)),
-        strict=True
+        jax.jit(lambda: V.tables(V.quadrature_rule(side)))(),
+        V.host_tables(V.quadrature_rule(side)),
+        strict=True,
     ):
         if want is not None:
             np.testing.assert_allclose(
@@ -376,7 +377,9 @@ def _computed_from_constants(module, min_entries: int) -> list[str]:
             const = {a for i, a in enumerate(block.arguments) if i in const_args[name]}
             for op in block.operations:  # top level of the function; nested regions count as not constant
                 kind = op.operation.name
-                for inner in _nested_calls(op):  # a call in a loop or a branch: its arguments are not constant
+                for inner in _nested_calls(
+                    op
+                ):  # a call in a loop or a branch: its arguments are not constant
                     callee = str(inner.attributes["callee"]).lstrip("@")
                     changed |= bool(const_args[callee])
                     const_args[callee] = set()
@@ -388,8 +391,10 @@ def _computed_from_constants(module, min_entries: int) -> list[str]:
                         const_args[callee] -= drop
                         changed = True
                     continue
-                if kind in ("stablehlo.optimization_barrier", "stablehlo.custom_call") or op.regions and (
-                    kind != "stablehlo.reduce"
+                if (
+                    kind in ("stablehlo.optimization_barrier", "stablehlo.custom_call")
+                    or op.regions
+                    and (kind != "stablehlo.reduce")
                 ):
                     continue
                 if all(v in const for v in operands):
@@ -433,6 +438,7 @@ def test_sparse_products_name_their_pattern_instead_of_holding_it_as_a_constant(
 
     if not _native.available():
         pytest.skip("native kernels unavailable")
+
     def program():
         V, f = _p1_gradient_program()
         fem.assemble(library.diffusion, V, kappa=1.0)  # the set-up: symmetry verified once, eagerly
@@ -450,5 +456,28 @@ def test_sparse_products_name_their_pattern_instead_of_holding_it_as_a_constant(
     text = f.lower(c).as_text()
     assert "igax_spmv_held_sample_f64" in text and "igax_spmv_held_forward_f64" in text
     assert not [s for t, s in _constants(text, compiled=False) if t in ("i32", "i64") and nnz in s]
+    np.testing.assert_allclose(np.asarray(f(c)), want, rtol=1e-12, atol=1e-14 * np.abs(want).max())
+    jax.clear_caches()
+
+
+def test_chunked_assembly_reads_its_index_maps_at_run_time(large_paths, monkeypatch):
+    # The arrays a chunked assembly's loop closes over enter the program once (igax.fem.spaces.base.
+    # hoist_constants) and, large ones on the CPU, not as constants but copied in when the program runs
+    # (igax._held; forced here at a small size). The gradient must not change.
+    from igax import _held, _native
+
+    if not _native.available():
+        pytest.skip("native kernels unavailable")
+    V, f = _p1_gradient_program()
+    c = jnp.asarray(np.linspace(1.0, 2.0, V.ndofs))
+    want = np.asarray(f(c))
+    sizes = [s for _, s in _constants(f.lower(c).as_text(), compiled=False)]
+    assert sizes.count((V.nel, 9)) == 1  # the CSR slots of the element matrices, once (was: twice)
+    monkeypatch.setattr(_held, "_HELD_MIN_BYTES", 0)
+    jax.clear_caches()
+    V, f = _p1_gradient_program()
+    text = f.lower(c).as_text()
+    assert "igax_fetch_held" in text
+    assert not [s for _, s in _constants(text, compiled=False) if s[:1] == (V.nel,)]
     np.testing.assert_allclose(np.asarray(f(c)), want, rtol=1e-12, atol=1e-14 * np.abs(want).max())
     jax.clear_caches()

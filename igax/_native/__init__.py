@@ -65,6 +65,7 @@ _HANDLERS.update(
     {name.replace("igax_spmv_", "igax_spmv_held_"): sym.replace("IgaxSpmv", "IgaxSpmvHeld")
      for name, sym in list(_HANDLERS.items()) if name.startswith("igax_spmv_")}
 )  # fmt: skip
+_HANDLERS["igax_fetch_held"] = "IgaxFetchHeld"  # a held array copied into the program (igax/_held.py)
 _lock = threading.Lock()
 _state: dict = {}
 logger = logging.getLogger(__name__)

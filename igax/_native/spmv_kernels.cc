@@ -304,6 +304,45 @@ extern "C" void IgaxSpmvRelease(uint64_t key) {
   Patterns().erase(key);
 }
 
+// Arrays held the same way (igax/_held.py), copied into a buffer of the program when it runs: what a loop of
+// the program reads (index maps, cells, node coordinates of a large mesh) without being a constant of it.
+struct HeldArray {
+  const void* data;
+  int64_t nbytes;
+};
+std::unordered_map<uint64_t, HeldArray>& HeldArrays() {
+  static auto* m = new std::unordered_map<uint64_t, HeldArray>();
+  return *m;
+}
+
+extern "C" void IgaxHoldArray(uint64_t key, const void* data, int64_t nbytes) {
+  std::lock_guard<std::mutex> lock(patterns_mu);
+  HeldArrays()[key] = HeldArray{data, nbytes};
+}
+
+extern "C" void IgaxReleaseArray(uint64_t key) {
+  std::lock_guard<std::mutex> lock(patterns_mu);
+  HeldArrays().erase(key);
+}
+
+static ffi::Error FetchHeld(ffi::Result<ffi::AnyBuffer> out, uint64_t key) {
+  HeldArray a;
+  {
+    std::lock_guard<std::mutex> lock(patterns_mu);
+    auto it = HeldArrays().find(key);
+    if (it == HeldArrays().end())
+      return ffi::Error::InvalidArgument(
+          "igax: the program reads an array that igax no longer holds (igax/_held.py); jit the function again");
+    a = it->second;
+  }
+  if (int64_t(out->size_bytes()) != a.nbytes)
+    return ffi::Error::InvalidArgument("igax: a held array does not match the program's buffer size");
+  std::memcpy(out->untyped_data(), a.data, a.nbytes);
+  return ffi::Error::Success();
+}
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(IgaxFetchHeld, FetchHeld, ffi::Ffi::Bind().Ret<ffi::AnyBuffer>().Attr<uint64_t>("key"));
+
 #define IGAX_SPMV_BIND_HELD(DT)        \
   ffi::Ffi::Bind()                     \
       .Ctx<ffi::ThreadPool>()          \

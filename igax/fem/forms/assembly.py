@@ -544,7 +544,9 @@ def _scatter_chunks(
     # The arrays the body closes over (index maps, geometry) enter the program once, outside the loop: left
     # in the body they would be written into the program once per copy of it (the forward loop, and the
     # backward one that recomputes it), e.g. 120 MB more program for a gradient of P1 at 1M DOFs.
-    body = jax.checkpoint(hoist_constants(body, jnp.zeros(size, dtype), (starts[0], owned[0])), prevent_cse=False)
+    body = jax.checkpoint(
+        hoist_constants(body, jnp.zeros(size, dtype), (starts[0], owned[0])), prevent_cse=False
+    )
     values, _ = jax.lax.scan(body, jnp.zeros(size, dtype), (starts, owned))
     return values
 

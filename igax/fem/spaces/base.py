@@ -35,6 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from igax._held import fetch
 from igax.fem.mesh import determinant
 from igax.solvers.sparse import CSRPattern
 
@@ -850,6 +851,8 @@ def hoist_constants(fun, *args):
     the backward one that recomputes it), and each copy is compiled with its own. The returned function
     evaluates the same operations with the concrete arrays of at least ``_HOIST_ENTRIES`` entries pinned
     (:func:`pin`) where it is called: outside the loop, once; the loop takes them as loop-invariant inputs.
+    On the CPU, arrays of at least 4 MB are not constants at all but copied into the program when it runs
+    (:func:`igax._held.fetch`).
 
     Arguments:
         fun: a function of ``args`` (pytrees of arrays).
@@ -860,6 +863,7 @@ def hoist_constants(fun, *args):
 
     Example:
         >>> import jax, jax.numpy as jnp, numpy as np
+        >>> from igax.fem.spaces.base import hoist_constants
         >>> idx = np.arange(4000) % 3
         >>> body = lambda acc, x: (acc + jnp.zeros(3).at[idx].add(x), None)
         >>> f = hoist_constants(body, jnp.zeros(3), 1.0)
@@ -878,7 +882,11 @@ def hoist_constants(fun, *args):
     for a, i in enumerate(big):
         first[a] = next((first[b] for b in range(a) if _same(consts[big[b]], consts[i])), a)
     keys = sorted(set(first.values()))
-    pinned = dict(zip(keys, pin([consts[big[a]] for a in keys]), strict=True))
+    # Large ones are read when the program runs, from memory igax holds (igax._held, on the CPU): no
+    # constant at all; the others are pinned.
+    pinned = {a: fetch(consts[big[a]]) for a in keys}
+    rest = [a for a in keys if not isinstance(pinned[a], jax.core.Tracer)]
+    pinned.update(zip(rest, pin([consts[big[a]] for a in rest]), strict=True))
     for a, i in enumerate(big):
         consts[i] = pinned[first[a]]
     tree = jax.tree_util.tree_structure(shape)
