@@ -315,10 +315,10 @@ def _held_key(pattern) -> int:
         entry = _held.get(key)
         if entry is None:
             entry = _held[key] = [indptr, indices, 0]
+            ptr, ind = ctypes.c_void_p(indptr.ctypes.data), ctypes.c_void_p(indices.ctypes.data)
             lib.IgaxSpmvHold(
-                ctypes.c_uint64(key), ctypes.c_void_p(indptr.ctypes.data), ctypes.c_void_p(indices.ctypes.data),
-                ctypes.c_int64(len(indptr) - 1), ctypes.c_int64(len(indices)),
-            )  # fmt: skip
+                ctypes.c_uint64(key), ptr, ind, ctypes.c_int64(len(indptr) - 1), ctypes.c_int64(len(indices))
+            )
         elif not (np.array_equal(entry[0], indptr) and np.array_equal(entry[1], indices)):
             raise RuntimeError("igax spmv: two different CSR patterns share a key (a 64-bit hash collision).")
         entry[2] += 1
