@@ -63,7 +63,8 @@ def fetch(a):
 
     Arguments:
         a: a NumPy array (or anything ``np.asarray`` takes). Arrays under ``_HELD_MIN_BYTES``, and all
-            arrays where the native library is unavailable or off the CPU, are returned unchanged.
+            arrays outside a trace, where the native library is unavailable or off the CPU, are returned
+            unchanged.
 
     Returns:
         A JAX value equal to ``a`` (inside a trace: computed when the program runs), or ``a`` itself.
@@ -75,7 +76,9 @@ def fetch(a):
         >>> int(jax.jit(lambda i: fetch(idx)[i])(12345))
         12345
     """
-    if isinstance(a, jax.core.Tracer):
+    from igax._compile import at_top_level
+
+    if isinstance(a, jax.core.Tracer) or at_top_level():  # eager: no program to keep the array out of
         return a
     arr = np.asarray(a)
     if arr.nbytes < _HELD_MIN_BYTES or not _usable():
