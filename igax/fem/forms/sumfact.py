@@ -37,8 +37,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from igax._held import fetch
 from igax._config import check_float64
+from igax._held import fetch
 from igax.fem.field import Field
 from igax.fem.forms._kernel_checks import check_symmetric, mark_symmetric
 from igax.fem.forms._sumfact_ops import contract, materialize
