@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from igax import fem
+from igax import fem, solvers
 from igax.fem import library, mesh
 from igax.fem.forms import _contract
 
@@ -132,8 +132,9 @@ def test_spline_index_maps_and_tables_formed_in_the_program_equal_the_host_ones(
             np.testing.assert_allclose(got, want[np.asarray(ids)], rtol=0, atol=1e-13 * np.abs(want).max())
     side = V.boundary_names[0]
     for got, want in zip(
-        jax.jit(lambda: V.tables(V.quadrature_rule(side)))(), V.host_tables(V.quadrature_rule(side)),
-        strict=True
+        jax.jit(lambda: V.tables(V.quadrature_rule(side)))(),
+        V.host_tables(V.quadrature_rule(side)),
+        strict=True,
     ):
         if want is not None:
             np.testing.assert_allclose(
@@ -345,3 +346,138 @@ def test_with_jax_hoisting_switch_the_1m_program_holds_no_large_constant():
     got = json.loads(out.stdout.strip().splitlines()[-1])
     assert got["largest"] < V.ndofs, got["largest"]  # only small tables (quadrature rules, 1D data) remain
     np.testing.assert_allclose(got["grad"], want, rtol=1e-10, atol=1e-14 * np.abs(want).max())
+
+
+_FOLDED = {"stablehlo.reduce", "stablehlo.gather", "stablehlo.scatter", "stablehlo.select", "stablehlo.sort"}
+
+
+def _computed_from_constants(module, min_entries: int) -> list[str]:
+    """Reductions, gathers, scatters, selects and sorts of at least ``min_entries`` entries in a lowered
+    program whose operands all derive from constants alone: what XLA evaluates at compile time (constant
+    folding). Followed through calls (an argument counts as constant when every call passes one); an
+    optimization barrier, a custom call and the arguments of the program end the derivation."""
+    funcs = {
+        str(op.attributes["sym_name"]).strip('"'): op
+        for op in module.body.operations
+        if op.operation.name == "func.func"
+    }
+    const_args = {name: set(range(len(f.regions[0].blocks[0].arguments))) for name, f in funcs.items()}
+    const_args["main"] = set()
+
+    def size(value) -> int:
+        try:
+            return int(np.prod(value.type.shape))
+        except (AttributeError, ValueError):
+            return 0
+
+    while True:
+        found, changed = [], False
+        for name, f in funcs.items():
+            block = f.regions[0].blocks[0]
+            const = {a for i, a in enumerate(block.arguments) if i in const_args[name]}
+            for op in block.operations:  # top level of the function; nested regions count as not constant
+                kind = op.operation.name
+                for inner in _nested_calls(
+                    op
+                ):  # a call in a loop or a branch: its arguments are not constant
+                    callee = str(inner.attributes["callee"]).lstrip("@")
+                    changed |= bool(const_args[callee])
+                    const_args[callee] = set()
+                operands = list(op.operands)
+                if kind == "func.call":
+                    callee = str(op.attributes["callee"]).lstrip("@")
+                    drop = {i for i, v in enumerate(operands) if v not in const}
+                    if drop & const_args[callee]:
+                        const_args[callee] -= drop
+                        changed = True
+                    continue
+                if (
+                    kind in ("stablehlo.optimization_barrier", "stablehlo.custom_call")
+                    or op.regions
+                    and (kind != "stablehlo.reduce")
+                ):
+                    continue
+                if all(v in const for v in operands):
+                    const.update(op.results)
+                    if kind in _FOLDED and max(map(size, operands), default=0) >= min_entries:
+                        found.append(f"{name}: {kind} {[str(v.type) for v in operands]}")
+        if not changed:
+            return found
+
+
+def _nested_calls(op):
+    for region in op.regions:
+        for block in region.blocks:
+            for inner in block.operations:
+                if inner.operation.name == "func.call":
+                    yield inner
+                yield from _nested_calls(inner)
+
+
+def test_xla_folds_no_reduction_over_a_closed_over_load_vector(large_paths):
+    # Before: the solve's diagnostics (|b| and all(isfinite(b))) reduced the condensed load vector, which
+    # depends on constants alone when b is closed over: XLA folded it at compile time (3.6 s and an alarm
+    # for P1 at 1M DOFs). Behind a barrier, nothing of size ndofs is computed from constants alone.
+    V, f = _p1_gradient_program()
+    module = f.lower(jnp.ones(V.ndofs)).compiler_ir("stablehlo")
+    assert not _computed_from_constants(module, V.ndofs)
+    # A solve whose right-hand side is closed over: its diagnostics reduce b.
+    A = fem.assemble(library.mass, V)
+    b = np.linspace(1.0, 2.0, V.ndofs)
+    g = jax.jit(lambda v: solvers.solve(A.with_values(v), b))
+    assert not _computed_from_constants(g.lower(A.values).compiler_ir("stablehlo"), V.ndofs)
+
+
+def test_sparse_products_name_their_pattern_instead_of_holding_it_as_a_constant(monkeypatch):
+    # Large patterns are held by the native library and named by a key in the program (issue 15: the
+    # 108 MB CSR pattern that every product wrote into a 1M-DOF program). Forced here at a small size: the
+    # gradient (a forward product in the solve's residual check, a sampled product in the gradient) must
+    # equal the one with the pattern as constants, and no nnz-sized index array may remain in the program.
+    from igax import _native
+    from igax.solvers import _spmv
+
+    if not _native.available():
+        pytest.skip("native kernels unavailable")
+
+    def program():
+        V, f = _p1_gradient_program()
+        fem.assemble(library.diffusion, V, kappa=1.0)  # the set-up: symmetry verified once, eagerly
+        return V, f
+
+    V, f = program()
+    c = jnp.asarray(np.linspace(1.0, 2.0, V.ndofs))
+    want = np.asarray(f(c))
+    nnz = V.pattern.nnz
+    before = [s for t, s in _constants(f.lower(c).as_text(), compiled=False) if t in ("i32", "i64")]
+    assert before.count((nnz,)) == 2  # the column indices, in the residual's product and the gradient's
+    monkeypatch.setattr(_spmv, "_HELD_NNZ", 0)
+    jax.clear_caches()
+    V, f = program()
+    text = f.lower(c).as_text()
+    assert "igax_spmv_held_sample_f64" in text and "igax_spmv_held_forward_f64" in text
+    assert not [s for t, s in _constants(text, compiled=False) if t in ("i32", "i64") and nnz in s]
+    np.testing.assert_allclose(np.asarray(f(c)), want, rtol=1e-12, atol=1e-14 * np.abs(want).max())
+    jax.clear_caches()
+
+
+def test_chunked_assembly_reads_its_index_maps_at_run_time(large_paths, monkeypatch):
+    # The arrays a chunked assembly's loop closes over enter the program once (igax.fem.spaces.base.
+    # hoist_constants) and, large ones on the CPU, not as constants but copied in when the program runs
+    # (igax._held; forced here at a small size). The gradient must not change.
+    from igax import _held, _native
+
+    if not _native.available():
+        pytest.skip("native kernels unavailable")
+    V, f = _p1_gradient_program()
+    c = jnp.asarray(np.linspace(1.0, 2.0, V.ndofs))
+    want = np.asarray(f(c))
+    sizes = [s for _, s in _constants(f.lower(c).as_text(), compiled=False)]
+    assert sizes.count((V.nel, 9)) == 1  # the CSR slots of the element matrices, once (was: twice)
+    monkeypatch.setattr(_held, "_HELD_MIN_BYTES", 0)
+    jax.clear_caches()
+    V, f = _p1_gradient_program()
+    text = f.lower(c).as_text()
+    assert "igax_fetch_held" in text
+    assert not [s for _, s in _constants(text, compiled=False) if s[:1] == (V.nel,)]
+    np.testing.assert_allclose(np.asarray(f(c)), want, rtol=1e-12, atol=1e-14 * np.abs(want).max())
+    jax.clear_caches()

@@ -60,6 +60,12 @@ _HANDLERS = {
     "igax_spmv_sample_transpose_f64": "IgaxSpmvSampleTransposeF64",
     "igax_spmv_sample_transpose_f32": "IgaxSpmvSampleTransposeF32",
 }
+# The products with a held pattern (named by a key, see igax/solvers/_spmv.py): same names with "_held".
+_HANDLERS.update(
+    {name.replace("igax_spmv_", "igax_spmv_held_"): sym.replace("IgaxSpmv", "IgaxSpmvHeld")
+     for name, sym in list(_HANDLERS.items()) if name.startswith("igax_spmv_")}
+)  # fmt: skip
+_HANDLERS["igax_fetch_held"] = "IgaxFetchHeld"  # a held array copied into the program (igax/_held.py)
 _lock = threading.Lock()
 _state: dict = {}
 logger = logging.getLogger(__name__)
@@ -266,6 +272,11 @@ def load() -> bool:
             return False
         _state.update(ok=True, reason="", library=lib)
         return True
+
+
+def library():
+    """The loaded library (ctypes), or None where the kernels are unavailable."""
+    return _state.get("library") if load() else None
 
 
 def available() -> bool:

@@ -24,6 +24,8 @@
 #include <cstdint>
 #include <cstring>
 #include <memory>
+#include <mutex>
+#include <unordered_map>
 #include <thread>
 #include <vector>
 
@@ -154,19 +156,43 @@ int64_t Product(ffi::Span<const int64_t> dims, size_t first, size_t last) {
   return n;
 }
 
+// A CSR pattern: row pointers and column indices (host memory), their sizes.
+struct Pattern {
+  const int64_t* ptr;
+  const int32_t* ind;
+  int64_t nrows, nnz;
+};
+
+// Patterns held by the Python side (igax/solvers/_spmv.py) under a key, so that a program names its pattern
+// by the key (an attribute of the call) instead of carrying the arrays as constants: 108 MB for a matrix with
+// 25M entries, copied through the compiler and stored in every executable that multiplies by it.
+std::mutex patterns_mu;
+std::unordered_map<uint64_t, Pattern>& Patterns() {
+  static auto* m = new std::unordered_map<uint64_t, Pattern>();
+  return *m;
+}
+
+bool HeldPattern(uint64_t key, Pattern* out) {
+  std::lock_guard<std::mutex> lock(patterns_mu);
+  auto it = Patterns().find(key);
+  if (it == Patterns().end()) return false;
+  *out = it->second;
+  return true;
+}
+
 template <ffi::DataType DT, bool kTranspose>
-ffi::Error Run(ffi::ThreadPool pool, ffi::Buffer<ffi::S64> indptr, ffi::Buffer<ffi::S32> indices,
-               ffi::Buffer<DT> values, ffi::Buffer<DT> x, ffi::ResultBuffer<DT> y) {
+ffi::Error RunCore(ffi::ThreadPool& pool, const Pattern& pat, ffi::Buffer<DT>& values, ffi::Buffer<DT>& x,
+                   ffi::ResultBuffer<DT>& y) {
   using T = ffi::NativeType<DT>;
-  const auto pd = indptr.dimensions(), id = indices.dimensions(), vd = values.dimensions();
+  const auto vd = values.dimensions();
   const auto xd = x.dimensions(), yd = y->dimensions();
-  if (pd.size() != 1 || id.size() != 1 || vd.size() < 1 || xd.size() != vd.size() + 1 || yd.size() != xd.size())
+  if (vd.size() < 1 || xd.size() != vd.size() + 1 || yd.size() != xd.size())
     return ffi::Error::InvalidArgument("igax spmv: expected indptr (r+1), indices (nnz), values (..., nnz), "
                                        "x (..., m, k), result (..., n, k)");
-  const int64_t nrows = pd[0] - 1, nnz = id[0];
+  const int64_t nrows = pat.nrows, nnz = pat.nnz;
   const size_t nb = vd.size() - 1;  // batch dimensions
   const int64_t m = xd[nb], k = xd[nb + 1], nout = yd[nb];
-  const int64_t* ptr = indptr.typed_data();
+  const int64_t* ptr = pat.ptr;
   if (nrows < 0 || vd[nb] != nnz || yd[nb + 1] != k || ptr[nrows] != nnz)
     return ffi::Error::InvalidArgument("igax spmv: values, indices and indptr do not match");
   if ((kTranspose ? m : nout) != nrows)
@@ -174,7 +200,7 @@ ffi::Error Run(ffi::ThreadPool pool, ffi::Buffer<ffi::S64> indptr, ffi::Buffer<f
   for (size_t a = 0; a < nb; ++a)
     if (xd[a] != vd[a] || yd[a] != vd[a]) return ffi::Error::InvalidArgument("igax spmv: batch dims differ");
   const int64_t batch = Product(vd, 0, nb);
-  const int32_t* ind = indices.typed_data();
+  const int32_t* ind = pat.ind;
   for (int64_t b = 0; b < batch; ++b) {
     const T* v = values.typed_data() + b * nnz;
     const T* xs = x.typed_data() + b * m * k;
@@ -190,24 +216,24 @@ ffi::Error Run(ffi::ThreadPool pool, ffi::Buffer<ffi::S64> indptr, ffi::Buffer<f
 }
 
 template <ffi::DataType DT, bool kTranspose>
-ffi::Error RunSample(ffi::ThreadPool pool, ffi::Buffer<ffi::S64> indptr, ffi::Buffer<ffi::S32> indices,
-                     ffi::Buffer<DT> ct, ffi::Buffer<DT> x, ffi::ResultBuffer<DT> out) {
+ffi::Error RunSampleCore(ffi::ThreadPool& pool, const Pattern& pat, ffi::Buffer<DT>& ct, ffi::Buffer<DT>& x,
+                         ffi::ResultBuffer<DT>& out) {
   using T = ffi::NativeType<DT>;
-  const auto pd = indptr.dimensions(), id = indices.dimensions(), cd = ct.dimensions();
+  const auto cd = ct.dimensions();
   const auto xd = x.dimensions(), od = out->dimensions();
-  if (pd.size() != 1 || id.size() != 1 || od.size() < 1 || cd.size() != od.size() + 1 || xd.size() != cd.size())
+  if (od.size() < 1 || cd.size() != od.size() + 1 || xd.size() != cd.size())
     return ffi::Error::InvalidArgument("igax spmv sample: expected indptr (r+1), indices (nnz), ct (..., n, k), "
                                        "x (..., m, k), result (..., nnz)");
-  const int64_t nrows = pd[0] - 1, nnz = id[0];
+  const int64_t nrows = pat.nrows, nnz = pat.nnz;
   const size_t nb = od.size() - 1;
   const int64_t nc = cd[nb], m = xd[nb], k = cd[nb + 1];
-  const int64_t* ptr = indptr.typed_data();
+  const int64_t* ptr = pat.ptr;
   if (nrows < 0 || od[nb] != nnz || xd[nb + 1] != k || ptr[nrows] != nnz || (kTranspose ? m : nc) != nrows)
     return ffi::Error::InvalidArgument("igax spmv sample: the operands do not match the pattern");
   for (size_t a = 0; a < nb; ++a)
     if (cd[a] != od[a] || xd[a] != od[a]) return ffi::Error::InvalidArgument("igax spmv sample: batch dims differ");
   const int64_t batch = Product(od, 0, nb);
-  const int32_t* ind = indices.typed_data();
+  const int32_t* ind = pat.ind;
   for (int64_t b = 0; b < batch; ++b) {
     const T* cs = ct.typed_data() + b * nc * k;
     const T* xs = x.typed_data() + b * m * k;
@@ -218,7 +244,125 @@ ffi::Error RunSample(ffi::ThreadPool pool, ffi::Buffer<ffi::S64> indptr, ffi::Bu
   return ffi::Error::Success();
 }
 
+// The pattern as two operands (indptr, indices), or held under a key (see Patterns).
+bool PatternOf(ffi::Buffer<ffi::S64>& indptr, ffi::Buffer<ffi::S32>& indices, Pattern* pat) {
+  const auto pd = indptr.dimensions(), id = indices.dimensions();
+  if (pd.size() != 1 || id.size() != 1 || pd[0] < 1) return false;
+  *pat = Pattern{indptr.typed_data(), indices.typed_data(), pd[0] - 1, id[0]};
+  return true;
+}
+
+const char kNotHeld[] =
+    "igax spmv: the program names a CSR pattern that is no longer held (its CSRPattern was garbage "
+    "collected while a compiled program using it was kept); keep the matrix or space alive, or jit again";
+
+template <ffi::DataType DT, bool kTranspose>
+ffi::Error Run(ffi::ThreadPool pool, ffi::Buffer<ffi::S64> indptr, ffi::Buffer<ffi::S32> indices,
+               ffi::Buffer<DT> values, ffi::Buffer<DT> x, ffi::ResultBuffer<DT> y) {
+  Pattern pat;
+  if (!PatternOf(indptr, indices, &pat))
+    return ffi::Error::InvalidArgument("igax spmv: expected indptr (r+1) and indices (nnz)");
+  return RunCore<DT, kTranspose>(pool, pat, values, x, y);
+}
+
+template <ffi::DataType DT, bool kTranspose>
+ffi::Error RunHeld(ffi::ThreadPool pool, ffi::Buffer<DT> values, ffi::Buffer<DT> x, ffi::ResultBuffer<DT> y,
+                   uint64_t key) {
+  Pattern pat;
+  if (!HeldPattern(key, &pat)) return ffi::Error::InvalidArgument(kNotHeld);
+  return RunCore<DT, kTranspose>(pool, pat, values, x, y);
+}
+
+template <ffi::DataType DT, bool kTranspose>
+ffi::Error RunSample(ffi::ThreadPool pool, ffi::Buffer<ffi::S64> indptr, ffi::Buffer<ffi::S32> indices,
+                     ffi::Buffer<DT> ct, ffi::Buffer<DT> x, ffi::ResultBuffer<DT> out) {
+  Pattern pat;
+  if (!PatternOf(indptr, indices, &pat))
+    return ffi::Error::InvalidArgument("igax spmv sample: expected indptr (r+1) and indices (nnz)");
+  return RunSampleCore<DT, kTranspose>(pool, pat, ct, x, out);
+}
+
+template <ffi::DataType DT, bool kTranspose>
+ffi::Error RunSampleHeld(ffi::ThreadPool pool, ffi::Buffer<DT> ct, ffi::Buffer<DT> x, ffi::ResultBuffer<DT> out,
+                         uint64_t key) {
+  Pattern pat;
+  if (!HeldPattern(key, &pat)) return ffi::Error::InvalidArgument(kNotHeld);
+  return RunSampleCore<DT, kTranspose>(pool, pat, ct, x, out);
+}
+
 }  // namespace
+
+// Called from Python (ctypes): hold a pattern under a key (the arrays stay owned, and alive, on that side),
+// or release it. Registering a held key again replaces it (the same content: the key is its hash).
+extern "C" void IgaxSpmvHold(uint64_t key, const int64_t* ptr, const int32_t* ind, int64_t nrows, int64_t nnz) {
+  std::lock_guard<std::mutex> lock(patterns_mu);
+  Patterns()[key] = Pattern{ptr, ind, nrows, nnz};
+}
+
+extern "C" void IgaxSpmvRelease(uint64_t key) {
+  std::lock_guard<std::mutex> lock(patterns_mu);
+  Patterns().erase(key);
+}
+
+// Arrays held the same way (igax/_held.py), copied into a buffer of the program when it runs: what a loop of
+// the program reads (index maps, cells, node coordinates of a large mesh) without being a constant of it.
+struct HeldArray {
+  const void* data;
+  int64_t nbytes;
+};
+std::unordered_map<uint64_t, HeldArray>& HeldArrays() {
+  static auto* m = new std::unordered_map<uint64_t, HeldArray>();
+  return *m;
+}
+
+extern "C" void IgaxHoldArray(uint64_t key, const void* data, int64_t nbytes) {
+  std::lock_guard<std::mutex> lock(patterns_mu);
+  HeldArrays()[key] = HeldArray{data, nbytes};
+}
+
+extern "C" void IgaxReleaseArray(uint64_t key) {
+  std::lock_guard<std::mutex> lock(patterns_mu);
+  HeldArrays().erase(key);
+}
+
+static ffi::Error FetchHeld(ffi::Result<ffi::AnyBuffer> out, uint64_t key) {
+  HeldArray a;
+  {
+    std::lock_guard<std::mutex> lock(patterns_mu);
+    auto it = HeldArrays().find(key);
+    if (it == HeldArrays().end())
+      return ffi::Error::InvalidArgument(
+          "igax: the program reads an array that igax no longer holds (igax/_held.py); jit the function again");
+    a = it->second;
+  }
+  if (int64_t(out->size_bytes()) != a.nbytes)
+    return ffi::Error::InvalidArgument("igax: a held array does not match the program's buffer size");
+  std::memcpy(out->untyped_data(), a.data, a.nbytes);
+  return ffi::Error::Success();
+}
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(IgaxFetchHeld, FetchHeld, ffi::Ffi::Bind().Ret<ffi::AnyBuffer>().Attr<uint64_t>("key"));
+
+#define IGAX_SPMV_BIND_HELD(DT)        \
+  ffi::Ffi::Bind()                     \
+      .Ctx<ffi::ThreadPool>()          \
+      .Arg<ffi::Buffer<DT>>()          \
+      .Arg<ffi::Buffer<DT>>()          \
+      .Ret<ffi::Buffer<DT>>()          \
+      .Attr<uint64_t>("pattern")
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(IgaxSpmvHeldForwardF64, (RunHeld<ffi::F64, false>), IGAX_SPMV_BIND_HELD(ffi::F64));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(IgaxSpmvHeldForwardF32, (RunHeld<ffi::F32, false>), IGAX_SPMV_BIND_HELD(ffi::F32));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(IgaxSpmvHeldTransposeF64, (RunHeld<ffi::F64, true>), IGAX_SPMV_BIND_HELD(ffi::F64));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(IgaxSpmvHeldTransposeF32, (RunHeld<ffi::F32, true>), IGAX_SPMV_BIND_HELD(ffi::F32));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(IgaxSpmvHeldSampleF64, (RunSampleHeld<ffi::F64, false>),
+                              IGAX_SPMV_BIND_HELD(ffi::F64));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(IgaxSpmvHeldSampleF32, (RunSampleHeld<ffi::F32, false>),
+                              IGAX_SPMV_BIND_HELD(ffi::F32));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(IgaxSpmvHeldSampleTransposeF64, (RunSampleHeld<ffi::F64, true>),
+                              IGAX_SPMV_BIND_HELD(ffi::F64));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(IgaxSpmvHeldSampleTransposeF32, (RunSampleHeld<ffi::F32, true>),
+                              IGAX_SPMV_BIND_HELD(ffi::F32));
 
 #define IGAX_SPMV_BIND(DT)             \
   ffi::Ffi::Bind()                     \

@@ -42,7 +42,11 @@ for ``transpose=True``.
 
 from __future__ import annotations
 
+import ctypes
 import functools
+import hashlib
+import threading
+import weakref
 
 import jax
 import jax.numpy as jnp
@@ -278,14 +282,79 @@ def _native_ok(dtype) -> bool:
     return dtype in _NATIVE_DTYPES and bool(jax.config.jax_enable_x64) and _native.load()
 
 
+# -- held patterns: the CSR arrays stay on the host side, a program names them by a key ----------------------
+# As operands of the native call, a pattern's arrays are constants of every program that multiplies by it
+# (108 MB for 25M entries, written into the program by each product: the solve's residual check, the
+# gradient's sampled product), copied through the compiler (~10 ms per MB on a CPU core) and stored in each
+# executable. From _HELD_NNZ stored entries the kernels read them instead from a table of the native library
+# where igax holds them while the pattern lives, under a key that is a hash of their content (so that JAX's
+# persistent compilation cache stays valid across processes: the same pattern has the same key, and tracing
+# the program, which JAX does before it looks up its cache, holds the pattern). A program run after its
+# pattern was garbage collected (only possible when the program outlived every matrix and space that uses
+# the pattern) fails with a clear error rather than reading freed memory.
+_HELD_NNZ = 1 << 16
+_held: dict[int, list] = {}  # key -> [indptr, indices, count of live patterns holding it]
+_held_lock = threading.Lock()
+
+
+def _held_key(pattern) -> int:
+    """The key of ``pattern`` in the native library's table (held from the first call; cached on it)."""
+    key = pattern.__dict__.get("_spmv_key")
+    if key is not None:
+        return key
+    from igax import _native
+
+    indptr = np.ascontiguousarray(pattern.indptr, np.int64)
+    indices = np.ascontiguousarray(pattern.indices, np.int32)
+    h = hashlib.blake2b(digest_size=8)
+    for a in (np.asarray(pattern.shape, np.int64), indptr, indices):
+        h.update(memoryview(a).cast("B"))
+    key = int.from_bytes(h.digest(), "little") >> 1  # 63 bits: JAX writes the attribute through an int64
+    lib = _native.library()
+    with _held_lock:
+        entry = _held.get(key)
+        if entry is None:
+            entry = _held[key] = [indptr, indices, 0]
+            ptr, ind = ctypes.c_void_p(indptr.ctypes.data), ctypes.c_void_p(indices.ctypes.data)
+            lib.IgaxSpmvHold(
+                ctypes.c_uint64(key), ptr, ind, ctypes.c_int64(len(indptr) - 1), ctypes.c_int64(len(indices))
+            )
+        elif not (np.array_equal(entry[0], indptr) and np.array_equal(entry[1], indices)):
+            raise RuntimeError("igax spmv: two different CSR patterns share a key (a 64-bit hash collision).")
+        entry[2] += 1
+    weakref.finalize(pattern, _release, key)
+    pattern.__dict__["_spmv_key"] = key
+    return key
+
+
+def _release(key: int) -> None:
+    from igax import _native
+
+    with _held_lock:
+        entry = _held[key]
+        entry[2] -= 1
+        if entry[2] == 0:
+            _native.library().IgaxSpmvRelease(ctypes.c_uint64(key))
+            del _held[key]
+
+
+def _native_call(kind: str, pattern, shape, dtype, *operands):
+    """The native kernel ``igax_spmv_<kind>_<f64|f32>`` on ``operands``, the pattern held or as operands."""
+    suffix = "f64" if dtype == np.float64 else "f32"
+    out = jax.ShapeDtypeStruct(shape, dtype)
+    if pattern.nnz >= _HELD_NNZ:
+        call = jax.ffi.ffi_call(f"igax_spmv_held_{kind}_{suffix}", out)
+        return call(*operands, pattern=np.uint64(_held_key(pattern)))
+    return jax.ffi.ffi_call(f"igax_spmv_{kind}_{suffix}", out)(pattern.indptr, pattern.indices, *operands)
+
+
 def _cpu(v, x, *, pattern, transpose, symmetric):
     """The native kernel where it is built and covers the dtype, else pure JAX."""
     if not _native_ok(v.dtype):
         return _pure(v, x, pattern=pattern, transpose=transpose)
-    name = f"igax_spmv_{'transpose' if transpose else 'forward'}_{'f64' if v.dtype == np.float64 else 'f32'}"
     n = pattern.shape[1] if transpose else pattern.shape[0]
-    call = jax.ffi.ffi_call(name, jax.ShapeDtypeStruct(v.shape[:-1] + (n, x.shape[-1]), v.dtype))
-    return call(pattern.indptr, pattern.indices, v, x)
+    kind = "transpose" if transpose else "forward"
+    return _native_call(kind, pattern, v.shape[:-1] + (n, x.shape[-1]), v.dtype, v, x)
 
 
 def _gpu(v, x, *, pattern, transpose, symmetric):
@@ -392,9 +461,8 @@ def _sample_pure(ct, x, *, pattern, transpose):
 def _sample_cpu(ct, x, *, pattern, transpose):
     if not _native_ok(ct.dtype):
         return _sample_pure(ct, x, pattern=pattern, transpose=transpose)
-    name = f"igax_spmv_sample{'_transpose' if transpose else ''}_{'f64' if ct.dtype == np.float64 else 'f32'}"
-    call = jax.ffi.ffi_call(name, jax.ShapeDtypeStruct(ct.shape[:-2] + (pattern.nnz,), ct.dtype))
-    return call(pattern.indptr, pattern.indices, ct, x)
+    kind = "sample_transpose" if transpose else "sample"
+    return _native_call(kind, pattern, ct.shape[:-2] + (pattern.nnz,), ct.dtype, ct, x)
 
 
 @functools.lru_cache(maxsize=8)

@@ -38,6 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from igax._config import check_float64
+from igax._held import fetch
 from igax.fem.field import Field
 from igax.fem.forms._kernel_checks import check_symmetric, mark_symmetric
 from igax.fem.forms._sumfact_constant import constant_point_matrices
@@ -262,7 +263,7 @@ def assemble_factorised(form: Form, space, fields: dict, *, force: bool = False)
         check_float64("assemble")
     blocks = _blocks(space, ks)
     transposed = not form.symmetric
-    idx = _csr_index(space, blocks, transposed)
+    idx = fetch(_csr_index(space, blocks, transposed))  # not a constant of a user's jit (igax/_held.py)
     values = _values_jit(form, space, fields, idx, w0, blocks, not transposed)
     if form.symmetric and _constant_symmetric(ks):
         # A constant kernel matrix that is symmetric (verified above on the host, exactly as ``_blocks``

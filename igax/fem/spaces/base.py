@@ -35,6 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from igax._held import fetch
 from igax.fem.mesh import determinant
 from igax.solvers.sparse import CSRPattern
 
@@ -840,6 +841,69 @@ def pin(tree):
     vmappable.
     """
     return jax.lax.optimization_barrier(jax.tree_util.tree_map(jnp.asarray, tree))
+
+
+def hoist_constants(fun, *args):
+    """``fun`` traced once on ``args``, its closed-over arrays made inputs of the program around it.
+
+    A loop body (``lax.scan``) that closes over concrete arrays has them written into the program as
+    constants of the body, once per copy of the body: a differentiated loop has two (the forward loop and
+    the backward one that recomputes it), and each copy is compiled with its own. The returned function
+    evaluates the same operations with the concrete arrays of at least ``_HOIST_ENTRIES`` entries pinned
+    (:func:`pin`) where it is called: outside the loop, once; the loop takes them as loop-invariant inputs.
+    On the CPU, arrays of at least 4 MB are not constants at all but copied into the program when it runs
+    (:func:`igax._held.fetch`).
+
+    Arguments:
+        fun: a function of ``args`` (pytrees of arrays).
+        args: arrays (or ``jax.ShapeDtypeStruct``) of the shapes ``fun`` will be called with.
+
+    Returns:
+        A function of the same arguments and results as ``fun``.
+
+    Example:
+        >>> import jax, jax.numpy as jnp, numpy as np
+        >>> from igax.fem.spaces.base import hoist_constants
+        >>> idx = np.arange(4000) % 3
+        >>> body = lambda acc, x: (acc + jnp.zeros(3).at[idx].add(x), None)
+        >>> f = hoist_constants(body, jnp.zeros(3), 1.0)
+        >>> jax.lax.scan(f, jnp.zeros(3), jnp.ones(2))[0].tolist()
+        [2668.0, 2666.0, 2666.0]
+    """
+    closed, shape = jax.make_jaxpr(fun, return_shape=True)(*args)
+    consts = list(closed.consts)
+    big = [
+        i for i, c in enumerate(consts) if not isinstance(c, jax.core.Tracer) and np.size(c) >= _HOIST_ENTRIES
+    ]
+    if not big:
+        return fun
+    # Equal arrays enter once (a P1 mesh's cells are also its element dofs: two 24 MB copies at 1M DOFs).
+    first: dict[int, int] = {}  # position in big -> the position of the first equal array
+    for a, i in enumerate(big):
+        first[a] = next((first[b] for b in range(a) if _same(consts[big[b]], consts[i])), a)
+    keys = sorted(set(first.values()))
+    # Large ones are read when the program runs, from memory igax holds (igax._held, on the CPU): no
+    # constant at all; the others are pinned.
+    pinned = {a: fetch(consts[big[a]]) for a in keys}
+    rest = [a for a in keys if not isinstance(pinned[a], jax.core.Tracer)]
+    pinned.update(zip(rest, pin([consts[big[a]] for a in rest]), strict=True))
+    for a, i in enumerate(big):
+        consts[i] = pinned[first[a]]
+    tree = jax.tree_util.tree_structure(shape)
+
+    def hoisted(*a):
+        out = jax.core.eval_jaxpr(closed.jaxpr, consts, *jax.tree_util.tree_leaves(a))
+        return jax.tree_util.tree_unflatten(tree, out)
+
+    return hoisted
+
+
+def _same(a, b) -> bool:
+    a, b = np.asarray(a), np.asarray(b)
+    return a.shape == b.shape and a.dtype == b.dtype and np.array_equal(a, b)
+
+
+_HOIST_ENTRIES = 1024  # smaller constants stay in the loop body (cheap to copy, and XLA may fold them)
 
 
 def check_jacobian(det, what: str, hint: str, *, orientation_free: bool = False):

@@ -1,0 +1,91 @@
+"""Large concrete arrays read by a compiled program at run time instead of being constants of it (CPU).
+
+JAX writes every concrete array a traced function uses into the program as a constant, and XLA copies it
+through the compiler (about 10 ms of one CPU core per MB) and into the executable. For the index maps,
+cells and node coordinates of a 1M-DOF mesh (over 100 MB) that is a large part of compiling a program that
+assembles on it. :func:`fetch` instead gives an array that the program copies, when it runs, from memory
+that igax holds (one ``memcpy`` per call: a few milliseconds per 100 MB, about what reading it once costs).
+
+The arrays are held by content (a hash of their bytes is their key, which also keeps JAX's persistent
+compilation cache valid across processes) for the life of the process, up to ``_HELD_BYTES_LIMIT`` bytes in
+all; past that limit, and on other platforms than the CPU or without the native library, :func:`fetch`
+returns the array itself (a constant, as before). Holding for the process's life is what keeps a cached
+executable from reading freed memory: a program can outlive every Python object that built it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import threading
+
+import jax
+import numpy as np
+
+__all__ = ["fetch"]
+
+_HELD_MIN_BYTES = 1 << 22  # smaller arrays stay constants (cheap to compile; XLA may use their values)
+_HELD_BYTES_LIMIT = 4 << 30
+_held: dict[int, np.ndarray] = {}
+_held_bytes = [0]
+_lock = threading.Lock()
+
+
+def _usable() -> bool:
+    from igax import _native
+
+    return jax.default_backend() == "cpu" and _native.available()
+
+
+def _hold(a: np.ndarray) -> int | None:
+    """The key under which ``a``'s bytes are held (held now if new), or None past the limit."""
+    h = hashlib.blake2b(digest_size=8)
+    h.update(f"{a.dtype.str}{a.shape}".encode())
+    h.update(memoryview(a).cast("B"))
+    key = int.from_bytes(h.digest(), "little") >> 1  # 63 bits: JAX writes the attribute through an int64
+    with _lock:
+        if key in _held:
+            return key
+        if _held_bytes[0] + a.nbytes > _HELD_BYTES_LIMIT:
+            return None
+        from igax import _native
+
+        _held[key] = a
+        _held_bytes[0] += a.nbytes
+        _native.library().IgaxHoldArray(
+            ctypes.c_uint64(key), ctypes.c_void_p(a.ctypes.data), ctypes.c_int64(a.nbytes)
+        )
+    return key
+
+
+def fetch(a):
+    """``a`` (a concrete array) as the result of a run-time copy in the program being traced.
+
+    Arguments:
+        a: a NumPy array (or anything ``np.asarray`` takes). Arrays under ``_HELD_MIN_BYTES``, and all
+            arrays outside a trace, where the native library is unavailable or off the CPU, are returned
+            unchanged.
+
+    Returns:
+        A JAX value equal to ``a`` (inside a trace: computed when the program runs), or ``a`` itself.
+
+    Example:
+        >>> import jax, numpy as np
+        >>> from igax._held import fetch
+        >>> idx = np.arange(2**20, dtype=np.int32)
+        >>> int(jax.jit(lambda i: fetch(idx)[i])(12345))
+        12345
+    """
+    from igax._compile import at_top_level
+
+    if isinstance(a, jax.core.Tracer) or at_top_level():  # eager: no program to keep the array out of
+        return a
+    arr = np.asarray(a)
+    if arr.nbytes < _HELD_MIN_BYTES or not _usable():
+        return a
+    arr = np.ascontiguousarray(arr)
+    key = _hold(arr)
+    if key is None:
+        return a
+    call = jax.ffi.ffi_call("igax_fetch_held", jax.ShapeDtypeStruct(arr.shape, arr.dtype))
+    return call(key=np.uint64(key))
