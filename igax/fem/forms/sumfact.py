@@ -39,6 +39,7 @@ import numpy as np
 
 from igax._config import check_float64
 from igax.fem.field import Field
+from igax.fem.forms import _sumfact_weights2d as weights2d
 from igax.fem.forms._kernel_checks import check_symmetric, mark_symmetric
 from igax.fem.forms._sumfact_ops import contract, materialize
 from igax.fem.forms._sumfact_plan import SumFactPlan, scalar_steps, sumfact_plan
@@ -260,7 +261,10 @@ def assemble_factorised(form: Form, space, fields: dict, *, force: bool = False)
     blocks = _blocks(space, ks)
     transposed = not form.symmetric
     idx = _csr_index(space, blocks, transposed)
-    values = _values_jit(form, space, fields, idx, w0, blocks, not transposed)
+    if w0 is None and weights2d.applies(space, sf):  # 2D, traced weights: polynomial or not at run time
+        values = weights2d.values_traced_weights(_values, form, space, fields, idx, blocks, not transposed)
+    else:
+        values = _values_jit(form, space, fields, idx, w0, blocks, not transposed)
     if form.symmetric and _constant_symmetric(ks):
         # A constant kernel matrix that is symmetric (verified above on the host, exactly as ``_blocks``
         # does) gives symmetric D = T^T M T dx at every point, hence a symmetric matrix by construction: the
