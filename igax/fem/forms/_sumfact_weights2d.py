@@ -5,8 +5,8 @@ A space passed to a jitted function as an argument has traced weights, so which 
 every patch: in 2D 9 reference-jet states (value and two derivatives on each side) where a polynomial patch
 needs 4, about 1.2x the time of the whole assembly. Here both programs are built and a ``lax.cond`` on the
 weights (equal to 1e-14, the rule :func:`igax.fem.forms._sumfact_points._polynomial_weight` applies to
-concrete weights) picks one when the program runs. The polynomial program with weight ``w0`` is
-``w0^2`` times the one with weight 1 (``D`` is linear in the measure's factor), so ``w0`` may be traced.
+concrete weights) picks one when the program runs. Equal weights cancel (``R_i = B_i``), so the polynomial
+program runs with weights of 1 and the geometry without the weight channel.
 
 Derivatives: the polynomial program is exact for perturbations of anything but the weights (control
 points, fields, inputs: the patch stays polynomial), not for a perturbation of the weights, which makes the
@@ -23,7 +23,12 @@ import jax
 import jax.numpy as jnp
 from jax.custom_derivatives import SymbolicZero
 
-__all__ = ["applies", "values_traced_weights"]
+__all__ = ["applies", "values_traced_weights", "Uniform"]
+
+
+class Uniform(float):
+    """The common weight of a patch whose weights are traced and were found equal at run time (the weights
+    array then holds that value everywhere, so the geometry may skip the weight channel)."""
 
 
 def applies(space, sf) -> bool:
@@ -73,9 +78,10 @@ def values_traced_weights(values, form, space, fields: dict, csr_idx, blocks, id
         return values(form, s, fl, csr_idx, None, blocks, idx_sorted)
 
     def polynomial(w, rest):
-        s, fl = rebuild(w, rest)
-        _, m = _uniform(w)
-        return m * m * values(form, s, fl, csr_idx, 1.0, blocks, idx_sorted)
+        # Equal weights cancel (R_i = B_i): the space and its own fields see weights of 1, and the geometry
+        # skips the weight channel (Uniform). Taken only where the weights are not differentiated.
+        s, fl = rebuild(jnp.ones_like(w), rest)
+        return values(form, s, fl, csr_idx, Uniform(1.0), blocks, idx_sorted)
 
     def either(w, rest):
         ok, _ = _uniform(w)
