@@ -94,7 +94,9 @@ def _loss(V, y):
 
 
 @pytest.mark.parametrize(
-    "make, grads", [(lambda: _rect(3, (4, 3)), True), (lambda: _annulus(2, (3, 4)), False)], ids=["poly", "rat"]
+    "make, grads",
+    [(lambda: _rect(3, (4, 3)), True), (lambda: _annulus(2, (3, 4)), False)],
+    ids=["poly", "rat"],
 )
 def test_traced_weights_choose_the_program_at_run_time_with_exact_gradients(make, grads, monkeypatch):
     """A space passed to jit (traced weights): the matrix equals the element-wise one on a polynomial and a

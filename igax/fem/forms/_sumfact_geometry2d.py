@@ -28,6 +28,14 @@ def polynomial_geometry(dirs: list, control_points, w0: float, token=None) -> Ge
 
     Returns:
         A :class:`~igax.fem.forms._sumfact_points.Geometry` on the chunk's grid.
+
+    Example (the measure sums to the area of a 2 x 1 rectangle):
+        >>> from igax.fem import SplineSpace, geometry
+        >>> from igax.fem.forms._sumfact_plan import sumfact_plan
+        >>> from igax.fem.forms._sumfact_geometry2d import polynomial_geometry
+        >>> V = SplineSpace(geometry.rectangle((0, 0), (2, 1)).refine(degree=2, elements=3))
+        >>> round(float(polynomial_geometry(sumfact_plan(V).dirs, V.control_points, 1.0).dx.sum()), 12)
+        2.0
     """
     dim, d = control_points.shape[-1], len(dirs)
     A, *dA = evaluate(dirs, control_points, True, jnp, token)  # each (dim, *grid)

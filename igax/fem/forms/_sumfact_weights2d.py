@@ -32,7 +32,16 @@ class Uniform(float):
 
 
 def applies(space, sf) -> bool:
-    """Whether :func:`values_traced_weights` is used: a 2D patch whose weights are traced."""
+    """Whether :func:`values_traced_weights` is used: a 2D patch whose weights are traced.
+
+    Example (concrete weights take the static rule instead):
+        >>> from igax.fem import SplineSpace, geometry
+        >>> from igax.fem.forms._sumfact_plan import sumfact_plan
+        >>> from igax.fem.forms._sumfact_weights2d import applies
+        >>> V = SplineSpace(geometry.rectangle().refine(degree=2, elements=3))
+        >>> applies(V, sumfact_plan(V))
+        False
+    """
     return sf.d == 2 and isinstance(space.weights, jax.core.Tracer)
 
 
@@ -64,7 +73,9 @@ def values_traced_weights(values, form, space, fields: dict, csr_idx, blocks, id
         if isinstance(f, Field) and f.space.control_points is space.control_points
         and f.space.weights is space.weights
     }  # fmt: skip
-    fields = {k: eqx.tree_at(lambda f: f.space, f, replace=None) if k in own else f for k, f in fields.items()}
+    fields = {
+        k: eqx.tree_at(lambda f: f.space, f, replace=None) if k in own else f for k, f in fields.items()
+    }
     none = lambda x: x is None  # noqa: E731
 
     def rebuild(w, rest):

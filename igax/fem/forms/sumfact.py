@@ -123,9 +123,8 @@ def _chunk_matrices(form: Form, space, sf: SumFactPlan, prepared: dict, ks, chun
     pspec = PointSpec(ks.ku, ks.kv, rational, d, blocks, scale)
     # A polynomial 2D patch whose weights are concrete, or traced and known equal (weights2d.Uniform): its
     # geometry without the weight channel (2 cores, degree 3, 250k DOFs: assembly 491 -> 421 ms CPU).
-    poly_geo = _POLY_GEOMETRY and d == 2 and not rational and (
-        isinstance(w0, weights2d.Uniform) or not isinstance(space.weights, jax.core.Tracer)
-    )
+    known = isinstance(w0, weights2d.Uniform) or not isinstance(space.weights, jax.core.Tracer)
+    poly_geo = _POLY_GEOMETRY and d == 2 and not rational and known
     cp, wts = _pad_axis(space.control_points, 0, pad), _pad_axis(space.weights, 0, pad)
     padded = {}
     for name, item in prepared.items():
