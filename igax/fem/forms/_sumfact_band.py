@@ -27,6 +27,7 @@ import numpy as np
 from jax.extend.core import Primitive
 from jax.interpreters import ad, batching, mlir
 
+from igax.fem.forms._sumfact_band2d import band_2d, band_2d_transpose, spec_2d
 from igax.fem.forms._sumfact_compact import step_compact, step_compact_transpose
 
 __all__ = ["BandSpec", "band", "band_transpose"]
@@ -65,6 +66,8 @@ class BandSpec:
             shape = (len(st["outs"]), dd.n * dd.L) + shape[1:-1]
         self.last_in = shape  # (S, n_{d-1} L_{d-1}, ..., n_1 L_1, 1, q_0) before direction 0
         self.Y = int(np.prod(shape[1:-1]))
+        # 2D with few states: the fused schedule of igax.fem.forms._sumfact_band2d (the same map), or None.
+        self.fused2d = spec_2d(dirs, sched, tables, self.blk, self.nblocks, dtype)
 
     def out_shape(self) -> tuple:
         return (self.blk + self.dirs[0].p, self.nblocks) + self.rest
@@ -133,6 +136,8 @@ def _steps(spec: BandSpec) -> tuple:
 
 def _band_impl(D, start, *, spec: BandSpec):
     """The chunk's band rows from its kernel matrices (see :func:`igax.fem.forms._sumfact_ops.contract`)."""
+    if spec.fused2d is not None and spec.fused2d.forward:
+        return band_2d(D, start, spec.fused2d)
     dirs, sched = spec.dirs, spec.sched
     d0 = dirs[0]
     tabs = _tables(spec, start)
@@ -155,6 +160,8 @@ def _band_impl(D, start, *, spec: BandSpec):
 
 def _band_transpose_impl(ct, start, *, spec: BandSpec):
     """The cotangent of the kernel matrices ``D`` from one of the chunk's band rows (the transpose)."""
+    if spec.fused2d is not None:
+        return band_2d_transpose(ct, start, spec.fused2d)
     dirs, sched = spec.dirs, spec.sched
     d0 = dirs[0]
     tabs = _tables(spec, start, transposed=True)
