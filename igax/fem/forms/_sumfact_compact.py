@@ -25,6 +25,7 @@ def nonzero_rows(p: int) -> np.ndarray:
     """The rows ``a L + (b - a + p)`` of a band table that can be nonzero, ``(a, b)`` in C order.
 
     Example:
+        >>> from igax.fem.forms._sumfact_compact import nonzero_rows
         >>> nonzero_rows(1).tolist()
         [1, 2, 3, 4]
     """

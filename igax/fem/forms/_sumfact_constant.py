@@ -42,6 +42,7 @@ def constant_point_matrices(M: np.ndarray, ku, kv, geo: Geometry, rational: bool
     Example:
         >>> import numpy as np, jax.numpy as jnp
         >>> from igax.fem.forms._sumfact_points import Geometry
+        >>> from igax.fem.forms._sumfact_constant import constant_point_matrices
         >>> one = jnp.ones(2)
         >>> geo = Geometry(jnp.zeros((1, 2)), 2.0 * jnp.ones((1, 1, 2)), one, 0 * one[None], one)
         >>> constant_point_matrices(np.ones((1, 1, 1, 1)), [1], [1], geo, False, 1, [(0, 0)]).tolist()
