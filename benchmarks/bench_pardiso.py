@@ -2,8 +2,9 @@
 --large``: analysis and factorisation times (wall and CPU), fill and memory, interleaved in one process.
 
 Configurations: Bunch-Kaufman (``mtype=-2``, with the scaling and matching igax used for every symmetric
-matrix), Cholesky (``mtype=2``, what igax now tries first), and Cholesky with parallel METIS
-(``iparm[1] = 3``) or minimum degree (``iparm[1] = 0``). The baseline is the first row of each matrix.
+matrix), Cholesky (``mtype=2``, what igax tries first after ``solvers.set_cholesky_first(True)``), and
+Cholesky with parallel METIS (``iparm[1] = 3``) or minimum degree (``iparm[1] = 0``). The baseline is the
+first row of each matrix.
 
 Usage: ``python benchmarks/bench_pardiso.py [--quick] [--cases p1 spline2] [--reps 2]``
 (or ``igax bench pardiso``; run the full sizes under ``flock /tmp/large.lock``: about 2 GB resident).

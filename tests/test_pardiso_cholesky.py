@@ -17,6 +17,24 @@ pytestmark = pytest.mark.skipif(
 )
 
 
+@pytest.fixture(autouse=True)
+def cholesky_first():
+    """Cholesky first is opt-in (solvers.set_cholesky_first): on for the tests of this file, off after."""
+    previous = solvers.set_cholesky_first(True)
+    yield
+    solvers.set_cholesky_first(previous)
+
+
+def test_cholesky_first_is_off_by_default():
+    solvers.set_cholesky_first(False)
+    A = SparseMatrix.from_scipy(_laplacian(6), symmetric=True)
+    x = solvers.solve(A, jnp.ones(36), method="pardiso")
+    np.testing.assert_allclose(np.asarray(A.to_scipy() @ np.asarray(x)), np.ones(36), atol=1e-12)
+    assert _plans(A.pattern) == {"sym": -2}  # Bunch-Kaufman, as before the switch existed
+    with pytest.raises(TypeError, match="on must be True or False"):
+        solvers.set_cholesky_first("yes")
+
+
 def _laplacian(n, shift=0.0):
     """The 5-point Laplacian on an n x n grid minus ``shift`` times the identity (eigenvalues in (0, 8))."""
     T = sp.diags([-1.0, 2.0, -1.0], [-1, 0, 1], (n, n))

@@ -4,6 +4,7 @@ from igax.solvers.sparse import CSRPattern, SparseMatrix
 
 __all__ = ["CSRPattern", "SparseMatrix"]
 from igax.solvers._backends import clear_cache, set_cache_size  # noqa: E402
+from igax.solvers.backends.pardiso import set_cholesky_first  # noqa: E402
 from igax.solvers._backends import stats as solver_stats  # noqa: E402
 from igax.solvers._errors import Status  # noqa: E402
 from igax.solvers.backends import (  # noqa: E402
@@ -54,6 +55,7 @@ __all__ += [
     "factorize",
     "linear_solve",
     "set_cache_size",
+    "set_cholesky_first",
     "solve",
     "solver_stats",
     "EigenResult",

@@ -4,8 +4,9 @@ The symbolic analysis (fill-reducing ordering) is shared by every matrix of one 
 :class:`~igax.solvers._pardiso.PardisoPlan` keyed by ``(pattern, matrix type)``; new values of a known pattern
 only refactorise. The ctypes driver is :mod:`igax.solvers._pardiso`.
 
-Cholesky first: stiffness matrices are flagged symmetric, not positive definite (a form cannot know the sign
-of its coefficients), yet most are positive definite. A real matrix flagged symmetric is factorised by
+Cholesky first (opt-in, :func:`set_cholesky_first`): stiffness matrices are flagged symmetric, not positive
+definite (a form cannot know the sign of its coefficients), yet most are positive definite. With the switch
+on, a real matrix flagged symmetric is factorised by
 Cholesky (``mtype=2``) when its diagonal is positive (necessary for a positive definite matrix: a zero block
 of a saddle point or a negative definite matrix goes straight to Bunch-Kaufman); when PARDISO then meets a
 non-positive pivot (error -4) the pattern is remembered and that matrix and later ones of the pattern are
@@ -52,9 +53,52 @@ def _plan(pattern, kind, values, background=False) -> _pardiso.PardisoPlan:
         return plan
 
 
+# Off by default (see set_cholesky_first): two cases in the test suite showed what Cholesky first changes.
+# A line search's trial matrix that is not positive definite (exp(180) in a coefficient) sends the pattern to
+# Bunch-Kaufman, whose analysis (scaling and weighted matching) is then computed from that extreme matrix and
+# reused for the benign ones that follow, which it solves with a relative residual of 0.96; and a singular
+# positive semi-definite matrix (shift-invert below the lowest eigenvalue) factorises without the error that
+# Bunch-Kaufman's inertia gives.
+_CHOLESKY_FIRST = [False]
+
+
+def set_cholesky_first(on: bool) -> bool:
+    """Factorise real matrices flagged symmetric by Cholesky first (PARDISO ``mtype=2``), falling back to
+    Bunch-Kaufman (``mtype=-2``) when Cholesky meets a non-positive pivot; off by default.
+
+    Cholesky's analysis needs the pattern only, so :func:`igax.fem.solve` starts it in a background thread
+    while its program is traced and compiled; at 1M P1 DOFs this takes most of PARDISO's analysis out of a
+    jitted gradient's first call, and Cholesky's analysis and factorisation are a fifth and a tenth cheaper.
+    Switch it on for positive definite problems (diffusion, elasticity with enough Dirichlet conditions).
+    It is off by default because a pattern whose matrices are sometimes indefinite can be left with a
+    Bunch-Kaufman analysis computed from an extreme matrix (poor solves afterwards, reported by the residual
+    check), and because Cholesky does not report a singular positive semi-definite matrix as Bunch-Kaufman
+    does.
+
+    Arguments:
+        on: True to try Cholesky first, False for Bunch-Kaufman for every real symmetric matrix.
+
+    Returns:
+        The previous setting.
+
+    Example:
+        >>> from igax import solvers
+        >>> solvers.set_cholesky_first(True)
+        False
+        >>> solvers.set_cholesky_first(False)
+        True
+    """
+    if not isinstance(on, bool):
+        raise TypeError(f"on must be True or False, got {on!r}.")
+    previous, _CHOLESKY_FIRST[0] = _CHOLESKY_FIRST[0], on
+    return previous
+
+
 def _cholesky_first(pattern) -> bool:
-    """Whether a real symmetric matrix of ``pattern`` may be positive definite: Cholesky has not refused
-    the pattern and every diagonal entry is stored."""
+    """Whether a real symmetric matrix of ``pattern`` may be positive definite: Cholesky first is on, it has
+    not refused the pattern and every diagonal entry is stored."""
+    if not _CHOLESKY_FIRST[0]:
+        return False
     with _lock:
         refused = pattern._digest in _not_spd
     return not refused and bool(np.all(pattern.diagonal_slots >= 0))
@@ -123,7 +167,8 @@ class Pardiso(HostBackend):
     def analyse(self, pattern, kind, dtype):
         """Start the symbolic analysis of ``pattern`` in the background, before any values exist (once per
         pattern while cached): for real matrices flagged symmetric or positive definite, which Cholesky
-        factorises first. Called when the pattern is known, e.g. while a program is traced; otherwise a no-op.
+        factorises first when :func:`set_cholesky_first` is on. Called when the pattern is known, e.g. while a
+        program is traced; otherwise a no-op.
 
         Arguments:
             pattern: the :class:`~igax.solvers.CSRPattern` of the matrices to come.
@@ -138,10 +183,13 @@ class Pardiso(HostBackend):
             >>> from igax.solvers.backends import get_backend
             >>> from igax.solvers.sparse import CSRPattern
             >>> K = sp.csr_matrix(np.array([[2.0, -1.0], [-1.0, 2.0]]))
+            >>> from igax import solvers
             >>> backend = get_backend("pardiso")
+            >>> previous = solvers.set_cholesky_first(True)        # opt-in: otherwise nothing is started
             >>> plan = backend.analyse(CSRPattern(K.indptr, K.indices, K.shape), "sym", np.float64)
             >>> plan.mtype if backend.available() else 2            # Cholesky
             2
+            >>> _ = solvers.set_cholesky_first(previous)
         """
         if kind == "gen" or np.issubdtype(dtype, np.complexfloating) or not _cholesky_first(pattern):
             return None
