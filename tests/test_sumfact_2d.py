@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from test_sumfact_vjp import _close, _spec  # the same checks and band structures
 
 from igax import fem
 from igax.fem import library
@@ -23,27 +24,11 @@ from igax.fem.forms import sumfact  # noqa: F401 (the module, patched below)
 _SF = sys.modules["igax.fem.forms.sumfact"]
 
 
-def _close(a, b, rtol=1e-12):
-    a, b = np.asarray(a), np.asarray(b)
-    assert a.shape == b.shape
-    err = np.max(np.abs(a - b)) / np.max(np.abs(b))
-    assert err <= rtol, f"relative difference {err:.2e} > {rtol:.0e}"
-
-
 def _specs(V, Ru, Rv, nblocks, blk):
     """``(fused, general)`` band structures of ``V`` for reference jets ``Ru x Rv``."""
-    from igax.fem.forms._sumfact_band import BandSpec
-    from igax.fem.forms._sumfact_plan import scalar_steps, sumfact_plan
-
-    sf = sumfact_plan(V)
-    sched = scalar_steps(Ru, Rv, sf.d)
-    pad = sf.chunks(blk).pad
-    tables = [[sf.dirs[s["k"]].band_table(fl) for _, fl in s["outs"]] for s in sched]
-    tables[-1] = [np.pad(A, [(0, pad)] + [(0, 0)] * (A.ndim - 1)) for A in tables[-1]]
-    fused = BandSpec(sf.dirs, sched, tables, blk, nblocks, len(Ru) * len(Rv), jnp.float64)
-    general = BandSpec(sf.dirs, sched, tables, blk, nblocks, len(Ru) * len(Rv), jnp.float64)
-    general.fused2d = None
-    return fused, general
+    general = _spec(V, Ru, Rv, nblocks, blk)
+    general.fused2d = None  # the general schedule of the same structure
+    return _spec(V, Ru, Rv, nblocks, blk), general
 
 
 def _rect(deg, n, shape=()):
