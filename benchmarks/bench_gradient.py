@@ -2,7 +2,13 @@
 
 The pattern is the README's: a jitted loss that closes over a space, a coefficient ``Field`` as the parameter,
 a direct solver (PARDISO where installed, else SuperLU), fresh coefficient values on every call (as in an
-optimisation loop; the factorisation cache cannot serve a repeated matrix). For each case we time (medians)
+optimisation loop; the factorisation cache cannot serve a repeated matrix). Every stage below is timed in
+rounds, one call of each per round in the same order (2 warm-up rounds, then ``--reps``: 25 for the ~10k
+cases, 5 for the large ones), so that the load of a shared machine weighs on forward and gradient alike;
+``grad / forward`` is the median of the round-by-round ratios, with its quartiles. Both clocks are printed
+(one row each): wall time and the process's CPU time of all threads (waiting for a core costs nothing
+there; spinning threads count). ``--cpu-time`` makes CPU time the headline (the JSON records' ``igax_s``).
+For each case we time (medians)
 
 * ``forward``: ``loss(c)``, assembly + boundary conditions + solve + a quadratic loss of the solution;
 * ``grad``: ``jax.grad(loss)(c)``; the ratio ``grad / forward`` is the headline (goal <= 1.5);
@@ -13,7 +19,11 @@ optimisation loop; the factorisation cache cannot serve a repeated matrix). For 
   (condensation, factorisation, solve and diagnostics from given matrix values), ``solve grad`` (the same
   with its gradient: one transposed solve with the same factorisation); ``transposed`` = solve grad -
   solve, and ``other`` = grad - (assembly + assembly bwd + solve grad): what the gradient does beyond its
-  parts.
+  parts;
+* ``host: factor solve tsolve``: inside the gradient, the time spent in the solver's host callbacks (the
+  factorisation, the solve and the transposed solve with the same factorisation), measured by timing
+  wrappers around them: wall time (how long XLA waited for each) and, in the CPU row, the CPU time of the
+  callback's own thread (MKL's worker threads, where it uses them, are not in it).
 
 Cases (full size / ``--quick``): degree-2 and degree-3 splines on the quarter annulus at ~10k and ~250k DOFs
 (quick: the 10k ones only), P1 on the unit square at 1M DOFs (quick: 10k), and 3D linear elasticity with Q1
@@ -36,10 +46,10 @@ The benchmark calls ``igax.fem.keep_freed_memory()`` first, as the performance g
 being page-faulted in afresh on every call; :mod:`igax.fem._allocator`); run with ``IGAX_MALLOC_TUNING=0``
 to measure without it. The header line says which.
 
-``--cpu-time`` takes medians of the process's CPU time (all threads) instead of wall time: on a shared
-machine the other jobs' load then does not enter the figures (a thread waiting for a core costs nothing).
+``--cpu-time`` makes the process's CPU time (all threads) the headline instead of wall time (and the clock of
+``--large``): on a shared machine the other jobs' load then does not enter the figures.
 
-Usage: ``python benchmarks/bench_gradient.py [--quick] [--reps 7] [--cases spline2-10k p1-1M] [--large]``
+Usage: ``python benchmarks/bench_gradient.py [--quick] [--reps 25] [--cases spline2-10k p1-1M] [--large]``
 """
 
 from __future__ import annotations
@@ -60,6 +70,16 @@ CASES = ("spline2-10k", "spline3-10k", "spline2-250k", "spline3-250k", "p1-1M", 
 QUICK = {"spline2-10k": 96, "spline3-10k": 97, "p1-1M": 99, "q1-elasticity3d-108k": 8}
 FULL = {"spline2-10k": 96, "spline3-10k": 97, "spline2-250k": 498, "spline3-250k": 497, "p1-1M": 999,
         "q1-elasticity3d-108k": 32}  # fmt: skip
+
+
+# Rounds of the interleaved timings: small cases are fast and noisy (a few ms of a shared machine's load
+# move a 50 ms ratio by 0.2), so they get many; the large ones few (each round costs seconds).
+_SMALL_REPS, _LARGE_REPS, _SMALL_NDOFS = 25, 5, 50_000
+
+
+def _ndofs_hint(case: str, n: int) -> int:
+    """About how many DOFs a case has at ``n`` elements per direction (to choose its number of rounds)."""
+    return 3 * (n + 1) ** 3 if case.startswith("q1") else (n + 3) ** 2
 
 
 def _method():
@@ -114,61 +134,135 @@ def build(case: str, n: int):
     return V, S, matrix, b, bc
 
 
+class _HostTimer:
+    """Wall and CPU seconds spent in the solver's host callbacks (factorisation, solve, transposed solve)
+    while it is on: the timing wrappers replace the callbacks before the programs are traced."""
+
+    def __init__(self):
+        from igax.solvers import _backends
+
+        self.mod, self.saved = _backends, (_backends.factor_callback, _backends.solve_callback)
+        self.on, self.solves = False, 0
+        self.reset()
+        factor, solve = self.saved
+
+        def timed(stage, fn):
+            def wrapper(*args, **kwargs):
+                if not self.on:
+                    return fn(*args, **kwargs)
+                name = stage
+                if stage == "solve":  # a gradient's second solve is its transposed one
+                    name = "tsolve" if self.solves % 2 else "solve"
+                    self.solves += 1
+                t, c = time.perf_counter(), time.thread_time()  # the callback's thread (MKL's own excluded)
+                try:
+                    return fn(*args, **kwargs)
+                finally:
+                    self.t[name][0] += time.perf_counter() - t
+                    self.t[name][1] += time.thread_time() - c
+
+            return wrapper
+
+        _backends.factor_callback = timed("factor", factor)
+        _backends.solve_callback = timed("solve", solve)
+
+    def reset(self):
+        self.t = {k: [0.0, 0.0] for k in ("factor", "solve", "tsolve")}
+        self.solves = 0
+
+    def restore(self):
+        self.mod.factor_callback, self.mod.solve_callback = self.saved
+
+
 def run_case(case: str, n: int, reps: int) -> dict:
+    """Every stage timed in rounds: one call of each per round, in the same order, fresh inputs every call,
+    two warm-up rounds. The rounds interleave forward and gradient, so a shared machine's load weighs on
+    both alike, and ``grad / forward`` is also taken round by round (paired): ``ratio`` is its median,
+    ``ratio_q`` its quartiles. Wall time and the process's CPU time (all threads) are both recorded."""
     from igax import fem
     from igax.fem.bc import condense
 
-    V, S, matrix, b, bc = build(case, n)
-    method = _method()
-    rng = np.random.default_rng(0)
+    host = _HostTimer()  # before anything is traced
+    try:
+        V, S, matrix, b, bc = build(case, n)
+        method = _method()
+        rng = np.random.default_rng(0)
 
-    def fresh_c():
-        return (jnp.asarray(1.0 + 0.5 * rng.random(S.ndofs)),)
+        def fresh_c():
+            return (jnp.asarray(1.0 + 0.5 * rng.random(S.ndofs)),)
 
-    matrix(jnp.ones(S.ndofs))  # eagerly once, as a set-up would: the symmetry check is then done
+        matrix(jnp.ones(S.ndofs))  # eagerly once, as a set-up would: the symmetry check is then done
 
-    def loss(c):
-        u = fem.solve(matrix(c), b, bc=bc, method=method)
-        return jnp.sum(u.coeffs**2)
+        def loss(c):
+            u = fem.solve(matrix(c), b, bc=bc, method=method)
+            return jnp.sum(u.coeffs**2)
 
-    A0 = matrix(jnp.ones(S.ndofs))
-    pattern = A0.pattern
-    nnz = A0.nnz
+        A0 = matrix(jnp.ones(S.ndofs))
+        pattern = A0.pattern
+        nnz = A0.nnz
 
-    def solve_loss(v):
-        u = fem.solve(A0.with_values(v), b, bc=bc, method=method)
-        return jnp.sum(u.coeffs**2)
+        def solve_loss(v):
+            u = fem.solve(A0.with_values(v), b, bc=bc, method=method)
+            return jnp.sum(u.coeffs**2)
 
-    def fresh_v():  # a new scalar factor: symmetric positive definite, and a new factorisation every call
-        return (A0.values * (1.0 + 0.5 * rng.random()),)
+        def fresh_v():  # a new scalar factor: symmetric positive definite, and a new factorisation every call
+            return (A0.values * (1.0 + 0.5 * rng.random()),)
 
-    def fresh_cw():
-        return fresh_c() + (jnp.asarray(rng.standard_normal(nnz)),)
+        def fresh_cw():
+            return fresh_c() + (jnp.asarray(rng.standard_normal(nnz)),)
 
-    constrained, diag = bc._masks(pattern)
+        constrained, diag = bc._masks(pattern)
 
-    def bc_only(v):
-        Ac, bcond = condense(A0.with_values(v), b, bc.dofs, bc.values, constrained, diag)
-        return Ac.values, bcond
+        def bc_only(v):
+            Ac, bcond = condense(A0.with_values(v), b, bc.dofs, bc.values, constrained, diag)
+            return Ac.values, bcond
 
-    values = jax.jit(lambda c: matrix(c).values)
-    vjp = jax.jit(lambda c, w: jax.vjp(lambda c: matrix(c).values, c)[1](w)[0])
-    # The backward pass alone: the residuals of one forward (tables, ...) given, a fresh cotangent each call.
-    _, pullback = jax.vjp(lambda c: matrix(c).values, fresh_c()[0])
-    backward = jax.jit(lambda pullback, w: pullback(w)[0])
-    t = {
-        "forward": _median_fresh(jax.jit(loss), fresh_c, reps),
-        "grad": _median_fresh(jax.jit(jax.grad(loss)), fresh_c, reps),
-        "assembly": _median_fresh(values, fresh_c, reps),
-        "assembly_vjp": _median_fresh(vjp, fresh_cw, reps),
-        "assembly_bwd": _median_fresh(backward, lambda: (pullback, fresh_cw()[1]), reps),
-        "bc": _median_fresh(jax.jit(bc_only), fresh_v, reps),
-        "solve": _median_fresh(jax.jit(solve_loss), fresh_v, reps),
-        "solve_grad": _median_fresh(jax.jit(jax.grad(solve_loss)), fresh_v, reps),
-    }
-    t["transposed"] = t["solve_grad"] - t["solve"]
-    t["other"] = t["grad"] - t["assembly"] - t["assembly_bwd"] - t["solve_grad"]
-    return {"case": case, "ndofs": V.ndofs, "method": method, "times": t}
+        # The backward pass alone: one forward's residuals (tables, ...) given, a fresh cotangent each call.
+        _, pullback = jax.vjp(lambda c: matrix(c).values, fresh_c()[0])
+        progs = {
+            "forward": (jax.jit(loss), fresh_c),
+            "grad": (jax.jit(jax.grad(loss)), fresh_c),
+            "assembly": (jax.jit(lambda c: matrix(c).values), fresh_c),
+            "assembly_vjp": (jax.jit(lambda c, w: jax.vjp(lambda c: matrix(c).values, c)[1](w)[0]), fresh_cw),
+            "assembly_bwd": (jax.jit(lambda w: pullback(w)[0]), lambda: fresh_cw()[1:]),
+            "bc": (jax.jit(bc_only), fresh_v),
+            "solve": (jax.jit(solve_loss), fresh_v),
+            "solve_grad": (jax.jit(jax.grad(solve_loss)), fresh_v),
+        }
+        wall = {k: [] for k in progs}
+        cpu = {k: [] for k in progs}
+        hosts = []
+        for r in range(reps + 2):
+            for k, (f, make) in progs.items():
+                args = make()
+                jax.block_until_ready(args)
+                host.reset()
+                host.on = k == "grad"
+                t, c = time.perf_counter(), time.process_time()
+                jax.block_until_ready(f(*args))
+                t, c = time.perf_counter() - t, time.process_time() - c
+                host.on = False
+                if r >= 2:  # two warm-up rounds (compilation)
+                    wall[k].append(t)
+                    cpu[k].append(c)
+                    if k == "grad":
+                        hosts.append({s: tuple(v) for s, v in host.t.items()})
+    finally:
+        host.restore()
+    out = {"case": case, "ndofs": V.ndofs, "method": method, "reps": reps}
+    for clock, data in (("wall", wall), ("cpu", cpu)):
+        t = {k: float(np.median(v)) for k, v in data.items()}
+        t["transposed"] = t["solve_grad"] - t["solve"]
+        t["other"] = t["grad"] - t["assembly"] - t["assembly_bwd"] - t["solve_grad"]
+        paired = np.asarray(data["grad"]) / np.asarray(data["forward"])
+        out[clock] = t
+        out[f"{clock}_ratio"] = float(np.median(paired))
+        out[f"{clock}_ratio_q"] = (float(np.quantile(paired, 0.25)), float(np.quantile(paired, 0.75)))
+        # the gradient's host callbacks, inside the callback's thread: wall, and that thread's CPU time
+        i = 0 if clock == "wall" else 1
+        out[f"{clock}_host"] = {s: float(np.median([h[s][i] for h in hosts])) for s in hosts[0]}
+    out["times"] = out["cpu"] if _CLOCK[0] is time.process_time else out["wall"]
+    return out
 
 
 def run_sumfact_ab(case: str, n: int, reps: int) -> dict:
@@ -362,7 +456,7 @@ def run_large(quick: bool) -> list[dict]:
 def main(argv=None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="small sizes (seconds)")
-    ap.add_argument("--reps", type=int, default=7)
+    ap.add_argument("--reps", type=int, default=None, help="rounds (default: see _SMALL_REPS)")
     ap.add_argument("--cases", nargs="*", default=None, choices=CASES)
     ap.add_argument("--large", action="store_true", help="compile time and memory of 1M-DOF programs")
     ap.add_argument("--large-quick", action="store_true", help="--large at 1/16 of the sizes")
@@ -435,6 +529,7 @@ def main(argv=None) -> list[dict]:
     sizes = QUICK if args.quick else FULL
     cases = args.cases or [c for c in CASES if c in sizes]
     if args.sumfact_ab:
+        args.reps = args.reps or 7
         print(f"bench_gradient --sumfact-ab: {head}, median of {args.reps} interleaved rounds (ms)")
         print(f"{'case':16s} {'ndofs':>8s} {'assembly':>9s} {'vjp':>9s} {'vjp auto':>9s} {'jvp':>9s}  "
               "vjp/asm auto/asm jvp/asm | CPU: assembly vjp vjp/asm")  # fmt: skip
@@ -457,33 +552,42 @@ def main(argv=None) -> list[dict]:
                   flush=True)  # fmt: skip
             rows.append(r)
         return rows
-    clock = "CPU time of all threads" if args.cpu_time else "wall time"
+    headline = "cpu" if args.cpu_time else "wall"
     size = "quick" if args.quick else "full"
-    print(f"bench_gradient: {head}, {size} sizes, median of {args.reps}, {clock}")
+    print(f"bench_gradient: {head}, {size} sizes, interleaved rounds (--reps, default {_SMALL_REPS} below "
+          f"{_SMALL_NDOFS} DOFs, else {_LARGE_REPS}), medians; headline clock: "
+          f"{'CPU time of all threads' if args.cpu_time else 'wall time'}")  # fmt: skip
     cols = ("forward", "grad", "assembly", "assembly_vjp", "assembly_bwd", "bc", "solve", "solve_grad")
     cols = cols + ("transposed", "other")
     names = " ".join(f"{c[:10]:>10s}" for c in cols)
-    print(f"{'case':22s} {'ndofs':>8s} {names}  grad/fwd vjp/asm bwd/asm (ms)")
+    print(f"{'case':22s} {'ndofs':>8s} {names}  grad/fwd [quartiles] vjp/asm bwd/asm | host: factor solve "
+          "tsolve (ms)")  # fmt: skip
     records = []
     for case in cases:
-        r = run_case(case, sizes[case], args.reps)
-        t = r["times"]
-        g, v, w = (
-            t["grad"] / t["forward"],
-            t["assembly_vjp"] / t["assembly"],
-            t["assembly_bwd"] / t["assembly"],
-        )
-        print(
-            f"{case:22s} {r['ndofs']:8d} "
-            + " ".join(f"{1e3 * t[c]:10.2f}" for c in cols)
-            + f"  {g:8.2f} {v:7.2f} {w:7.2f}",
-            flush=True,
-        )
+        reps = args.reps or (_SMALL_REPS if _ndofs_hint(case, sizes[case]) < _SMALL_NDOFS else _LARGE_REPS)
+        r = run_case(case, sizes[case], reps)
+        for clock in (headline, "cpu" if headline == "wall" else "wall"):
+            t, h = r[clock], r[f"{clock}_host"]
+            g, (q1, q3) = r[f"{clock}_ratio"], r[f"{clock}_ratio_q"]
+            v, w = t["assembly_vjp"] / t["assembly"], t["assembly_bwd"] / t["assembly"]
+            print(
+                f"{case + ' ' + clock:22s} {r['ndofs']:8d} "
+                + " ".join(f"{1e3 * t[c]:10.2f}" for c in cols)
+                + f"  {g:8.2f} [{q1:.2f}, {q3:.2f}] {v:7.2f} {w:7.2f} | "
+                + " ".join(f"{1e3 * h[s]:6.2f}" for s in ("factor", "solve", "tsolve")),
+                flush=True,
+            )
+        t = r[headline]
+        g = r[f"{headline}_ratio"]
+        v, w = t["assembly_vjp"] / t["assembly"], t["assembly_bwd"] / t["assembly"]
         name = f"{case.rsplit('-', 1)[0]}-{r['ndofs'] // 1000}k"
         recs = [
             {"bench": "gradient", "case": name, "igax": "grad", "igax_s": t["grad"], "baseline": "forward",
-             "baseline_s": t["forward"], "ratio": t["forward"] / t["grad"], "grad_over_forward": g,
-             "method": r["method"], "pieces_s": t},
+             "baseline_s": t["forward"], "ratio": 1.0 / g, "grad_over_forward": g, "clock": headline,
+             "grad_over_forward_wall": r["wall_ratio"], "grad_over_forward_cpu": r["cpu_ratio"],
+             "quartiles_wall": r["wall_ratio_q"], "quartiles_cpu": r["cpu_ratio_q"], "reps": reps,
+             "method": r["method"], "pieces_s": t, "pieces_wall_s": r["wall"], "pieces_cpu_s": r["cpu"],
+             "host_wall_s": r["wall_host"], "host_thread_cpu_s": r["cpu_host"]},
             {"bench": "gradient", "case": name, "igax": "assembly-vjp", "igax_s": t["assembly_vjp"],
              "baseline": "assembly", "baseline_s": t["assembly"], "ratio": t["assembly"] / t["assembly_vjp"],
              "vjp_over_forward": v},

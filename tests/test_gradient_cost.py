@@ -481,3 +481,78 @@ def test_chunked_assembly_reads_its_index_maps_at_run_time(large_paths, monkeypa
     assert not [s for _, s in _constants(text, compiled=False) if s[:1] == (V.nel,)]
     np.testing.assert_allclose(np.asarray(f(c)), want, rtol=1e-12, atol=1e-14 * np.abs(want).max())
     jax.clear_caches()
+
+
+# -- the host work of a gradient (benchmarks/bench_gradient.py, the 10k cases) --------------------------------
+def _callbacks(compiled) -> int:
+    """Host callbacks in a compiled program (the failure report's, in a branch taken only when a solve
+    failed, included)."""
+    return compiled.as_text().count('custom_call_target="xla_ffi_python_cpu_callback"')
+
+
+def test_a_gradient_adds_one_host_solve_with_the_forwards_factorisation():
+    # The structure of the 10k gradient benchmark at a small size: a degree-2 spline, kappa a Field, the
+    # direct solver, a jitted loss closing over the space. The gradient is exact (central differences, Taylor
+    # rate 2) and its host work is the forward's plus one solve with the same factorisation: one callback
+    # more, no second factorisation, no second analysis.
+    method = "pardiso" if "pardiso" in solvers.available_methods() else "superlu"
+    V = fem.SplineSpace(fem.geometry.quarter_annulus().refine(degree=2, elements=(5, 4)))
+    b = fem.assemble(library.source, V, f=1.0)
+    bc = fem.DirichletBC(V, None, 0.0)
+    fem.assemble(library.diffusion, V, kappa=1.0)  # the eager set-up (symmetry verified once)
+
+    def loss(c):
+        A = fem.assemble(library.diffusion, V, kappa=fem.Field(V, jnp.exp(c)))
+        return jnp.sum(fem.solve(A, b, bc=bc, method=method).coeffs ** 2)
+
+    rng = np.random.default_rng(6)
+    c0, d = 0.2 * _arr(rng, V.ndofs), _arr(rng, V.ndofs)
+    forward, grad = (jax.jit(f).lower(c0).compile() for f in (loss, jax.grad(loss)))
+    assert _callbacks(grad) == _callbacks(forward) + 1
+    jax.block_until_ready((forward(c0), grad(c0)))  # the pattern analysed
+    stats = solvers.solver_stats
+    counts = []
+    for f in (forward, grad):
+        stats.reset()
+        jax.block_until_ready(f(c0 + 0.01 * (len(counts) + 1)))  # new values: a new factorisation
+        counts.append((stats.analyses, stats.factorizations, stats.solves, stats.rhs))
+    assert counts == [(0, 1, 1, 1), (0, 1, 2, 2)], counts
+    _check_gradient(loss, c0, d, 1e-5)
+
+
+def test_small_pardiso_systems_run_on_one_mkl_thread_and_solve_alike(monkeypatch):
+    # Below SINGLE_THREAD_NNZ stored entries every phase of a PARDISO plan runs on one MKL thread (set for
+    # the calling thread only, and restored): the solutions equal those of MKL's own thread count and
+    # scipy's, and the gradient through a solve stays exact.
+    import scipy.sparse as sp
+    import scipy.sparse.linalg as spla
+
+    from igax.solvers import _pardiso
+    from igax.solvers.sparse import CSRPattern
+
+    if not _pardiso.available() or _pardiso._mkl_set_threads_local() is None:
+        pytest.skip("PARDISO (pypardiso, MKL's thread control) unavailable")
+    rng = np.random.default_rng(7)
+    n = 300
+    R = sp.random(n, n, density=0.02, random_state=8)
+    K = (R + R.T + sp.diags(np.full(n, 8.0))).tocsr()  # symmetric, diagonally dominant
+    K.sort_indices()
+    pattern = CSRPattern(K.indptr, K.indices, K.shape)
+    B = rng.standard_normal((n, 2))
+    want = spla.spsolve(K.tocsc(), B)
+    get_threads = _pardiso._mkl_set_threads_local()  # (returns the previous setting: set it back at once)
+    before = get_threads(0)
+    get_threads(before)
+    xs = []
+    for limit in (10**9, 0):  # one thread / MKL's own count
+        monkeypatch.setattr(_pardiso, "SINGLE_THREAD_NNZ", limit)
+        plan = _pardiso.PardisoPlan(pattern, "sym", K.data)
+        assert plan.threads == (1 if limit else 0)
+        factor = plan.factor(K.data)
+        xs.append(factor.solve(B, False))
+        factor.free()
+        plan.destroy()
+        assert get_threads(0) == before  # the calling thread's setting is restored
+        get_threads(before)
+    for x in xs:
+        np.testing.assert_allclose(x, want, rtol=1e-12, atol=1e-12 * np.abs(want).max())

@@ -71,6 +71,29 @@ def _mkl_pardiso():
     return pypardiso.PyPardisoSolver()._mkl_pardiso  # the C function with argtypes declared
 
 
+# Systems with fewer stored entries than this are factorised and solved by one MKL thread. On two cores
+# shared with XLA's own thread pool, MKL's second OpenMP thread bought nothing at 10k DOFs and cost a lot:
+# after each PARDISO call it spins for OpenMP's block time (200 ms) on the core that XLA's next operations
+# (the gradient's sampled product and assembly backward pass) then share. With one thread, the 10k degree-2
+# spline gradient took 47-53 ms of CPU instead of 75-77 ms, grad / forward 1.20-1.25 instead of 1.45-1.61
+# (benchmarks/bench_gradient.py, CPU time). The count is fixed per plan: PARDISO crashes when its
+# factorisation runs on fewer threads than its analysis did.
+SINGLE_THREAD_NNZ = 1_000_000
+
+
+@functools.cache
+def _mkl_set_threads_local():
+    """mkl_rt's ``MKL_Set_Num_Threads_Local`` (the calling thread's MKL thread count; 0: the global one), or
+    None where the library lacks it."""
+    import pypardiso
+
+    lib = getattr(pypardiso.PyPardisoSolver(), "libmkl", None)
+    fn = getattr(lib, "MKL_Set_Num_Threads_Local", None)
+    if fn is not None:
+        fn.restype, fn.argtypes = ctypes.c_int, [ctypes.c_int]
+    return fn
+
+
 def available() -> bool:
     try:
         _mkl_pardiso()
@@ -121,6 +144,8 @@ class PardisoPlan:
             raise ValueError(f'a PARDISO plan of kind {kind!r} needs values; only "spd" is analysed without')
         self.kind = kind
         self.n = pattern.shape[0]
+        # MKL threads of every phase of this plan (0: MKL's global setting); see SINGLE_THREAD_NNZ
+        self.threads = 1 if pattern.nnz < SINGLE_THREAD_NNZ else 0
         self.free_slots = list(range(MAXFCT, 0, -1))
         self.lock = threading.Lock()
         self.analysis_s = self.factor_s = None  # seconds of phase 11 and of the last phase 22 (benchmarks)
@@ -253,6 +278,20 @@ class PardisoPlan:
         i32 = ctypes.POINTER(ctypes.c_int32)
         f64 = ctypes.POINTER(ctypes.c_double)
         perm = np.zeros(1, np.int32)
+        set_threads = _mkl_set_threads_local() if self.threads else None
+        previous = set_threads(self.threads) if set_threads is not None else None
+        try:
+            self._pardiso(phase, mnum, data, B, X, err, i32, f64, perm)
+        finally:
+            if previous is not None:
+                set_threads(previous)  # the calling thread's own setting again
+        if err.value != 0:
+            raise PardisoError(
+                f"PARDISO phase {phase} failed: {_ERRORS.get(err.value, err.value)}", err.value
+            )
+        return X
+
+    def _pardiso(self, phase, mnum, data, B, X, err, i32, f64, perm):
         _mkl_pardiso()(
             self.pt.ctypes.data_as(ctypes.POINTER(ctypes.c_int64)),
             ctypes.byref(ctypes.c_int32(MAXFCT)),
@@ -271,11 +310,6 @@ class PardisoPlan:
             X.ctypes.data_as(f64),
             ctypes.byref(err),
         )
-        if err.value != 0:
-            raise PardisoError(
-                f"PARDISO phase {phase} failed: {_ERRORS.get(err.value, err.value)}", err.value
-            )
-        return X
 
     def factor(self, values) -> PardisoFactor:
         self.ready()
