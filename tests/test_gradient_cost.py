@@ -483,7 +483,7 @@ def test_chunked_assembly_reads_its_index_maps_at_run_time(large_paths, monkeypa
     jax.clear_caches()
 
 
-# -- the host work of a gradient (benchmarks/bench_gradient.py, the 10k cases) --------------------------------
+# -- the host work of a gradient (benchmarks/bench_gradient.py, the 10k cases) -------------------------------
 def _callbacks(compiled) -> int:
     """Host callbacks in a compiled program (the failure report's, in a branch taken only when a solve
     failed, included)."""
