@@ -1,5 +1,5 @@
 """The 3D paths of sum-factorised assembly on curved and rational patches (igax/fem/forms/_sumfact_compact.py,
-_sumfact_constant.py, _sumfact_native3d.py).
+_sumfact_constant.py).
 
 The box patches of ``test_sumfact.py`` are affine and axis-aligned, so their inverse Jacobian is diagonal and
 most products of the kernel matrices ``D`` vanish. Here the control points of a degree-2 box are moved at
@@ -7,9 +7,7 @@ random (a curved polynomial patch) and its weights too (a rational one): every e
 nonzero. The sum-factorised matrices of 3D elasticity (a concrete kernel matrix, 6 of 9 component blocks
 computed) and of a mass form equal the element-wise ones to 1e-12, and the gradient of a functional of the
 elasticity matrix w.r.t. the control points agrees with central differences, with Taylor rate 2, and with
-the JVP. A space passed to jit (traced weights) takes the run-time choice between the polynomial and the
-rational program (gradients w.r.t. control points and weights); the native band step
-(_sumfact_native3d.py) equals the XLA one.
+the JVP.
 """
 
 import sys
@@ -97,43 +95,3 @@ def test_traced_weights_choose_the_program_at_run_time(rational, sumfact_always,
         return jnp.sum(fem.assemble(form, V.with_geometry(control_points=P, weights=w)).values * r)
 
     _check_gradient(loss, (V.control_points, V.weights), taylor=(0, 1))
-
-
-def test_native_band_step_equals_the_xla_step(monkeypatch):
-    """The native step of the 3D band contraction (igax/_native/sumfact_kernels.cc) equals the XLA step on
-    random states and tables, with 1, 2 and 4 members per output state, degrees 1 and 2 and 3 or 2 points
-    per element (the kernel's two loops); with ``_USE = False`` the XLA step runs."""
-    from igax import _native
-    from igax.fem.forms import _sumfact_compact as compact
-    from igax.fem.forms import _sumfact_native3d as native
-
-    if not _native.available():
-        pytest.skip(f"native kernels unavailable: {_native.reason()}")
-    rng = np.random.default_rng(8)
-    outs = [([2], [(0, 0)]), ([0, 4], [(0, 1), (0, 0)]), ([1, 3, 5, 6], [(1, 1), (1, 0), (0, 1), (0, 0)])]
-    step = jax.jit(compact.step_compact, static_argnums=(2, 3))
-    for p, nq, nv in [(2, 3, 5), (1, 2, 4), (2, 2, 1)]:
-        tabs = [jnp.asarray(rng.standard_normal((nv, (p + 1) * (2 * p + 1), len(m) * nq))) for m, _ in outs]
-        G = jnp.asarray(rng.standard_normal((7, 4, 3, nv * nq)))
-        assert native.native_ok(G.dtype)
-        key = tuple((tuple(m), tuple(f)) for m, f in outs)
-        got = jax.jit(lambda G, T: compact.step_compact(G, T, outs, p))(G, tabs)
-        with monkeypatch.context() as m:
-            m.setattr(native, "_USE", False)
-            assert not native.native_ok(G.dtype)
-            ref = jax.jit(lambda G, T: compact.step_compact(G, T, outs, p))(G, tabs)
-        assert got.shape == ref.shape == (3, nv + p, 2 * p + 1, 4, 3), key
-        _close(got, ref)
-
-
-def test_assembly_without_native_kernels_equals_the_native_one(sumfact_always, monkeypatch):
-    """The pure-JAX fallback of the 3D band step gives the same elasticity matrix as the native kernel (a
-    rational patch: 16 reference-jet states; the polynomial schedule is covered by the steps above)."""
-    from igax.fem.forms import _sumfact_native3d as native
-
-    V = _curved(True, n=(2, 3, 2))
-    form = library.linear_elasticity(1.0, 0.3, "3d")
-    got = fem.assemble(form, V).values
-    monkeypatch.setattr(native, "_USE", False)
-    monkeypatch.setattr(_SF, "_values_jit", _SF.eqx.filter_jit(_SF._values))  # a fresh trace
-    _close(fem.assemble(form, V).values, got)

@@ -41,12 +41,7 @@ def _compact(A, p: int):
 
 def step_compact(G, tables: list, outs: list, p: int):
     """:func:`igax.fem.forms._sumfact_band._step` over the nonzero table rows: ``(S, pre..., nv nq) ->
-    (S', n, L, pre...)`` with ``n = nv + p``; by the native kernel where it runs
-    (:mod:`igax.fem.forms._sumfact_native3d`)."""
-    from igax.fem.forms import _sumfact_native3d as native
-
-    if native.native_ok(G.dtype):
-        return native.step_native(G, tables, outs, p)
+    (S', n, L, pre...)`` with ``n = nv + p``."""
     pre = G.shape[1:-1]
     nv = tables[0].shape[0]
     nq = G.shape[-1] // nv
