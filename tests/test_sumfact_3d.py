@@ -7,11 +7,13 @@ random (a curved polynomial patch) and its weights too (a rational one): every e
 nonzero. The sum-factorised matrices of 3D elasticity (a concrete kernel matrix, 6 of 9 component blocks
 computed) and of a mass form equal the element-wise ones to 1e-12, and the gradient of a functional of the
 elasticity matrix w.r.t. the control points agrees with central differences, with Taylor rate 2, and with
-the JVP.
+the JVP. A space passed to jit (traced weights) takes the run-time choice between the polynomial and the
+rational program (equal to the element-wise matrix; gradients w.r.t. control points and weights, slow).
 """
 
 import sys
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -70,3 +72,32 @@ def test_gradient_of_elasticity_wrt_control_points_on_a_curved_patch(sumfact_alw
         return jnp.sum(A.values * r)
 
     _check_gradient(loss, (V.control_points,), taylor=(0,), jvp=True)
+
+
+@pytest.mark.parametrize("rational", [False, True], ids=["polynomial", "rational"])
+def test_traced_weights_choose_the_program_at_run_time(rational, sumfact_always, monkeypatch):
+    """A 3D space passed to jit (traced weights) takes the run-time choice between the polynomial and the
+    rational program: the matrix equals the element-wise one on both patches."""
+    V = _curved(rational, n=(2, 2, 2))
+    form = library.linear_elasticity(1.0, 0.3, "3d")
+    calls = []
+    real = _SF.weights2d.values_traced_weights
+    monkeypatch.setattr(_SF.weights2d, "values_traced_weights", lambda *a: calls.append(1) or real(*a))
+    got = jax.jit(lambda V: fem.assemble(form, V).values)(V)
+    assert calls, "the traced-weights program was not taken"
+    _close(got, sumfact_always(form, V).values)
+
+
+@pytest.mark.slow  # ~50 s on 2 loaded cores, mostly compiling both programs and their derivatives
+def test_gradients_with_traced_weights_wrt_control_points_and_weights(sumfact_always):
+    """On a polynomial patch with traced weights (the run-time polynomial program), the gradient w.r.t. the
+    control points and the weights (whose derivative leaves the polynomial program) matches central
+    differences with Taylor rate 2, and the JVP."""
+    V = _curved(False, n=(2, 2, 2))
+    form = library.linear_elasticity(1.0, 0.3, "3d")
+    r = jnp.asarray(np.random.default_rng(6).standard_normal(V.pattern.nnz))
+
+    def loss(P, w):
+        return jnp.sum(fem.assemble(form, V.with_geometry(control_points=P, weights=w)).values * r)
+
+    _check_gradient(loss, (V.control_points, V.weights), taylor=(0, 1))
