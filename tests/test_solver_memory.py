@@ -134,7 +134,8 @@ def test_pardiso_plan_missing_diagonal(kind):
 
 def test_homogeneous_condition_leaves_out_the_product():
     """u = 0 known at trace time: the condensation has no product A g (one sparse product fewer in the
-    program: the residual check's only); the solution equals the general path's (a tiny nonzero value)."""
+    program: the residual check's and the null-space diagnostic's only); the solution equals the general
+    path's (a tiny nonzero value)."""
     from igax import fem
     from igax.fem import library
 
@@ -149,7 +150,7 @@ def test_homogeneous_condition_leaves_out_the_product():
 
     f0, n0 = program(0.0)
     f1, n1 = program(1e-300)  # not zero: the general path, the same numbers to rounding
-    assert (n0, n1) == (1, 2)
+    assert (n0, n1) == (2, 3)
     np.testing.assert_allclose(f0(A.values), f1(A.values), rtol=1e-14, atol=1e-300)
     # the gradient through the homogeneous path: A.values -> sum(u^2), against central differences
     loss = lambda v: jnp.sum(f0(v) ** 2)  # noqa: E731
