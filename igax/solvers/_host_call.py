@@ -12,9 +12,10 @@ results are written into the program's result buffers. A host backend that keeps
 call is given a copy (:mod:`igax.solvers._backends`).
 
 The program names the function by a key, a hash of what it computes (``ident``) and of the shapes; the
-lowering registers the function under that key, and the executable holds the registration for as long as it
-lives (runs in flight included), as it holds a ``pure_callback``'s function. Elsewhere (no native library, ``IGAX_NATIVE=0``,
-other platforms) and eagerly, the same function runs through ``jax.pure_callback`` or directly.
+lowering registers the function under that key, and the executable holds the registration for as long as
+it lives (runs in flight included), as it holds a ``pure_callback``'s function. Elsewhere (no native
+library, ``IGAX_NATIVE=0``, other platforms) and eagerly, the same function runs through
+``jax.pure_callback`` or directly.
 """
 
 from __future__ import annotations
