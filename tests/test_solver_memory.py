@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from igax.solvers import SparseMatrix, available_methods, linear_solve, solve
-from igax.solvers import _backends
+from igax.solvers import SparseMatrix, _backends, available_methods, linear_solve, solve
 from igax.solvers._backends import FactorCache
 from igax.solvers.backends import HostBackend, get_backend, register_backend, unregister_backend
 from igax.solvers.backends.base import Factor
@@ -254,7 +253,9 @@ def test_host_call_under_vmap_and_errors():
     K = (_laplacian_2d(5) + sp.identity(25)).tocsr()
     A = SparseMatrix.from_scipy(K, symmetric=True)
     scales = jnp.array([1.0, 2.0, 4.0])
-    X = jax.jit(jax.vmap(lambda s: solve(A.with_values(s * A.values), jnp.ones(25), method="superlu")))(scales)
+    X = jax.jit(jax.vmap(lambda s: solve(A.with_values(s * A.values), jnp.ones(25), method="superlu")))(
+        scales
+    )
     ref = sp.linalg.spsolve(K.tocsc(), np.ones(25))
     np.testing.assert_allclose(np.asarray(X), ref[None] / np.asarray(scales)[:, None], rtol=1e-12)
 
