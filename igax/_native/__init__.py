@@ -66,7 +66,7 @@ _HANDLERS.update(
      for name, sym in list(_HANDLERS.items()) if name.startswith("igax_spmv_")}
 )  # fmt: skip
 _HANDLERS["igax_fetch_held"] = "IgaxFetchHeld"  # a held array copied into the program (igax/_held.py)
-_HANDLERS["igax_host_call"] = "IgaxHostCall"  # a host function on the program's buffers (solvers/_host_call.py)
+_HANDLERS["igax_host_call"] = "IgaxHostCall"  # Python on the program's buffers (solvers/_host_call.py)
 _lock = threading.Lock()
 _state: dict = {}
 logger = logging.getLogger(__name__)
