@@ -403,6 +403,8 @@ def _large_child(case: str, n: int) -> dict:
     f = lowered.compile()
     out["compile_s"] = time.perf_counter() - t
     del lowered
+    # XLA's working memory of one call (one block, resident for the whole call, host callbacks included)
+    out["program_temp_gb"] = f.memory_analysis().temp_size_in_bytes / 2**30
     out["peak_compile_gb"] = _proc_gb("VmHWM")
     _reset_peak()
     t = time.perf_counter()

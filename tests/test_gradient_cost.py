@@ -449,7 +449,8 @@ def test_sparse_products_name_their_pattern_instead_of_holding_it_as_a_constant(
     want = np.asarray(f(c))
     nnz = V.pattern.nnz
     before = [s for t, s in _constants(f.lower(c).as_text(), compiled=False) if t in ("i32", "i64")]
-    assert before.count((nnz,)) == 2  # the column indices, in the residual's product and the gradient's
+    # the column indices, in the products of the residual check, the null-space diagnostic and the gradient
+    assert before.count((nnz,)) == 3
     monkeypatch.setattr(_spmv, "_HELD_NNZ", 0)
     jax.clear_caches()
     V, f = program()

@@ -1,5 +1,8 @@
 """Memory of the direct solve path: how many factorisations exist at once, what the PARDISO plan copies,
-and that a solving program holds no nnz-sized row table."""
+that a solving program holds no nnz-sized row table, that the host reads the values in place and that the
+condensation zeroes them in place."""
+
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -7,8 +10,9 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from igax.solvers import SparseMatrix, available_methods, solve
+from igax.solvers import SparseMatrix, _backends, available_methods, linear_solve, solve
 from igax.solvers._backends import FactorCache
+from igax.solvers.backends import HostBackend, get_backend, register_backend, unregister_backend
 from igax.solvers.backends.base import Factor
 from igax.solvers.sparse import CSRPattern
 
@@ -134,7 +138,8 @@ def test_pardiso_plan_missing_diagonal(kind):
 
 def test_homogeneous_condition_leaves_out_the_product():
     """u = 0 known at trace time: the condensation has no product A g (one sparse product fewer in the
-    program: the residual check's only); the solution equals the general path's (a tiny nonzero value)."""
+    program: the residual check's and the null-space diagnostic's only); the solution equals the general
+    path's (a tiny nonzero value)."""
     from igax import fem
     from igax.fem import library
 
@@ -149,7 +154,7 @@ def test_homogeneous_condition_leaves_out_the_product():
 
     f0, n0 = program(0.0)
     f1, n1 = program(1e-300)  # not zero: the general path, the same numbers to rounding
-    assert (n0, n1) == (1, 2)
+    assert (n0, n1) == (2, 3)
     np.testing.assert_allclose(f0(A.values), f1(A.values), rtol=1e-14, atol=1e-300)
     # the gradient through the homogeneous path: A.values -> sum(u^2), against central differences
     loss = lambda v: jnp.sum(f0(v) ** 2)  # noqa: E731
@@ -198,3 +203,116 @@ def test_symmetry_check_names_the_entry_without_the_row_table():
     with pytest.raises(ValueError, match=r"A\[j, i\]\| = 5\.000e-01 at \(i, j\) = \(1, 2\)"):
         check_symmetric(np.asarray(M.data), pattern, library.laplace, Plan(), None)
     assert "_transpose" not in pattern.__dict__
+
+
+class _Recording(HostBackend):
+    """SuperLU, recording the address of every values array its factorisations are given."""
+
+    name = "recording-example"
+    copies_values = True  # (SuperLU converts to CSC: it keeps no reference to values)
+    seen: list = []
+
+    def factor(self, pattern, values, kind, options):
+        type(self).seen.append((values.__array_interface__["data"][0], values.flags.owndata))
+        return get_backend("superlu").factor(pattern, values, kind, options)
+
+
+class _RecordingCopy(_Recording):
+    name = "recording-copy-example"
+    copies_values = False  # the default: a backend may keep values, so it gets a copy
+
+
+@pytest.mark.parametrize("cls", [_Recording, _RecordingCopy])
+def test_host_callbacks_read_the_values_in_place(cls):
+    """The factorisation and solve callbacks read the matrix values where the program keeps them (through
+    pure_callback they got a copy each: 200 MB for 1M degree-2 spline dofs, resident while PARDISO
+    factorised), and a backend that may keep them gets its own copy. The solution is SciPy's."""
+    register_backend(cls(), replace=True)
+    try:
+        K = _laplacian_2d(12) + sp.diags(np.linspace(0.5, 1.0, 144))
+        A = SparseMatrix.from_scipy(K.tocsr(), symmetric=True)
+        b = jnp.linspace(-1.0, 1.0, 144)
+        f = jax.jit(lambda v: linear_solve(A.with_values(v), b, method=cls.name, throw=False).value)
+        text = f.lower(A.values).as_text()  # (throw=False: no callback that raises a failure)
+        assert text.count("igax_host_call") == 2 and "python_cpu_callback" not in text
+        cls.seen = []
+        _backends.clear_cache()
+        x = f(A.values)
+        np.testing.assert_allclose(np.asarray(x), sp.linalg.spsolve(K.tocsc(), np.asarray(b)), rtol=1e-12)
+    finally:
+        unregister_backend(cls.name)
+    # one factorisation, given a view of the program's buffer, or a copy of its own
+    assert [owned for _, owned in cls.seen] == [not cls.copies_values]
+
+
+def test_host_call_under_vmap_and_errors():
+    """A batch of matrices (vmap over the values) is one host call with a leading batch axis, as
+    pure_callback's expand_dims; a failing host function raises from the program with its message."""
+    from igax.solvers._host_call import host_call
+
+    K = (_laplacian_2d(5) + sp.identity(25)).tocsr()
+    A = SparseMatrix.from_scipy(K, symmetric=True)
+    scales = jnp.array([1.0, 2.0, 4.0])
+    X = jax.jit(jax.vmap(lambda s: solve(A.with_values(s * A.values), jnp.ones(25), method="superlu")))(
+        scales
+    )
+    ref = sp.linalg.spsolve(K.tocsc(), np.ones(25))
+    np.testing.assert_allclose(np.asarray(X), ref[None] / np.asarray(scales)[:, None], rtol=1e-12)
+
+    def broken(x):
+        raise ValueError("no such thing")
+
+    out = [jax.ShapeDtypeStruct((), jnp.float64)]
+    f = jax.jit(lambda x: host_call(broken, out, x, ident="broken-example")[0])
+    with pytest.raises(Exception, match="igax host call failed: ValueError: no such thing"):
+        jax.block_until_ready(f(jnp.ones(3)))
+
+
+def test_condensation_zeroes_the_values_in_place():
+    """A Dirichlet condition zeroes its rows and columns by a scatter into the values' buffer (int32 slots,
+    diagonals kept): the solving program's temporaries hold one copy of the values (the argument is not
+    donated), where the select of a mask (plus the null-space diagnostic's slot rows and absolute values)
+    held three. The solution equals the mask path's."""
+    from igax import fem
+    from igax.fem import library
+    from igax.fem.bc import condense
+
+    V = fem.SplineSpace(fem.geometry.quarter_annulus().refine(degree=2, elements=(40, 40)))
+    A = fem.assemble(library.diffusion, V, kappa=1.0)
+    b = fem.assemble(library.source, V, f=1.0)
+    bc = fem.DirichletBC(V, None, 0.0)
+    slots, diag = bc._masks(A.pattern)
+    assert slots.dtype == np.int32 and not np.isin(diag, slots).any() and slots.size < A.nnz // 4
+    f = jax.jit(lambda v: fem.solve(A.with_values(v), b, bc=bc, method="superlu").coeffs)
+    temp = f.lower(A.values).compile().memory_analysis().temp_size_in_bytes
+    assert temp < 1.5 * A.nnz * 8, temp / (A.nnz * 8)
+    # against the mask path (all constrained slots, diagonals set back)
+    mask = np.zeros(A.nnz, bool)
+    mask[slots] = True
+    mask[diag] = True
+    for g in (0.0, 0.25):
+        values = jnp.full(bc.dofs.shape, g)
+        Ac, bc_vec = condense(A, b, bc.dofs, values, slots, diag)
+        Am, bm = condense(A, b, bc.dofs, values, mask, diag)
+        np.testing.assert_array_equal(np.asarray(Ac.values), np.asarray(Am.values))
+        np.testing.assert_allclose(np.asarray(bc_vec), np.asarray(bm), rtol=1e-15, atol=1e-15)
+
+
+def test_large_factorisation_returns_free_memory_first(monkeypatch):
+    """Before a factorisation of at least _TRIM_NNZ entries the heaps' free memory goes back to the system
+    (after the cache freed the factor it displaces); smaller ones do not pay for it."""
+    calls = []
+    monkeypatch.setattr(_backends, "_release_free_memory", lambda: calls.append(len(_backends.cache)))
+    K = _laplacian_2d(8).tocsr()
+    A = SparseMatrix.from_scipy(K, symmetric=True)
+    _backends.set_cache_size(1)
+    try:
+        monkeypatch.setattr(_backends, "_TRIM_NNZ", A.nnz + 1)
+        solve(A, jnp.ones(64), method="superlu")
+        assert calls == []
+        monkeypatch.setattr(_backends, "_TRIM_NNZ", A.nnz)
+        solve(A.with_values(2.0 * A.values), jnp.ones(64), method="superlu")
+        assert calls == [0]  # the previous factor was freed before
+    finally:
+        _backends.set_cache_size(4)
+    assert _backends._malloc_trim() is not None or not sys.platform.startswith("linux")

@@ -45,7 +45,7 @@ from pathlib import Path
 
 __all__ = ["available", "load", "reason", "cache_dir"]
 
-_SOURCES = ("interp_kernels.cc", "spmv_kernels.cc")
+_SOURCES = ("interp_kernels.cc", "spmv_kernels.cc", "host_call.cc")
 _HANDLERS = {
     "igax_interp_forward_f64": "IgaxInterpForwardF64",
     "igax_interp_forward_f32": "IgaxInterpForwardF32",
@@ -66,6 +66,7 @@ _HANDLERS.update(
      for name, sym in list(_HANDLERS.items()) if name.startswith("igax_spmv_")}
 )  # fmt: skip
 _HANDLERS["igax_fetch_held"] = "IgaxFetchHeld"  # a held array copied into the program (igax/_held.py)
+_HANDLERS["igax_host_call"] = "IgaxHostCall"  # Python on the program's buffers (solvers/_host_call.py)
 _lock = threading.Lock()
 _state: dict = {}
 logger = logging.getLogger(__name__)

@@ -3,7 +3,8 @@
 The backends themselves (SuperLU, PARDISO, CHOLMOD, pyamg) are one module each in
 :mod:`igax.solvers.backends`; here is what they share.
 
-The traced side (:mod:`igax.solvers.linear`) calls two host functions through ``jax.pure_callback``:
+The traced side (:mod:`igax.solvers.linear`) calls two host functions, which read the program's buffers in
+place (:func:`igax.solvers._host_call.host_call`; a backend that keeps its ``values`` is given a copy):
 
 * :func:`factor_callback` hashes the matrix values, factorises on a cache miss and returns an integer *token*
   (negative tokens are failure codes);
@@ -22,9 +23,13 @@ the error message on the traced side.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
 import hashlib
 import itertools
 import logging
+import sys
 import threading
 from collections import OrderedDict
 
@@ -167,7 +172,42 @@ def _content_key(method, pattern, values: np.ndarray, kind: str, options: dict) 
 
 
 def _build(method, pattern, values, kind, options) -> Factor:
-    return _registry.get_backend(method).factor(pattern, values, kind, options)
+    backend = _registry.get_backend(method)
+    if not backend.copies_values:  # values may be a view of the program's buffer (see linear.host_call)
+        values = np.array(values)
+    if values.shape[-1] >= _TRIM_NNZ:
+        _release_free_memory()
+    return backend.factor(pattern, values, kind, options)
+
+
+# A factorisation of a large matrix allocates gigabytes (PARDISO: 1.5 GB of factor and 0.7 GB of analysis
+# for 1M degree-2 spline dofs) while everything else of the process stays resident, the moment of its peak
+# memory. Memory the process freed before (the set-up of the space, an eager assembly, earlier calls'
+# buffers) stays resident in malloc's heaps, the more so with igax.fem.keep_freed_memory(): 0.9 GB of free
+# heap after that set-up. It is given back to the system first (glibc's malloc_trim; the cache has already
+# freed the factorisation the new one displaces). Memory in use is not touched, so a loop's buffers that are
+# reused call after call (the program's working memory) stay resident and cost no page faults; the trim
+# itself takes milliseconds. Below _TRIM_NNZ stored entries a factorisation is too small to matter.
+_TRIM_NNZ = 1 << 22
+
+
+def _release_free_memory() -> None:
+    """Return the free memory of malloc's heaps to the system (glibc; a no-op elsewhere)."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.cache
+def _malloc_trim():
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        fn = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim  # (not in musl)
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes, fn.restype = (ctypes.c_size_t,), ctypes.c_int
+    return fn
 
 
 # What a backend raises for a singular or failed factorisation; anything else is a bug and propagates.

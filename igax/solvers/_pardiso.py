@@ -260,7 +260,7 @@ class PardisoPlan:
         if self.upper is not None:
             return v[self.upper]  # a new array: PARDISO reads it again in every solve (refinement)
         if self.src is None:
-            return v
+            return v.copy() if v is values else v  # our own: values may be a program's buffer, reused later
         data = np.zeros(self.src.shape[0], self.dtype)
         data[self.present] = v[self.src[self.present]]
         return data

@@ -44,6 +44,7 @@ from igax._compile import lazy_jit
 from igax._config import check_float64
 from igax.solvers import _backends, _complex
 from igax.solvers._errors import Status, raise_on_failure
+from igax.solvers._host_call import host_call
 from igax.solvers.backends import Backend, JaxBackend, backend_names, get_backend, registered_backends
 from igax.solvers.backends.base import _listeners
 from igax.solvers.sparse import SparseMatrix
@@ -418,10 +419,15 @@ def _factorize(A: SparseMatrix, method: str | None, options: dict, arrays=None) 
         kind=_kind(A),
         options=host_opts,
     )
-    token = jax.pure_callback(
-        cb, jax.ShapeDtypeStruct(values.shape[:-1], jnp.int32), values, vmap_method="expand_dims"
-    )
+    # The host reads the values in place (a pure_callback would hand it a copy: igax/solvers/_host_call.py)
+    ident = ("factor", method, A.pattern._digest, _kind(A), _ident(host_opts))
+    (token,) = host_call(cb, [jax.ShapeDtypeStruct(values.shape[:-1], jnp.int32)], values, ident=ident)
     return Factorization(A, token, method, opts)
+
+
+def _ident(options: dict) -> tuple:
+    """Host options as a value that names the same computation in every process (see host_call)."""
+    return tuple(sorted((k, repr(_freeze(v))) for k, v in options.items()))
 
 
 # The options a host backend is given (they are part of its cache key): these, and the backend's own.
@@ -437,17 +443,19 @@ def _kind(A: SparseMatrix) -> str:
 
 
 def _host_solve(values, token, b, transpose, *, pattern, kind, method, options):
+    host_opts = _host_options(options, get_backend(method))
     cb = functools.partial(
         _backends.solve_callback,
         method=method,
         pattern=pattern,
         kind=kind,
-        options=_host_options(options, get_backend(method)),
+        options=host_opts,
         transpose=transpose,
     )
     batch = jax.ShapeDtypeStruct(b.shape[:-1], jnp.int32)
     shapes = (jax.ShapeDtypeStruct(b.shape, b.dtype), batch, batch)
-    return jax.pure_callback(cb, shapes, token, values, b, vmap_method="expand_dims")
+    ident = ("solve", method, pattern._digest, kind, _ident(host_opts), bool(transpose))
+    return host_call(cb, shapes, token, values, b, ident=ident)
 
 
 def _solve_fns(values, token, *, pattern, kind, method, options, state=None):
@@ -484,21 +492,20 @@ def _solve_fns(values, token, *, pattern, kind, method, options, state=None):
 def _constant_nullspace(A: SparseMatrix) -> jax.Array:
     """Whether ``A @ ones = 0`` to rounding: the constant null space of a pure Neumann (or traction) problem.
 
-    Row sums of such a stiffness matrix cancel to a few ulps of the row's absolute sum; sqrt(eps) of the
-    largest absolute row sum leaves a wide margin on both sides (a mass or Robin term is far above it).
+    Row sums of such a stiffness matrix cancel to a few ulps of the row's absolute sum, at most the row's
+    length times the largest entry; sqrt(eps) of the largest entry leaves a wide margin on both sides (a
+    mass or Robin term is far above it, rounding far below).
+
+    The row sums are one sparse product and the scale one reduction, so the test needs no nnz-sized
+    temporary. It runs only when a solve failed, yet XLA reserves the temporaries of both branches of its
+    ``cond`` in the program's one block of working memory, which is resident for the whole call, the
+    factorisation included: the earlier form (the row of every slot by a running count, the absolute
+    values, two segment sums) reserved 400 MB for 1M degree-2 spline dofs and set the program's size.
     """
-    p = A.pattern
     v = A.values
-    # The row of every slot, formed here from the row pointers (a running count of row starts) rather than
-    # read from p.rows: that would be an nnz-sized constant of every program that solves (100 MB in the
-    # executable and 200 MB of program text while compiling, for 1M degree-2 spline dofs), for a test that
-    # runs only when a solve failed. Empty rows repeat a start and count twice: hence the add.
-    starts = jax.lax.optimization_barrier(jnp.asarray(p.indptr[1:-1]))
-    rows = jnp.cumsum(jnp.zeros(p.nnz, jnp.int32).at[starts].add(1, mode="drop"))
-    rowsum = jax.ops.segment_sum(v, rows, num_segments=p.shape[0], indices_are_sorted=True)
-    abssum = jax.ops.segment_sum(jnp.abs(v), rows, num_segments=p.shape[0], indices_are_sorted=True)
+    rowsum = A @ jnp.ones(A.shape[1], v.dtype)
     tol = float(np.sqrt(np.finfo(v.dtype).eps))
-    return jnp.max(jnp.abs(rowsum), initial=0.0) <= tol * jnp.max(abssum, initial=0.0)
+    return jnp.max(jnp.abs(rowsum), initial=0.0) <= tol * jnp.max(jnp.abs(v), initial=0.0)
 
 
 # custom_linear_solve's batching rule batches its aux outputs (iterations, status) even when the solution is

@@ -174,10 +174,14 @@ class HostBackend(Backend):
     Class attributes (besides :class:`Backend`'s):
         iterative: an iterative host solver (pyamg's CG): success is judged by the true residual against
             ``rtol``; a direct solver's by ``direct_rtol`` (a larger residual means a singular matrix).
+        copies_values: :meth:`factor` keeps no reference to its ``values`` array once it returns (it copies
+            what its factor needs). Such a backend is given the compiled program's own buffer, read in
+            place; any other is given a copy (the buffer is reused after the call).
     """
 
     on_host: ClassVar[bool] = True
     iterative: ClassVar[bool] = False
+    copies_values: ClassVar[bool] = False
 
     def factor(self, pattern, values: np.ndarray, kind: str, options: dict) -> Factor:
         """Factorise ``A``, given as its CSR pattern and float64 values, on the host.

@@ -135,6 +135,7 @@ class Pardiso(HostBackend):
     priority = 10
     complex_native = True
     options = frozenset({"hermitian"})
+    copies_values = True  # each factor keeps its own copy of the entries PARDISO reads (_pardiso._data)
 
     def available(self):
         return _pardiso.available()
