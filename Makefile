@@ -20,10 +20,10 @@ demo: $(STAMP)
 
 # JAX compile time dominates the suite; two worker processes halve it on a 2-core machine.
 test: $(STAMP)
-	MPLBACKEND=Agg $(PY) -m pytest -q -n 2 --dist loadgroup --durations=25
+	MPLBACKEND=Agg $(PY) -m pytest -q -n 2 --durations=25
 
 test-slow: $(STAMP)
-	MPLBACKEND=Agg $(PY) -m pytest -q -n 2 --dist loadgroup -m slow
+	MPLBACKEND=Agg $(PY) -m pytest -q -n 2 -m slow
 
 # The `>>>` examples of every module (part of `make test` too): one test per module names the failing file.
 doctest: $(STAMP)

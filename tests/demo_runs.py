@@ -1,18 +1,21 @@
-"""Each demo runs at its tiny size once per test process: ``igax demo NAME --size tiny`` as the CLI runs it.
+"""Each demo runs at its tiny size once per test session: ``igax demo NAME --size tiny`` as the CLI runs it.
 
 ``tests/test_cli.py`` checks what the command printed and wrote; each example's own test checks the numbers
 its ``main`` returned. Both read the same run (the command calls ``main(out=..., **sizes["tiny"])``, the
-call the example tests made themselves), so every demo is compiled and run once instead of twice. Tests of
-one demo carry ``group(name)``: under ``pytest -n 2 --dist loadgroup`` (``make test``) they land in the same
-worker process and share its run; in any other set-up they are still correct, only slower.
+call the example tests made themselves), so every demo is compiled and run once instead of twice.
+
+Under ``pytest -n 2`` (``make test``) the two tests of a demo may run in different worker processes: the
+first to ask runs the demo under a file lock in the session's temporary folder and leaves the run there
+(pickled); the other waits for the lock and reads it. (``--dist loadgroup`` would keep them in one worker,
+but pytest-xdist 3.8 cannot rename pytest 9's node ids, so its groups are ignored.) Without workers the run
+is cached in the process.
 """
 
-import atexit
 import contextlib
+import fcntl
 import functools
 import io
-import shutil
-import tempfile
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,11 +32,7 @@ class DemoRun:
     out: Path  # the folder it wrote its pictures and files into
 
 
-@functools.cache
-def tiny(name: str) -> DemoRun:
-    """The run of demo ``name`` at its tiny size through the command line, made on the first call."""
-    out = Path(tempfile.mkdtemp(prefix=f"igax-demo-{name}-"))
-    atexit.register(shutil.rmtree, out, True)
+def _run(name: str, out: Path) -> DemoRun:
     results = []
     run_demo = cli.run_demo
 
@@ -49,6 +48,28 @@ def tiny(name: str) -> DemoRun:
     return DemoRun(code, printed.getvalue(), results[0], out)
 
 
-def group(name: str):
-    """The mark that keeps the tests of one demo in one worker process (``--dist loadgroup``)."""
-    return pytest.mark.xdist_group(f"demo-{name}")
+@functools.cache
+def _in_process(name: str, folder: Path) -> DemoRun:
+    return _run(name, folder / name)
+
+
+def tiny(name: str, tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
+    """The run of demo ``name`` at its tiny size through the command line, made on the first call.
+
+    ``tmp_path_factory``: the test's fixture; the runs live in the session's temporary folder (the one
+    shared by the workers of ``pytest -n``), which pytest removes with old sessions.
+    """
+    base = tmp_path_factory.getbasetemp()
+    if not base.name.startswith("popen-gw"):  # one process: cache in memory
+        return _in_process(name, base / "demo-runs")
+    shared = base.parent / "demo-runs"
+    shared.mkdir(exist_ok=True)
+    with open(shared / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # the other worker may be running this demo: wait for it
+        saved = shared / f"{name}.pickle"
+        if saved.exists():
+            return pickle.loads(saved.read_bytes())
+        run = _run(name, shared / name)
+        with contextlib.suppress(Exception):  # a result that does not pickle is not shared (still correct)
+            saved.write_bytes(pickle.dumps(run))
+        return run

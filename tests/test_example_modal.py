@@ -6,7 +6,7 @@ import pathlib
 
 import numpy as np
 import pytest
-from demo_runs import group, tiny
+from demo_runs import tiny
 
 ROOT = pathlib.Path(__file__).resolve().parents[1] / "examples"
 
@@ -18,10 +18,9 @@ def _load(name):
     return mod
 
 
-@group("modal")
-def test_modal_plate_example():
+def test_modal_plate_example(tmp_path_factory):
     mp = _load("modal_plate")
-    r = tiny("modal").result  # main(out=..., **SIZES["tiny"]), shared with tests/test_cli.py
+    r = tiny("modal", tmp_path_factory).result  # main(out=..., **tiny size), also read by test_cli
     f0 = np.asarray(r["frequencies_before_hz"])
     # A clamped-free strip of length L = 0.5 m: Euler-Bernoulli gives f1 = 1.875^2 / (2 pi L^2) sqrt(E t^2 /
     # (12 rho)) = 65.9 Hz; the curved plate (fixed along an arc, free sides) sits a few percent below it.

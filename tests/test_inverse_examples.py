@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from demo_runs import group, tiny
+from demo_runs import tiny
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -17,9 +17,8 @@ def load(name):
     return mod
 
 
-@group("brachistochrone")
-def test_brachistochrone():
-    run = tiny("brachistochrone")  # main(out=..., **DEMO["sizes"]["tiny"]), shared with tests/test_cli.py
+def test_brachistochrone(tmp_path_factory):
+    run = tiny("brachistochrone", tmp_path_factory)  # main(out=..., **tiny size), also read by test_cli
     out, tmp_path = run.result, run.out
     # the fitted end point gives the target descent time
     assert out["descent_time"] == pytest.approx(out["target_time"], rel=1e-8)
@@ -33,10 +32,9 @@ def test_brachistochrone():
     assert (tmp_path / "brachistochrone.png").stat().st_size > 1000
 
 
-@group("conductivity")
-def test_conductivity_identification():
+def test_conductivity_identification(tmp_path_factory):
     mod = load("conductivity_identification")
-    run = tiny("conductivity")  # main(out=..., **DEMO["sizes"]["tiny"]), shared with tests/test_cli.py
+    run = tiny("conductivity", tmp_path_factory)  # main(out=..., **tiny size), also read by test_cli
     out, tmp_path = run.result, run.out
     assert out["noise"] == 0.01
     # Threshold from the noise level: Tikhonov regularisation with alpha matched to the noise recovers the

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import scipy.sparse.linalg as sla
-from demo_runs import group, tiny
+from demo_runs import tiny
 
 from igax import fem, inverse
 from igax.fem import library
@@ -111,9 +111,8 @@ def test_simp_compliance_matches_numpy_reference_and_taylor():
     assert res.rate1 == pytest.approx(2.0, abs=0.1)
 
 
-@group("topology")
-def test_mbb_example():
-    run = tiny("topology")  # main(out=..., **DEMO["sizes"]["tiny"]), shared with tests/test_cli.py
+def test_mbb_example(tmp_path_factory):
+    run = tiny("topology", tmp_path_factory)  # main(out=..., **tiny size), also read by test_cli
     out, tmp_path = run.result, run.out
     rho = out["density"]  # (nely, nelx), row 0 at the bottom
     # compliance has settled: the last 10 iterations lie within 1 % of the final value, and fell overall

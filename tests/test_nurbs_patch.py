@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from demo_runs import group, tiny
+from demo_runs import tiny
 
 from igax.bases import NURBSPatch, open_uniform, rational_basis_1d, rational_tensor_basis, tensor_basis
 from igax.fem import geometry
@@ -226,9 +226,8 @@ def test_invalid_patch_inputs(make, exc, match):
         make()
 
 
-@group("basis")
-def test_spline_basis_example_tiny():
-    run = tiny("basis")  # main(out=..., **DEMO["sizes"]["tiny"]), shared with tests/test_cli.py
+def test_spline_basis_example_tiny(tmp_path_factory):
+    run = tiny("basis", tmp_path_factory)  # main(out=..., **tiny size), also read by test_cli
     result, tmp_path = run.result, run.out
     assert (tmp_path / "basis.png").stat().st_size > 10_000
     assert result["radius_error"] < 1e-14 and result["radius_error_refined"] < 1e-14

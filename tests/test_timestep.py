@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from demo_runs import group, tiny
+from demo_runs import tiny
 
 from igax import solvers
 
@@ -117,9 +117,8 @@ def test_bad_arguments():
         solvers.theta_method(M, K, U0[:-1], dt=0.1, nsteps=2)
 
 
-@group("heat")
-def test_heat_equation_example():
-    out = tiny("heat").result  # main(out=..., **DEMO["sizes"]["tiny"]), shared with tests/test_cli.py
+def test_heat_equation_example(tmp_path_factory):
+    out = tiny("heat", tmp_path_factory).result  # main(out=..., **tiny size), also read by test_cli
     assert abs(out["implicit_euler"]["order_in_dt"] - 1.0) < 0.15
     assert abs(out["crank_nicolson"]["order_in_dt"] - 2.0) < 0.15
     assert max(out["crank_nicolson"]["error_vs_discrete_amplification"]) < 1e-12
