@@ -6,6 +6,7 @@ import pathlib
 
 import numpy as np
 import pytest
+from demo_runs import tiny
 
 ROOT = pathlib.Path(__file__).resolve().parents[1] / "examples"
 
@@ -17,9 +18,9 @@ def _load(name):
     return mod
 
 
-def test_modal_plate_example(tmp_path):
+def test_modal_plate_example(tmp_path_factory):
     mp = _load("modal_plate")
-    r = mp.main(out=str(tmp_path), **mp.SIZES["tiny"])
+    r = tiny("modal", tmp_path_factory).result  # main(out=..., **tiny size), also read by test_cli
     f0 = np.asarray(r["frequencies_before_hz"])
     # A clamped-free strip of length L = 0.5 m: Euler-Bernoulli gives f1 = 1.875^2 / (2 pi L^2) sqrt(E t^2 /
     # (12 rho)) = 65.9 Hz; the curved plate (fixed along an arc, free sides) sits a few percent below it.

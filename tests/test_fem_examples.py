@@ -4,6 +4,7 @@ import importlib.util
 import pathlib
 
 import pytest
+from demo_runs import tiny
 
 ROOT = pathlib.Path(__file__).resolve().parents[1] / "examples"
 
@@ -15,8 +16,10 @@ def _load(name):
     return mod
 
 
-def test_poisson_annulus_example(tmp_path):
-    r = _load("poisson_annulus").main(out=str(tmp_path), degree=2, elements=4)
+def test_poisson_annulus_example(tmp_path_factory):
+    # the demo's tiny size, run once for this test and tests/test_cli.py (tests/demo_runs.py)
+    assert _load("poisson_annulus").DEMO["sizes"]["tiny"] == {"degree": 2, "elements": 4}
+    r = tiny("poisson", tmp_path_factory).result
     # Degree 2, 4 x 4 elements: the errors of the reference study (3.95e-2 in L2 at this size).
     assert r["l2_error"] == pytest.approx(0.03946674695, rel=1e-6)
     assert r["h1_error"] == pytest.approx(0.93119953827, rel=1e-6)
@@ -39,11 +42,10 @@ def _picture(path):
     return matplotlib.image.imread(path)[..., :3]
 
 
-def test_plate_demo_writes_the_picture_the_readme_shows(tmp_path):
+def test_plate_demo_writes_the_picture_the_readme_shows(tmp_path_factory):
     import numpy as np
 
-    mod = _load("plate_with_hole")
-    r = mod.main(out=str(tmp_path), **mod.DEMO["sizes"]["tiny"])
+    r = tiny("plate", tmp_path_factory).result  # main(out=..., **tiny size), also read by test_cli
     assert pathlib.Path(r["png"]).name == "plate_with_hole.png"
     image = _picture(r["png"])
     assert image.std() > 0.05, "the picture is blank"
@@ -108,11 +110,10 @@ def test_help_of_a_library_form_shows_its_kernels_docstring():
     assert {library.robin: 1}[library.robin] == 1 and library.robin != library.mass
 
 
-def test_allen_cahn_example_gradient_through_the_trajectory(tmp_path):
+def test_allen_cahn_example_gradient_through_the_trajectory(tmp_path_factory):
     """The nonlinear transient example: an energy that falls at every step, the phases forming, an adaptive
     schedule, and d(free energy at T)/d(mobility) through the whole trajectory against central differences."""
-    mod = _load("allen_cahn")
-    r = mod.main(out=str(tmp_path), **mod.DEMO["sizes"]["tiny"])
+    r = tiny("allen-cahn", tmp_path_factory).result  # main(out=..., **tiny size), also read by test_cli
     assert r["energy_max_increase"] < 0 and r["energy_final"] < 0.7 * r["energy_initial"]
     assert r["u_final_range"][1] > 0.8  # a phase near u = 1 has formed (from a 0.3 perturbation)
     assert r["dt_max"] > 20 * r["dt_min"]

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from demo_runs import tiny
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -16,9 +17,9 @@ def load(name):
     return mod
 
 
-def test_brachistochrone(tmp_path):
-    mod = load("brachistochrone")
-    out = mod.main(out=str(tmp_path), **mod.DEMO["sizes"]["tiny"])
+def test_brachistochrone(tmp_path_factory):
+    run = tiny("brachistochrone", tmp_path_factory)  # main(out=..., **tiny size), also read by test_cli
+    out, tmp_path = run.result, run.out
     # the fitted end point gives the target descent time
     assert out["descent_time"] == pytest.approx(out["target_time"], rel=1e-8)
     # custom_root's implicit derivative equals the hand-written implicit function theorem
@@ -31,9 +32,10 @@ def test_brachistochrone(tmp_path):
     assert (tmp_path / "brachistochrone.png").stat().st_size > 1000
 
 
-def test_conductivity_identification(tmp_path):
+def test_conductivity_identification(tmp_path_factory):
     mod = load("conductivity_identification")
-    out = mod.main(out=str(tmp_path), **mod.DEMO["sizes"]["tiny"])
+    run = tiny("conductivity", tmp_path_factory)  # main(out=..., **tiny size), also read by test_cli
+    out, tmp_path = run.result, run.out
     assert out["noise"] == 0.01
     # Threshold from the noise level: Tikhonov regularisation with alpha matched to the noise recovers the
     # parameter to O(sqrt(delta)) (the classical rate under a source condition), sqrt(0.01) = 0.1; the

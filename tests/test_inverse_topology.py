@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import scipy.sparse.linalg as sla
+from demo_runs import tiny
 
 from igax import fem, inverse
 from igax.fem import library
@@ -110,9 +111,9 @@ def test_simp_compliance_matches_numpy_reference_and_taylor():
     assert res.rate1 == pytest.approx(2.0, abs=0.1)
 
 
-def test_mbb_example(tmp_path):
-    mod = load_example()
-    out = mod.main(out=str(tmp_path), **mod.DEMO["sizes"]["tiny"])
+def test_mbb_example(tmp_path_factory):
+    run = tiny("topology", tmp_path_factory)  # main(out=..., **tiny size), also read by test_cli
+    out, tmp_path = run.result, run.out
     rho = out["density"]  # (nely, nelx), row 0 at the bottom
     # compliance has settled: the last 10 iterations lie within 1 % of the final value, and fell overall
     assert out["compliance_spread_last10"] < 0.01

@@ -7,6 +7,7 @@ along -grad onto a flat region (h ~ 1e4, where u hardly depends on h) and ended 
 and 3435 evaluations; jaxopt's L-BFGS-B with bounds (0.01, 100) stalled at the upper bound.
 """
 
+import functools
 import logging
 
 import jax
@@ -37,37 +38,52 @@ def _forward(h):
     return fem.solve(A, _B, bc=_BC)
 
 
-_CLEAN = _OBS(_forward(lambda x: TRUTH[0] + TRUTH[1] * x[1] / 2))
-_DATA, _SIGMA = inverse.add_noise(_CLEAN, 0.01, seed=1)
+# The data and the estimate below are made on first use, not at import: every pytest worker imports every
+# test module when it collects, and a solve and a minimisation there cost each worker seconds.
+@functools.cache
+def _data():
+    """The noisy point values of the true solution, and their sigma."""
+    clean = _OBS(_forward(lambda x: TRUTH[0] + TRUTH[1] * x[1] / 2))
+    return inverse.add_noise(clean, 0.01, seed=1)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _data_made_outside_a_trace():
+    """The objectives read ``_data()`` while ``minimize`` traces them: make it concrete before."""
+    _data()
 
 
 def robin_misfit(z):
     """The newcomer's objective: h = z0 + z1 y / 2."""
     u = _forward(lambda x: z[0] + z[1] * x[1] / 2)
-    return inverse.least_squares(_OBS(u), _DATA, sigma=_SIGMA)
+    data, sigma = _data()
+    return inverse.least_squares(_OBS(u), data, sigma=sigma)
 
 
 def robin_misfit_exp(z):
     """The same with h = exp(z0) + exp(z1) y / 2: a huge trial z overflows h and the solve fails."""
     u = _forward(lambda x: jnp.exp(z[0]) + jnp.exp(z[1]) * x[1] / 2)
-    return inverse.least_squares(_OBS(u), _DATA, sigma=_SIGMA)
+    data, sigma = _data()
+    return inverse.least_squares(_OBS(u), data, sigma=sigma)
 
 
 # The least-squares estimate of the noisy data, to which every method must converge (close to TRUTH).
-_ESTIMATE = np.asarray(
-    minimize(robin_misfit, jnp.array([1.0, 1.0]), method="scipy:L-BFGS-B", tol=1e-8, progress=False).x
-)
+@functools.cache
+def _estimate():
+    return np.asarray(
+        minimize(robin_misfit, jnp.array([1.0, 1.0]), method="scipy:L-BFGS-B", tol=1e-8, progress=False).x
+    )
 
 
 def test_the_estimate_is_near_the_truth():
-    np.testing.assert_allclose(_ESTIMATE, TRUTH, atol=0.05)
+    np.testing.assert_allclose(_estimate(), TRUTH, atol=0.05)
 
 
 def test_default_method_recovers_the_robin_coefficient():
     res = minimize(robin_misfit, jnp.array([0.5, 0.5]), progress=False)
     assert res.method == "lbfgs"
     assert res.success, res.message
-    np.testing.assert_allclose(res.x, _ESTIMATE, atol=1e-5)
+    np.testing.assert_allclose(res.x, _estimate(), atol=1e-5)
     # scipy's L-BFGS-B needs ~15 iterations here; jaxopt's L-BFGS used all 100 and 3435 evaluations.
     assert res.nit <= 25 and res.nfev <= 30
     assert res.history.fun[-1] < 1e-3 * res.history.fun[0]
@@ -78,7 +94,7 @@ def test_default_method_with_bounds_recovers_the_robin_coefficient():
     res = minimize(robin_misfit, jnp.array([0.5, 0.5]), bounds=(0.01, 100.0), progress=False)
     assert res.method == "lbfgsb"
     assert res.success, res.message
-    np.testing.assert_allclose(res.x, _ESTIMATE, atol=1e-5)
+    np.testing.assert_allclose(res.x, _estimate(), atol=1e-5)
     assert res.nit <= 25 and res.nfev <= 30
 
 
@@ -97,7 +113,7 @@ def test_failed_solves_at_trial_steps_shorten_the_step(caplog):
         progress=False,
     )
     assert res.success, res.message
-    np.testing.assert_allclose(np.exp(res.x), _ESTIMATE, atol=1e-4)
+    np.testing.assert_allclose(np.exp(res.x), _estimate(), atol=1e-4)
     failed = [r for r in caplog.records if "failed at a trial step" in r.getMessage()]
     assert len(failed) == 2
     assert "step length 2e+03" in failed[0].getMessage() and "SolverError" in failed[0].getMessage()

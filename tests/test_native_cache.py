@@ -123,6 +123,10 @@ def _replace_by_foreign(lib: Path, manifest: Path) -> None:
     lib.write_bytes(_foreign_library())
 
 
+def _not_a_library(lib: Path, manifest: Path) -> None:
+    lib.write_bytes(b"not a library")  # a truncated or foreign file, the manifest of the good one beside it
+
+
 def _drop_manifest(lib: Path, manifest: Path) -> None:
     manifest.unlink()  # a cache written before manifests existed
 
@@ -139,10 +143,11 @@ def _stale_manifest(lib: Path, manifest: Path) -> None:
         (_truncate, "real"),
         (_flip_bytes, "copy"),
         (_replace_by_foreign, "copy"),
+        (_not_a_library, "copy"),
         (_drop_manifest, "copy"),
         (_stale_manifest, "copy"),
     ],
-    ids=["truncated", "flipped-bytes", "foreign-library", "no-manifest", "stale-manifest"],
+    ids=["truncated", "flipped-bytes", "foreign-library", "not-a-library", "no-manifest", "stale-manifest"],
 )
 def test_damaged_cache_is_rebuilt_in_the_next_process(tmp_path, golden, damage, mode):
     cache = tmp_path / "cache"

@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from demo_runs import tiny
 
 from igax.solvers import ElementSystem, NewtonError, SparseMatrix, newton_solve
 
@@ -146,19 +147,13 @@ def test_failures_raise_clear_errors():
         ElementSystem(lambda u: u, ELEM + 5, NE - 1)
 
 
-def _example(name):
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parent.parent / "examples" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(name, path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.main(**mod.DEMO["sizes"]["tiny"])
+def _example(name, tmp_path_factory):
+    """examples/NAME main(**DEMO["sizes"]["tiny"]) as the CLI runs it, shared with tests/test_cli.py."""
+    return tiny(name, tmp_path_factory).result
 
 
-def test_nonlinear_diffusion_example():
-    out = _example("nonlinear_diffusion")
+def test_nonlinear_diffusion_example(tmp_path_factory):
+    out = _example("nonlinear-diffusion", tmp_path_factory)
     h = np.asarray(out["residual_norms"])
     assert h[-1] < 1e-12 * h[0] and out["iterations"] <= 8
     k = int(np.argmax(h < 1e-3 * h[0]))  # first iterate in the asymptotic range
@@ -166,8 +161,8 @@ def test_nonlinear_diffusion_example():
     assert abs(out["grad_directional"] - out["grad_directional_fd"]) < 1e-6 * abs(out["grad_directional_fd"])
 
 
-def test_hyperelasticity_example_matches_the_homogeneous_closed_form():
-    out = _example("hyperelasticity")
+def test_hyperelasticity_example_matches_the_homogeneous_closed_form(tmp_path_factory):
+    out = _example("hyperelasticity", tmp_path_factory)
     assert out["max_error"] < 1e-12  # P1 reproduces the homogeneous deformation exactly
     h = np.asarray(out["residual_norms"])
     assert h[-1] < 1e-12 * h[0] and out["iterations"] <= 8

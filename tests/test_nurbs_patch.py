@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from demo_runs import tiny
 
 from igax.bases import NURBSPatch, open_uniform, rational_basis_1d, rational_tensor_basis, tensor_basis
 from igax.fem import geometry
@@ -225,15 +226,9 @@ def test_invalid_patch_inputs(make, exc, match):
         make()
 
 
-def test_spline_basis_example_tiny(tmp_path):
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parent.parent / "examples" / "spline_basis.py"
-    spec = importlib.util.spec_from_file_location("spline_basis_example", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    result = module.main(out=str(tmp_path), **module.DEMO["sizes"]["tiny"])
+def test_spline_basis_example_tiny(tmp_path_factory):
+    run = tiny("basis", tmp_path_factory)  # main(out=..., **tiny size), also read by test_cli
+    result, tmp_path = run.result, run.out
     assert (tmp_path / "basis.png").stat().st_size > 10_000
     assert result["radius_error"] < 1e-14 and result["radius_error_refined"] < 1e-14
     assert result["partition_of_unity_error"] < 1e-14 and result["scipy_difference"] < 1e-12

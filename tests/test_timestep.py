@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from demo_runs import tiny
 
 from igax import solvers
 
@@ -116,15 +117,8 @@ def test_bad_arguments():
         solvers.theta_method(M, K, U0[:-1], dt=0.1, nsteps=2)
 
 
-def test_heat_equation_example():
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parent.parent / "examples" / "heat_equation.py"
-    spec = importlib.util.spec_from_file_location("heat_equation", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    out = mod.main(**mod.DEMO["sizes"]["tiny"])
+def test_heat_equation_example(tmp_path_factory):
+    out = tiny("heat", tmp_path_factory).result  # main(out=..., **tiny size), also read by test_cli
     assert abs(out["implicit_euler"]["order_in_dt"] - 1.0) < 0.15
     assert abs(out["crank_nicolson"]["order_in_dt"] - 2.0) < 0.15
     assert max(out["crank_nicolson"]["error_vs_discrete_amplification"]) < 1e-12

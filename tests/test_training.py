@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from demo_runs import tiny
 
 from igax import fem
 from igax.fem import library
@@ -236,14 +237,15 @@ def test_fit_budget_callable_data_and_errors():
 
 
 # -- the example ---------------------------------------------------------------------------------------------
-def test_parametric_diffusion_example_tiny(tmp_path):
+def test_parametric_diffusion_example_tiny(tmp_path_factory):
     spec = importlib.util.spec_from_file_location(
         "example_parametric_diffusion", EXAMPLES / "parametric_diffusion.py"
     )
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     assert mod.DEMO["name"] == "training" and set(mod.DEMO["sizes"]) == {"tiny", "small", "default"}
-    res = mod.main(out=str(tmp_path), **mod.DEMO["sizes"]["tiny"])
+    run = tiny("training", tmp_path_factory)  # main(out=..., **tiny size), also read by test_cli
+    res, tmp_path = run.result, run.out
     for name in ("sil", "energy", "pinn"):
         # The loss on a fixed evaluation batch falls during training.
         assert res[f"{name}_eval_loss_final"] < res[f"{name}_eval_loss_initial"], name
