@@ -147,7 +147,9 @@ class RowBlockSystem:
         # mesh axes a value varies over (igax.fem's contractions); the transpose then sums the cotangents of
         # the replicated arguments over the devices itself (one psum each), which is what they need anyway.
         shmap = jax.shard_map(local, mesh=self.mesh, in_specs=specs, out_specs=spec, check_vma=False)
-        return shmap(self._elems, self._target, self._ones, *args)
+        # jit: outside a jitted caller, shard_map runs the element code op by op (10.6 s against 0.6 s for the
+        # SpaceRowBlocks example); inside one, this jit is inlined.
+        return jax.jit(shmap)(self._elems, self._target, self._ones, *args)
 
     # -- products and solves
     def _permute(self, b):
