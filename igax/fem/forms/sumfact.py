@@ -123,10 +123,10 @@ def _chunk_matrices(form: Form, space, sf: SumFactPlan, prepared: dict, ks, chun
     rational = w0 is None
     scale = None if rational else w0 * w0  # a polynomial patch: R_i = w0 B_i / W, W = w0
     pspec = PointSpec(ks.ku, ks.kv, rational, d, blocks, scale)
-    # A polynomial 2D patch whose weights are concrete, or traced and known equal (weights2d.Uniform): its
-    # geometry without the weight channel (2 cores, degree 3, 250k DOFs: assembly 491 -> 421 ms CPU).
-    known = isinstance(w0, weights2d.Uniform) or not isinstance(space.weights, jax.core.Tracer)
-    poly_geo = _POLY_GEOMETRY and d == 2 and not rational and known
+    # A polynomial 2D patch whose weights are known equal (weights2d.Uniform: concrete, or traced and found
+    # equal at run time): its geometry without the weight channel (2 cores, degree 3, 250k DOFs: assembly
+    # 491 -> 421 ms CPU). Known outside this program: inside it (filter_jit) the weights are always traced.
+    poly_geo = _POLY_GEOMETRY and d == 2 and isinstance(w0, weights2d.Uniform)
     cp, wts = _pad_axis(space.control_points, 0, pad), _pad_axis(space.weights, 0, pad)
     padded = {}
     for name, item in prepared.items():
@@ -265,6 +265,10 @@ def assemble_factorised(form: Form, space, fields: dict, *, force: bool = False)
     sf = sumfact_plan(space)
     fields = _eager_inputs(form, space, sf, fields)
     w0 = _polynomial_weight(space.weights)
+    # Concrete equal weights, marked as such for _values: inside its filter_jit every array is traced, and
+    # only the mark tells it that the geometry may skip the weight channel. Before, a closed-over patch (the
+    # README's pattern) evaluated the weight channel; a space passed as an argument did not (weights2d).
+    w0 = None if w0 is None else weights2d.Uniform(w0)
     dtype = jnp.result_type(space.control_points.dtype, space.weights.dtype)
     shapes = _input_shapes(_prepare_inputs(sf, space, fields, form, abstract=True), sf.d, p.dim, dtype)
     ks = kernel_structure(form, space, (p.dim,), shapes, dtype)
