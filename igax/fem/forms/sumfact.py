@@ -43,6 +43,7 @@ from igax.fem.field import Field
 from igax.fem.forms import _sumfact_weights2d as weights2d
 from igax.fem.forms._kernel_checks import check_symmetric, mark_symmetric
 from igax.fem.forms._sumfact_constant import constant_point_matrices
+from igax.fem.forms._sumfact_csr import cached_layout, contract_csr
 from igax.fem.forms._sumfact_geometry2d import polynomial_geometry
 from igax.fem.forms._sumfact_ops import contract, materialize
 from igax.fem.forms._sumfact_plan import SumFactPlan, scalar_steps, sumfact_plan
@@ -72,6 +73,8 @@ _MIN_DEGREE = 2
 _CHUNK_ENTRIES = 2**21
 # A polynomial 2D patch's geometry without the weight channel (see _chunk_matrices; off for A/B timings).
 _POLY_GEOMETRY = True
+# Scalar 2D patches: CSR values written per chunk, no band and no final gather (_sumfact_csr; off for A/B).
+_DIRECT_CSR = True
 
 
 def applicable(space, form: Form, boundary=None) -> bool:
@@ -182,7 +185,7 @@ def _chunk_matrices(form: Form, space, sf: SumFactPlan, prepared: dict, ks, chun
 def _values(form: Form, space, fields: dict, csr_idx, w0, blocks, idx_sorted: bool = True):
     """CSR values of a bilinear form (traceable; ``w0``: the common weight of a polynomial patch or None;
     ``blocks``: the component blocks computed, see :func:`_blocks`; ``idx_sorted``: ``csr_idx`` is the
-    plain, not the transposed index)."""
+    plain, not the transposed index; ``csr_idx`` None: written per chunk where :mod:`._sumfact_csr` can)."""
     sf = sumfact_plan(space)
     p = space.plan
     d, C = sf.d, p.ncomp
@@ -198,7 +201,13 @@ def _values(form: Form, space, fields: dict, csr_idx, w0, blocks, idx_sorted: bo
     sched = scalar_steps(Ru, Rv, d)
     chunks = sf.chunks(_chunk_size(sf, sched, len(Ru) * len(Rv), len(blocks), len(prepared)))
     chunk_D, windows = _chunk_matrices(form, space, sf, prepared, ks, chunks, blocks, w0)
-    V = contract(sf, chunk_D, sched, chunks, len(blocks), dtype, space.weights if rational else None, windows)
+    wts = space.weights if rational else None
+    if csr_idx is None:  # the CSR values written chunk by chunk where the layout allows (_sumfact_csr)
+        layout = cached_layout(space, sf, chunks, blocks)
+        if layout is not None:
+            return contract_csr(sf, chunk_D, sched, chunks, len(blocks), dtype, layout, wts, windows)
+        csr_idx = fetch(_csr_index(space, blocks, not idx_sorted))
+    V = contract(sf, chunk_D, sched, chunks, len(blocks), dtype, wts, windows)
     # The index map behind a barrier: inside a user's jit it is a constant, and XLA would otherwise fold the
     # scatter of a constant cotangent through it (gradients of a fixed linear functional) at compile time.
     csr_idx = jax.lax.optimization_barrier(csr_idx)
@@ -278,7 +287,10 @@ def assemble_factorised(form: Form, space, fields: dict, *, force: bool = False)
         check_float64("assemble")
     blocks = _blocks(space, ks)
     transposed = not form.symmetric
-    idx = fetch(_csr_index(space, blocks, transposed))  # not a constant of a user's jit (igax/_held.py)
+    if _DIRECT_CSR and sf.d == 2 and p.ncomp == 1 and not transposed:
+        idx = None  # _values writes the CSR values chunk by chunk (or fetches the index where it cannot)
+    else:
+        idx = fetch(_csr_index(space, blocks, transposed))  # not a constant of a user's jit (igax/_held.py)
     if w0 is None and weights2d.applies(space, sf):  # 2D, traced weights: polynomial or not at run time
         values = weights2d.values_traced_weights(_values, form, space, fields, idx, blocks, not transposed)
     else:
