@@ -1,10 +1,12 @@
-"""CSR values written chunk by chunk (igax/fem/forms/_sumfact_csr.py) on scalar 2D patches.
+"""CSR values written chunk by chunk (igax/fem/forms/_sumfact_csr.py) on scalar 2D patches, and the half
+band of a constant symmetric kernel on a polynomial patch (igax/fem/forms/_sumfact_band2d.py).
 
 The values are checked against the element-wise matrix (1e-12) and against the band-and-gather path with
-the same chunks (1e-13) on a polynomial, a rational and a repeated-knot patch (empty virtual elements), with
+the same chunks (1e-13) on a curved polynomial, a rational and a repeated-knot patch (empty virtual
+elements), for a field's diffusion (whole band) and the Laplacian (half band on the polynomial patch), with
 chunk sizes that do and do not divide the elements, one element per chunk, and with the weights traced; the
 layout's chunk shapes against their closed form; the gradients w.r.t. a coefficient field and the control
-points against central differences with Taylor remainders of order 2.
+points (whole and half band) against central differences with Taylor remainders of order 2.
 """
 
 import sys
@@ -25,8 +27,18 @@ _SF = sys.modules["igax.fem.forms.sumfact"]
 _rng = np.random.default_rng(5)
 
 _geo = fem.geometry
+
+
+def _curved(V):
+    """``V`` with its control points moved smoothly: a polynomial patch whose map is not affine."""
+    import equinox as eqx
+
+    P = np.asarray(V.control_points)
+    return eqx.tree_at(lambda s: s.control_points, V, jnp.asarray(P + 0.03 * np.sin(5 * P[..., ::-1])))
+
+
 SPACES = {
-    "polynomial-p3": lambda: fem.SplineSpace(_geo.rectangle().refine(degree=3, elements=(11, 6))),
+    "polynomial-p3": lambda: _curved(fem.SplineSpace(_geo.rectangle().refine(degree=3, elements=(11, 6)))),
     "rational-p2": lambda: fem.SplineSpace(_geo.quarter_annulus().refine(degree=2, elements=(9, 5))),
     "repeated-knot-p3": lambda: fem.SplineSpace(_geo.plate_with_hole().refine(degree=3, elements=(5, 3))),
 }
@@ -48,11 +60,17 @@ def test_values_equal_the_elementwise_and_the_gathered_ones(name):
     with pytest.MonkeyPatch.context() as m:
         m.setattr(_SF, "_MIN_ENTRIES", 10**18)
         ref = fem.assemble(library.diffusion, V, kappa=kappa).values
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(_SF, "_MIN_ENTRIES", 10**18)
+        ref_laplace = fem.assemble(library.laplace, V).values
     nv = sumfact_plan(V).dirs[0].nv
     for blk in (1, 2, 4, nv):
         direct = _values(V, library.diffusion, blk, True, kappa=kappa)
         _close(direct, ref)
         _close(direct, _values(V, library.diffusion, blk, False, kappa=kappa), rtol=1e-13)
+        half = _values(V, library.laplace, blk, True)  # the half band where the patch is polynomial
+        _close(half, ref_laplace)
+        _close(half, _values(V, library.laplace, blk, False), rtol=1e-13)
 
 
 def test_traced_weights_take_it_too():
@@ -82,8 +100,10 @@ def test_layout_chunk_shapes():
     assert lay.head.size == (3 + 4) * nnz1
 
 
-def test_gradients_in_coefficients_and_control_points():
-    V = SPACES["rational-p2"]()
+@pytest.mark.parametrize("name", ["rational-p2", "polynomial-p3"])
+def test_gradients_in_coefficients_and_control_points(name):
+    """The Laplacian's control-point gradient runs the half band's transpose on the polynomial patch."""
+    V = SPACES[name]()
     r = jnp.asarray(_rng.standard_normal(V.plan.pattern.nnz))
     c0 = jnp.asarray(_rng.uniform(1.0, 2.0, V.ndofs))
     with pytest.MonkeyPatch.context() as m:

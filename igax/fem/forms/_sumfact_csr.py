@@ -33,7 +33,7 @@ import numpy as np
 from igax.fem.forms._sumfact_band import BandSpec, band
 from igax.fem.forms._sumfact_ops import ChunkDirection, _weights_factor
 
-__all__ = ["CSRLayout", "csr_layout", "contract_csr"]
+__all__ = ["CSRLayout", "csr_layout", "half_index", "contract_csr"]
 
 # The most distinct chunk shapes (gather indices) for which the layout is used.
 _MAX_CLASSES = 8
@@ -55,7 +55,23 @@ class CSRLayout:
         self.tables, self.cls, self.offsets, self.head, self.nnz = tables, cls, offsets, head, int(nnz)
 
 
-def csr_layout(sf, chunks, idx, indptr) -> CSRLayout | None:
+def half_index(sf, idx):
+    """The CSR index into the half band (``delta_0 >= p_0``; 2D, one block) from the one into the whole
+    band: an entry with ``delta_0 < p_0`` reads its mirror ``(j, 2p - delta)`` (a symmetric matrix)."""
+    d0, d1 = sf.dirs
+    idx = np.asarray(idx, dtype=np.int64)
+    q, e1 = np.divmod(idx, d1.L)
+    q, e0 = np.divmod(q, d0.L)
+    i0, i1 = np.divmod(q, d1.n)
+    low = e0 < d0.p
+    r0 = np.where(low, i0 + e0 - d0.p, i0)
+    r1 = np.where(low, i1 + e1 - d1.p, i1)
+    f0 = np.where(low, 2 * d0.p - e0, e0) - d0.p
+    f1 = np.where(low, 2 * d1.p - e1, e1)
+    return ((r0 * d1.n + r1) * (d0.p + 1) + f0) * d1.L + f1
+
+
+def csr_layout(sf, chunks, idx, indptr, half: bool = False) -> CSRLayout | None:
     """The chunk-wise CSR layout of a scalar patch, or None where it does not apply (more than one component,
     a pattern that is not the band's, or more than ``_MAX_CLASSES`` chunk shapes).
 
@@ -63,6 +79,7 @@ def csr_layout(sf, chunks, idx, indptr) -> CSRLayout | None:
         sf: the :class:`~igax.fem.forms._sumfact_plan.SumFactPlan`; chunks: its chunks of direction 0.
         idx: the CSR index into the band (:func:`~igax.fem.forms._sumfact_plan.csr_index`, one block, plain).
         indptr: the pattern's row pointers.
+        half: the chunks compute the half band (``delta_0 >= p_0``) and ``idx`` reads it (:func:`half_index`).
 
     Returns:
         A :class:`CSRLayout`, or None.
@@ -82,7 +99,8 @@ def csr_layout(sf, chunks, idx, indptr) -> CSRLayout | None:
     d0 = dirs[0]
     p, blk, n0 = d0.p, chunks.size, d0.n
     N1 = int(np.prod([dd.n for dd in dirs[1:]]))
-    R = N1 * int(np.prod([dd.L for dd in dirs]))  # one direction-0 row of the band (one block)
+    L0 = d0.p + 1 if half else d0.L
+    R = N1 * L0 * int(np.prod([dd.L for dd in dirs[1:]]))  # one direction-0 row of the band (one block)
     indptr = np.asarray(indptr, dtype=np.int64)
     if indptr.shape[0] != n0 * N1 + 1:
         return None  # several components: a row's CSR entries are not one segment
@@ -105,7 +123,9 @@ def csr_layout(sf, chunks, idx, indptr) -> CSRLayout | None:
         if off < 0:
             return None  # the first chunk's rows are shorter than the longest: the write would be clamped
         fill = Lmax - g.size
-        if fill:
+        if fill and half:  # entries are read twice anyway: any filler position
+            g = np.concatenate([np.zeros(fill, np.int64), g])
+        elif fill:
             free = np.setdiff1d(np.arange((blk + p) * R), g)[:fill]  # distinct filler positions
             if free.size < fill:  # pragma: no cover - the rows hold more positions than values
                 return None
@@ -122,17 +142,20 @@ def csr_layout(sf, chunks, idx, indptr) -> CSRLayout | None:
     if head.size and head.max() >= p * R:  # pragma: no cover - the first p rows read only themselves
         return None
     dt = np.int32 if (blk + p) * R < 2**31 and nnz < 2**31 else np.int64
-    return CSRLayout(np.stack(tables).astype(dt), np.asarray(cls, np.int32), np.asarray(offsets, dt),
-                     head.astype(dt), nnz)  # fmt: skip
+    lay = CSRLayout(np.stack(tables).astype(dt), np.asarray(cls, np.int32), np.asarray(offsets, dt),
+                    head.astype(dt), nnz)  # fmt: skip
+    lay.unique = not half  # the half band's entries are read twice (an entry and its mirror)
+    return lay
 
 
-def cached_layout(space, sf, chunks, blocks) -> CSRLayout | None:
+def cached_layout(space, sf, chunks, blocks, half: bool = False) -> CSRLayout | None:
     """:func:`csr_layout` for a space's plan, cached per chunk size (None where it does not apply)."""
-    key = (id(space.plan), blocks, chunks.size)
+    key = (id(space.plan), blocks, chunks.size, half)
     hit = _LAYOUTS.get(key)
     if hit is not None and hit[0]() is space.plan:
         return hit[1]
-    lay = csr_layout(sf, chunks, sf.csr(blocks), space.plan.pattern.indptr)
+    idx = sf.csr(blocks)
+    lay = csr_layout(sf, chunks, half_index(sf, idx) if half else idx, space.plan.pattern.indptr, half)
     while len(_LAYOUTS) >= 8:
         _LAYOUTS.pop(next(iter(_LAYOUTS)))
     _LAYOUTS[key] = (weakref.ref(space.plan), lay)
@@ -140,15 +163,16 @@ def cached_layout(space, sf, chunks, blocks) -> CSRLayout | None:
 
 
 def contract_csr(sf, chunk_D, sched: list, chunks, nblocks: int, dtype, layout: CSRLayout, weights=None,
-                 windows=None):  # fmt: skip
+                 windows=None, half: bool = False):  # fmt: skip
     """The CSR values of a bilinear form on a scalar patch (see the module docstring); the arguments as
-    :func:`igax.fem.forms._sumfact_ops.contract` takes them, and the :class:`CSRLayout`."""
+    :func:`igax.fem.forms._sumfact_ops.contract` takes them, the :class:`CSRLayout`, and ``half``: the
+    chunks compute the half band of a symmetric matrix (the layout built for it; no ``weights``)."""
     dirs = sf.dirs
     d0 = dirs[0]
     blk, p0 = chunks.size, d0.p
     tables = [[dirs[st["k"]].band_table(fl) for _, fl in st["outs"]] for st in sched]
     tables[-1] = [np.pad(A, [(0, chunks.pad)] + [(0, 0)] * (A.ndim - 1)) for A in tables[-1]]
-    spec = BandSpec(dirs, sched, tables, blk, nblocks, sum(len(m) for m, _ in sched[0]["outs"]), dtype)
+    spec = BandSpec(dirs, sched, tables, blk, nblocks, sum(len(m) for m, _ in sched[0]["outs"]), dtype, half)
     rest = spec.rest
     wpad = None
     if weights is not None:
@@ -173,7 +197,7 @@ def contract_csr(sf, chunk_D, sched: list, chunks, nblocks: int, dtype, layout: 
         slab = jax.lax.cond(start < chunks.nv, work, nothing, start, window)
         # The rows [start + blk, start + blk + p) also hold the later chunk's contributions (pending).
         full = jnp.concatenate([slab[:blk], slab[blk:] + pending]) if p0 else slab
-        vals = full.reshape(-1).at[reads[c]].get(mode="promise_in_bounds", unique_indices=True)
+        vals = full.reshape(-1).at[reads[c]].get(mode="promise_in_bounds", unique_indices=layout.unique)
         out = jax.lax.dynamic_update_slice_in_dim(out, vals, off, axis=0)
         return (full[:p0], out), None
 
@@ -184,5 +208,6 @@ def contract_csr(sf, chunk_D, sched: list, chunks, nblocks: int, dtype, layout: 
     starts = jnp.asarray(np.arange(chunks.nchunks, dtype=np.int32) * blk)
     xs = (starts, windows, jnp.asarray(layout.cls), jnp.asarray(layout.offsets))
     (pending, out), _ = jax.lax.scan(body, (pending, out), xs, reverse=True)
-    head = pending.reshape(-1).at[jnp.asarray(layout.head)].get(mode="promise_in_bounds", unique_indices=True)
+    head = pending.reshape(-1).at[jnp.asarray(layout.head)]
+    head = head.get(mode="promise_in_bounds", unique_indices=layout.unique)
     return jax.lax.dynamic_update_slice_in_dim(out, head, 0, axis=0)

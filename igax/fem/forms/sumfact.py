@@ -42,6 +42,7 @@ from igax._held import fetch
 from igax.fem.field import Field
 from igax.fem.forms import _sumfact_weights2d as weights2d
 from igax.fem.forms._kernel_checks import check_symmetric, mark_symmetric
+from igax.fem.forms._sumfact_band2d import half_applies
 from igax.fem.forms._sumfact_constant import constant_point_matrices
 from igax.fem.forms._sumfact_csr import cached_layout, contract_csr
 from igax.fem.forms._sumfact_geometry2d import polynomial_geometry
@@ -71,10 +72,16 @@ _MIN_ENTRIES = 2**21
 _MIN_DEGREE = 2
 # Target size (entries) of the largest intermediate array of one chunk of direction-0 elements.
 _CHUNK_ENTRIES = 2**21
+# The same where the chunks write the CSR values (2D scalar, _sumfact_csr): no band output per chunk, and
+# larger chunks won. Degree 3, 250k DOFs, CPU time, medians of 9 interleaved calls, load 13-15: 3 elements
+# per chunk 393 ms, 6: 349, 8: 364, 12: 365 (the band path: 2: 397, 3: 429, 4: 413, 6: 374, 8: 375).
+_CHUNK_ENTRIES_CSR = 2**22
 # A polynomial 2D patch's geometry without the weight channel (see _chunk_matrices; off for A/B timings).
 _POLY_GEOMETRY = True
 # Scalar 2D patches: CSR values written per chunk, no band and no final gather (_sumfact_csr; off for A/B).
 _DIRECT_CSR = True
+# ... and for a constant symmetric kernel on a polynomial patch, the half band only (off for A/B timings).
+_HALF_BAND = True
 
 
 def applicable(space, form: Form, boundary=None) -> bool:
@@ -90,8 +97,11 @@ def applicable(space, form: Form, boundary=None) -> bool:
 
 
 # -- assembly ------------------------------------------------------------------------------------------------
-def _chunk_size(sf: SumFactPlan, sched: list, S0: int, nblocks: int, ninputs: int) -> int:
-    """Direction-0 elements per chunk: the largest array of one iteration near ``_CHUNK_ENTRIES``."""
+def _chunk_size(
+    sf: SumFactPlan, sched: list, S0: int, nblocks: int, ninputs: int, direct: bool = False
+) -> int:
+    """Direction-0 elements per chunk: the largest array of one iteration near ``_CHUNK_ENTRIES``
+    (``_CHUNK_ENTRIES_CSR`` where the chunks write the CSR values, ``direct``)."""
     d0 = sf.dirs[0]
     pts = d0.nq * int(np.prod(sf.nq[1:]))  # points of one direction-0 element
     peak = max(S0 * nblocks, 3 * sf.d * sf.d + ninputs) * pts  # kernel matrices, geometry
@@ -104,7 +114,8 @@ def _chunk_size(sf: SumFactPlan, sched: list, S0: int, nblocks: int, ninputs: in
         pre *= dd.n * dd.L
         S = len(st["outs"])
     peak = max(peak, S * pre * (d0.p + 1 + d0.L))
-    return int(max(1, min(d0.nv, _CHUNK_ENTRIES // max(peak, 1))))
+    target = _CHUNK_ENTRIES_CSR if direct else _CHUNK_ENTRIES
+    return int(max(1, min(d0.nv, target // max(peak, 1))))
 
 
 def _pad_axis(a, axis: int, n: int):
@@ -199,13 +210,17 @@ def _values(form: Form, space, fields: dict, csr_idx, w0, blocks, idx_sorted: bo
     Ru = list(_reference_columns(ks.ku, None, rational, d, dry=True))
     Rv = list(_reference_columns(ks.kv, None, rational, d, dry=True))
     sched = scalar_steps(Ru, Rv, d)
-    chunks = sf.chunks(_chunk_size(sf, sched, len(Ru) * len(Rv), len(blocks), len(prepared)))
+    direct = csr_idx is None  # the chunks may write the CSR values (see below)
+    chunks = sf.chunks(_chunk_size(sf, sched, len(Ru) * len(Rv), len(blocks), len(prepared), direct))
     chunk_D, windows = _chunk_matrices(form, space, sf, prepared, ks, chunks, blocks, w0)
     wts = space.weights if rational else None
     if csr_idx is None:  # the CSR values written chunk by chunk where the layout allows (_sumfact_csr)
-        layout = cached_layout(space, sf, chunks, blocks)
+        # A constant symmetric kernel on a polynomial patch: D symmetric at every point, so the matrix is
+        # symmetric and the chunks compute the half band, the rest read mirrored (_sumfact_band2d).
+        half = _HALF_BAND and not rational and _constant_symmetric(ks) and half_applies(sf.dirs, sched)
+        layout = cached_layout(space, sf, chunks, blocks, half)
         if layout is not None:
-            return contract_csr(sf, chunk_D, sched, chunks, len(blocks), dtype, layout, wts, windows)
+            return contract_csr(sf, chunk_D, sched, chunks, len(blocks), dtype, layout, wts, windows, half)
         csr_idx = fetch(_csr_index(space, blocks, not idx_sorted))
     V = contract(sf, chunk_D, sched, chunks, len(blocks), dtype, wts, windows)
     # The index map behind a barrier: inside a user's jit it is a constant, and XLA would otherwise fold the
