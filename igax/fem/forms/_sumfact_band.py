@@ -43,7 +43,9 @@ class BandSpec:
         blk: direction-0 elements per chunk; nblocks: component blocks; nstates: states of ``D``.
     """
 
-    def __init__(self, dirs: list, sched: list, tables: list, blk: int, nblocks: int, nstates: int, dtype):
+    def __init__(
+        self, dirs: list, sched: list, tables: list, blk: int, nblocks: int, nstates: int, dtype, half=False
+    ):
         self.dirs, self.sched, self.tables = dirs, sched, tables
         # The transposed tables, stored contiguous: a batched product with them ran 1.4x faster than one that
         # contracts the tables' first axis (2 cores, degree 3: 2.6 -> 1.9 ms per chunk, the forward 1.7 ms).
@@ -53,6 +55,8 @@ class BandSpec:
         self.d = len(dirs)
         self.q = (self.blk * d0.nq,) + tuple(dd.nv * dd.nq for dd in dirs[1:])  # the chunk's point grid
         self.rest = tuple(dd.n for dd in dirs[1:]) + tuple(dd.L for dd in dirs)  # a band row
+        if half:  # 2D: the entries with delta_0 >= p_0 only (igax.fem.forms._sumfact_band2d.half_applies)
+            self.rest = self.rest[:1] + (dirs[0].p + 1,) + self.rest[2:]
         # slab axes (rows, L_0, n_1, L_1, ..., n_{d-1}, L_{d-1}) -> (rows, n_1, ..., L_0, L_1, ...)
         d = self.d
         self.perm = [0] + [2 * k for k in range(1, d)] + [2 * k + 1 for k in range(d)]
@@ -67,7 +71,7 @@ class BandSpec:
         self.last_in = shape  # (S, n_{d-1} L_{d-1}, ..., n_1 L_1, 1, q_0) before direction 0
         self.Y = int(np.prod(shape[1:-1]))
         # 2D with few states: the fused schedule of igax.fem.forms._sumfact_band2d (the same map), or None.
-        self.fused2d = spec_2d(dirs, sched, tables, self.blk, self.nblocks, dtype)
+        self.fused2d = spec_2d(dirs, sched, tables, self.blk, self.nblocks, dtype, half)
 
     def out_shape(self) -> tuple:
         return (self.blk + self.dirs[0].p, self.nblocks) + self.rest

@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["Band2DSpec", "spec_2d", "band_2d", "band_2d_transpose"]
+__all__ = ["Band2DSpec", "spec_2d", "half_applies", "band_2d", "band_2d_transpose"]
 
 # The most states of D for which the forward takes this schedule, and for which its transpose does
 # (see spec_2d).
@@ -44,24 +44,46 @@ class Band2DSpec:
         gemm, gemm_t: direction 0's table ``(nv_0 padded, (p_0 + 1)^2, S nq_0)`` and its transpose.
     """
 
-    def __init__(self, dirs: list, sched: list, tables: list, blk: int, nblocks: int, dtype):
+    def __init__(self, dirs: list, sched: list, tables: list, blk: int, nblocks: int, dtype, half=False):
         d0, d1 = dirs
         st1, st0 = sched
         self.dirs, self.sched, self.blk, self.nblocks, self.dtype = dirs, sched, int(blk), int(nblocks), dtype
+        # half: the band's entries with delta_0 >= p_0 only (a symmetric matrix; see half_applies)
+        p0 = d0.p
+        self.half = bool(half)
+        self.pairs = [(a, b) for a in range(p0 + 1) for b in range(p0 + 1) if b >= a or not half]
         self.fused = [
             np.pad(_ab_table(A, d1, len(members)), [(d1.p, d1.p)] + [(0, 0)] * 4)
             for (members, _), A in zip(st1["outs"], tables[0], strict=True)
         ]
         ((members0, _),) = st0["outs"]
         T0 = _ab_table(tables[1][0], d0, len(members0))
-        self.gemm = np.ascontiguousarray(T0.reshape(T0.shape[0], (d0.p + 1) ** 2, -1))
+        T0 = T0.reshape(T0.shape[0], (p0 + 1) ** 2, -1)[:, [a * (p0 + 1) + b for a, b in self.pairs]]
+        self.gemm = np.ascontiguousarray(T0)
         self.gemm_t = np.ascontiguousarray(np.swapaxes(self.gemm, 1, 2))
         self.nstates = sum(len(m) for m, _ in st1["outs"])
         self.nlast = len(members0)
         self.forward = self.nstates <= _MAX_STATES  # else only the transpose takes this schedule
+        if half and not self.forward:  # pragma: no cover - guarded by half_applies
+            raise RuntimeError("internal error: the half band needs the fused forward schedule.")
 
 
-def spec_2d(dirs: list, sched: list, tables: list, blk: int, nblocks: int, dtype) -> Band2DSpec | None:
+def half_applies(dirs: list, sched: list) -> bool:
+    """Whether a 2D case can compute the half band (``delta_0 >= p_0``): the fused forward schedule (at most
+    ``_MAX_STATES`` states). The caller decides whether the matrix is symmetric (a constant symmetric kernel
+    on a polynomial patch: ``D`` is then symmetric at every point), and reads the other half mirrored: on
+    degree 3 the direction-0 product has 10 rows instead of 16 and the band 4 of 7 entries of ``delta_0``."""
+    return (
+        len(dirs) == 2
+        and len(sched) == 2
+        and len(sched[-1]["outs"]) == 1
+        and sum(len(m) for m, _ in sched[0]["outs"]) <= _MAX_STATES
+    )
+
+
+def spec_2d(
+    dirs: list, sched: list, tables: list, blk: int, nblocks: int, dtype, half: bool = False
+) -> Band2DSpec | None:
     """The fused schedule's tables when it is used for this case (its ``forward`` flag: for the forward
     too, not only the transpose), else None.
 
@@ -87,7 +109,7 @@ def spec_2d(dirs: list, sched: list, tables: list, blk: int, nblocks: int, dtype
         return None
     if sum(len(m) for m, _ in sched[0]["outs"]) > _MAX_STATES_T:
         return None
-    return Band2DSpec(dirs, sched, tables, blk, nblocks, dtype)
+    return Band2DSpec(dirs, sched, tables, blk, nblocks, dtype, half)
 
 
 def _ab_table(A, dd, m: int) -> np.ndarray:
@@ -147,7 +169,7 @@ def _fused_transpose(H, tabs: list, outs: list, p: int, nq: int, nin: int):
     return jnp.stack(res)
 
 
-def _dir0(Hs: list, A, p: int, nq: int, blk: int):
+def _dir0(Hs: list, A, p: int, nq: int, blk: int, half: bool = False):
     """Direction 0: the states ``Hs`` (each ``(blk nq, n_1, L_1)``) -> the slab ``(blk + p, n_1, L_0, L_1)``.
 
     One batched product over the chunk's elements, rows ``(a, b)`` of the element band and columns
@@ -160,17 +182,29 @@ def _dir0(Hs: list, A, p: int, nq: int, blk: int):
     buf = jnp.zeros((blk, S, nq, n1 * L1), Hs[0].dtype)
     for s, g in enumerate(Hs):
         buf = buf.at[:, s].set(g.reshape((blk, nq, -1)))
+    if half:  # rows (a, b >= a) only: delta_0 - p = b - a in [0, p - a]
+        O = jnp.matmul(A, buf.reshape((blk, S * nq, -1))).reshape((blk, -1, n1, L1))
+        out, k = 0, 0
+        for a in range(p + 1):
+            Oa = jnp.transpose(O[:, k : k + p + 1 - a], (0, 2, 1, 3))  # (blk, n_1, b - a, L_1)
+            out = out + jnp.pad(Oa, ((a, p - a), (0, 0), (0, a), (0, 0)))
+            k += p + 1 - a
+        return out
     O = jnp.matmul(A, buf.reshape((blk, S * nq, -1))).reshape((blk, p + 1, p + 1, n1, L1))
     O = jnp.transpose(O, (0, 1, 3, 2, 4))  # (blk, a, n_1, b, L_1): fused into the pass below
     return sum(jnp.pad(O[:, a], ((a, p - a), (0, 0), (p - a, a), (0, 0))) for a in range(p + 1))
 
 
-def _dir0_transpose(c, At, p: int, nq: int, blk: int, S: int):
+def _dir0_transpose(c, At, p: int, nq: int, blk: int, S: int, half: bool = False):
     """The transpose of :func:`_dir0`: the slab ``(blk + p, n_1, L_0, L_1)`` -> ``(S, blk nq, n_1, L_1)``."""
     n1, L1 = c.shape[1], c.shape[3]
-    # (blk, a, n_1, b, L_1): element v's band rows v + a at delta_0 = b - a + p
-    Ot = jnp.stack([c[a : a + blk, :, p - a : 2 * p - a + 1] for a in range(p + 1)], axis=1)
-    Ot = jnp.transpose(Ot, (0, 1, 3, 2, 4)).reshape((blk, (p + 1) ** 2, n1 * L1))
+    if half:  # (blk, (a, b >= a), n_1, L_1): rows v + a at delta_0 - p = b - a
+        parts = [jnp.transpose(c[a : a + blk, :, : p + 1 - a], (0, 2, 1, 3)) for a in range(p + 1)]
+        Ot = jnp.concatenate(parts, axis=1).reshape((blk, -1, n1 * L1))
+    else:
+        # (blk, a, n_1, b, L_1): element v's band rows v + a at delta_0 = b - a + p
+        Ot = jnp.stack([c[a : a + blk, :, p - a : 2 * p - a + 1] for a in range(p + 1)], axis=1)
+        Ot = jnp.transpose(Ot, (0, 1, 3, 2, 4)).reshape((blk, (p + 1) ** 2, n1 * L1))
     Gm = jnp.matmul(At, Ot)  # (blk, S nq, Y)
     return jnp.swapaxes(Gm.reshape((blk, S, nq, n1, L1)), 0, 1).reshape((S, blk * nq, n1, L1))
 
@@ -189,7 +223,7 @@ def band_2d(D, start, spec: Band2DSpec):
     def block_slab(b):
         G = jax.lax.dynamic_index_in_dim(D, b, axis=1, keepdims=False)  # (S, q_0, q_1)
         Hs = _fused(G, spec.fused, st1["outs"], d1.p, d1.nq)
-        return _dir0(Hs, A0, d0.p, d0.nq, spec.blk)
+        return _dir0(Hs, A0, d0.p, d0.nq, spec.blk, spec.half)
 
     if spec.nblocks == 1:
         return block_slab(0)[:, None]
@@ -206,7 +240,7 @@ def band_2d_transpose(ct, start, spec: Band2DSpec):
 
     def block_bar(b):
         c = jax.lax.dynamic_index_in_dim(ct, b, axis=1, keepdims=False)  # (blk + p, n_1, L_0, L_1)
-        H = _dir0_transpose(c, At, d0.p, d0.nq, spec.blk, spec.nlast)  # (S', blk nq, n_1, L_1)
+        H = _dir0_transpose(c, At, d0.p, d0.nq, spec.blk, spec.nlast, spec.half)  # (S', blk nq, n_1, L_1)
         return _fused_transpose(H, spec.fused, st1["outs"], d1.p, d1.nq, spec.nstates)
 
     if spec.nblocks == 1:

@@ -27,8 +27,9 @@ __all__ = ["applies", "values_traced_weights", "Uniform"]
 
 
 class Uniform(float):
-    """The common weight of a patch whose weights are traced and were found equal at run time (the weights
-    array then holds that value everywhere, so the geometry may skip the weight channel)."""
+    """The common weight of a patch whose weights are known equal: concrete and equal to 1e-14, or traced and
+    found equal at run time (the weights array then holds that value everywhere). Either way the geometry
+    may skip the weight channel (:mod:`igax.fem.forms._sumfact_geometry2d`)."""
 
 
 def applies(space, sf) -> bool:

@@ -42,7 +42,9 @@ from igax._held import fetch
 from igax.fem.field import Field
 from igax.fem.forms import _sumfact_weights2d as weights2d
 from igax.fem.forms._kernel_checks import check_symmetric, mark_symmetric
+from igax.fem.forms._sumfact_band2d import half_applies
 from igax.fem.forms._sumfact_constant import constant_point_matrices
+from igax.fem.forms._sumfact_csr import cached_layout, contract_csr
 from igax.fem.forms._sumfact_geometry2d import polynomial_geometry
 from igax.fem.forms._sumfact_ops import contract, materialize
 from igax.fem.forms._sumfact_plan import SumFactPlan, scalar_steps, sumfact_plan
@@ -70,8 +72,16 @@ _MIN_ENTRIES = 2**21
 _MIN_DEGREE = 2
 # Target size (entries) of the largest intermediate array of one chunk of direction-0 elements.
 _CHUNK_ENTRIES = 2**21
+# The same where the chunks write the CSR values (2D scalar, _sumfact_csr): no band output per chunk, and
+# larger chunks won. Degree 3, 250k DOFs, CPU time, medians of 9 interleaved calls, load 13-15: 3 elements
+# per chunk 393 ms, 6: 349, 8: 364, 12: 365 (the band path: 2: 397, 3: 429, 4: 413, 6: 374, 8: 375).
+_CHUNK_ENTRIES_CSR = 2**22
 # A polynomial 2D patch's geometry without the weight channel (see _chunk_matrices; off for A/B timings).
 _POLY_GEOMETRY = True
+# Scalar 2D patches: CSR values written per chunk, no band and no final gather (_sumfact_csr; off for A/B).
+_DIRECT_CSR = True
+# ... and for a constant symmetric kernel on a polynomial patch, the half band only (off for A/B timings).
+_HALF_BAND = True
 
 
 def applicable(space, form: Form, boundary=None) -> bool:
@@ -87,8 +97,11 @@ def applicable(space, form: Form, boundary=None) -> bool:
 
 
 # -- assembly ------------------------------------------------------------------------------------------------
-def _chunk_size(sf: SumFactPlan, sched: list, S0: int, nblocks: int, ninputs: int) -> int:
-    """Direction-0 elements per chunk: the largest array of one iteration near ``_CHUNK_ENTRIES``."""
+def _chunk_size(
+    sf: SumFactPlan, sched: list, S0: int, nblocks: int, ninputs: int, direct: bool = False
+) -> int:
+    """Direction-0 elements per chunk: the largest array of one iteration near ``_CHUNK_ENTRIES``
+    (``_CHUNK_ENTRIES_CSR`` where the chunks write the CSR values, ``direct``)."""
     d0 = sf.dirs[0]
     pts = d0.nq * int(np.prod(sf.nq[1:]))  # points of one direction-0 element
     peak = max(S0 * nblocks, 3 * sf.d * sf.d + ninputs) * pts  # kernel matrices, geometry
@@ -101,7 +114,8 @@ def _chunk_size(sf: SumFactPlan, sched: list, S0: int, nblocks: int, ninputs: in
         pre *= dd.n * dd.L
         S = len(st["outs"])
     peak = max(peak, S * pre * (d0.p + 1 + d0.L))
-    return int(max(1, min(d0.nv, _CHUNK_ENTRIES // max(peak, 1))))
+    target = _CHUNK_ENTRIES_CSR if direct else _CHUNK_ENTRIES
+    return int(max(1, min(d0.nv, target // max(peak, 1))))
 
 
 def _pad_axis(a, axis: int, n: int):
@@ -123,11 +137,11 @@ def _chunk_matrices(form: Form, space, sf: SumFactPlan, prepared: dict, ks, chun
     rational = w0 is None
     scale = None if rational else w0 * w0  # a polynomial patch: R_i = w0 B_i / W, W = w0
     pspec = PointSpec(ks.ku, ks.kv, rational, d, blocks, scale)
-    # A polynomial patch whose weights are concrete, or traced and known equal (weights2d.Uniform): its
-    # geometry without the weight channel (2 cores, CPU time: 2D degree 3, 250k DOFs, assembly 491 -> 421
-    # ms; 3D degree-2 elasticity, 108k DOFs, closed over, 1.29 -> 1.19 s, a loaded machine).
-    known = isinstance(w0, weights2d.Uniform) or not isinstance(space.weights, jax.core.Tracer)
-    poly_geo = _POLY_GEOMETRY and not rational and known
+    # A polynomial patch whose weights are known equal (weights2d.Uniform: concrete, marked before this
+    # program, or traced and found equal at run time): its geometry without the weight channel (2 cores, CPU
+    # time: 2D degree 3, 250k DOFs, assembly 491 -> 421 ms; 3D degree-2 elasticity, 108k DOFs, closed over,
+    # 1.29 -> 1.19 s, a loaded machine). Inside this program (filter_jit) the weights are always traced.
+    poly_geo = _POLY_GEOMETRY and not rational and isinstance(w0, weights2d.Uniform)
     cp, wts = _pad_axis(space.control_points, 0, pad), _pad_axis(space.weights, 0, pad)
     padded = {}
     for name, item in prepared.items():
@@ -183,7 +197,7 @@ def _chunk_matrices(form: Form, space, sf: SumFactPlan, prepared: dict, ks, chun
 def _values(form: Form, space, fields: dict, csr_idx, w0, blocks, idx_sorted: bool = True):
     """CSR values of a bilinear form (traceable; ``w0``: the common weight of a polynomial patch or None;
     ``blocks``: the component blocks computed, see :func:`_blocks`; ``idx_sorted``: ``csr_idx`` is the
-    plain, not the transposed index)."""
+    plain, not the transposed index; ``csr_idx`` None: written per chunk where :mod:`._sumfact_csr` can)."""
     sf = sumfact_plan(space)
     p = space.plan
     d, C = sf.d, p.ncomp
@@ -197,9 +211,19 @@ def _values(form: Form, space, fields: dict, csr_idx, w0, blocks, idx_sorted: bo
     Ru = list(_reference_columns(ks.ku, None, rational, d, dry=True))
     Rv = list(_reference_columns(ks.kv, None, rational, d, dry=True))
     sched = scalar_steps(Ru, Rv, d)
-    chunks = sf.chunks(_chunk_size(sf, sched, len(Ru) * len(Rv), len(blocks), len(prepared)))
+    direct = csr_idx is None  # the chunks may write the CSR values (see below)
+    chunks = sf.chunks(_chunk_size(sf, sched, len(Ru) * len(Rv), len(blocks), len(prepared), direct))
     chunk_D, windows = _chunk_matrices(form, space, sf, prepared, ks, chunks, blocks, w0)
-    V = contract(sf, chunk_D, sched, chunks, len(blocks), dtype, space.weights if rational else None, windows)
+    wts = space.weights if rational else None
+    if csr_idx is None:  # the CSR values written chunk by chunk where the layout allows (_sumfact_csr)
+        # A constant symmetric kernel on a polynomial patch: D symmetric at every point, so the matrix is
+        # symmetric and the chunks compute the half band, the rest read mirrored (_sumfact_band2d).
+        half = _HALF_BAND and not rational and _constant_symmetric(ks) and half_applies(sf.dirs, sched)
+        layout = cached_layout(space, sf, chunks, blocks, half)
+        if layout is not None:
+            return contract_csr(sf, chunk_D, sched, chunks, len(blocks), dtype, layout, wts, windows, half)
+        csr_idx = fetch(_csr_index(space, blocks, not idx_sorted))
+    V = contract(sf, chunk_D, sched, chunks, len(blocks), dtype, wts, windows)
     # The index map behind a barrier: inside a user's jit it is a constant, and XLA would otherwise fold the
     # scatter of a constant cotangent through it (gradients of a fixed linear functional) at compile time.
     csr_idx = jax.lax.optimization_barrier(csr_idx)
@@ -266,6 +290,10 @@ def assemble_factorised(form: Form, space, fields: dict, *, force: bool = False)
     sf = sumfact_plan(space)
     fields = _eager_inputs(form, space, sf, fields)
     w0 = _polynomial_weight(space.weights)
+    # Concrete equal weights, marked as such for _values: inside its filter_jit every array is traced, and
+    # only the mark tells it that the geometry may skip the weight channel. Before, a closed-over patch (the
+    # README's pattern) evaluated the weight channel; a space passed as an argument did not (weights2d).
+    w0 = None if w0 is None else weights2d.Uniform(w0)
     dtype = jnp.result_type(space.control_points.dtype, space.weights.dtype)
     shapes = _input_shapes(_prepare_inputs(sf, space, fields, form, abstract=True), sf.d, p.dim, dtype)
     ks = kernel_structure(form, space, (p.dim,), shapes, dtype)
@@ -275,7 +303,10 @@ def assemble_factorised(form: Form, space, fields: dict, *, force: bool = False)
         check_float64("assemble")
     blocks = _blocks(space, ks)
     transposed = not form.symmetric
-    idx = fetch(_csr_index(space, blocks, transposed))  # not a constant of a user's jit (igax/_held.py)
+    if _DIRECT_CSR and sf.d == 2 and p.ncomp == 1 and not transposed:
+        idx = None  # _values writes the CSR values chunk by chunk (or fetches the index where it cannot)
+    else:
+        idx = fetch(_csr_index(space, blocks, transposed))  # not a constant of a user's jit (igax/_held.py)
     # Traced weights (the space a jit argument): the polynomial or the rational program chosen at run time
     # (the module _sumfact_weights2d; its program does not depend on the dimension). 3D degree-2 elasticity,
     # 108k DOFs, space as argument (2 cores, CPU time, medians, interleaved): 1.67 -> 1.23 s (9 reference-jet
