@@ -488,7 +488,12 @@ def test_chunked_assembly_reads_its_index_maps_at_run_time(large_paths, monkeypa
 def _callbacks(compiled) -> int:
     """Host callbacks in a compiled program (the failure report's, in a branch taken only when a solve
     failed, included)."""
-    return compiled.as_text().count('custom_call_target="xla_ffi_python_cpu_callback"')
+    text = compiled.as_text()
+    # Python callbacks, and igax's in-place host calls (igax/solvers/_host_call.py) where its native library is
+    # built.
+    return text.count('custom_call_target="xla_ffi_python_cpu_callback"') + text.count(
+        'custom_call_target="igax_host_call"'
+    )
 
 
 def test_a_gradient_adds_one_host_solve_with_the_forwards_factorisation():
