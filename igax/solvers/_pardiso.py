@@ -356,6 +356,8 @@ class PardisoPlan:
                 self.free_slots.append(mnum)
                 raise
             perturbed = int(self.iparm[13])
+            # Bunch-Kaufman's inertia: the number of negative eigenvalues (0: positive definite).
+            negative = int(self.iparm[22]) if self.mtype == -2 else None
             if fresh:
                 self.base_perturbed = perturbed
             ratio = self._smallest_pivot(mnum) if check_singular and self.mtype == 2 else 1.0
@@ -368,6 +370,7 @@ class PardisoPlan:
             )
         stale = self.value_dependent and not fresh
         f = PardisoFactor(self, mnum, data, stale=stale, check_rtol=check_rtol)
+        f.perturbed, f.negative = perturbed, negative
         if stale and perturbed > self.base_perturbed:
             # More perturbed pivots than the analysed matrix had: its scaling and matching do not fit these
             # values (20 against 0 after an exp(180) trial matrix, and a residual of 0.35).
@@ -429,7 +432,12 @@ class PardisoFactor(Factor):
 
     A *stale* factor (its plan's analysis read other values) checks the residual of its solves against
     ``check_rtol``; on a failure it re-analyses from its own values once (:meth:`reanalyse`) and solves again.
+    ``perturbed`` is the number of perturbed pivots of its factorisation (``iparm[13]``), ``negative`` (for
+    Bunch-Kaufman, else None) the number of negative eigenvalues (``iparm[22]``).
     """
+
+    perturbed = 0
+    negative = None
 
     def __init__(self, plan: PardisoPlan, mnum: int, data: np.ndarray, stale=False, check_rtol=None):
         self.plan = plan
@@ -445,6 +453,7 @@ class PardisoFactor(Factor):
         f = new._factor(self.data, True, False, None)
         old.release(mnum)
         self.plan, self.mnum, self.stale = new, f.mnum, False
+        self.perturbed, self.negative = f.perturbed, f.negative
 
     def solve(self, B, transpose):
         if transpose and self.plan.kind in ("herm", "hpd"):

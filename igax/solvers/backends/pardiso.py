@@ -9,8 +9,10 @@ symmetric, not positive definite (a form cannot know the sign of its coefficient
 definite. A real matrix flagged symmetric is factorised by Cholesky (``mtype=2``) when its diagonal is
 positive (necessary for a positive definite matrix: a zero block of a saddle point or a negative definite
 matrix goes straight to Bunch-Kaufman); when PARDISO then meets a non-positive pivot (error -4) the pattern is
-remembered and that matrix and later ones of the pattern are factorised by Bunch-Kaufman (``mtype=-2``). A
-singular positive semi-definite matrix (a pivot below 1e-12 of its diagonal entry: see
+remembered and that matrix and later ones of the pattern are factorised by Bunch-Kaufman (``mtype=-2``),
+until one of them has Bunch-Kaufman's inertia of a positive definite matrix (no negative eigenvalue, no
+perturbed pivot: a line search's extreme trial was the only indefinite one), after which Cholesky is tried
+again. A singular positive semi-definite matrix (a pivot below 1e-12 of its diagonal entry: see
 :mod:`igax.solvers._pardiso`) goes to Bunch-Kaufman too, which reports it as it always did (a shift-invert
 exactly at the lowest eigenvalue), but the pattern is not remembered. Cholesky's analysis needs no values and
 no scaling or matching, so :meth:`Pardiso.analyse` can start it as soon as the pattern is known
@@ -125,6 +127,12 @@ def _refuse(pattern) -> None:
         _plans.pop((pattern._digest, "spd", False), None)
 
 
+def _forgive(pattern) -> None:
+    """A refused pattern's matrix was positive definite after all: Cholesky first again for the next."""
+    with _lock:
+        _not_spd.pop(pattern._digest, None)
+
+
 class Pardiso(HostBackend):
     """PARDISO: Cholesky for SPD, Bunch-Kaufman for symmetric, LU with matching for other matrices; the
     complex types natively (option ``hermitian=True`` or ``"positive_definite"``: a Hermitian matrix, which is
@@ -165,7 +173,8 @@ class Pardiso(HostBackend):
             kind = "hpd" if h == "positive_definite" else "herm"
         # A factor of values other than those analysed re-analyses when a solve's residual is above this.
         rtol = options.get("direct_rtol") or float(np.finfo(np.float64).eps) ** 0.25
-        if kind == "sym" and not np.iscomplexobj(values) and _cholesky_first(pattern):
+        real_sym = kind == "sym" and not np.iscomplexobj(values) and _CHOLESKY_FIRST[0]
+        if real_sym and _cholesky_first(pattern):
             # Cholesky first (see the module's docstring); a positive diagonal is necessary for it to succeed.
             if np.all(values[pattern.diagonal_slots] > 0):
                 try:
@@ -179,7 +188,12 @@ class Pardiso(HostBackend):
                         raise
             _refuse(pattern)
         # One symbolic analysis per (pattern, matrix type): new values of a known pattern only refactorise.
-        return _plan(pattern, kind, values).factor(values, check_rtol=rtol)
+        f = _plan(pattern, kind, values).factor(values, check_rtol=rtol)
+        if real_sym and f.negative == 0 and f.perturbed == 0:
+            # Bunch-Kaufman's inertia says positive definite: a refusal came from another matrix (a line
+            # search's extreme trial); the next matrix of the pattern tries Cholesky again.
+            _forgive(pattern)
+        return f
 
     def analyse(self, pattern, kind, dtype):
         """Start the symbolic analysis of ``pattern`` in the background, before any values exist (once per
