@@ -33,8 +33,9 @@ hexahedra at 108k DOFs (E a Field; quick: 8^3 cells).
 of degree-2 spline Poisson at 1000 x 1000 elements, each in a fresh process: first call (trace, compile, run)
 against a steady call, the XLA constant-folding alarms on stderr, peak memory (the process's maximum
 resident set), and for the spline case the forward against the sum of its parts timed alone (assembly,
-solve). ``--large-quick`` runs the same at 1/16 of the sizes; ``--cholesky-first`` with PARDISO trying
-Cholesky first (``solvers.set_cholesky_first(True)``, opt-in), whose analysis overlaps the compilation.
+solve). ``--large-quick`` runs the same at 1/16 of the sizes; PARDISO tries Cholesky first (the
+default), whose analysis overlaps the compilation; ``--bunch-kaufman`` turns that off
+(``solvers.set_cholesky_first(False)``) for a comparison.
 
 ``--sumfact-ab`` (spline cases) times the sum-factorised assembly's VJP with its band contraction's
 written-out transpose (:mod:`igax.fem.forms._sumfact_band`) against JAX's automatic transpose of the same
@@ -356,8 +357,9 @@ def _large_child(case: str, n: int) -> dict:
     # Keep one factorisation (a loop with fresh coefficients never reuses one; the default keeps four, each
     # gigabytes at this size). A gradient still reuses its forward's factorisation for the transposed solve.
     solvers.set_cache_size(1)
-    # --cholesky-first: PARDISO tries Cholesky first (opt-in); its analysis starts while the program compiles
-    cholesky = os.environ.get("BENCH_CHOLESKY_FIRST") == "1"
+    # PARDISO tries Cholesky first (the default); its analysis starts while the program compiles.
+    # --bunch-kaufman (BENCH_CHOLESKY_FIRST=0) turns it off.
+    cholesky = os.environ.get("BENCH_CHOLESKY_FIRST") != "0"
     solvers.set_cholesky_first(cholesky)
     out = {"case": case, "n": n, "method": method, "cholesky_first": cholesky}
     t0 = time.perf_counter()
@@ -462,7 +464,7 @@ def main(argv=None) -> list[dict]:
     ap.add_argument("--cases", nargs="*", default=None, choices=CASES)
     ap.add_argument("--large", action="store_true", help="compile time and memory of 1M-DOF programs")
     ap.add_argument("--large-quick", action="store_true", help="--large at 1/16 of the sizes")
-    ap.add_argument("--cholesky-first", action="store_true", help="--large, Cholesky first (opt-in)")
+    ap.add_argument("--bunch-kaufman", action="store_true", help="--large, no Cholesky first (PARDISO)")
     ap.add_argument("--large-child", nargs=2, help=argparse.SUPPRESS)
     ap.add_argument("--cpu-time", action="store_true", help="medians of CPU time (a shared machine's load)")
     ap.add_argument("--sumfact-ab", action="store_true", help="VJP: written-out vs automatic band transpose")
@@ -480,9 +482,9 @@ def main(argv=None) -> list[dict]:
     head = f"platform {platform.platform()}, {os.cpu_count()} CPUs, jax {jax.__version__}"
     head += f", malloc tuning {'on' if tuned else 'off'}"
     if args.large or args.large_quick:
-        if args.cholesky_first:
-            os.environ["BENCH_CHOLESKY_FIRST"] = "1"  # read by each child process
-            head += ", PARDISO Cholesky first (solvers.set_cholesky_first(True))"
+        if args.bunch_kaufman:
+            os.environ["BENCH_CHOLESKY_FIRST"] = "0"  # read by each child process
+            head += ", PARDISO Bunch-Kaufman (solvers.set_cholesky_first(False))"
         print(f"bench_gradient --large: {head}, {'1/16 sizes' if args.large_quick else 'full sizes'}")
         rows = run_large(args.large_quick)
         print(

@@ -489,8 +489,8 @@ def _callbacks(compiled) -> int:
     """Host callbacks in a compiled program (the failure report's, in a branch taken only when a solve
     failed, included)."""
     text = compiled.as_text()
-    # Python callbacks, and igax's in-place host calls (igax/solvers/_host_call.py) where its native library is
-    # built.
+    # Python callbacks, and igax's in-place host calls (igax/solvers/_host_call.py) where its native
+    # library is built.
     return text.count('custom_call_target="xla_ffi_python_cpu_callback"') + text.count(
         'custom_call_target="igax_host_call"'
     )

@@ -20,14 +20,17 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture(autouse=True)
 def cholesky_first():
-    """Cholesky first is opt-in (solvers.set_cholesky_first): on for the tests of this file, off after."""
+    """Cholesky first is the default; a test that turns it off gets it back on after."""
     previous = solvers.set_cholesky_first(True)
     yield
     solvers.set_cholesky_first(previous)
 
 
-def test_cholesky_first_is_off_by_default():
-    solvers.set_cholesky_first(False)
+def test_cholesky_first_is_on_by_default_and_can_be_turned_off():
+    from igax.solvers.backends import pardiso
+
+    assert pardiso._CHOLESKY_FIRST == [True]  # (the fixture restores whatever a test set)
+    assert solvers.set_cholesky_first(False) is True
     A = SparseMatrix.from_scipy(_laplacian(6), symmetric=True)
     x = solvers.solve(A, jnp.ones(36), method="pardiso")
     np.testing.assert_allclose(np.asarray(A.to_scipy() @ np.asarray(x)), np.ones(36), atol=1e-12)

@@ -16,6 +16,20 @@ Cholesky's analysis reads the pattern only (no scaling or matching), so a plan o
 without values and in the background (``background=True``): the analysis then runs in a thread, e.g. while
 XLA compiles the program that will produce the values, and the first :meth:`PardisoPlan.factor` waits for it.
 
+The other real and complex types read the values in their analysis (scaling and weighted matching), and a
+plan reuses the analysis of the first matrix it saw. When that matrix was extreme (a line search's trial with
+exp(180) in a coefficient), a later benign matrix of the pattern was solved with a relative residual of 0.96.
+A factor of values other than those analysed is therefore *stale* and checked: the perturbed pivots of its
+factorisation (``iparm[13]``) against those of the analysed matrix, and the residual of each solve against
+``check_rtol``. On a failed check the analysis is rerun from the current values once and the plan replaced by
+the new one (:attr:`PardisoPlan.successor`), before any failure is reported.
+
+Cholesky reports a non-positive pivot (error -4) but factorises a singular positive semi-definite matrix
+silently, its last pivot rounding noise. With ``iparm[55] = 1`` PARDISO gives the factor's diagonal
+(``pardiso_getdiag``): a pivot ``d_i`` is never below ``lambda_min(A)`` and a diagonal entry ``a_ii`` never
+above ``lambda_max(A)``, so ``min d_i / a_ii < SINGULAR_PIVOT`` (1e-12) flags only matrices with a condition
+number above 1e12: :meth:`PardisoPlan.factor` then raises (``code = SINGULAR``) when asked to check.
+
 Complex values (complex128) are factorised natively, at half the size of the real block form of
 :mod:`igax.solvers._complex`: complex symmetric matrices (``A = A^T``, Helmholtz with impedance or PML) use
 ``mtype=6`` on the upper triangle, whose transposed solve is the solve itself; general complex matrices the
@@ -32,8 +46,9 @@ import threading
 import time
 
 import numpy as np
+import scipy.sparse as sp
 
-from igax.solvers.backends.base import Factor
+from igax.solvers.backends.base import Factor, stats
 
 MAXFCT = 16
 
@@ -62,6 +77,11 @@ class PardisoError(RuntimeError):
 
 
 ZERO_PIVOT = -4
+SINGULAR = -104  # ours, not PARDISO's: a Cholesky pivot below SINGULAR_PIVOT times its diagonal entry
+# A pivot of a singular positive semi-definite matrix is rounding noise: 2.7e-15 of its diagonal entry for
+# the pure Neumann 1D Laplacian (60 dofs); the smallest ratio of a Dirichlet Laplacian is 0.03 (1D, 60 dofs)
+# or 0.37 (2D), and the ratio is never below 1 / cond(A) (see the module's docstring).
+SINGULAR_PIVOT = 1e-12
 
 
 @functools.cache
@@ -92,6 +112,17 @@ def _mkl_set_threads_local():
     if fn is not None:
         fn.restype, fn.argtypes = ctypes.c_int, [ctypes.c_int]
     return fn
+
+
+@functools.cache
+def _mkl_getdiag():
+    import pypardiso
+
+    f = pypardiso.PyPardisoSolver().libmkl.pardiso_getdiag
+    p = ctypes.c_void_p
+    f.argtypes = [p, p, p, ctypes.POINTER(ctypes.c_int32), ctypes.POINTER(ctypes.c_int32)]
+    f.restype = None
+    return f
 
 
 def available() -> bool:
@@ -146,17 +177,26 @@ class PardisoPlan:
         self.n = pattern.shape[0]
         # MKL threads of every phase of this plan (0: MKL's global setting); see SINGLE_THREAD_NNZ
         self.threads = 1 if pattern.nnz < SINGLE_THREAD_NNZ else 0
-        self.free_slots = list(range(MAXFCT, 0, -1))
-        self.lock = threading.Lock()
-        self.analysis_s = self.factor_s = None  # seconds of phase 11 and of the last phase 22 (benchmarks)
-        self.wait_s = 0.0  # seconds the first factorisation waited for a background analysis
-        self._error = None
-        self._thread = None
+        self._init_state()
+        self._analysed = values  # identity only: marks the factorisation of the analysed values (fresh)
         if background:
             self._thread = threading.Thread(target=self._analyse_guarded, args=(pattern, values), daemon=True)
             self._thread.start()
         else:
             self._analyse(pattern, values)
+
+    def _init_state(self):
+        self.free_slots = list(range(MAXFCT, 0, -1))
+        self.lock = threading.Lock()
+        self.analysis_s = self.factor_s = None  # seconds of phase 11 and of the last phase 22 (benchmarks)
+        self.wait_s = 0.0  # seconds the first factorisation waited for a background analysis
+        # Cholesky's analysis reads the pattern only; the others scale and match by the values analysed.
+        self.value_dependent = self.mtype not in (2, 4)
+        self.base_perturbed = 0  # iparm[13] (perturbed pivots) of the analysed matrix's factorisation
+        self.successor = None  # the plan re-analysed from other values that replaces this one (see factor)
+        self._error = None
+        self._thread = None
+        self._analysed = None
 
     def _analyse_guarded(self, pattern, values):
         try:
@@ -220,6 +260,12 @@ class PardisoPlan:
             )
         self.ia = np.ascontiguousarray(indptr, dtype=np.int32)
         self.ja = np.ascontiguousarray(cols, dtype=np.int32)
+        # Cholesky's analysis reads no values; zeros of the right size stand in (calloc'd: no pages touched).
+        self._symbolic(self._data(values) if values is not None else np.zeros(self.ja.shape[0]))
+
+    def _symbolic(self, data):
+        """Phase 11 on a fresh handle, reading ``data`` (values in PARDISO's layout) where the type scales."""
+        kind = self.kind
         self.pt = np.zeros(64, dtype=np.int64)
         self.iparm = np.zeros(64, dtype=np.int32)
         ip = self.iparm
@@ -247,8 +293,8 @@ class PardisoPlan:
             # 9e-13 (mtype 6, k = 40 Helmholtz, 10k dofs) and 1e-10 (mtype -4, a cond-1e3 test matrix);
             # three steps bring both to 3e-15, the real block form's accuracy.
             ip[7] = 10
-        # Cholesky's analysis reads no values; zeros of the right size stand in (calloc'd: no pages touched).
-        data = self._data(values) if values is not None else np.zeros(self.ja.shape[0])
+        if self.mtype == 2:
+            ip[55] = 1  # the factor's diagonal for pardiso_getdiag (the singularity check of factor)
         t = time.perf_counter()
         self._call(11, 1, data, np.zeros((self.n, 1)))
         self.analysis_s = time.perf_counter() - t
@@ -311,13 +357,31 @@ class PardisoPlan:
             ctypes.byref(err),
         )
 
-    def factor(self, values) -> PardisoFactor:
+    def factor(
+        self, values, *, check_singular: bool = False, check_rtol: float | None = None
+    ) -> PardisoFactor:
+        """Factorise ``values`` (the pattern's layout) into a free slot.
+
+        Arguments:
+            values: ``(nnz,)`` values of a matrix of the plan's pattern.
+            check_singular: (Cholesky) raise :class:`PardisoError` with ``code == SINGULAR`` when a pivot is
+                below ``SINGULAR_PIVOT`` times its diagonal entry: a singular positive semi-definite matrix.
+            check_rtol: the relative residual above which a solve with a stale factor (values other than the
+                analysed ones, for the types whose analysis reads values) re-analyses and solves again.
+
+        Returns:
+            A :class:`PardisoFactor`.
+        """
         self.ready()
+        fresh = values is self._analysed
+        self._analysed = None  # (only marks the first factorisation; the values are not kept)
+        return self._factor(self._data(values), fresh, check_singular, check_rtol)
+
+    def _factor(self, data, fresh, check_singular, check_rtol) -> PardisoFactor:
         with self.lock:
             if not self.free_slots:
                 raise PardisoError("no free PARDISO factor slot")
             mnum = self.free_slots.pop()
-            data = self._data(values)
             try:
                 t = time.perf_counter()
                 self._call(22, mnum, data, np.zeros((self.n, 1)))
@@ -325,7 +389,55 @@ class PardisoPlan:
             except Exception:
                 self.free_slots.append(mnum)
                 raise
-            return PardisoFactor(self, mnum, data)
+            perturbed = int(self.iparm[13])
+            # Bunch-Kaufman's inertia: the number of negative eigenvalues (0: positive definite).
+            negative = int(self.iparm[22]) if self.mtype == -2 else None
+            if fresh:
+                self.base_perturbed = perturbed
+            ratio = self._smallest_pivot(mnum) if check_singular and self.mtype == 2 else 1.0
+        if ratio < SINGULAR_PIVOT:
+            self.release(mnum)
+            raise PardisoError(
+                f"PARDISO: the matrix is singular to working precision (a Cholesky pivot is {ratio:.1e} "
+                "times its diagonal entry: positive semi-definite, not definite)",
+                SINGULAR,
+            )
+        stale = self.value_dependent and not fresh
+        f = PardisoFactor(self, mnum, data, stale=stale, check_rtol=check_rtol)
+        f.perturbed, f.negative = perturbed, negative
+        if stale and perturbed > self.base_perturbed:
+            # More perturbed pivots than the analysed matrix had: its scaling and matching do not fit these
+            # values (20 against 0 after an exp(180) trial matrix, and a residual of 0.35).
+            f.reanalyse()
+        return f
+
+    def _smallest_pivot(self, mnum) -> float:
+        """``min_i d_i / a_ii`` of the Cholesky factor in slot ``mnum`` (1.0 when PARDISO gives none)."""
+        df, da = np.zeros(self.n), np.zeros(self.n)
+        err = ctypes.c_int32(0)
+        p = ctypes.c_void_p
+        _mkl_getdiag()(
+            self.pt.ctypes.data_as(p),
+            df.ctypes.data_as(p),
+            da.ctypes.data_as(p),
+            ctypes.byref(ctypes.c_int32(mnum)),
+            ctypes.byref(err),
+        )
+        if err.value != 0 or self.n == 0:
+            return 1.0
+        return float(np.min(df / np.where(da > 0, da, 1.0)))
+
+    def reanalysed(self, data) -> PardisoPlan:
+        """A new plan of the same pattern and type whose analysis reads ``data`` (values in PARDISO's
+        layout); it becomes this plan's :attr:`successor`, which the backend's plan cache takes instead."""
+        new = object.__new__(PardisoPlan)
+        for name in ("complex", "dtype", "mtype", "kind", "n", "src", "present", "upper", "ia", "ja"):
+            setattr(new, name, getattr(self, name))
+        new._init_state()
+        new._symbolic(data)
+        stats.analyses += 1
+        self.successor = new
+        return new
 
     def release(self, mnum: int) -> None:
         with self.lock:
@@ -350,24 +462,68 @@ class PardisoPlan:
 
 
 class PardisoFactor(Factor):
-    """One numeric factorisation: slot ``mnum`` of a :class:`PardisoPlan`."""
+    """One numeric factorisation: slot ``mnum`` of a :class:`PardisoPlan`.
 
-    def __init__(self, plan: PardisoPlan, mnum: int, data: np.ndarray):
+    A *stale* factor (its plan's analysis read other values) checks the residual of its solves against
+    ``check_rtol``; on a failure it re-analyses from its own values once (:meth:`reanalyse`) and solves again.
+    ``perturbed`` is the number of perturbed pivots of its factorisation (``iparm[13]``), ``negative`` (for
+    Bunch-Kaufman, else None) the number of negative eigenvalues (``iparm[22]``).
+    """
+
+    perturbed = 0
+    negative = None
+
+    def __init__(self, plan: PardisoPlan, mnum: int, data: np.ndarray, stale=False, check_rtol=None):
         self.plan = plan
         self.mnum = mnum
         self.data = data  # phase 33 reads the values again for iterative refinement
+        self.stale = stale
+        self.check_rtol = check_rtol
+
+    def reanalyse(self) -> None:
+        """Move this factor to a new plan analysed from its own values (the old plan's successor)."""
+        old, mnum = self.plan, self.mnum
+        new = old.reanalysed(self.data)
+        f = new._factor(self.data, True, False, None)
+        old.release(mnum)
+        self.plan, self.mnum, self.stale = new, f.mnum, False
+        self.perturbed, self.negative = f.perturbed, f.negative
 
     def solve(self, B, transpose):
-        p = self.plan
-        if transpose and p.kind in ("herm", "hpd"):
+        if transpose and self.plan.kind in ("herm", "hpd"):
             # A^T = conj(A) for a Hermitian A: A^T x = b is A conj(x) = conj(b), the same factors.
             return np.conj(self.solve(np.conj(B), False))
+        X = self._solve(B, transpose)
+        if self.stale and self.check_rtol is not None and not self._residual_ok(B, X, transpose):
+            self.reanalyse()
+            X = self._solve(B, transpose)
+        return X
+
+    def _solve(self, B, transpose):
+        p = self.plan
         with p.lock:
             p.iparm[11] = 2 if (transpose and p.kind == "gen") else 0  # 2: transposed, not conjugated
             try:
                 return p._call(33, self.mnum, self.data, B)
             finally:
                 p.iparm[11] = 0
+
+    def _residual_ok(self, B, X, transpose) -> bool:
+        """Whether every column has ``|b - A x| <= check_rtol |b|`` (``|b - A x|`` when ``b = 0``), as the
+        solvers' residual check judges a direct solve; ``A`` from the factor's own values and layout."""
+        p = self.plan
+        B = np.asarray(B).reshape(p.n, -1)
+        X = np.asarray(X).reshape(p.n, -1)
+        S = sp.csr_matrix((self.data, p.ja, p.ia), shape=(p.n, p.n))
+        if p.kind == "gen":
+            AX = (S.T @ X) if transpose else (S @ X)
+        else:  # the upper triangle: A = U + U^T - D (U^H for the Hermitian types)
+            L = S.conj().T if p.kind in ("herm", "hpd") else S.T
+            AX = S @ X + L @ X - S.diagonal()[:, None] * X
+        rn = np.linalg.norm(B - AX, axis=0)
+        bn = np.linalg.norm(B, axis=0)
+        rel = np.where(bn > 0, rn / np.where(bn > 0, bn, 1.0), rn)
+        return bool(np.all(rel <= self.check_rtol))
 
     def free(self):
         self.plan.release(self.mnum)

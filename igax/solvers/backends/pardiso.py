@@ -4,15 +4,27 @@ The symbolic analysis (fill-reducing ordering) is shared by every matrix of one 
 :class:`~igax.solvers._pardiso.PardisoPlan` keyed by ``(pattern, matrix type)``; new values of a known pattern
 only refactorise. The ctypes driver is :mod:`igax.solvers._pardiso`.
 
-Cholesky first (opt-in, :func:`set_cholesky_first`): stiffness matrices are flagged symmetric, not positive
-definite (a form cannot know the sign of its coefficients), yet most are positive definite. With the switch
-on, a real matrix flagged symmetric is factorised by
-Cholesky (``mtype=2``) when its diagonal is positive (necessary for a positive definite matrix: a zero block
-of a saddle point or a negative definite matrix goes straight to Bunch-Kaufman); when PARDISO then meets a
-non-positive pivot (error -4) the pattern is remembered and that matrix and later ones of the pattern are
-factorised by Bunch-Kaufman (``mtype=-2``). Cholesky's analysis needs no values and no scaling or matching,
-so :meth:`Pardiso.analyse` can start it as soon as the pattern is known (``fem.solve`` does while its program
-is traced), in a thread that overlaps XLA's compilation; the first factorisation waits for it.
+Cholesky first (the default; :func:`set_cholesky_first` turns it off): stiffness matrices are flagged
+symmetric, not positive definite (a form cannot know the sign of its coefficients), yet most are positive
+definite. A real matrix flagged symmetric is factorised by Cholesky (``mtype=2``) when its diagonal is
+positive (necessary for a positive definite matrix: a zero block of a saddle point or a negative definite
+matrix goes straight to Bunch-Kaufman); when PARDISO then meets a non-positive pivot (error -4) the pattern is
+remembered and that matrix and later ones of the pattern are factorised by Bunch-Kaufman (``mtype=-2``),
+until one of them has Bunch-Kaufman's inertia of a positive definite matrix (no negative eigenvalue, no
+perturbed pivot: a line search's extreme trial was the only indefinite one), after which Cholesky is tried
+again. A singular positive semi-definite matrix (a pivot below 1e-12 of its diagonal entry: see
+:mod:`igax.solvers._pardiso`) goes to Bunch-Kaufman too, which reports it as it always did (a shift-invert
+exactly at the lowest eigenvalue), but the pattern is not remembered. Cholesky's analysis needs no values and
+no scaling or matching, so :meth:`Pardiso.analyse` can start it as soon as the pattern is known
+(``fem.solve`` does while its program is traced), in a thread that overlaps XLA's compilation; the first
+factorisation waits for it.
+
+Bunch-Kaufman's analysis (and LU's) reads the values of the first matrix of a pattern. A factorisation of
+other values is checked (more perturbed pivots than the analysed matrix had; a solve's residual above
+``direct_rtol``) and on a failed check the analysis is rerun from the current values once, before a failure
+is reported; the re-analysed plan replaces the old one in the cache. So a fallback to Bunch-Kaufman does not
+need a new analysis each time: an analysis from an extreme matrix (a line search's trial) is replaced by the
+first benign matrix that it does not fit.
 
 Complex matrices are factorised natively (complex symmetric ``mtype=6``, complex LU ``mtype=13``, Hermitian
 ``-4`` / ``4`` with ``hermitian=``): half the unknowns of the real block form, one factorisation for a solve
@@ -43,6 +55,8 @@ def _plan(pattern, kind, values, background=False) -> _pardiso.PardisoPlan:
     key = (pattern._digest, kind, values is not None and np.iscomplexobj(values))
     with _lock:
         plan = _plans.get(key)
+        while plan is not None and plan.successor is not None:  # re-analysed from other values (stale)
+            plan = _plans[key] = plan.successor
         if plan is None or not plan.free_slots:
             plan = _pardiso.PardisoPlan(pattern, kind, values, background=background)
             _plans[key] = plan
@@ -53,27 +67,26 @@ def _plan(pattern, kind, values, background=False) -> _pardiso.PardisoPlan:
         return plan
 
 
-# Off by default (see set_cholesky_first): two cases in the test suite showed what Cholesky first changes.
-# A line search's trial matrix that is not positive definite (exp(180) in a coefficient) sends the pattern to
-# Bunch-Kaufman, whose analysis (scaling and weighted matching) is then computed from that extreme matrix and
-# reused for the benign ones that follow, which it solves with a relative residual of 0.96; and a singular
-# positive semi-definite matrix (shift-invert below the lowest eigenvalue) factorises without the error that
-# Bunch-Kaufman's inertia gives.
-_CHOLESKY_FIRST = [False]
+# On by default. It was opt-in while two cases of the test suite failed with it, both fixed in
+# igax.solvers._pardiso: a line search's trial matrix that is not positive definite (exp(180) in a
+# coefficient) sent the pattern to Bunch-Kaufman, whose analysis (scaling and weighted matching) was then
+# computed from that extreme matrix and reused for the benign ones that followed (relative residual 0.96; now
+# re-analysed on the failed check); and a singular positive semi-definite matrix (shift-invert exactly at the
+# lowest eigenvalue) factorised without the error that Bunch-Kaufman's inertia gives (now found from the
+# factor's pivots).
+_CHOLESKY_FIRST = [True]
 
 
 def set_cholesky_first(on: bool) -> bool:
     """Factorise real matrices flagged symmetric by Cholesky first (PARDISO ``mtype=2``), falling back to
-    Bunch-Kaufman (``mtype=-2``) when Cholesky meets a non-positive pivot; off by default.
+    Bunch-Kaufman (``mtype=-2``) when Cholesky meets a non-positive pivot; on by default.
 
     Cholesky's analysis needs the pattern only, so :func:`igax.fem.solve` starts it in a background thread
     while its program is traced and compiled; at 1M P1 DOFs this takes most of PARDISO's analysis out of a
     jitted gradient's first call, and Cholesky's analysis and factorisation are a fifth and a tenth cheaper.
-    Switch it on for positive definite problems (diffusion, elasticity with enough Dirichlet conditions).
-    It is off by default because a pattern whose matrices are sometimes indefinite can be left with a
-    Bunch-Kaufman analysis computed from an extreme matrix (poor solves afterwards, reported by the residual
-    check), and because Cholesky does not report a singular positive semi-definite matrix as Bunch-Kaufman
-    does.
+    Switch it off to factorise every real symmetric matrix by Bunch-Kaufman at once, e.g. for a sequence of
+    indefinite matrices with a positive diagonal (Helmholtz ``K - k^2 M``), where each pattern pays one
+    refused Cholesky factorisation before it is remembered as indefinite.
 
     Arguments:
         on: True to try Cholesky first, False for Bunch-Kaufman for every real symmetric matrix.
@@ -83,10 +96,10 @@ def set_cholesky_first(on: bool) -> bool:
 
     Example:
         >>> from igax import solvers
-        >>> solvers.set_cholesky_first(True)
-        False
         >>> solvers.set_cholesky_first(False)
         True
+        >>> solvers.set_cholesky_first(True)
+        False
     """
     if not isinstance(on, bool):
         raise TypeError(f"on must be True or False, got {on!r}.")
@@ -112,6 +125,12 @@ def _refuse(pattern) -> None:
         while len(_not_spd) > _MAX_NOT_SPD:
             _not_spd.popitem(last=False)
         _plans.pop((pattern._digest, "spd", False), None)
+
+
+def _forgive(pattern) -> None:
+    """A refused pattern's matrix was positive definite after all: Cholesky first again for the next."""
+    with _lock:
+        _not_spd.pop(pattern._digest, None)
 
 
 class Pardiso(HostBackend):
@@ -153,23 +172,35 @@ class Pardiso(HostBackend):
         if h and np.iscomplexobj(values):
             # A Hermitian matrix is flagged unsymmetric (A != A.T), so kind is "gen" here.
             kind = "hpd" if h == "positive_definite" else "herm"
-        if kind == "sym" and not np.iscomplexobj(values) and _cholesky_first(pattern):
+        # A factor of values other than those analysed re-analyses when a solve's residual is above this.
+        rtol = options.get("direct_rtol") or float(np.finfo(np.float64).eps) ** 0.25
+        real_sym = kind == "sym" and not np.iscomplexobj(values) and _CHOLESKY_FIRST[0]
+        if real_sym and _cholesky_first(pattern):
             # Cholesky first (see the module's docstring); a positive diagonal is necessary for it to succeed.
             if np.all(values[pattern.diagonal_slots] > 0):
                 try:
-                    return _plan(pattern, "spd", values).factor(values)
+                    return _plan(pattern, "spd", values).factor(values, check_singular=True)
                 except _pardiso.PardisoError as err:
+                    if err.code == _pardiso.SINGULAR:
+                        # Positive semi-definite and singular: Bunch-Kaufman reports it as before (perturbed
+                        # pivots, the residual); the pattern stays with Cholesky.
+                        return _plan(pattern, kind, values).factor(values, check_rtol=rtol)
                     if err.code != _pardiso.ZERO_PIVOT:
                         raise
             _refuse(pattern)
         # One symbolic analysis per (pattern, matrix type): new values of a known pattern only refactorise.
-        return _plan(pattern, kind, values).factor(values)
+        f = _plan(pattern, kind, values).factor(values, check_rtol=rtol)
+        if real_sym and f.negative == 0 and f.perturbed == 0:
+            # Bunch-Kaufman's inertia says positive definite: a refusal came from another matrix (a line
+            # search's extreme trial); the next matrix of the pattern tries Cholesky again.
+            _forgive(pattern)
+        return f
 
     def analyse(self, pattern, kind, dtype):
         """Start the symbolic analysis of ``pattern`` in the background, before any values exist (once per
         pattern while cached): for real matrices flagged symmetric or positive definite, which Cholesky
-        factorises first when :func:`set_cholesky_first` is on. Called when the pattern is known, e.g. while a
-        program is traced; otherwise a no-op.
+        factorises first unless :func:`set_cholesky_first` turned it off. Called when the pattern is known,
+        e.g. while a program is traced; otherwise a no-op.
 
         Arguments:
             pattern: the :class:`~igax.solvers.CSRPattern` of the matrices to come.
@@ -186,11 +217,9 @@ class Pardiso(HostBackend):
             >>> K = sp.csr_matrix(np.array([[2.0, -1.0], [-1.0, 2.0]]))
             >>> from igax import solvers
             >>> backend = get_backend("pardiso")
-            >>> previous = solvers.set_cholesky_first(True)        # opt-in: otherwise nothing is started
             >>> plan = backend.analyse(CSRPattern(K.indptr, K.indices, K.shape), "sym", np.float64)
             >>> plan.mtype if backend.available() else 2            # Cholesky
             2
-            >>> _ = solvers.set_cholesky_first(previous)
         """
         if kind == "gen" or np.issubdtype(dtype, np.complexfloating) or not _cholesky_first(pattern):
             return None
