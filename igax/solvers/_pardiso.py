@@ -431,7 +431,19 @@ class PardisoPlan:
         """A new plan of the same pattern and type whose analysis reads ``data`` (values in PARDISO's
         layout); it becomes this plan's :attr:`successor`, which the backend's plan cache takes instead."""
         new = object.__new__(PardisoPlan)
-        for name in ("complex", "dtype", "mtype", "kind", "n", "src", "present", "upper", "ia", "ja"):
+        for name in (
+            "complex",
+            "dtype",
+            "mtype",
+            "kind",
+            "n",
+            "threads",
+            "src",
+            "present",
+            "upper",
+            "ia",
+            "ja",
+        ):
             setattr(new, name, getattr(self, name))
         new._init_state()
         new._symbolic(data)
