@@ -14,7 +14,8 @@ import scipy.sparse.linalg as spla
 from igax import fem, solvers
 from igax.fem import library
 
-_CALLBACKS = ("pure_callback", "io_callback", "callback")
+# JAX's host callbacks and igax's in-place host call (igax/solvers/_host_call.py)
+_CALLBACKS = ("pure_callback", "io_callback", "callback", "igax_host_call")
 
 
 def _primitives(jaxpr, out=None, *, in_cond=False):

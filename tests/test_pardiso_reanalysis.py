@@ -130,3 +130,27 @@ def test_a_singular_positive_semidefinite_matrix_is_reported():
         solvers.solve(A, jnp.ones(60), method="pardiso")
     w, _ = solvers.eigsh(A, k=2, sigma=-1.0)  # nonsingular shift: Cholesky, the right pairs
     assert abs(float(w[0])) < 1e-12 and float(w[1]) == pytest.approx(2 - 2 * np.cos(np.pi / 60), rel=1e-10)
+
+
+def test_the_users_direct_rtol_is_the_stale_factor_check(monkeypatch):
+    """``direct_rtol`` given to ``solve`` reaches the backend's stale-factor check (before, the host function
+    never received it and always used eps**0.25)."""
+    from igax.solvers import _pardiso
+
+    seen = []
+    factor = _pardiso.PardisoPlan.factor
+
+    def recording(self, values, **kw):
+        seen.append(kw.get("check_rtol"))
+        return factor(self, values, **kw)
+
+    monkeypatch.setattr(_pardiso.PardisoPlan, "factor", recording)
+    solvers.set_cholesky_first(False)  # Bunch-Kaufman: the value-dependent analysis the check is for
+    M = _robin(7, 1.0, shift=-0.25)
+    b = jnp.ones(M.shape[0])
+    A = SparseMatrix.from_scipy(M, symmetric=True)
+    x = solvers.solve(A, b, method="pardiso", direct_rtol=1e-9)
+    assert np.allclose(np.asarray(x), spl.spsolve(M.tocsc(), np.ones(M.shape[0])), rtol=1e-12, atol=0)
+    assert seen[-1] == 1e-9
+    solvers.solve(A, b + 1.0, method="pardiso")
+    assert seen[-1] == pytest.approx(np.finfo(np.float64).eps ** 0.25)

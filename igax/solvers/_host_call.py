@@ -24,6 +24,7 @@ import ctypes
 import hashlib
 import logging
 import threading
+import traceback
 import weakref
 
 import jax
@@ -164,7 +165,9 @@ def _dispatch(key, n, buffers, message, capacity):
             np.copyto(_view(buffers[k + i], r, True), _result(outs[i], r))
         return 0
     except BaseException as err:  # reported by the program's error; never raised into the C++ frame
-        logger.exception("igax host call failed")
+        # The text only (no traceback object): its frames hold views of XLA's buffers, freed after this call.
+        logger.error("igax host call failed\n%s", "".join(traceback.format_exception(err)))
+        traceback.clear_frames(err.__traceback__)
         text = f"igax host call failed: {type(err).__name__}: {err}".encode()[: max(int(capacity), 0)]
         ctypes.memmove(message, text, len(text))
         return 1

@@ -207,7 +207,9 @@ class PardisoPlan:
     def ready(self) -> None:
         """Wait for a background analysis (re-raising its error); immediate otherwise."""
         t = self._thread
-        if t is not None:
+        # Not from the analysis thread itself: the plan's last reference can go at the end of that thread's
+        # run, and destroy (phase -1, the analysis memory) must not fail there on joining itself.
+        if t is not None and t is not threading.current_thread():
             start = time.perf_counter()
             t.join()
             self.wait_s += time.perf_counter() - start
@@ -408,7 +410,10 @@ class PardisoPlan:
         if stale and perturbed > self.base_perturbed:
             # More perturbed pivots than the analysed matrix had: its scaling and matching do not fit these
             # values (20 against 0 after an exp(180) trial matrix, and a residual of 0.35).
-            f.reanalyse()
+            try:
+                f.reanalyse()
+            except PardisoError:
+                pass  # the stale factor stays usable: its solves are checked against check_rtol
         return f
 
     def _smallest_pivot(self, mnum) -> float:
@@ -497,9 +502,9 @@ class PardisoFactor(Factor):
         old, mnum = self.plan, self.mnum
         new = old.reanalysed(self.data)
         f = new._factor(self.data, True, False, None)
-        old.release(mnum)
         self.plan, self.mnum, self.stale = new, f.mnum, False
         self.perturbed, self.negative = f.perturbed, f.negative
+        old.release(mnum)  # last: should it fail, this factor already names its new slot
 
     def solve(self, B, transpose):
         if transpose and self.plan.kind in ("herm", "hpd"):

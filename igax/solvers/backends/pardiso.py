@@ -153,7 +153,7 @@ class Pardiso(HostBackend):
     default_for = ("cpu",)
     priority = 10
     complex_native = True
-    options = frozenset({"hermitian"})
+    options = frozenset({"hermitian", "direct_rtol"})  # direct_rtol: the stale-factor check
     copies_values = True  # each factor keeps its own copy of the entries PARDISO reads (_pardiso._data)
 
     def available(self):
