@@ -195,5 +195,29 @@ def test_background_analysis_error_reaches_the_factorisation(monkeypatch):
     plan = _pardiso.PardisoPlan(CSRPattern(M.indptr, M.indices, M.shape), "spd", None, background=True)
     with pytest.raises(_pardiso.PardisoError, match="reordering problem"):
         plan.factor(M.data)
+    assert plan.failed
     with pytest.raises(ValueError, match="needs values"):
         _pardiso.PardisoPlan(CSRPattern(M.indptr, M.indices, M.shape), "sym", None)
+
+
+def test_a_pattern_whose_background_analysis_failed_is_analysed_again(monkeypatch):
+    """The failed plan reports its error once; the next factorisation of the pattern analyses again (before,
+    the failed plan stayed cached and every later factorisation of the pattern re-raised its error)."""
+    from igax.solvers import _pardiso
+    from igax.solvers.backends import pardiso
+    from igax.solvers.sparse import CSRPattern
+
+    M = _laplacian(5)
+    pattern = CSRPattern(M.indptr, M.indices, M.shape)
+    analyse = _pardiso.PardisoPlan._analyse
+
+    def fail(self, pattern, values):
+        raise _pardiso.PardisoError("PARDISO phase 11 failed: not enough memory", -2)
+
+    monkeypatch.setattr(_pardiso.PardisoPlan, "_analyse", fail)
+    with pytest.raises(_pardiso.PardisoError, match="not enough memory"):
+        pardiso._plan(pattern, "spd", None, background=True).factor(M.data)
+    monkeypatch.setattr(_pardiso.PardisoPlan, "_analyse", analyse)
+    b = np.arange(1.0, M.shape[0] + 1)
+    x = pardiso._plan(pattern, "spd", None).factor(M.data).solve(b[:, None], False)[:, 0]
+    assert np.linalg.norm(x - spl.spsolve(M.tocsc(), b)) <= 1e-12 * np.linalg.norm(x)

@@ -7,19 +7,11 @@ import pytest
 import scipy.sparse as sp
 import scipy.sparse.linalg as spl
 
+# the skip without PARDISO, and Cholesky first on (the default) again after a test that turns it off
+from test_pardiso_cholesky import cholesky_first, pytestmark  # noqa: F401
+
 from igax import solvers
 from igax.solvers import SparseMatrix
-
-pytestmark = pytest.mark.skipif(
-    "pardiso" not in solvers.available_methods(), reason="pypardiso is not installed"
-)
-
-
-@pytest.fixture(autouse=True)
-def cholesky_first():
-    previous = solvers.set_cholesky_first(True)
-    yield
-    solvers.set_cholesky_first(previous)
 
 
 def _robin(n, h, shift=0.0):

@@ -204,6 +204,11 @@ class PardisoPlan:
         except BaseException as err:  # re-raised by the first factorisation that waits for it
             self._error = err
 
+    @property
+    def failed(self) -> bool:
+        """Whether the (finished) background analysis failed."""
+        return self._error is not None
+
     def ready(self) -> None:
         """Wait for a background analysis (re-raising its error); immediate otherwise."""
         t = self._thread

@@ -57,7 +57,9 @@ def _plan(pattern, kind, values, background=False) -> _pardiso.PardisoPlan:
         plan = _plans.get(key)
         while plan is not None and plan.successor is not None:  # re-analysed from other values (stale)
             plan = _plans[key] = plan.successor
-        if plan is None or not plan.free_slots:
+        # A plan whose background analysis failed has reported it to the factorisation that waited for it;
+        # the next one analyses again rather than meeting the same error for the pattern's life.
+        if plan is None or not plan.free_slots or plan.failed:
             plan = _pardiso.PardisoPlan(pattern, kind, values, background=background)
             _plans[key] = plan
             stats.analyses += 1
