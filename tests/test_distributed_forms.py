@@ -6,6 +6,7 @@ the module; a process's device count is fixed when JAX starts) and print their n
 assertions are here. The element matrices are checked in this process.
 """
 
+import contextlib
 import subprocess
 import sys
 
@@ -15,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from jax import monitoring
 from test_distributed import CHECKS, _env, _result
 
 from igax import fem
@@ -131,6 +133,62 @@ def test_element_matrices_bad_input_is_named():
         S.condense(None, jnp.zeros(V.ndofs), fem.DirichletBC(W, None, 0.0))
     with pytest.raises(ValueError, match="space must be the space this SpaceRowBlocks was built on"):
         S.assemble_form(library.laplace, W)
+
+
+_COMPILES = {"on": False, "n": 0}
+
+
+def _on_duration(name, secs, **_):
+    if _COMPILES["on"] and name.endswith("backend_compile_duration"):
+        _COMPILES["n"] += 1
+
+
+monitoring.register_event_duration_secs_listener(_on_duration)
+
+
+@contextlib.contextmanager
+def _compilations():
+    """Count the XLA compilations in the block: ``with _compilations() as n: ...; n()``."""
+    _COMPILES.update(on=True, n=0)
+    try:
+        yield lambda: _COMPILES["n"]
+    finally:
+        _COMPILES["on"] = False
+
+
+def test_row_blocks_called_eagerly_compile_once():
+    # Before, each eager call built new programs: assemble 1, solve about 60, matvec about 20 compilations.
+    from igax.solvers.row_blocks import RowBlockSystem
+
+    edofs = np.stack([np.arange(8), np.arange(1, 9)], axis=1)  # 8 P1 elements on [0, 1]
+    S = RowBlockSystem(edofs, 9)
+    kernel = lambda k: k * 8.0 * jnp.array([[1.0, -1.0], [-1.0, 1.0]]) + jnp.eye(2) / 16  # noqa: E731
+    b = jnp.full(9, 1 / 8).at[jnp.array([0, 8])].set(1 / 16)
+    counts = []
+    for k in (1.0, 2.0, 3.0):
+        with _compilations() as n:
+            vals = S.assemble(kernel, jnp.full(8, k))
+            u = S.solve(vals, b, rtol=1e-12)
+            Au = S.matvec(vals, u)
+        counts.append(n())
+        # -(k u')' + u = 1 with natural ends: u = 1, and A u = b
+        np.testing.assert_allclose(u, 1.0, atol=1e-10)
+        np.testing.assert_allclose(Au, b, atol=1e-12)
+    assert counts[0] > 0 and counts[1:] == [0, 0], counts
+
+    V = fem.SplineSpace(fem.geometry.rectangle().refine(degree=2, elements=4))
+    R = SpaceRowBlocks(V)
+    bc = fem.DirichletBC(V, None, 0.0)
+    f = fem.assemble(library.source, V, f=1.0)
+    kappa = lambda x: 1 + x[0]  # noqa: E731
+    ref = fem.solve(fem.assemble(library.diffusion, V, kappa=kappa), f, bc=bc).coeffs
+    counts = []
+    for _ in range(3):
+        with _compilations() as n:
+            u = R.solve_bc(R.assemble_form(library.diffusion, kappa=kappa), f, bc, rtol=1e-12)
+        counts.append(n())
+        np.testing.assert_allclose(u, ref, atol=1e-10)
+    assert counts[0] > 0 and counts[1:] == [0, 0], counts
 
 
 # -- on 4 devices ---------------------------------------------------------------------------------------

@@ -81,9 +81,14 @@ class SpaceRowBlocks(RowBlockSystem):
         arrays = {k: v for k, v in inputs.items() if isinstance(v, Field) or _is_array(v)}
         static = {k: v for k, v in inputs.items() if k not in arrays}
 
-        def matrices(ids, space, arrays):
-            return element_matrices(form, space, ids, **static, **arrays)
+        def build():
+            def matrices(ids, space, arrays):
+                return element_matrices(form, space, ids, **static, **arrays)
 
+            return matrices
+
+        # One element function per form and static inputs, so that the compiled assembly is reused.
+        matrices = self._program(("form", form, tuple(sorted(static.items()))), build)
         return self.assemble_elements(matrices, space, arrays)
 
     def condense(self, vals, b, bc: DirichletBC):

@@ -12,6 +12,10 @@ with the sharded product as its operator, so derivatives with respect to the ele
 the product (a ``ppermute`` transposes to the reverse ``ppermute``) into each device's elements, and the
 adjoint is one more sharded solve.
 
+Called eagerly, each method runs one compiled program, built on its first call and kept by the system: for
+each element function (``kernel`` / ``element_matrices``, by identity, as ``jax.jit`` keys functions) and
+each set of CG options. Inside a caller's ``jit`` these programs are inlined.
+
 The element kernel is the user's: ``kernel(*element_inputs) -> (nloc, nloc)`` for one element, vmapped
 over the elements of each device (:meth:`RowBlockSystem.assemble`), or a function of a list of element ids
 (:meth:`RowBlockSystem.assemble_elements`). ``igax.fem``'s forms use the latter through
@@ -19,6 +23,9 @@ over the elements of each device (:meth:`RowBlockSystem.assemble`), or a functio
 """
 
 from __future__ import annotations
+
+import functools
+from collections import OrderedDict
 
 import jax
 import jax.numpy as jnp
@@ -101,6 +108,24 @@ class RowBlockSystem:
         self._ones = put(ones)
         self._diag_pos = put(diag_pos)
         self._arrays = _dist.plan_arrays(part, self.mesh)
+        self._programs: OrderedDict = OrderedDict()  # jitted programs by key (_program)
+
+    _MAX_PROGRAMS = 16  # element functions and CG options kept compiled (least recently used dropped)
+
+    def _program(self, key, build):
+        """The jitted program for ``key`` (made by ``build()`` on a miss); ``build()`` each time if the key
+        does not hash (e.g. an array among the CG options)."""
+        try:
+            hash(key)
+        except TypeError:
+            return build()
+        if key in self._programs:
+            self._programs.move_to_end(key)
+        else:
+            self._programs[key] = build()
+            if len(self._programs) > self._MAX_PROGRAMS:
+                self._programs.popitem(last=False)
+        return self._programs[key]
 
     # -- assembly
     def assemble(self, kernel, *element_inputs):
@@ -117,10 +142,13 @@ class RowBlockSystem:
             :meth:`matvec`.
         """
 
-        def matrices(ids, *inputs):
-            return jax.vmap(kernel)(*(a[ids] for a in inputs))
+        def build():
+            def matrices(ids, *inputs):
+                return jax.vmap(kernel)(*(a[ids] for a in inputs))
 
-        return self.assemble_elements(matrices, *element_inputs)
+            return matrices
+
+        return self.assemble_elements(self._program(("kernel", kernel), build), *element_inputs)
 
     def assemble_elements(self, element_matrices, *args):
         """The matrix in row blocks from a function that computes the matrices of a list of elements.
@@ -136,20 +164,26 @@ class RowBlockSystem:
         """
         nloc, width = self.part.nloc, self.part.cols.shape[-1]
 
-        def local(elems, target, ones, *inputs):
-            ke = element_matrices(elems[0], *inputs)
-            blk = jax.ops.segment_sum(ke.reshape(-1), target[0].reshape(-1), num_segments=nloc * width + 1)
-            return (blk[:-1].reshape(nloc, width) + ones[0])[None]
+        def build():
+            def local(elems, target, ones, *inputs):
+                ke = element_matrices(elems[0], *inputs)
+                slots = target[0].reshape(-1)
+                blk = jax.ops.segment_sum(ke.reshape(-1), slots, num_segments=nloc * width + 1)
+                return (blk[:-1].reshape(nloc, width) + ones[0])[None]
 
-        spec = P(self.axis)
-        specs = (spec, spec, spec) + (P(),) * len(args)
-        # check_vma=False: element code may hold primitives whose abstract evaluation does not carry the
-        # mesh axes a value varies over (igax.fem's contractions); the transpose then sums the cotangents of
-        # the replicated arguments over the devices itself (one psum each), which is what they need anyway.
-        shmap = jax.shard_map(local, mesh=self.mesh, in_specs=specs, out_specs=spec, check_vma=False)
-        # jit: outside a jitted caller, shard_map runs the element code op by op (10.6 s against 0.6 s for the
-        # SpaceRowBlocks example); inside one, this jit is inlined.
-        return jax.jit(shmap)(self._elems, self._target, self._ones, *args)
+            spec = P(self.axis)
+            specs = (spec, spec, spec) + (P(),) * len(args)
+            # check_vma=False: element code may hold primitives whose abstract evaluation does not carry the
+            # mesh axes a value varies over (igax.fem's contractions); the transpose then sums the cotangents
+            # of the replicated arguments over the devices itself (one psum each), which they need anyway.
+            shmap = jax.shard_map(local, mesh=self.mesh, in_specs=specs, out_specs=spec, check_vma=False)
+            # jit: outside a jitted caller, shard_map runs the element code op by op (10.6 s against 0.6 s for
+            # the SpaceRowBlocks example); inside one, this jit is inlined. Kept per element function: a new
+            # jit each call compiled again each call.
+            return jax.jit(shmap)
+
+        program = self._program(("elements", element_matrices, len(args)), build)
+        return program(self._elems, self._target, self._ones, *args)
 
     # -- products and solves
     def _permute(self, b):
@@ -157,13 +191,13 @@ class RowBlockSystem:
         bp = jnp.concatenate([b, jnp.zeros(1, b.dtype)])[part.perm].reshape(part.ndev, part.nloc)
         return jax.lax.with_sharding_constraint(bp, NamedSharding(self.mesh, P(self.axis)))
 
-    def _blocked_matvec(self, vals, xp):
+    def _blocked_matvec(self, vals, xp, arrays):
         part, axis = self.part, self.axis
 
         def local(vals, xp, cols, *send):
             return _dist.block_matvec(vals[0], cols[0], send, xp[0], part, axis)[None]
 
-        cols, _, _, *send = self._arrays
+        cols, _, _, *send = arrays
         spec = P(axis)
         return jax.shard_map(local, mesh=self.mesh, in_specs=(spec,) * (3 + len(send)), out_specs=spec)(
             vals, xp, cols, *send
@@ -171,7 +205,14 @@ class RowBlockSystem:
 
     def matvec(self, vals, x):
         """``A x`` (global ``x`` of shape ``(n,)``) from the block values."""
-        return self._blocked_matvec(vals, self._permute(x)).reshape(-1)[self.part.iperm]
+
+        def build():
+            def product(vals, x, arrays):
+                return self._blocked_matvec(vals, self._permute(x), arrays).reshape(-1)[self.part.iperm]
+
+            return jax.jit(product)
+
+        return self._program(("matvec",), build)(vals, x, self._arrays)
 
     def solve(self, vals, b, **cg_options):
         """``A^{-1} b`` by the sharded Jacobi CG, differentiable in ``vals`` and ``b``.
@@ -188,9 +229,17 @@ class RowBlockSystem:
 
     def linear_solve(self, vals, b, **cg_options):
         """``(x, iterations, status)`` of :meth:`solve` (status: :class:`~igax.solvers.Status` codes)."""
+
+        def build():
+            return jax.jit(functools.partial(self._linear_solve, **cg_options))
+
+        program = self._program(("solve", tuple(sorted(cg_options.items()))), build)
+        return program(vals, b, self._arrays, self._diag_pos)
+
+    def _linear_solve(self, vals, b, arrays, diag_pos, **cg_options):
         part, axis = self.part, self.axis
         fixed = jax.lax.stop_gradient(vals)  # the solver is not differentiated; the product is
-        cols, _, _, *send = self._arrays
+        cols, _, _, *send = arrays
 
         def cg(_matvec, bp):
             def local(vals, diag_pos, bp, cols, *send):
@@ -202,10 +251,15 @@ class RowBlockSystem:
             spec = P(axis)
             x, k, status = jax.shard_map(
                 local, mesh=self.mesh, in_specs=(spec,) * (4 + len(send)), out_specs=(spec, P(), P())
-            )(fixed, self._diag_pos, bp, cols, *send)
+            )(fixed, diag_pos, bp, cols, *send)
             return x, (k, status)
 
         xp, (k, status) = jax.lax.custom_linear_solve(
-            lambda x: self._blocked_matvec(vals, x), self._permute(b), cg, cg, symmetric=True, has_aux=True
+            lambda x: self._blocked_matvec(vals, x, arrays),
+            self._permute(b),
+            cg,
+            cg,
+            symmetric=True,
+            has_aux=True,
         )
         return xp.reshape(-1)[part.iperm], k, status
