@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from demo_runs import tiny
 
 from igax import fem, inverse
 from igax.inverse._jitcache import value_and_grad_flat
@@ -61,13 +62,15 @@ def test_guard_and_barrier(shape):
         ControlPointShape(shape.design_patch, np.ones((3, 3), bool))
 
 
-@pytest.mark.slow
-def test_shape_example_reaches_the_disc(tmp_path):
+def test_shape_example_reaches_the_disc(tmp_path_factory):
     path = Path(__file__).resolve().parent.parent / "examples" / "shape_optimization.py"
     spec = importlib.util.spec_from_file_location("example_shape", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    out = mod.main(out=str(tmp_path), **mod.DEMO["sizes"]["tiny"])
+    assert mod.DEMO["name"] == "shape"
+    # main(out=..., **tiny size), the run tests/test_cli.py makes anyway (tests/demo_runs.py): no extra cost
+    run = tiny("shape", tmp_path_factory)
+    out, tmp_path = run.result, run.out
     # the square's torsional stiffness 0.1406 A^2 rises to the disc's 1/(2 pi) A^2 (Polya), never above it
     assert out["stiffness_ratio_initial"] == pytest.approx(0.1406, abs=5e-4)
     assert 0.158 < out["stiffness_ratio_final"] <= out["disc_bound"] * (1 + 1e-6)

@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from demo_runs import tiny
 
 from igax import fem
 from igax.fem import library
@@ -338,8 +339,7 @@ def test_diverging_newton_raises_with_history():
         fem.solve_nonlinear(library.neo_hookean, V, bc=bc, mu=MU, lmbda=LMBDA, maxiter=2)
 
 
-@pytest.mark.slow
-def test_hyperelastic_cantilever_example_recovers_mu(tmp_path):
+def test_hyperelastic_cantilever_example_recovers_mu(tmp_path_factory):
     import importlib.util
     import pathlib
 
@@ -347,7 +347,9 @@ def test_hyperelastic_cantilever_example_recovers_mu(tmp_path):
     spec = importlib.util.spec_from_file_location("hyperelastic_cantilever", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    r = mod.main(**mod.DEMO["sizes"]["tiny"], out=str(tmp_path))
+    assert mod.DEMO["name"] == "hyperelastic-cantilever"
+    # main(out=..., **tiny size), the run tests/test_cli.py makes anyway (tests/demo_runs.py): no extra cost
+    r = tiny("hyperelastic-cantilever", tmp_path_factory).result
     assert abs(r["mu_recovered"] - r["mu_true"]) < 1e-5
     # large deformation: well below the linear (small-strain) deflection, which overestimates it
     assert (
