@@ -350,8 +350,10 @@ class SplineSpace(FunctionSpace):
         >>> from igax import fem
         >>> geo = fem.geometry.quarter_annulus().refine(degree=3, elements=8)
         >>> V = fem.SplineSpace(geo)
-        >>> V.ndofs
-        121
+        >>> V.ndofs, V.equal_weights  # circular arcs: a NURBS patch, unequal weights
+        (121, False)
+        >>> fem.SplineSpace(fem.geometry.rectangle().refine(degree=2, elements=4)).equal_weights
+        True
         >>> ring = fem.SplineSpace(fem.geometry.annulus().refine(degree=2, elements=(4, 16)))
         >>> ring.boundary_names, ring.glued
         (('inner', 'outer'), (('seam_start', 'seam_end'),))
