@@ -22,9 +22,7 @@ call of the jitted assembly minus a steady call), ``steady`` (median of calls of
 ``jax.jit(lambda V: assemble(form, V))``, the space an argument, values on the device) and ``closed`` (the
 same with the space closed over, the README's pattern). For spline patches both take the polynomial path
 (4 instead of 9 reference-jet states in 2D) when the weights are equal: closed over it is known when traced,
-as an argument (weights traced) the space says so (``SplineSpace.equal_weights``: the polynomial program
-alone), else it is chosen at run time (2D and 3D: 9 instead of 16 states in 3D). The two are timed one
-after the other: for an A/B of the two, interleaved, see ``bench_traced_weights.py``. With
+as an argument (weights traced) it is chosen at run time (2D and 3D: 9 instead of 16 states in 3D). With
 ``--cpu-time`` every time is the CPU time of the process (all threads) instead of wall time: on a machine
 shared with other jobs, waiting for a core then costs nothing. For scikit-fem: ``setup`` (mesh + basis,
 cold and warm the same way) and ``assemble`` (median).
@@ -79,8 +77,8 @@ def _time_igax(build, form, reps):
     t_first = _CLOCK[0]() - t
     steady = _median(lambda: f(V).block_until_ready(), reps)
     # The README's pattern: the jitted function closes over the space (its arrays are then concrete when
-    # traced: a spline patch built without weights takes the polynomial path; the space passed as an
-    # argument has traced weights and takes it too, since the space says its weights are equal).
+    # traced: a spline patch built without weights takes the polynomial path, where the space passed as an
+    # argument has traced weights and takes the rational one).
     g = jax.jit(lambda: fem.assemble(form, V).values)
     g().block_until_ready()
     closed = _median(lambda: g().block_until_ready(), reps)

@@ -1,33 +1,20 @@
-"""Sum-factorised assembly (2D and 3D) with traced weights: polynomial patches known or found, exact
+"""Sum-factorised assembly (2D and 3D) with traced weights: a polynomial patch found at run time, exact
 derivatives.
 
 A space passed to a jitted function as an argument has traced weights, so which patches are polynomial
-(all weights equal: ``W`` constant) is not known from the weights when the program is built, and before
-this module the rational path ran for every patch: 9 reference-jet states in 2D (value and two
-derivatives on each side) where a polynomial patch needs 4 (16 against 9 in 3D), about 1.2x the time of
-the whole assembly. Two cases:
-
-- The space says its weights are equal (``SplineSpace.equal_weights``, static: a B-spline patch, concrete
-  equal weights when it was built or given to ``with_geometry``): only the polynomial program is built,
-  with a run-time check that the weights are still equal (weights changed past ``with_geometry``, e.g. by
-  a ``tree_map`` over the space, raise instead of giving a wrong matrix). Building one program instead of
-  two, 250k DOFs, trace and compile (CPU time, 2 loaded cores): 3.09 -> 1.01 s at degree 3, 2.48 ->
-  0.92 s at degree 2, as closed over (0.95, 0.86 s); the run time is the same (``lax.cond`` costs nothing
-  measurable: 1.02 and 0.97 of before, ``benchmarks/bench_traced_weights.py``).
-- Otherwise (a NURBS patch, or weights given traced): both programs are built and a ``lax.cond`` on the
-  weights (equal to 1e-14, the rule :func:`igax.fem.forms._sumfact_points._polynomial_weight` applies to
-  concrete weights) picks one when the program runs.
-
-Equal weights cancel (``R_i = B_i``), so the polynomial program runs with weights of 1 and the geometry
-without the weight channel.
+(all weights equal: ``W`` constant) is not known when the program is built, and the rational path ran for
+every patch: 9 reference-jet states in 2D (value and two derivatives on each side) where a polynomial patch
+needs 4 (16 against 9 in 3D), about 1.2x the time of the whole assembly. Here both programs are built and a ``lax.cond`` on the
+weights (equal to 1e-14, the rule :func:`igax.fem.forms._sumfact_points._polynomial_weight` applies to
+concrete weights) picks one when the program runs. Equal weights cancel (``R_i = B_i``), so the polynomial
+program runs with weights of 1 and the geometry without the weight channel.
 
 Derivatives: the polynomial program is exact for perturbations of anything but the weights (control
 points, fields, inputs: the patch stays polynomial), not for a perturbation of the weights, which makes the
-patch rational. So the values are a ``jax.custom_jvp`` whose rule differentiates the polynomial (or the
-conditional) program when the weights' tangent is a symbolic zero (the common case: a loss differentiated
-in coefficients or control points), and the rational program otherwise. Only the leaves whose tangent is
-not a symbolic zero are differentiated, so no derivative of the geometry is formed when only a field is
-differentiated.
+patch rational. So the values are a ``jax.custom_jvp`` whose rule differentiates the conditional program
+when the weights' tangent is a symbolic zero (the common case: a loss differentiated in coefficients or
+control points), and the rational program otherwise. Only the leaves whose tangent is not a symbolic zero
+are differentiated, so no derivative of the geometry is formed when only a field is differentiated.
 """
 
 from __future__ import annotations
@@ -47,8 +34,7 @@ class Uniform(float):
 
 
 def applies(space, sf) -> bool:
-    """Whether :func:`values_traced_weights` is used: a 2D patch whose weights are traced (3D patches take
-    it too, :func:`igax.fem.forms.sumfact._traced_3d`).
+    """Whether :func:`values_traced_weights` is used: a 2D or 3D patch whose weights are traced.
 
     Example (concrete weights take the static rule instead):
         >>> from igax.fem import SplineSpace, geometry
@@ -67,19 +53,14 @@ def _uniform(w):
     return jnp.all(jnp.abs(w - m) <= 1e-14 * jnp.abs(m)), m
 
 
-def values_traced_weights(
-    values, form, space, fields: dict, csr_idx, blocks, idx_sorted: bool, equal: bool = False
-):
+def values_traced_weights(values, form, space, fields: dict, csr_idx, blocks, idx_sorted: bool):
     """CSR values as ``values(form, space, fields, csr_idx, w0, blocks, idx_sorted)`` (the sum-factorised
-    program, ``w0``: the common weight of a polynomial patch or None) computes them: the polynomial program
-    where the weights are known equal (``equal``), else the polynomial or the rational program chosen at run
-    time (see the module docstring).
+    program, ``w0``: the common weight of a polynomial patch or None) computes them, the polynomial or the
+    rational program chosen at run time (see the module docstring).
 
     Arguments:
         values: :func:`igax.fem.forms.sumfact._values`.
         form, space, fields, csr_idx, blocks, idx_sorted: as :func:`igax.fem.forms.sumfact._values` takes.
-        equal: the space's weights are known equal (``SplineSpace.equal_weights``): only the polynomial
-            program is built, and weights found unequal when it runs raise an error.
 
     Returns:
         The CSR values; their derivatives are exact (see the module docstring).
@@ -117,8 +98,6 @@ def values_traced_weights(
 
     def either(w, rest):
         ok, _ = _uniform(w)
-        if equal:  # known equal: the polynomial program alone, checked when it runs
-            return eqx.error_if(polynomial(w, rest), jnp.logical_not(ok), _CHANGED)
         return jax.lax.cond(ok, polynomial, rational, w, rest)
 
     @jax.custom_jvp
@@ -149,14 +128,6 @@ def values_traced_weights(
 
     run.defjvp(rule, symbolic_zeros=True)
     return run(space.weights, (bare, fields))
-
-
-_CHANGED = (
-    "assemble: this SplineSpace was built with equal weights (a B-spline patch: space.equal_weights is "
-    "True, so a space passed to jit assembles with the polynomial program only), but its weights are no "
-    "longer all equal: they were changed without with_geometry (e.g. by a tree_map or eqx.tree_at over the "
-    "space). Give new weights with space.with_geometry(weights=...), which resets equal_weights."
-)
 
 
 def _instantiate(tree):

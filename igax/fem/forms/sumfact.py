@@ -82,9 +82,6 @@ _POLY_GEOMETRY = True
 _DIRECT_CSR = True
 # ... and for a constant symmetric kernel on a polynomial patch, the half band only (off for A/B timings).
 _HALF_BAND = True
-# A space passed to jit whose weights it says are equal (SplineSpace.equal_weights): the polynomial program
-# only, no run-time choice (_sumfact_weights2d; off for A/B timings).
-_KNOWN_EQUAL = True
 
 
 def applicable(space, form: Form, boundary=None) -> bool:
@@ -310,16 +307,12 @@ def assemble_factorised(form: Form, space, fields: dict, *, force: bool = False)
         idx = None  # _values writes the CSR values chunk by chunk (or fetches the index where it cannot)
     else:
         idx = fetch(_csr_index(space, blocks, transposed))  # not a constant of a user's jit (igax/_held.py)
-    # Traced weights (the space a jit argument): the polynomial program alone where the space says its
-    # weights are equal (a B-spline patch: one program to build, checked when it runs), else the polynomial
-    # or the rational program chosen at run time (the module _sumfact_weights2d; 2D and 3D alike). 3D
-    # degree-2 elasticity, 108k DOFs, space as argument (2 cores, CPU time, medians, interleaved): 1.67 ->
-    # 1.23 s (9 reference-jet states instead of 16), as fast as closed over (1.17 s).
+    # Traced weights (the space a jit argument): the polynomial or the rational program chosen at run time
+    # (the module _sumfact_weights2d; its program does not depend on the dimension). 3D degree-2 elasticity,
+    # 108k DOFs, space as argument (2 cores, CPU time, medians, interleaved): 1.67 -> 1.23 s (9 reference-jet
+    # states instead of 16), as fast as closed over (1.17 s).
     if w0 is None and (weights2d.applies(space, sf) or _traced_3d(space, sf)):
-        equal = _KNOWN_EQUAL and bool(getattr(space, "equal_weights", False))
-        values = weights2d.values_traced_weights(
-            _values, form, space, fields, idx, blocks, not transposed, equal
-        )
+        values = weights2d.values_traced_weights(_values, form, space, fields, idx, blocks, not transposed)
     else:
         values = _values_jit(form, space, fields, idx, w0, blocks, not transposed)
     if form.symmetric and _constant_symmetric(ks):

@@ -295,28 +295,13 @@ def _plan(key, make):
     return _PLANS[key]
 
 
-def _equal_weights(weights) -> bool:
-    """Whether ``weights`` are concrete and all equal to 1e-14 relative (the rule sum-factorised assembly
-    applies to concrete weights, ``_sumfact_points._polynomial_weight``); False for traced weights."""
-    if isinstance(weights, jax.core.Tracer):
-        return False
-    w = np.asarray(weights)
-    if not w.size:
-        return False
-    m = float(np.mean(w))
-    return bool(np.max(np.abs(w - m)) <= 1e-14 * abs(m))
-
-
 class SplineSpace(FunctionSpace):
     """The NURBS space of a patch, used isoparametrically (geometry and solution share the basis).
 
     JAX leaves are the patch's ``control_points`` (``(n_1, ..., n_d, dim)``) and ``weights`` (``(n_1, ...,
     n_d)``), so everything assembled on the space is differentiable with respect to the geometry. Scalar dof
     ``i`` is the C-order ravel of the control-point multi-index; vector spaces number dofs component-major,
-    ``dof = c * nscalar + i``. Boundaries are the patch's named sides. ``equal_weights`` (static, part of
-    the pytree's structure): the weights were concrete and all equal when given (a B-spline patch); a space
-    passed to ``jax.jit`` then still assembles with the polynomial program (change weights with
-    :meth:`with_geometry`, which resets it; changed otherwise, sum-factorised assembly raises).
+    ``dof = c * nscalar + i``. Boundaries are the patch's named sides.
 
     Glued sides (periodic seams): a closed patch such as :func:`igax.fem.geometry.annulus` has two sides that
     are the same curve (``seam_start`` and ``seam_end``). ``glue`` ties the dofs of such pairs one to one
@@ -350,10 +335,8 @@ class SplineSpace(FunctionSpace):
         >>> from igax import fem
         >>> geo = fem.geometry.quarter_annulus().refine(degree=3, elements=8)
         >>> V = fem.SplineSpace(geo)
-        >>> V.ndofs, V.equal_weights  # circular arcs: a NURBS patch, unequal weights
-        (121, False)
-        >>> fem.SplineSpace(fem.geometry.rectangle().refine(degree=2, elements=4)).equal_weights
-        True
+        >>> V.ndofs
+        121
         >>> ring = fem.SplineSpace(fem.geometry.annulus().refine(degree=2, elements=(4, 16)))
         >>> ring.boundary_names, ring.glued
         (('inner', 'outer'), (('seam_start', 'seam_end'),))
@@ -361,10 +344,6 @@ class SplineSpace(FunctionSpace):
 
     control_points: jax.Array
     weights: jax.Array
-    # Static: the weights were concrete and all equal when the space was built (or last given through
-    # with_geometry): a B-spline patch. Sum-factorised assembly then builds only the polynomial program for a
-    # space passed to jit as an argument (traced weights), with a run-time check that they are still equal.
-    equal_weights: bool = eqx.field(static=True, default=False)
 
     def __init__(
         self,
@@ -419,7 +398,6 @@ class SplineSpace(FunctionSpace):
         )
         self.control_points = cp
         self.weights = weights
-        self.equal_weights = _equal_weights(weights)
         check_jacobian(
             self.jacobian_determinant(),
             "SplineSpace",
@@ -476,15 +454,12 @@ class SplineSpace(FunctionSpace):
 
         The dof map is kept: on a space with glued sides move the control points of both sides together
         (they must stay equal, which is not checked under tracing), or the geometry tears along the seam.
-        New weights also set :attr:`equal_weights` (True only for concrete weights that are all equal).
         """
         out = self
         if control_points is not None:
             out = eqx.tree_at(lambda s: s.control_points, out, jnp.asarray(control_points))
         if weights is not None:
             out = eqx.tree_at(lambda s: s.weights, out, jnp.asarray(weights))
-            # A static field: set on the fresh copy tree_at returned (no other reference to it exists yet).
-            object.__setattr__(out, "equal_weights", _equal_weights(out.weights))
         return out
 
     # -- quadrature ----------------------------------------------------------------------------------------
