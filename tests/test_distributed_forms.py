@@ -191,6 +191,64 @@ def test_row_blocks_called_eagerly_compile_once():
     assert counts[0] > 0 and counts[1:] == [0, 0], counts
 
 
+def test_row_blocks_are_freed_on_del_without_the_garbage_collector():
+    # The kept programs must not hold the system: with a reference cycle through its cache, a system and its
+    # sharded arrays outlived `del` until gc.collect() (the cyclic collector is off here, so only reference
+    # counts free them).
+    import gc
+    import weakref
+
+    from igax.solvers.row_blocks import RowBlockSystem
+
+    edofs = np.stack([np.arange(8), np.arange(1, 9)], axis=1)
+    kernel = lambda k: k * jnp.array([[1.0, -1.0], [-1.0, 1.0]]) + jnp.eye(2)  # noqa: E731
+    V = fem.SplineSpace(fem.geometry.rectangle().refine(degree=2, elements=3))
+    bc = fem.DirichletBC(V, None, 0.0)
+    f = fem.assemble(library.source, V, f=1.0)
+    kappa = lambda x: 1 + x[0]  # noqa: E731
+    enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        S = RowBlockSystem(edofs, 9)
+        vals = S.assemble(kernel, jnp.ones(8))
+        x = S.solve(vals, jnp.ones(9), rtol=1e-12)
+        np.testing.assert_allclose(S.matvec(vals, x), 1.0, atol=1e-10)  # every kept program was built
+        R = SpaceRowBlocks(V)
+        u = R.solve_bc(R.assemble_form(library.diffusion, kappa=kappa), f, bc, rtol=1e-12)
+        assert len(S._programs) >= 3 and len(R._programs) >= 3  # assembly, product and solve
+        refs = [weakref.ref(S), weakref.ref(S._elems), weakref.ref(R), weakref.ref(R._target)]
+        del S, R
+        assert [r() is None for r in refs] == [True] * 4
+    finally:
+        if enabled:
+            gc.enable()
+    ref = fem.solve(fem.assemble(library.diffusion, V, kappa=kappa), f, bc=bc).coeffs
+    np.testing.assert_allclose(u, ref, atol=1e-10)
+
+
+def test_row_blocks_keep_one_program_per_assembly():
+    # An assembly is one cache entry (its element function and compiled program under one key): two kernels
+    # fit a cache of 2 and are compiled once each. Before, each took two entries, and the least recently
+    # used eviction dropped halves, so alternating kernels compiled again each time.
+    from igax.solvers.row_blocks import RowBlockSystem
+
+    edofs = np.stack([np.arange(4), np.arange(1, 5)], axis=1)
+    S = RowBlockSystem(edofs, 5)
+    S._MAX_PROGRAMS = 2
+    K = jnp.array([[1.0, -1.0], [-1.0, 1.0]])
+    kernels = {c: (lambda k, c=c: c * k * K + jnp.eye(2)) for c in (2.0, 3.0)}
+    counts = []
+    for c in (2.0, 3.0, 2.0, 3.0):
+        with _compilations() as n:
+            vals = S.assemble(kernels[c], jnp.ones(4))
+        counts.append(n())
+        # an interior diagonal entry: two elements' c + 1
+        assert float(vals.max()) == pytest.approx(2 * c + 2), c
+    assert counts[0] > 0 and counts[2:] == [0, 0], counts
+    assert len(S._programs) == 2
+
+
 # -- on 4 devices ---------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", ["p1", "spline2", "elasticity2d", "elasticity3d"])
 def test_row_block_assembly_of_forms_equals_assemble(rows, name):

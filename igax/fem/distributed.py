@@ -62,6 +62,13 @@ class SpaceRowBlocks(RowBlockSystem):
     def assemble_form(self, form: Form, space: FunctionSpace | None = None, **inputs) -> jax.Array:
         """The matrix of a bilinear form in row blocks, each device computing its own elements.
 
+        Called eagerly, the compiled assembly is kept per ``form`` and static inputs (the inputs that are
+        neither arrays nor Fields: numbers, callables of ``x``), the form compared by identity and the static
+        inputs by equality (a callable by identity), as ``jax.jit`` compares its static arguments. So a
+        ``kappa`` callable that reads a Python value changed since its first call (a global, a closed-over
+        float) gives the old matrix, as it would under ``jax.jit``: pass such values as arrays or Fields,
+        or a new callable.
+
         Arguments:
             form: a volume bilinear form (symmetric, SPD once constrained, for :meth:`solve`).
             space: the space with the current geometry (default: the one the system was built on); it must
@@ -81,15 +88,11 @@ class SpaceRowBlocks(RowBlockSystem):
         arrays = {k: v for k, v in inputs.items() if isinstance(v, Field) or _is_array(v)}
         static = {k: v for k, v in inputs.items() if k not in arrays}
 
-        def build():
-            def matrices(ids, space, arrays):
-                return element_matrices(form, space, ids, **static, **arrays)
+        def matrices(ids, space, arrays):
+            return element_matrices(form, space, ids, **static, **arrays)
 
-            return matrices
-
-        # One element function per form and static inputs, so that the compiled assembly is reused.
-        matrices = self._program(("form", form, tuple(sorted(static.items()))), build)
-        return self.assemble_elements(matrices, space, arrays)
+        # One compiled assembly per form and static inputs (used only when that program is built).
+        return self._assemble(("form", form, tuple(sorted(static.items()))), matrices, (space, arrays))
 
     def condense(self, vals, b, bc: DirichletBC):
         """Block values and right-hand side with the Dirichlet condition built in (SPD stays SPD).

@@ -14,7 +14,10 @@ adjoint is one more sharded solve.
 
 Called eagerly, each method runs one compiled program, built on its first call and kept by the system: for
 each element function (``kernel`` / ``element_matrices``, by identity, as ``jax.jit`` keys functions) and
-each set of CG options. Inside a caller's ``jit`` these programs are inlined.
+each set of CG options (compared by equality). As with ``jax.jit``, a kept program does not see later changes
+of the Python values a function reads (a global, a closed-over float): pass such values as array inputs, or
+a new function. Inside a caller's ``jit`` these programs are inlined. The programs hold the partition and
+the mesh, never the system itself, so a system is freed as soon as its last reference goes.
 
 The element kernel is the user's: ``kernel(*element_inputs) -> (nloc, nloc)`` for one element, vmapped
 over the elements of each device (:meth:`RowBlockSystem.assemble`), or a function of a list of element ids
@@ -25,6 +28,7 @@ over the elements of each device (:meth:`RowBlockSystem.assemble`), or a functio
 from __future__ import annotations
 
 import functools
+import threading
 from collections import OrderedDict
 
 import jax
@@ -108,28 +112,37 @@ class RowBlockSystem:
         self._ones = put(ones)
         self._diag_pos = put(diag_pos)
         self._arrays = _dist.plan_arrays(part, self.mesh)
-        self._programs: OrderedDict = OrderedDict()  # jitted programs by key (_program)
+        # Jitted programs by key (_program). They must not hold self: a system referenced by its own cache
+        # would keep its device arrays until the cyclic garbage collector runs.
+        self._programs: OrderedDict = OrderedDict()
+        self._programs_lock = threading.Lock()
 
     _MAX_PROGRAMS = 16  # element functions and CG options kept compiled (least recently used dropped)
 
     def _program(self, key, build):
         """The jitted program for ``key`` (made by ``build()`` on a miss); ``build()`` each time if the key
-        does not hash (e.g. an array among the CG options)."""
+        does not hash (e.g. an array among the CG options). ``build`` must not hold ``self``."""
         try:
             hash(key)
         except TypeError:
             return build()
-        if key in self._programs:
-            self._programs.move_to_end(key)
-        else:
-            self._programs[key] = build()
-            if len(self._programs) > self._MAX_PROGRAMS:
-                self._programs.popitem(last=False)
-        return self._programs[key]
+        with self._programs_lock:  # build() only wraps a function in jit: cheap, nothing is traced
+            program = self._programs.get(key)
+            if program is None:
+                program = self._programs[key] = build()
+                if len(self._programs) > self._MAX_PROGRAMS:
+                    self._programs.popitem(last=False)
+            else:
+                self._programs.move_to_end(key)
+        return program
 
     # -- assembly
     def assemble(self, kernel, *element_inputs):
         """The matrix in row blocks: ``(ndev, nloc, W)`` values, sharded over the mesh.
+
+        Called eagerly, the compiled assembly is kept per ``kernel`` (by identity, as ``jax.jit`` keys
+        functions) and number of inputs: a kernel that reads a Python value changed since its first call
+        (a global, a closed-over float) gives the old result. Pass such values in ``element_inputs``.
 
         Arguments:
             kernel: ``kernel(*inputs_e) -> (nloc, nloc)`` element matrix of one element (symmetric, and SPD
@@ -142,16 +155,16 @@ class RowBlockSystem:
             :meth:`matvec`.
         """
 
-        def build():
-            def matrices(ids, *inputs):
-                return jax.vmap(kernel)(*(a[ids] for a in inputs))
+        def element_matrices(ids, *inputs):
+            return jax.vmap(kernel)(*(a[ids] for a in inputs))
 
-            return matrices
-
-        return self.assemble_elements(self._program(("kernel", kernel), build), *element_inputs)
+        return self._assemble(("kernel", kernel), element_matrices, element_inputs)
 
     def assemble_elements(self, element_matrices, *args):
         """The matrix in row blocks from a function that computes the matrices of a list of elements.
+
+        Called eagerly, the compiled assembly is kept per ``element_matrices`` (by identity), as for
+        :meth:`assemble`.
 
         Arguments:
             element_matrices: ``element_matrices(ids, *args) -> (m, nloc, nloc)`` (or ``(m, nloc * nloc)``):
@@ -162,57 +175,22 @@ class RowBlockSystem:
         Returns:
             The block values, as :meth:`assemble`.
         """
-        nloc, width = self.part.nloc, self.part.cols.shape[-1]
+        return self._assemble(("elements", element_matrices), element_matrices, args)
 
-        def build():
-            def local(elems, target, ones, *inputs):
-                ke = element_matrices(elems[0], *inputs)
-                slots = target[0].reshape(-1)
-                blk = jax.ops.segment_sum(ke.reshape(-1), slots, num_segments=nloc * width + 1)
-                return (blk[:-1].reshape(nloc, width) + ones[0])[None]
-
-            spec = P(self.axis)
-            specs = (spec, spec, spec) + (P(),) * len(args)
-            # check_vma=False: element code may hold primitives whose abstract evaluation does not carry the
-            # mesh axes a value varies over (igax.fem's contractions); the transpose then sums the cotangents
-            # of the replicated arguments over the devices itself (one psum each), which they need anyway.
-            shmap = jax.shard_map(local, mesh=self.mesh, in_specs=specs, out_specs=spec, check_vma=False)
-            # jit: outside a jitted caller, shard_map runs the element code op by op (10.6 s against 0.6 s for
-            # the SpaceRowBlocks example); inside one, this jit is inlined. Kept per element function: a new
-            # jit each call compiled again each call.
-            return jax.jit(shmap)
-
-        program = self._program(("elements", element_matrices, len(args)), build)
+    def _assemble(self, key, element_matrices, args):
+        """Run the assembly program kept under ``key`` (one cache entry per key; ``element_matrices`` is
+        only used when the program is built, on the key's first call)."""
+        part, mesh, axis, nargs = self.part, self.mesh, self.axis, len(args)
+        build = lambda: _assembly_program(element_matrices, nargs, part, mesh, axis)  # noqa: E731
+        program = self._program(("assembly", key, nargs), build)
         return program(self._elems, self._target, self._ones, *args)
 
     # -- products and solves
-    def _permute(self, b):
-        part = self.part
-        bp = jnp.concatenate([b, jnp.zeros(1, b.dtype)])[part.perm].reshape(part.ndev, part.nloc)
-        return jax.lax.with_sharding_constraint(bp, NamedSharding(self.mesh, P(self.axis)))
-
-    def _blocked_matvec(self, vals, xp, arrays):
-        part, axis = self.part, self.axis
-
-        def local(vals, xp, cols, *send):
-            return _dist.block_matvec(vals[0], cols[0], send, xp[0], part, axis)[None]
-
-        cols, _, _, *send = arrays
-        spec = P(axis)
-        return jax.shard_map(local, mesh=self.mesh, in_specs=(spec,) * (3 + len(send)), out_specs=spec)(
-            vals, xp, cols, *send
-        )
-
     def matvec(self, vals, x):
         """``A x`` (global ``x`` of shape ``(n,)``) from the block values."""
-
-        def build():
-            def product(vals, x, arrays):
-                return self._blocked_matvec(vals, self._permute(x), arrays).reshape(-1)[self.part.iperm]
-
-            return jax.jit(product)
-
-        return self._program(("matvec",), build)(vals, x, self._arrays)
+        part, mesh, axis = self.part, self.mesh, self.axis
+        program = self._program(("matvec",), lambda: jax.jit(_product_program(part, mesh, axis)))
+        return program(vals, x, self._arrays)
 
     def solve(self, vals, b, **cg_options):
         """``A^{-1} b`` by the sharded Jacobi CG, differentiable in ``vals`` and ``b``.
@@ -229,37 +207,88 @@ class RowBlockSystem:
 
     def linear_solve(self, vals, b, **cg_options):
         """``(x, iterations, status)`` of :meth:`solve` (status: :class:`~igax.solvers.Status` codes)."""
+        part, mesh, axis = self.part, self.mesh, self.axis
 
         def build():
-            return jax.jit(functools.partial(self._linear_solve, **cg_options))
+            return jax.jit(functools.partial(_linear_solve, part=part, mesh=mesh, axis=axis, **cg_options))
 
         program = self._program(("solve", tuple(sorted(cg_options.items()))), build)
         return program(vals, b, self._arrays, self._diag_pos)
 
-    def _linear_solve(self, vals, b, arrays, diag_pos, **cg_options):
-        part, axis = self.part, self.axis
-        fixed = jax.lax.stop_gradient(vals)  # the solver is not differentiated; the product is
-        cols, _, _, *send = arrays
 
-        def cg(_matvec, bp):
-            def local(vals, diag_pos, bp, cols, *send):
-                d = jnp.take_along_axis(vals[0], diag_pos[0][:, None], axis=1)[:, 0]
-                dinv = 1.0 / jnp.where(d != 0, d, 1.0)
-                r = _dist.block_cg(vals[0], dinv, cols[0], send, bp[0], part, axis, **cg_options)
-                return r.x[None], r.iterations, r.status
+# The programs' bodies: functions of the partition, the mesh and its axis only (never of the system, which
+# keeps the programs; see RowBlockSystem._program).
+def _assembly_program(element_matrices, nargs, part, mesh, axis):
+    """The jitted ``shard_map`` assembly: ``program(elems, target, ones, *args) -> block values``."""
+    nloc, width = part.nloc, part.cols.shape[-1]
 
-            spec = P(axis)
-            x, k, status = jax.shard_map(
-                local, mesh=self.mesh, in_specs=(spec,) * (4 + len(send)), out_specs=(spec, P(), P())
-            )(fixed, diag_pos, bp, cols, *send)
-            return x, (k, status)
+    def local(elems, target, ones, *inputs):
+        ke = element_matrices(elems[0], *inputs)
+        slots = target[0].reshape(-1)
+        blk = jax.ops.segment_sum(ke.reshape(-1), slots, num_segments=nloc * width + 1)
+        return (blk[:-1].reshape(nloc, width) + ones[0])[None]
 
-        xp, (k, status) = jax.lax.custom_linear_solve(
-            lambda x: self._blocked_matvec(vals, x, arrays),
-            self._permute(b),
-            cg,
-            cg,
-            symmetric=True,
-            has_aux=True,
-        )
-        return xp.reshape(-1)[part.iperm], k, status
+    spec = P(axis)
+    specs = (spec, spec, spec) + (P(),) * nargs
+    # check_vma=False: element code may hold primitives whose abstract evaluation does not carry the mesh
+    # axes a value varies over (igax.fem's contractions); the transpose then sums the cotangents of the
+    # replicated arguments over the devices itself (one psum each), which they need anyway.
+    shmap = jax.shard_map(local, mesh=mesh, in_specs=specs, out_specs=spec, check_vma=False)
+    # jit: outside a jitted caller, shard_map runs the element code op by op (10.6 s against 0.6 s for the
+    # SpaceRowBlocks example); inside one, this jit is inlined. Kept per element function: a new jit each
+    # call compiled again each call.
+    return jax.jit(shmap)
+
+
+def _permute(b, part, mesh, axis):
+    bp = jnp.concatenate([b, jnp.zeros(1, b.dtype)])[part.perm].reshape(part.ndev, part.nloc)
+    return jax.lax.with_sharding_constraint(bp, NamedSharding(mesh, P(axis)))
+
+
+def _blocked_matvec(vals, xp, arrays, part, mesh, axis):
+    def local(vals, xp, cols, *send):
+        return _dist.block_matvec(vals[0], cols[0], send, xp[0], part, axis)[None]
+
+    cols, _, _, *send = arrays
+    spec = P(axis)
+    return jax.shard_map(local, mesh=mesh, in_specs=(spec,) * (3 + len(send)), out_specs=spec)(
+        vals, xp, cols, *send
+    )
+
+
+def _product_program(part, mesh, axis):
+    """``product(vals, x, arrays) -> A x`` (global ``x``)."""
+
+    def product(vals, x, arrays):
+        xp = _permute(x, part, mesh, axis)
+        return _blocked_matvec(vals, xp, arrays, part, mesh, axis).reshape(-1)[part.iperm]
+
+    return product
+
+
+def _linear_solve(vals, b, arrays, diag_pos, *, part, mesh, axis, **cg_options):
+    fixed = jax.lax.stop_gradient(vals)  # the solver is not differentiated; the product is
+    cols, _, _, *send = arrays
+
+    def cg(_matvec, bp):
+        def local(vals, diag_pos, bp, cols, *send):
+            d = jnp.take_along_axis(vals[0], diag_pos[0][:, None], axis=1)[:, 0]
+            dinv = 1.0 / jnp.where(d != 0, d, 1.0)
+            r = _dist.block_cg(vals[0], dinv, cols[0], send, bp[0], part, axis, **cg_options)
+            return r.x[None], r.iterations, r.status
+
+        spec = P(axis)
+        x, k, status = jax.shard_map(
+            local, mesh=mesh, in_specs=(spec,) * (4 + len(send)), out_specs=(spec, P(), P())
+        )(fixed, diag_pos, bp, cols, *send)
+        return x, (k, status)
+
+    xp, (k, status) = jax.lax.custom_linear_solve(
+        lambda x: _blocked_matvec(vals, x, arrays, part, mesh, axis),
+        _permute(b, part, mesh, axis),
+        cg,
+        cg,
+        symmetric=True,
+        has_aux=True,
+    )
+    return xp.reshape(-1)[part.iperm], k, status
