@@ -1,4 +1,4 @@
-"""PARDISO: the MKL thread count of a plan, fixed when its analysis runs, and the ordering its analysis uses."""
+"""PARDISO: a plan's MKL thread count, fixed when its analysis runs, and the METIS ordering it uses."""
 
 import numpy as np
 import pytest
@@ -49,6 +49,7 @@ def test_a_large_plan_keeps_the_thread_count_of_its_analysis(monkeypatch):
         plan = _pardiso.PardisoPlan(CSRPattern(M.indptr, M.indices, M.shape), "spd", None, background=True)
         plan.ready()
         assert plan.threads == want
+        assert plan.iparm[1] == (3 if want > 1 else 2)  # METIS's OpenMP ordering on several threads
         set_global(want + 1)  # a global change after the analysis
         asked.clear()
         f = plan.factor(M.data)
@@ -59,3 +60,31 @@ def test_a_large_plan_keeps_the_thread_count_of_its_analysis(monkeypatch):
     assert asked and set(asked[::2]) == {want}  # every phase on the analysis's count (then the previous one)
     ref = spl.spsolve(M.tocsc(), b)
     assert np.linalg.norm(x - ref) <= 1e-12 * np.linalg.norm(ref)
+
+
+def test_a_large_pattern_orders_sequentially_above_the_parallel_limit(monkeypatch):
+    """Above PARALLEL_ORDERING_MAX_ENTRIES a plan on several threads keeps the sequential METIS ordering
+    (``iparm[1] = 2``), with the same solution."""
+    from igax.solvers import _pardiso
+
+    set_global = _global_threads()
+    monkeypatch.setattr(_pardiso, "SINGLE_THREAD_NNZ", 0)
+    M = _laplacian(30)
+    M.sort_indices()
+    pattern = CSRPattern(M.indptr, M.indices, M.shape)
+    b = np.random.default_rng(1).standard_normal(M.shape[0])
+    ref = spl.spsolve(M.tocsc(), b)
+    before = int(_pardiso._mkl_max_threads()())
+    try:
+        set_global(2)
+        for limit, ordering in ((10**9, 3), (10, 2)):
+            monkeypatch.setattr(_pardiso, "PARALLEL_ORDERING_MAX_ENTRIES", limit)
+            plan = _pardiso.PardisoPlan(pattern, "spd", None)
+            assert plan.iparm[1] == (ordering if plan.threads > 1 else 2)
+            f = plan.factor(M.data)
+            x = f.solve(b[:, None], False)[:, 0]
+            f.free()
+            plan.destroy()
+            assert np.linalg.norm(x - ref) <= 1e-12 * np.linalg.norm(ref)
+    finally:
+        set_global(before)

@@ -100,12 +100,16 @@ def _mkl_pardiso():
 # factorisation runs on fewer threads than its analysis did.
 SINGLE_THREAD_NNZ = 1_000_000
 
-# The ordering of a plan running on several MKL threads: METIS's OpenMP nested dissection (iparm[1] = 3)
+# The ordering of a plan running on several MKL threads, up to PARALLEL_ORDERING_MAX_ENTRIES entries given to
+# PARDISO (the upper triangle for the symmetric types): METIS's OpenMP nested dissection (iparm[1] = 3)
 # instead of the sequential one. The same fill (hence the same factorisation time) on the patterns tried, a
-# faster analysis: on 2 cores, P1 with 1M dofs 2.31 s instead of 2.81 s in the gradient benchmark (its first
-# call waited 1.02 s for it instead of 1.69 s, for the same CPU time), 3D 7-point 216k dofs 0.56-0.64 s
-# instead of 0.82-1.26 s, a degree-2 spline pattern with 250k dofs 1.09-1.17 s instead of 1.09-1.73 s.
+# faster analysis: on 2 cores, P1 with 1M dofs (4M entries) 2.31 s instead of 2.81 s in the gradient
+# benchmark (its first call waited 1.02 s for it instead of 1.69 s, for the same CPU time), 3D 7-point 216k
+# dofs 0.56-0.64 s instead of 0.82-1.26 s. Above the limit the sequential one: a degree-2 spline space with 1M
+# dofs (13M entries) was analysed in 4.8-5.0 s instead of 4.9-7.5 s, but the worker threads' heaps that
+# keep_freed_memory() keeps raised the steady peak of its jitted forward from 3.81 to 3.98-4.01 GB.
 PARALLEL_ORDERING = True
+PARALLEL_ORDERING_MAX_ENTRIES = 8_000_000
 
 
 @functools.cache
@@ -306,7 +310,9 @@ class PardisoPlan:
         ip[0] = 1  # we set the parameters below (otherwise MKL ignores them all)
         # METIS nested dissection; its OpenMP version where the plan runs on several threads (see
         # PARALLEL_ORDERING)
-        ip[1] = 3 if PARALLEL_ORDERING and self.threads != 1 else 2
+        entries = self.ja.shape[0]
+        parallel = PARALLEL_ORDERING and self.threads != 1 and entries <= PARALLEL_ORDERING_MAX_ENTRIES
+        ip[1] = 3 if parallel else 2
         ip[17] = -1  # report the number of nonzeros in the factor
         ip[34] = 1  # zero-based ia/ja: no index copies per call
         if kind == "gen":
