@@ -6,7 +6,6 @@ the module; a process's device count is fixed when JAX starts) and print their n
 assertions are here. The element matrices are checked in this process.
 """
 
-import contextlib
 import subprocess
 import sys
 
@@ -16,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from jax import monitoring
+from compile_count import compilations as _compilations
 from test_distributed import CHECKS, _env, _result
 
 from igax import fem
@@ -133,27 +132,6 @@ def test_element_matrices_bad_input_is_named():
         S.condense(None, jnp.zeros(V.ndofs), fem.DirichletBC(W, None, 0.0))
     with pytest.raises(ValueError, match="space must be the space this SpaceRowBlocks was built on"):
         S.assemble_form(library.laplace, W)
-
-
-_COMPILES = {"on": False, "n": 0}
-
-
-def _on_duration(name, secs, **_):
-    if _COMPILES["on"] and name.endswith("backend_compile_duration"):
-        _COMPILES["n"] += 1
-
-
-monitoring.register_event_duration_secs_listener(_on_duration)
-
-
-@contextlib.contextmanager
-def _compilations():
-    """Count the XLA compilations in the block: ``with _compilations() as n: ...; n()``."""
-    _COMPILES.update(on=True, n=0)
-    try:
-        yield lambda: _COMPILES["n"]
-    finally:
-        _COMPILES["on"] = False
 
 
 def test_row_blocks_called_eagerly_compile_once():

@@ -7,7 +7,6 @@ Compilations are counted with JAX's monitoring events, which do not depend on th
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import subprocess
@@ -18,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax import monitoring
+from compile_count import compilations as _compilations
 
 import igax
 from igax import fem
@@ -27,26 +26,6 @@ from igax.fem import mesh
 _ASSEMBLE = sys.modules[
     "igax.fem.forms.assembly"
 ]  # the module (igax.fem.forms.assembly is also the function's name)
-
-_COUNT = {"on": False, "n": 0}
-
-
-def _on_duration(name, secs, **_):
-    if _COUNT["on"] and name.endswith("backend_compile_duration"):
-        _COUNT["n"] += 1
-
-
-monitoring.register_event_duration_secs_listener(_on_duration)
-
-
-@contextlib.contextmanager
-def _compilations():
-    """Count the XLA compilations in the block: ``with _compilations() as n: ...; n()``."""
-    _COUNT.update(on=True, n=0)
-    try:
-        yield lambda: _COUNT["n"]
-    finally:
-        _COUNT["on"] = False
 
 
 def _square(nx, ny):
