@@ -80,12 +80,13 @@ def _time_igax(build, form, reps):
     # argument has traced weights and chooses it at run time).
     g = jax.jit(lambda: fem.assemble(form, V).values)
     g().block_until_ready()
-    # The two interleaved (argument, closed over, argument, ...): timed one after the other, another job
-    # taking one of the 2 cores during either changed their ratio by up to 2x.
+    # The two interleaved (argument, closed over, closed over, argument, ...): timed one after the other,
+    # another job taking one of the 2 cores during either changed their ratio by up to 2x.
     arg_times, closed_times = [], []
     clock = _CLOCK[0]
-    for _ in range(reps):
-        for fn, ts in ((lambda: f(V), arg_times), (g, closed_times)):
+    for rep in range(reps):
+        pairs = ((lambda: f(V), arg_times), (g, closed_times))
+        for fn, ts in pairs if rep % 2 == 0 else pairs[::-1]:  # the order alternates too
             t = clock()
             fn().block_until_ready()
             ts.append(clock() - t)

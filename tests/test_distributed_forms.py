@@ -243,3 +243,16 @@ def test_row_block_gradients_equal_single_device(rows):
     r = rows["p1"]
     assert r["grad_kappa_err"] < 1e-7 and r["grad_geometry_err"] < 1e-7, r
     assert r["grad_all_gather_bytes"] == [], r  # nothing is gathered in the gradient program
+
+
+def test_row_blocks_deepcopy_without_their_kept_programs():
+    # The kept programs and their lock are a cache: a deep copy leaves them out (a lock does not copy; before
+    # the lock, copy.deepcopy worked and must still). (Pickling fails on the mesh's devices, as before.)
+    import copy
+
+    V = fem.SplineSpace(fem.geometry.rectangle().refine(degree=2, elements=3))
+    S = SpaceRowBlocks(V)
+    A = np.asarray(S.assemble_form(library.laplace, V))
+    T = copy.deepcopy(S)
+    assert len(T._programs) == 0
+    np.testing.assert_array_equal(np.asarray(T.assemble_form(library.laplace, T.space)), A)

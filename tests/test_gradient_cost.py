@@ -546,6 +546,8 @@ def test_small_pardiso_systems_run_on_one_mkl_thread_and_solve_alike(monkeypatch
     pattern = CSRPattern(K.indptr, K.indices, K.shape)
     B = rng.standard_normal((n, 2))
     want = spla.spsolve(K.tocsc(), B)
+    if _pardiso._mkl_set_threads_local() is None or _pardiso._mkl_max_threads() is None:
+        pytest.skip("mkl_rt lacks MKL_Set_Num_Threads_Local or MKL_Get_Max_Threads")
     get_threads = _pardiso._mkl_set_threads_local()  # (returns the previous setting: set it back at once)
     before = get_threads(0)
     get_threads(before)

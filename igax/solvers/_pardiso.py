@@ -204,6 +204,14 @@ class PardisoPlan:
         # factorisations: PARDISO crashes when they run on fewer threads than its analysis did); see
         # SINGLE_THREAD_NNZ
         self.threads = 1 if pattern.nnz < SINGLE_THREAD_NNZ else 0
+        if not self.threads:
+            # The count the caller's thread would run MKL on (its local setting, else the global one), read
+            # here and not in a background analysis thread (which has no local setting): every phase of the
+            # plan runs on it, so a later global change cannot make a factorisation use fewer threads than
+            # its analysis (PARDISO fails then).
+            get_threads = _mkl_max_threads()
+            if get_threads is not None and _mkl_set_threads_local() is not None:
+                self.threads = max(int(get_threads()), 1)
         self._init_state()
         self._analysed = values  # identity only: marks the factorisation of the analysed values (fresh)
         if background:
@@ -303,10 +311,6 @@ class PardisoPlan:
         self.pt = np.zeros(64, dtype=np.int64)
         self.iparm = np.zeros(64, dtype=np.int32)
         ip = self.iparm
-        if not self.threads:  # the count this analysis runs on (in its own thread), kept for later phases
-            get_threads = _mkl_max_threads()
-            if get_threads is not None and _mkl_set_threads_local() is not None:
-                self.threads = max(int(get_threads()), 1)
         ip[0] = 1  # we set the parameters below (otherwise MKL ignores them all)
         # METIS nested dissection; its OpenMP version where the plan runs on several threads (see
         # PARALLEL_ORDERING)

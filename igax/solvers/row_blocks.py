@@ -119,6 +119,18 @@ class RowBlockSystem:
 
     _MAX_PROGRAMS = 16  # element functions and CG options kept compiled (least recently used dropped)
 
+    def __getstate__(self):
+        # copy.deepcopy and pickle: the kept programs are a cache (rebuilt on use) and a lock does not copy.
+        state = self.__dict__.copy()
+        state.pop("_programs", None)
+        state.pop("_programs_lock", None)
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._programs = OrderedDict()
+        self._programs_lock = threading.Lock()
+
     def _program(self, key, build):
         """The jitted program for ``key`` (made by ``build()`` on a miss); ``build()`` each time if the key
         does not hash (e.g. an array among the CG options). ``build`` must not hold ``self``."""

@@ -4,10 +4,11 @@ derivatives.
 A space passed to a jitted function as an argument has traced weights, so which patches are polynomial
 (all weights equal: ``W`` constant) is not known when the program is built, and the rational path ran for
 every patch: 9 reference-jet states in 2D (value and two derivatives on each side) where a polynomial patch
-needs 4 (16 against 9 in 3D), about 1.2x the time of the whole assembly. Here both programs are built and a ``lax.cond`` on the
-weights (equal to 1e-14, the rule :func:`igax.fem.forms._sumfact_points._polynomial_weight` applies to
-concrete weights) picks one when the program runs. Equal weights cancel (``R_i = B_i``), so the polynomial
-program runs with weights of 1 and the geometry without the weight channel.
+needs 4 (16 against 9 in 3D), about 1.2x the time of the whole assembly. Here both programs are built
+and a ``lax.cond`` on the weights (equal to 1e-14, the rule
+:func:`igax.fem.forms._sumfact_points._polynomial_weight` applies to concrete weights) picks one when the
+program runs. Equal weights cancel (``R_i = B_i``), so the polynomial program runs with weights of 1 and
+the geometry without the weight channel.
 
 Derivatives: the polynomial program is exact for perturbations of anything but the weights (control
 points, fields, inputs: the patch stays polynomial), not for a perturbation of the weights, which makes the
