@@ -20,3 +20,26 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+# A test whose xdist worker process crashed runs once more, on a fresh worker; a second crash fails it.
+# Why: XLA's CPU compiler has segfaulted intermittently inside `backend_compile_and_load` in long-lived
+# workers (twice in full runs, each time in a different test that passes when run again), which failed a
+# whole run. A crash in igax's own code that repeats still fails; each rerun is listed in the summary
+# ("rerun") with the worker's crash message.
+_CRASH_RERUNS: dict = {}
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_handlecrashitem(crashitem, report, sched):
+    if _CRASH_RERUNS.get(crashitem):
+        return  # crashed twice: reported as failed
+    _CRASH_RERUNS[crashitem] = 1
+    sched.mark_test_pending(crashitem)
+    report.outcome = "rerun"
+    report.longrepr = f"{report.longrepr}; run again on a fresh worker (a second crash fails it)"
+
+
+def pytest_report_teststatus(report, config):
+    if report.outcome == "rerun":
+        return "rerun", "R", "RERUN (worker crashed)"
