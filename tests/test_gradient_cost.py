@@ -555,7 +555,7 @@ def test_small_pardiso_systems_run_on_one_mkl_thread_and_solve_alike(monkeypatch
     for limit in (10**9, 0):  # one thread / MKL's own count
         monkeypatch.setattr(_pardiso, "SINGLE_THREAD_NNZ", limit)
         plan = _pardiso.PardisoPlan(pattern, "sym", K.data)
-        # (a large plan records MKL's own count when its analysis runs: tests/test_pardiso_threads.py)
+        # (a large plan records the caller's MKL count when created: tests/test_pardiso_threads.py)
         assert plan.threads == (1 if limit else max(int(_pardiso._mkl_max_threads()()), 1))
         factor = plan.factor(K.data)
         xs.append(factor.solve(B, False))

@@ -23,10 +23,10 @@ def _global_threads():
 
 
 def test_a_large_plan_keeps_the_thread_count_of_its_analysis(monkeypatch):
-    """A plan above SINGLE_THREAD_NNZ runs on MKL's global thread count, read when its (background) analysis
-    starts and kept for its factorisations: a global change in between must not reach them (PARDISO crashes
-    when a factorisation runs on fewer threads than the analysis). Before, the plan read the global setting at
-    every call (``threads == 0``)."""
+    """A plan above SINGLE_THREAD_NNZ runs on the caller's MKL thread count, read when the plan is created
+    (before its background analysis) and kept for its factorisations: a global change in between must not
+    reach them (PARDISO crashes when a factorisation runs on fewer threads than the analysis). Before, the
+    plan read the global setting at every call (``threads == 0``)."""
     from igax.solvers import _pardiso
 
     set_global = _global_threads()
