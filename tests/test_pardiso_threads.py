@@ -12,11 +12,9 @@ from igax.solvers import CSRPattern
 
 def _global_threads():
     """mkl_rt's global thread count setter, or a skip where the library lacks the calls used here."""
-    import pypardiso
-
     from igax.solvers import _pardiso
 
-    lib = pypardiso.PyPardisoSolver().libmkl
+    lib = _pardiso._libmkl()
     if _pardiso._mkl_max_threads() is None or _pardiso._mkl_set_threads_local() is None:
         pytest.skip("mkl_rt lacks MKL_Get_Max_Threads or MKL_Set_Num_Threads_Local")
     return lib.MKL_Set_Num_Threads
@@ -92,3 +90,40 @@ def test_a_large_pattern_orders_sequentially_above_the_parallel_limit(monkeypatc
             assert np.linalg.norm(x - ref) <= 1e-12 * np.linalg.norm(ref)
     finally:
         set_global(before)
+
+
+def test_the_mkl_library_is_looked_up_once(monkeypatch):
+    """pypardiso's solver object looks mkl_rt up in its constructor (0.1 s: a recursive glob of the
+    environment where the loader's path lacks MKL). The library is loaded once for all the handles, from the
+    environment's ``lib`` where pip's ``mkl`` puts it; before, each of the four handles built a solver object
+    (0.4 s in the trace of a process's first solve)."""
+    import glob
+    import os
+    import sys
+
+    import pypardiso
+
+    from igax.solvers import _pardiso
+
+    built = []
+    real = pypardiso.PyPardisoSolver
+    monkeypatch.setattr(pypardiso, "PyPardisoSolver", lambda *a, **k: built.append(1) or real(*a, **k))
+    handles = (_pardiso._libmkl, _pardiso._mkl_pardiso, _pardiso._mkl_max_threads,
+               _pardiso._mkl_set_threads_local, _pardiso._mkl_getdiag)  # fmt: skip
+    for handle in handles:
+        handle.cache_clear()
+    try:
+        assert _pardiso.available()
+        for handle in handles:
+            handle()
+        # in the environment's lib unless MKL came another way (then pypardiso's lookup, once)
+        in_prefix = bool(glob.glob(os.path.join(sys.prefix, "lib", "libmkl_rt.so*")))
+        assert len(built) == (0 if in_prefix or os.environ.get("PYPARDISO_MKL_RT") else 1)
+        # the handles work: a small Cholesky solve
+        K = _laplacian(30)
+        plan = _pardiso.PardisoPlan(CSRPattern(K.indptr, K.indices, K.shape), "spd", None)
+        x = plan.factor(K.data).solve(np.ones((K.shape[0], 1)), False)[:, 0]
+        np.testing.assert_allclose(x, spl.spsolve(K.tocsc(), np.ones(K.shape[0])), rtol=1e-12)
+    finally:
+        for handle in handles:  # the next test loads them again (unpatched)
+            handle.cache_clear()

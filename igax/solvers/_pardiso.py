@@ -1,11 +1,11 @@
 """Intel MKL PARDISO through ctypes, with the symbolic analysis shared by all matrices of one pattern.
 
-pypardiso locates ``mkl_rt`` and declares the ``pardiso`` C signature; we use its function handle but drive
-the phases ourselves, because its solver object keeps one factorisation and redoes the analysis (fill-reducing
-ordering, the most expensive phase for 2D problems) for every new matrix. Here a :class:`PardisoPlan` runs
-phase 11 once per ``(pattern, matrix type)`` and numeric factorisations of matrices with that pattern (Newton
-tangents, optimisation iterates, a ``vmap`` over values) each take one of PARDISO's ``maxfct`` factor slots
-(``mnum``).
+pypardiso (optional) brings MKL and can locate ``mkl_rt`` (see :func:`_libmkl`); we declare the ``pardiso`` C
+signature and drive the phases ourselves, because its solver object keeps one factorisation and redoes the
+analysis (fill-reducing ordering, the most expensive phase for 2D problems) for every new matrix. Here a
+:class:`PardisoPlan` runs phase 11 once per ``(pattern, matrix type)`` and numeric factorisations of matrices
+with that pattern (Newton tangents, optimisation iterates, a ``vmap`` over values) each take one of PARDISO's
+``maxfct`` factor slots (``mnum``).
 
 Matrix types: SPD matrices use Cholesky (``mtype=2``) on the upper triangle; other symmetric matrices use
 Bunch-Kaufman (``mtype=-2``); everything else real unsymmetric LU (``mtype=11``) with scaling and weighted
@@ -42,6 +42,9 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import glob
+import os
+import sys
 import threading
 import time
 
@@ -85,10 +88,42 @@ SINGULAR_PIVOT = 1e-12
 
 
 @functools.cache
-def _mkl_pardiso():
+def _libmkl():
+    """The ``mkl_rt`` library, loaded once per process.
+
+    pypardiso's solver object looks the library up in its constructor: ``find_library`` and, where that finds
+    nothing (MKL installed by pip into the environment, off the loader's path), a recursive glob of
+    ``sys.prefix/lib*``: 0.1 s per object in this project's environment. Each of the four handles below built
+    one, so the first solve of a process spent 0.4 s in it (most of it while its program was traced, before
+    Cholesky's analysis could start). Pip's ``mkl`` package (pypardiso's requirement) puts the library in
+    ``sys.prefix/lib`` (``Library/bin`` on Windows): looked for there first, after pypardiso's own override
+    ``PYPARDISO_MKL_RT``; pypardiso's lookup is the fallback.
+    """
     import pypardiso
 
-    return pypardiso.PyPardisoSolver()._mkl_pardiso  # the C function with argtypes declared
+    override = os.environ.get("PYPARDISO_MKL_RT")
+    candidates = [override] if override else []
+    places = (("lib", "libmkl_rt.so*"), ("lib", "libmkl_rt*.dylib"), ("Library/bin", "mkl_rt*.dll"))
+    for folder, name in places:
+        candidates += sorted(glob.glob(os.path.join(sys.prefix, folder, name)), key=len)
+    for path in candidates:
+        try:
+            return ctypes.CDLL(path)
+        except OSError:
+            continue
+    return pypardiso.PyPardisoSolver().libmkl
+
+
+@functools.cache
+def _mkl_pardiso():
+    """The C function ``pardiso`` with its signature declared (pt, maxfct, mnum, mtype, phase, n, a, ia, ja,
+    perm, nrhs, iparm, msglvl, b, x, error)."""
+    fn = _libmkl().pardiso
+    i32, ptr = ctypes.POINTER(ctypes.c_int32), ctypes.c_void_p
+    fn.argtypes = [ctypes.POINTER(ctypes.c_int64), i32, i32, i32, i32, i32, ptr, i32, i32, i32, i32, i32, i32,
+                   ptr, ptr, i32]  # fmt: skip
+    fn.restype = None
+    return fn
 
 
 # Systems with fewer stored entries than this are factorised and solved by one MKL thread. On two cores
@@ -116,10 +151,7 @@ PARALLEL_ORDERING_MAX_ENTRIES = 8_000_000
 def _mkl_set_threads_local():
     """mkl_rt's ``MKL_Set_Num_Threads_Local`` (the calling thread's MKL thread count; 0: the global one), or
     None where the library lacks it."""
-    import pypardiso
-
-    lib = getattr(pypardiso.PyPardisoSolver(), "libmkl", None)
-    fn = getattr(lib, "MKL_Set_Num_Threads_Local", None)
+    fn = getattr(_libmkl(), "MKL_Set_Num_Threads_Local", None)
     if fn is not None:
         fn.restype, fn.argtypes = ctypes.c_int, [ctypes.c_int]
     return fn
@@ -129,10 +161,7 @@ def _mkl_set_threads_local():
 def _mkl_max_threads():
     """mkl_rt's ``MKL_Get_Max_Threads`` (the MKL thread count of the calling thread: its own setting, else the
     global one), or None where the library lacks it."""
-    import pypardiso
-
-    lib = getattr(pypardiso.PyPardisoSolver(), "libmkl", None)
-    fn = getattr(lib, "MKL_Get_Max_Threads", None)
+    fn = getattr(_libmkl(), "MKL_Get_Max_Threads", None)
     if fn is not None:
         fn.restype, fn.argtypes = ctypes.c_int, []
     return fn
@@ -140,9 +169,7 @@ def _mkl_max_threads():
 
 @functools.cache
 def _mkl_getdiag():
-    import pypardiso
-
-    f = pypardiso.PyPardisoSolver().libmkl.pardiso_getdiag
+    f = _libmkl().pardiso_getdiag
     p = ctypes.c_void_p
     f.argtypes = [p, p, p, ctypes.POINTER(ctypes.c_int32), ctypes.POINTER(ctypes.c_int32)]
     f.restype = None
