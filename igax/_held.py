@@ -22,7 +22,7 @@ import threading
 import jax
 import numpy as np
 
-__all__ = ["fetch"]
+__all__ = ["fetch", "fetch_arrays"]
 
 _HELD_MIN_BYTES = 1 << 22  # smaller arrays stay constants (cheap to compile; XLA may use their values)
 _HELD_BYTES_LIMIT = 4 << 30
@@ -89,3 +89,36 @@ def fetch(a):
         return a
     call = jax.ffi.ffi_call("igax_fetch_held", jax.ShapeDtypeStruct(arr.shape, arr.dtype))
     return call(key=np.uint64(key))
+
+
+def fetch_arrays(tree):
+    """``tree`` with each concrete array of at least ``_HELD_MIN_BYTES`` replaced by :func:`fetch` of it.
+
+    For the inputs of a compiled function that igax calls inside a caller's trace (the assembly's and the
+    solve's programs): arrays that the caller closed over (a space's node coordinates, a load vector: 24 MB at
+    1M P1 DOFs) would otherwise become constants of the caller's program, compiled at about 10 ms per MB.
+    Traced leaves, small arrays and everything outside a trace are left as they are (see :func:`fetch`).
+
+    Arguments:
+        tree: a pytree (an equinox module included: its array leaves).
+
+    Returns:
+        The same pytree, large concrete arrays replaced by values read when the program runs.
+
+    Example:
+        >>> import jax, jax.numpy as jnp, numpy as np
+        >>> from igax._held import fetch_arrays
+        >>> tree = {"b": np.ones(2**20), "n": 3}
+        >>> float(jax.jit(lambda s: jnp.sum(fetch_arrays(tree)["b"]) * s)(2.0))
+        2097152.0
+    """
+    from igax._compile import at_top_level
+
+    if at_top_level():
+        return tree
+
+    def one(x):
+        concrete = isinstance(x, (np.ndarray, jax.Array)) and not isinstance(x, jax.core.Tracer)
+        return fetch(x) if concrete and x.nbytes >= _HELD_MIN_BYTES else x
+
+    return jax.tree_util.tree_map(one, tree)

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 
 from igax import solvers
 from igax._compile import lazy_jit
+from igax._held import fetch_arrays
 from igax.fem.bc import DirichletBC, condense, known_zero, merge_bcs
 from igax.fem.field import Field
 from igax.fem.mixed_solving import mixed_result, pressure_bcs, with_pinned_diagonal
@@ -125,11 +126,14 @@ def solve(
     # constants baked into it); the space's hierarchy is given, so nothing is recorded after the solve.
     arrays, _ = _prepare(A, method, options)
     program = _program_small if A.nnz <= SMALL_NNZ else _program
+    # Inside a caller's trace, a closed-over load vector (8 MB at 1M DOFs) or matrix is read when the program
+    # runs instead of becoming a constant of the caller's program (igax._held)
+    A, b, dofs, values, constrained, diag = fetch_arrays((A, b, bc.dofs, bc.values, constrained, diag))
     result = program(
         A,
         b,
-        bc.dofs,
-        bc.values,
+        dofs,
+        values,
         constrained,
         diag,
         arrays,

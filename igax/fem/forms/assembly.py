@@ -23,6 +23,7 @@ import numpy as np
 
 from igax._compile import fast_compile_options, lazy_jit
 from igax._config import check_float64
+from igax._held import fetch_arrays
 from igax.fem.field import Field
 from igax.fem.forms._contract import (
     bilinear_einsum,
@@ -298,7 +299,10 @@ def assemble(form: Form, space: FunctionSpace, *, boundary=None, **fields):
     p = space.plan
     small = rule.elements.size * p.nloc * p.nloc <= _SMALL_ENTRIES
     program = _assemble_small if small else _assemble_jit
-    out = program(form, space, boundary, fields, tables, field_tables)
+    # Inside a caller's trace, large concrete arrays (a closed-over space's node coordinates, a Field's
+    # coefficients) are read when the program runs instead of becoming constants of the caller's program.
+    space_in, fields, tables, field_tables = fetch_arrays((space, fields, tables, field_tables))
+    out = program(form, space_in, boundary, fields, tables, field_tables)
     if form.symmetric and form.kind == "bilinear":
         values = check_symmetric(out.values, out.pattern, form, space.plan, boundary)
         if values is not out.values:
