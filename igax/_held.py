@@ -97,7 +97,9 @@ def fetch_arrays(tree):
     For the inputs of a compiled function that igax calls inside a caller's trace (the assembly's and the
     solve's programs): arrays that the caller closed over (a space's node coordinates, a load vector: 24 MB at
     1M P1 DOFs) would otherwise become constants of the caller's program, compiled at about 10 ms per MB.
-    Traced leaves, small arrays and everything outside a trace are left as they are (see :func:`fetch`).
+    Traced leaves, small arrays and everything outside a trace are left as they are (see :func:`fetch`). An
+    array met twice (a Field's space's control points, those of the space) becomes one value, so identity
+    checks between them still hold.
 
     Arguments:
         tree: a pytree (an equinox module included: its array leaves).
@@ -117,8 +119,14 @@ def fetch_arrays(tree):
     if at_top_level():
         return tree
 
+    fetched: dict[int, tuple] = {}  # id -> (array, its fetch): one array met twice gives one value
+
     def one(x):
         concrete = isinstance(x, (np.ndarray, jax.Array)) and not isinstance(x, jax.core.Tracer)
-        return fetch(x) if concrete and x.nbytes >= _HELD_MIN_BYTES else x
+        if not concrete or x.nbytes < _HELD_MIN_BYTES:
+            return x
+        if id(x) not in fetched:  # (the array is kept in the entry, so its id is not reused meanwhile)
+            fetched[id(x)] = (x, fetch(x))
+        return fetched[id(x)][1]
 
     return jax.tree_util.tree_map(one, tree)

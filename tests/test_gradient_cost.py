@@ -318,6 +318,42 @@ def test_a_large_spline_program_holds_no_element_sized_index_constant(large_path
     assert not per_element, f"element-indexed integer constants in the program: {per_element}"
 
 
+def test_a_closed_over_spline_patch_and_load_vector_are_read_at_run_time(monkeypatch):
+    # The README's pattern on a sum-factorised spline patch: inside the caller's jit, the patch's control
+    # points and weights (the assembly's inputs) and the load vector (the solve's) are copied in when the
+    # program runs (igax._held, forced here at a small size), not compiled in: at 1M degree-2 DOFs they were
+    # 32 MB of constants. Values and gradient unchanged.
+    from igax import _held, _native
+    from igax.fem.forms import sumfact
+
+    if not _native.available():
+        pytest.skip("native kernels unavailable")
+    monkeypatch.setattr(sumfact, "_MIN_ENTRIES", 0)
+    V = fem.SplineSpace(fem.geometry.quarter_annulus().refine(degree=2, elements=(7, 6)))
+    b = fem.assemble(library.source, V, f=1.0)
+    bc = fem.DirichletBC(V, None, 0.0)
+
+    def forward(c):
+        return fem.solve(fem.assemble(library.diffusion, V, kappa=fem.Field(V, c)), b, bc=bc).coeffs
+
+    def loss(c):
+        return jnp.sum(forward(c) ** 2)
+
+    c = jnp.asarray(np.linspace(1.0, 2.0, V.ndofs))
+    jax.clear_caches()
+    want = [np.asarray(jax.jit(f)(c)) for f in (forward, jax.grad(loss))]
+    data = {V.control_points.shape, V.weights.shape, (V.ndofs,)}
+    assert data <= {s for _, s in _constants(jax.jit(forward).lower(c).as_text(), compiled=False)}
+    monkeypatch.setattr(_held, "_HELD_MIN_BYTES", 0)
+    jax.clear_caches()
+    text = jax.jit(forward).lower(c).as_text()
+    assert "igax_fetch_held" in text
+    assert not data & {s for _, s in _constants(text, compiled=False)}
+    for f, w in zip((forward, jax.grad(loss)), want, strict=True):
+        np.testing.assert_allclose(np.asarray(jax.jit(f)(c)), w, rtol=1e-12, atol=1e-14 * np.abs(w).max())
+    jax.clear_caches()
+
+
 def test_with_jax_hoisting_switch_the_1m_program_holds_no_large_constant():
     # The documented pattern for large meshes (docs/performance.md): JAX_USE_SIMPLIFIED_JAXPR_CONSTANTS=True
     # passes everything a jitted function closes over as arguments of the executable. Same gradient. Left

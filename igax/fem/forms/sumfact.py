@@ -38,7 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from igax._config import check_float64
-from igax._held import fetch
+from igax._held import fetch, fetch_arrays
 from igax.fem.field import Field
 from igax.fem.forms import _sumfact_weights2d as weights2d
 from igax.fem.forms._kernel_checks import check_symmetric, mark_symmetric
@@ -311,10 +311,14 @@ def assemble_factorised(form: Form, space, fields: dict, *, force: bool = False)
     # (the module _sumfact_weights2d; its program does not depend on the dimension). 3D degree-2 elasticity,
     # 108k DOFs, space as argument (2 cores, CPU time, medians, interleaved): 1.67 -> 1.23 s (9 reference-jet
     # states instead of 16), as fast as closed over (1.17 s).
-    if w0 is None and (weights2d.applies(space, sf) or _traced_3d(space, sf)):
-        values = weights2d.values_traced_weights(_values, form, space, fields, idx, blocks, not transposed)
+    traced_weights = w0 is None and (weights2d.applies(space, sf) or _traced_3d(space, sf))
+    # Decided on the space as given; then, inside a caller's trace, its large concrete arrays (control points
+    # and weights: 24 MB at 1M degree-2 DOFs) are read when the program runs, not compiled in (igax/_held.py).
+    space_in, fields = fetch_arrays((space, fields))
+    if traced_weights:
+        values = weights2d.values_traced_weights(_values, form, space_in, fields, idx, blocks, not transposed)
     else:
-        values = _values_jit(form, space, fields, idx, w0, blocks, not transposed)
+        values = _values_jit(form, space_in, fields, idx, w0, blocks, not transposed)
     if form.symmetric and _constant_symmetric(ks):
         # A constant kernel matrix that is symmetric (verified above on the host, exactly as ``_blocks``
         # does) gives symmetric D = T^T M T dx at every point, hence a symmetric matrix by construction: the
