@@ -82,7 +82,9 @@ def nested_dissection(shape, reach, leaf: int | None = None) -> np.ndarray:
     reach = np.maximum(np.asarray(reach, np.int64), 1)
     dim = shape.shape[0]
     if reach.shape != (dim,) or not 1 <= dim <= 3:
-        raise ValueError(f"shape and reach must give 1 to 3 directions, got {shape.tolist()}, {reach.tolist()}")
+        raise ValueError(
+            f"shape and reach must give 1 to 3 directions, got {shape.tolist()}, {reach.tolist()}"
+        )
     lo, hi = np.zeros((1, dim), np.int64), shape[None, :].copy()
     start = np.zeros(1, np.int64)
     blocks = []  # (lo, hi, start) of the blocks: leaves and separators
@@ -146,7 +148,7 @@ def check_hint(indptr, indices, hint: GridHint, *, chunk: int = 1 << 22) -> bool
         >>> K = sp.csr_matrix(sp.diags([1.0, 1.0, 1.0], [-1, 0, 1], shape=(6, 6)))
         >>> check_hint(K.indptr, K.indices, GridHint((6,), (1,)))
         True
-        >>> check_hint(K.indptr, K.indices, GridHint((2, 3), (1, 1)))   # row 2 couples nodes (0, 2) and (1, 0)
+        >>> check_hint(K.indptr, K.indices, GridHint((2, 3), (1, 1)))   # row 2: nodes (0, 2) and (1, 0)
         False
     """
     shape = tuple(int(s) for s in hint.shape)
