@@ -15,6 +15,8 @@ for symmetric matrices too: :mod:`igax.solvers.backends.pardiso`.)
 Cholesky's analysis reads the pattern only (no scaling or matching), so a plan of ``kind="spd"`` can be made
 without values and in the background (``background=True``): the analysis then runs in a thread, e.g. while
 XLA compiles the program that will produce the values, and the first :meth:`PardisoPlan.factor` waits for it.
+Its fill-reducing ordering is METIS's nested dissection, or, for a pattern carrying a verified grid hint,
+the grid's own nested dissection given as the user permutation (see ``GRID_ORDERING``).
 
 The other real and complex types read the values in their analysis (scaling and weighted matching), and a
 plan reuses the analysis of the first matrix it saw. When that matrix was extreme (a line search's trial with
