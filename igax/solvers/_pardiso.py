@@ -118,10 +118,11 @@ PARALLEL_ORDERING_MAX_ENTRIES = 8_000_000
 # spaces on the structured meshes), verified against the entries PARDISO is given, are ordered by the grid's
 # nested dissection (igax.solvers._grid_ordering), PARDISO's user permutation (iparm[4] = 1), instead of by
 # METIS: the analysis is then the symbolic factorisation alone. On 2 cores: a degree-2 spline space with 1M
-# dofs 0.76 s + 0.13-0.30 s (check and ordering) instead of 4.0 s, P1 with 1M dofs 0.30 s + 0.10 s instead of
+# dofs 0.76 s + 0.08 s (check and ordering, CPU) instead of 4.0 s, P1 with 1M dofs 0.30 s + 0.06 s instead of
 # 1.6-1.8 s, with 3-6 % fewer factor entries than METIS's in 2D and 0.5-3.5 % in 3D (P1 tetrahedra, Q1
-# elasticity, degree-2 spline elasticity) and factorisations as fast or faster. The other matrix types keep
-# METIS: their analysis also scales and matches from the values. False: METIS for every pattern.
+# elasticity, degree-2 spline elasticity) and factorisations as fast or faster (docs/performance.md, "Fourth
+# pass"). The other matrix types keep METIS: their analysis also scales and matches from the values. False:
+# METIS for every pattern.
 GRID_ORDERING = True
 
 
