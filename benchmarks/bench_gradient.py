@@ -423,6 +423,9 @@ def _large_child(case: str, n: int) -> dict:
         out.update(analysis_s=plan.analysis_s, analysis_wait_s=getattr(plan, "wait_s", None),
                    mtype=int(plan.mtype), first_factor_s=plan.factor_s,
                    pardiso_gb=plan.memory_kb() / 2**20, factor_nnz=int(plan.iparm[17]))  # fmt: skip
+        # the ordering: "grid" (the grid's nested dissection, checked and formed in ordering_s before the
+        # analysis, in its thread) or "metis" (inside the analysis)
+        out.update(ordering=getattr(plan, "ordering", "metis"), ordering_s=getattr(plan, "ordering_s", 0.0))
     _reset_peak()
     cpu = time.process_time()
     out["steady_s"] = _median_fresh(f, lambda: (fresh(),), 3)

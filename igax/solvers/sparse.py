@@ -33,6 +33,12 @@ class CSRPattern:
     Patterns compare equal when their content is equal (a digest is computed once), so two spaces built the
     same way share jit caches.
 
+    ``grid`` (default None) may name the tensor grid of the rows, a
+    :class:`~igax.solvers._grid_ordering.GridHint` set by the builder of a pattern that knows it (spline
+    spaces, degree-1 Lagrange spaces on structured meshes): PARDISO then orders by the grid's nested
+    dissection instead of METIS, once the hint is verified against the entries. It is not part of the
+    pattern's equality or digest.
+
     Example:
         >>> import numpy as np
         >>> from igax.solvers import CSRPattern
@@ -40,6 +46,8 @@ class CSRPattern:
         >>> p.nnz
         2
     """
+
+    grid = None  # a GridHint of the rows, set by builders that know it (see above)
 
     def __init__(self, indptr, indices, shape):
         indptr = np.ascontiguousarray(indptr, dtype=np.int64)

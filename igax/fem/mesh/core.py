@@ -203,6 +203,8 @@ class Mesh:
         for key in ("_edge_table", "_face_table", "_facet_table"):
             if key in self.__dict__:
                 new.__dict__[key] = self.__dict__[key]
+        if "_grid_shape" in self.__dict__ and new.cells is self.cells:  # structured meshes' point grid
+            new.__dict__["_grid_shape"] = self.__dict__["_grid_shape"]
         return new
 
     # ------------------------------------------------------------------------------------------ topology

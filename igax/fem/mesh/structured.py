@@ -77,7 +77,11 @@ def _structured(
             cubes = np.flatnonzero(cube_index[:, d] == (0 if side == 0 else counts[d] - 1))
             cell_ids = (cubes[:, None] * ntpl + t_ids[None]).reshape(-1)
             boundaries[name] = cells[cell_ids[:, None], facets[np.tile(f_ids, len(cubes))]]
-    return Mesh._trusted(points, cells.astype(np.int64, copy=False), cell_type, boundaries, {})
+    mesh = Mesh._trusted(points, cells.astype(np.int64, copy=False), cell_type, boundaries, {})
+    # The grid of the points in C order (z, y, x: x fastest): a degree-1 Lagrange space on the mesh passes it
+    # to PARDISO (igax.solvers._grid_ordering); copies that keep the cells keep it (Mesh._replace).
+    object.__setattr__(mesh, "_grid_shape", tuple(c + 1 for c in counts[::-1]))
+    return mesh
 
 
 def rectangle_mesh(

@@ -297,8 +297,13 @@ def _full_block(ncomp: int) -> CSRPattern:
 
 
 def _vector_pattern(pattern: CSRPattern, ncomp: int) -> CSRPattern:
-    """Pattern of the component-major vector space, kron(1_CxC, P)."""
-    return pattern if ncomp == 1 else kron_pattern(_full_block(ncomp), pattern)
+    """Pattern of the component-major vector space, kron(1_CxC, P) (with P's grid hint, per component)."""
+    if ncomp == 1:
+        return pattern
+    out = kron_pattern(_full_block(ncomp), pattern)
+    if pattern.grid is not None:
+        out.grid = pattern.grid.with_components(ncomp)
+    return out
 
 
 def _vector_slots(pattern: CSRPattern, slot: np.ndarray, cell_dofs: np.ndarray, ncomp: int) -> np.ndarray:

@@ -18,6 +18,7 @@ from igax.fem.quadrature import facet_quadrature, quadrature
 from igax.fem.spaces.base import FunctionSpace, Rule, SpacePlan, Tables, check_jacobian, finish_tables, pin
 from igax.fem.spaces.locators import CellLocator, cell_map, inverse_map
 from igax.fem.spaces.sampling import NodalSampler
+from igax.solvers._grid_ordering import GridHint
 from igax.solvers.sparse import CSRPattern
 
 __all__ = ["LagrangeSpace"]
@@ -69,6 +70,11 @@ class _LagrangePlan(SpacePlan):
             raise ValueError(f"degree {degree} on {cell_type} is not supported by LagrangeSpace.")
         # Built from the distinct dof pairs of the cells (for P1: the edges), not all nloc**2 entries.
         pattern, slot = CSRPattern.from_cells(cell_dofs, offset)
+        grid = getattr(mesh, "_grid_shape", None)
+        if grid is not None and degree == 1 and offset == int(np.prod(grid)):
+            # P1/Q1 on a structured mesh whose points (all used) are the dofs, in the grid's C order: an
+            # entry couples neighbouring grid points (PARDISO may order the rows by the grid).
+            pattern.grid = GridHint(tuple(grid), (1,) * len(grid))
 
         # Facets: all cell facets, the boundary ones (seen once) and the named ones.
         lf = np.array(ref.facets)  # (nfac, nvf)

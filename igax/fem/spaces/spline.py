@@ -31,6 +31,7 @@ from igax.fem.spaces.base import (
 from igax.fem.spaces.glue import collapsed_sides, glued_dof_map, normalise_glue
 from igax.fem.spaces.locators import SplineLocator, inverse_map, spline_map
 from igax.fem.spaces.sampling import GridSampler
+from igax.solvers._grid_ordering import GridHint
 from igax.solvers.sparse import CSRPattern
 
 __all__ = ["SplineSpace"]
@@ -125,6 +126,9 @@ class _SplinePlan(SpacePlan):
         chain = [pats[0]]  # kron(P_0, .., P_k) for k = 0 .. pdim - 1
         for k in range(1, pdim):
             chain.append(kron_pattern(chain[-1], pats[k]))
+        # The rows are the control points in C order, and two of them share an element only when their
+        # indices differ by at most the degree in every direction: PARDISO may order them by the grid.
+        chain[-1].grid = GridHint(tuple(int(n) for n in self.shape), tuple(int(p) for p in self.degrees))
 
         def element_slots():  # formed on first use only (see SpacePlan.slot)
             (rows, sl) = slots[0]

@@ -19,6 +19,11 @@ no scaling or matching, so :meth:`Pardiso.analyse` can start it as soon as the p
 (``fem.solve`` does while its program is traced), in a thread that overlaps XLA's compilation; the first
 factorisation waits for it.
 
+A pattern that knows its grid (``CSRPattern.grid``: spline spaces, degree-1 Lagrange spaces on the structured
+meshes) is ordered for Cholesky by the grid's nested dissection (:mod:`igax.solvers._grid_ordering`, checked
+against the entries first), given as PARDISO's user permutation: no METIS run, and 3-6 % less fill on the 2D
+patterns tried; ``_pardiso.GRID_ORDERING = False`` turns it off.
+
 Bunch-Kaufman's analysis (and LU's) reads the values of the first matrix of a pattern. A factorisation of
 other values is checked (more perturbed pivots than the analysed matrix had; a solve's residual above
 ``direct_rtol``) and on a failed check the analysis is rerun from the current values once, before a failure
