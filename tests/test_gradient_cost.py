@@ -354,6 +354,42 @@ def test_a_closed_over_spline_patch_and_load_vector_are_read_at_run_time(monkeyp
     jax.clear_caches()
 
 
+def test_held_data_are_copies_and_only_jit_holds_them(monkeypatch):
+    # A caller's array is held by content: it must be a copy, so that changing the array in place afterwards
+    # changes neither the program that closed over it (JAX fixes a closed-over array when tracing) nor a later
+    # program closing over an array equal to its old content. Eager grad and vmap make no constants, so they
+    # hold nothing. (Forced at a small size; before, the second program read the changed array: 2x.)
+    from igax import _held, _native
+
+    if not _native.available():
+        pytest.skip("native kernels unavailable")
+    monkeypatch.setattr(_held, "_HELD_MIN_BYTES", 0)
+    V = fem.LagrangeSpace(mesh.unit_square(6), degree=1)
+    A = fem.assemble(library.diffusion, V, kappa=1.0)
+    bc = fem.DirichletBC(V, None, 0.0)
+    b = np.ones(V.ndofs)
+    f = jax.jit(lambda s: fem.solve(A, b, bc=bc).coeffs * s)
+    u1 = np.asarray(f(1.0))
+    b[:] = 2.0
+    g = jax.jit(lambda s: fem.solve(A, np.ones(V.ndofs), bc=bc).coeffs * s)
+    np.testing.assert_allclose(np.asarray(g(1.0)), u1, rtol=1e-13)
+    np.testing.assert_allclose(np.asarray(f(1.0)), u1, rtol=1e-13)
+
+    def loss(c, load):
+        return jnp.sum(
+            fem.solve(fem.assemble(library.diffusion, V, kappa=fem.Field(V, c)), load, bc=bc).coeffs
+        )
+
+    held = len(_held._held)
+    c = jnp.ones(V.ndofs)
+    for k in range(3):  # a new load vector each time, closed over by eager transformations
+        load = np.full(V.ndofs, 1.0 + k)
+        jax.grad(lambda c, load=load: loss(c, load))(c)
+        jax.vmap(lambda s, load=load: loss(c * s, load))(jnp.ones(2))
+    assert len(_held._held) == held
+    jax.clear_caches()
+
+
 def test_with_jax_hoisting_switch_the_1m_program_holds_no_large_constant():
     # The documented pattern for large meshes (docs/performance.md): JAX_USE_SIMPLIFIED_JAXPR_CONSTANTS=True
     # passes everything a jitted function closes over as arguments of the executable. Same gradient. Left

@@ -43,6 +43,7 @@ Hermitian matrices (flagged by the backend option ``hermitian=``) ``mtype=-4`` (
 from __future__ import annotations
 
 import ctypes
+import ctypes.util
 import functools
 import glob
 import importlib.util
@@ -93,22 +94,26 @@ SINGULAR_PIVOT = 1e-12
 
 @functools.cache
 def _libmkl():
-    """The ``mkl_rt`` library, loaded once per process.
+    """The ``mkl_rt`` library, loaded once per process, found where pypardiso finds it, in its order.
 
-    pypardiso's solver object looks the library up in its constructor: ``find_library`` and, where that finds
-    nothing (MKL installed by pip into the environment, off the loader's path), a recursive glob of
-    ``sys.prefix/lib*``: 0.1 s per object in this project's environment. Each of the four handles below built
-    one, so the first solve of a process spent 0.4 s in it (most of it while its program was traced, before
-    Cholesky's analysis could start). Pip's ``mkl`` package (pypardiso's requirement) puts the library in
-    ``sys.prefix/lib`` (``Library/bin`` on Windows): looked for there first, after pypardiso's own override
-    ``PYPARDISO_MKL_RT``; pypardiso's lookup is the fallback.
+    pypardiso's solver object looks the library up in its constructor: its override ``PYPARDISO_MKL_RT``, then
+    ``find_library``, then, where that finds nothing (MKL installed by pip into the environment, off the
+    loader's path), a recursive glob of ``sys.prefix/lib*``: 0.1 s per object in this project's environment.
+    Each of the four handles below built one, so the first solve of a process spent 0.4 s in it (most of it
+    while its program was traced, before Cholesky's analysis could start). Here the same order, with the
+    folder where pip's ``mkl`` package (pypardiso's requirement) puts the library, ``sys.prefix/lib``
+    (``Library/bin`` on Windows), looked at before the glob; pypardiso's own lookup is the last resort. An
+    override that does not load raises, as in pypardiso.
     """
     # pypardiso is what declares MKL a dependency (and its lookup is the fallback below); it is not imported
     # unless needed: importing it took 0.12 s (its scipy aliases), in the trace of a process's first solve.
     if importlib.util.find_spec("pypardiso") is None:
         raise ImportError("pypardiso is not installed")
     override = os.environ.get("PYPARDISO_MKL_RT")
-    candidates = [override] if override else []
+    if override:
+        return ctypes.CDLL(override)
+    found = ctypes.util.find_library("mkl_rt") or ctypes.util.find_library("mkl_rt.1")
+    candidates = [found] if found else []
     places = (("lib", "libmkl_rt.so*"), ("lib", "libmkl_rt*.dylib"), ("Library/bin", "mkl_rt*.dll"))
     for folder, name in places:
         candidates += sorted(glob.glob(os.path.join(sys.prefix, folder, name)), key=len)
