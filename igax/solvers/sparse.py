@@ -251,8 +251,12 @@ class CSRPattern:
     def empty_rows_and_cols(self) -> tuple[np.ndarray, np.ndarray]:
         """Rows and columns that store no entry (a matrix with one is singular whatever its values)."""
         rows = np.flatnonzero(np.diff(self.indptr) == 0)
-        cols = np.flatnonzero(np.bincount(self.indices, minlength=self.shape[1]) == 0)
-        return rows, cols
+        if self.shape[0] == self.shape[1] and not rows.size and "diagonal_slots" in self.__dict__:
+            if np.all(self.diagonal_slots >= 0):  # every column stores its diagonal entry (known already)
+                return rows, rows.copy()
+        seen = np.zeros(self.shape[1], dtype=bool)
+        seen[self.indices] = True  # (a scatter: a third of a bincount's time at 5M entries)
+        return rows, np.flatnonzero(~seen)
 
     @cached_property
     def _first_non_canonical_row(self) -> int:
