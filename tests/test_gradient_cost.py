@@ -329,6 +329,7 @@ def test_a_closed_over_spline_patch_and_load_vector_are_read_at_run_time(monkeyp
     if not _native.available():
         pytest.skip("native kernels unavailable")
     monkeypatch.setattr(sumfact, "_MIN_ENTRIES", 0)
+    monkeypatch.setattr(sumfact, "_AFFINE", False)  # the general path
     V = fem.SplineSpace(fem.geometry.quarter_annulus().refine(degree=2, elements=(7, 6)))
     b = fem.assemble(library.source, V, f=1.0)
     bc = fem.DirichletBC(V, None, 0.0)

@@ -47,6 +47,7 @@ def elementwise(monkeypatch):
 def factorised(monkeypatch):
     """``fem.assemble`` taking the sum-factorised path whenever it applies (any size and degree)."""
     monkeypatch.setattr(_SF, "_MIN_ENTRIES", 0)
+    monkeypatch.setattr(_SF, "_AFFINE", False)  # the general path (boxes are affine)
     monkeypatch.setattr(_SF, "_MIN_DEGREE", 1)
     return fem.assemble
 
@@ -162,6 +163,7 @@ def test_assemble_dispatches_by_the_rule(monkeypatch, elementwise):
     fem.assemble(library.laplace, V)  # below the entry count: element-wise
     assert not calls
     monkeypatch.setattr(_SF, "_MIN_ENTRIES", 0)
+    monkeypatch.setattr(_SF, "_AFFINE", False)  # the general path (boxes are affine)
     A = fem.assemble(library.laplace, V)
     assert calls
     _close(A.values, elementwise(library.laplace, V).values)

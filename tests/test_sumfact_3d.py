@@ -30,6 +30,7 @@ _SF = sys.modules["igax.fem.forms.sumfact"]
 def sumfact_always(monkeypatch):
     """The sum-factorised path for every size and degree (the element-wise one under ``elementwise()``)."""
     monkeypatch.setattr(_SF, "_MIN_ENTRIES", 0)
+    monkeypatch.setattr(_SF, "_AFFINE", False)  # the general path (boxes are affine)
     monkeypatch.setattr(_SF, "_MIN_DEGREE", 1)
 
     def elementwise(form, V):

@@ -48,6 +48,7 @@ def _values(V, form, blk, direct, **fields):
     """The sum-factorised values with ``blk`` direction-0 elements per chunk, written per chunk or not."""
     with pytest.MonkeyPatch.context() as m:
         m.setattr(_SF, "_MIN_ENTRIES", 0)
+        m.setattr(_SF, "_AFFINE", False)  # the general path (boxes are affine)
         m.setattr(_SF, "_chunk_size", lambda *a: blk)
         m.setattr(_SF, "_DIRECT_CSR", direct)
         return fem.assemble(form, V, **fields).values
@@ -80,6 +81,7 @@ def test_traced_weights_take_it_too():
         ref = _values(V, library.laplace, 3, False)
         with pytest.MonkeyPatch.context() as m:
             m.setattr(_SF, "_MIN_ENTRIES", 0)
+            m.setattr(_SF, "_AFFINE", False)  # the general path (boxes are affine)
             m.setattr(_SF, "_chunk_size", lambda *a: 3)
             got = jax.jit(lambda V: fem.assemble(library.laplace, V).values)(V)
         _close(got, ref, rtol=1e-13)
@@ -108,6 +110,7 @@ def test_gradients_in_coefficients_and_control_points(name):
     c0 = jnp.asarray(_rng.uniform(1.0, 2.0, V.ndofs))
     with pytest.MonkeyPatch.context() as m:
         m.setattr(_SF, "_MIN_ENTRIES", 0)
+        m.setattr(_SF, "_AFFINE", False)  # the general path (boxes are affine)
         m.setattr(_SF, "_chunk_size", lambda *a: 4)
 
         def by_coeffs(c):  # quadratic in c (the values are linear): a Taylor remainder of order 2

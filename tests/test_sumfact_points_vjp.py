@@ -41,6 +41,7 @@ def _paths(monkeypatch, fn):
         def f(*args):
             with monkeypatch.context() as m:
                 m.setattr(_SF, "_MIN_ENTRIES", 0)
+                m.setattr(_SF, "_AFFINE", False)  # the general path (boxes are affine)
                 m.setattr(_SF, "_MIN_DEGREE", 1)
                 m.setattr(_SF, "point_matrices", point)
                 m.setattr(_SF, "_values_jit", eqx.filter_jit(lambda *a: _SF._values(*a)))

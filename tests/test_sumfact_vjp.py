@@ -41,6 +41,7 @@ def _paths(monkeypatch, matrix):
         def f(*args):
             with monkeypatch.context() as m:
                 m.setattr(_SF, "_MIN_ENTRIES", min_entries)
+                m.setattr(_SF, "_AFFINE", False)  # the general path (boxes are affine)
                 m.setattr(_SF, "_MIN_DEGREE", min_degree)
                 return matrix(*args).values
 
@@ -180,6 +181,7 @@ def test_band_primitive_under_vmap():
 def _factorised(monkeypatch):
     """Force the sum-factorised path, in a fresh compiled program (the program cache is per function)."""
     monkeypatch.setattr(_SF, "_MIN_ENTRIES", 0)
+    monkeypatch.setattr(_SF, "_AFFINE", False)  # the general path (boxes are affine)
     monkeypatch.setattr(_SF, "_MIN_DEGREE", 1)
     monkeypatch.setattr(_SF, "_values_jit", eqx.filter_jit(lambda *a: _SF._values(*a)))
 

@@ -1,0 +1,189 @@
+"""Sum-factorised assembly on affine patches with a constant kernel (igax/fem/forms/_sumfact_affine.py).
+
+On a polynomial patch whose control points are an affine image of the Greville abscissae, a constant kernel
+gives the matrix as a sum of Kronecker products of univariate band matrices. Checked here: the matrices equal
+the element-wise ones (and the general sum factorisation's) to 1e-12 in 2D and 3D, scalar and vector,
+symmetric and not, on sheared and rotated maps, non-uniform and repeated knots and weights other than 1; the
+Kronecker program is taken exactly where it applies (affine, equal weights, constant kernel), for concrete
+patches when the program is built and for traced ones (a space passed to jit) when it runs; gradients w.r.t.
+the control points and the weights through it come from the general program and match central differences
+with Taylor rate 2; under vmap an affine and a curved patch each get their own matrix; and a closed-over
+patch's program holds no control-net- or pattern-sized constant.
+"""
+
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from test_gradient_cost import _constants
+from test_sumfact import _check_gradient, _close
+
+from igax import fem
+from igax.fem import library
+from igax.fem.forms import sumfact  # noqa: F401 - registers the module under its name
+from igax.fem.forms.form import bilinear_form
+
+_SF = sys.modules["igax.fem.forms.sumfact"]
+_AF = sys.modules["igax.fem.forms._sumfact_affine"]
+_EL3 = library.linear_elasticity(1.0, 0.3, "3d")
+
+
+@bilinear_form
+def _advection(u, v, w):
+    """A constant kernel that is not symmetric (the matrix reads the transposed band index)."""
+    return (0.7 * u.grad[0] - 0.4 * u.grad[1] + 0.3 * u.value) * v.value
+
+
+@pytest.fixture
+def paths(monkeypatch):
+    """Sum factorisation at every size; ``paths.elementwise`` / ``paths.general`` assemble the reference
+    matrices, and ``paths.taken`` counts the Kronecker programs built."""
+    monkeypatch.setattr(_SF, "_MIN_ENTRIES", 0)
+    monkeypatch.setattr(_SF, "_MIN_DEGREE", 1)
+    taken = []
+    real = _AF.kron_values
+    monkeypatch.setattr(_AF, "kron_values", lambda *a: taken.append(1) or real(*a))
+
+    class Paths:
+        def elementwise(self, form, V, **kw):
+            with monkeypatch.context() as m:
+                m.setattr(_SF, "_MIN_ENTRIES", 10**18)
+                return fem.assemble(form, V, **kw).values
+
+        def general(self, form, V, **kw):
+            with monkeypatch.context() as m:
+                m.setattr(_SF, "_AFFINE", False)
+                return fem.assemble(form, V, **kw).values
+
+    p = Paths()
+    p.taken = taken
+    return p
+
+
+def _sheared_box(n=(2, 3, 2), degree=2, shape=(3,)):
+    """A degree-``degree`` box mapped by a rotation-and-shear (every entry of ``J`` nonzero), weights 2."""
+    V = fem.SplineSpace(fem.geometry.box().refine(degree=degree, elements=n), shape=shape)
+    A = np.array([[1.2, 0.3, -0.2], [0.1, 0.9, 0.25], [-0.15, 0.2, 1.4]])
+    P = np.asarray(V.control_points) @ A.T + np.array([0.5, -1.0, 2.0])
+    return V.with_geometry(control_points=jnp.asarray(P), weights=2.0 * jnp.ones_like(V.weights))
+
+
+def _parallelogram(degree=3, n=(5, 4), knots=None, shape=()):
+    """A 2D patch on the map ``x = A u + b`` (non-uniform breakpoints with ``knots``)."""
+    geo = fem.geometry.rectangle((0, 0), (2, 1)).refine(degree=degree, elements=n)
+    if knots is not None:  # uneven breakpoints, one repeated (an empty virtual element)
+        for axis, values in enumerate(knots):
+            geo = geo.insert_knots(axis, values)
+    V = fem.SplineSpace(geo, shape=shape)
+    A = np.array([[1.0, 0.4], [-0.3, 0.8]])
+    return V.with_geometry(control_points=jnp.asarray(np.asarray(V.control_points) @ A.T + 0.25))
+
+
+def _rational(V):
+    w = np.random.default_rng(2).uniform(0.8, 1.2, np.shape(V.weights))
+    return V.with_geometry(weights=jnp.asarray(w))
+
+
+def _curved(V, scale=0.03):
+    rng = np.random.default_rng(1)
+    P = np.asarray(V.control_points)
+    return V.with_geometry(control_points=jnp.asarray(P + scale * rng.standard_normal(P.shape)))
+
+
+@pytest.mark.parametrize(
+    "make, form",
+    [
+        (lambda: _sheared_box(), _EL3),
+        (lambda: _sheared_box(shape=()), library.laplace),
+        (lambda: _sheared_box(shape=()), library.mass),
+        (lambda: _parallelogram(), library.laplace),
+        (lambda: _parallelogram(), _advection),
+        (lambda: _parallelogram(shape=(2,)), library.linear_elasticity(2.0, 0.25)),
+        (lambda: _parallelogram(2, n=(2, 1), knots=[[0.1, 0.5, 0.7], [0.3]]), library.laplace),
+    ],
+    ids=["3d-elasticity", "3d-laplace", "3d-mass", "2d-laplace", "2d-advection", "2d-elasticity", "2d-knots"],
+)
+def test_affine_patches_equal_the_elementwise_and_general_matrices(make, form, paths):
+    V = make()
+    got = fem.assemble(form, V).values
+    assert paths.taken, "the Kronecker program was not taken"
+    _close(got, paths.elementwise(form, V))
+    _close(got, paths.general(form, V))
+
+
+@pytest.mark.parametrize(
+    "make, form, kw",
+    [
+        (lambda: _curved(_sheared_box()), _EL3, {}),
+        (lambda: _rational(_sheared_box()), _EL3, {}),
+        (lambda: _parallelogram(), library.diffusion, {"kappa": 2.0}),
+    ],
+    ids=["curved", "rational", "input"],
+)
+def test_the_general_program_where_it_does_not_apply(make, form, kw, paths):
+    """A curved patch, unequal weights, and a kernel that reads an input (not a constant matrix)."""
+    V = make()
+    got = fem.assemble(form, V, **kw).values
+    assert not paths.taken
+    _close(got, paths.elementwise(form, V, **kw))
+
+
+@pytest.mark.parametrize("affine", [True, False], ids=["affine", "curved"])
+def test_a_space_passed_to_jit_chooses_at_run_time(affine, paths):
+    V = _sheared_box(n=(2, 2, 2))
+    V = V if affine else _curved(V)
+    got = jax.jit(lambda V: fem.assemble(_EL3, V).values)(V)
+    assert paths.taken, "the run-time choice was not built"
+    _close(got, paths.elementwise(_EL3, V))
+
+
+def test_vmap_over_an_affine_and_a_curved_patch(paths):
+    V = _parallelogram(2, n=(3, 3))
+    Ps = jnp.stack([V.control_points, _curved(V).control_points])
+    got = jax.vmap(lambda P: fem.assemble(library.laplace, V.with_geometry(control_points=P)).values)(Ps)
+    for k in range(2):
+        _close(got[k], paths.elementwise(library.laplace, V.with_geometry(control_points=Ps[k])))
+
+
+def test_gradients_wrt_control_points_and_weights_leave_the_kronecker_program(paths):
+    """At an affine patch the derivative is taken along non-affine perturbations too: exact (FD, rate 2)."""
+    V = _parallelogram(2, n=(3, 2))
+    r = jnp.asarray(np.random.default_rng(4).standard_normal(V.pattern.nnz))
+
+    def loss(P, w):
+        return jnp.sum(fem.assemble(library.laplace, V.with_geometry(control_points=P, weights=w)).values * r)
+
+    _check_gradient(loss, (V.control_points, V.weights), taylor=(0, 1), jvp=True)
+    assert paths.taken
+
+
+def test_a_closed_over_affine_patch_holds_no_large_constant(paths):
+    """The README's pattern: inside the caller's jit the Kronecker program reads univariate tables (a few
+    hundred numbers) and the CSR index (read at run time, igax/_held.py, forced here at a small size)."""
+    from igax import _held, _native
+
+    if not _native.available():
+        pytest.skip("native kernels unavailable")
+    V = _sheared_box(n=(3, 3, 3))
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(_held, "_HELD_MIN_BYTES", 0)
+        lowered = jax.jit(lambda: fem.assemble(_EL3, V).values).lower()
+    sizes = [int(np.prod(s)) for _, s in _constants(lowered.as_text(), compiled=False)]
+    assert paths.taken
+    assert max(sizes, default=0) < min(V.control_points.size, V.pattern.nnz), sizes
+
+
+def test_the_affine_check():
+    """Refined and degree-elevated boxes are affine to rounding; a point moved by 1e-9 of the extent is not."""
+    V = _sheared_box(n=(4, 3, 5))
+    sf = _SF.sumfact_plan(V)
+    ap = _AF.affine_plan(V.plan, sf, ((0, 0),))
+    J, w0 = _AF.concrete_map(ap, V.control_points, V.weights)
+    np.testing.assert_allclose(J, [[1.2, 0.3, -0.2], [0.1, 0.9, 0.25], [-0.15, 0.2, 1.4]], atol=1e-13)
+    assert w0 == 2.0
+    P = np.array(V.control_points)
+    P[2, 1, 3, 0] += 1e-9
+    assert _AF.concrete_map(ap, P, V.weights) is None
+    assert _AF.concrete_map(ap, np.asarray(V.control_points), 1.0 + np.arange(V.weights.size)) is None
