@@ -339,7 +339,7 @@ def assemble_factorised(form: Form, space, fields: dict, *, force: bool = False)
         if not any(isinstance(a, jax.core.Tracer) for a in (space.control_points, space.weights)):
             hit = affine.concrete_map(ap, space.control_points, space.weights)
             if hit is not None:
-                values = affine.values_concrete(ap, ks.constant, ks, *hit, blocks, kidx, idx_sorted)
+                values = affine.values_concrete(ap, ks.constant, ks, *hit, blocks, kidx, idx_sorted, dtype)
         else:
             values = affine.values_traced(
                 ap, ks.constant, ks, blocks, kidx, idx_sorted, general, space_in, fields
