@@ -36,15 +36,22 @@ def _advection(u, v, w):
     return (0.7 * u.grad[0] - 0.4 * u.grad[1] + 0.3 * u.value) * v.value
 
 
+@bilinear_form(symmetric=True)
+def _reads_x(u, v, w):
+    return (1.0 + w.x[0] ** 2) * u.value * v.value
+
+
 @pytest.fixture
 def paths(monkeypatch):
     """Sum factorisation at every size; ``paths.elementwise`` / ``paths.general`` assemble the reference
-    matrices, and ``paths.taken`` counts the Kronecker programs built."""
+    matrices, and ``paths.taken`` lists the Kronecker routes taken (``values_concrete``: a concrete patch
+    found affine when the program is built; ``values_traced``: the run-time choice)."""
     monkeypatch.setattr(_SF, "_MIN_ENTRIES", 0)
     monkeypatch.setattr(_SF, "_MIN_DEGREE", 1)
-    taken = []
-    real = _AF.kron_values
-    monkeypatch.setattr(_AF, "kron_values", lambda *a: taken.append(1) or real(*a))
+    taken = []  # counted per assembly (the programs themselves are traced once per shape)
+    for name in ("values_concrete", "values_traced"):
+        real = getattr(_AF, name)
+        monkeypatch.setattr(_AF, name, lambda *a, real=real, name=name: taken.append(name) or real(*a))
 
     class Paths:
         def elementwise(self, form, V, **kw):
@@ -102,15 +109,20 @@ def _curved(V, scale=0.03):
         (lambda: _parallelogram(), _advection),
         (lambda: _parallelogram(shape=(2,)), library.linear_elasticity(2.0, 0.25)),
         (lambda: _parallelogram(2, n=(2, 1), knots=[[0.1, 0.5, 0.7], [0.3]]), library.laplace),
+        (lambda: _parallelogram(), library.diffusion),
     ],
-    ids=["3d-elasticity", "3d-laplace", "3d-mass", "2d-laplace", "2d-advection", "2d-elasticity", "2d-knots"],
-)
+    ids=[
+        "3d-elasticity", "3d-laplace", "3d-mass", "2d-laplace", "2d-advection", "2d-elasticity", "2d-knots",
+        "2d-constant-input",
+    ],
+)  # fmt: skip
 def test_affine_patches_equal_the_elementwise_and_general_matrices(make, form, paths):
     V = make()
-    got = fem.assemble(form, V).values
-    assert paths.taken, "the Kronecker program was not taken"
-    _close(got, paths.elementwise(form, V))
-    _close(got, paths.general(form, V))
+    kw = {"kappa": 2.5} if form is library.diffusion else {}
+    got = fem.assemble(form, V, **kw).values
+    assert paths.taken == ["values_concrete"], "the Kronecker program was not taken"
+    _close(got, paths.elementwise(form, V, **kw))
+    _close(got, paths.general(form, V, **kw))
 
 
 @pytest.mark.parametrize(
@@ -118,12 +130,13 @@ def test_affine_patches_equal_the_elementwise_and_general_matrices(make, form, p
     [
         (lambda: _curved(_sheared_box()), _EL3, {}),
         (lambda: _rational(_sheared_box()), _EL3, {}),
-        (lambda: _parallelogram(), library.diffusion, {"kappa": 2.0}),
+        (lambda: _parallelogram(), library.diffusion, {"kappa": lambda x: 1.0 + x[0] ** 2}),
+        (lambda: _parallelogram(), _reads_x, {}),
     ],
-    ids=["curved", "rational", "input"],
+    ids=["curved", "rational", "input-at-points", "reads-x"],
 )
 def test_the_general_program_where_it_does_not_apply(make, form, kw, paths):
-    """A curved patch, unequal weights, and a kernel that reads an input (not a constant matrix)."""
+    """A curved patch, unequal weights, an input given at the points and a kernel that reads ``x``."""
     V = make()
     got = fem.assemble(form, V, **kw).values
     assert not paths.taken
@@ -135,7 +148,7 @@ def test_a_space_passed_to_jit_chooses_at_run_time(affine, paths):
     V = _sheared_box(n=(2, 2, 2))
     V = V if affine else _curved(V)
     got = jax.jit(lambda V: fem.assemble(_EL3, V).values)(V)
-    assert paths.taken, "the run-time choice was not built"
+    assert paths.taken == ["values_traced"], "the run-time choice was not built"
     _close(got, paths.elementwise(_EL3, V))
 
 
@@ -143,6 +156,7 @@ def test_vmap_over_an_affine_and_a_curved_patch(paths):
     V = _parallelogram(2, n=(3, 3))
     Ps = jnp.stack([V.control_points, _curved(V).control_points])
     got = jax.vmap(lambda P: fem.assemble(library.laplace, V.with_geometry(control_points=P)).values)(Ps)
+    assert paths.taken == ["values_traced"]
     for k in range(2):
         _close(got[k], paths.elementwise(library.laplace, V.with_geometry(control_points=Ps[k])))
 
@@ -156,7 +170,44 @@ def test_gradients_wrt_control_points_and_weights_leave_the_kronecker_program(pa
         return jnp.sum(fem.assemble(library.laplace, V.with_geometry(control_points=P, weights=w)).values * r)
 
     _check_gradient(loss, (V.control_points, V.weights), taylor=(0, 1), jvp=True)
-    assert paths.taken
+    assert set(paths.taken) == {"values_traced"}
+
+
+@pytest.mark.parametrize("space_as_argument", [False, True], ids=["closed-over", "argument"])
+def test_gradients_wrt_traced_moduli_and_coefficients(space_as_argument, paths):
+    """A kernel with traced constants (a modulus closed over, a coefficient passed in) stays on the
+    Kronecker program, and its gradient is exact: the matrix is linear in both."""
+    V = _sheared_box(n=(2, 2, 2))
+    r = jnp.asarray(np.random.default_rng(7).standard_normal(V.pattern.nnz))
+
+    def loss_el(E, V):
+        return jnp.sum(fem.assemble(library.linear_elasticity(E, 0.3, "3d"), V).values * r)
+
+    Vs = _sheared_box(n=(2, 2, 2), shape=())
+    s = jnp.asarray(np.random.default_rng(8).standard_normal(Vs.pattern.nnz))
+
+    def loss_diff(kappa, V):
+        return jnp.sum(fem.assemble(library.diffusion, V, kappa=kappa).values * s)
+
+    for fn, x0, W in [(loss_el, 1.3, V), (loss_diff, 0.7, Vs)]:
+        if space_as_argument:
+            f, g = jax.jit(fn), jax.jit(jax.grad(fn))
+            val, grad = f(x0, W), g(x0, W)
+        else:
+            f = jax.jit(lambda x, W=W, fn=fn: fn(x, W))
+            val, grad = f(x0), jax.jit(jax.grad(lambda x, W=W, fn=fn: fn(x, W)))(x0)
+        # Linear in the modulus / coefficient: the gradient is the value at 1, the value divided by x0.
+        np.testing.assert_allclose(float(grad), float(val) / x0, rtol=1e-12)
+        h = 1e-3
+        fd = (fn(x0 + h, W) - fn(x0 - h, W)) / (2 * h)
+        np.testing.assert_allclose(float(grad), float(fd), rtol=1e-9)
+        if fn is loss_diff:
+            ref = jnp.sum(paths.elementwise(library.diffusion, W, kappa=x0) * s)
+        else:
+            ref = jnp.sum(paths.elementwise(library.linear_elasticity(x0, 0.3, "3d"), W) * r)
+        np.testing.assert_allclose(float(val), float(ref), rtol=1e-12)
+    # (the central differences run eagerly: a concrete patch)
+    assert ("values_traced" in paths.taken) == space_as_argument and "values_concrete" in paths.taken
 
 
 def test_a_closed_over_affine_patch_holds_no_large_constant(paths):
@@ -171,12 +222,12 @@ def test_a_closed_over_affine_patch_holds_no_large_constant(paths):
         m.setattr(_held, "_HELD_MIN_BYTES", 0)
         lowered = jax.jit(lambda: fem.assemble(_EL3, V).values).lower()
     sizes = [int(np.prod(s)) for _, s in _constants(lowered.as_text(), compiled=False)]
-    assert paths.taken
+    assert paths.taken == ["values_concrete"]
     assert max(sizes, default=0) < min(V.control_points.size, V.pattern.nnz), sizes
 
 
 def test_the_affine_check():
-    """Refined and degree-elevated boxes are affine to rounding; a point moved by 1e-9 of the extent is not."""
+    """Refined boxes are affine to rounding; a point moved by 1e-9 of the extent is not."""
     V = _sheared_box(n=(4, 3, 5))
     sf = _SF.sumfact_plan(V)
     ap = _AF.affine_plan(V.plan, sf, ((0, 0),))

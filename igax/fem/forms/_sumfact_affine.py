@@ -1,4 +1,4 @@
-"""Sum-factorised assembly on an affine patch with a constant kernel: the matrix as a sum of Kronecker products.
+"""Sum-factorised assembly on an affine patch with a constant kernel: a sum of Kronecker products.
 
 On a polynomial patch (equal weights) whose geometry is affine, ``x(u) = x_0 + J u``, the Jacobian is the same
 at every point, and a form whose kernel matrix ``M`` is a concrete constant (the Laplacian, isotropic
@@ -36,8 +36,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.custom_derivatives import SymbolicZero
 
+from igax.fem.forms._runtime_choice import choose
 from igax.fem.forms._sumfact_constant import constant_point_matrices
-from igax.fem.forms._sumfact_points import Geometry, _det_inv
+from igax.fem.forms._sumfact_points import Geometry, _det_inv, _point_matrix, reference_matrices
 
 __all__ = ["AffinePlan", "affine_plan", "concrete_map", "kron_values", "values_concrete", "values_traced"]
 
@@ -170,7 +171,10 @@ def concrete_map(ap: AffinePlan, control_points, weights):
 
 
 def point_constants(M, ks, J, w0, d: int, blocks):
-    """``Dc (S, blocks)``: the kernel matrices of an affine patch with unit quadrature weight."""
+    """``Dc (S, blocks)``: the kernel matrices of an affine patch with unit quadrature weight.
+
+    ``M``: the kernel matrix ``(C, Ku, C, Kv)``, a NumPy constant (its zeros skipped) or traced.
+    """
     dim = J.shape[0]
     Jl = [[jnp.reshape(J[i, k], (1,)) for k in range(d)] for i in range(dim)]
     det, Jinv = _det_inv(Jl, jnp)
@@ -182,7 +186,19 @@ def point_constants(M, ks, J, w0, d: int, blocks):
         jnp.zeros((d, 1), one.dtype),
         jnp.abs(det),
     )
-    return constant_point_matrices(M, ks.ku, ks.kv, geo, False, d, blocks, w0 * w0)[..., 0]
+    if isinstance(M, np.ndarray):
+        return constant_point_matrices(M, ks.ku, ks.kv, geo, False, d, blocks, w0 * w0)[..., 0]
+    return reference_matrices(M, ks.ku, ks.kv, geo, False, d, blocks, w0 * w0)[0][..., 0]
+
+
+def uniform_matrix(form, ks, C: int, dim: int, dtype, fields: dict):
+    """The kernel matrix ``(C, Ku, C, Kv)`` of a kernel that reads no point data (``ks.uniform``): the
+    concrete ``ks.constant``, or the kernel on unit jets with the inputs' values (traced ones too)."""
+    if ks.constant is not None:
+        return ks.constant
+    const_in = {k: (jnp.asarray(v), None) for k, v in fields.items()}
+    M = _point_matrix(form, ks.unit, jnp.zeros((dim,), dtype), const_in)
+    return M.reshape(C, len(ks.ku), C, len(ks.kv))
 
 
 def kron_values(Dc, tables: list, csr_idx, idx_sorted: bool):
@@ -214,8 +230,10 @@ def kron_values(Dc, tables: list, csr_idx, idx_sorted: bool):
         else:
             term = head
         total = term if total is None else total + term
-    return total.reshape(-1).at[csr_idx].get(
-        mode="promise_in_bounds", unique_indices=True, indices_are_sorted=idx_sorted
+    return (
+        total.reshape(-1)
+        .at[csr_idx]
+        .get(mode="promise_in_bounds", unique_indices=True, indices_are_sorted=idx_sorted)
     )
 
 
@@ -224,21 +242,21 @@ def _concrete_program(Dc, tables, csr_idx, idx_sorted):
     return kron_values(Dc, tables, csr_idx, idx_sorted)
 
 
-def values_concrete(ap: AffinePlan, M, ks, J, w0, blocks, csr_idx, idx_sorted: bool, dtype):
-    """The CSR values (of ``dtype``) of a concrete affine patch (see the module docstring); nothing here is
-    traced but the (held) index."""
-    Dc = point_constants(M, ks, jnp.asarray(J, dtype), w0, ap.d, blocks)
+def values_concrete(ap: AffinePlan, Dc, csr_idx, idx_sorted: bool, dtype):
+    """The CSR values (of ``dtype``) of a concrete affine patch from its kernel matrices ``Dc (S, blocks)``
+    (:func:`point_constants`; traced where the kernel's inputs are, and differentiated through)."""
     tables = [jnp.asarray(t, dtype) for t in ap.tables]
-    return _concrete_program(Dc, tables, csr_idx, idx_sorted)
+    return _concrete_program(jnp.asarray(Dc, dtype), tables, csr_idx, idx_sorted)
 
 
-def values_traced(ap: AffinePlan, M, ks, blocks, csr_idx, idx_sorted: bool, general, space, fields):
+def values_traced(ap: AffinePlan, matrix, ks, blocks, csr_idx, idx_sorted: bool, general, space, fields):
     """CSR values for traced control points or weights: this program where the patch is affine and
     polynomial when the program runs, else ``general(space, fields)``; derivatives w.r.t. the control points
     and weights from ``general`` (see the module docstring).
 
     Arguments:
-        ap: the plan; M, ks: the concrete kernel matrix and its structure; blocks: the component blocks.
+        ap: the plan; matrix: ``fields -> M (C, Ku, C, Kv)``, the kernel matrix (:func:`uniform_matrix`);
+            ks: the kernel's structure; blocks: the component blocks.
         csr_idx, idx_sorted: the CSR index (band layout) and whether it is the plain one.
         general: ``(space, fields) -> values``, the general sum-factorised program.
         space, fields: as :func:`igax.fem.assemble` takes them (the space's arrays traced).
@@ -253,8 +271,9 @@ def values_traced(ap: AffinePlan, M, ks, blocks, csr_idx, idx_sorted: bool, gene
     def kron(c, w, rest):
         dtype = jnp.result_type(c.dtype, w.dtype)
         J, _, _, _ = _fit(ap, c.astype(dtype), jnp)
-        Dc = point_constants(M, ks, J, jnp.mean(w).astype(dtype), ap.d, blocks)
-        return kron_values(Dc, [jnp.asarray(t, dtype) for t in ap.tables], csr_idx, idx_sorted)
+        Dc = point_constants(matrix(rest[1]), ks, J, jnp.mean(w).astype(dtype), ap.d, blocks)
+        tables = [jnp.asarray(t, dtype) for t in ap.tables]
+        return kron_values(Dc.astype(dtype), tables, csr_idx, idx_sorted)
 
     def other(c, w, rest):
         s, f = rest
@@ -269,29 +288,9 @@ def values_traced(ap: AffinePlan, M, ks, blocks, csr_idx, idx_sorted: bool, gene
             ok = ok & (jnp.linalg.det(J) != 0)
         return jax.lax.cond(ok, kron, other, c, w, rest)
 
-    @jax.custom_jvp
-    def run(c, w, rest):
-        return either(c, w, rest)
+    def fixed_geometry(tangents):  # either program is exact in the inputs (a modulus, a coefficient)
+        tc, tw, _ = tangents
+        return isinstance(tc, SymbolicZero) and isinstance(tw, SymbolicZero)
 
-    def rule(primals, tangents):
-        c, w, rest = primals
-        tc, tw, _ = tangents  # the values do not depend on the fields (the kernel matrix is a constant)
-        if isinstance(tc, SymbolicZero) and isinstance(tw, SymbolicZero):
-            out = either(c, w, rest)
-            return out, jnp.zeros_like(out)
-        # A perturbed geometry is not affine in general: the general program, differentiated (its own
-        # rules take only the leaves with a tangent).
-        tc, tw = _instantiate((tc, tw))
-        return jax.jvp(lambda c, w: other(c, w, rest), (c, w), (tc, tw))
-
-    run.defjvp(rule, symbolic_zeros=True)
-    return run(cp, wts, (bare, fields))
-
-
-def _instantiate(tree):
-    """Symbolic zeros of a tangent tree made arrays."""
-    return jax.tree_util.tree_map(
-        lambda t: jnp.zeros(t.shape, t.dtype) if isinstance(t, SymbolicZero) else t,
-        tree,
-        is_leaf=lambda t: isinstance(t, SymbolicZero),
-    )
+    # A perturbed geometry is not affine in general: its derivative comes from the general program.
+    return choose(either, other, (cp, wts, (bare, fields)), fixed_geometry)

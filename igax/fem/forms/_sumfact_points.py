@@ -260,6 +260,7 @@ class KernelStructure(NamedTuple):
     constant: (
         np.ndarray | None
     )  # the kernel matrix (C, ku, C, kv) when it reads no point data and is concrete
+    uniform: bool = False  # it reads no point data: the same matrix at every point (traced or concrete)
 
 
 def kernel_structure(form: Form, space, x_shape, inputs: dict, dtype) -> KernelStructure | None:
@@ -292,14 +293,17 @@ def kernel_structure(form: Form, space, x_shape, inputs: dict, dtype) -> KernelS
         return None
     unit = (uv, ug_, vv, vg_)
     constant = None
-    if not (set(used) - {0, 1, 2, 3}) and not any(b for _, _, b in inputs.values()):
+    batched = any(b for _, _, b in inputs.values())
+    # Leaf 4 of the kernel's arguments is x; inputs not batched over the points are the same everywhere.
+    uniform = 4 not in used and not batched
+    if not (set(used) - {0, 1, 2, 3}) and not batched:
         # The kernel reads no point data: one evaluation, concrete when its own constants are.
         const_in = {k: (v, g) for k, (v, g, _) in inputs.items()}
         with jax.ensure_compile_time_eval():
             M = _point_matrix(form, unit, jnp.zeros(x_shape, dtype), const_in)
         if not isinstance(M, jax.core.Tracer):
             constant = np.asarray(M).reshape(C, len(ku), C, len(kv))
-    return KernelStructure(list(ku), list(kv), unit, constant)
+    return KernelStructure(list(ku), list(kv), unit, constant, uniform)
 
 
 def _point_matrix(form: Form, unit, xp, fl):

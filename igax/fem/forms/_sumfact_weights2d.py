@@ -12,10 +12,11 @@ the geometry without the weight channel.
 
 Derivatives: the polynomial program is exact for perturbations of anything but the weights (control
 points, fields, inputs: the patch stays polynomial), not for a perturbation of the weights, which makes the
-patch rational. So the values are a ``jax.custom_jvp`` whose rule differentiates the conditional program
-when the weights' tangent is a symbolic zero (the common case: a loss differentiated in coefficients or
-control points), and the rational program otherwise. Only the leaves whose tangent is not a symbolic zero
-are differentiated, so no derivative of the geometry is formed when only a field is differentiated.
+patch rational. So the values are a ``jax.custom_jvp`` (:mod:`igax.fem.forms._runtime_choice`) whose rule
+differentiates the conditional program when the weights' tangent is a symbolic zero (the common case: a loss
+differentiated in coefficients or control points), and the rational program otherwise. Only the leaves whose
+tangent is not a symbolic zero are differentiated, so no derivative of the geometry is formed when only a
+field is differentiated.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jax.custom_derivatives import SymbolicZero
+
+from igax.fem.forms._runtime_choice import choose
 
 __all__ = ["applies", "values_traced_weights", "Uniform"]
 
@@ -101,40 +104,7 @@ def values_traced_weights(values, form, space, fields: dict, csr_idx, blocks, id
         ok, _ = _uniform(w)
         return jax.lax.cond(ok, polynomial, rational, w, rest)
 
-    @jax.custom_jvp
-    def run(w, rest):
-        return either(w, rest)
+    def fixed_weights(tangents):  # the polynomial program is exact for everything but the weights
+        return isinstance(tangents[0], SymbolicZero)
 
-    def rule(primals, tangents):
-        w, rest = primals
-        tw, trest = tangents
-        if not isinstance(tw, SymbolicZero):
-            fn, args, tans = rational, (w, rest), (tw, _instantiate(trest))
-            return jax.jvp(fn, args, tans)
-        # Only the leaves with a tangent are differentiated (no geometry derivative for a field alone).
-        leaves, treedef = jax.tree_util.tree_flatten(rest)
-        tleaves = treedef.flatten_up_to(trest)
-        live = [i for i, t in enumerate(tleaves) if not isinstance(t, SymbolicZero)]
-
-        def part(*xs):
-            full = list(leaves)
-            for i, x in zip(live, xs, strict=True):
-                full[i] = x
-            return either(w, jax.tree_util.tree_unflatten(treedef, full))
-
-        if not live:
-            out = either(w, rest)
-            return out, jnp.zeros_like(out)
-        return jax.jvp(part, tuple(leaves[i] for i in live), tuple(tleaves[i] for i in live))
-
-    run.defjvp(rule, symbolic_zeros=True)
-    return run(space.weights, (bare, fields))
-
-
-def _instantiate(tree):
-    """Symbolic zeros of a tangent tree made arrays."""
-    return jax.tree_util.tree_map(
-        lambda t: jnp.zeros(t.shape, t.dtype) if isinstance(t, SymbolicZero) else t,
-        tree,
-        is_leaf=lambda t: isinstance(t, SymbolicZero),
-    )
+    return choose(either, rational, (space.weights, (bare, fields)), fixed_weights)
