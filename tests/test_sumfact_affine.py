@@ -238,3 +238,53 @@ def test_the_affine_check():
     P[2, 1, 3, 0] += 1e-9
     assert _AF.concrete_map(ap, P, V.weights) is None
     assert _AF.concrete_map(ap, np.asarray(V.control_points), 1.0 + np.arange(V.weights.size)) is None
+
+
+def test_grad_wrt_a_closed_over_modulus_with_the_space_passed_to_jit_on_a_curved_patch(paths):
+    """The general path's run-time choice (traced weights) with a form closing over the differentiated
+    modulus: the custom JVP receives it as an argument (closure conversion). Before, UnexpectedTracerError."""
+    V = _curved(_sheared_box(n=(2, 2, 2)))
+    r = jnp.asarray(np.random.default_rng(9).standard_normal(V.pattern.nnz))
+
+    def loss(E, V):
+        return jnp.sum(fem.assemble(library.linear_elasticity(E, 0.3, "3d"), V).values * r)
+
+    g = jax.jit(jax.grad(loss))(1.3, V)
+    np.testing.assert_allclose(float(g), float(loss(1.3, V)) / 1.3, rtol=1e-12)  # linear in E
+
+
+@pytest.mark.parametrize("case", ["affine", "curved", "rational", "inf"])
+def test_the_run_time_choice_takes_the_kronecker_program_exactly_where_it_applies(case, monkeypatch, paths):
+    """The Kronecker program marked (its values doubled): a space passed to jit gets doubled values exactly
+    when it is affine with equal weights and finite; a control point at inf goes to the general program
+    (non-finite values there, as eagerly), not to a finite matrix built from the corners."""
+    real = _AF.kron_values
+    monkeypatch.setattr(_AF, "kron_values", lambda *a: 2.0 * real(*a))
+    V = _sheared_box(n=(2, 2, 2), shape=())
+    if case == "curved":
+        V = _curved(V)
+    elif case == "rational":
+        V = _rational(V)
+    elif case == "inf":
+        V = V.with_geometry(control_points=V.control_points.at[1, 2, 1, 0].set(jnp.inf))
+    got = jax.jit(lambda V: fem.assemble(library.laplace, V).values)(V)
+    assert paths.taken == ["values_traced"]
+    if case == "inf":
+        assert not np.all(np.isfinite(np.asarray(got)))
+        return
+    _close(got, (2.0 if case == "affine" else 1.0) * paths.elementwise(library.laplace, V))
+
+
+def test_a_complex_kernel_takes_the_elementwise_path(paths):
+    """Sum factorisation works in the space's real dtype: a complex kernel (here constant) keeps its
+    imaginary part by taking the element-wise path (before, it was dropped with a ComplexWarning)."""
+
+    @bilinear_form(symmetric=True)
+    def helmholtz(u, v, w):
+        return jnp.sum(u.grad * v.grad) - (2.0 + 0.5j) * u.value * v.value
+
+    V = _parallelogram(2, n=(3, 3))
+    got = fem.assemble(helmholtz, V).values
+    assert got.dtype == jnp.complex128 and float(jnp.max(jnp.abs(got.imag))) > 1e-3
+    _close(got, paths.elementwise(helmholtz, V))
+    assert not paths.taken

@@ -261,6 +261,7 @@ class KernelStructure(NamedTuple):
         np.ndarray | None
     )  # the kernel matrix (C, ku, C, kv) when it reads no point data and is concrete
     uniform: bool = False  # it reads no point data: the same matrix at every point (traced or concrete)
+    complex: bool = False  # its values are complex (sum factorisation works in the space's real dtype)
 
 
 def kernel_structure(form: Form, space, x_shape, inputs: dict, dtype) -> KernelStructure | None:
@@ -286,6 +287,13 @@ def kernel_structure(form: Form, space, x_shape, inputs: dict, dtype) -> KernelS
     )
 
     used = checked_kernel(form, (jv, pt), lambda: check_bilinear_kernel(kern, jv, pt, form))
+    out = jax.eval_shape(
+        lambda ua, ug, va, vg, x, fl: kernel_output(kern(ua, ug, va, vg, x, None, fl), form),
+        *jv,
+        *jv,
+        *pt[::2],
+    )
+    is_complex = bool(jnp.issubdtype(out.dtype, jnp.complexfloating))
     with jax.ensure_compile_time_eval():
         uv, ug_, ku = jet_select(space, dtype, 0 in used, 1 in used)
         vv, vg_, kv = jet_select(space, dtype, 2 in used, 3 in used)
@@ -303,7 +311,7 @@ def kernel_structure(form: Form, space, x_shape, inputs: dict, dtype) -> KernelS
             M = _point_matrix(form, unit, jnp.zeros(x_shape, dtype), const_in)
         if not isinstance(M, jax.core.Tracer):
             constant = np.asarray(M).reshape(C, len(ku), C, len(kv))
-    return KernelStructure(list(ku), list(kv), unit, constant, uniform)
+    return KernelStructure(list(ku), list(kv), unit, constant, uniform, is_complex)
 
 
 def _point_matrix(form: Form, unit, xp, fl):

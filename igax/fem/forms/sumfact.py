@@ -304,6 +304,8 @@ def assemble_factorised(form: Form, space, fields: dict, *, force: bool = False)
     dtype = jnp.result_type(space.control_points.dtype, space.weights.dtype)
     shapes = _input_shapes(_prepare_inputs(sf, space, fields, form, abstract=True), sf.d, p.dim, dtype)
     ks = kernel_structure(form, space, (p.dim,), shapes, dtype)
+    if ks is not None and ks.complex:
+        return None  # a complex kernel: the element-wise path (complex values; here they would be real)
     if ks is None:
         return SparseMatrix(jnp.zeros(p.pattern.nnz, dtype), p.pattern, symmetric=form.symmetric)
     if dtype != jnp.float64:
@@ -337,8 +339,10 @@ def assemble_factorised(form: Form, space, fields: dict, *, force: bool = False)
         Ru = tuple(_reference_columns(ks.ku, None, False, sf.d, dry=True))
         Rv = tuple(_reference_columns(ks.kv, None, False, sf.d, dry=True))
         ap = affine.affine_plan(p, sf, tuple((ru, rv) for ru in Ru for rv in Rv))
-        kidx = idx if idx is not None else fetch(_csr_index(space, blocks, transposed))
         idx_sorted = p.ncomp == 1 and not transposed
+
+        def band_index():  # the index the Kronecker values are read through (the general 2D one has none)
+            return idx if idx is not None else fetch(_csr_index(space, blocks, transposed))
 
         def matrix(fields):
             return affine.uniform_matrix(form, ks, p.ncomp, p.dim, dtype, fields)
@@ -348,9 +352,11 @@ def assemble_factorised(form: Form, space, fields: dict, *, force: bool = False)
             if hit is not None:
                 J, w0_ = hit
                 Dc = affine.point_constants(matrix(fields), ks, jnp.asarray(J, dtype), w0_, sf.d, blocks)
-                values = affine.values_concrete(ap, Dc, kidx, idx_sorted, dtype)
+                values = affine.values_concrete(ap, Dc, band_index(), idx_sorted, dtype)
         else:
-            values = affine.values_traced(ap, matrix, ks, blocks, kidx, idx_sorted, general, space_in, fields)
+            values = affine.values_traced(
+                ap, matrix, ks, blocks, band_index(), idx_sorted, general, space_in, fields
+            )
     if values is None:
         values = general(space_in, fields)
     if form.symmetric and _constant_symmetric(ks):
