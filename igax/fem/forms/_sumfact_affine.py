@@ -1,8 +1,10 @@
-"""Sum-factorised assembly on an affine patch with a constant kernel: a sum of Kronecker products.
+"""Sum-factorised assembly on an affine patch with a uniform kernel: a sum of Kronecker products.
 
 On a polynomial patch (equal weights) whose geometry is affine, ``x(u) = x_0 + J u``, the Jacobian is the same
-at every point, and a form whose kernel matrix ``M`` is a concrete constant (the Laplacian, isotropic
-elasticity with numbers for its moduli) has per state ``s = (ru, rv)`` and component block ``b``
+at every point, and a form whose kernel reads no point data (neither ``x`` nor inputs given per point or as
+Fields), so that its kernel matrix ``M`` is the same everywhere (the Laplacian, the mass, isotropic
+elasticity, ``diffusion`` with a number for ``kappa``; concrete or traced) has per state ``s = (ru, rv)`` and
+component block ``b``
 
     D[s, b](q) = Dc[s, b] w_0(q_0) ... w_{d-1}(q_{d-1}),     Dc = T^T M T |det J|  (one number each),
 
@@ -17,13 +19,15 @@ derivative flags along ``k``) on the same Gauss rule. The entries are computed s
 direction), no kernel matrices at the points and no band in memory. The matrix is the same as the general
 sum factorisation's to rounding (1e-15 relative).
 
-Which patches: the control points are an affine function of the Greville abscissae (B-splines reproduce
-linear functions, so then ``x(u) = x_0 + J u`` exactly), checked to ``1e-13`` of the patch's extent, and the
-weights are equal to 1e-14. Boxes, parallelepipeds and rectangles, refined or degree-elevated. A concrete
-geometry is checked on the host when the program is built. Traced control points or weights (a space passed
-to ``jax.jit``) are checked when the program runs, and a ``lax.cond`` takes this program or the general one;
-derivatives w.r.t. the control points or the weights always come from the general program (a perturbation
-of the control points is not affine in general), through a ``jax.custom_jvp``.
+Which patches: the control points are an affine function of the Greville abscissae (B-splines reproduce linear
+functions, so then ``x(u) = x_0 + J u`` exactly), checked to ``1e-13`` of the patch's extent (100 ulps in
+float32), and the weights are equal to 1e-14 (4 ulps in float32). Boxes, parallelepipeds and rectangles,
+refined or degree-elevated. A concrete geometry is checked on the host when the program is built. Traced
+control points or weights (a space passed to ``jax.jit``) are checked when the program runs, and a
+``lax.cond`` takes this program or the general one; derivatives w.r.t. the control points or the weights
+always come from the general program (a perturbation of the control points is not affine in general), through
+a ``jax.custom_jvp`` (:mod:`igax.fem.forms._runtime_choice`). Derivatives w.r.t. the kernel's constants (a
+modulus, a coefficient) come from this program: the matrix is linear in ``Dc``.
 
 Measured (3D degree-2 elasticity, 31^3 elements, 107,811 DOFs, 2 cores, quiet machine): 0.27 s against
 0.94 s for the general sum factorisation (``benchmarks/bench_assembly.py``, ``docs/performance.md``).

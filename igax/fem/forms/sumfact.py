@@ -24,13 +24,14 @@ pointwise work (geometry, the inputs' evaluation, the kernel itself) keeps JAX's
 
 Which path :func:`igax.fem.assemble` takes: this one for bilinear volume forms on a single-patch
 :class:`~igax.fem.SplineSpace` without glued or collapsed sides, of degree >= ``_MIN_DEGREE`` in every
-direction, once the element matrices would hold ``_MIN_ENTRIES`` entries or more (below that the
-element-wise path is as fast or faster and compiles in half the time). Measured on 2 cores (see
-``benchmarks/bench_assembly.py`` and ``docs/performance.md``). Boundary integrals, linear forms,
-functionals, multi-patch and Lagrange spaces take the element-wise path. Within this path, a form whose
-kernel matrix is a concrete constant on an affine polynomial patch (a box, rectangle or parallelepiped)
-takes the Kronecker assembly of :mod:`igax.fem.forms._sumfact_affine` (the same matrix to rounding, 3.5x
-faster for 3D degree-2 elasticity); a space passed to ``jax.jit`` makes that choice when the program runs.
+direction, once the element matrices would hold ``_MIN_ENTRIES`` entries or more (below that the element-wise
+path is as fast or faster and compiles in half the time). Measured on 2 cores (see
+``benchmarks/bench_assembly.py`` and ``docs/performance.md``). Boundary integrals, linear forms, functionals,
+multi-patch and Lagrange spaces take the element-wise path, and so do complex kernels. Within this path, a
+form whose kernel reads no point data (its constants may be traced) on an affine polynomial patch (a box,
+rectangle or parallelepiped) takes the Kronecker assembly of :mod:`igax.fem.forms._sumfact_affine` (the same
+matrix to rounding, 3.5x faster for 3D degree-2 elasticity); a space passed to ``jax.jit`` makes that choice
+when the program runs.
 """
 
 from __future__ import annotations
@@ -86,7 +87,7 @@ _POLY_GEOMETRY = True
 _DIRECT_CSR = True
 # ... and for a constant symmetric kernel on a polynomial patch, the half band only (off for A/B timings).
 _HALF_BAND = True
-# A constant kernel on an affine polynomial patch: the matrix as a sum of Kronecker products of univariate
+# A kernel that reads no point data on an affine polynomial patch: a sum of Kronecker products of univariate
 # band matrices (_sumfact_affine; off for A/B timings and for tests of the general path on boxes).
 _AFFINE = True
 
