@@ -288,3 +288,32 @@ def test_a_complex_kernel_takes_the_elementwise_path(paths):
     assert got.dtype == jnp.complex128 and float(jnp.max(jnp.abs(got.imag))) > 1e-3
     _close(got, paths.elementwise(helmholtz, V))
     assert not paths.taken
+
+
+@pytest.mark.parametrize("order", ["jit-of-grad", "grad-of-jit"])
+def test_gradients_through_the_run_time_choice_with_held_index_arrays(order, monkeypatch, paths):
+    """Past 4 MB the CSR index is read when the program runs (igax._held: an integer value of the caller's
+    trace, forced here at a small size), and both run-time choices close over it; the custom JVP receives
+    it as an argument. Before, lowering the rule failed (``No constant handler for type:
+    DynamicJaxprTracer``), for a modulus, a coefficient and control points, affine or curved."""
+    from igax import _held, _native
+
+    if not _native.available():
+        pytest.skip("native kernels unavailable")
+    monkeypatch.setattr(_held, "_HELD_MIN_BYTES", 0)
+    V = _parallelogram(2, n=(3, 3), shape=(2,))
+    r = jnp.asarray(np.random.default_rng(11).standard_normal(V.pattern.nnz))
+
+    def loss(E, P):
+        A = fem.assemble(library.linear_elasticity(E, 0.3), V.with_geometry(control_points=P))
+        return jnp.sum(A.values * r)
+
+    for P in (V.control_points, _curved(V).control_points):
+        grad = jax.grad(loss, argnums=(0, 1))
+        gE, gP = jax.jit(grad)(1.3, P) if order == "jit-of-grad" else jax.grad(jax.jit(loss), (0, 1))(1.3, P)
+        np.testing.assert_allclose(float(gE), float(loss(1.3, P)) / 1.3, rtol=1e-12)  # linear in E
+        dP = jnp.asarray(np.random.default_rng(12).standard_normal(P.shape))
+        h = 1e-6
+        fd = (loss(1.3, P + h * dP) - loss(1.3, P - h * dP)) / (2 * h)
+        np.testing.assert_allclose(float(jnp.vdot(gP, dP)), float(fd), rtol=1e-6)
+    assert "values_traced" in paths.taken

@@ -291,18 +291,18 @@ def values_traced(ap: AffinePlan, matrix, ks, blocks, csr_idx, idx_sorted: bool,
         s = eqx.tree_at(lambda t: (t.control_points, t.weights), s, (c, w), is_leaf=none)
         return general(s, f)
 
-    def either(c, w, rest):
+    def affine_here(c, w, rest):
         J, _, residual, extent = _fit(ap, c, jnp)
         m = jnp.mean(w)
         ok = (m > 0) & jnp.all(jnp.abs(w - m) <= _wtol(w.dtype) * m) & (residual <= _rtol(c.dtype) * extent)
         ok = ok & jnp.all(jnp.isfinite(c))  # an inf point: residual and extent inf, and inf <= inf
         if J.shape[0] == J.shape[1]:
             ok = ok & (jnp.linalg.det(J) != 0)
-        return jax.lax.cond(ok, kron, other, c, w, rest)
+        return ok
 
     def fixed_geometry(tangents):  # either program is exact in the inputs (a modulus, a coefficient)
         tc, tw, _ = tangents
         return isinstance(tc, SymbolicZero) and isinstance(tw, SymbolicZero)
 
     # A perturbed geometry is not affine in general: its derivative comes from the general program.
-    return choose(either, other, (cp, wts, (bare, fields)), fixed_geometry)
+    return choose(affine_here, kron, other, (cp, wts, (bare, fields)), fixed_geometry)

@@ -100,11 +100,10 @@ def values_traced_weights(values, form, space, fields: dict, csr_idx, blocks, id
         s, fl = rebuild(jnp.ones_like(w), rest)
         return values(form, s, fl, csr_idx, Uniform(1.0), blocks, idx_sorted)
 
-    def either(w, rest):
-        ok, _ = _uniform(w)
-        return jax.lax.cond(ok, polynomial, rational, w, rest)
+    def equal(w, rest):
+        return _uniform(w)[0]
 
     def fixed_weights(tangents):  # the polynomial program is exact for everything but the weights
         return isinstance(tangents[0], SymbolicZero)
 
-    return choose(either, rational, (space.weights, (bare, fields)), fixed_weights)
+    return choose(equal, polynomial, rational, (space.weights, (bare, fields)), fixed_weights)

@@ -403,7 +403,8 @@ def _eager_inputs(form: Form, space, sf: SumFactPlan, fields: dict) -> dict:
                 what = f"a callable of x whose values have shape {got}"
                 raise ValueError(_shape_message(form, name, what, want, *x.shape[1:], p))
         elif isinstance(f, (int, float, complex, np.number)):
-            fields[name] = jnp.asarray(f, dtype=float)
+            # A complex number stays complex (the kernel is then complex: the element-wise path).
+            fields[name] = jnp.asarray(f, dtype=complex if np.iscomplexobj(f) else float)
     return fields
 
 
