@@ -287,6 +287,10 @@ def test_a_complex_kernel_takes_the_elementwise_path(paths):
     got = fem.assemble(helmholtz, V).values
     assert got.dtype == jnp.complex128 and float(jnp.max(jnp.abs(got.imag))) > 1e-3
     _close(got, paths.elementwise(helmholtz, V))
+    # A complex number for an input (before: TypeError in sum factorisation's input conversion).
+    got = fem.assemble(library.diffusion, V, kappa=2.0 + 1.0j).values
+    assert got.dtype == jnp.complex128
+    _close(got, paths.elementwise(library.diffusion, V, kappa=2.0 + 1.0j))
     assert not paths.taken
 
 
